@@ -1,0 +1,19 @@
+//! Patchbay's domain and media core.
+//!
+//! Knows nothing about HTTP or SIP syntax: the `api` and `sip` crates translate
+//! their protocols into calls on [`Conference`].
+
+pub mod model;
+pub mod registry;
+pub mod resolver;
+pub mod store;
+pub mod token;
+
+pub use model::{
+    DeviceApiVersion, Participant, ParticipantSubscription, PublishPermission, Session,
+    Subscriptions, UnixMillis,
+};
+pub use registry::{
+    system_clock, Clock, Conference, ConferenceError, NewParticipant, Options,
+    MAX_PARTICIPANTS_PER_SESSION, MAX_TAG_CHARS,
+};

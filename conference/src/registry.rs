@@ -1,0 +1,585 @@
+//! The control plane: sessions, participants, membership, subscriptions, tokens, limits, expiry.
+//!
+//! State lives in memory behind one short-held lock (this is the control
+//! plane, never the media path) and every change is written through the
+//! [`Store`] before it is acknowledged. Changes are enqueued to the store while
+//! the lock is held, so the store sees them in the same order as memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+use crate::model::{
+    DeviceApiVersion, Participant, PublishPermission, Session, Subscriptions, UnixMillis,
+};
+use crate::store::{Store, StoreError, StoreOp};
+use crate::token::{TokenError, TokenKeys};
+
+/// A session holds at most this many participants.
+pub const MAX_PARTICIPANTS_PER_SESSION: usize = 20;
+/// Tags are at most this many characters.
+pub const MAX_TAG_CHARS: usize = 50;
+
+const META_TOKEN_SECRET: &str = "token_secret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConferenceError {
+    /// The object does not exist, belongs to another account, or is no longer active.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed or violates a rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request conflicts with current state (limits, membership).
+    #[error("{0}")]
+    Conflict(String),
+    /// A token was rejected.
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Result<T> = std::result::Result<T, ConferenceError>;
+
+fn not_found(what: &str, id: Uuid) -> ConferenceError {
+    ConferenceError::NotFound(format!("{what} {id} not found"))
+}
+
+/// A source of wall-clock time in epoch milliseconds (injectable for tests).
+pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as UnixMillis)
+            .unwrap_or(0)
+    })
+}
+
+/// How the control plane is set up.
+#[derive(Clone)]
+pub struct Options {
+    pub session_ttl: Duration,
+    pub token_ttl: Duration,
+    /// Token signing secret; `None`: the one kept in the store, generated on first start.
+    pub token_secret: Option<String>,
+    pub clock: Clock,
+}
+
+/// A request to create a participant.
+#[derive(Debug, Clone, Default)]
+pub struct NewParticipant {
+    pub callback_url: Option<String>,
+    /// `None`: both AUDIO and VIDEO.
+    pub publish_permissions: Option<Vec<PublishPermission>>,
+    pub tag: Option<String>,
+    /// `None`: V3.
+    pub device_api_version: Option<DeviceApiVersion>,
+}
+
+#[derive(Default)]
+struct State {
+    participants: HashMap<Uuid, Participant>,
+    sessions: HashMap<Uuid, Session>,
+    next_seq: i64,
+}
+
+/// The control plane.
+pub struct Conference {
+    state: Mutex<State>,
+    store: Arc<dyn Store>,
+    tokens: TokenKeys,
+    session_ttl_ms: i64,
+    clock: Clock,
+}
+
+impl Conference {
+    /// Load state from `store` and get ready to serve.
+    pub async fn open(store: Arc<dyn Store>, options: Options) -> Result<Conference> {
+        let snap = store.load().await?;
+        let secret = match (&options.token_secret, snap.meta.get(META_TOKEN_SECRET)) {
+            (Some(s), _) => s.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => {
+                let bytes: [u8; 32] = rand::random();
+                let s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                store
+                    .commit(vec![StoreOp::PutMeta {
+                        key: META_TOKEN_SECRET.into(),
+                        value: s.clone(),
+                    }])
+                    .await?;
+                tracing::info!("generated a token secret and stored it");
+                s
+            }
+        };
+
+        let mut state = State::default();
+        for s in snap.sessions {
+            state.sessions.insert(s.id, s);
+        }
+        for p in snap.participants {
+            state.participants.insert(p.id, p);
+        }
+        for m in snap.memberships {
+            state.next_seq = state.next_seq.max(m.joined_seq + 1);
+            let (Some(p), Some(s)) = (
+                state.participants.get_mut(&m.participant_id),
+                state.sessions.get_mut(&m.session_id),
+            ) else {
+                continue;
+            };
+            p.session_id = Some(s.id);
+            p.subscriptions = m.subscriptions;
+            s.members.push(p.id);
+        }
+        tracing::info!(
+            sessions = state.sessions.len(),
+            participants = state.participants.len(),
+            "state loaded"
+        );
+        Ok(Conference {
+            state: Mutex::new(state),
+            store,
+            tokens: TokenKeys::new(secret.as_bytes(), options.token_ttl),
+            session_ttl_ms: i64::try_from(options.session_ttl.as_millis()).unwrap_or(i64::MAX / 2),
+            clock: options.clock,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> UnixMillis {
+        (self.clock)()
+    }
+
+    /// Numbers of live sessions and participants.
+    pub fn counts(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.sessions.len(), st.participants.len())
+    }
+
+    /// Whether the store answers.
+    pub async fn ready(&self) -> Result<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Write everything enqueued and close the store.
+    pub async fn close(&self) -> Result<()> {
+        Ok(self.store.close().await?)
+    }
+
+    // ---- participants ----
+
+    /// Create a participant and mint its token.
+    pub async fn create_participant(
+        &self,
+        account_id: &str,
+        new: NewParticipant,
+    ) -> Result<(Participant, String)> {
+        if let Some(tag) = &new.tag {
+            check_tag(tag)?;
+        }
+        if let Some(url) = &new.callback_url {
+            check_callback_url(url)?;
+        }
+        let mut permissions = new
+            .publish_permissions
+            .unwrap_or_else(|| vec![PublishPermission::Audio, PublishPermission::Video]);
+        permissions.sort();
+        permissions.dedup();
+        let now = self.now();
+        let p = Participant {
+            id: Uuid::new_v4(),
+            account_id: account_id.to_string(),
+            callback_url: new.callback_url,
+            publish_permissions: permissions,
+            tag: new.tag,
+            device_api_version: new.device_api_version.unwrap_or(DeviceApiVersion::V3),
+            created_at: now,
+            session_id: None,
+            subscriptions: Subscriptions::default(),
+        };
+        let token = self
+            .tokens
+            .mint(account_id, p.id, p.device_api_version, now)?;
+        let durable = {
+            let mut st = self.lock();
+            st.participants.insert(p.id, p.clone());
+            self.store
+                .commit(vec![StoreOp::InsertParticipant(p.clone())])
+        };
+        durable.await?;
+        Ok((p, token))
+    }
+
+    pub fn get_participant(&self, account_id: &str, id: Uuid) -> Result<Participant> {
+        let st = self.lock();
+        participant(&st, account_id, id).cloned()
+    }
+
+    /// Delete a participant: its membership ends, others stop subscribing to it,
+    /// its token stops being valid.
+    pub async fn delete_participant(&self, account_id: &str, id: Uuid) -> Result<()> {
+        let durable = {
+            let mut st = self.lock();
+            let p = participant(&st, account_id, id)?.clone();
+            let mut unit = Vec::new();
+            if let Some(sid) = p.session_id {
+                leave_session(&mut st, sid, id, &mut unit);
+            }
+            st.participants.remove(&id);
+            unit.push(StoreOp::DeleteParticipant(id));
+            self.store.commit(unit)
+        };
+        Ok(durable.await?)
+    }
+
+    /// Check a participant token: signature, expiry, and that the participant still exists.
+    pub fn verify_token(&self, token: &str) -> Result<Participant> {
+        let claims = self.tokens.verify(token, self.now())?;
+        let st = self.lock();
+        match st.participants.get(&claims.participant_id) {
+            Some(p) if p.account_id == claims.account_id => Ok(p.clone()),
+            _ => Err(TokenError::Invalid("participant no longer exists".into()).into()),
+        }
+    }
+
+    // ---- sessions ----
+
+    pub async fn create_session(&self, account_id: &str, tag: Option<String>) -> Result<Session> {
+        if let Some(tag) = &tag {
+            check_tag(tag)?;
+        }
+        let now = self.now();
+        let s = Session {
+            id: Uuid::new_v4(),
+            account_id: account_id.to_string(),
+            tag,
+            created_at: now,
+            expires_at: now.saturating_add(self.session_ttl_ms),
+            members: Vec::new(),
+        };
+        let durable = {
+            let mut st = self.lock();
+            st.sessions.insert(s.id, s.clone());
+            self.store.commit(vec![StoreOp::InsertSession(s.clone())])
+        };
+        durable.await?;
+        Ok(s)
+    }
+
+    pub fn get_session(&self, account_id: &str, id: Uuid) -> Result<Session> {
+        let st = self.lock();
+        session(&st, account_id, id, self.now()).cloned()
+    }
+
+    /// Delete a session: every membership in it ends (participants remain).
+    pub async fn delete_session(&self, account_id: &str, id: Uuid) -> Result<()> {
+        let durable = {
+            let mut st = self.lock();
+            session(&st, account_id, id, self.now())?;
+            end_session(&mut st, id);
+            self.store.commit(vec![StoreOp::DeleteSession(id)])
+        };
+        Ok(durable.await?)
+    }
+
+    /// Delete every session whose lifetime is over; returns how many.
+    pub async fn expire_sessions(&self) -> Result<usize> {
+        let now = self.now();
+        let durable = {
+            let mut st = self.lock();
+            let expired: Vec<Uuid> = st
+                .sessions
+                .values()
+                .filter(|s| s.expires_at <= now)
+                .map(|s| s.id)
+                .collect();
+            if expired.is_empty() {
+                return Ok(0);
+            }
+            for id in &expired {
+                end_session(&mut st, *id);
+            }
+            let n = expired.len();
+            (
+                n,
+                self.store
+                    .commit(expired.into_iter().map(StoreOp::DeleteSession).collect()),
+            )
+        };
+        durable.1.await?;
+        tracing::info!(sessions = durable.0, "expired sessions deleted");
+        Ok(durable.0)
+    }
+
+    /// The session's participants in the order they joined.
+    pub fn list_session_participants(
+        &self,
+        account_id: &str,
+        id: Uuid,
+    ) -> Result<Vec<Participant>> {
+        let st = self.lock();
+        let s = session(&st, account_id, id, self.now())?;
+        Ok(s.members
+            .iter()
+            .filter_map(|p| st.participants.get(p).cloned())
+            .collect())
+    }
+
+    // ---- membership and subscriptions ----
+
+    /// Add a participant to a session (idempotent: adding a member again replaces
+    /// its subscriptions). `subscriptions: None` means membership only.
+    pub async fn add_participant_to_session(
+        &self,
+        account_id: &str,
+        session_id: Uuid,
+        participant_id: Uuid,
+        subscriptions: Option<Subscriptions>,
+    ) -> Result<()> {
+        let durable = {
+            let mut st = self.lock();
+            let s = session(&st, account_id, session_id, self.now())?;
+            let p = participant(&st, account_id, participant_id)?;
+            match p.session_id {
+                Some(other) if other != session_id => {
+                    return Err(ConferenceError::Conflict(format!(
+                        "participant {participant_id} is already in session {other}; a participant is in at most one session"
+                    )))
+                }
+                Some(_) => {}
+                None if s.members.len() >= MAX_PARTICIPANTS_PER_SESSION => {
+                    return Err(ConferenceError::Conflict(format!(
+                        "session {session_id} already has the maximum of {MAX_PARTICIPANTS_PER_SESSION} participants"
+                    )))
+                }
+                None => {}
+            }
+            let subscriptions = subscriptions.unwrap_or_default();
+            check_subscriptions(s, participant_id, &subscriptions)?;
+            let already_member = p.session_id.is_some();
+
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            if !already_member {
+                if let Some(s) = st.sessions.get_mut(&session_id) {
+                    s.members.push(participant_id);
+                }
+            }
+            if let Some(p) = st.participants.get_mut(&participant_id) {
+                p.session_id = Some(session_id);
+                p.subscriptions = subscriptions.clone();
+            }
+            let op = if already_member {
+                StoreOp::SetSubscriptions {
+                    participant_id,
+                    subscriptions,
+                }
+            } else {
+                StoreOp::PutMembership {
+                    participant_id,
+                    session_id,
+                    joined_seq: seq,
+                    subscriptions,
+                }
+            };
+            self.store.commit(vec![op])
+        };
+        Ok(durable.await?)
+    }
+
+    /// Remove a participant from a session; its subscriptions go, and so do
+    /// other members' subscriptions to it.
+    pub async fn remove_participant_from_session(
+        &self,
+        account_id: &str,
+        session_id: Uuid,
+        participant_id: Uuid,
+    ) -> Result<()> {
+        let durable = {
+            let mut st = self.lock();
+            member(&st, account_id, session_id, participant_id, self.now())?;
+            let mut unit = Vec::new();
+            leave_session(&mut st, session_id, participant_id, &mut unit);
+            self.store.commit(unit)
+        };
+        Ok(durable.await?)
+    }
+
+    pub fn get_subscriptions(
+        &self,
+        account_id: &str,
+        session_id: Uuid,
+        participant_id: Uuid,
+    ) -> Result<Subscriptions> {
+        let st = self.lock();
+        Ok(
+            member(&st, account_id, session_id, participant_id, self.now())?
+                .subscriptions
+                .clone(),
+        )
+    }
+
+    /// Replace a member's subscriptions (`None`: remove them all).
+    pub async fn update_subscriptions(
+        &self,
+        account_id: &str,
+        session_id: Uuid,
+        participant_id: Uuid,
+        subscriptions: Option<Subscriptions>,
+    ) -> Result<()> {
+        let durable = {
+            let mut st = self.lock();
+            member(&st, account_id, session_id, participant_id, self.now())?;
+            let subscriptions = subscriptions.unwrap_or_default();
+            if let Some(s) = st.sessions.get(&session_id) {
+                check_subscriptions(s, participant_id, &subscriptions)?;
+            }
+            if let Some(p) = st.participants.get_mut(&participant_id) {
+                p.subscriptions = subscriptions.clone();
+            }
+            self.store.commit(vec![StoreOp::SetSubscriptions {
+                participant_id,
+                subscriptions,
+            }])
+        };
+        Ok(durable.await?)
+    }
+}
+
+fn participant<'a>(st: &'a State, account_id: &str, id: Uuid) -> Result<&'a Participant> {
+    st.participants
+        .get(&id)
+        .filter(|p| p.account_id == account_id)
+        .ok_or_else(|| not_found("participant", id))
+}
+
+fn session<'a>(st: &'a State, account_id: &str, id: Uuid, now: UnixMillis) -> Result<&'a Session> {
+    st.sessions
+        .get(&id)
+        .filter(|s| s.account_id == account_id && s.expires_at > now)
+        .ok_or_else(|| not_found("session", id))
+}
+
+/// The participant, when it is a member of the (live) session.
+fn member<'a>(
+    st: &'a State,
+    account_id: &str,
+    session_id: Uuid,
+    participant_id: Uuid,
+    now: UnixMillis,
+) -> Result<&'a Participant> {
+    session(st, account_id, session_id, now)?;
+    let p = participant(st, account_id, participant_id)?;
+    if p.session_id != Some(session_id) {
+        return Err(ConferenceError::NotFound(format!(
+            "participant {participant_id} is not in session {session_id}"
+        )));
+    }
+    Ok(p)
+}
+
+/// End `participant_id`'s membership of `session_id` in memory, pushing the store ops.
+fn leave_session(st: &mut State, session_id: Uuid, participant_id: Uuid, unit: &mut Vec<StoreOp>) {
+    let members = match st.sessions.get_mut(&session_id) {
+        Some(s) => {
+            s.members.retain(|m| *m != participant_id);
+            s.members.clone()
+        }
+        None => Vec::new(),
+    };
+    if let Some(p) = st.participants.get_mut(&participant_id) {
+        p.session_id = None;
+        p.subscriptions = Subscriptions::default();
+    }
+    unit.push(StoreOp::DeleteMembership(participant_id));
+    // Subscriptions only ever name members: drop the ones naming the leaver.
+    for m in members {
+        let Some(p) = st.participants.get_mut(&m) else {
+            continue;
+        };
+        let Some(list) = p.subscriptions.participants.as_mut() else {
+            continue;
+        };
+        let before = list.len();
+        list.retain(|ps| ps.participant_id != participant_id);
+        if list.len() != before {
+            unit.push(StoreOp::SetSubscriptions {
+                participant_id: m,
+                subscriptions: p.subscriptions.clone(),
+            });
+        }
+    }
+}
+
+/// Remove a session from memory, ending every membership in it.
+fn end_session(st: &mut State, session_id: Uuid) {
+    if let Some(s) = st.sessions.remove(&session_id) {
+        for m in s.members {
+            if let Some(p) = st.participants.get_mut(&m) {
+                p.session_id = None;
+                p.subscriptions = Subscriptions::default();
+            }
+        }
+    }
+}
+
+fn check_tag(tag: &str) -> Result<()> {
+    let n = tag.chars().count();
+    if n > MAX_TAG_CHARS {
+        return Err(ConferenceError::Invalid(format!(
+            "tag is {n} characters; the limit is {MAX_TAG_CHARS}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_callback_url(url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r)
+            if !r.is_empty() && !r.starts_with('/') && !url.chars().any(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        _ => Err(ConferenceError::Invalid(format!(
+            "callbackUrl `{url}` must be an absolute http:// or https:// URL"
+        ))),
+    }
+}
+
+/// Subscriptions may only name the session itself and its members (or the subscriber).
+fn check_subscriptions(s: &Session, subscriber: Uuid, subs: &Subscriptions) -> Result<()> {
+    if let Some(sid) = subs.session_id {
+        if sid != s.id {
+            return Err(ConferenceError::Invalid(format!(
+                "subscriptions.sessionId {sid} is not the session {} of the request path",
+                s.id
+            )));
+        }
+    }
+    for ps in subs.participants.iter().flatten() {
+        if ps.participant_id != subscriber && !s.members.contains(&ps.participant_id) {
+            return Err(ConferenceError::Invalid(format!(
+                "subscriptions name participant {} which is not in session {}",
+                ps.participant_id, s.id
+            )));
+        }
+        if ps.stream_aliases.iter().flatten().any(|a| a.is_empty()) {
+            return Err(ConferenceError::Invalid(
+                "streamAliases must not contain empty strings".into(),
+            ));
+        }
+    }
+    Ok(())
+}

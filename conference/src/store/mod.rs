@@ -1,0 +1,90 @@
+//! Durable state behind a trait: SQLite today, PostgreSQL later with the same schema.
+//!
+//! The control plane keeps its state in memory and writes every change through
+//! the store before acknowledging it. A change is a unit of [`StoreOp`]s that
+//! is applied atomically; units are applied in the order [`Store::commit`] was
+//! called (the call enqueues synchronously, the returned future resolves once
+//! the unit is durable).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use uuid::Uuid;
+
+use crate::model::{Participant, Session, Subscriptions};
+
+mod sqlite;
+pub use sqlite::SqliteStore;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Backend(String),
+    #[error("store is closed")]
+    Closed,
+}
+
+/// One change to durable state.
+#[derive(Debug, Clone)]
+pub enum StoreOp {
+    /// Insert a participant (without membership: see `PutMembership`).
+    InsertParticipant(Participant),
+    /// Delete a participant and its membership.
+    DeleteParticipant(Uuid),
+    /// Insert a session (without members).
+    InsertSession(Session),
+    /// Delete a session and every membership in it.
+    DeleteSession(Uuid),
+    /// Create or replace a participant's membership and subscriptions.
+    PutMembership {
+        participant_id: Uuid,
+        session_id: Uuid,
+        /// Orders members by joining.
+        joined_seq: i64,
+        subscriptions: Subscriptions,
+    },
+    /// Replace the subscriptions of an existing membership.
+    SetSubscriptions {
+        participant_id: Uuid,
+        subscriptions: Subscriptions,
+    },
+    /// End a participant's membership.
+    DeleteMembership(Uuid),
+    /// Set a metadata value (e.g. the generated token secret).
+    PutMeta { key: String, value: String },
+}
+
+/// A membership as stored.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub participant_id: Uuid,
+    pub session_id: Uuid,
+    pub joined_seq: i64,
+    pub subscriptions: Subscriptions,
+}
+
+/// Everything the store holds, read once at startup.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Participants with `session_id` unset and empty subscriptions (see `memberships`).
+    pub participants: Vec<Participant>,
+    /// Sessions with `members` empty (see `memberships`).
+    pub sessions: Vec<Session>,
+    pub memberships: Vec<Membership>,
+    pub meta: HashMap<String, String>,
+}
+
+/// Durable storage of the control plane's state.
+pub trait Store: Send + Sync + 'static {
+    /// Read everything (at startup).
+    fn load(&self) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
+    /// Enqueue one atomic unit now; the future resolves when it is durable.
+    fn commit(&self, unit: Vec<StoreOp>) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Whether the store answers (readiness).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Finish every enqueued unit, flush and close.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

@@ -1,0 +1,350 @@
+//! The embedded SQLite store: WAL mode, `synchronous=FULL`, group commit.
+//!
+//! One writer task owns the connection. Units that arrive while a transaction
+//! is being written are committed together in the next transaction (group
+//! commit), so many concurrent requests share one fsync and each is still
+//! acknowledged only after its own data is on disk.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, Row};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{BoxFuture, Membership, Snapshot, Store, StoreError, StoreOp};
+use crate::model::{DeviceApiVersion, Participant, PublishPermission, Session, Subscriptions};
+
+/// Most units written in one transaction.
+const MAX_GROUP: usize = 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Cmd {
+    Commit(Vec<StoreOp>, Reply<()>),
+    Load(Reply<Snapshot>),
+    Ping(Reply<()>),
+    Close(Reply<()>),
+}
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    tx: mpsc::UnboundedSender<Cmd>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file and apply migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(backend)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .disable_statement_logging();
+        let mut conn = options.connect().await.map_err(backend)?;
+        sqlx::migrate!("./migrations")
+            .run(&mut conn)
+            .await
+            .map_err(backend)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(conn, rx));
+        Ok(SqliteStore { tx })
+    }
+
+    fn request<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Cmd,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(make(reply)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            rx.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn load(&self) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
+        self.request(Cmd::Load)
+    }
+
+    fn commit(&self, unit: Vec<StoreOp>) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.request(|r| Cmd::Commit(unit, r))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.request(Cmd::Ping)
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.request(Cmd::Close)
+    }
+}
+
+async fn writer(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let mut group: Vec<(Vec<StoreOp>, Reply<()>)> = Vec::new();
+    while let Some(cmd) = rx.recv().await {
+        let mut next = Some(cmd);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Cmd::Commit(unit, reply) => {
+                    group.push((unit, reply));
+                    if group.len() < MAX_GROUP {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                Cmd::Load(reply) => {
+                    // Keep order: write what is grouped before anything else.
+                    commit_group(&mut conn, &mut group).await;
+                    let _ = reply.send(load(&mut conn).await);
+                }
+                Cmd::Ping(reply) => {
+                    commit_group(&mut conn, &mut group).await;
+                    let r = sqlx::query("SELECT 1")
+                        .execute(&mut conn)
+                        .await
+                        .map(|_| ())
+                        .map_err(backend);
+                    let _ = reply.send(r);
+                }
+                Cmd::Close(reply) => {
+                    rx.close();
+                    while let Ok(Cmd::Commit(unit, r)) = rx.try_recv() {
+                        group.push((unit, r));
+                    }
+                    commit_group(&mut conn, &mut group).await;
+                    let r = checkpoint_and_close(conn).await;
+                    let _ = reply.send(r);
+                    return;
+                }
+            }
+        }
+        commit_group(&mut conn, &mut group).await;
+    }
+}
+
+async fn checkpoint_and_close(mut conn: SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await
+        .map_err(backend)?;
+    conn.close().await.map_err(backend)
+}
+
+/// Write every grouped unit in one transaction; if that fails, each unit alone
+/// so that only the failing ones report an error.
+async fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<(Vec<StoreOp>, Reply<()>)>) {
+    if group.is_empty() {
+        return;
+    }
+    let units: Vec<&[StoreOp]> = group.iter().map(|(u, _)| u.as_slice()).collect();
+    match write_units(conn, &units).await {
+        Ok(()) => {
+            for (_, reply) in group.drain(..) {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        Err(e) if group.len() == 1 => {
+            tracing::error!(error = %e, "store write failed");
+            for (_, reply) in group.drain(..) {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+        Err(_) => {
+            for (unit, reply) in group.drain(..) {
+                let r = write_units(conn, &[unit.as_slice()]).await;
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "store write failed");
+                }
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+async fn write_units(conn: &mut SqliteConnection, units: &[&[StoreOp]]) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await.map_err(backend)?;
+    for unit in units {
+        for op in unit.iter() {
+            apply(&mut tx, op).await.map_err(backend)?;
+        }
+    }
+    tx.commit().await.map_err(backend)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    // Serializing our own plain data types cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+async fn apply(conn: &mut SqliteConnection, op: &StoreOp) -> Result<(), sqlx::Error> {
+    match op {
+        StoreOp::InsertParticipant(p) => {
+            sqlx::query(
+                "INSERT INTO participants (id, account_id, callback_url, publish_permissions, tag, device_api_version, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(p.id.to_string())
+            .bind(&p.account_id)
+            .bind(&p.callback_url)
+            .bind(json(&p.publish_permissions))
+            .bind(&p.tag)
+            .bind(p.device_api_version.as_str())
+            .bind(p.created_at)
+            .execute(conn)
+            .await?;
+        }
+        StoreOp::DeleteParticipant(id) => {
+            sqlx::query("DELETE FROM participants WHERE id = ?")
+                .bind(id.to_string())
+                .execute(conn)
+                .await?;
+        }
+        StoreOp::InsertSession(s) => {
+            sqlx::query(
+                "INSERT INTO sessions (id, account_id, tag, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(s.id.to_string())
+            .bind(&s.account_id)
+            .bind(&s.tag)
+            .bind(s.created_at)
+            .bind(s.expires_at)
+            .execute(conn)
+            .await?;
+        }
+        StoreOp::DeleteSession(id) => {
+            sqlx::query("DELETE FROM sessions WHERE id = ?")
+                .bind(id.to_string())
+                .execute(conn)
+                .await?;
+        }
+        StoreOp::PutMembership {
+            participant_id,
+            session_id,
+            joined_seq,
+            subscriptions,
+        } => {
+            sqlx::query(
+                "INSERT INTO memberships (participant_id, session_id, joined_seq, subscriptions) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (participant_id) DO UPDATE SET session_id = excluded.session_id, \
+                 joined_seq = excluded.joined_seq, subscriptions = excluded.subscriptions",
+            )
+            .bind(participant_id.to_string())
+            .bind(session_id.to_string())
+            .bind(joined_seq)
+            .bind(json(subscriptions))
+            .execute(conn)
+            .await?;
+        }
+        StoreOp::SetSubscriptions {
+            participant_id,
+            subscriptions,
+        } => {
+            sqlx::query("UPDATE memberships SET subscriptions = ? WHERE participant_id = ?")
+                .bind(json(subscriptions))
+                .bind(participant_id.to_string())
+                .execute(conn)
+                .await?;
+        }
+        StoreOp::DeleteMembership(id) => {
+            sqlx::query("DELETE FROM memberships WHERE participant_id = ?")
+                .bind(id.to_string())
+                .execute(conn)
+                .await?;
+        }
+        StoreOp::PutMeta { key, value } => {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn uuid_col(row: &sqlx::sqlite::SqliteRow, col: &str) -> Result<Uuid, StoreError> {
+    let s: String = row.try_get(col).map_err(backend)?;
+    Uuid::parse_str(&s).map_err(|e| backend(format!("bad uuid in {col}: {e}")))
+}
+
+async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, StoreError> {
+    let mut snap = Snapshot::default();
+    for row in sqlx::query("SELECT key, value FROM meta")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
+    {
+        snap.meta.insert(
+            row.try_get("key").map_err(backend)?,
+            row.try_get("value").map_err(backend)?,
+        );
+    }
+    for row in sqlx::query("SELECT id, account_id, tag, created_at, expires_at FROM sessions")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
+    {
+        snap.sessions.push(Session {
+            id: uuid_col(&row, "id")?,
+            account_id: row.try_get("account_id").map_err(backend)?,
+            tag: row.try_get("tag").map_err(backend)?,
+            created_at: row.try_get("created_at").map_err(backend)?,
+            expires_at: row.try_get("expires_at").map_err(backend)?,
+            members: Vec::new(),
+        });
+    }
+    for row in sqlx::query(
+        "SELECT id, account_id, callback_url, publish_permissions, tag, device_api_version, created_at FROM participants",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?
+    {
+        let perms: String = row.try_get("publish_permissions").map_err(backend)?;
+        let publish_permissions: Vec<PublishPermission> =
+            serde_json::from_str(&perms).map_err(backend)?;
+        let version: String = row.try_get("device_api_version").map_err(backend)?;
+        snap.participants.push(Participant {
+            id: uuid_col(&row, "id")?,
+            account_id: row.try_get("account_id").map_err(backend)?,
+            callback_url: row.try_get("callback_url").map_err(backend)?,
+            publish_permissions,
+            tag: row.try_get("tag").map_err(backend)?,
+            device_api_version: DeviceApiVersion::parse(&version)
+                .ok_or_else(|| backend(format!("bad device_api_version {version}")))?,
+            created_at: row.try_get("created_at").map_err(backend)?,
+            session_id: None,
+            subscriptions: Subscriptions::default(),
+        });
+    }
+    for row in sqlx::query(
+        "SELECT participant_id, session_id, joined_seq, subscriptions FROM memberships ORDER BY joined_seq",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?
+    {
+        let subs: String = row.try_get("subscriptions").map_err(backend)?;
+        snap.memberships.push(Membership {
+            participant_id: uuid_col(&row, "participant_id")?,
+            session_id: uuid_col(&row, "session_id")?,
+            joined_seq: row.try_get("joined_seq").map_err(backend)?,
+            subscriptions: serde_json::from_str(&subs).map_err(backend)?,
+        });
+    }
+    Ok(snap)
+}

@@ -1,0 +1,588 @@
+//! Patchbay's one typed configuration.
+//!
+//! Sources, lowest to highest precedence: built-in defaults, a TOML file
+//! (`--config FILE` or `PATCHBAY_CONFIG`), `PATCHBAY_*` environment variables,
+//! command-line flags. Every key has the same name in all three forms:
+//! `http_listen` in TOML, `PATCHBAY_HTTP_LISTEN` in the environment,
+//! `--http-listen` on the command line.
+//!
+//! Loading is a pure function of the arguments and the environment
+//! ([`Config::load`]) so every rule is unit-tested without touching the process.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// The default account, usable only while every listener is on loopback.
+pub const DEFAULT_ACCOUNT: &str = "dev";
+const DEFAULT_USER: &str = "dev";
+const DEFAULT_PASSWORD: &str = "dev";
+
+/// Longest account id: tokens carry it and must stay under 180 characters so
+/// they fit a 256-character `User-to-User` value next to a Voice call id.
+pub const MAX_ACCOUNT_ID_LEN: usize = 10;
+
+/// A configuration error: always names the key at fault, fits on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error(
+        "unknown environment variable {0} (see `patchbay --help` for the known PATCHBAY_* keys)"
+    )]
+    UnknownEnv(String),
+    #[error("{0}")]
+    Cli(String),
+}
+
+fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable single lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One API account: its id (the `{accountId}` of every path) and its HTTP Basic credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub id: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl Account {
+    /// Whether these are the built-in, publicly known credentials.
+    pub fn is_default(&self) -> bool {
+        self.user == DEFAULT_USER && self.password == DEFAULT_PASSWORD
+    }
+}
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub token_secret: Option<String>,
+    pub session_ttl: Duration,
+    pub token_ttl: Duration,
+    pub log_format: LogFormat,
+    pub log: String,
+    pub accounts: Vec<Account>,
+}
+
+/// One source's view of the keys: every field optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Layer {
+    http_listen: Option<String>,
+    data_dir: Option<String>,
+    token_secret: Option<String>,
+    session_ttl: Option<String>,
+    token_ttl: Option<String>,
+    log_format: Option<String>,
+    log: Option<String>,
+    accounts: Option<Vec<Account>>,
+}
+
+impl Layer {
+    /// Overlay `top` on `self`: every key `top` sets wins.
+    fn merge(mut self, top: Layer) -> Layer {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if top.$f.is_some() { self.$f = top.$f; } )* };
+        }
+        take!(
+            http_listen,
+            data_dir,
+            token_secret,
+            session_ttl,
+            token_ttl,
+            log_format,
+            log,
+            accounts
+        );
+        self
+    }
+}
+
+/// Patchbay: self-hosted SIP <-> WebRTC conferencing gateway, wire-compatible with Bandwidth WebRTC.
+///
+/// Every option is also a TOML key (the name in brackets) and a PATCHBAY_* environment
+/// variable. Precedence: defaults < TOML file < environment < command line.
+#[derive(Debug, Parser)]
+#[command(name = "patchbay", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML config file [env: PATCHBAY_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// [http_listen, PATCHBAY_HTTP_LISTEN] REST API + WebSocket listen address [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<String>,
+
+    /// [data_dir, PATCHBAY_DATA_DIR] Directory of the SQLite store [default: ./patchbay-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+
+    /// [token_secret, PATCHBAY_TOKEN_SECRET] HS256 secret for participant tokens [default: generated on first start and kept in the store]
+    #[arg(long, value_name = "SECRET")]
+    pub token_secret: Option<String>,
+
+    /// [session_ttl, PATCHBAY_SESSION_TTL] Sessions are deleted this long after creation, e.g. 9h, 30m, 45s [default: 9h]
+    #[arg(long, value_name = "DURATION")]
+    pub session_ttl: Option<String>,
+
+    /// [token_ttl, PATCHBAY_TOKEN_TTL] Lifetime of a participant token [default: 24h]
+    #[arg(long, value_name = "DURATION")]
+    pub token_ttl: Option<String>,
+
+    /// [log_format, PATCHBAY_LOG_FORMAT] text or json [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
+    /// [log, PATCHBAY_LOG] Log filter in tracing's EnvFilter syntax [default: info]
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// [accounts] API account as ID:USER:PASSWORD (repeatable; replaces the configured list).
+    /// TOML: [[accounts]] id/user/password. Env for one account: PATCHBAY_ACCOUNT_ID,
+    /// PATCHBAY_API_USER, PATCHBAY_API_PASSWORD [default: dev:dev:dev, loopback only]
+    #[arg(long, value_name = "ID:USER:PASSWORD")]
+    pub account: Vec<String>,
+}
+
+const ENV_KEYS: &[&str] = &[
+    "PATCHBAY_CONFIG",
+    "PATCHBAY_HTTP_LISTEN",
+    "PATCHBAY_DATA_DIR",
+    "PATCHBAY_TOKEN_SECRET",
+    "PATCHBAY_SESSION_TTL",
+    "PATCHBAY_TOKEN_TTL",
+    "PATCHBAY_LOG_FORMAT",
+    "PATCHBAY_LOG",
+    "PATCHBAY_ACCOUNT_ID",
+    "PATCHBAY_API_USER",
+    "PATCHBAY_API_PASSWORD",
+];
+
+impl Config {
+    /// Load from the process's arguments and environment.
+    pub fn from_process() -> Result<Config, ConfigError> {
+        Config::load(std::env::args_os(), std::env::vars())
+    }
+
+    /// Load from explicit arguments (the first is the program name) and environment.
+    /// Exits the process for `--help`/`--version` as clap does.
+    pub fn load<A, I, E>(args: A, env: E) -> Result<Config, ConfigError>
+    where
+        A: IntoIterator<Item = I>,
+        I: Into<std::ffi::OsString> + Clone,
+        E: IntoIterator<Item = (String, String)>,
+    {
+        let cli = match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(e) => match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    e.exit()
+                }
+                _ => {
+                    let text = e.to_string();
+                    let first = text
+                        .lines()
+                        .next()
+                        .unwrap_or("invalid arguments")
+                        .to_string();
+                    return Err(ConfigError::Cli(first));
+                }
+            },
+        };
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("PATCHBAY_"))
+            .collect();
+        for (k, _) in &env {
+            if !ENV_KEYS.contains(&k.as_str()) {
+                return Err(ConfigError::UnknownEnv(k.clone()));
+            }
+        }
+        let env_get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+
+        let file_path = cli
+            .config
+            .clone()
+            .or_else(|| env_get("PATCHBAY_CONFIG").map(PathBuf::from));
+        let file_layer = match &file_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                parse_toml(&text).map_err(|message| ConfigError::File {
+                    path: path.display().to_string(),
+                    message,
+                })?
+            }
+            None => Layer::default(),
+        };
+
+        let env_accounts = match (
+            env_get("PATCHBAY_ACCOUNT_ID"),
+            env_get("PATCHBAY_API_USER"),
+            env_get("PATCHBAY_API_PASSWORD"),
+        ) {
+            (None, None, None) => None,
+            (Some(id), Some(user), Some(password)) => Some(vec![Account { id, user, password }]),
+            _ => {
+                return Err(key_err(
+                    "accounts",
+                    "PATCHBAY_ACCOUNT_ID, PATCHBAY_API_USER and PATCHBAY_API_PASSWORD must be set together",
+                ))
+            }
+        };
+        let env_layer = Layer {
+            http_listen: env_get("PATCHBAY_HTTP_LISTEN"),
+            data_dir: env_get("PATCHBAY_DATA_DIR"),
+            token_secret: env_get("PATCHBAY_TOKEN_SECRET"),
+            session_ttl: env_get("PATCHBAY_SESSION_TTL"),
+            token_ttl: env_get("PATCHBAY_TOKEN_TTL"),
+            log_format: env_get("PATCHBAY_LOG_FORMAT"),
+            log: env_get("PATCHBAY_LOG"),
+            accounts: env_accounts,
+        };
+
+        let cli_accounts = if cli.account.is_empty() {
+            None
+        } else {
+            let mut accounts = Vec::new();
+            for spec in &cli.account {
+                let mut parts = spec.splitn(3, ':');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(id), Some(user), Some(password)) => accounts.push(Account {
+                        id: id.to_string(),
+                        user: user.to_string(),
+                        password: password.to_string(),
+                    }),
+                    _ => return Err(key_err("accounts", "--account takes ID:USER:PASSWORD")),
+                }
+            }
+            Some(accounts)
+        };
+        let cli_layer = Layer {
+            http_listen: cli.http_listen,
+            data_dir: cli.data_dir,
+            token_secret: cli.token_secret,
+            session_ttl: cli.session_ttl,
+            token_ttl: cli.token_ttl,
+            log_format: cli.log_format,
+            log: cli.log,
+            accounts: cli_accounts,
+        };
+
+        Config::validate(file_layer.merge(env_layer).merge(cli_layer))
+    }
+
+    /// Parse a TOML document alone (defaults below it), for tests and tooling.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let layer = parse_toml(text).map_err(|message| ConfigError::File {
+            path: "<inline>".into(),
+            message,
+        })?;
+        Config::validate(layer)
+    }
+
+    fn validate(layer: Layer) -> Result<Config, ConfigError> {
+        let http_listen_text = layer.http_listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let http_listen: SocketAddr = http_listen_text.parse().map_err(|_| {
+            key_err(
+                "http_listen",
+                format!("`{http_listen_text}` is not an IP:port socket address"),
+            )
+        })?;
+
+        let data_dir = PathBuf::from(layer.data_dir.unwrap_or_else(|| "./patchbay-data".into()));
+        if data_dir.as_os_str().is_empty() {
+            return Err(key_err("data_dir", "must not be empty"));
+        }
+
+        let token_secret = layer.token_secret;
+        if let Some(secret) = &token_secret {
+            if secret.len() < 16 {
+                return Err(key_err("token_secret", "must be at least 16 characters"));
+            }
+        }
+
+        let session_ttl = parse_duration("session_ttl", layer.session_ttl.as_deref(), "9h")?;
+        let token_ttl = parse_duration("token_ttl", layer.token_ttl.as_deref(), "24h")?;
+
+        let log_format = match layer.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(key_err(
+                    "log_format",
+                    format!("`{other}` is not one of: text, json"),
+                ))
+            }
+        };
+        let log = layer.log.unwrap_or_else(|| "info".into());
+
+        let accounts = layer.accounts.unwrap_or_else(|| {
+            vec![Account {
+                id: DEFAULT_ACCOUNT.into(),
+                user: DEFAULT_USER.into(),
+                password: DEFAULT_PASSWORD.into(),
+            }]
+        });
+        if accounts.is_empty() {
+            return Err(key_err("accounts", "at least one account is needed"));
+        }
+        let mut ids = HashSet::new();
+        let mut users = HashSet::new();
+        for a in &accounts {
+            if a.id.is_empty()
+                || a.id.len() > MAX_ACCOUNT_ID_LEN
+                || !a
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(key_err(
+                    "accounts",
+                    format!(
+                        "account id `{}` must be 1-{MAX_ACCOUNT_ID_LEN} characters of A-Z a-z 0-9 - _",
+                        a.id
+                    ),
+                ));
+            }
+            if a.user.is_empty() || a.user.contains(':') {
+                return Err(key_err(
+                    "accounts",
+                    format!("account `{}`: user must be non-empty and have no ':'", a.id),
+                ));
+            }
+            if a.password.is_empty() {
+                return Err(key_err(
+                    "accounts",
+                    format!("account `{}`: password must be non-empty", a.id),
+                ));
+            }
+            if !ids.insert(a.id.clone()) {
+                return Err(key_err(
+                    "accounts",
+                    format!("account id `{}` appears twice", a.id),
+                ));
+            }
+            if !users.insert(a.user.clone()) {
+                return Err(key_err(
+                    "accounts",
+                    format!("user `{}` appears twice", a.user),
+                ));
+            }
+        }
+
+        let config = Config {
+            http_listen,
+            data_dir,
+            token_secret,
+            session_ttl,
+            token_ttl,
+            log_format,
+            log,
+            accounts,
+        };
+        config.check_default_credentials()?;
+        Ok(config)
+    }
+
+    /// The built-in `dev`/`dev` credentials are public: refuse them on any
+    /// listener another machine could reach.
+    fn check_default_credentials(&self) -> Result<(), ConfigError> {
+        if self.accounts.iter().any(Account::is_default) && !is_loopback(self.http_listen.ip()) {
+            return Err(key_err(
+                "accounts",
+                format!(
+                    "refusing to serve the default dev/dev credentials on non-loopback http_listen {}; \
+                     set your own account (PATCHBAY_ACCOUNT_ID, PATCHBAY_API_USER, PATCHBAY_API_PASSWORD)",
+                    self.http_listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+fn parse_toml(text: &str) -> Result<Layer, String> {
+    toml::from_str::<Layer>(text).map_err(|e| e.message().replace('\n', " "))
+}
+
+/// `9h`, `30m`, `1h 30m`, `45s` (humantime) or a bare number of seconds.
+fn parse_duration(key: &str, text: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
+    let text = text.unwrap_or(default).trim();
+    let d = if let Ok(secs) = text.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        humantime::parse_duration(text).map_err(|e| {
+            key_err(
+                key,
+                format!("`{text}` is not a duration like 9h, 30m or 45s ({e})"),
+            )
+        })?
+    };
+    if d.is_zero() {
+        return Err(key_err(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut all = vec!["patchbay"];
+        all.extend_from_slice(args);
+        Config::load(all, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_run_on_loopback() {
+        let c = load(&[], &[]).expect("defaults load");
+        assert_eq!(c.http_listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./patchbay-data"));
+        assert_eq!(c.session_ttl, Duration::from_secs(9 * 3600));
+        assert_eq!(c.accounts.len(), 1);
+        assert_eq!(c.accounts[0].id, "dev");
+        assert!(c.accounts[0].is_default());
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn precedence_file_env_cli() {
+        let dir = std::env::temp_dir().join(format!("pb-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        std::fs::write(
+            &file,
+            "http_listen = \"127.0.0.1:1111\"\ndata_dir = \"/from-file\"\nsession_ttl = \"1h\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = load(&["--config", f], &[]).unwrap();
+        assert_eq!(c.http_listen.port(), 1111);
+        assert_eq!(c.session_ttl, Duration::from_secs(3600));
+
+        let c = load(
+            &["--config", f],
+            &[
+                ("PATCHBAY_HTTP_LISTEN", "127.0.0.1:2222"),
+                ("PATCHBAY_DATA_DIR", "/from-env"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.http_listen.port(), 2222);
+        assert_eq!(c.data_dir, PathBuf::from("/from-env"));
+
+        let c = load(
+            &["--config", f, "--http-listen", "127.0.0.1:3333"],
+            &[("PATCHBAY_HTTP_LISTEN", "127.0.0.1:2222")],
+        )
+        .unwrap();
+        assert_eq!(c.http_listen.port(), 3333);
+        assert_eq!(c.data_dir, PathBuf::from("/from-file"));
+
+        // PATCHBAY_CONFIG names the file when --config is absent.
+        let c = load(&[], &[("PATCHBAY_CONFIG", f)]).unwrap();
+        assert_eq!(c.http_listen.port(), 1111);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e =
+            Config::from_toml("http_listen = \"127.0.0.1:1\"\nhttp_lisen = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("http_lisen"), "{e}");
+        let e = load(&[], &[("PATCHBAY_HTTP_LISTN", "x")]).unwrap_err();
+        assert!(e.to_string().contains("PATCHBAY_HTTP_LISTN"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = load(&["--http-listen", "localhost"], &[]).unwrap_err();
+        assert!(e.to_string().contains("http_listen"), "{e}");
+        let e = load(&[], &[("PATCHBAY_SESSION_TTL", "soon")]).unwrap_err();
+        assert!(e.to_string().contains("session_ttl"), "{e}");
+        let e = load(&[], &[("PATCHBAY_LOG_FORMAT", "xml")]).unwrap_err();
+        assert!(e.to_string().contains("log_format"), "{e}");
+        let e = load(&["--token-secret", "short"], &[]).unwrap_err();
+        assert!(e.to_string().contains("token_secret"), "{e}");
+        let e = load(&[], &[("PATCHBAY_ACCOUNT_ID", "a")]).unwrap_err();
+        assert!(e.to_string().contains("accounts"), "{e}");
+        let e = load(&["--account", "this-is-far-too-long:u:p"], &[]).unwrap_err();
+        assert!(e.to_string().contains("accounts"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        let c = load(&["--session-ttl", "90", "--token-ttl", "1h 30m"], &[]).unwrap();
+        assert_eq!(c.session_ttl, Duration::from_secs(90));
+        assert_eq!(c.token_ttl, Duration::from_secs(5400));
+        assert!(load(&["--session-ttl", "0s"], &[]).is_err());
+    }
+
+    #[test]
+    fn default_credentials_only_on_loopback() {
+        let e = load(&["--http-listen", "0.0.0.0:8080"], &[]).unwrap_err();
+        assert!(e.to_string().contains("dev/dev"), "{e}");
+        assert!(load(&["--http-listen", "[::1]:8080"], &[]).is_ok());
+        let c = load(
+            &["--http-listen", "0.0.0.0:8080"],
+            &[
+                ("PATCHBAY_ACCOUNT_ID", "acme"),
+                ("PATCHBAY_API_USER", "acme-api"),
+                ("PATCHBAY_API_PASSWORD", "s3cret-s3cret"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.accounts[0].id, "acme");
+    }
+
+    #[test]
+    fn accounts_from_toml_and_cli() {
+        let c = Config::from_toml(
+            "[[accounts]]\nid = \"a\"\nuser = \"ua\"\npassword = \"pa\"\n\n[[accounts]]\nid = \"b\"\nuser = \"ub\"\npassword = \"pb\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.accounts.len(), 2);
+        let e = Config::from_toml(
+            "[[accounts]]\nid = \"a\"\nuser = \"u\"\npassword = \"p\"\n[[accounts]]\nid = \"a\"\nuser = \"v\"\npassword = \"p\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let c = load(&["--account", "x:ux:p:with:colons"], &[]).unwrap();
+        assert_eq!(c.accounts[0].password, "p:with:colons");
+    }
+}

@@ -1,0 +1,3 @@
+//! Patchbay's SIP gateway (SIP transport, transactions, dialogs, SDP, RTP for SIP legs).
+//!
+//! Not built yet: see the README's feature status.
