@@ -1,1 +1,172 @@
+//! Patchbay's HTTP surface: the Bandwidth-compatible REST control API, health,
+//! readiness, metrics and the OpenAPI document. Thin: it validates, calls
+//! `conference`, maps errors.
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use patchbay_conference::Conference;
+use utoipa::OpenApi;
+use uuid::Uuid;
+
+pub mod auth;
+pub mod dto;
+pub mod error;
+pub mod metrics;
+mod openapi;
+pub mod routes;
+
+pub use auth::Accounts;
+use error::{ApiError, PendingError};
+pub use metrics::Metrics;
+pub use openapi::ApiDoc;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub conference: Arc<Conference>,
+    pub accounts: Arc<Accounts>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The request's id: in its log line, its error body and the `x-request-id` header.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(pub Uuid);
+
+/// The route template a response was produced by, for metrics and logs.
+#[derive(Debug, Clone)]
+struct RouteTemplate(String);
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    use routes::*;
+    let acct = "/v1/accounts/{accountId}";
+    Router::new()
+        .route(
+            &format!("{acct}/participants"),
+            axum::routing::post(create_participant),
+        )
+        .route(
+            &format!("{acct}/participants/{{participantId}}"),
+            get(get_participant).delete(delete_participant),
+        )
+        .route(
+            &format!("{acct}/sessions"),
+            axum::routing::post(create_session),
+        )
+        .route(
+            &format!("{acct}/sessions/{{sessionId}}"),
+            get(get_session).delete(delete_session),
+        )
+        .route(
+            &format!("{acct}/sessions/{{sessionId}}/participants"),
+            get(list_session_participants),
+        )
+        .route(
+            &format!("{acct}/sessions/{{sessionId}}/participants/{{participantId}}"),
+            axum::routing::put(add_participant_to_session).delete(remove_participant_from_session),
+        )
+        .route(
+            &format!("{acct}/sessions/{{sessionId}}/participants/{{participantId}}/subscriptions"),
+            get(get_subscriptions).put(update_subscriptions),
+        )
+        .route("/v1/openapi.json", get(openapi_json))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn(remember_route))
+        .fallback(unknown_route)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            track_request,
+        ))
+        .with_state(state)
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::NotFound("no such resource".into())
+}
+
+/// Copies the matched route template into the response for [`track_request`].
+async fn remember_route(req: Request, next: Next) -> Response {
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let mut resp = next.run(req).await;
+    if let Some(t) = template {
+        resp.extensions_mut().insert(RouteTemplate(t));
+    }
+    resp
+}
+
+/// Per request: an id, the error body, metrics, and one structured log line.
+async fn track_request(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = Uuid::new_v4();
+    req.extensions_mut().insert(RequestId(id));
+    let method = req.method().clone();
+    let mut resp = next.run(req).await;
+
+    let pending = resp.extensions_mut().remove::<PendingError>().or_else(|| {
+        (resp.status() == StatusCode::METHOD_NOT_ALLOWED).then(|| PendingError {
+            text: format!("method {method} is not allowed on this resource"),
+            message_shape: false,
+        })
+    });
+    if let Some(err) = pending {
+        let status = resp.status();
+        let headers = std::mem::take(resp.headers_mut());
+        let body = if err.message_shape {
+            serde_json::json!({ "message": err.text })
+        } else {
+            serde_json::json!({ "error": err.text, "requestId": id.to_string() })
+        };
+        let mut rebuilt = (status, Json(body)).into_response();
+        for (k, v) in headers.iter() {
+            if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+                rebuilt.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(t) = resp.extensions_mut().remove::<RouteTemplate>() {
+            rebuilt.extensions_mut().insert(t);
+        }
+        if status.is_server_error() {
+            tracing::error!(request_id = %id, error = %err.text, "request failed");
+        }
+        resp = rebuilt;
+    }
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+
+    let route = resp
+        .extensions()
+        .get::<RouteTemplate>()
+        .map(|t| t.0.clone())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let status = resp.status().as_u16();
+    let elapsed = start.elapsed();
+    state
+        .metrics
+        .observe_request(method.as_str(), &route, status, elapsed.as_secs_f64());
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        route = %route,
+        status,
+        latency_us = elapsed.as_micros() as u64,
+        "request"
+    );
+    resp
+}

@@ -1,1 +1,169 @@
-fn main() {}
+//! `patchbay`: wiring, startup, graceful shutdown. Nothing else.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use patchbay_api::{Accounts, AppState, Metrics};
+use patchbay_conference::store::SqliteStore;
+use patchbay_conference::{system_clock, Conference, Options};
+use patchbay_config::{Config, LogFormat};
+
+fn main() -> ExitCode {
+    let config = match Config::from_process() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("patchbay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("patchbay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("patchbay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// The data directory must exist (created if missing) and be writable.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    let err = |e: std::io::Error| {
+        anyhow::anyhow!("config key `data_dir`: cannot use {}: {e}", dir.display())
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(".patchbay-write-check");
+    std::fs::write(&probe, b"ok").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)?;
+    Ok(())
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    prepare_data_dir(&config.data_dir)?;
+    let db = config.data_dir.join("patchbay.db");
+    let store = SqliteStore::open(&db).await.with_context(|| {
+        format!(
+            "config key `data_dir`: cannot open the store {}",
+            db.display()
+        )
+    })?;
+    let conference = Arc::new(
+        Conference::open(
+            Arc::new(store),
+            Options {
+                session_ttl: config.session_ttl,
+                token_ttl: config.token_ttl,
+                token_secret: config.token_secret.clone(),
+                clock: system_clock(),
+            },
+        )
+        .await
+        .context("loading state from the store")?,
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "config key `http_listen`: cannot listen on {}",
+                config.http_listen
+            )
+        })?;
+
+    let state = AppState {
+        conference: conference.clone(),
+        accounts: Arc::new(Accounts::new(
+            config
+                .accounts
+                .iter()
+                .map(|a| (a.id.clone(), a.user.clone(), a.password.clone())),
+        )),
+        metrics: Arc::new(Metrics::new()),
+    };
+
+    let sweeper = {
+        let conference = conference.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = conference.expire_sessions().await {
+                    tracing::error!(error = %e, "session expiry failed");
+                }
+            }
+        })
+    };
+
+    tracing::info!(
+        http = %config.http_listen,
+        data_dir = %config.data_dir.display(),
+        accounts = ?config.accounts.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        version = env!("CARGO_PKG_VERSION"),
+        "patchbay started"
+    );
+
+    axum::serve(listener, patchbay_api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+
+    sweeper.abort();
+    conference.close().await.context("flushing the store")?;
+    tracing::info!("patchbay stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

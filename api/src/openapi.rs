@@ -1,0 +1,63 @@
+//! The OpenAPI 3 document, generated from the handlers and wire types.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::dto::{
+    CreateParticipantRequest, CreateParticipantResponse, CreateSessionRequest,
+    DeviceApiVersionName, ErrorBody, MessageBody, ParticipantBody, ParticipantSubscriptionBody,
+    PublishPermissionName, SessionBody, SubscriptionsBody,
+};
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Patchbay control API",
+        description = "Self-hosted, wire-compatible replacement for the Bandwidth WebRTC v1 API. \
+                       Point a Bandwidth server SDK's custom base URL at `http://HOST:PORT/v1`."
+    ),
+    paths(
+        routes::create_participant,
+        routes::get_participant,
+        routes::delete_participant,
+        routes::create_session,
+        routes::get_session,
+        routes::delete_session,
+        routes::list_session_participants,
+        routes::add_participant_to_session,
+        routes::remove_participant_from_session,
+        routes::get_subscriptions,
+        routes::update_subscriptions,
+        routes::health,
+        routes::ready,
+        routes::metrics,
+    ),
+    components(schemas(
+        CreateParticipantRequest,
+        CreateParticipantResponse,
+        CreateSessionRequest,
+        ParticipantBody,
+        SessionBody,
+        SubscriptionsBody,
+        ParticipantSubscriptionBody,
+        PublishPermissionName,
+        DeviceApiVersionName,
+        ErrorBody,
+        MessageBody,
+    )),
+    modifiers(&BasicAuth)
+)]
+pub struct ApiDoc;
+
+struct BasicAuth;
+
+impl Modify for BasicAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "Basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+    }
+}
