@@ -21,6 +21,7 @@ pub mod error;
 pub mod metrics;
 mod openapi;
 pub mod routes;
+pub mod signaling;
 
 pub use auth::Accounts;
 use error::{ApiError, PendingError};
@@ -76,6 +77,8 @@ pub fn router(state: AppState) -> Router {
             &format!("{acct}/sessions/{{sessionId}}/participants/{{participantId}}/subscriptions"),
             get(get_subscriptions).put(update_subscriptions),
         )
+        .route("/v3", get(signaling::v3))
+        .route("/v3/", get(signaling::v3))
         .route("/v1/openapi.json", get(openapi_json))
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -1,1 +1,396 @@
+//! Harness for end-to-end tests: runs the real `patchbay` binary on free
+//! loopback ports with its own data directory, and talks to it over real HTTP.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// Path of the `patchbay` binary, built once per test process
+/// (`PATCHBAY_BIN` overrides, e.g. to test a release build).
+pub fn patchbay_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("PATCHBAY_BIN") {
+            return PathBuf::from(bin);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "patchbay-gateway", "--bin", "patchbay"])
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building patchbay failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| workspace().join("target"));
+        target.join("debug").join("patchbay")
+    })
+    .clone()
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running gateway.
+pub struct Gateway {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    restarts: u32,
+}
+
+impl Gateway {
+    /// Start with the defaults (account `dev`/`dev`/`dev`).
+    pub async fn start() -> Gateway {
+        Gateway::start_with(&[], &[]).await
+    }
+
+    /// Start with extra CLI flags and environment variables.
+    pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut g = Gateway {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            restarts: 0,
+        };
+        g.spawn().await;
+        g
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The scratch directory of this gateway (config files, logs).
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("patchbay-{}.log", self.restarts))
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let mut cmd = Command::new(patchbay_bin());
+        cmd.arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn patchbay"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{}/health", self.base())).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("patchbay exited during startup ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "patchbay did not become healthy:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The current process's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start again on the same port and data directory.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.restarts += 1;
+        self.spawn().await;
+    }
+
+    /// An API client with the default `dev` credentials.
+    pub fn api(&self) -> Api {
+        Api::new(&self.base(), "dev", "dev", "dev")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal client of the REST API for assertions on raw status and JSON.
+#[derive(Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    pub base: String,
+    pub account: String,
+    user: String,
+    password: String,
+}
+
+/// A response: status and JSON body (`Value::Null` when empty).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Api {
+    pub fn new(base: &str, account: &str, user: &str, password: &str) -> Api {
+        Api {
+            client: reqwest::Client::new(),
+            base: base.to_string(),
+            account: account.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+        }
+    }
+
+    /// Same server and credentials, another account id in paths.
+    pub fn with_account(&self, account: &str) -> Api {
+        let mut a = self.clone();
+        a.account = account.to_string();
+        a
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/v1/accounts/{}{}", self.base, self.account, path)
+    }
+
+    /// Send a request to `/v1/accounts/{account}{path}` with an optional raw body;
+    /// `None` when no response arrived (connection refused or reset).
+    pub async fn try_raw(&self, method: Method, path: &str, body: Option<&str>) -> Option<Resp> {
+        let mut rb = self
+            .client
+            .request(method, self.url(path))
+            .basic_auth(&self.user, Some(&self.password));
+        if let Some(b) = body {
+            rb = rb
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let r = rb.send().await.ok()?;
+        let status = r.status();
+        let text = r.text().await.ok()?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        };
+        Some(Resp { status, body, text })
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, body: Option<&str>) -> Resp {
+        self.try_raw(method, path, body)
+            .await
+            .expect("no response from patchbay")
+    }
+
+    pub async fn try_call(&self, method: Method, path: &str, body: Option<Value>) -> Option<Resp> {
+        let text = body.map(|b| b.to_string());
+        self.try_raw(method, path, text.as_deref()).await
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        self.try_call(method, path, body)
+            .await
+            .expect("no response from patchbay")
+    }
+
+    /// Create a participant; returns (id, token). Panics unless 200.
+    pub async fn participant(&self, body: Value) -> (String, String) {
+        let r = self.call(Method::POST, "/participants", Some(body)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        (
+            r.body["participant"]["id"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+            r.body["token"].as_str().expect("token").to_string(),
+        )
+    }
+
+    /// Create a session; returns its id. Panics unless 200.
+    pub async fn session(&self, tag: Option<&str>) -> String {
+        let body = tag.map(|t| serde_json::json!({ "tag": t }));
+        let r = self.call(Method::POST, "/sessions", body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.body["id"].as_str().expect("id").to_string()
+    }
+
+    /// Add to a session; panics unless 204.
+    pub async fn add(&self, session: &str, participant: &str, subs: Option<Value>) {
+        let r = self
+            .call(
+                Method::PUT,
+                &format!("/sessions/{session}/participants/{participant}"),
+                subs,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    }
+}
+
+/// Assert an error body of the `{error, requestId}` shape with the given status.
+pub fn assert_error(r: &Resp, status: StatusCode, contains: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    let error = r.body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field: {}", r.text));
+    assert!(
+        error.contains(contains),
+        "error `{error}` does not mention `{contains}`"
+    );
+    let rid = r.body["requestId"].as_str().expect("requestId");
+    uuid::Uuid::parse_str(rid).expect("requestId is a UUID");
+}
+
+/// A WebSocket client of the device signaling endpoint.
+pub mod ws {
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::Gateway;
+
+    pub type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// Open `/v3/?token=…&uniqueId=…` as the browser SDK does.
+    pub async fn connect(g: &Gateway, token: &str, unique_id: &str) -> Socket {
+        let url = format!(
+            "ws://127.0.0.1:{}/v3/?token={token}&client=browser&sdkVersion=test&uniqueId={unique_id}",
+            g.port
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
+        socket
+    }
+
+    /// The next message within 5 s: `Ok(text)` or `Err((close code, reason))`.
+    pub async fn next(socket: &mut Socket) -> Result<String, (u16, String)> {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await
+                .expect("no message within 5 s");
+            match msg {
+                Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return Err((f.code.into(), f.reason.to_string()))
+                }
+                Some(Ok(Message::Close(None))) | None => return Err((1005, String::new())),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err((1006, e.to_string())),
+            }
+        }
+    }
+
+    /// Send a JSON-RPC request and return the reply.
+    pub async fn rpc(socket: &mut Socket, id: Value, method: &str, params: Value) -> Value {
+        let req = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": id});
+        socket
+            .send(Message::Text(req.to_string().into()))
+            .await
+            .expect("send");
+        let text = next(socket).await.expect("reply");
+        serde_json::from_str(&text).expect("JSON reply")
+    }
+
+    /// The token is accepted: the socket stays open and `setMediaPreferences` is answered.
+    pub async fn assert_token_accepted(g: &Gateway, token: &str) {
+        let mut s = connect(g, token, &uuid::Uuid::new_v4().to_string()).await;
+        let reply = rpc(
+            &mut s,
+            json!(1),
+            "setMediaPreferences",
+            json!({"protocol": "WEBRTC"}),
+        )
+        .await;
+        assert_eq!(reply, json!({"jsonrpc": "2.0", "result": {}, "id": 1}));
+    }
+}
