@@ -1,0 +1,22 @@
+# Shared by scripts/run and scripts/test: install missing Debian/Ubuntu packages.
+# Usage: ensure_packages CMD:PACKAGE ...   (PACKAGE is installed when CMD is missing)
+ensure_packages() {
+    local missing=() pair cmd pkg
+    for pair in "$@"; do
+        cmd=${pair%%:*}
+        pkg=${pair#*:}
+        case "$cmd" in
+            dpkg=*) dpkg -s "${cmd#dpkg=}" >/dev/null 2>&1 || missing+=("$pkg") ;;
+            *) command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg") ;;
+        esac
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "installing missing packages: ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# What building patchbay needs (a C compiler for SQLite and aws-lc; pkg-config).
+build_packages=(cc:build-essential pkg-config:pkg-config)

@@ -1,0 +1,125 @@
+//! The binary's configuration surface: --help, refusals with one-line errors naming the key.
+
+use std::process::Command;
+
+use patchbay_tests::{free_port, patchbay_bin, Gateway};
+
+/// Run patchbay expecting it to refuse to start; returns its stderr.
+fn refuses(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(patchbay_bin());
+    if !args.contains(&"--data-dir") {
+        cmd.args(["--data-dir", dir.path().join("d").to_str().unwrap()]);
+    }
+    let out = cmd
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run patchbay");
+    assert!(
+        !out.status.success(),
+        "patchbay started with {args:?} {env:?}"
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn help_documents_every_key() {
+    let out = Command::new(patchbay_bin()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "PATCHBAY_CONFIG",
+        "http_listen",
+        "PATCHBAY_HTTP_LISTEN",
+        "data_dir",
+        "PATCHBAY_DATA_DIR",
+        "token_secret",
+        "PATCHBAY_TOKEN_SECRET",
+        "session_ttl",
+        "PATCHBAY_SESSION_TTL",
+        "token_ttl",
+        "log_format",
+        "PATCHBAY_LOG",
+        "accounts",
+        "PATCHBAY_ACCOUNT_ID",
+        "PATCHBAY_API_USER",
+        "PATCHBAY_API_PASSWORD",
+    ] {
+        assert!(help.contains(key), "--help does not mention {key}:\n{help}");
+    }
+}
+
+#[test]
+fn default_credentials_are_refused_off_loopback() {
+    let port = free_port();
+    let err = refuses(&["--http-listen", &format!("0.0.0.0:{port}")], &[]);
+    assert!(err.contains("accounts") && err.contains("dev/dev"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "http_listen = \"127.0.0.1:1\"\nsesion_ttl = \"1h\"\n",
+    )
+    .unwrap();
+    let err = refuses(&["--config", file.to_str().unwrap()], &[]);
+    assert!(err.contains("sesion_ttl"), "{err}");
+
+    let err = refuses(&[], &[("PATCHBAY_HTTP_LISTEN", "nowhere")]);
+    assert!(err.contains("http_listen"), "{err}");
+    let err = refuses(&[], &[("PATCHBAY_FROBNICATE", "1")]);
+    assert!(err.contains("PATCHBAY_FROBNICATE"), "{err}");
+    let err = refuses(&["--session-ttl", "forever"], &[]);
+    assert!(err.contains("session_ttl"), "{err}");
+    let err = refuses(&["--config", "/nonexistent/patchbay.toml"], &[]);
+    assert!(err.contains("/nonexistent/patchbay.toml"), "{err}");
+}
+
+#[test]
+fn unusable_data_dir_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the directory should be.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let port = free_port();
+    let err = refuses(
+        &[
+            "--http-listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            file.join("sub").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(err.contains("data_dir"), "{err}");
+}
+
+#[tokio::test]
+async fn address_in_use_names_the_key() {
+    let g = Gateway::start().await;
+    let err = refuses(&["--http-listen", &format!("127.0.0.1:{}", g.port)], &[]);
+    assert!(err.contains("http_listen"), "{err}");
+}
+
+#[tokio::test]
+async fn env_account_replaces_the_default() {
+    let g = Gateway::start_with(
+        &[],
+        &[
+            ("PATCHBAY_ACCOUNT_ID", "acme"),
+            ("PATCHBAY_API_USER", "ops"),
+            ("PATCHBAY_API_PASSWORD", "pw-123"),
+        ],
+    )
+    .await;
+    let acme = patchbay_tests::Api::new(&g.base(), "acme", "ops", "pw-123");
+    acme.session(None).await;
+    let r = g.api().call(reqwest::Method::POST, "/sessions", None).await;
+    assert_eq!(r.status, reqwest::StatusCode::UNAUTHORIZED);
+}
