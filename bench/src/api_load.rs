@@ -55,8 +55,16 @@ struct Worker {
 }
 
 impl Worker {
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(Duration, Value)> {
-        let url = format!("{}/v1/accounts/{}{}", self.args.base, self.args.account, path);
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(Duration, Value)> {
+        let url = format!(
+            "{}/v1/accounts/{}{}",
+            self.args.base, self.args.account, path
+        );
         let mut rb = self
             .client
             .request(method, url)
@@ -72,12 +80,18 @@ impl Worker {
         if !status.is_success() {
             bail!("{status}: {}", String::from_utf8_lossy(&bytes));
         }
-        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)?
+        };
         Ok((elapsed, v))
     }
 
     async fn session(&self) -> anyhow::Result<String> {
-        let (_, v) = self.send(Method::POST, "/sessions", Some(json!({"tag": "bench"}))).await?;
+        let (_, v) = self
+            .send(Method::POST, "/sessions", Some(json!({"tag": "bench"})))
+            .await?;
         Ok(v["id"].as_str().context("session id")?.to_string())
     }
 
@@ -97,7 +111,10 @@ impl Worker {
             let pid = match self.send(Method::POST, "/participants", Some(body)).await {
                 Ok((d, v)) => {
                     let _ = create.record(d.as_micros() as u64);
-                    v["participant"]["id"].as_str().unwrap_or_default().to_string()
+                    v["participant"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
                 }
                 Err(e) => {
                     errors += 1;
@@ -106,7 +123,10 @@ impl Worker {
                 }
             };
             let path = format!("/sessions/{session}/participants/{pid}");
-            match self.send(Method::PUT, &path, Some(json!({"sessionId": session}))).await {
+            match self
+                .send(Method::PUT, &path, Some(json!({"sessionId": session})))
+                .await
+            {
                 Ok((d, _)) => {
                     let _ = add.record(d.as_micros() as u64);
                 }
@@ -143,7 +163,13 @@ impl Worker {
                 _ => stats.lock().expect("stats").errors += 1,
             }
         }
-        stats.lock().expect("stats").health.get_or_insert_with(hist).add(&h).ok();
+        stats
+            .lock()
+            .expect("stats")
+            .health
+            .get_or_insert_with(hist)
+            .add(&h)
+            .ok();
     }
 }
 
@@ -161,7 +187,10 @@ where
     let start = Instant::now();
     for _ in 0..args.concurrency {
         let w = Worker {
-            client: Client::builder().pool_max_idle_per_host(1).build().expect("client"),
+            client: Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client"),
             args: args.clone(),
         };
         tasks.push(tokio::spawn(f(w, stop.clone(), stats.clone())));
