@@ -15,6 +15,6 @@ pub use model::{
     Subscriptions, UnixMillis,
 };
 pub use registry::{
-    system_clock, Clock, Conference, ConferenceError, NewParticipant, Options,
+    system_clock, Clock, Conference, ConferenceError, JoinError, NewParticipant, Options,
     MAX_PARTICIPANTS_PER_SESSION, MAX_TAG_CHARS,
 };

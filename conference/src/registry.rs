@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
+use crate::media::session::{HangupReason, MediaHub, SessionHandle, SessionInput, SessionSnapshot};
 use crate::model::{
     DeviceApiVersion, Participant, PublishPermission, Session, Subscriptions, UnixMillis,
 };
@@ -88,9 +89,21 @@ struct State {
     next_seq: i64,
 }
 
+/// Why a media leg may not join.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    #[error("participant {0} may not publish AUDIO")]
+    NoAudioPermission(Uuid),
+    #[error("participant {0} is not in a session")]
+    NotInSession(Uuid),
+}
+
 /// The control plane.
 pub struct Conference {
     state: Mutex<State>,
+    media: MediaHub,
     store: Arc<dyn Store>,
     tokens: TokenKeys,
     session_ttl_ms: i64,
@@ -144,11 +157,45 @@ impl Conference {
         );
         Ok(Conference {
             state: Mutex::new(state),
+            media: MediaHub::new(),
             store,
             tokens: TokenKeys::new(secret.as_bytes(), options.token_ttl),
             session_ttl_ms: i64::try_from(options.session_ttl.as_millis()).unwrap_or(i64::MAX / 2),
             clock: options.clock,
         })
+    }
+
+    /// The running session media actors.
+    pub fn media(&self) -> &MediaHub {
+        &self.media
+    }
+
+    /// Push the session's current membership and subscriptions to its media actor.
+    fn notify_media(&self, st: &State, session_id: Uuid) {
+        self.media
+            .notify(session_id, SessionInput::Snapshot(snapshot(st, session_id)));
+    }
+
+    /// Admit a media leg (a SIP call) for the participant a token names: it must
+    /// exist, may publish AUDIO, and be in a session. Returns the participant and
+    /// its session's media actor.
+    pub fn join_media(
+        &self,
+        token: &str,
+    ) -> std::result::Result<(Participant, SessionHandle), JoinError> {
+        let claims = self.tokens.verify(token, self.now())?;
+        let st = self.lock();
+        let p = st
+            .participants
+            .get(&claims.participant_id)
+            .filter(|p| p.account_id == claims.account_id)
+            .ok_or_else(|| TokenError::Invalid("participant no longer exists".into()))?;
+        if !p.may_publish(PublishPermission::Audio) {
+            return Err(JoinError::NoAudioPermission(p.id));
+        }
+        let sid = p.session_id.ok_or(JoinError::NotInSession(p.id))?;
+        let handle = self.media.session(sid, || snapshot(&st, sid));
+        Ok((p.clone(), handle))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -233,6 +280,7 @@ impl Conference {
             let mut unit = Vec::new();
             if let Some(sid) = p.session_id {
                 leave_session(&mut st, sid, id, &mut unit);
+                self.notify_media(&st, sid);
             }
             st.participants.remove(&id);
             unit.push(StoreOp::DeleteParticipant(id));
@@ -286,6 +334,8 @@ impl Conference {
             let mut st = self.lock();
             session(&st, account_id, id, self.now())?;
             end_session(&mut st, id);
+            self.media
+                .notify(id, SessionInput::End(HangupReason::SessionEnded));
             self.store.commit(vec![StoreOp::DeleteSession(id)])
         };
         Ok(durable.await?)
@@ -307,6 +357,8 @@ impl Conference {
             }
             for id in &expired {
                 end_session(&mut st, *id);
+                self.media
+                    .notify(*id, SessionInput::End(HangupReason::SessionEnded));
             }
             let n = expired.len();
             (
@@ -378,6 +430,7 @@ impl Conference {
                 p.session_id = Some(session_id);
                 p.subscriptions = subscriptions.clone();
             }
+            self.notify_media(&st, session_id);
             let op = if already_member {
                 StoreOp::SetSubscriptions {
                     participant_id,
@@ -409,6 +462,7 @@ impl Conference {
             member(&st, account_id, session_id, participant_id, self.now())?;
             let mut unit = Vec::new();
             leave_session(&mut st, session_id, participant_id, &mut unit);
+            self.notify_media(&st, session_id);
             self.store.commit(unit)
         };
         Ok(durable.await?)
@@ -446,12 +500,30 @@ impl Conference {
             if let Some(p) = st.participants.get_mut(&participant_id) {
                 p.subscriptions = subscriptions.clone();
             }
+            self.notify_media(&st, session_id);
             self.store.commit(vec![StoreOp::SetSubscriptions {
                 participant_id,
                 subscriptions,
             }])
         };
         Ok(durable.await?)
+    }
+}
+
+/// A session's members and their subscriptions, for its media actor.
+fn snapshot(st: &State, session_id: Uuid) -> SessionSnapshot {
+    SessionSnapshot {
+        members: st
+            .sessions
+            .get(&session_id)
+            .map(|s| {
+                s.members
+                    .iter()
+                    .filter_map(|m| st.participants.get(m))
+                    .map(|p| (p.id, p.subscriptions.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

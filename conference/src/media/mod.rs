@@ -2,10 +2,13 @@
 //! per-session media actor. Sans-IO where the logic lives; the actor is the
 //! one tokio task that owns a session's media state.
 
+pub mod codec;
 pub mod g711;
 pub mod jitter;
 pub mod mixer;
+pub mod pcm;
 pub mod resample;
+pub mod session;
 
 /// Every mix is made of 20 ms frames.
 pub const FRAME_MS: u32 = 20;

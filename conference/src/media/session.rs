@@ -1,0 +1,501 @@
+//! The session media actor: one tokio task owns a session's media state — its
+//! legs, their jitter buffers and codecs, and the mixer — and ticks every 20 ms.
+//!
+//! Inputs arrive on one channel: legs joining and leaving, RTP from the legs'
+//! sockets, and membership/subscription snapshots from the control plane.
+//! Outputs go to each leg's [`LegSink`] synchronously (the sink owns the RTP
+//! socket), so the hot path has no lock and no allocation per packet.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::codec::{AudioCodec, Decoder, Encoder};
+use super::jitter::{JitterBuffer, Pull};
+use super::mixer::Mixer;
+use super::pcm::PcmFifo;
+use super::{frame_len, FRAME_MS};
+use crate::model::Subscriptions;
+use crate::resolver::{receives, StreamRef};
+
+/// Identity of one leg (unique in the process).
+pub type LegId = u64;
+
+/// Largest RTP payload carried through the actor.
+pub const MAX_RTP_PAYLOAD: usize = 1400;
+
+/// Why a leg is being hung up by the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangupReason {
+    /// The participant left the session or was deleted.
+    Removed,
+    /// The session was deleted or expired.
+    SessionEnded,
+    /// Another leg with the same participant token replaced it.
+    Replaced,
+    /// The gateway is shutting down.
+    Shutdown,
+}
+
+/// Where a leg's outgoing media and control go (implemented by the SIP side).
+pub trait LegSink: Send + Sync + 'static {
+    /// Send one encoded audio packet; `samples` is its duration in RTP clock units.
+    fn send_audio(&self, payload: &[u8], samples: u32);
+    /// Send one RFC 4733 telephone-event payload (4 bytes); `start` marks a new event.
+    fn send_event(&self, payload: &[u8], start: bool);
+    /// End the call (non-blocking).
+    fn hang_up(&self, reason: HangupReason);
+}
+
+/// What a leg negotiated.
+#[derive(Debug, Clone, Copy)]
+pub struct LegMedia {
+    pub codec: AudioCodec,
+    /// Payload type of the audio codec on this leg.
+    pub payload_type: u8,
+    /// Payload type of `telephone-event`, if negotiated.
+    pub event_payload_type: Option<u8>,
+    /// Packet duration it sends and wants, in ms (10–60).
+    pub ptime_ms: u32,
+}
+
+/// One RTP packet from a leg, inline so it needs no allocation.
+pub struct RtpIn {
+    pub leg: LegId,
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub payload_type: u8,
+    pub marker: bool,
+    pub arrival: Instant,
+    pub len: u16,
+    pub data: [u8; MAX_RTP_PAYLOAD],
+}
+
+impl RtpIn {
+    pub fn payload(&self) -> &[u8] {
+        &self.data[..self.len as usize]
+    }
+}
+
+/// Members of a session and their subscriptions, as the control plane sees them now.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSnapshot {
+    pub members: Vec<(Uuid, Subscriptions)>,
+}
+
+/// What the actor receives.
+pub enum SessionInput {
+    Join {
+        leg: LegId,
+        participant_id: Uuid,
+        media: LegMedia,
+        sink: Arc<dyn LegSink>,
+    },
+    /// The leg's media changed (re-INVITE with another codec or ptime).
+    Update {
+        leg: LegId,
+        media: LegMedia,
+    },
+    Leave {
+        leg: LegId,
+    },
+    Rtp(Box<RtpIn>),
+    Snapshot(SessionSnapshot),
+    /// The session is gone: hang up every leg and stop.
+    End(HangupReason),
+}
+
+/// A handle to a running session actor.
+#[derive(Clone)]
+pub struct SessionHandle {
+    tx: mpsc::UnboundedSender<SessionInput>,
+}
+
+impl SessionHandle {
+    /// Send RTP to the session; false when the session has ended.
+    pub fn send(&self, input: SessionInput) -> bool {
+        self.tx.send(input).is_ok()
+    }
+}
+
+/// Stream alias under which SIP legs publish their audio.
+pub const PHONE_ALIAS: &str = "phone";
+
+struct Leg {
+    participant_id: Uuid,
+    media: LegMedia,
+    sink: Arc<dyn LegSink>,
+    jitter: JitterBuffer,
+    decoder: Option<Decoder>,
+    encoder: Option<Encoder>,
+    pcm_in: PcmFifo,
+    pcm_out: PcmFifo,
+    frame: Vec<i16>,
+    packet: Vec<i16>,
+    payload: Vec<u8>,
+    last_event_ts: Option<u32>,
+}
+
+impl Leg {
+    fn new(participant_id: Uuid, media: LegMedia, sink: Arc<dyn LegSink>) -> Leg {
+        let rate = media.codec.pcm_rate();
+        let decoder = Decoder::new(media.codec)
+            .map_err(|e| tracing::error!(error = %e, "decoder"))
+            .ok();
+        let encoder = Encoder::new(media.codec)
+            .map_err(|e| tracing::error!(error = %e, "encoder"))
+            .ok();
+        Leg {
+            participant_id,
+            media,
+            sink,
+            jitter: JitterBuffer::new(media.codec.rtp_clock()),
+            decoder,
+            encoder,
+            // 300 ms of slack each way.
+            pcm_in: PcmFifo::new(rate as usize * 3 / 10),
+            pcm_out: PcmFifo::new(rate as usize * 3 / 10),
+            frame: vec![0; frame_len(rate)],
+            packet: vec![0; (rate * media.ptime_ms.clamp(10, 60) / 1000) as usize],
+            payload: Vec::with_capacity(MAX_RTP_PAYLOAD),
+            last_event_ts: None,
+        }
+    }
+
+    /// Samples of one outgoing packet, in the RTP clock.
+    fn packet_rtp_samples(&self) -> u32 {
+        self.media.codec.rtp_clock() * self.media.ptime_ms.clamp(10, 60) / 1000
+    }
+}
+
+struct Actor {
+    session_id: Uuid,
+    legs: HashMap<LegId, Leg>,
+    snapshot: SessionSnapshot,
+    mixer: Mixer,
+}
+
+impl Actor {
+    fn join(&mut self, id: LegId, participant_id: Uuid, media: LegMedia, sink: Arc<dyn LegSink>) {
+        // One leg per participant: a new call with the same token replaces the old one.
+        let old: Vec<LegId> = self
+            .legs
+            .iter()
+            .filter(|(_, l)| l.participant_id == participant_id)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in old {
+            if let Some(l) = self.legs.remove(&k) {
+                l.sink.hang_up(HangupReason::Replaced);
+            }
+            self.mixer.remove_stream(k);
+            self.mixer.remove_listener(k);
+        }
+        let rate = media.codec.pcm_rate();
+        self.mixer.add_stream(id, rate);
+        self.mixer.add_listener(id, rate, Some(id));
+        self.legs.insert(id, Leg::new(participant_id, media, sink));
+        tracing::info!(session_id = %self.session_id, leg = id, %participant_id, codec = ?media.codec, "leg joined");
+        self.route();
+    }
+
+    fn update(&mut self, id: LegId, media: LegMedia) {
+        if let Some(l) = self.legs.get_mut(&id) {
+            if l.media.codec != media.codec || l.media.ptime_ms != media.ptime_ms {
+                *l = Leg::new(l.participant_id, media, l.sink.clone());
+                let rate = media.codec.pcm_rate();
+                self.mixer.add_stream(id, rate);
+                self.mixer.add_listener(id, rate, Some(id));
+                self.route();
+            } else {
+                l.media = media;
+            }
+        }
+    }
+
+    fn leave(&mut self, id: LegId) {
+        if self.legs.remove(&id).is_some() {
+            self.mixer.remove_stream(id);
+            self.mixer.remove_listener(id);
+            tracing::info!(session_id = %self.session_id, leg = id, "leg left");
+            self.route();
+        }
+    }
+
+    /// Recompute who hears whom from the snapshot (the pure resolver), and hang
+    /// up legs whose participant is no longer a member.
+    fn route(&mut self) {
+        let members = &self.snapshot.members;
+        let is_member = |p: Uuid| members.iter().any(|(m, _)| *m == p);
+        let gone: Vec<LegId> = self
+            .legs
+            .iter()
+            .filter(|(_, l)| !is_member(l.participant_id))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            if let Some(l) = self.legs.remove(&k) {
+                l.sink.hang_up(HangupReason::Removed);
+            }
+            self.mixer.remove_stream(k);
+            self.mixer.remove_listener(k);
+        }
+        let mut hears = Vec::with_capacity(self.legs.len());
+        for (&listener, l) in &self.legs {
+            let subs = members
+                .iter()
+                .find(|(m, _)| *m == l.participant_id)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default();
+            hears.clear();
+            for (&speaker, s) in &self.legs {
+                let stream = StreamRef {
+                    participant_id: s.participant_id,
+                    alias: Some(PHONE_ALIAS),
+                };
+                if receives(l.participant_id, &subs, self.session_id, &stream, is_member) {
+                    hears.push(speaker);
+                }
+            }
+            self.mixer.set_hears(listener, &hears);
+        }
+    }
+
+    fn rtp(&mut self, p: &RtpIn) {
+        let Some(leg) = self.legs.get_mut(&p.leg) else {
+            return;
+        };
+        if Some(p.payload_type) == leg.media.event_payload_type {
+            self.dtmf(p);
+            return;
+        }
+        leg.jitter.push(
+            p.ssrc,
+            p.seq,
+            p.timestamp,
+            p.payload_type,
+            p.payload(),
+            monotonic_ms(p.arrival),
+        );
+    }
+
+    /// Forward an RFC 4733 event to the legs that hear this one.
+    fn dtmf(&mut self, p: &RtpIn) {
+        let Some(leg) = self.legs.get_mut(&p.leg) else {
+            return;
+        };
+        if p.len < 4 {
+            return;
+        }
+        let start = leg.last_event_ts != Some(p.timestamp);
+        if start {
+            leg.last_event_ts = Some(p.timestamp);
+            tracing::info!(session_id = %self.session_id, leg = p.leg, event = p.data[0], "DTMF event");
+        }
+        for (&k, other) in &self.legs {
+            if k != p.leg
+                && other.media.event_payload_type.is_some()
+                && self.mixer.hears(k).is_some_and(|h| h.contains(&p.leg))
+            {
+                other.sink.send_event(&p.data[..4], start);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        for (&id, leg) in self.legs.iter_mut() {
+            let Some(decoder) = leg.decoder.as_mut() else {
+                continue;
+            };
+            let need = leg.frame.len();
+            while leg.pcm_in.len() < need {
+                match leg.jitter.pull() {
+                    Pull::Packet {
+                        payload_type,
+                        payload,
+                        ..
+                    } => {
+                        if payload_type == leg.media.payload_type {
+                            decoder.decode(payload, &mut leg.pcm_in);
+                        }
+                    }
+                    Pull::Lost => {
+                        let samples = (leg.media.codec.pcm_rate()
+                            * leg.media.ptime_ms.clamp(10, 60)
+                            / 1000) as usize;
+                        decoder.conceal(samples, &mut leg.pcm_in);
+                    }
+                    Pull::Empty => break,
+                }
+            }
+            if leg.pcm_in.pop(&mut leg.frame) {
+                if let Some(f) = self.mixer.frame_mut(id) {
+                    f.copy_from_slice(&leg.frame);
+                }
+            }
+        }
+        self.mixer.mix();
+        for (&id, leg) in self.legs.iter_mut() {
+            let Some(out) = self.mixer.output(id) else {
+                continue;
+            };
+            leg.pcm_out.push(out);
+            let samples = leg.packet_rtp_samples();
+            let Some(encoder) = leg.encoder.as_mut() else {
+                continue;
+            };
+            while leg.pcm_out.pop(&mut leg.packet) {
+                match encoder.encode(&leg.packet, &mut leg.payload) {
+                    Ok(()) => leg.sink.send_audio(&leg.payload, samples),
+                    Err(e) => tracing::warn!(error = %e, "encode failed"),
+                }
+            }
+        }
+    }
+
+    fn end(&mut self, reason: HangupReason) {
+        for (_, l) in self.legs.drain() {
+            l.sink.hang_up(reason);
+        }
+    }
+}
+
+/// `at` in milliseconds of one monotonic clock (zero: its first use in the process).
+fn monotonic_ms(at: Instant) -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    at.saturating_duration_since(start).as_millis() as u64
+}
+
+async fn run(
+    session_id: Uuid,
+    mut rx: mpsc::UnboundedReceiver<SessionInput>,
+    hub: Arc<HubInner>,
+    me: mpsc::UnboundedSender<SessionInput>,
+) {
+    let mut actor = Actor {
+        session_id,
+        legs: HashMap::new(),
+        snapshot: SessionSnapshot::default(),
+        mixer: Mixer::new(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS as u64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut joined_once = false;
+    loop {
+        tokio::select! {
+            biased;
+            input = rx.recv() => {
+                let Some(input) = input else { break };
+                match input {
+                    SessionInput::Join { leg, participant_id, media, sink } => {
+                        joined_once = true;
+                        actor.join(leg, participant_id, media, sink);
+                    }
+                    SessionInput::Update { leg, media } => actor.update(leg, media),
+                    SessionInput::Leave { leg } => actor.leave(leg),
+                    SessionInput::Rtp(p) => actor.rtp(&p),
+                    SessionInput::Snapshot(s) => {
+                        actor.snapshot = s;
+                        actor.route();
+                    }
+                    SessionInput::End(reason) => {
+                        actor.end(reason);
+                        break;
+                    }
+                }
+                if joined_once && actor.legs.is_empty() {
+                    break;
+                }
+            }
+            _ = tick.tick() => actor.tick(),
+        }
+    }
+    hub.remove(session_id, &me);
+    tracing::debug!(%session_id, "session media stopped");
+}
+
+#[derive(Default)]
+struct HubInner {
+    sessions: Mutex<HashMap<Uuid, mpsc::UnboundedSender<SessionInput>>>,
+}
+
+impl HubInner {
+    fn remove(&self, session_id: Uuid, me: &mpsc::UnboundedSender<SessionInput>) {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&session_id).is_some_and(|tx| tx.same_channel(me)) {
+            map.remove(&session_id);
+        }
+    }
+}
+
+/// The running session actors, by session id. Touched on joins, leaves and
+/// control-plane changes only — never per packet.
+#[derive(Clone, Default)]
+pub struct MediaHub {
+    inner: Arc<HubInner>,
+}
+
+impl MediaHub {
+    pub fn new() -> MediaHub {
+        MediaHub::default()
+    }
+
+    /// The actor of `session_id`, started with `snapshot` if it is not running.
+    pub fn session(
+        &self,
+        session_id: Uuid,
+        snapshot: impl FnOnce() -> SessionSnapshot,
+    ) -> SessionHandle {
+        let mut map = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = map.get(&session_id).filter(|tx| !tx.is_closed()) {
+            return SessionHandle { tx: tx.clone() };
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(SessionInput::Snapshot(snapshot()));
+        map.insert(session_id, tx.clone());
+        tokio::spawn(run(session_id, rx, self.inner.clone(), tx.clone()));
+        SessionHandle { tx }
+    }
+
+    /// Tell a running actor (if any) something; no actor is started.
+    pub fn notify(&self, session_id: Uuid, input: SessionInput) {
+        let map = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = map.get(&session_id) {
+            let _ = tx.send(input);
+        }
+    }
+
+    /// End every session's media (graceful shutdown).
+    pub fn end_all(&self, reason: HangupReason) {
+        let map = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for tx in map.values() {
+            let _ = tx.send(SessionInput::End(reason));
+        }
+    }
+
+    /// Number of sessions with running media.
+    pub fn active(&self) -> usize {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
