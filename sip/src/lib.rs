@@ -1,3 +1,6 @@
-//! Patchbay's SIP gateway (SIP transport, transactions, dialogs, SDP, RTP for SIP legs).
-//!
-//! Not built yet: see the README's feature status.
+//! Patchbay's SIP gateway: SIP transport, transactions (sipx-sip), dialogs,
+//! SDP and RTP for SIP legs. It hands audio to `conference` and never decides
+//! who hears whom.
+
+pub mod sdp;
+pub mod uui;
