@@ -43,7 +43,13 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// Metrics with more families registered by other parts of the process (e.g. SIP counters).
+    pub fn with(extra: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("patchbay");
+        extra(&mut registry);
         let requests = Family::<RequestLabels, Counter<u64, AtomicU64>>::default();
         let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,

@@ -84,6 +84,10 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log: String,
     pub accounts: Vec<Account>,
+    pub sip_listen: SocketAddr,
+    pub media_ip: IpAddr,
+    pub rtp_ports: (u16, u16),
+    pub rtp_timeout: Duration,
 }
 
 /// One source's view of the keys: every field optional, unknown keys refused.
@@ -98,6 +102,10 @@ struct Layer {
     log_format: Option<String>,
     log: Option<String>,
     accounts: Option<Vec<Account>>,
+    sip_listen: Option<String>,
+    media_ip: Option<String>,
+    rtp_ports: Option<String>,
+    rtp_timeout: Option<String>,
 }
 
 impl Layer {
@@ -114,7 +122,11 @@ impl Layer {
             token_ttl,
             log_format,
             log,
-            accounts
+            accounts,
+            sip_listen,
+            media_ip,
+            rtp_ports,
+            rtp_timeout
         );
         self
     }
@@ -159,6 +171,22 @@ pub struct Cli {
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
 
+    /// [sip_listen, PATCHBAY_SIP_LISTEN] SIP listen address, UDP and TCP [default: 127.0.0.1:5060]
+    #[arg(long, value_name = "ADDR")]
+    pub sip_listen: Option<String>,
+
+    /// [media_ip, PATCHBAY_MEDIA_IP] Address advertised in SIP Contact and SDP, and bound for RTP [default: the sip_listen IP]
+    #[arg(long, value_name = "IP")]
+    pub media_ip: Option<String>,
+
+    /// [rtp_ports, PATCHBAY_RTP_PORTS] UDP port range for SIP legs' RTP/RTCP, LOW-HIGH [default: 20000-29999]
+    #[arg(long, value_name = "LOW-HIGH")]
+    pub rtp_ports: Option<String>,
+
+    /// [rtp_timeout, PATCHBAY_RTP_TIMEOUT] Hang up a SIP leg after this long without any RTP or RTCP [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub rtp_timeout: Option<String>,
+
     /// [accounts] API account as ID:USER:PASSWORD (repeatable; replaces the configured list).
     /// TOML: [[accounts]] id/user/password. Env for one account: PATCHBAY_ACCOUNT_ID,
     /// PATCHBAY_API_USER, PATCHBAY_API_PASSWORD [default: dev:dev:dev, loopback only]
@@ -178,6 +206,10 @@ const ENV_KEYS: &[&str] = &[
     "PATCHBAY_ACCOUNT_ID",
     "PATCHBAY_API_USER",
     "PATCHBAY_API_PASSWORD",
+    "PATCHBAY_SIP_LISTEN",
+    "PATCHBAY_MEDIA_IP",
+    "PATCHBAY_RTP_PORTS",
+    "PATCHBAY_RTP_TIMEOUT",
 ];
 
 impl Config {
@@ -263,6 +295,10 @@ impl Config {
             log_format: env_get("PATCHBAY_LOG_FORMAT"),
             log: env_get("PATCHBAY_LOG"),
             accounts: env_accounts,
+            sip_listen: env_get("PATCHBAY_SIP_LISTEN"),
+            media_ip: env_get("PATCHBAY_MEDIA_IP"),
+            rtp_ports: env_get("PATCHBAY_RTP_PORTS"),
+            rtp_timeout: env_get("PATCHBAY_RTP_TIMEOUT"),
         };
 
         let cli_accounts = if cli.account.is_empty() {
@@ -291,6 +327,10 @@ impl Config {
             log_format: cli.log_format,
             log: cli.log,
             accounts: cli_accounts,
+            sip_listen: cli.sip_listen,
+            media_ip: cli.media_ip,
+            rtp_ports: cli.rtp_ports,
+            rtp_timeout: cli.rtp_timeout,
         };
 
         Config::validate(file_layer.merge(env_layer).merge(cli_layer))
@@ -395,7 +435,49 @@ impl Config {
             }
         }
 
+        let sip_text = layer.sip_listen.unwrap_or_else(|| "127.0.0.1:5060".into());
+        let sip_listen: SocketAddr = sip_text.parse().map_err(|_| {
+            key_err(
+                "sip_listen",
+                format!("`{sip_text}` is not an IP:port socket address"),
+            )
+        })?;
+        let media_ip = match layer.media_ip {
+            Some(t) => t
+                .parse::<IpAddr>()
+                .map_err(|_| key_err("media_ip", format!("`{t}` is not an IP address")))?,
+            None if sip_listen.ip().is_unspecified() => {
+                return Err(key_err(
+                    "media_ip",
+                    "must be set when sip_listen is a wildcard address (it is advertised in Contact and SDP)",
+                ))
+            }
+            None => sip_listen.ip(),
+        };
+        if media_ip.is_unspecified() {
+            return Err(key_err(
+                "media_ip",
+                "must be a concrete address, not a wildcard",
+            ));
+        }
+        let ports_text = layer.rtp_ports.unwrap_or_else(|| "20000-29999".into());
+        let rtp_ports = ports_text
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+            .filter(|(a, b)| a < b && b - a >= 3)
+            .ok_or_else(|| {
+                key_err(
+                    "rtp_ports",
+                    format!("`{ports_text}` is not a range LOW-HIGH of at least 4 ports"),
+                )
+            })?;
+        let rtp_timeout = parse_duration("rtp_timeout", layer.rtp_timeout.as_deref(), "60s")?;
+
         let config = Config {
+            sip_listen,
+            media_ip,
+            rtp_ports,
+            rtp_timeout,
             http_listen,
             data_dir,
             token_secret,
@@ -543,6 +625,36 @@ mod tests {
         assert!(e.to_string().contains("accounts"), "{e}");
         let e = load(&["--account", "this-is-far-too-long:u:p"], &[]).unwrap_err();
         assert!(e.to_string().contains("accounts"), "{e}");
+    }
+
+    #[test]
+    fn sip_keys() {
+        let c = load(&[], &[]).unwrap();
+        assert_eq!(c.sip_listen, "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(c.media_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.rtp_ports, (20000, 29999));
+        assert_eq!(c.rtp_timeout, Duration::from_secs(60));
+        let c = load(
+            &[
+                "--sip-listen",
+                "127.0.0.2:5070",
+                "--rtp-ports",
+                "30002-30100",
+            ],
+            &[("PATCHBAY_RTP_TIMEOUT", "5s")],
+        )
+        .unwrap();
+        assert_eq!(c.media_ip, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(c.rtp_ports, (30002, 30100));
+        assert_eq!(c.rtp_timeout, Duration::from_secs(5));
+        let e = load(&["--sip-listen", "0.0.0.0:5060"], &[]).unwrap_err();
+        assert!(e.to_string().contains("media_ip"), "{e}");
+        let e = load(&["--rtp-ports", "30000"], &[]).unwrap_err();
+        assert!(e.to_string().contains("rtp_ports"), "{e}");
+        let e = load(&["--rtp-ports", "300-200"], &[]).unwrap_err();
+        assert!(e.to_string().contains("rtp_ports"), "{e}");
+        let e = load(&[], &[("PATCHBAY_MEDIA_IP", "host")]).unwrap_err();
+        assert!(e.to_string().contains("media_ip"), "{e}");
     }
 
     #[test]

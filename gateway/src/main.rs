@@ -10,6 +10,8 @@ use patchbay_api::{Accounts, AppState, Metrics};
 use patchbay_conference::store::SqliteStore;
 use patchbay_conference::{system_clock, Conference, Options};
 use patchbay_config::{Config, LogFormat};
+use patchbay_sip::metrics::SipMetrics;
+use patchbay_sip::{SipConfig, SipGateway};
 
 fn main() -> ExitCode {
     let config = match Config::from_process() {
@@ -97,6 +99,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
 
+    let sip_metrics = SipMetrics::default();
+    let sip = SipGateway::start(
+        SipConfig {
+            listen: config.sip_listen,
+            media_ip: config.media_ip,
+            rtp_ports: config.rtp_ports,
+            rtp_timeout: config.rtp_timeout,
+        },
+        conference.clone(),
+        sip_metrics.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "config key `sip_listen`: cannot listen on {}",
+            config.sip_listen
+        )
+    })?;
+
     let state = AppState {
         conference: conference.clone(),
         accounts: Arc::new(Accounts::new(
@@ -105,7 +126,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .iter()
                 .map(|a| (a.id.clone(), a.user.clone(), a.password.clone())),
         )),
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(Metrics::with(|r| sip_metrics.register(r))),
     };
 
     let sweeper = {
@@ -123,6 +144,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     tracing::info!(
         http = %config.http_listen,
+        sip = %sip.local,
+        media_ip = %config.media_ip,
         data_dir = %config.data_dir.display(),
         accounts = ?config.accounts.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
         version = env!("CARGO_PKG_VERSION"),
@@ -135,6 +158,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
 
     sweeper.abort();
+    sip.shutdown().await;
     conference.close().await.context("flushing the store")?;
     tracing::info!("patchbay stopped");
     Ok(())

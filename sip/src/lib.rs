@@ -2,5 +2,9 @@
 //! SDP and RTP for SIP legs. It hands audio to `conference` and never decides
 //! who hears whom.
 
+pub mod metrics;
+pub mod rtp;
 pub mod sdp;
+pub mod ua;
 pub mod uui;
+pub use ua::{SipConfig, SipGateway};

@@ -301,7 +301,14 @@ fn header(ip: IpAddr, session_id: u64, version: u64) -> String {
 }
 
 /// Our answer to `offer`, with the negotiated audio on `port` and every other stream rejected.
-pub fn answer(offer: &Sdp, n: &Negotiated, ip: IpAddr, port: u16, session_id: u64, version: u64) -> String {
+pub fn answer(
+    offer: &Sdp,
+    n: &Negotiated,
+    ip: IpAddr,
+    port: u16,
+    session_id: u64,
+    version: u64,
+) -> String {
     let mut out = header(ip, session_id, version);
     for (i, m) in offer.media.iter().enumerate() {
         if i != n.media_index {
@@ -316,9 +323,16 @@ pub fn answer(offer: &Sdp, n: &Negotiated, ip: IpAddr, port: u16, session_id: u6
         out.push_str(&format!("m=audio {port} {} {fmts}\r\n", m.proto));
         out.push_str(&rtpmap_line(n.codec, n.payload_type));
         if let Some(e) = n.event_payload_type {
-            out.push_str(&format!("a=rtpmap:{e} telephone-event/{}\r\na=fmtp:{e} 0-16\r\n", n.codec.rtp_clock()));
+            out.push_str(&format!(
+                "a=rtpmap:{e} telephone-event/{}\r\na=fmtp:{e} 0-16\r\n",
+                n.codec.rtp_clock()
+            ));
         }
-        out.push_str(&format!("a=ptime:{}\r\na={}\r\n", n.ptime_ms, n.direction.as_str()));
+        out.push_str(&format!(
+            "a=ptime:{}\r\na={}\r\n",
+            n.ptime_ms,
+            n.direction.as_str()
+        ));
     }
     out
 }
@@ -327,10 +341,17 @@ pub fn answer(offer: &Sdp, n: &Negotiated, ip: IpAddr, port: u16, session_id: u6
 pub fn offer(ip: IpAddr, port: u16, session_id: u64, version: u64) -> String {
     let mut out = header(ip, session_id, version);
     out.push_str(&format!("m=audio {port} RTP/AVP 0 8 9 111 101\r\n"));
-    for (codec, pt) in [(AudioCodec::Pcmu, 0), (AudioCodec::Pcma, 8), (AudioCodec::G722, 9), (AudioCodec::Opus, 111)] {
+    for (codec, pt) in [
+        (AudioCodec::Pcmu, 0),
+        (AudioCodec::Pcma, 8),
+        (AudioCodec::G722, 9),
+        (AudioCodec::Opus, 111),
+    ] {
         out.push_str(&rtpmap_line(codec, pt));
     }
-    out.push_str("a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n");
+    out.push_str(
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+    );
     out
 }
 
@@ -368,12 +389,16 @@ mod tests {
         assert_eq!(n.payload_type, 9);
         let opus = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 96 0 97\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/48000\r\n";
         let n = negotiate(&parse(opus).unwrap()).unwrap();
-        assert_eq!((n.codec, n.payload_type, n.event_payload_type), (AudioCodec::Opus, 96, Some(97)));
+        assert_eq!(
+            (n.codec, n.payload_type, n.event_payload_type),
+            (AudioCodec::Opus, 96, Some(97))
+        );
     }
 
     #[test]
     fn nothing_in_common() {
-        let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 18 4\r\na=rtpmap:18 G729/8000\r\n";
+        let offer =
+            "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 18 4\r\na=rtpmap:18 G729/8000\r\n";
         assert_eq!(negotiate(&parse(offer).unwrap()), Err(SdpError::NoCodec));
         let srtp = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/SAVP 0\r\n";
         assert_eq!(negotiate(&parse(srtp).unwrap()), Err(SdpError::NoCodec));
@@ -383,7 +408,8 @@ mod tests {
 
     #[test]
     fn ptime_and_hold() {
-        let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 8\r\na=ptime:30\r\na=sendonly\r\n";
+        let offer =
+            "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 8\r\na=ptime:30\r\na=sendonly\r\n";
         let n = negotiate(&parse(offer).unwrap()).unwrap();
         assert_eq!(n.ptime_ms, 30);
         assert_eq!(n.direction, Direction::RecvOnly);
@@ -393,12 +419,16 @@ mod tests {
         assert_eq!(n.remote, None);
         assert_eq!(n.direction, Direction::RecvOnly);
         let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\na=inactive\r\nm=audio 4000 RTP/AVP 8\r\n";
-        assert_eq!(negotiate(&parse(offer).unwrap()).unwrap().direction, Direction::Inactive);
+        assert_eq!(
+            negotiate(&parse(offer).unwrap()).unwrap().direction,
+            Direction::Inactive
+        );
     }
 
     #[test]
     fn other_streams_are_rejected_in_the_answer() {
-        let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=video 5000 RTP/AVP 96\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let offer =
+            "v=0\r\nc=IN IP4 192.0.2.1\r\nm=video 5000 RTP/AVP 96\r\nm=audio 4000 RTP/AVP 0\r\n";
         let sdp = parse(offer).unwrap();
         let n = negotiate(&sdp).unwrap();
         assert_eq!(n.media_index, 1);
@@ -410,15 +440,27 @@ mod tests {
     #[test]
     fn malformed() {
         assert!(matches!(parse("garbage"), Err(SdpError::Malformed(_))));
-        assert!(matches!(parse("v=0\r\nm=audio x RTP/AVP 0\r\n"), Err(SdpError::Malformed(_))));
-        assert!(matches!(parse("v=0\r\nc=IN IP4 nope\r\n"), Err(SdpError::Malformed(_))));
-        assert!(matches!(parse("m=audio 1 RTP/AVP 0\r\n"), Err(SdpError::Malformed(_))));
+        assert!(matches!(
+            parse("v=0\r\nm=audio x RTP/AVP 0\r\n"),
+            Err(SdpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("v=0\r\nc=IN IP4 nope\r\n"),
+            Err(SdpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("m=audio 1 RTP/AVP 0\r\n"),
+            Err(SdpError::Malformed(_))
+        ));
     }
 
     #[test]
     fn our_offer_negotiates() {
         let o = offer("127.0.0.1".parse().unwrap(), 20002, 7, 1);
         let n = negotiate(&parse(&o).unwrap()).unwrap();
-        assert_eq!((n.codec, n.event_payload_type), (AudioCodec::Pcmu, Some(101)));
+        assert_eq!(
+            (n.codec, n.event_payload_type),
+            (AudioCodec::Pcmu, Some(101))
+        );
     }
 }

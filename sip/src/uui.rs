@@ -17,7 +17,8 @@ pub fn jwt_token<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<Strin
             let data = parts.next().unwrap_or("").trim();
             let is_jwt = parts.any(|p| {
                 let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                k.trim().eq_ignore_ascii_case("encoding") && v.trim().trim_matches('"').eq_ignore_ascii_case("jwt")
+                k.trim().eq_ignore_ascii_case("encoding")
+                    && v.trim().trim_matches('"').eq_ignore_ascii_case("jwt")
             });
             let data = data.trim_matches('"');
             if is_jwt && !data.is_empty() {
@@ -65,12 +66,21 @@ mod tests {
 
     #[test]
     fn token_alone_and_repeated_headers() {
-        assert_eq!(tok(&["abc.def.ghi;encoding=jwt"]), Some("abc.def.ghi".into()));
         assert_eq!(
-            tok(&["93d6;encoding=base64", " abc.def.ghi ; purpose=call ; encoding=JWT "]),
+            tok(&["abc.def.ghi;encoding=jwt"]),
             Some("abc.def.ghi".into())
         );
-        assert_eq!(tok(&["\"abc.def.ghi\";encoding=\"jwt\""]), Some("abc.def.ghi".into()));
+        assert_eq!(
+            tok(&[
+                "93d6;encoding=base64",
+                " abc.def.ghi ; purpose=call ; encoding=JWT "
+            ]),
+            Some("abc.def.ghi".into())
+        );
+        assert_eq!(
+            tok(&["\"abc.def.ghi\";encoding=\"jwt\""]),
+            Some("abc.def.ghi".into())
+        );
     }
 
     #[test]

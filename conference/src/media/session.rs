@@ -44,8 +44,9 @@ pub enum HangupReason {
 pub trait LegSink: Send + Sync + 'static {
     /// Send one encoded audio packet; `samples` is its duration in RTP clock units.
     fn send_audio(&self, payload: &[u8], samples: u32);
-    /// Send one RFC 4733 telephone-event payload (4 bytes); `start` marks a new event.
-    fn send_event(&self, payload: &[u8], start: bool);
+    /// Send one RFC 4733 telephone-event payload (4 bytes); `start` marks a new
+    /// event; its duration field counts `clock` Hz units (rescale to your own clock).
+    fn send_event(&self, payload: &[u8], start: bool, clock: u32);
     /// End the call (non-blocking).
     fn hang_up(&self, reason: HangupReason);
 }
@@ -103,7 +104,7 @@ pub enum SessionInput {
     Leave {
         leg: LegId,
     },
-    Rtp(Box<RtpIn>),
+    Rtp(RtpIn),
     Snapshot(SessionSnapshot),
     /// The session is gone: hang up every leg and stop.
     End(HangupReason),
@@ -291,6 +292,7 @@ impl Actor {
         if p.len < 4 {
             return;
         }
+        let leg_clock = leg.media.codec.rtp_clock();
         let start = leg.last_event_ts != Some(p.timestamp);
         if start {
             leg.last_event_ts = Some(p.timestamp);
@@ -301,7 +303,7 @@ impl Actor {
                 && other.media.event_payload_type.is_some()
                 && self.mixer.hears(k).is_some_and(|h| h.contains(&p.leg))
             {
-                other.sink.send_event(&p.data[..4], start);
+                other.sink.send_event(&p.data[..4], start, leg_clock);
             }
         }
     }
