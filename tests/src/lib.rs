@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+pub mod media;
+pub mod sipp;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -54,6 +57,7 @@ pub struct Gateway {
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub port: u16,
+    pub sip_port: u16,
     args: Vec<String>,
     env: Vec<(String, String)>,
     restarts: u32,
@@ -71,6 +75,7 @@ impl Gateway {
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
+            sip_port: sipp::free_udp_ports(1),
             args: args.iter().map(|s| s.to_string()).collect(),
             env: env
                 .iter()
@@ -108,6 +113,8 @@ impl Gateway {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
             .arg(self.data_dir())
+            .arg("--sip-listen")
+            .arg(format!("127.0.0.1:{}", self.sip_port))
             .args(&self.args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -184,6 +191,38 @@ impl Gateway {
         self.kill9();
         self.restarts += 1;
         self.spawn().await;
+    }
+
+    /// Current value of a metric line starting with `name` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.base()))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Wait until `metric` reaches `value` (at most 10 s).
+    pub async fn wait_metric(&self, name: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.metric(name).await;
+            if v == value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} stayed {v}, wanted {value}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// An API client with the default `dev` credentials.

@@ -1,0 +1,210 @@
+//! Running real `sipp` (Debian `sip-tester`) against the gateway with the
+//! scenario templates of `tests/sipp/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{workspace, Gateway};
+
+/// A base port with `n` consecutive free UDP ports (sipp's media port and its neighbours).
+pub fn free_udp_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 40000 + (rand_u16() % 10000) * 2;
+        let ok = (0..n).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free UDP port range");
+}
+
+fn rand_u16() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos ^ std::process::id().wrapping_mul(2654435761)) as u16
+}
+
+/// One sipp call.
+pub struct SippCall {
+    pub name: String,
+    pub scenario: &'static str,
+    pub vars: Vec<(&'static str, String)>,
+    /// Injected as field0 (the participant token).
+    pub token: Option<String>,
+    /// `u1` (UDP) or `t1` (TCP).
+    pub transport: &'static str,
+    pub sip_port: u16,
+    pub media_port: u16,
+}
+
+impl SippCall {
+    pub fn new(name: &str, scenario: &'static str) -> SippCall {
+        SippCall {
+            name: name.to_string(),
+            scenario,
+            vars: Vec::new(),
+            token: None,
+            transport: "u1",
+            sip_port: free_udp_ports(1),
+            media_port: free_udp_ports(4),
+        }
+    }
+
+    pub fn var(mut self, key: &'static str, value: impl Into<String>) -> SippCall {
+        self.vars.push((key, value.into()));
+        self
+    }
+
+    pub fn token(mut self, token: &str) -> SippCall {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    pub fn tcp(mut self) -> SippCall {
+        self.transport = "t1";
+        self
+    }
+
+    /// Render the scenario into `dir` and start sipp against `g`.
+    pub fn spawn(&self, g: &Gateway, dir: &Path) -> RunningSipp {
+        let template = std::fs::read_to_string(workspace().join("tests/sipp").join(self.scenario))
+            .expect("scenario");
+        let mut xml = template;
+        for (k, v) in &self.vars {
+            xml = xml.replace(&format!("@{k}@"), v);
+        }
+        if let Some(left) = unfilled_placeholder(&xml) {
+            panic!("placeholder @{left}@ of {} not filled", self.scenario);
+        }
+        let scenario = dir.join(format!("{}.xml", self.name));
+        std::fs::write(&scenario, xml).expect("write scenario");
+        let inf = dir.join(format!("{}.csv", self.name));
+        std::fs::write(
+            &inf,
+            format!(
+                "SEQUENTIAL\n{};\n",
+                self.token.clone().unwrap_or_else(|| "none".into())
+            ),
+        )
+        .expect("write injection file");
+        let errors = dir.join(format!("{}-errors.log", self.name));
+        let messages = dir.join(format!("{}-messages.log", self.name));
+        let child = Command::new("sipp")
+            .arg(format!("127.0.0.1:{}", g.sip_port))
+            .arg("-sf")
+            .arg(&scenario)
+            .arg("-inf")
+            .arg(&inf)
+            .args([
+                "-m",
+                "1",
+                "-i",
+                "127.0.0.1",
+                "-t",
+                self.transport,
+                "-nostdin",
+                "-timeout",
+                "30s",
+                "-timeout_error",
+                "-trace_err",
+                "-trace_msg",
+            ])
+            .arg("-p")
+            .arg(self.sip_port.to_string())
+            .arg("-mp")
+            .arg(self.media_port.to_string())
+            .arg("-error_file")
+            .arg(&errors)
+            .arg("-message_file")
+            .arg(&messages)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run sipp (scripts/test installs sip-tester)");
+        RunningSipp {
+            child: Some(child),
+            name: self.name.clone(),
+            errors,
+            messages,
+        }
+    }
+}
+
+pub struct RunningSipp {
+    child: Option<Child>,
+    pub name: String,
+    errors: PathBuf,
+    messages: PathBuf,
+}
+
+impl RunningSipp {
+    /// Wait for sipp to finish (at most `limit`); sipp exits 0 only when the call went as scripted.
+    pub fn wait(mut self, limit: Duration) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().expect("wait sipp");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let log = format!(
+            "--- {} errors:\n{}\n--- messages (tail):\n{}",
+            self.name,
+            std::fs::read_to_string(&self.errors).unwrap_or_default(),
+            tail(
+                &std::fs::read_to_string(&self.messages).unwrap_or_default(),
+                60
+            )
+        );
+        (status, log)
+    }
+
+    /// Wait and assert success.
+    pub fn assert_ok(self, limit: Duration) -> String {
+        let name = self.name.clone();
+        let (status, log) = self.wait(limit);
+        assert!(status.success(), "sipp `{name}` failed ({status}):\n{log}");
+        log
+    }
+}
+
+impl Drop for RunningSipp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The first `@NAME@` left in a rendered template.
+fn unfilled_placeholder(xml: &str) -> Option<&str> {
+    let mut rest = xml;
+    while let Some(i) = rest.find('@') {
+        let after = &rest[i + 1..];
+        let len = after
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+            .count();
+        if len > 0 && after[len..].starts_with('@') {
+            return Some(&after[..len]);
+        }
+        rest = after;
+    }
+    None
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,447 @@
+//! The SIP gateway with real sipp callers and real RTP: what each caller
+//! actually hears (captured on loopback, tones detected with Goertzel).
+
+use std::time::Duration;
+
+use patchbay_tests::media::{
+    decode_window, now_epoch, received, tones_present, write_tone_wav, Capture, Law, RtpPacket,
+};
+use patchbay_tests::sipp::SippCall;
+use patchbay_tests::{Api, Gateway};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+const FREQS: [f64; 3] = [440.0, 660.0, 880.0];
+
+async fn audio_participant(api: &Api) -> (String, String) {
+    api.participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await
+}
+
+/// A caller playing `hz` for `hold_ms`, then hanging up.
+fn tone_call(
+    name: &str,
+    dir: &std::path::Path,
+    hz: u32,
+    law: Law,
+    hold_ms: u32,
+    token: &str,
+) -> SippCall {
+    let wav = format!("tone{hz}-{}.wav", law.name());
+    write_tone_wav(&dir.join(&wav), hz as f64, 2, law);
+    SippCall::new(name, "uac_tone.xml")
+        .var("WAV", wav)
+        .var("PT", law.payload_type().to_string())
+        .var("CODEC", law.name())
+        .var("HOLD_MS", hold_ms.to_string())
+        .token(token)
+}
+
+/// Tones heard by the caller on `port` in each 100 ms window of [from, to).
+fn heard_windows(
+    packets: &[RtpPacket],
+    port: u16,
+    law: Law,
+    from: f64,
+    to: f64,
+) -> Vec<(f64, Vec<u32>, f64)> {
+    let rx = received(packets, port);
+    let mut out = Vec::new();
+    let mut t = from;
+    while t + 0.1 <= to {
+        let pcm = decode_window(&rx, law, t, t + 0.1);
+        if pcm.len() >= 600 {
+            let (tones, rms) = tones_present(&pcm, &FREQS, 8000.0);
+            out.push((t, tones, rms));
+        }
+        t += 0.1;
+    }
+    out
+}
+
+fn assert_hears(
+    packets: &[RtpPacket],
+    who: &str,
+    port: u16,
+    law: Law,
+    from: f64,
+    to: f64,
+    want: &[u32],
+) {
+    let windows = heard_windows(packets, port, law, from, to);
+    assert!(
+        windows.len() as f64 >= (to - from) * 10.0 * 0.8,
+        "{who}: too few audio windows ({})",
+        windows.len()
+    );
+    for (t, tones, rms) in &windows {
+        assert_eq!(
+            tones,
+            want,
+            "{who} at +{:.2}s heard {tones:?} (rms {rms:.0}), wanted {want:?}",
+            t - from
+        );
+        assert!(
+            *rms > 1000.0,
+            "{who} at +{:.2}s: rms {rms:.0} is too quiet",
+            t - from
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_callers_hear_exactly_their_subscriptions_changed_live() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (a, ta) = audio_participant(&api).await; // the agent
+    let (b, tb) = audio_participant(&api).await; // the caller
+    let (c, tc) = audio_participant(&api).await; // the manager
+    for p in [&a, &b, &c] {
+        api.add(&s, p, Some(json!({"sessionId": s}))).await;
+    }
+    let dir = g.scratch().to_path_buf();
+    let call_a = tone_call("a", &dir, 440, Law::Ulaw, 7000, &ta);
+    let call_b = tone_call("b", &dir, 660, Law::Ulaw, 7000, &tb);
+    let call_c = tone_call("c", &dir, 880, Law::Ulaw, 7000, &tc);
+    let capture = Capture::start(
+        &dir,
+        &[call_a.media_port, call_b.media_port, call_c.media_port],
+    );
+    let (ra, rb, rc) = (
+        call_a.spawn(&g, &dir),
+        call_b.spawn(&g, &dir),
+        call_c.spawn(&g, &dir),
+    );
+    g.wait_metric("patchbay_sip_calls_active", 3.0).await;
+    let joined = now_epoch();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+
+    // The contact-centre whisper: C hears A and B, A hears B and C, B hears only A.
+    let before_put = now_epoch();
+    let r = api
+        .call(
+            Method::PUT,
+            &format!("/sessions/{s}/participants/{b}/subscriptions"),
+            Some(json!({"participants": [{"participantId": a}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let put = now_epoch();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let end = now_epoch();
+
+    for r in [ra, rb, rc] {
+        r.assert_ok(Duration::from_secs(20));
+    }
+    let packets = capture.stop();
+
+    // Session level: each hears exactly the other two.
+    let (p1_from, p1_to) = (joined + 0.6, before_put - 0.05);
+    assert_hears(
+        &packets,
+        "A",
+        call_a.media_port,
+        Law::Ulaw,
+        p1_from,
+        p1_to,
+        &[660, 880],
+    );
+    assert_hears(
+        &packets,
+        "B",
+        call_b.media_port,
+        Law::Ulaw,
+        p1_from,
+        p1_to,
+        &[440, 880],
+    );
+    assert_hears(
+        &packets,
+        "C",
+        call_c.media_port,
+        Law::Ulaw,
+        p1_from,
+        p1_to,
+        &[440, 660],
+    );
+    // After the PUT, from 100 ms on: B hears only A; the others are unchanged.
+    let (p2_from, p2_to) = (put + 0.1, end - 0.1);
+    assert_hears(
+        &packets,
+        "A",
+        call_a.media_port,
+        Law::Ulaw,
+        p2_from,
+        p2_to,
+        &[660, 880],
+    );
+    assert_hears(
+        &packets,
+        "B",
+        call_b.media_port,
+        Law::Ulaw,
+        p2_from,
+        p2_to,
+        &[440],
+    );
+    assert_hears(
+        &packets,
+        "C",
+        call_c.media_port,
+        Law::Ulaw,
+        p2_from,
+        p2_to,
+        &[440, 660],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcmu_and_pcma_callers_hear_each_other_over_udp_and_tcp() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (a, ta) = audio_participant(&api).await;
+    let (b, tb) = audio_participant(&api).await;
+    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &b, Some(json!({"sessionId": s}))).await;
+    let dir = g.scratch().to_path_buf();
+    let call_a = tone_call("a", &dir, 440, Law::Ulaw, 3000, &ta);
+    let call_b = tone_call("b", &dir, 880, Law::Alaw, 3000, &tb).tcp();
+    let capture = Capture::start(&dir, &[call_a.media_port, call_b.media_port]);
+    let (ra, rb) = (call_a.spawn(&g, &dir), call_b.spawn(&g, &dir));
+    g.wait_metric("patchbay_sip_calls_active", 2.0).await;
+    let joined = now_epoch();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let until = now_epoch();
+    ra.assert_ok(Duration::from_secs(15));
+    rb.assert_ok(Duration::from_secs(15));
+    let packets = capture.stop();
+    assert_hears(
+        &packets,
+        "A (PCMU)",
+        call_a.media_port,
+        Law::Ulaw,
+        joined + 0.6,
+        until,
+        &[880],
+    );
+    assert_hears(
+        &packets,
+        "B (PCMA, TCP)",
+        call_b.media_port,
+        Law::Alaw,
+        joined + 0.6,
+        until,
+        &[440],
+    );
+    // Nothing but the negotiated payload types went to either.
+    assert!(received(&packets, call_b.media_port)
+        .iter()
+        .all(|p| p.payload_type == 8));
+}
+
+#[tokio::test]
+async fn refusals() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (member, member_token) = audio_participant(&api).await;
+    api.add(&s, &member, None).await;
+    let (_, lonely_token) = audio_participant(&api).await;
+    let (video_only, video_token) = api
+        .participant(json!({"publishPermissions": ["VIDEO"]}))
+        .await;
+    api.add(&s, &video_only, None).await;
+    let (deleted, deleted_token) = audio_participant(&api).await;
+    api.add(&s, &deleted, None).await;
+    api.call(Method::DELETE, &format!("/participants/{deleted}"), None)
+        .await;
+
+    let dir = g.scratch().to_path_buf();
+    let uui = |t: &str| format!("User-To-User: 93d6f3c0be58;encoding=base64,{t};encoding=jwt");
+    let cases = [
+        (
+            "no-token",
+            "X-Nothing: here".to_string(),
+            "0",
+            "PCMU/8000",
+            "403",
+        ),
+        (
+            "bad-token",
+            uui("eyJhbGciOiJIUzI1NiJ9.e30.AAAA"),
+            "0",
+            "PCMU/8000",
+            "403",
+        ),
+        ("revoked", uui(&deleted_token), "0", "PCMU/8000", "403"),
+        (
+            "no-audio-permission",
+            uui(&video_token),
+            "0",
+            "PCMU/8000",
+            "403",
+        ),
+        (
+            "not-in-session",
+            uui(&lonely_token),
+            "0",
+            "PCMU/8000",
+            "480",
+        ),
+        (
+            "no-common-codec",
+            uui(&member_token),
+            "18",
+            "G729/8000",
+            "488",
+        ),
+    ];
+    for (name, header, pt, rtpmap, code) in cases {
+        SippCall::new(name, "uac_expect.xml")
+            .var("UUI", header)
+            .var("PT", pt)
+            .var("RTPMAP", rtpmap)
+            .var("CODE", code)
+            .spawn(&g, &dir)
+            .assert_ok(Duration::from_secs(15));
+    }
+    assert_eq!(g.metric("patchbay_sip_calls_rejected_total").await, 6.0);
+    assert!(!g.log().contains(&member_token), "a token reached the log");
+}
+
+#[tokio::test]
+async fn silent_caller_is_hung_up_after_rtp_timeout() {
+    let g = Gateway::start_with(&["--rtp-timeout", "2s"], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, t) = audio_participant(&api).await;
+    api.add(&s, &p, None).await;
+    let start = std::time::Instant::now();
+    SippCall::new("silent", "uac_wait_bye.xml")
+        .var("RTP", "")
+        .token(&t)
+        .spawn(&g, g.scratch())
+        .assert_ok(Duration::from_secs(15));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "hung up after {took:?}, before rtp_timeout"
+    );
+    assert_eq!(g.metric("patchbay_rtp_timeouts_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn deleting_the_participant_sends_bye_while_the_caller_talks() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, t) = audio_participant(&api).await;
+    api.add(&s, &p, None).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("t.wav"), 440.0, 2, Law::Ulaw);
+    let call = SippCall::new("talker", "uac_wait_bye.xml")
+        .var(
+            "RTP",
+            "<nop><action><exec rtp_stream=\"t.wav,-1,0\"/></action></nop>",
+        )
+        .token(&t)
+        .spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    // Talking for longer than silence would be tolerated does not matter; DELETE ends it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = api
+        .call(Method::DELETE, &format!("/participants/{p}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    call.assert_ok(Duration::from_secs(10));
+    g.wait_metric("patchbay_sip_calls_active", 0.0).await;
+}
+
+#[tokio::test]
+async fn removing_from_the_session_and_deleting_the_session_send_bye() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p1, t1) = audio_participant(&api).await;
+    let (p2, t2) = audio_participant(&api).await;
+    api.add(&s, &p1, None).await;
+    api.add(&s, &p2, None).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("t.wav"), 440.0, 2, Law::Ulaw);
+    let rtp = "<nop><action><exec rtp_stream=\"t.wav,-1,0\"/></action></nop>";
+    let c1 = SippCall::new("removed", "uac_wait_bye.xml")
+        .var("RTP", rtp)
+        .token(&t1)
+        .spawn(&g, &dir);
+    let c2 = SippCall::new("session-deleted", "uac_wait_bye.xml")
+        .var("RTP", rtp)
+        .token(&t2)
+        .spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 2.0).await;
+    api.call(
+        Method::DELETE,
+        &format!("/sessions/{s}/participants/{p1}"),
+        None,
+    )
+    .await;
+    c1.assert_ok(Duration::from_secs(10));
+    api.call(Method::DELETE, &format!("/sessions/{s}"), None)
+        .await;
+    c2.assert_ok(Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn hold_and_resume_keep_the_call() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, t) = audio_participant(&api).await;
+    api.add(&s, &p, None).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("h.wav"), 440.0, 2, Law::Ulaw);
+    SippCall::new("hold", "uac_hold.xml")
+        .var("WAV", "h.wav")
+        .token(&t)
+        .spawn(&g, &dir)
+        .assert_ok(Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn a_second_call_with_the_same_token_replaces_the_first() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, t) = audio_participant(&api).await;
+    api.add(&s, &p, None).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("t.wav"), 440.0, 2, Law::Ulaw);
+    let first = SippCall::new("first", "uac_wait_bye.xml")
+        .var(
+            "RTP",
+            "<nop><action><exec rtp_stream=\"t.wav,-1,0\"/></action></nop>",
+        )
+        .token(&t)
+        .spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let second = tone_call("second", &dir, 660, Law::Ulaw, 1500, &t).spawn(&g, &dir);
+    // The first call gets a BYE, the second completes normally.
+    first.assert_ok(Duration::from_secs(10));
+    second.assert_ok(Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn after_kill_dash_nine_the_same_token_calls_in_again() {
+    let mut g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, t) = audio_participant(&api).await;
+    api.add(&s, &p, None).await;
+    g.kill9();
+    g.restart().await;
+    let dir = g.scratch().to_path_buf();
+    tone_call("after-restart", &dir, 440, Law::Ulaw, 1000, &t)
+        .spawn(&g, &dir)
+        .assert_ok(Duration::from_secs(15));
+}
