@@ -18,5 +18,6 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# What building patchbay needs (a C compiler for SQLite and aws-lc; pkg-config).
-build_packages=(cc:build-essential pkg-config:pkg-config)
+# What building patchbay needs (a C compiler for SQLite and aws-lc; pkg-config
+# and libopus for the Opus codec).
+build_packages=(cc:build-essential pkg-config:pkg-config dpkg=libopus-dev:libopus-dev)

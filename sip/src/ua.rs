@@ -193,9 +193,13 @@ fn crude_400(raw: &[u8]) -> Option<Bytes> {
 
 /// The response `(status, reason, extra headers)` a request gets before any
 /// processing, if it is one we refuse.
-fn precheck(req: &Request) -> Option<(u16, &'static str, Vec<(&'static str, String)>)> {
+/// Status, reason and extra headers of a request refused before processing.
+type Refusal = (u16, &'static str, Vec<(&'static str, String)>);
+
+fn precheck(req: &Request) -> Option<Refusal> {
     let findings = validate_request(req);
-    if let Some(f) = findings.first() {
+    // A missing Max-Forwards is repairable (RFC 2543 peers, RFC 4475 inv2543): accept it.
+    if let Some(f) = findings.iter().find(|f| !f.is_repairable()) {
         let status = f.status();
         let reason = if status == 505 {
             "Version Not Supported"
@@ -380,17 +384,8 @@ impl Ua {
     }
 
     /// Answer a request inside its server transaction.
-    fn respond(
-        &mut self,
-        key: &TransactionKey,
-        req: &Request,
-        code: u16,
-        reason: &str,
-        to_tag: Option<&str>,
-        headers: &[(&str, String)],
-        body: Option<(&str, Bytes)>,
-    ) {
-        let Some(resp) = build_response(req, code, reason, to_tag, headers, body) else {
+    fn respond(&mut self, key: &TransactionKey, req: &Request, reply: Reply<'_>) {
+        let Some(resp) = build_response(req, reply) else {
             return;
         };
         let outputs = self.layer.send_response(key, resp);
@@ -426,10 +421,18 @@ impl Ua {
                 self.metrics.invalid_requests.inc();
                 tracing::debug!(from = %peer.addr, code, "request refused before processing");
                 if req.method != Method::Ack {
-                    if let Some(resp) =
-                        build_response(req, code, reason, Some(&random_token()), &headers, None)
+                    let tag = random_token();
+                    match build_response(req, Reply::new(code, reason).tag(&tag).headers(&headers))
                     {
-                        self.send_message(&Message::Response(resp), &peer);
+                        Some(resp) => self.send_message(&Message::Response(resp), &peer),
+                        // Core headers missing (RFC 4475 insuf): answer from what can be read.
+                        None => {
+                            if let Some(reply) =
+                                crude_400(&Message::Request(req.clone()).to_bytes())
+                            {
+                                self.send_bytes(&reply, &peer);
+                            }
+                        }
                     }
                 }
                 return;
@@ -447,8 +450,9 @@ impl Ua {
                 Message::Request(req) => {
                     // No transaction key (e.g. a bare magic-cookie branch): refuse statelessly.
                     self.metrics.invalid_requests.inc();
+                    let tag = random_token();
                     if let Some(resp) =
-                        build_response(&req, 400, "Bad Request", Some(&random_token()), &[], None)
+                        build_response(&req, Reply::new(400, "Bad Request").tag(&tag))
                     {
                         self.send_message(&Message::Response(resp), &peer);
                     }
@@ -469,18 +473,18 @@ impl Ua {
                         ("Allow", ALLOW.to_string()),
                         ("Accept", "application/sdp".to_string()),
                     ];
-                    self.respond(key, &req, 200, "OK", Some(&random_token()), &headers, None);
+                    let tag = random_token();
+                    self.respond(key, &req, Reply::new(200, "OK").tag(&tag).headers(&headers));
                 }
                 _ => {
                     let headers = [("Allow", ALLOW.to_string())];
+                    let tag = random_token();
                     self.respond(
                         key,
                         &req,
-                        405,
-                        "Method Not Allowed",
-                        Some(&random_token()),
-                        &headers,
-                        None,
+                        Reply::new(405, "Method Not Allowed")
+                            .tag(&tag)
+                            .headers(&headers),
                     );
                 }
             },
@@ -508,23 +512,15 @@ impl Ua {
             if self.calls.get(&call_id).is_some_and(|c| c.local_tag == tag) {
                 self.on_reinvite(key, req, &call_id);
             } else {
-                self.respond(
-                    key,
-                    req,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                    None,
-                    &[],
-                    None,
-                );
+                self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist"));
             }
             return;
         }
-        self.respond(key, req, 100, "Trying", None, &[], None);
+        self.respond(key, req, Reply::new(100, "Trying"));
         let local_tag = random_token();
         let reject = |ua: &mut Ua, code: u16, reason: &str| {
             ua.metrics.calls_rejected.inc();
-            ua.respond(key, req, code, reason, Some(&local_tag), &[], None);
+            ua.respond(key, req, Reply::new(code, reason).tag(&local_tag));
         };
         let Some(token) = uui::jwt_token(header_values(req, "User-to-User")) else {
             tracing::info!(%call_id, "call refused: no User-to-User token");
@@ -606,11 +602,10 @@ impl Ua {
         ];
         let Some(resp) = build_response(
             req,
-            200,
-            "OK",
-            Some(&local_tag),
-            &headers[..2],
-            Some(("application/sdp", Bytes::from(body))),
+            Reply::new(200, "OK")
+                .tag(&local_tag)
+                .headers(&headers[..2])
+                .body("application/sdp", Bytes::from(body)),
         ) else {
             return;
         };
@@ -796,22 +791,17 @@ impl Ua {
                 return self.respond(
                     key,
                     req,
-                    200,
-                    "OK",
-                    Some(&local_tag),
-                    &headers,
-                    Some(("application/sdp", Bytes::from(body))),
+                    Reply::new(200, "OK")
+                        .tag(&local_tag)
+                        .headers(&headers)
+                        .body("application/sdp", Bytes::from(body)),
                 );
             }
             let local_tag = call.local_tag.clone();
             return self.respond(
                 key,
                 req,
-                400,
-                "Bad Request (malformed SDP)",
-                Some(&local_tag),
-                &[],
-                None,
+                Reply::new(400, "Bad Request (malformed SDP)").tag(&local_tag),
             );
         };
         let n = match sdp::negotiate(&offer) {
@@ -821,11 +811,7 @@ impl Ua {
                 return self.respond(
                     key,
                     req,
-                    488,
-                    "Not Acceptable Here",
-                    Some(&local_tag),
-                    &[],
-                    None,
+                    Reply::new(488, "Not Acceptable Here").tag(&local_tag),
                 );
             }
         };
@@ -867,11 +853,10 @@ impl Ua {
         self.respond(
             key,
             req,
-            200,
-            "OK",
-            Some(&local_tag),
-            &headers,
-            Some(("application/sdp", Bytes::from(body))),
+            Reply::new(200, "OK")
+                .tag(&local_tag)
+                .headers(&headers)
+                .body("application/sdp", Bytes::from(body)),
         );
     }
 
@@ -882,17 +867,9 @@ impl Ua {
             .get(&call_id)
             .is_some_and(|c| Self::to_tag(req).as_deref() == Some(c.local_tag.as_str()));
         if !matches {
-            return self.respond(
-                key,
-                req,
-                481,
-                "Call/Transaction Does Not Exist",
-                None,
-                &[],
-                None,
-            );
+            return self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist"));
         }
-        self.respond(key, req, 200, "OK", None, &[], None);
+        self.respond(key, req, Reply::new(200, "OK"));
         tracing::info!(%call_id, "caller hung up");
         self.end_call(&call_id, false);
     }
@@ -906,29 +883,18 @@ impl Ua {
                 .map(|r| (k.clone(), r))
         }) {
             Some((ik, invite_req)) => {
-                self.respond(key, req, 200, "OK", None, &[], None);
+                self.respond(key, req, Reply::new(200, "OK"));
                 // Our INVITE answers are immediate; if one is still open, end it with 487.
                 if matches!(self.layer.server_state(&ik), Some(ServerState::Proceeding)) {
+                    let tag = random_token();
                     self.respond(
                         &ik,
                         &invite_req,
-                        487,
-                        "Request Terminated",
-                        Some(&random_token()),
-                        &[],
-                        None,
+                        Reply::new(487, "Request Terminated").tag(&tag),
                     );
                 }
             }
-            None => self.respond(
-                key,
-                req,
-                481,
-                "Call/Transaction Does Not Exist",
-                None,
-                &[],
-                None,
-            ),
+            None => self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist")),
         }
     }
 
@@ -1013,26 +979,62 @@ fn leg_media(n: &Negotiated) -> LegMedia {
     }
 }
 
-fn build_response(
-    req: &Request,
+/// A response to build: status, reason, our To tag, extra headers, body.
+struct Reply<'a> {
     code: u16,
-    reason: &str,
-    to_tag: Option<&str>,
-    headers: &[(&str, String)],
-    body: Option<(&str, Bytes)>,
-) -> Option<sipx_sip::Response> {
+    reason: &'a str,
+    to_tag: Option<&'a str>,
+    headers: &'a [(&'a str, String)],
+    body: Option<(&'a str, Bytes)>,
+}
+
+impl<'a> Reply<'a> {
+    fn new(code: u16, reason: &'a str) -> Reply<'a> {
+        Reply {
+            code,
+            reason,
+            to_tag: None,
+            headers: &[],
+            body: None,
+        }
+    }
+
+    fn tag(mut self, tag: &'a str) -> Reply<'a> {
+        self.to_tag = Some(tag);
+        self
+    }
+
+    fn headers(mut self, headers: &'a [(&'a str, String)]) -> Reply<'a> {
+        self.headers = headers;
+        self
+    }
+
+    fn body(mut self, content_type: &'a str, body: Bytes) -> Reply<'a> {
+        self.body = Some((content_type, body));
+        self
+    }
+}
+
+fn build_response(req: &Request, reply: Reply<'_>) -> Option<sipx_sip::Response> {
+    let Reply {
+        code,
+        reason,
+        to_tag,
+        headers,
+        body,
+    } = reply;
     let status = StatusCode::new(code)?;
     let mut b = ResponseBuilder::to_request(req, status, reason.to_string()).ok()?;
     if let (Some(tag), true) = (to_tag, code > 100) {
         let has_tag = matches!(req.headers.typed::<To>(), Some(Ok(t)) if t.tag().is_some());
-        if !has_tag {
-            let to = req
-                .headers
-                .get(&HeaderName::To)
-                .map(|h| String::from_utf8_lossy(h.raw_value()).trim().to_string())?;
-            b = b
-                .set_header(&HeaderName::To, format!("{to};tag={tag}"))
-                .ok()?;
+        if let (false, Some(to)) = (has_tag, req.headers.get(&HeaderName::To)) {
+            let mut tagged = to.raw_value().to_vec();
+            tagged.extend_from_slice(format!(";tag={tag}").as_bytes());
+            // A To the builder refuses to re-emit (control bytes in a quoted display
+            // name, RFC 4475 intmeth) is echoed as received, untagged.
+            if sipx_sip::Header::build(HeaderName::To, tagged.clone()).is_ok() {
+                b = b.set_header(&HeaderName::To, tagged).ok()?;
+            }
         }
     }
     b = b.header(hn("Server"), SERVER).ok()?;

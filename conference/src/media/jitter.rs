@@ -361,11 +361,9 @@ mod tests {
         for s in 0..10u16 {
             push(&mut jb, s, 0);
         }
-        let mut s = 10u16;
-        for i in 0..200u64 {
+        for (s, i) in (10u16..).zip(0..200u64) {
             let _ = jb.pull();
             push(&mut jb, s, 20 * (i + 1));
-            s += 1;
         }
         assert!(jb.stats().dropped_to_shrink > 0);
         assert!(
