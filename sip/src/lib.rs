@@ -3,6 +3,7 @@
 //! who hears whom.
 
 pub mod metrics;
+pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod ua;

@@ -138,8 +138,10 @@ struct SendState {
     first: bool,
     payload_type: u8,
     event_payload_type: Option<u8>,
-    event_clock: u32,
+    clock: u32,
     event_ts: u32,
+    packets: u32,
+    octets: u32,
 }
 
 /// The leg's outgoing side, called by the session actor.
@@ -176,16 +178,20 @@ impl RtpSink {
         s.sending = sending;
         s.payload_type = payload_type;
         s.event_payload_type = event_payload_type;
-        s.event_clock = clock;
+        s.clock = clock;
     }
 
     /// Symmetric RTP: send where the peer's RTP comes from.
     fn latch(&self, from: SocketAddr) {
         let mut s = self.lock();
-        if s.remote != Some(from) {
-            s.remote = Some(from);
-        }
+        s.remote = Some(from);
         s.latched = true;
+    }
+
+    /// (SSRC, current RTP timestamp, packets sent, octets sent, where RTP goes) for RTCP.
+    fn sender_info(&self) -> (u32, u32, u32, u32, Option<SocketAddr>) {
+        let s = self.lock();
+        (s.ssrc, s.ts, s.packets, s.octets, s.remote)
     }
 
     fn send(&self, s: &mut SendState, marker: bool, pt: u8, ts: u32, payload: &[u8]) {
@@ -197,6 +203,8 @@ impl RtpSink {
         packet[..12].copy_from_slice(&header);
         packet[12..12 + n].copy_from_slice(&payload[..n]);
         s.seq = s.seq.wrapping_add(1);
+        s.packets = s.packets.wrapping_add(1);
+        s.octets = s.octets.wrapping_add(n as u32);
         match self.socket.try_send_to(&packet[..12 + n], remote) {
             Ok(_) => self.metrics.rtp_sent.inc(),
             Err(_) => self.metrics.rtp_send_dropped.inc(),
@@ -224,8 +232,8 @@ impl LegSink for RtpSink {
             s.event_ts = s.ts;
         }
         let mut event = [p[0], p[1], p[2], p[3]];
-        if clock != s.event_clock && clock > 0 {
-            let d = u16::from_be_bytes([p[2], p[3]]) as u64 * s.event_clock as u64 / clock as u64;
+        if clock != s.clock && clock > 0 {
+            let d = u16::from_be_bytes([p[2], p[3]]) as u64 * s.clock as u64 / clock as u64;
             event[2..4].copy_from_slice(&(d.min(u16::MAX as u64) as u16).to_be_bytes());
         }
         let ts = s.event_ts;
@@ -285,8 +293,10 @@ pub fn start(l: LegStart) -> std::io::Result<RtpLeg> {
             first: true,
             payload_type: 0,
             event_payload_type: None,
-            event_clock: 8000,
+            clock: 8000,
             event_ts: 0,
+            packets: 0,
+            octets: 0,
         }),
         ended: l.ended.clone(),
         metrics: l.metrics.clone(),
@@ -311,6 +321,11 @@ pub fn start(l: LegStart) -> std::io::Result<RtpLeg> {
     })
 }
 
+/// How long the latched source must be silent before RTP from another address is accepted.
+const RELATCH_AFTER: Duration = Duration::from_secs(1);
+/// RTCP report interval (RFC 3550's 5 s minimum).
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+
 #[allow(clippy::too_many_arguments)]
 async fn receive(
     leg: LegId,
@@ -326,16 +341,26 @@ async fn receive(
     let mut buf = [0u8; 2048];
     let mut rtcp_buf = [0u8; 1500];
     let mut last_rx = Instant::now();
+    let mut source: Option<(SocketAddr, Instant)> = None;
+    let mut rtcp_remote: Option<SocketAddr> = None;
+    let mut stats = crate::rtcp::ReceiveStats::default();
+    let epoch = Instant::now();
     let mut check = tokio::time::interval(Duration::from_millis(500));
+    let mut reports =
+        tokio::time::interval_at(tokio::time::Instant::now() + RTCP_INTERVAL, RTCP_INTERVAL);
     loop {
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 let packet = &buf[..n];
                 if is_rtcp(packet) {
-                    // rtcp-mux: receiver and sender reports count as media activity.
-                    last_rx = Instant::now();
-                    metrics.rtcp_received.inc();
+                    // Multiplexed RTCP (RFC 5761) counts as media activity.
+                    if crate::rtcp::is_valid_rtcp(packet) {
+                        last_rx = Instant::now();
+                        metrics.rtcp_received.inc();
+                    } else {
+                        metrics.rtp_malformed.inc();
+                    }
                     continue;
                 }
                 let Some(h) = parse_rtp(packet) else {
@@ -347,9 +372,26 @@ async fn receive(
                     metrics.rtp_malformed.inc();
                     continue;
                 }
-                last_rx = Instant::now();
-                sink.latch(from);
+                let now = Instant::now();
+                // Symmetric RTP, locked to one source: another address is ignored while the
+                // latched one is alive (no injection), and taken over once it has gone quiet
+                // (a NAT rebinding).
+                match source {
+                    Some((addr, seen)) if addr != from && now.duration_since(seen) < RELATCH_AFTER => {
+                        metrics.rtp_unknown_source.inc();
+                        continue;
+                    }
+                    _ => {
+                        if source.map(|(a, _)| a) != Some(from) {
+                            sink.latch(from);
+                        }
+                        source = Some((from, now));
+                    }
+                }
+                last_rx = now;
                 metrics.rtp_received.inc();
+                let clock = session_clock_units(epoch, now, &sink);
+                stats.on_rtp(h.ssrc, h.seq, h.timestamp, clock);
                 let mut input = RtpIn {
                     leg,
                     ssrc: h.ssrc,
@@ -357,7 +399,7 @@ async fn receive(
                     timestamp: h.timestamp,
                     payload_type: h.payload_type,
                     marker: h.marker,
-                    arrival: last_rx,
+                    arrival: now,
                     len: payload.len() as u16,
                     data: [0; MAX_RTP_PAYLOAD],
                 };
@@ -367,9 +409,27 @@ async fn receive(
                 }
             }
             r = rtcp.recv_from(&mut rtcp_buf) => {
-                if r.is_ok() {
-                    last_rx = Instant::now();
-                    metrics.rtcp_received.inc();
+                let Ok((n, from)) = r else { continue };
+                let packet = &rtcp_buf[..n];
+                if !crate::rtcp::is_valid_rtcp(packet) {
+                    metrics.rtp_malformed.inc();
+                    continue;
+                }
+                last_rx = Instant::now();
+                rtcp_remote = Some(from);
+                metrics.rtcp_received.inc();
+                if let Some(ntp) = crate::rtcp::sender_report_ntp(packet) {
+                    stats.on_sender_report(ntp);
+                }
+            }
+            _ = reports.tick() => {
+                let (ssrc, ts, packets, octets, remote) = sink.sender_info();
+                let to = rtcp_remote.or_else(|| remote.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1))));
+                if let Some(to) = to {
+                    let report = crate::rtcp::report(ssrc, ts, packets, octets, Some(&mut stats), "patchbay");
+                    if rtcp.try_send_to(&report, to).is_ok() {
+                        metrics.rtcp_sent.inc();
+                    }
                 }
             }
             _ = check.tick() => {
@@ -382,6 +442,12 @@ async fn receive(
             }
         }
     }
+}
+
+/// Arrival time in the leg's RTP clock units, for jitter.
+fn session_clock_units(epoch: Instant, now: Instant, sink: &RtpSink) -> i64 {
+    let clock = sink.lock().clock.max(1) as i64;
+    (now.duration_since(epoch).as_micros() as i64) * clock / 1_000_000
 }
 
 #[cfg(test)]

@@ -405,7 +405,7 @@ impl Ua {
         match parse_datagram(bytes.clone(), &Limits::datagram()) {
             Ok(m) => self.on_message(m, peer),
             Err(e) => {
-                self.metrics.parse_errors.inc();
+                self.metrics.sip_parse_errors.inc();
                 tracing::debug!(%from, error = %e, "unparseable SIP datagram");
                 if let Some(reply) = crude_400(&bytes) {
                     self.send_bytes(&reply, &peer);
@@ -415,10 +415,10 @@ impl Ua {
     }
 
     fn on_message(&mut self, m: Message, peer: Peer) {
-        self.metrics.messages_received.inc();
+        self.metrics.sip_messages_received.inc();
         if let Message::Request(req) = &m {
             if let Some((code, reason, headers)) = precheck(req) {
-                self.metrics.invalid_requests.inc();
+                self.metrics.sip_invalid_requests.inc();
                 tracing::debug!(from = %peer.addr, code, "request refused before processing");
                 if req.method != Method::Ack {
                     let tag = random_token();
@@ -449,7 +449,7 @@ impl Ua {
                 Message::Request(req) if req.method == Method::Ack => self.on_ack(&req),
                 Message::Request(req) => {
                     // No transaction key (e.g. a bare magic-cookie branch): refuse statelessly.
-                    self.metrics.invalid_requests.inc();
+                    self.metrics.sip_invalid_requests.inc();
                     let tag = random_token();
                     if let Some(resp) =
                         build_response(&req, Reply::new(400, "Bad Request").tag(&tag))
@@ -519,7 +519,7 @@ impl Ua {
         self.respond(key, req, Reply::new(100, "Trying"));
         let local_tag = random_token();
         let reject = |ua: &mut Ua, code: u16, reason: &str| {
-            ua.metrics.calls_rejected.inc();
+            ua.metrics.sip_calls_rejected.inc();
             ua.respond(key, req, Reply::new(code, reason).tag(&local_tag));
         };
         let Some(token) = uui::jwt_token(header_values(req, "User-to-User")) else {
@@ -650,8 +650,8 @@ impl Ua {
         }
         let outputs = self.layer.send_response(key, resp);
         self.run_outputs(key, outputs);
-        self.metrics.calls_accepted.inc();
-        self.metrics.calls_active.inc();
+        self.metrics.sip_calls_accepted.inc();
+        self.metrics.sip_calls_active.inc();
         tracing::info!(%call_id, leg, participant_id = %participant.id, codec = ?negotiated.map(|n| n.codec), late_offer = negotiated.is_none(), "call answered");
 
         let call = Call {
@@ -905,7 +905,7 @@ impl Ua {
         };
         self.legs.remove(&call.leg);
         call.session.send(SessionInput::Leave { leg: call.leg });
-        self.metrics.calls_active.dec();
+        self.metrics.sip_calls_active.dec();
         if send_bye {
             call.local_cseq += 1;
             if let Some(bye) = self.build_bye(&call) {
@@ -1167,7 +1167,7 @@ async fn udp_loop(socket: Arc<UdpSocket>, tx: mpsc::UnboundedSender<Input>, metr
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
                 if n > MAX_DATAGRAM {
-                    metrics.oversized.inc();
+                    metrics.sip_oversized.inc();
                     continue;
                 }
                 if tx
@@ -1228,7 +1228,7 @@ async fn tcp_loop(listener: TcpListener, tx: mpsc::UnboundedSender<Input>, metri
                     }
                     Err(e) => {
                         // Framing is lost on a stream: close the connection.
-                        metrics.parse_errors.inc();
+                        metrics.sip_parse_errors.inc();
                         tracing::debug!(%from, error = %e, "unparseable SIP on TCP: closing");
                         break;
                     }

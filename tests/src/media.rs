@@ -148,6 +148,8 @@ pub struct RtpPacket {
     pub dst_port: u16,
     pub payload_type: u8,
     pub marker: bool,
+    /// The second header byte as sent (RTCP packet types 200..204 live here).
+    pub second_byte: u8,
     pub seq: u16,
     pub timestamp: u32,
     pub payload: Vec<u8>,
@@ -265,6 +267,7 @@ pub fn read_pcap(path: &Path) -> Vec<RtpPacket> {
             dst_port: u16::from_be_bytes([udp[2], udp[3]]),
             payload_type: rtp[1] & 0x7f,
             marker: rtp[1] & 0x80 != 0,
+            second_byte: rtp[1],
             seq: u16::from_be_bytes([rtp[2], rtp[3]]),
             timestamp: u32::from_be_bytes([rtp[4], rtp[5], rtp[6], rtp[7]]),
             payload: rtp[start..].to_vec(),

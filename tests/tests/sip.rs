@@ -445,3 +445,98 @@ async fn after_kill_dash_nine_the_same_token_calls_in_again() {
         .spawn(&g, &dir)
         .assert_ok(Duration::from_secs(15));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_reaches_the_other_callers_as_rfc4733() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (a, ta) = audio_participant(&api).await;
+    let (b, tb) = audio_participant(&api).await;
+    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &b, Some(json!({"sessionId": s}))).await;
+    let dir = g.scratch().to_path_buf();
+    std::fs::copy(
+        "/usr/share/sip-tester/dtmf_2833_1.pcap",
+        dir.join("dtmf1.pcap"),
+    )
+    .expect("sip-tester's DTMF capture");
+    let listener = tone_call("listener", &dir, 440, Law::Ulaw, 3000, &tb);
+    let presser = SippCall::new("presser", "uac_dtmf.xml")
+        .var("DELAY_MS", "800")
+        .var("HOLD_MS", "1200")
+        .token(&ta);
+    let capture = Capture::start(&dir, &[listener.media_port]);
+    let (rl, rp) = (listener.spawn(&g, &dir), presser.spawn(&g, &dir));
+    rp.assert_ok(Duration::from_secs(15));
+    rl.assert_ok(Duration::from_secs(15));
+    let packets = capture.stop();
+    let events: Vec<&RtpPacket> = received(&packets, listener.media_port)
+        .into_iter()
+        .filter(|p| p.payload_type == 101)
+        .collect();
+    assert!(
+        !events.is_empty(),
+        "no telephone-event reached the listener"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|p| p.payload.len() == 4 && p.payload[0] == 1),
+        "not digit 1"
+    );
+    assert!(
+        events[0].marker,
+        "the first packet of an event carries the marker"
+    );
+    assert!(
+        events.iter().any(|p| p.payload[1] & 0x80 != 0),
+        "no end-of-event packet"
+    );
+    // One event: every packet shares the event's timestamp.
+    assert!(events.iter().all(|p| p.timestamp == events[0].timestamp));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_reports_and_rtp_injection_is_ignored() {
+    let g = Gateway::start_with(&["--rtp-ports", "31400-31403"], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (a, ta) = audio_participant(&api).await;
+    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+    let dir = g.scratch().to_path_buf();
+    let call = tone_call("talker", &dir, 440, Law::Ulaw, 6500, &ta);
+    let capture = Capture::start(&dir, &[call.media_port + 1]);
+    let running = call.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    // Let the caller's own RTP start (it is the latched source), then inject RTP at the
+    // only leg's port (the range's first) from another socket.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..20u16 {
+        let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef];
+        pkt[2..4].copy_from_slice(&seq.to_be_bytes());
+        pkt.extend_from_slice(&[0u8; 160]);
+        attacker.send_to(&pkt, "127.0.0.1:31400").unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running.assert_ok(Duration::from_secs(20));
+    let packets = capture.stop();
+    let injected = g.metric("patchbay_rtp_unknown_source_total").await;
+    assert_eq!(injected, 20.0, "injected packets counted as unknown source");
+    let reports: Vec<&RtpPacket> = packets
+        .iter()
+        .filter(|p| p.dst_port == call.media_port + 1)
+        .collect();
+    assert!(
+        !reports.is_empty(),
+        "no RTCP report reached the caller's RTCP port"
+    );
+    assert!(
+        reports
+            .iter()
+            .all(|p| p.second_byte == 200 || p.second_byte == 201),
+        "not an SR/RR"
+    );
+    assert!(g.metric("patchbay_rtcp_sent_total").await >= 1.0);
+}
