@@ -540,3 +540,85 @@ async fn rtcp_reports_and_rtp_injection_is_ignored() {
     );
     assert!(g.metric("patchbay_rtcp_sent_total").await >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_offer_caller_is_heard() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (a, ta) = audio_participant(&api).await;
+    let (b, tb) = audio_participant(&api).await;
+    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &b, Some(json!({"sessionId": s}))).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("late.wav"), 440.0, 2, Law::Ulaw);
+    let late = SippCall::new("late", "uac_late_offer.xml")
+        .var("WAV", "late.wav")
+        .var("HOLD_MS", "3000")
+        .token(&ta);
+    let listener = tone_call("listener", &dir, 660, Law::Ulaw, 3000, &tb);
+    let capture = Capture::start(&dir, &[listener.media_port]);
+    let (rl, rlate) = (listener.spawn(&g, &dir), late.spawn(&g, &dir));
+    g.wait_metric("patchbay_sip_calls_active", 2.0).await;
+    let joined = now_epoch();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let until = now_epoch();
+    rlate.assert_ok(Duration::from_secs(15));
+    rl.assert_ok(Duration::from_secs(15));
+    assert_hears(
+        &capture.stop(),
+        "listener",
+        listener.media_port,
+        Law::Ulaw,
+        joined + 0.8,
+        until,
+        &[440],
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_sends_bye_to_every_call() {
+    let mut g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("t.wav"), 440.0, 2, Law::Ulaw);
+    let mut calls = Vec::new();
+    for i in 0..2 {
+        let (p, t) = audio_participant(&api).await;
+        api.add(&s, &p, None).await;
+        calls.push(
+            SippCall::new(&format!("c{i}"), "uac_wait_bye.xml")
+                .var(
+                    "RTP",
+                    "<nop><action><exec rtp_stream=\"t.wav,-1,0\"/></action></nop>",
+                )
+                .token(&t)
+                .spawn(&g, &dir),
+        );
+    }
+    g.wait_metric("patchbay_sip_calls_active", 2.0).await;
+    assert!(g.terminate(), "SIGTERM must exit cleanly");
+    for c in calls {
+        c.assert_ok(Duration::from_secs(10));
+    }
+}
+
+#[tokio::test]
+async fn session_expiry_sends_bye() {
+    let g = Gateway::start_with(&["--session-ttl", "3s"], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, t) = audio_participant(&api).await;
+    api.add(&s, &p, None).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("t.wav"), 440.0, 2, Law::Ulaw);
+    SippCall::new("expiring", "uac_wait_bye.xml")
+        .var(
+            "RTP",
+            "<nop><action><exec rtp_stream=\"t.wav,-1,0\"/></action></nop>",
+        )
+        .token(&t)
+        .spawn(&g, &dir)
+        .assert_ok(Duration::from_secs(15));
+}
