@@ -380,3 +380,122 @@ mod tests {
         assert!(tones_present(&vec![0; 800], &freqs, 8000.0).0.is_empty());
     }
 }
+
+/// Write a pcap (Ethernet/IPv4/UDP) of one RTP packet per payload, `packet_ms`
+/// apart, for sipp's `play_pcap_audio` (which replays it to the call's media address).
+pub fn write_rtp_pcap(
+    path: &Path,
+    payloads: &[Vec<u8>],
+    payload_type: u8,
+    ts_step: u32,
+    packet_ms: u32,
+) {
+    let mut out = Vec::new();
+    for v in [0xa1b2c3d4u32] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
+    for (i, payload) in payloads.iter().enumerate() {
+        let mut rtp = vec![0x80, payload_type, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
+        rtp[2..4].copy_from_slice(&(i as u16).to_be_bytes());
+        rtp[4..8].copy_from_slice(&(i as u32 * ts_step).to_be_bytes());
+        rtp.extend_from_slice(payload);
+        let udp_len = 8 + rtp.len();
+        let mut udp = Vec::with_capacity(udp_len);
+        udp.extend_from_slice(&10000u16.to_be_bytes());
+        udp.extend_from_slice(&20000u16.to_be_bytes());
+        udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        udp.extend_from_slice(&0u16.to_be_bytes());
+        udp.extend_from_slice(&rtp);
+        let total = 20 + udp_len;
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+        ];
+        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        let sum: u32 = ip
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+            .sum();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        ip[10..12].copy_from_slice(&(!(folded as u16)).to_be_bytes());
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&0x0800u16.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&udp);
+        let t_us = i as u64 * packet_ms as u64 * 1000;
+        out.extend_from_slice(&((t_us / 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((t_us % 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).expect("write pcap");
+}
+
+/// An independent G.722 codec: spandsp's, through `tests/tools/g722tool.c`
+/// (compiled once per test run; scripts/test installs libspandsp-dev).
+pub mod g722 {
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::sync::OnceLock;
+
+    fn tool() -> PathBuf {
+        static TOOL: OnceLock<PathBuf> = OnceLock::new();
+        TOOL.get_or_init(|| {
+            let src = crate::workspace().join("tests/tools/g722tool.c");
+            let dir = crate::workspace().join("target/test-tools");
+            std::fs::create_dir_all(&dir).expect("tool dir");
+            let bin = dir.join(format!("g722tool-{}", std::process::id()));
+            let status = Command::new("cc")
+                .args(["-O2", "-o"])
+                .arg(&bin)
+                .arg(&src)
+                .arg("-lspandsp")
+                .status()
+                .expect("run cc");
+            assert!(
+                status.success(),
+                "building g722tool failed (needs libspandsp-dev)"
+            );
+            bin
+        })
+        .clone()
+    }
+
+    fn run(mode: &str, input: &[u8]) -> Vec<u8> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (i, o) = (dir.path().join("in"), dir.path().join("out"));
+        std::fs::write(&i, input).expect("write");
+        let status = Command::new(tool())
+            .arg(mode)
+            .arg(&i)
+            .arg(&o)
+            .status()
+            .expect("run g722tool");
+        assert!(status.success());
+        std::fs::read(&o).expect("read")
+    }
+
+    /// 16 kHz PCM to 64 kbit/s G.722.
+    pub fn encode(pcm: &[i16]) -> Vec<u8> {
+        run(
+            "encode",
+            &pcm.iter()
+                .flat_map(|s| s.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        )
+    }
+
+    /// G.722 to 16 kHz PCM.
+    pub fn decode(data: &[u8]) -> Vec<i16> {
+        run("decode", data)
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    }
+}

@@ -622,3 +622,89 @@ async fn session_expiry_sends_bye() {
         .spawn(&g, &dir)
         .assert_ok(Duration::from_secs(15));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcmu_pcma_and_g722_callers_in_one_session() {
+    use patchbay_tests::media::{g722, write_rtp_pcap};
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let mut parties = Vec::new();
+    for _ in 0..3 {
+        let (p, t) = audio_participant(&api).await;
+        api.add(&s, &p, Some(json!({"sessionId": s}))).await;
+        parties.push(t);
+    }
+    let dir = g.scratch().to_path_buf();
+    // C speaks G.722: 4 s of 880 Hz at 16 kHz, encoded by spandsp, 160 bytes per 20 ms packet.
+    let pcm: Vec<i16> = (0..64000)
+        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 880.0 * i as f64 / 16000.0).sin()) as i16)
+        .collect();
+    let coded = g722::encode(&pcm);
+    let packets: Vec<Vec<u8>> = coded.chunks(160).map(<[u8]>::to_vec).collect();
+    write_rtp_pcap(&dir.join("g722.pcap"), &packets, 9, 160, 20);
+
+    let call_a = tone_call("a", &dir, 440, Law::Ulaw, 3500, &parties[0]);
+    let call_b = tone_call("b", &dir, 660, Law::Alaw, 3500, &parties[1]);
+    let call_c = SippCall::new("c", "uac_pcap.xml")
+        .var("PCAP", "g722.pcap")
+        .var("PT", "9")
+        .var("RTPMAP", "G722/8000")
+        .var("HOLD_MS", "3500")
+        .token(&parties[2]);
+    let capture = Capture::start(
+        &dir,
+        &[call_a.media_port, call_b.media_port, call_c.media_port],
+    );
+    let running = [
+        call_a.spawn(&g, &dir),
+        call_b.spawn(&g, &dir),
+        call_c.spawn(&g, &dir),
+    ];
+    g.wait_metric("patchbay_sip_calls_active", 3.0).await;
+    let joined = now_epoch();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let until = now_epoch();
+    for r in running {
+        r.assert_ok(Duration::from_secs(15));
+    }
+    let packets = capture.stop();
+    assert_hears(
+        &packets,
+        "A (PCMU)",
+        call_a.media_port,
+        Law::Ulaw,
+        joined + 0.6,
+        until,
+        &[660, 880],
+    );
+    assert_hears(
+        &packets,
+        "B (PCMA)",
+        call_b.media_port,
+        Law::Alaw,
+        joined + 0.6,
+        until,
+        &[440, 880],
+    );
+    // C receives G.722 only; decode it with spandsp and look at 16 kHz.
+    let rx: Vec<&RtpPacket> = received(&packets, call_c.media_port)
+        .into_iter()
+        .filter(|p| p.at >= joined + 0.6 && p.at < until)
+        .collect();
+    assert!(rx.len() > 80, "C received {} packets", rx.len());
+    assert!(rx
+        .iter()
+        .all(|p| p.payload_type == 9 && p.payload.len() == 160));
+    let stream: Vec<u8> = rx.iter().flat_map(|p| p.payload.iter().copied()).collect();
+    let heard = g722::decode(&stream);
+    for window in heard.chunks(1600).filter(|w| w.len() == 1600) {
+        let (tones, rms) = tones_present(window, &FREQS, 16000.0);
+        assert_eq!(
+            tones,
+            vec![440, 660],
+            "C (G.722) heard {tones:?} (rms {rms:.0})"
+        );
+        assert!(rms > 1000.0);
+    }
+}
