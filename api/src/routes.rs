@@ -370,6 +370,14 @@ pub async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoRe
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.render(sessions, participants),
+        {
+            let mut text = app.metrics.render(sessions, participants);
+            // The media path keeps lock-free stats of its own: add them before the end marker.
+            let eof = text.rfind("# EOF").unwrap_or(text.len());
+            let mut media = String::new();
+            app.conference.media().stats().render(&mut media);
+            text.insert_str(eof, &media);
+            text
+        },
     )
 }

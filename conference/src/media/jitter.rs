@@ -26,6 +26,7 @@ struct Slot {
     seq: Option<u64>,
     ts: u32,
     payload_type: u8,
+    arrival_us: u64,
     data: Vec<u8>,
 }
 
@@ -36,6 +37,8 @@ pub enum Pull<'a> {
     Packet {
         payload_type: u8,
         timestamp: u32,
+        /// When it arrived (the `arrival_us` it was pushed with).
+        arrival_us: u64,
         payload: &'a [u8],
     },
     /// The next packet is missing (lost or too late): conceal one packet's worth.
@@ -130,7 +133,7 @@ impl JitterBuffer {
         self.stats.resets += 1;
     }
 
-    /// A packet arrived at `arrival_ms` (any monotonic millisecond clock).
+    /// A packet arrived at `arrival_us` (any monotonic microsecond clock).
     pub fn push(
         &mut self,
         ssrc: u32,
@@ -138,7 +141,7 @@ impl JitterBuffer {
         ts: u32,
         payload_type: u8,
         payload: &[u8],
-        arrival_ms: u64,
+        arrival_us: u64,
     ) {
         if self.ssrc != Some(ssrc) {
             if self.ssrc.is_some() {
@@ -156,7 +159,7 @@ impl JitterBuffer {
         self.stats.received += 1;
 
         // Interarrival jitter (RFC 3550 §6.4.1).
-        let arrival_units = (arrival_ms as i64) * self.clock_rate as i64 / 1000;
+        let arrival_units = (arrival_us as i64) * self.clock_rate as i64 / 1_000_000;
         let transit = arrival_units - ts as i64;
         if let Some(last) = self.last_transit {
             let d = (transit - last).abs() as f64;
@@ -199,6 +202,7 @@ impl JitterBuffer {
         slot.seq = Some(ext);
         slot.ts = ts;
         slot.payload_type = payload_type;
+        slot.arrival_us = arrival_us;
         slot.data.clear();
         slot.data.extend_from_slice(payload);
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
@@ -238,6 +242,7 @@ impl JitterBuffer {
             Pull::Packet {
                 payload_type: slot.payload_type,
                 timestamp: slot.ts,
+                arrival_us: slot.arrival_us,
                 payload: &slot.data,
             }
         } else {
@@ -253,14 +258,14 @@ mod tests {
 
     const SSRC: u32 = 0x1234;
 
-    fn push(jb: &mut JitterBuffer, seq: u16, at: u64) {
+    fn push(jb: &mut JitterBuffer, seq: u16, at_ms: u64) {
         jb.push(
             SSRC,
             seq,
             (seq as u32).wrapping_mul(160),
             0,
             &[seq as u8; 160],
-            at,
+            at_ms * 1000,
         );
     }
 
@@ -331,7 +336,7 @@ mod tests {
         let mut jb = JitterBuffer::new(8000);
         push(&mut jb, 100, 0);
         assert_eq!(seq_of(jb.pull()), Some(100));
-        jb.push(0x9999, 7, 5000, 0, &[7; 160], 20);
+        jb.push(0x9999, 7, 5000, 0, &[7; 160], 20_000);
         assert_eq!(seq_of(jb.pull()), Some(7));
         assert_eq!(jb.stats().resets, 1);
     }
@@ -377,7 +382,7 @@ mod tests {
     fn packet_duration_follows_ptime() {
         let mut jb = JitterBuffer::new(8000);
         for s in 0..3u16 {
-            jb.push(SSRC, s, s as u32 * 240, 0, &[0; 240], s as u64 * 30);
+            jb.push(SSRC, s, s as u32 * 240, 0, &[0; 240], s as u64 * 30_000);
         }
         assert_eq!(jb.packet_ms(), 30);
     }

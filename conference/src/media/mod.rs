@@ -9,6 +9,7 @@ pub mod mixer;
 pub mod pcm;
 pub mod resample;
 pub mod session;
+pub mod stats;
 
 /// Every mix is made of 20 ms frames.
 pub const FRAME_MS: u32 = 20;

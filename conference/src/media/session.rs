@@ -17,6 +17,7 @@ use super::codec::{AudioCodec, Decoder, Encoder};
 use super::jitter::{JitterBuffer, Pull};
 use super::mixer::Mixer;
 use super::pcm::PcmFifo;
+use super::stats::MediaStats;
 use super::{frame_len, FRAME_MS};
 use crate::model::Subscriptions;
 use crate::resolver::{receives, StreamRef};
@@ -141,6 +142,11 @@ struct Leg {
     packet: Vec<i16>,
     payload: Vec<u8>,
     last_event_ts: Option<u32>,
+    /// Arrival (µs) and decoded length of each packet whose audio is in `pcm_in`,
+    /// oldest first (`u64::MAX` for concealment), for the latency histogram.
+    arrivals: std::collections::VecDeque<(u64, usize)>,
+    /// Arrival of the audio in this tick's frame, if it came from a packet.
+    frame_arrival: Option<u64>,
 }
 
 impl Leg {
@@ -166,7 +172,30 @@ impl Leg {
             packet: vec![0; (rate * media.ptime_ms.clamp(10, 60) / 1000) as usize],
             payload: Vec::with_capacity(MAX_RTP_PAYLOAD),
             last_event_ts: None,
+            arrivals: std::collections::VecDeque::with_capacity(64),
+            frame_arrival: None,
         }
+    }
+
+    /// Take `n` samples' worth of arrivals: the arrival of the first sample, if real.
+    fn consume_arrivals(&mut self, mut n: usize) -> Option<u64> {
+        let first = self
+            .arrivals
+            .front()
+            .map(|(a, _)| *a)
+            .filter(|a| *a != u64::MAX);
+        while n > 0 {
+            let Some(front) = self.arrivals.front_mut() else {
+                break;
+            };
+            if front.1 > n {
+                front.1 -= n;
+                break;
+            }
+            n -= front.1;
+            self.arrivals.pop_front();
+        }
+        first
     }
 
     /// Samples of one outgoing packet, in the RTP clock.
@@ -180,6 +209,7 @@ struct Actor {
     legs: HashMap<LegId, Leg>,
     snapshot: SessionSnapshot,
     mixer: Mixer,
+    stats: Arc<MediaStats>,
 }
 
 impl Actor {
@@ -282,7 +312,7 @@ impl Actor {
             p.timestamp,
             p.payload_type,
             p.payload(),
-            monotonic_ms(p.arrival),
+            monotonic_us(p.arrival),
         );
     }
 
@@ -321,22 +351,35 @@ impl Actor {
                     Pull::Packet {
                         payload_type,
                         payload,
+                        arrival_us,
                         ..
                     } => {
                         if payload_type == leg.media.payload_type {
+                            let before = leg.pcm_in.len();
                             decoder.decode(payload, &mut leg.pcm_in);
+                            leg.arrivals
+                                .push_back((arrival_us, leg.pcm_in.len().saturating_sub(before)));
                         }
                     }
                     Pull::Lost => {
                         let samples = (leg.media.codec.pcm_rate()
                             * leg.media.ptime_ms.clamp(10, 60)
                             / 1000) as usize;
+                        let before = leg.pcm_in.len();
                         decoder.conceal(samples, &mut leg.pcm_in);
+                        leg.arrivals
+                            .push_back((u64::MAX, leg.pcm_in.len().saturating_sub(before)));
+                        self.stats
+                            .concealed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Pull::Empty => break,
                 }
             }
+            leg.frame_arrival = None;
             if leg.pcm_in.pop(&mut leg.frame) {
+                let n = leg.frame.len();
+                leg.frame_arrival = leg.consume_arrivals(n);
                 if let Some(f) = self.mixer.frame_mut(id) {
                     f.copy_from_slice(&leg.frame);
                 }
@@ -359,6 +402,18 @@ impl Actor {
                 }
             }
         }
+        // Every mix is out: how long the audio mixed in this tick waited since it arrived.
+        let now = monotonic_us(Instant::now());
+        for leg in self.legs.values() {
+            if let Some(arrival) = leg.frame_arrival {
+                self.stats
+                    .mix_latency
+                    .observe(Duration::from_micros(now.saturating_sub(arrival)));
+            }
+        }
+        self.stats
+            .frames_mixed
+            .fetch_add(self.legs.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn end(&mut self, reason: HangupReason) {
@@ -368,11 +423,11 @@ impl Actor {
     }
 }
 
-/// `at` in milliseconds of one monotonic clock (zero: its first use in the process).
-fn monotonic_ms(at: Instant) -> u64 {
+/// `at` in microseconds of one monotonic clock (zero: its first use in the process).
+fn monotonic_us(at: Instant) -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    at.saturating_duration_since(start).as_millis() as u64
+    let start = *START.get_or_init(|| Instant::now() - Duration::from_secs(1));
+    at.saturating_duration_since(start).as_micros() as u64
 }
 
 async fn run(
@@ -386,6 +441,7 @@ async fn run(
         legs: HashMap::new(),
         snapshot: SessionSnapshot::default(),
         mixer: Mixer::new(),
+        stats: hub.stats.clone(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -426,6 +482,7 @@ async fn run(
 #[derive(Default)]
 struct HubInner {
     sessions: Mutex<HashMap<Uuid, mpsc::UnboundedSender<SessionInput>>>,
+    stats: Arc<MediaStats>,
 }
 
 impl HubInner {
@@ -447,6 +504,11 @@ pub struct MediaHub {
 impl MediaHub {
     pub fn new() -> MediaHub {
         MediaHub::default()
+    }
+
+    /// Statistics of every session's media path.
+    pub fn stats(&self) -> &MediaStats {
+        &self.inner.stats
     }
 
     /// The actor of `session_id`, started with `snapshot` if it is not running.

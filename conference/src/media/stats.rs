@@ -1,0 +1,138 @@
+//! Media-path statistics that every session actor updates without locks
+//! (atomics only), rendered as Prometheus text by the HTTP side.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in microseconds.
+const BOUNDS_US: [u64; 12] = [
+    1_000, 2_500, 5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 40_000, 60_000, 100_000, 200_000,
+];
+
+/// A fixed-bucket histogram of durations.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; BOUNDS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        if let Some(i) = BOUNDS_US.iter().position(|&b| us <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound, plus the total count.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut cumulative = 0;
+        let buckets = BOUNDS_US
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, c)| {
+                cumulative += c.load(Ordering::Relaxed);
+                (*b as f64 / 1e6, cumulative)
+            })
+            .collect();
+        (
+            buckets,
+            self.count.load(Ordering::Relaxed),
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
+
+    /// The `q` quantile's bucket bound in seconds (`None` without samples).
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let (buckets, count, _) = self.snapshot();
+        if count == 0 {
+            return None;
+        }
+        let want = (q * count as f64).ceil() as u64;
+        Some(
+            buckets
+                .iter()
+                .find(|(_, c)| *c >= want)
+                .map_or(f64::INFINITY, |(b, _)| *b),
+        )
+    }
+}
+
+/// Counters and histograms of the media path, shared by every session actor.
+#[derive(Debug, Default)]
+pub struct MediaStats {
+    /// From an RTP packet's arrival to the tick that sends the mix carrying its audio.
+    pub mix_latency: LatencyHistogram,
+    /// Audio frames mixed (one per listener per 20 ms).
+    pub frames_mixed: AtomicU64,
+    /// Packets the jitter buffers had to conceal.
+    pub concealed: AtomicU64,
+}
+
+impl MediaStats {
+    /// Prometheus text exposition of these metrics (prefix `patchbay_`).
+    pub fn render(&self, out: &mut String) {
+        let (buckets, count, sum) = self.mix_latency.snapshot();
+        let _ = writeln!(out, "# HELP patchbay_mix_latency_seconds From an RTP packet's arrival to the send of the mix carrying its audio.");
+        let _ = writeln!(out, "# TYPE patchbay_mix_latency_seconds histogram");
+        for (bound, c) in buckets {
+            let _ = writeln!(
+                out,
+                "patchbay_mix_latency_seconds_bucket{{le=\"{bound}\"}} {c}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "patchbay_mix_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(out, "patchbay_mix_latency_seconds_sum {sum}");
+        let _ = writeln!(out, "patchbay_mix_latency_seconds_count {count}");
+        for (name, help, v) in [
+            (
+                "media_frames_mixed",
+                "Audio frames mixed, one per listener per 20 ms.",
+                &self.frames_mixed,
+            ),
+            (
+                "media_concealed",
+                "Packets concealed by the jitter buffers (lost or late).",
+                &self.concealed,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP patchbay_{name} {help}\n# TYPE patchbay_{name} counter"
+            );
+            let _ = writeln!(out, "patchbay_{name}_total {}", v.load(Ordering::Relaxed));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_and_text() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for ms in [1u64, 3, 12, 12, 12, 18, 22, 35, 50, 90] {
+            h.observe(Duration::from_millis(ms));
+        }
+        assert_eq!(h.quantile(0.5), Some(0.015));
+        assert_eq!(h.quantile(0.99), Some(0.1));
+        let s = MediaStats::default();
+        s.mix_latency.observe(Duration::from_millis(7));
+        let mut text = String::new();
+        s.render(&mut text);
+        assert!(
+            text.contains("patchbay_mix_latency_seconds_bucket{le=\"0.01\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("patchbay_mix_latency_seconds_count 1"));
+    }
+}
