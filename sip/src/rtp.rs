@@ -2,13 +2,14 @@
 //! (symmetric RTP, RTP timeout) and its [`LegSink`], through which the session
 //! actor sends the leg's mix.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use patchbay_conference::media::session::{
-    HangupReason, LegId, LegSink, RtpIn, SessionHandle, SessionInput, MAX_RTP_PAYLOAD,
+    unix_us, HangupReason, LegId, LegSink, RtpView, MAX_RTP_PAYLOAD,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -95,8 +96,10 @@ impl PortAllocator {
         }
     }
 
-    /// Bind an RTP/RTCP socket pair on `ip` (must run inside a tokio runtime).
-    pub fn bind(&self, ip: IpAddr) -> std::io::Result<(UdpSocket, UdpSocket)> {
+    /// Bind an RTP/RTCP socket pair on `ip` (must run inside a tokio runtime). The RTP
+    /// socket is read by the session actor at each tick (never awaited), the RTCP one
+    /// by the leg's supervisor task.
+    pub fn bind(&self, ip: IpAddr) -> std::io::Result<(std::net::UdpSocket, UdpSocket)> {
         let span = ((self.high.saturating_sub(self.low)) / 2).max(1);
         for _ in 0..span {
             let mut port = self.next.fetch_add(2, Ordering::Relaxed);
@@ -112,7 +115,8 @@ impl PortAllocator {
             };
             rtp.set_nonblocking(true)?;
             rtcp.set_nonblocking(true)?;
-            return Ok((UdpSocket::from_std(rtp)?, UdpSocket::from_std(rtcp)?));
+            enable_timestamps(&rtp)?;
+            return Ok((rtp, UdpSocket::from_std(rtcp)?));
         }
         Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
@@ -128,6 +132,109 @@ pub enum MediaEnd {
     RtpTimeout,
 }
 
+/// Ask the kernel to stamp every datagram's arrival (`SO_TIMESTAMPNS`).
+fn enable_timestamps(socket: &std::net::UdpSocket) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the fd is open for the duration of the call; the option value points to a
+    // c_int of the length given.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One received datagram's length, source, kernel arrival time (µs since the epoch)
+/// and whether it was truncated.
+struct Received {
+    len: usize,
+    from: SocketAddr,
+    arrival_us: Option<u64>,
+    truncated: bool,
+}
+
+/// Receive one datagram without blocking, with its kernel timestamp.
+fn recv_stamped(socket: &std::net::UdpSocket, buf: &mut [u8]) -> std::io::Result<Received> {
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 16];
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: msg points at live buffers of the lengths it declares, for the whole call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut arrival_us = None;
+    // SAFETY: the CMSG_* walk stays within msg_control/msg_controllen as set by the kernel,
+    // and the timestamp is read unaligned from its data.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                arrival_us = Some(t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let from = match addr.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a: libc::sockaddr_in = unsafe {
+                std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast())
+            };
+            SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a: libc::sockaddr_in6 = unsafe {
+                std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast())
+            };
+            SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            ))
+        }
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "unknown address family",
+            ))
+        }
+    };
+    Ok(Received {
+        len: n as usize,
+        from,
+        arrival_us,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+    })
+}
+
 struct SendState {
     remote: Option<SocketAddr>,
     latched: bool,
@@ -138,24 +245,45 @@ struct SendState {
     first: bool,
     payload_type: u8,
     event_payload_type: Option<u8>,
+    /// The RTP clock of the leg's codec (and of its telephone-events).
     clock: u32,
     event_ts: u32,
     packets: u32,
     octets: u32,
 }
 
-/// The leg's outgoing side, called by the session actor.
+struct RecvState {
+    /// The live source and when it last sent (µs): RTP from elsewhere is ignored while it lives.
+    source: Option<(SocketAddr, u64)>,
+    stats: crate::rtcp::ReceiveStats,
+    rtcp_remote: Option<SocketAddr>,
+    buf: Box<[u8; 2048]>,
+}
+
+/// The leg's media endpoint: the session actor drains its RTP and sends its mix through it.
 pub struct RtpSink {
     leg: LegId,
-    socket: Arc<UdpSocket>,
+    socket: std::net::UdpSocket,
     state: Mutex<SendState>,
+    recv: Mutex<RecvState>,
+    /// Arrival of the last RTP or RTCP packet (µs since the epoch), for the RTP timeout.
+    last_rx_us: AtomicU64,
     ended: mpsc::UnboundedSender<(LegId, MediaEnd)>,
     metrics: SipMetrics,
 }
 
+/// How long the live source must be silent before RTP from another address is accepted.
+const RELATCH_AFTER_US: u64 = 1_000_000;
+/// Most packets read from one leg in one tick (a flood cannot starve the session).
+const MAX_DRAIN: usize = 64;
+
 impl RtpSink {
     fn lock(&self) -> std::sync::MutexGuard<'_, SendState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_recv(&self) -> std::sync::MutexGuard<'_, RecvState> {
+        self.recv.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Update what was negotiated (re-INVITE): where to send, whether to send, payload types.
@@ -168,10 +296,8 @@ impl RtpSink {
         clock: u32,
     ) {
         let mut s = self.lock();
-        if remote != s.remote && !s.latched {
-            s.remote = remote;
-        } else if remote.is_some() && remote != s.remote {
-            // A new address in a re-INVITE wins over the latched one.
+        if remote.is_some() && remote != s.remote {
+            // A new address in an offer wins over the latched one.
             s.remote = remote;
             s.latched = false;
         }
@@ -179,19 +305,6 @@ impl RtpSink {
         s.payload_type = payload_type;
         s.event_payload_type = event_payload_type;
         s.clock = clock;
-    }
-
-    /// Symmetric RTP: send where the peer's RTP comes from.
-    fn latch(&self, from: SocketAddr) {
-        let mut s = self.lock();
-        s.remote = Some(from);
-        s.latched = true;
-    }
-
-    /// (SSRC, current RTP timestamp, packets sent, octets sent, where RTP goes) for RTCP.
-    fn sender_info(&self) -> (u32, u32, u32, u32, Option<SocketAddr>) {
-        let s = self.lock();
-        (s.ssrc, s.ts, s.packets, s.octets, s.remote)
     }
 
     fn send(&self, s: &mut SendState, marker: bool, pt: u8, ts: u32, payload: &[u8]) {
@@ -205,14 +318,112 @@ impl RtpSink {
         s.seq = s.seq.wrapping_add(1);
         s.packets = s.packets.wrapping_add(1);
         s.octets = s.octets.wrapping_add(n as u32);
-        match self.socket.try_send_to(&packet[..12 + n], remote) {
+        match self.socket.send_to(&packet[..12 + n], remote) {
             Ok(_) => self.metrics.rtp_sent.inc(),
             Err(_) => self.metrics.rtp_send_dropped.inc(),
         };
     }
+
+    /// An RTCP report for the supervisor to send, and where to (the peer's RTCP
+    /// address, or its RTP port + 1).
+    fn rtcp_report(&self) -> Option<(Vec<u8>, SocketAddr)> {
+        let (ssrc, ts, packets, octets, remote) = {
+            let s = self.lock();
+            (s.ssrc, s.ts, s.packets, s.octets, s.remote)
+        };
+        let mut r = self.lock_recv();
+        let to = r
+            .rtcp_remote
+            .or_else(|| remote.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))))?;
+        Some((
+            crate::rtcp::report(ssrc, ts, packets, octets, Some(&mut r.stats), "patchbay"),
+            to,
+        ))
+    }
+
+    fn on_rtcp(&self, from: SocketAddr, packet: &[u8]) {
+        self.last_rx_us.store(unix_us(), Ordering::Relaxed);
+        let mut r = self.lock_recv();
+        r.rtcp_remote = Some(from);
+        if let Some(ntp) = crate::rtcp::sender_report_ntp(packet) {
+            r.stats.on_sender_report(ntp);
+        }
+    }
 }
 
 impl LegSink for RtpSink {
+    fn drain(&self, f: &mut dyn FnMut(RtpView<'_>)) {
+        let clock = self.lock().clock.max(1) as u64;
+        let mut guard = self.lock_recv();
+        let r = &mut *guard;
+        for _ in 0..MAX_DRAIN {
+            let got = match recv_stamped(&self.socket, &mut r.buf[..]) {
+                Ok(g) => g,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            };
+            let arrival = got.arrival_us.unwrap_or_else(unix_us);
+            let packet = &r.buf[..got.len];
+            if got.truncated {
+                self.metrics.rtp_malformed.inc();
+                continue;
+            }
+            if is_rtcp(packet) {
+                // Multiplexed RTCP (RFC 5761) counts as media activity.
+                if crate::rtcp::is_valid_rtcp(packet) {
+                    self.last_rx_us.store(arrival, Ordering::Relaxed);
+                    self.metrics.rtcp_received.inc();
+                } else {
+                    self.metrics.rtp_malformed.inc();
+                }
+                continue;
+            }
+            let Some(h) = parse_rtp(packet) else {
+                self.metrics.rtp_malformed.inc();
+                continue;
+            };
+            if h.payload_end - h.payload_start > MAX_RTP_PAYLOAD {
+                self.metrics.rtp_malformed.inc();
+                continue;
+            }
+            // Symmetric RTP locked to one source: another address is ignored while the
+            // live one sends (no injection) and taken over once it has gone quiet (a NAT
+            // rebinding).
+            match r.source {
+                Some((addr, seen))
+                    if addr != got.from && arrival.saturating_sub(seen) < RELATCH_AFTER_US =>
+                {
+                    self.metrics.rtp_unknown_source.inc();
+                    continue;
+                }
+                Some((addr, _)) if addr == got.from => {}
+                _ => {
+                    let mut s = self.lock();
+                    s.remote = Some(got.from);
+                    s.latched = true;
+                }
+            }
+            r.source = Some((got.from, arrival));
+            self.last_rx_us.store(arrival, Ordering::Relaxed);
+            self.metrics.rtp_received.inc();
+            r.stats.on_rtp(
+                h.ssrc,
+                h.seq,
+                h.timestamp,
+                (arrival as u128 * clock as u128 / 1_000_000) as i64,
+            );
+            f(RtpView {
+                ssrc: h.ssrc,
+                seq: h.seq,
+                timestamp: h.timestamp,
+                payload_type: h.payload_type,
+                marker: h.marker,
+                arrival_us: arrival,
+                payload: &packet[h.payload_start..h.payload_end],
+            });
+        }
+    }
+
     fn send_audio(&self, payload: &[u8], samples: u32) {
         let mut s = self.lock();
         if s.sending {
@@ -245,11 +456,11 @@ impl LegSink for RtpSink {
     }
 }
 
-/// A running leg: its sink and receive task.
+/// A running leg: its media endpoint and its supervisor (RTCP, RTP timeout).
 pub struct RtpLeg {
     pub sink: Arc<RtpSink>,
     pub port: u16,
-    expecting: Arc<std::sync::atomic::AtomicBool>,
+    expecting: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -269,9 +480,8 @@ impl Drop for RtpLeg {
 /// Everything needed to start a leg's media.
 pub struct LegStart {
     pub leg: LegId,
-    pub rtp: UdpSocket,
+    pub rtp: std::net::UdpSocket,
     pub rtcp: UdpSocket,
-    pub session: SessionHandle,
     pub timeout: Duration,
     pub ended: mpsc::UnboundedSender<(LegId, MediaEnd)>,
     pub metrics: SipMetrics,
@@ -279,10 +489,9 @@ pub struct LegStart {
 
 pub fn start(l: LegStart) -> std::io::Result<RtpLeg> {
     let port = l.rtp.local_addr()?.port();
-    let socket = Arc::new(l.rtp);
     let sink = Arc::new(RtpSink {
         leg: l.leg,
-        socket: socket.clone(),
+        socket: l.rtp,
         state: Mutex::new(SendState {
             remote: None,
             latched: false,
@@ -298,18 +507,21 @@ pub fn start(l: LegStart) -> std::io::Result<RtpLeg> {
             packets: 0,
             octets: 0,
         }),
+        recv: Mutex::new(RecvState {
+            source: None,
+            stats: crate::rtcp::ReceiveStats::default(),
+            rtcp_remote: None,
+            buf: Box::new([0; 2048]),
+        }),
+        last_rx_us: AtomicU64::new(unix_us()),
         ended: l.ended.clone(),
         metrics: l.metrics.clone(),
     });
-    let expecting = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let task = tokio::spawn(receive(
-        l.leg,
-        socket,
-        l.rtcp,
-        l.session,
+    let expecting = Arc::new(AtomicBool::new(true));
+    let task = tokio::spawn(supervise(
         sink.clone(),
+        l.rtcp,
         l.timeout,
-        l.ended,
         expecting.clone(),
         l.metrics,
     ));
@@ -321,133 +533,53 @@ pub fn start(l: LegStart) -> std::io::Result<RtpLeg> {
     })
 }
 
-/// How long the latched source must be silent before RTP from another address is accepted.
-const RELATCH_AFTER: Duration = Duration::from_secs(1);
 /// RTCP report interval (RFC 3550's 5 s minimum).
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
 
-#[allow(clippy::too_many_arguments)]
-async fn receive(
-    leg: LegId,
-    socket: Arc<UdpSocket>,
-    rtcp: UdpSocket,
-    session: SessionHandle,
+/// Per leg, twice a second: the RTP timeout; every 5 s: an RTCP report; and the
+/// peer's RTCP whenever it comes.
+async fn supervise(
     sink: Arc<RtpSink>,
+    rtcp: UdpSocket,
     timeout: Duration,
-    ended: mpsc::UnboundedSender<(LegId, MediaEnd)>,
-    expecting: Arc<std::sync::atomic::AtomicBool>,
+    expecting: Arc<AtomicBool>,
     metrics: SipMetrics,
 ) {
-    let mut buf = [0u8; 2048];
-    let mut rtcp_buf = [0u8; 1500];
-    let mut last_rx = Instant::now();
-    let mut source: Option<(SocketAddr, Instant)> = None;
-    let mut rtcp_remote: Option<SocketAddr> = None;
-    let mut stats = crate::rtcp::ReceiveStats::default();
-    let epoch = Instant::now();
-    let mut check = tokio::time::interval(Duration::from_millis(500));
+    let mut buf = [0u8; 1500];
+    let mut check = tokio::time::interval(SUPERVISE_EVERY);
     let mut reports =
         tokio::time::interval_at(tokio::time::Instant::now() + RTCP_INTERVAL, RTCP_INTERVAL);
+    let timeout_us = timeout.as_micros() as u64;
     loop {
         tokio::select! {
-            r = socket.recv_from(&mut buf) => {
+            r = rtcp.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
-                let packet = &buf[..n];
-                if is_rtcp(packet) {
-                    // Multiplexed RTCP (RFC 5761) counts as media activity.
-                    if crate::rtcp::is_valid_rtcp(packet) {
-                        last_rx = Instant::now();
-                        metrics.rtcp_received.inc();
-                    } else {
-                        metrics.rtp_malformed.inc();
-                    }
-                    continue;
-                }
-                let Some(h) = parse_rtp(packet) else {
+                if crate::rtcp::is_valid_rtcp(&buf[..n]) {
+                    metrics.rtcp_received.inc();
+                    sink.on_rtcp(from, &buf[..n]);
+                } else {
                     metrics.rtp_malformed.inc();
-                    continue;
-                };
-                let payload = &packet[h.payload_start..h.payload_end];
-                if payload.len() > MAX_RTP_PAYLOAD {
-                    metrics.rtp_malformed.inc();
-                    continue;
-                }
-                let now = Instant::now();
-                // Symmetric RTP, locked to one source: another address is ignored while the
-                // latched one is alive (no injection), and taken over once it has gone quiet
-                // (a NAT rebinding).
-                match source {
-                    Some((addr, seen)) if addr != from && now.duration_since(seen) < RELATCH_AFTER => {
-                        metrics.rtp_unknown_source.inc();
-                        continue;
-                    }
-                    _ => {
-                        if source.map(|(a, _)| a) != Some(from) {
-                            sink.latch(from);
-                        }
-                        source = Some((from, now));
-                    }
-                }
-                last_rx = now;
-                metrics.rtp_received.inc();
-                let clock = session_clock_units(epoch, now, &sink);
-                stats.on_rtp(h.ssrc, h.seq, h.timestamp, clock);
-                let mut input = RtpIn {
-                    leg,
-                    ssrc: h.ssrc,
-                    seq: h.seq,
-                    timestamp: h.timestamp,
-                    payload_type: h.payload_type,
-                    marker: h.marker,
-                    arrival: now,
-                    len: payload.len() as u16,
-                    data: [0; MAX_RTP_PAYLOAD],
-                };
-                input.data[..payload.len()].copy_from_slice(payload);
-                if !session.send(SessionInput::Rtp(input)) {
-                    return;
-                }
-            }
-            r = rtcp.recv_from(&mut rtcp_buf) => {
-                let Ok((n, from)) = r else { continue };
-                let packet = &rtcp_buf[..n];
-                if !crate::rtcp::is_valid_rtcp(packet) {
-                    metrics.rtp_malformed.inc();
-                    continue;
-                }
-                last_rx = Instant::now();
-                rtcp_remote = Some(from);
-                metrics.rtcp_received.inc();
-                if let Some(ntp) = crate::rtcp::sender_report_ntp(packet) {
-                    stats.on_sender_report(ntp);
                 }
             }
             _ = reports.tick() => {
-                let (ssrc, ts, packets, octets, remote) = sink.sender_info();
-                let to = rtcp_remote.or_else(|| remote.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1))));
-                if let Some(to) = to {
-                    let report = crate::rtcp::report(ssrc, ts, packets, octets, Some(&mut stats), "patchbay");
+                if let Some((report, to)) = sink.rtcp_report() {
                     if rtcp.try_send_to(&report, to).is_ok() {
                         metrics.rtcp_sent.inc();
                     }
                 }
             }
             _ = check.tick() => {
+                let now = unix_us();
                 if !expecting.load(Ordering::Relaxed) {
-                    last_rx = Instant::now();
-                } else if last_rx.elapsed() > timeout {
-                    let _ = ended.send((leg, MediaEnd::RtpTimeout));
+                    sink.last_rx_us.store(now, Ordering::Relaxed);
+                } else if now.saturating_sub(sink.last_rx_us.load(Ordering::Relaxed)) > timeout_us {
+                    let _ = sink.ended.send((sink.leg, MediaEnd::RtpTimeout));
                     return;
                 }
             }
         }
     }
-}
-
-/// Arrival time in the leg's RTP clock units, for jitter.
-fn session_clock_units(epoch: Instant, now: Instant, sink: &RtpSink) -> i64 {
-    let clock = sink.lock().clock.max(1) as i64;
-    (now.duration_since(epoch).as_micros() as i64) * clock / 1_000_000
 }
 
 #[cfg(test)]

@@ -576,7 +576,6 @@ impl Ua {
             leg,
             rtp: rtp_socket,
             rtcp: rtcp_socket,
-            session: session.clone(),
             timeout: self.config.rtp_timeout,
             ended: self.media_tx.clone(),
             metrics: self.metrics.clone(),

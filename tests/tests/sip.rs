@@ -698,13 +698,17 @@ async fn pcmu_pcma_and_g722_callers_in_one_session() {
         .all(|p| p.payload_type == 9 && p.payload.len() == 160));
     let stream: Vec<u8> = rx.iter().flat_map(|p| p.payload.iter().copied()).collect();
     let heard = g722::decode(&stream);
-    for window in heard.chunks(1600).filter(|w| w.len() == 1600) {
-        let (tones, rms) = tones_present(window, &FREQS, 16000.0);
+    let windows: Vec<(Vec<u32>, f64)> = heard
+        .chunks(1600)
+        .filter(|w| w.len() == 1600)
+        .map(|w| tones_present(w, &FREQS, 16000.0))
+        .collect();
+    for (i, (tones, rms)) in windows.iter().enumerate() {
         assert_eq!(
             tones,
-            vec![440, 660],
-            "C (G.722) heard {tones:?} (rms {rms:.0})"
+            &vec![440, 660],
+            "C (G.722) heard {tones:?} (rms {rms:.0}) in window {i}: {windows:?}"
         );
-        assert!(rms > 1000.0);
+        assert!(*rms > 1000.0);
     }
 }

@@ -159,7 +159,8 @@ impl JitterBuffer {
         self.stats.received += 1;
 
         // Interarrival jitter (RFC 3550 §6.4.1).
-        let arrival_units = (arrival_us as i64) * self.clock_rate as i64 / 1_000_000;
+        // Arrival in the RTP clock's units (i128: epoch microseconds times 48 kHz overflow i64).
+        let arrival_units = (arrival_us as i128 * self.clock_rate as i128 / 1_000_000) as i64;
         let transit = arrival_units - ts as i64;
         if let Some(last) = self.last_transit {
             let d = (transit - last).abs() as f64;
@@ -224,8 +225,9 @@ impl JitterBuffer {
             }
             self.playing = true;
         }
-        // Shrink back when calm: too much buffered for a while → drop one packet.
-        if self.buffered_ms() > self.target_ms() + self.packet_ms() {
+        // Shrink back when calm: more than the target still queued behind the packet
+        // being played, for a second on end → drop packets until it is not.
+        if self.buffered_ms() > self.target_ms().max(self.packet_ms()) {
             self.over_full += 1;
             if self.over_full >= SHRINK_AFTER {
                 self.over_full = SHRINK_AFTER - SHRINK_EVERY;
@@ -376,6 +378,25 @@ mod tests {
             "still {} ms buffered",
             jb.buffered_ms()
         );
+    }
+
+    #[test]
+    fn epoch_microsecond_arrivals_at_48khz() {
+        // Kernel timestamps are microseconds since 1970: the clock maths must not overflow.
+        let mut jb = JitterBuffer::new(48000);
+        let t0 = 1_795_000_000_000_000u64;
+        for s in 0..10u16 {
+            jb.push(
+                SSRC,
+                s,
+                s as u32 * 960,
+                111,
+                &[1; 80],
+                t0 + s as u64 * 20_000,
+            );
+            assert!(matches!(jb.pull(), Pull::Packet { .. }));
+        }
+        assert_eq!(jb.target_ms(), MIN_TARGET_MS);
     }
 
     #[test]

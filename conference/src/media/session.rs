@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -41,8 +41,25 @@ pub enum HangupReason {
     Shutdown,
 }
 
-/// Where a leg's outgoing media and control go (implemented by the SIP side).
+/// One received RTP packet, borrowed from the leg's receive buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RtpView<'a> {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub payload_type: u8,
+    pub marker: bool,
+    /// Kernel arrival time, microseconds since the Unix epoch.
+    pub arrival_us: u64,
+    pub payload: &'a [u8],
+}
+
+/// A leg's media endpoint (implemented by the SIP side): where its incoming RTP
+/// is read from and its outgoing media and control go.
 pub trait LegSink: Send + Sync + 'static {
+    /// Hand every RTP packet waiting on the leg's socket to `f`, without blocking.
+    /// The actor calls this once per tick, so packets never wake it.
+    fn drain(&self, f: &mut dyn FnMut(RtpView<'_>));
     /// Send one encoded audio packet; `samples` is its duration in RTP clock units.
     fn send_audio(&self, payload: &[u8], samples: u32);
     /// Send one RFC 4733 telephone-event payload (4 bytes); `start` marks a new
@@ -64,34 +81,13 @@ pub struct LegMedia {
     pub ptime_ms: u32,
 }
 
-/// One RTP packet from a leg, inline so it needs no allocation.
-pub struct RtpIn {
-    pub leg: LegId,
-    pub ssrc: u32,
-    pub seq: u16,
-    pub timestamp: u32,
-    pub payload_type: u8,
-    pub marker: bool,
-    pub arrival: Instant,
-    pub len: u16,
-    pub data: [u8; MAX_RTP_PAYLOAD],
-}
-
-impl RtpIn {
-    pub fn payload(&self) -> &[u8] {
-        &self.data[..self.len as usize]
-    }
-}
-
 /// Members of a session and their subscriptions, as the control plane sees them now.
 #[derive(Debug, Clone, Default)]
 pub struct SessionSnapshot {
     pub members: Vec<(Uuid, Subscriptions)>,
 }
 
-/// What the actor receives.
-// RTP rides inline so that a packet costs no allocation on its way to the actor.
-#[allow(clippy::large_enum_variant)]
+/// What the actor receives (RTP it reads itself, at each tick: [`LegSink::drain`]).
 pub enum SessionInput {
     Join {
         leg: LegId,
@@ -107,7 +103,6 @@ pub enum SessionInput {
     Leave {
         leg: LegId,
     },
-    Rtp(RtpIn),
     Snapshot(SessionSnapshot),
     /// The session is gone: hang up every leg and stop.
     End(HangupReason),
@@ -120,7 +115,7 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// Send RTP to the session; false when the session has ended.
+    /// Send a control input to the session; false when the session has ended.
     pub fn send(&self, input: SessionInput) -> bool {
         self.tx.send(input).is_ok()
     }
@@ -210,6 +205,8 @@ struct Actor {
     snapshot: SessionSnapshot,
     mixer: Mixer,
     stats: Arc<MediaStats>,
+    /// RFC 4733 packets read this tick, forwarded once every leg is drained.
+    events: Vec<(LegId, [u8; 4], bool, u32)>,
 }
 
 impl Actor {
@@ -298,49 +295,60 @@ impl Actor {
         }
     }
 
-    fn rtp(&mut self, p: &RtpIn) {
-        let Some(leg) = self.legs.get_mut(&p.leg) else {
-            return;
-        };
-        if Some(p.payload_type) == leg.media.event_payload_type {
-            self.dtmf(p);
-            return;
+    /// Read every leg's waiting RTP into its jitter buffer; telephone-events are
+    /// collected and forwarded to the legs that hear their sender.
+    fn drain(&mut self) {
+        let Actor {
+            legs,
+            events,
+            session_id,
+            ..
+        } = self;
+        events.clear();
+        for (&id, leg) in legs.iter_mut() {
+            let Leg {
+                sink,
+                jitter,
+                media,
+                last_event_ts,
+                ..
+            } = leg;
+            sink.drain(&mut |p| {
+                if Some(p.payload_type) == media.event_payload_type {
+                    if let Some(e) = p.payload.get(..4) {
+                        let start = *last_event_ts != Some(p.timestamp);
+                        if start {
+                            *last_event_ts = Some(p.timestamp);
+                            tracing::info!(%session_id, leg = id, event = e[0], "DTMF event");
+                        }
+                        events.push((id, [e[0], e[1], e[2], e[3]], start, media.codec.rtp_clock()));
+                    }
+                    return;
+                }
+                jitter.push(
+                    p.ssrc,
+                    p.seq,
+                    p.timestamp,
+                    p.payload_type,
+                    p.payload,
+                    p.arrival_us,
+                );
+            });
         }
-        leg.jitter.push(
-            p.ssrc,
-            p.seq,
-            p.timestamp,
-            p.payload_type,
-            p.payload(),
-            monotonic_us(p.arrival),
-        );
-    }
-
-    /// Forward an RFC 4733 event to the legs that hear this one.
-    fn dtmf(&mut self, p: &RtpIn) {
-        let Some(leg) = self.legs.get_mut(&p.leg) else {
-            return;
-        };
-        if p.len < 4 {
-            return;
-        }
-        let leg_clock = leg.media.codec.rtp_clock();
-        let start = leg.last_event_ts != Some(p.timestamp);
-        if start {
-            leg.last_event_ts = Some(p.timestamp);
-            tracing::info!(session_id = %self.session_id, leg = p.leg, event = p.data[0], "DTMF event");
-        }
-        for (&k, other) in &self.legs {
-            if k != p.leg
-                && other.media.event_payload_type.is_some()
-                && self.mixer.hears(k).is_some_and(|h| h.contains(&p.leg))
-            {
-                other.sink.send_event(&p.data[..4], start, leg_clock);
+        for (from, event, start, clock) in events.iter() {
+            for (&k, other) in legs.iter() {
+                if k != *from
+                    && other.media.event_payload_type.is_some()
+                    && self.mixer.hears(k).is_some_and(|h| h.contains(from))
+                {
+                    other.sink.send_event(event, *start, *clock);
+                }
             }
         }
     }
 
     fn tick(&mut self) {
+        self.drain();
         for (&id, leg) in self.legs.iter_mut() {
             let Some(decoder) = leg.decoder.as_mut() else {
                 continue;
@@ -403,7 +411,7 @@ impl Actor {
             }
         }
         // Every mix is out: how long the audio mixed in this tick waited since it arrived.
-        let now = monotonic_us(Instant::now());
+        let now = unix_us();
         for leg in self.legs.values() {
             if let Some(arrival) = leg.frame_arrival {
                 self.stats
@@ -423,11 +431,12 @@ impl Actor {
     }
 }
 
-/// `at` in microseconds of one monotonic clock (zero: its first use in the process).
-fn monotonic_us(at: Instant) -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(|| Instant::now() - Duration::from_secs(1));
-    at.saturating_duration_since(start).as_micros() as u64
+/// Now, in microseconds since the Unix epoch (the clock of kernel receive timestamps).
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 async fn run(
@@ -442,6 +451,7 @@ async fn run(
         snapshot: SessionSnapshot::default(),
         mixer: Mixer::new(),
         stats: hub.stats.clone(),
+        events: Vec::with_capacity(16),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -458,7 +468,7 @@ async fn run(
                     }
                     SessionInput::Update { leg, media } => actor.update(leg, media),
                     SessionInput::Leave { leg } => actor.leave(leg),
-                    SessionInput::Rtp(p) => actor.rtp(&p),
+
                     SessionInput::Snapshot(s) => {
                         actor.snapshot = s;
                         actor.route();
@@ -472,7 +482,7 @@ async fn run(
                     break;
                 }
             }
-            _ = tick.tick() => actor.tick(),
+                                    _ = tick.tick() => actor.tick(),
         }
     }
     hub.remove(session_id, &me);
@@ -481,14 +491,14 @@ async fn run(
 
 #[derive(Default)]
 struct HubInner {
-    sessions: Mutex<HashMap<Uuid, mpsc::UnboundedSender<SessionInput>>>,
+    sessions: Mutex<HashMap<Uuid, SessionHandle>>,
     stats: Arc<MediaStats>,
 }
 
 impl HubInner {
     fn remove(&self, session_id: Uuid, me: &mpsc::UnboundedSender<SessionInput>) {
         let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&session_id).is_some_and(|tx| tx.same_channel(me)) {
+        if map.get(&session_id).is_some_and(|h| h.tx.same_channel(me)) {
             map.remove(&session_id);
         }
     }
@@ -522,14 +532,15 @@ impl MediaHub {
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = map.get(&session_id).filter(|tx| !tx.is_closed()) {
-            return SessionHandle { tx: tx.clone() };
+        if let Some(h) = map.get(&session_id).filter(|h| !h.tx.is_closed()) {
+            return h.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(SessionInput::Snapshot(snapshot()));
-        map.insert(session_id, tx.clone());
-        tokio::spawn(run(session_id, rx, self.inner.clone(), tx.clone()));
-        SessionHandle { tx }
+        let handle = SessionHandle { tx: tx.clone() };
+        map.insert(session_id, handle.clone());
+        tokio::spawn(run(session_id, rx, self.inner.clone(), tx));
+        handle
     }
 
     /// Tell a running actor (if any) something; no actor is started.
@@ -539,8 +550,8 @@ impl MediaHub {
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = map.get(&session_id) {
-            let _ = tx.send(input);
+        if let Some(h) = map.get(&session_id) {
+            let _ = h.tx.send(input);
         }
     }
 
@@ -551,8 +562,8 @@ impl MediaHub {
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        for tx in map.values() {
-            let _ = tx.send(SessionInput::End(reason));
+        for h in map.values() {
+            let _ = h.tx.send(SessionInput::End(reason));
         }
     }
 

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in microseconds.
-const BOUNDS_US: [u64; 12] = [
-    1_000, 2_500, 5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 40_000, 60_000, 100_000, 200_000,
+const BOUNDS_US: [u64; 16] = [
+    1_000, 2_500, 5_000, 10_000, 15_000, 20_000, 22_500, 25_000, 27_500, 30_000, 32_500, 35_000,
+    40_000, 60_000, 100_000, 200_000,
 ];
 
 /// A fixed-bucket histogram of durations.

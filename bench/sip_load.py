@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""SIP benchmarks against the release binary, with real sipp (stdlib only).
+
+  bench/sip_load.py legs N [--seconds S]   N concurrent PCMU calls (20 ms, a real
+      tone via rtp_stream) in sessions of 10, everyone hearing everyone. Reports
+      the gateway's CPU, legs per core at 50 % CPU, packet loss in and out, and
+      the mixer's added latency (arrival -> send, from /metrics) p50/p99.
+  bench/sip_load.py cps RATE [--seconds S]  call setup rate: INVITE with a token,
+      200, ACK, BYE, at RATE calls/s; reports completed and failed calls.
+
+Baseline printed with each run: the same machine's sipp CPU for the same load,
+so the gateway's share can be read against the load generator's own cost.
+"""
+
+import argparse
+import base64
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Gateway:
+    def __init__(self, workdir, rtp_ports="20000-39999"):
+        self.http = free_port()
+        self.sip = free_port()
+        self.data = os.path.join(workdir, "data")
+        self.log = open(os.path.join(workdir, "patchbay.log"), "w")
+        env = dict(os.environ, PATCHBAY_LOG="warn")
+        self.proc = subprocess.Popen(
+            [os.path.join(ROOT, "target/release/patchbay"), "--http-listen", f"127.0.0.1:{self.http}",
+             "--sip-listen", f"127.0.0.1:{self.sip}", "--data-dir", self.data, "--rtp-ports", rtp_ports],
+            stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.http}/health", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("gateway did not start")
+
+    def api(self, method, path, body=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http}/v1/accounts/dev{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("Authorization", "Basic " + base64.b64encode(b"dev:dev").decode())
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read()
+            return json.loads(text) if text else None
+
+    def metrics(self):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.http}/metrics", timeout=5).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
+        return out
+
+    def cpu_seconds(self):
+        return proc_cpu(self.proc.pid)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def proc_cpu(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def participants(gw, n, per_session):
+    tokens = []
+    session = None
+    for i in range(n):
+        if i % per_session == 0:
+            session = gw.api("POST", "/sessions", {"tag": "bench"})["id"]
+        r = gw.api("POST", "/participants", {"publishPermissions": ["AUDIO"]})
+        gw.api("PUT", f"/sessions/{session}/participants/{r['participant']['id']}", {"sessionId": session})
+        tokens.append(r["token"])
+    return tokens
+
+
+def ulaw(s):
+    sign = 0x80 if s < 0 else 0
+    s = min(abs(s), 32635) + 0x84
+    exp = 7
+    while exp > 0 and not s & (1 << (exp + 7)):
+        exp -= 1
+    return ~(sign | (exp << 4) | ((s >> (exp + 3)) & 0x0F)) & 0xFF
+
+
+def tone_wav(path, hz=440, seconds=2):
+    n = 8000 * seconds
+    data = bytes(ulaw(int(8000 * math.sin(2 * math.pi * hz * i / 8000))) for i in range(n))
+    fmt = struct.pack("<HHIIHHH", 7, 1, 8000, 8000, 1, 8, 0)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<II", 4, n) + \
+        b"data" + struct.pack("<I", len(data)) + data
+    with open(path, "wb") as f:
+        f.write(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def render(src, dst, **vars):
+    text = open(os.path.join(ROOT, "tests/sipp", src)).read()
+    for k, v in vars.items():
+        text = text.replace(f"@{k}@", str(v))
+    with open(dst, "w") as f:
+        f.write(text)
+
+
+def quantile(buckets, q):
+    total = buckets[-1][1]
+    if total <= 0:
+        return None
+    want = q * total
+    for bound, count in buckets:
+        if count >= want:
+            return bound
+    return float("inf")
+
+
+def latency_buckets(before, after):
+    out = []
+    for k, v in after.items():
+        m = re.match(r'patchbay_mix_latency_seconds_bucket\{le="([^"]+)"\}', k)
+        if m:
+            bound = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            out.append((bound, v - before.get(k, 0.0)))
+    return sorted(out)
+
+
+def machine():
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} cores, {model}"
+
+
+def run_legs(args):
+    work = tempfile.mkdtemp(prefix="pb-sipload-")
+    gw = Gateway(work)
+    try:
+        n = args.n
+        tokens = participants(gw, n, 10)
+        with open(os.path.join(work, "tokens.csv"), "w") as f:
+            f.write("SEQUENTIAL\n" + "".join(f"{t};\n" for t in tokens))
+        tone_wav(os.path.join(work, "tone.wav"))
+        hold = int((args.seconds + 15) * 1000)
+        render("uac_tone.xml", os.path.join(work, "load.xml"), WAV="tone.wav", PT=0, CODEC="PCMU", HOLD_MS=hold)
+        sipp = subprocess.Popen(
+            ["sipp", f"127.0.0.1:{gw.sip}", "-sf", "load.xml", "-inf", "tokens.csv", "-m", str(n), "-l", str(n),
+             "-r", "100", "-i", "127.0.0.1", "-p", str(free_port()), "-mp", "40000", "-nostdin", "-bg",
+             "-trace_err", "-rtp_threadtasks", "50"],
+            cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sipp.wait()
+        deadline = time.time() + 60
+        while gw.metrics().get("patchbay_sip_calls_active", 0) < n:
+            if time.time() > deadline:
+                raise RuntimeError(f"only {gw.metrics().get('patchbay_sip_calls_active')} of {n} calls up")
+            time.sleep(0.2)
+        time.sleep(3)  # steady state
+        sipp_pids = [int(p) for p in subprocess.run(["pgrep", "-f", "sipp 127.0.0.1"], capture_output=True,
+                                                    text=True).stdout.split()]
+        m0, c0, t0 = gw.metrics(), gw.cpu_seconds(), time.time()
+        s0 = sum(proc_cpu(p) for p in sipp_pids)
+        time.sleep(args.seconds)
+        m1, c1, t1 = gw.metrics(), gw.cpu_seconds(), time.time()
+        s1 = sum(proc_cpu(p) for p in sipp_pids)
+        for p in sipp_pids:
+            try:
+                os.kill(p, 15)
+            except ProcessLookupError:
+                pass
+        wall = t1 - t0
+        cpu = (c1 - c0) / wall
+        sipp_cpu = (s1 - s0) / wall
+        expected = n * 50 * wall
+        rx = m1.get("patchbay_rtp_received_total", 0) - m0.get("patchbay_rtp_received_total", 0)
+        tx = m1.get("patchbay_rtp_sent_total", 0) - m0.get("patchbay_rtp_sent_total", 0)
+        dropped = m1.get("patchbay_rtp_send_dropped_total", 0) - m0.get("patchbay_rtp_send_dropped_total", 0)
+        concealed = m1.get("patchbay_media_concealed_total", 0) - m0.get("patchbay_media_concealed_total", 0)
+        buckets = latency_buckets(m0, m1)
+        p50, p99 = quantile(buckets, 0.5), quantile(buckets, 0.99)
+        legs_per_core = n * 0.5 / cpu if cpu > 0 else float("inf")
+        print(f"machine: {machine()}")
+        print(f"{n} PCMU legs, sessions of 10, all hearing all, {wall:.1f} s measured")
+        print(f"gateway CPU      {cpu * 100:6.1f} % of one core  ({cpu / n * 1e6:.0f} µs of CPU per leg per second)")
+        print(f"sipp CPU         {sipp_cpu * 100:6.1f} % of one core  (the load generator, same machine)")
+        print(f"legs per core at 50 % CPU: {legs_per_core:.0f}")
+        print(f"RTP in           {rx / wall:8.0f} pkt/s of {expected / wall:.0f} expected "
+              f"(loss {max(0.0, 1 - rx / expected) * 100:.3f} %)")
+        print(f"RTP out          {tx / wall:8.0f} pkt/s (send drops {dropped:.0f}, concealed in {concealed:.0f})")
+        print(f"mix latency      p50 <= {p50 * 1000:.0f} ms, p99 <= {p99 * 1000:.0f} ms (arrival -> send, bucket bounds)")
+        print(json.dumps({"legs": n, "cpu_core_fraction": round(cpu, 4), "legs_per_core_at_50pct": round(legs_per_core),
+                          "loss_in": max(0.0, 1 - rx / expected), "send_drops": dropped, "concealed": concealed,
+                          "latency_p50_ms": p50 * 1000, "latency_p99_ms": p99 * 1000,
+                          "sipp_cpu_core_fraction": round(sipp_cpu, 4)}))
+    finally:
+        subprocess.run(["pkill", "-f", "sipp 127.0.0.1"], stderr=subprocess.DEVNULL)
+        gw.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_cps(args):
+    work = tempfile.mkdtemp(prefix="pb-sipcps-")
+    gw = Gateway(work)
+    try:
+        tokens = participants(gw, args.participants, 20)
+        with open(os.path.join(work, "tokens.csv"), "w") as f:
+            f.write("SEQUENTIAL\n" + "".join(f"{t};\n" for t in tokens))
+        shutil.copy(os.path.join(ROOT, "tests/sipp/uac_cps.xml"), work)
+        total = args.rate * args.seconds
+        c0 = gw.cpu_seconds()
+        t0 = time.time()
+        r = subprocess.run(
+            ["sipp", f"127.0.0.1:{gw.sip}", "-sf", "uac_cps.xml", "-inf", "tokens.csv", "-m", str(total),
+             "-r", str(args.rate), "-l", str(args.rate * 2), "-i", "127.0.0.1", "-p", str(free_port()),
+             "-mp", "45000", "-nostdin", "-trace_stat", "-stf", "stats.csv", "-timeout", str(args.seconds + 30),
+             "-timeout_error", "-max_socket", "2000"],
+            cwd=work, capture_output=True, text=True)
+        wall = time.time() - t0
+        cpu = (gw.cpu_seconds() - c0) / wall
+        stats = open(os.path.join(work, "stats.csv")).read().strip().splitlines()
+        header, last = stats[0].split(";"), stats[-1].split(";")
+        row = dict(zip(header, last))
+        ok = int(row.get("SuccessfulCall(C)", 0))
+        failed = int(row.get("FailedCall(C)", 0))
+        m = gw.metrics()
+        print(f"machine: {machine()}")
+        print(f"target {args.rate} calls/s for {args.seconds} s: {ok} completed, {failed} failed, "
+              f"{ok / wall:.0f} calls/s achieved over {wall:.1f} s (sipp exit {r.returncode})")
+        print(f"gateway CPU {cpu * 100:.1f} % of one core; answered {m.get('patchbay_sip_calls_accepted_total', 0):.0f}, "
+              f"refused {m.get('patchbay_sip_calls_rejected_total', 0):.0f}")
+        print(json.dumps({"rate": args.rate, "completed": ok, "failed": failed, "achieved_cps": round(ok / wall),
+                          "gateway_cpu_core_fraction": round(cpu, 3)}))
+    finally:
+        gw.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    legs = sub.add_parser("legs")
+    legs.add_argument("n", type=int)
+    legs.add_argument("--seconds", type=float, default=10)
+    cps = sub.add_parser("cps")
+    cps.add_argument("rate", type=int)
+    cps.add_argument("--seconds", type=int, default=10)
+    cps.add_argument("--participants", type=int, default=2000)
+    args = p.parse_args()
+    if not os.path.exists(os.path.join(ROOT, "target/release/patchbay")):
+        subprocess.run(["cargo", "build", "--release", "--bin", "patchbay"], cwd=ROOT, check=True)
+    {"legs": run_legs, "cps": run_cps}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
