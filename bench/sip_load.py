@@ -220,7 +220,14 @@ def run_legs(args):
         print(f"RTP in           {rx / wall:8.0f} pkt/s of {expected / wall:.0f} expected "
               f"(loss {max(0.0, 1 - rx / expected) * 100:.3f} %)")
         print(f"RTP out          {tx / wall:8.0f} pkt/s (send drops {dropped:.0f}, concealed in {concealed:.0f})")
-        print(f"mix latency      p50 <= {p50 * 1000:.0f} ms, p99 <= {p99 * 1000:.0f} ms (arrival -> send, bucket bounds)")
+        print(f"mix latency      p50 <= {p50 * 1000:.1f} ms, p99 <= {p99 * 1000:.1f} ms (arrival -> send, bucket bounds)")
+        total = buckets[-1][1] or 1
+        prev = 0
+        shares = []
+        for bound, count in buckets:
+            shares.append(f"<={bound * 1000:g}ms:{(count - prev) / total * 100:.1f}%")
+            prev = count
+        print("  distribution   " + " ".join(shares))
         print(json.dumps({"legs": n, "cpu_core_fraction": round(cpu, 4), "legs_per_core_at_50pct": round(legs_per_core),
                           "loss_in": max(0.0, 1 - rx / expected), "send_drops": dropped, "concealed": concealed,
                           "latency_p50_ms": p50 * 1000, "latency_p99_ms": p99 * 1000,

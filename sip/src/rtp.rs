@@ -155,84 +155,130 @@ fn enable_timestamps(socket: &std::net::UdpSocket) -> std::io::Result<()> {
 
 /// One received datagram's length, source, kernel arrival time (µs since the epoch)
 /// and whether it was truncated.
+#[derive(Clone, Copy)]
 struct Received {
     len: usize,
-    from: SocketAddr,
+    from: Option<SocketAddr>,
     arrival_us: Option<u64>,
     truncated: bool,
 }
 
-/// Receive one datagram without blocking, with its kernel timestamp.
-fn recv_stamped(socket: &std::net::UdpSocket, buf: &mut [u8]) -> std::io::Result<Received> {
-    // SAFETY: all-zero is a valid value for these plain C structs.
-    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut control = [0u64; 16];
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: msg points at live buffers of the lengths it declares, for the whole call.
-    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
+/// Datagrams read per `recvmmsg` call.
+const BATCH: usize = 4;
+const DATAGRAM: usize = 2048;
+
+/// Receive buffers for [`recv_batch`], kept per leg so nothing is allocated per tick.
+struct Batch {
+    bufs: [[u8; DATAGRAM]; BATCH],
+    addrs: [libc::sockaddr_storage; BATCH],
+    controls: [[u64; 8]; BATCH],
+    got: [Received; BATCH],
+}
+
+impl Batch {
+    fn new() -> Box<Batch> {
+        Box::new(Batch {
+            bufs: [[0; DATAGRAM]; BATCH],
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            addrs: [unsafe { std::mem::zeroed() }; BATCH],
+            controls: [[0; 8]; BATCH],
+            got: [Received {
+                len: 0,
+                from: None,
+                arrival_us: None,
+                truncated: false,
+            }; BATCH],
+        })
     }
-    let mut arrival_us = None;
-    // SAFETY: the CMSG_* walk stays within msg_control/msg_controllen as set by the kernel,
-    // and the timestamp is read unaligned from its data.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                arrival_us = Some(t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000);
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    let from = match addr.ss_family as libc::c_int {
+}
+
+fn socket_addr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match addr.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
-            let a: libc::sockaddr_in = unsafe {
-                std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast())
-            };
-            SocketAddr::V4(SocketAddrV4::new(
+            let a: libc::sockaddr_in =
+                unsafe { std::ptr::read_unaligned((addr as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
                 u16::from_be(a.sin_port),
-            ))
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
-            let a: libc::sockaddr_in6 = unsafe {
-                std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast())
-            };
-            SocketAddr::V6(SocketAddrV6::new(
+            let a: libc::sockaddr_in6 =
+                unsafe { std::ptr::read_unaligned((addr as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(a.sin6_addr.s6_addr),
                 u16::from_be(a.sin6_port),
                 a.sin6_flowinfo,
                 a.sin6_scope_id,
-            ))
+            )))
         }
-        _ => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "unknown address family",
-            ))
-        }
+        _ => None,
+    }
+}
+
+/// Receive up to [`BATCH`] datagrams in one `recvmmsg` call without blocking, each with
+/// its kernel timestamp; returns how many (0 when none is waiting).
+fn recv_batch(socket: &std::net::UdpSocket, b: &mut Batch) -> std::io::Result<usize> {
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..BATCH {
+        iovs[i] = libc::iovec {
+            iov_base: b.bufs[i].as_mut_ptr().cast(),
+            iov_len: DATAGRAM,
+        };
+        let h = &mut msgs[i].msg_hdr;
+        h.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        h.msg_iov = &mut iovs[i];
+        h.msg_iovlen = 1;
+        h.msg_control = b.controls[i].as_mut_ptr().cast();
+        h.msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
+    }
+    // SAFETY: every header points at live buffers of the lengths it declares, for the whole call.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            BATCH as _,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
     };
-    Ok(Received {
-        len: n as usize,
-        from,
-        arrival_us,
-        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
-    })
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::WouldBlock {
+            Ok(0)
+        } else {
+            Err(e)
+        };
+    }
+    let n = n as usize;
+    for (i, m) in msgs.iter().enumerate().take(n) {
+        let h = &m.msg_hdr;
+        let mut arrival_us = None;
+        // SAFETY: the CMSG_* walk stays within the control buffer the kernel filled in, and
+        // the timestamp is read unaligned from its data.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    arrival_us = Some(t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        b.got[i] = Received {
+            len: (m.msg_len as usize).min(DATAGRAM),
+            from: socket_addr(&b.addrs[i]),
+            arrival_us,
+            truncated: h.msg_flags & libc::MSG_TRUNC != 0,
+        };
+    }
+    Ok(n)
 }
 
 struct SendState {
@@ -257,7 +303,7 @@ struct RecvState {
     source: Option<(SocketAddr, u64)>,
     stats: crate::rtcp::ReceiveStats,
     rtcp_remote: Option<SocketAddr>,
-    buf: Box<[u8; 2048]>,
+    batch: Box<Batch>,
 }
 
 /// The leg's media endpoint: the session actor drains its RTP and sends its mix through it.
@@ -355,72 +401,84 @@ impl LegSink for RtpSink {
     fn drain(&self, f: &mut dyn FnMut(RtpView<'_>)) {
         let clock = self.lock().clock.max(1) as u64;
         let mut guard = self.lock_recv();
-        let r = &mut *guard;
-        for _ in 0..MAX_DRAIN {
-            let got = match recv_stamped(&self.socket, &mut r.buf[..]) {
-                Ok(g) => g,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => break,
+        let RecvState {
+            source,
+            stats,
+            batch,
+            ..
+        } = &mut *guard;
+        let mut read = 0;
+        while read < MAX_DRAIN {
+            let n = match recv_batch(&self.socket, batch) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
             };
-            let arrival = got.arrival_us.unwrap_or_else(unix_us);
-            let packet = &r.buf[..got.len];
-            if got.truncated {
-                self.metrics.rtp_malformed.inc();
-                continue;
-            }
-            if is_rtcp(packet) {
-                // Multiplexed RTCP (RFC 5761) counts as media activity.
-                if crate::rtcp::is_valid_rtcp(packet) {
-                    self.last_rx_us.store(arrival, Ordering::Relaxed);
-                    self.metrics.rtcp_received.inc();
-                } else {
+            read += n;
+            for i in 0..n {
+                let got = batch.got[i];
+                let (Some(from), false) = (got.from, got.truncated) else {
                     self.metrics.rtp_malformed.inc();
-                }
-                continue;
-            }
-            let Some(h) = parse_rtp(packet) else {
-                self.metrics.rtp_malformed.inc();
-                continue;
-            };
-            if h.payload_end - h.payload_start > MAX_RTP_PAYLOAD {
-                self.metrics.rtp_malformed.inc();
-                continue;
-            }
-            // Symmetric RTP locked to one source: another address is ignored while the
-            // live one sends (no injection) and taken over once it has gone quiet (a NAT
-            // rebinding).
-            match r.source {
-                Some((addr, seen))
-                    if addr != got.from && arrival.saturating_sub(seen) < RELATCH_AFTER_US =>
-                {
-                    self.metrics.rtp_unknown_source.inc();
+                    continue;
+                };
+                let arrival = got.arrival_us.unwrap_or_else(unix_us);
+                let packet = &batch.bufs[i][..got.len];
+                if is_rtcp(packet) {
+                    // Multiplexed RTCP (RFC 5761) counts as media activity.
+                    if crate::rtcp::is_valid_rtcp(packet) {
+                        self.last_rx_us.store(arrival, Ordering::Relaxed);
+                        self.metrics.rtcp_received.inc();
+                    } else {
+                        self.metrics.rtp_malformed.inc();
+                    }
                     continue;
                 }
-                Some((addr, _)) if addr == got.from => {}
-                _ => {
-                    let mut s = self.lock();
-                    s.remote = Some(got.from);
-                    s.latched = true;
+                let Some(h) = parse_rtp(packet) else {
+                    self.metrics.rtp_malformed.inc();
+                    continue;
+                };
+                if h.payload_end - h.payload_start > MAX_RTP_PAYLOAD {
+                    self.metrics.rtp_malformed.inc();
+                    continue;
                 }
+                // Symmetric RTP locked to one source: another address is ignored while the
+                // live one sends (no injection) and taken over once it has gone quiet (a NAT
+                // rebinding).
+                match *source {
+                    Some((addr, seen))
+                        if addr != from && arrival.saturating_sub(seen) < RELATCH_AFTER_US =>
+                    {
+                        self.metrics.rtp_unknown_source.inc();
+                        continue;
+                    }
+                    Some((addr, _)) if addr == from => {}
+                    _ => {
+                        let mut s = self.lock();
+                        s.remote = Some(from);
+                        s.latched = true;
+                    }
+                }
+                *source = Some((from, arrival));
+                self.last_rx_us.store(arrival, Ordering::Relaxed);
+                self.metrics.rtp_received.inc();
+                stats.on_rtp(
+                    h.ssrc,
+                    h.seq,
+                    h.timestamp,
+                    (arrival as u128 * clock as u128 / 1_000_000) as i64,
+                );
+                f(RtpView {
+                    ssrc: h.ssrc,
+                    seq: h.seq,
+                    timestamp: h.timestamp,
+                    payload_type: h.payload_type,
+                    marker: h.marker,
+                    arrival_us: arrival,
+                    payload: &packet[h.payload_start..h.payload_end],
+                });
             }
-            r.source = Some((got.from, arrival));
-            self.last_rx_us.store(arrival, Ordering::Relaxed);
-            self.metrics.rtp_received.inc();
-            r.stats.on_rtp(
-                h.ssrc,
-                h.seq,
-                h.timestamp,
-                (arrival as u128 * clock as u128 / 1_000_000) as i64,
-            );
-            f(RtpView {
-                ssrc: h.ssrc,
-                seq: h.seq,
-                timestamp: h.timestamp,
-                payload_type: h.payload_type,
-                marker: h.marker,
-                arrival_us: arrival,
-                payload: &packet[h.payload_start..h.payload_end],
-            });
+            if n < BATCH {
+                break;
+            }
         }
     }
 
@@ -511,7 +569,7 @@ pub fn start(l: LegStart) -> std::io::Result<RtpLeg> {
             source: None,
             stats: crate::rtcp::ReceiveStats::default(),
             rtcp_remote: None,
-            buf: Box::new([0; 2048]),
+            batch: Batch::new(),
         }),
         last_rx_us: AtomicU64::new(unix_us()),
         ended: l.ended.clone(),

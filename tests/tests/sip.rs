@@ -59,6 +59,7 @@ fn heard_windows(
     out
 }
 
+/// Every 100 ms window of [from, to) carries exactly `want`, loud enough.
 fn assert_hears(
     packets: &[RtpPacket],
     who: &str,
@@ -69,12 +70,36 @@ fn assert_hears(
     want: &[u32],
 ) {
     let windows = heard_windows(packets, port, law, from, to);
+    assert_windows(who, &windows, from, to, want);
+}
+
+/// Like [`assert_hears`] for a stream that is still starting: `want` must be heard within
+/// 1.5 s of `from` (senders start their media at their own pace under load), then in every
+/// later window.
+fn assert_settles(
+    packets: &[RtpPacket],
+    who: &str,
+    port: u16,
+    law: Law,
+    from: f64,
+    to: f64,
+    want: &[u32],
+) {
+    let windows = heard_windows(packets, port, law, from, to);
+    let first = windows.iter().position(|(_, tones, _)| tones == want);
+    let Some(first) = first.filter(|&i| windows[i].0 < from + 1.5) else {
+        panic!("{who} never heard {want:?} in the first 1.5 s: {windows:?}");
+    };
+    assert_windows(who, &windows[first..], windows[first].0, to, want);
+}
+
+fn assert_windows(who: &str, windows: &[(f64, Vec<u32>, f64)], from: f64, to: f64, want: &[u32]) {
     assert!(
         windows.len() as f64 >= (to - from) * 10.0 * 0.8,
         "{who}: too few audio windows ({})",
         windows.len()
     );
-    for (t, tones, rms) in &windows {
+    for (t, tones, rms) in windows.iter() {
         assert_eq!(
             tones,
             want,
@@ -138,7 +163,7 @@ async fn three_callers_hear_exactly_their_subscriptions_changed_live() {
 
     // Session level: each hears exactly the other two.
     let (p1_from, p1_to) = (joined + 0.6, before_put - 0.05);
-    assert_hears(
+    assert_settles(
         &packets,
         "A",
         call_a.media_port,
@@ -147,7 +172,7 @@ async fn three_callers_hear_exactly_their_subscriptions_changed_live() {
         p1_to,
         &[660, 880],
     );
-    assert_hears(
+    assert_settles(
         &packets,
         "B",
         call_b.media_port,
@@ -156,7 +181,7 @@ async fn three_callers_hear_exactly_their_subscriptions_changed_live() {
         p1_to,
         &[440, 880],
     );
-    assert_hears(
+    assert_settles(
         &packets,
         "C",
         call_c.media_port,
@@ -217,7 +242,7 @@ async fn pcmu_and_pcma_callers_hear_each_other_over_udp_and_tcp() {
     ra.assert_ok(Duration::from_secs(15));
     rb.assert_ok(Duration::from_secs(15));
     let packets = capture.stop();
-    assert_hears(
+    assert_settles(
         &packets,
         "A (PCMU)",
         call_a.media_port,
@@ -226,7 +251,7 @@ async fn pcmu_and_pcma_callers_hear_each_other_over_udp_and_tcp() {
         until,
         &[880],
     );
-    assert_hears(
+    assert_settles(
         &packets,
         "B (PCMA, TCP)",
         call_b.media_port,
@@ -565,12 +590,12 @@ async fn late_offer_caller_is_heard() {
     let until = now_epoch();
     rlate.assert_ok(Duration::from_secs(15));
     rl.assert_ok(Duration::from_secs(15));
-    assert_hears(
+    assert_settles(
         &capture.stop(),
         "listener",
         listener.media_port,
         Law::Ulaw,
-        joined + 0.8,
+        joined + 0.6,
         until,
         &[440],
     );
@@ -644,13 +669,13 @@ async fn pcmu_pcma_and_g722_callers_in_one_session() {
     let packets: Vec<Vec<u8>> = coded.chunks(160).map(<[u8]>::to_vec).collect();
     write_rtp_pcap(&dir.join("g722.pcap"), &packets, 9, 160, 20);
 
-    let call_a = tone_call("a", &dir, 440, Law::Ulaw, 3500, &parties[0]);
-    let call_b = tone_call("b", &dir, 660, Law::Alaw, 3500, &parties[1]);
+    let call_a = tone_call("a", &dir, 440, Law::Ulaw, 4500, &parties[0]);
+    let call_b = tone_call("b", &dir, 660, Law::Alaw, 4500, &parties[1]);
     let call_c = SippCall::new("c", "uac_pcap.xml")
         .var("PCAP", "g722.pcap")
         .var("PT", "9")
         .var("RTPMAP", "G722/8000")
-        .var("HOLD_MS", "3500")
+        .var("HOLD_MS", "4500")
         .token(&parties[2]);
     let capture = Capture::start(
         &dir,
@@ -663,13 +688,13 @@ async fn pcmu_pcma_and_g722_callers_in_one_session() {
     ];
     g.wait_metric("patchbay_sip_calls_active", 3.0).await;
     let joined = now_epoch();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let until = now_epoch();
     for r in running {
         r.assert_ok(Duration::from_secs(15));
     }
     let packets = capture.stop();
-    assert_hears(
+    assert_settles(
         &packets,
         "A (PCMU)",
         call_a.media_port,
@@ -678,7 +703,7 @@ async fn pcmu_pcma_and_g722_callers_in_one_session() {
         until,
         &[660, 880],
     );
-    assert_hears(
+    assert_settles(
         &packets,
         "B (PCMA)",
         call_b.media_port,
@@ -703,7 +728,14 @@ async fn pcmu_pcma_and_g722_callers_in_one_session() {
         .filter(|w| w.len() == 1600)
         .map(|w| tones_present(w, &FREQS, 16000.0))
         .collect();
-    for (i, (tones, rms)) in windows.iter().enumerate() {
+    let first = windows
+        .iter()
+        .position(|(tones, _)| tones == &vec![440, 660])
+        .filter(|&i| i < 15)
+        .unwrap_or_else(|| {
+            panic!("C (G.722) never heard [440, 660] in the first 1.5 s: {windows:?}")
+        });
+    for (i, (tones, rms)) in windows.iter().enumerate().skip(first) {
         assert_eq!(
             tones,
             &vec![440, 660],

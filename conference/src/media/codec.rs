@@ -145,20 +145,21 @@ impl Decoder {
     /// Decode one packet's payload into `out`. A payload that does not decode is concealed.
     pub fn decode(&mut self, payload: &[u8], out: &mut PcmFifo) {
         let n = match &mut self.kind {
-            DecoderKind::Pcmu => {
+            // G.711 decodes straight into `last` (kept for concealment): one copy less.
+            DecoderKind::Pcmu | DecoderKind::Pcma if !payload.is_empty() => {
+                let decode = if matches!(self.kind, DecoderKind::Pcmu) {
+                    g711::ulaw_decode
+                } else {
+                    g711::alaw_decode
+                };
                 let n = payload.len().min(MAX_PACKET_SAMPLES);
-                for (o, &b) in self.scratch.iter_mut().zip(&payload[..n]) {
-                    *o = g711::ulaw_decode(b);
-                }
-                n
+                self.last.clear();
+                self.last.extend(payload[..n].iter().map(|&b| decode(b)));
+                self.concealed = 0;
+                out.push(&self.last);
+                return;
             }
-            DecoderKind::Pcma => {
-                let n = payload.len().min(MAX_PACKET_SAMPLES);
-                for (o, &b) in self.scratch.iter_mut().zip(&payload[..n]) {
-                    *o = g711::alaw_decode(b);
-                }
-                n
-            }
+            DecoderKind::Pcmu | DecoderKind::Pcma => 0,
             DecoderKind::G722(d) => {
                 let pcm = d.decode(payload);
                 let n = pcm.len().min(MAX_PACKET_SAMPLES);

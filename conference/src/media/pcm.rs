@@ -39,11 +39,11 @@ impl PcmFifo {
             self.head = (self.head + overflow) % cap;
             self.len -= overflow;
         }
-        let mut tail = (self.head + self.len) % cap;
-        for &s in samples {
-            self.buf[tail] = s;
-            tail = (tail + 1) % cap;
-        }
+        // At most two contiguous copies: up to the end of the ring, then from its start.
+        let tail = (self.head + self.len) % cap;
+        let first = samples.len().min(cap - tail);
+        self.buf[tail..tail + first].copy_from_slice(&samples[..first]);
+        self.buf[..samples.len() - first].copy_from_slice(&samples[first..]);
         self.len += samples.len();
     }
 
@@ -53,11 +53,12 @@ impl PcmFifo {
             return false;
         }
         let cap = self.buf.len();
-        for o in out.iter_mut() {
-            *o = self.buf[self.head];
-            self.head = (self.head + 1) % cap;
-        }
-        self.len -= out.len();
+        let n = out.len();
+        let first = n.min(cap - self.head);
+        out[..first].copy_from_slice(&self.buf[self.head..self.head + first]);
+        out[first..].copy_from_slice(&self.buf[..n - first]);
+        self.head = (self.head + n) % cap;
+        self.len -= n;
         true
     }
 }
@@ -65,6 +66,18 @@ impl PcmFifo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wraps_around_the_ring() {
+        let mut f = PcmFifo::new(5);
+        let mut out = [0; 3];
+        for round in 0..10i16 {
+            f.push(&[round, round + 1, round + 2]);
+            assert!(f.pop(&mut out));
+            assert_eq!(out, [round, round + 1, round + 2]);
+        }
+        assert!(f.is_empty());
+    }
 
     #[test]
     fn fifo_order_partial_and_overflow() {
