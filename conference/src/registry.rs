@@ -69,6 +69,8 @@ pub struct Options {
     /// Token signing secret; `None`: the one kept in the store, generated on first start.
     pub token_secret: Option<String>,
     pub clock: Clock,
+    /// Stream alias of SIP legs (default `phone`).
+    pub sip_stream_alias: String,
 }
 
 /// A request to create a participant.
@@ -157,7 +159,7 @@ impl Conference {
         );
         Ok(Conference {
             state: Mutex::new(state),
-            media: MediaHub::new(),
+            media: MediaHub::new(&options.sip_stream_alias),
             store,
             tokens: TokenKeys::new(secret.as_bytes(), options.token_ttl),
             session_ttl_ms: i64::try_from(options.session_ttl.as_millis()).unwrap_or(i64::MAX / 2),

@@ -36,6 +36,7 @@ impl Fixture {
                 token_ttl: Duration::from_secs(3600),
                 token_secret: None,
                 clock: Arc::new(move || t.load(Ordering::SeqCst)),
+                sip_stream_alias: "phone".into(),
             },
         )
         .await

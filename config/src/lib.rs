@@ -88,6 +88,7 @@ pub struct Config {
     pub media_ip: IpAddr,
     pub rtp_ports: (u16, u16),
     pub rtp_timeout: Duration,
+    pub sip_stream_alias: String,
 }
 
 /// One source's view of the keys: every field optional, unknown keys refused.
@@ -106,6 +107,7 @@ struct Layer {
     media_ip: Option<String>,
     rtp_ports: Option<String>,
     rtp_timeout: Option<String>,
+    sip_stream_alias: Option<String>,
 }
 
 impl Layer {
@@ -126,7 +128,8 @@ impl Layer {
             sip_listen,
             media_ip,
             rtp_ports,
-            rtp_timeout
+            rtp_timeout,
+            sip_stream_alias
         );
         self
     }
@@ -187,6 +190,10 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub rtp_timeout: Option<String>,
 
+    /// [sip_stream_alias, PATCHBAY_SIP_STREAM_ALIAS] Stream alias of SIP callers' audio (for alias-level subscriptions) [default: phone]
+    #[arg(long, value_name = "ALIAS")]
+    pub sip_stream_alias: Option<String>,
+
     /// [accounts] API account as ID:USER:PASSWORD (repeatable; replaces the configured list).
     /// TOML: [[accounts]] id/user/password. Env for one account: PATCHBAY_ACCOUNT_ID,
     /// PATCHBAY_API_USER, PATCHBAY_API_PASSWORD [default: dev:dev:dev, loopback only]
@@ -210,6 +217,7 @@ const ENV_KEYS: &[&str] = &[
     "PATCHBAY_MEDIA_IP",
     "PATCHBAY_RTP_PORTS",
     "PATCHBAY_RTP_TIMEOUT",
+    "PATCHBAY_SIP_STREAM_ALIAS",
 ];
 
 impl Config {
@@ -299,6 +307,7 @@ impl Config {
             media_ip: env_get("PATCHBAY_MEDIA_IP"),
             rtp_ports: env_get("PATCHBAY_RTP_PORTS"),
             rtp_timeout: env_get("PATCHBAY_RTP_TIMEOUT"),
+            sip_stream_alias: env_get("PATCHBAY_SIP_STREAM_ALIAS"),
         };
 
         let cli_accounts = if cli.account.is_empty() {
@@ -331,6 +340,7 @@ impl Config {
             media_ip: cli.media_ip,
             rtp_ports: cli.rtp_ports,
             rtp_timeout: cli.rtp_timeout,
+            sip_stream_alias: cli.sip_stream_alias,
         };
 
         Config::validate(file_layer.merge(env_layer).merge(cli_layer))
@@ -472,12 +482,17 @@ impl Config {
                 )
             })?;
         let rtp_timeout = parse_duration("rtp_timeout", layer.rtp_timeout.as_deref(), "60s")?;
+        let sip_stream_alias = layer.sip_stream_alias.unwrap_or_else(|| "phone".into());
+        if sip_stream_alias.is_empty() || sip_stream_alias.chars().count() > 50 {
+            return Err(key_err("sip_stream_alias", "must be 1-50 characters"));
+        }
 
         let config = Config {
             sip_listen,
             media_ip,
             rtp_ports,
             rtp_timeout,
+            sip_stream_alias,
             http_listen,
             data_dir,
             token_secret,

@@ -84,6 +84,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 token_ttl: config.token_ttl,
                 token_secret: config.token_secret.clone(),
                 clock: system_clock(),
+                sip_stream_alias: config.sip_stream_alias.clone(),
             },
         )
         .await

@@ -46,6 +46,16 @@ fn help_documents_every_key() {
         "PATCHBAY_ACCOUNT_ID",
         "PATCHBAY_API_USER",
         "PATCHBAY_API_PASSWORD",
+        "sip_listen",
+        "PATCHBAY_SIP_LISTEN",
+        "media_ip",
+        "PATCHBAY_MEDIA_IP",
+        "rtp_ports",
+        "PATCHBAY_RTP_PORTS",
+        "rtp_timeout",
+        "PATCHBAY_RTP_TIMEOUT",
+        "sip_stream_alias",
+        "PATCHBAY_SIP_STREAM_ALIAS",
     ] {
         assert!(help.contains(key), "--help does not mention {key}:\n{help}");
     }

@@ -744,3 +744,64 @@ async fn pcmu_pcma_and_g722_callers_in_one_session() {
         assert!(*rms > 1000.0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_level_subscriptions_name_the_configured_sip_alias() {
+    let g = Gateway::start_with(&["--sip-stream-alias", "pstn"], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (a, ta) = audio_participant(&api).await;
+    let (b, tb) = audio_participant(&api).await;
+    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+    api.add(
+        &s,
+        &b,
+        Some(json!({"participants": [{"participantId": a, "streamAliases": ["pstn"]}]})),
+    )
+    .await;
+    let dir = g.scratch().to_path_buf();
+    let call_a = tone_call("a", &dir, 440, Law::Ulaw, 5000, &ta);
+    let call_b = tone_call("b", &dir, 660, Law::Ulaw, 5000, &tb);
+    let capture = Capture::start(&dir, &[call_b.media_port]);
+    let running = [call_a.spawn(&g, &dir), call_b.spawn(&g, &dir)];
+    g.wait_metric("patchbay_sip_calls_active", 2.0).await;
+    let joined = now_epoch();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Another alias: B no longer hears A's stream.
+    let r = api
+        .call(
+            Method::PUT,
+            &format!("/sessions/{s}/participants/{b}/subscriptions"),
+            Some(json!({"participants": [{"participantId": a, "streamAliases": ["phone"]}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let put = now_epoch();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let end = now_epoch();
+    for r in running {
+        r.assert_ok(Duration::from_secs(15));
+    }
+    let packets = capture.stop();
+    assert_settles(
+        &packets,
+        "B (alias pstn)",
+        call_b.media_port,
+        Law::Ulaw,
+        joined + 0.6,
+        put - 0.05,
+        &[440],
+    );
+    let after = heard_windows(&packets, call_b.media_port, Law::Ulaw, put + 0.1, end - 0.1);
+    assert!(
+        after.len() >= 8,
+        "B got too little audio after the change: {after:?}"
+    );
+    for (t, tones, rms) in &after {
+        assert!(
+            tones.is_empty() && *rms < 100.0,
+            "B at +{:.2}s still hears {tones:?} (rms {rms:.0})",
+            t - put
+        );
+    }
+}

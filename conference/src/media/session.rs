@@ -121,7 +121,7 @@ impl SessionHandle {
     }
 }
 
-/// Stream alias under which SIP legs publish their audio.
+/// Default stream alias under which SIP legs publish their audio.
 pub const PHONE_ALIAS: &str = "phone";
 
 struct Leg {
@@ -201,6 +201,8 @@ impl Leg {
 
 struct Actor {
     session_id: Uuid,
+    /// Alias of the SIP legs' streams (what alias-level subscriptions name).
+    alias: Arc<str>,
     legs: HashMap<LegId, Leg>,
     snapshot: SessionSnapshot,
     mixer: Mixer,
@@ -285,7 +287,7 @@ impl Actor {
             for (&speaker, s) in &self.legs {
                 let stream = StreamRef {
                     participant_id: s.participant_id,
-                    alias: Some(PHONE_ALIAS),
+                    alias: Some(&self.alias),
                 };
                 if receives(l.participant_id, &subs, self.session_id, &stream, is_member) {
                     hears.push(speaker);
@@ -447,6 +449,7 @@ async fn run(
 ) {
     let mut actor = Actor {
         session_id,
+        alias: hub.alias.clone(),
         legs: HashMap::new(),
         snapshot: SessionSnapshot::default(),
         mixer: Mixer::new(),
@@ -489,10 +492,10 @@ async fn run(
     tracing::debug!(%session_id, "session media stopped");
 }
 
-#[derive(Default)]
 struct HubInner {
     sessions: Mutex<HashMap<Uuid, SessionHandle>>,
     stats: Arc<MediaStats>,
+    alias: Arc<str>,
 }
 
 impl HubInner {
@@ -506,14 +509,27 @@ impl HubInner {
 
 /// The running session actors, by session id. Touched on joins, leaves and
 /// control-plane changes only — never per packet.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MediaHub {
     inner: Arc<HubInner>,
 }
 
+impl Default for MediaHub {
+    fn default() -> Self {
+        MediaHub::new(PHONE_ALIAS)
+    }
+}
+
 impl MediaHub {
-    pub fn new() -> MediaHub {
-        MediaHub::default()
+    /// A hub whose SIP legs publish under `alias`.
+    pub fn new(alias: &str) -> MediaHub {
+        MediaHub {
+            inner: Arc::new(HubInner {
+                sessions: Mutex::new(HashMap::new()),
+                stats: Arc::new(MediaStats::default()),
+                alias: Arc::from(alias),
+            }),
+        }
     }
 
     /// Statistics of every session's media path.
