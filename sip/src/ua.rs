@@ -111,6 +111,37 @@ struct Call {
     rtp: RtpLeg,
 }
 
+impl Call {
+    /// Put negotiated media into effect: the leg's RTP endpoint, then its session
+    /// (joined the first time, updated after).
+    fn apply(&mut self, n: Negotiated) {
+        self.rtp.sink.configure(
+            n.remote,
+            n.direction.we_send(),
+            n.payload_type,
+            n.event_payload_type,
+            n.codec.rtp_clock(),
+        );
+        self.rtp.set_expecting(n.direction.we_receive());
+        let media = leg_media(&n);
+        let input = if self.negotiated.is_some() {
+            SessionInput::Update {
+                leg: self.leg,
+                media,
+            }
+        } else {
+            SessionInput::Join {
+                leg: self.leg,
+                participant_id: self.participant_id,
+                media,
+                sink: self.rtp.sink.clone(),
+            }
+        };
+        self.session.send(input);
+        self.negotiated = Some(n);
+    }
+}
+
 struct Ua {
     config: SipConfig,
     conference: Arc<Conference>,
@@ -631,29 +662,13 @@ impl Ua {
             .map(Bytes::copy_from_slice)
             .collect();
 
-        if let Some(n) = &negotiated {
-            rtp.sink.configure(
-                n.remote,
-                n.direction.we_send(),
-                n.payload_type,
-                n.event_payload_type,
-                n.codec.rtp_clock(),
-            );
-            rtp.set_expecting(n.direction.we_receive());
-            session.send(SessionInput::Join {
-                leg,
-                participant_id: participant.id,
-                media: leg_media(n),
-                sink: rtp.sink.clone(),
-            });
-        }
         let outputs = self.layer.send_response(key, resp);
         self.run_outputs(key, outputs);
         self.metrics.sip_calls_accepted.inc();
         self.metrics.sip_calls_active.inc();
         tracing::info!(%call_id, leg, participant_id = %participant.id, codec = ?negotiated.map(|n| n.codec), late_offer = negotiated.is_none(), "call answered");
 
-        let call = Call {
+        let mut call = Call {
             leg,
             participant_id: participant.id,
             peer,
@@ -670,12 +685,15 @@ impl Ua {
             ok_interval: self.timers_cfg.t1,
             late_offer: negotiated.is_none(),
             offer,
-            negotiated,
+            negotiated: None,
             sdp_session_id,
             sdp_version: 1,
             session,
             rtp,
         };
+        if let Some(n) = negotiated {
+            call.apply(n);
+        }
         // Retransmit the 200 until the ACK (on UDP), give up after 64·T1.
         let first = if peer.transport == Transport::Udp {
             self.timers_cfg.t1
@@ -731,23 +749,7 @@ impl Ua {
                 .ok()
                 .and_then(|t| sdp::parse(t).ok());
             match answer.as_ref().map(sdp::negotiate) {
-                Some(Ok(n)) => {
-                    call.rtp.sink.configure(
-                        n.remote,
-                        n.direction.we_send(),
-                        n.payload_type,
-                        n.event_payload_type,
-                        n.codec.rtp_clock(),
-                    );
-                    call.rtp.set_expecting(n.direction.we_receive());
-                    call.negotiated = Some(n);
-                    call.session.send(SessionInput::Join {
-                        leg: call.leg,
-                        participant_id: call.participant_id,
-                        media: leg_media(&n),
-                        sink: call.rtp.sink.clone(),
-                    });
-                }
+                Some(Ok(n)) => call.apply(n),
                 _ => {
                     tracing::info!(call_id, "no usable SDP answer in the ACK: ending the call");
                     self.end_call(&call_id, true);
@@ -814,29 +816,8 @@ impl Ua {
                 );
             }
         };
-        call.rtp.sink.configure(
-            n.remote,
-            n.direction.we_send(),
-            n.payload_type,
-            n.event_payload_type,
-            n.codec.rtp_clock(),
-        );
-        call.rtp.set_expecting(n.direction.we_receive());
-        if call.negotiated.is_some() {
-            call.session.send(SessionInput::Update {
-                leg: call.leg,
-                media: leg_media(&n),
-            });
-        } else {
-            call.session.send(SessionInput::Join {
-                leg: call.leg,
-                participant_id: call.participant_id,
-                media: leg_media(&n),
-                sink: call.rtp.sink.clone(),
-            });
-        }
+        call.apply(n);
         tracing::info!(call_id, leg = call.leg, direction = n.direction.as_str(), codec = ?n.codec, "call re-negotiated");
-        call.negotiated = Some(n);
         call.sdp_version += 1;
         let body = sdp::answer(
             &offer,
