@@ -1,0 +1,72 @@
+// Drives headless Chromium (Debian's, via playwright-core) through a scenario and
+// prints one JSON line with what the pages observed. Usage:
+//   node drive.js SCENARIO.json
+// SCENARIO: {"websocketUrl": "ws://127.0.0.1:PORT", "pages": [{"token": "...", "connectTimeoutMs": 5000}]}
+'use strict';
+const fs = require('node:fs');
+const http = require('node:http');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+
+function serve(dir) {
+  const server = http.createServer((req, res) => {
+    const file = path.join(dir, req.url === '/' ? 'index.html' : path.normalize(req.url).replace(/^(\.\.[/\\])+/, ''));
+    fs.readFile(file, (err, data) => {
+      if (err) {
+        res.writeHead(404);
+        return res.end();
+      }
+      res.writeHead(200, { 'content-type': file.endsWith('.html') ? 'text/html' : 'text/javascript' });
+      res.end(data);
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+async function main() {
+  const scenario = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+  const server = await serve(path.join(__dirname, 'page'));
+  const pageUrl = `http://127.0.0.1:${server.address().port}/`;
+  const userDataDir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'pb-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.PATCHBAY_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  const results = [];
+  try {
+    for (const spec of scenario.pages) {
+      const page = await context.newPage();
+      const logs = [];
+      page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+      page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+      await page.goto(pageUrl);
+      const outcome = await page
+        .evaluate(([token, url, ms]) => window.pb.connect(token, url, ms), [
+          spec.token,
+          scenario.websocketUrl,
+          spec.connectTimeoutMs || 5000,
+        ])
+        .catch((e) => `error: ${e.message}`);
+      // Let close events and reconnect attempts land.
+      await page.waitForTimeout(spec.settleMs || 300);
+      const observed = await page.evaluate(() => ({ closes: window.pb.closes, events: window.pb.events }));
+      results.push({ outcome, ...observed, logs: logs.slice(-20) });
+    }
+  } finally {
+    await context.close();
+    server.close();
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+  }
+  console.log(JSON.stringify({ pages: results }));
+}
+
+main().catch((e) => {
+  console.error(e && e.stack ? e.stack : e);
+  process.exit(1);
+});

@@ -1,0 +1,55 @@
+// Test page: the unmodified Bandwidth browser SDK (bundled by esbuild at test time),
+// plus what a user would observe — WebSocket closes, streams that became available,
+// audio energy and tone peaks, decoded video frames. Driven by ../drive.js.
+import BandwidthRtcModule from "@bandwidth/webrtc-browser";
+
+const BandwidthRtc = BandwidthRtcModule.default || BandwidthRtcModule;
+
+// Record every close of every WebSocket the SDK opens (code and reason are what the
+// server sent: the SDK itself only reconnects).
+const closes = [];
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("close", (e) => closes.push({ code: e.code, reason: e.reason }));
+  }
+};
+
+const events = [];
+let rtc = null;
+
+function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+window.pb = {
+  closes,
+  events,
+
+  /** Connect with a bound: the SDK's connect() never rejects, it retries forever. */
+  async connect(token, websocketUrl, timeoutMs) {
+    rtc = new BandwidthRtc("warn");
+    rtc.onStreamAvailable((s) =>
+      events.push({
+        type: "available",
+        endpointId: s.endpointId,
+        participantId: s.participantId,
+        alias: s.alias,
+        mediaTypes: s.mediaTypes,
+      }),
+    );
+    rtc.onStreamUnavailable((id) => events.push({ type: "unavailable", endpointId: id }));
+    const outcome = await Promise.race([
+      rtc.connect({ deviceToken: token }, { websocketUrl }).then(() => "connected"),
+      sleep(timeoutMs).then(() => "timeout"),
+    ]);
+    return outcome;
+  },
+
+  async disconnect() {
+    if (rtc) {
+      rtc.disconnect();
+    }
+  },
+};

@@ -1,0 +1,75 @@
+//! The unmodified Bandwidth browser SDK (`@bandwidth/webrtc-browser`) in headless
+//! Chromium against the real gateway: what the page observes.
+
+use std::process::Command;
+
+use patchbay_tests::{workspace, Gateway};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Run `tests/browser/drive.js` with a scenario; returns its JSON report.
+fn drive(g: &Gateway, pages: Value) -> Value {
+    let dir = workspace().join("tests/browser");
+    assert!(
+        dir.join("node_modules/@bandwidth/webrtc-browser").exists() && dir.join("page/bundle.js").exists(),
+        "browser test page not built: scripts/test runs `npm ci && npm run build` in tests/browser"
+    );
+    let scenario = g.scratch().join(format!("scenario-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &scenario,
+        json!({"websocketUrl": format!("ws://127.0.0.1:{}", g.port), "pages": pages}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new("node").arg("drive.js").arg(&scenario).current_dir(&dir).output().expect("run node");
+    assert!(
+        out.status.success(),
+        "drive.js failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_connects_and_bad_tokens_are_refused_with_a_reason() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (member, member_token) = api.participant(json!({})).await;
+    api.add(&s, &member, None).await;
+    let (_, lonely_token) = api.participant(json!({})).await;
+    let (revoked, revoked_token) = api.participant(json!({})).await;
+    api.add(&s, &revoked, None).await;
+    api.call(Method::DELETE, &format!("/participants/{revoked}"), None).await;
+    // A well-formed JWT (the SDK decodes it client-side) whose signature is not ours.
+    let mut parts: Vec<String> = member_token.split('.').map(String::from).collect();
+    parts[2] = "A".repeat(parts[2].len());
+    let tampered = parts.join(".");
+
+    let report = drive(
+        &g,
+        json!([
+            {"token": member_token, "connectTimeoutMs": 5000},
+            {"token": revoked_token, "connectTimeoutMs": 2500},
+            {"token": tampered, "connectTimeoutMs": 2500},
+            {"token": lonely_token, "connectTimeoutMs": 2500},
+        ]),
+    );
+    let pages = report["pages"].as_array().unwrap();
+    assert_eq!(pages[0]["outcome"], "connected", "{}", pages[0]);
+    assert_eq!(pages[0]["closes"], json!([]));
+    for (page, code, reason) in [
+        (&pages[1], 4401, "no longer exists"),
+        (&pages[2], 4401, "invalid token"),
+        (&pages[3], 4403, "not in a session"),
+    ] {
+        // connect() never settles (the SDK retries forever); the page saw why.
+        assert_eq!(page["outcome"], "timeout", "{page}");
+        let closes = page["closes"].as_array().unwrap();
+        assert!(!closes.is_empty(), "no close seen: {page}");
+        assert!(
+            closes.iter().all(|c| c["code"] == code && c["reason"].as_str().unwrap().contains(reason)),
+            "expected {code} `{reason}`: {page}"
+        );
+    }
+}
