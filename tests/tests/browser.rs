@@ -11,16 +11,24 @@ use serde_json::{json, Value};
 fn drive(g: &Gateway, pages: Value) -> Value {
     let dir = workspace().join("tests/browser");
     assert!(
-        dir.join("node_modules/@bandwidth/webrtc-browser").exists() && dir.join("page/bundle.js").exists(),
+        dir.join("node_modules/@bandwidth/webrtc-browser").exists()
+            && dir.join("page/bundle.js").exists(),
         "browser test page not built: scripts/test runs `npm ci && npm run build` in tests/browser"
     );
-    let scenario = g.scratch().join(format!("scenario-{}.json", uuid::Uuid::new_v4()));
+    let scenario = g
+        .scratch()
+        .join(format!("scenario-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(
         &scenario,
         json!({"websocketUrl": format!("ws://127.0.0.1:{}", g.port), "pages": pages}).to_string(),
     )
     .unwrap();
-    let out = Command::new("node").arg("drive.js").arg(&scenario).current_dir(&dir).output().expect("run node");
+    let out = Command::new("node")
+        .arg("drive.js")
+        .arg(&scenario)
+        .current_dir(&dir)
+        .output()
+        .expect("run node");
     assert!(
         out.status.success(),
         "drive.js failed:\n{}\n{}",
@@ -40,7 +48,8 @@ async fn sdk_connects_and_bad_tokens_are_refused_with_a_reason() {
     let (_, lonely_token) = api.participant(json!({})).await;
     let (revoked, revoked_token) = api.participant(json!({})).await;
     api.add(&s, &revoked, None).await;
-    api.call(Method::DELETE, &format!("/participants/{revoked}"), None).await;
+    api.call(Method::DELETE, &format!("/participants/{revoked}"), None)
+        .await;
     // A well-formed JWT (the SDK decodes it client-side) whose signature is not ours.
     let mut parts: Vec<String> = member_token.split('.').map(String::from).collect();
     parts[2] = "A".repeat(parts[2].len());
@@ -68,7 +77,9 @@ async fn sdk_connects_and_bad_tokens_are_refused_with_a_reason() {
         let closes = page["closes"].as_array().unwrap();
         assert!(!closes.is_empty(), "no close seen: {page}");
         assert!(
-            closes.iter().all(|c| c["code"] == code && c["reason"].as_str().unwrap().contains(reason)),
+            closes
+                .iter()
+                .all(|c| c["code"] == code && c["reason"].as_str().unwrap().contains(reason)),
             "expected {code} `{reason}`: {page}"
         );
     }
