@@ -40,6 +40,17 @@ async fn close_with(mut socket: WebSocket, code: u16, reason: String) {
             reason: reason.into(),
         })))
         .await;
+    // Read until the client's Close (RFC 6455 §7.1.1) before dropping the connection:
+    // closing with its first request unread would reset it, and the browser could lose
+    // our Close frame and report 1006 without the reason.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>) {

@@ -459,6 +459,7 @@ async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut joined_once = false;
+    let mut ended = None;
     loop {
         tokio::select! {
             biased;
@@ -476,8 +477,9 @@ async fn run(
                         actor.snapshot = s;
                         actor.route();
                     }
-                    SessionInput::End(reason) => {
+                                        SessionInput::End(reason) => {
                         actor.end(reason);
+                        ended = Some(reason);
                         break;
                     }
                 }
@@ -489,6 +491,35 @@ async fn run(
         }
     }
     hub.remove(session_id, &me);
+    // Inputs that raced our exit (a Join sent just before we left the hub) must not be
+    // lost: after an End their legs are hung up, otherwise they go to whichever actor
+    // serves the session now.
+    rx.close();
+    let mut pending = Vec::new();
+    while let Ok(input) = rx.try_recv() {
+        pending.push(input);
+    }
+    if pending
+        .iter()
+        .any(|i| matches!(i, SessionInput::Join { .. }))
+    {
+        match ended {
+            Some(reason) => {
+                for input in pending {
+                    if let SessionInput::Join { sink, .. } = input {
+                        sink.hang_up(reason);
+                    }
+                }
+            }
+            None => {
+                let snapshot = actor.snapshot.clone();
+                let next = MediaHub { inner: hub.clone() }.session(session_id, move || snapshot);
+                for input in pending {
+                    next.send(input);
+                }
+            }
+        }
+    }
     tracing::debug!(%session_id, "session media stopped");
 }
 
