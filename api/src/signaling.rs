@@ -5,8 +5,9 @@
 //! for a bad, expired or revoked token; 4403 when the participant is in no
 //! session; 4400 without `uniqueId`), `setMediaPreferences`, `ping`, `leave`,
 //! `deviceDiagnostics`, and JSON-RPC errors for garbage (-32700), malformed
-//! requests (-32600) and unknown methods (-32601). The media methods
-//! (`offerSdp`, `answerSdp`) are not built yet and answer -32601.
+//! requests (-32600) and unknown methods (-32601). `offerSdp` (publishing)
+//! is answered by the session's media actor; subscribing (`sdpOffer`,
+//! `answerSdp`) is not built yet.
 
 use std::collections::HashMap;
 
@@ -14,6 +15,9 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde_json::{json, Value};
+
+use patchbay_conference::media::session::{PublishOffer, SessionHandle, SessionInput};
+use patchbay_conference::JoinError;
 
 use crate::AppState;
 
@@ -70,33 +74,87 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
         )
         .await;
     };
-    let participant = match app.conference.verify_token(token) {
-        Ok(p) => p,
+    let (participant, session) = match app.conference.join_device(token) {
+        Ok(x) => x,
+        Err(JoinError::NotInSession(p)) => {
+            return close_with(
+                socket,
+                close::NOT_IN_SESSION,
+                format!("participant {p} is not in a session"),
+            )
+            .await
+        }
         Err(e) => {
             return close_with(socket, close::UNAUTHORIZED, format!("invalid token: {e}")).await
         }
     };
-    if participant.session_id.is_none() {
-        return close_with(
-            socket,
-            close::NOT_IN_SESSION,
-            format!("participant {} is not in a session", participant.id),
-        )
-        .await;
-    }
     tracing::info!(participant_id = %participant.id, device_id = %unique_id, "device connected");
-    serve(socket).await;
+    let device = Device {
+        id: unique_id.clone(),
+        participant_id: participant.id,
+        session,
+    };
+    serve(socket, &device).await;
+    device.session.send(SessionInput::DeviceGone {
+        device: unique_id.clone(),
+    });
     tracing::info!(participant_id = %participant.id, device_id = %unique_id, "device gone");
 }
 
-async fn serve(mut socket: WebSocket) {
+/// A connected device and the session actor that owns its media.
+struct Device {
+    id: String,
+    participant_id: uuid::Uuid,
+    session: SessionHandle,
+}
+
+/// Hand an `offerSdp` to the session actor and build the SDK's `PublishSdpAnswer`.
+async fn publish(device: &Device, id: Value, params: &Value) -> Value {
+    let sdp = params["sdpOffer"].as_str().unwrap_or_default().to_string();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    device.session.send(SessionInput::Publish(PublishOffer {
+        device: device.id.clone(),
+        participant_id: device.participant_id,
+        sdp,
+        reply,
+    }));
+    let answer = match tokio::time::timeout(std::time::Duration::from_secs(5), answer).await {
+        Ok(Ok(Ok(a))) => a,
+        Ok(Ok(Err(message))) => return rpc_error(id, -32000, &message),
+        _ => return rpc_error(id, -32000, "the session's media did not answer"),
+    };
+    let mut metadata = serde_json::Map::new();
+    for (msid, kinds) in answer.streams {
+        let mut m = json!({
+            "endpointId": msid,
+            "mediaTypes": kinds,
+            "participantId": device.participant_id.to_string(),
+        });
+        if let Some(alias) = params["mediaMetadata"]["mediaStreams"][&msid]["alias"].as_str() {
+            m["alias"] = json!(alias);
+        }
+        metadata.insert(msid, m);
+    }
+    json!({"jsonrpc": "2.0", "id": id, "result": {
+        "endpointId": device.id,
+        "sdpAnswer": answer.sdp,
+        "streamMetadata": metadata,
+    }})
+}
+
+async fn serve(mut socket: WebSocket, device: &Device) {
     while let Some(Ok(msg)) = socket.recv().await {
         let text = match msg {
             Message::Text(t) => t,
             Message::Close(_) => return,
             _ => continue,
         };
-        match handle(text.as_str()) {
+        let outcome = match handle(text.as_str()) {
+            Outcome::OfferSdp { id, params } => Outcome::Reply(publish(device, id, &params).await),
+            other => other,
+        };
+        match outcome {
+            Outcome::OfferSdp { .. } => {}
             Outcome::Reply(v) => {
                 if socket
                     .send(Message::Text(v.to_string().into()))
@@ -126,10 +184,19 @@ pub enum Outcome {
     Reply(Value),
     Nothing,
     Leave,
+    /// A publish offer for the session's media.
+    OfferSdp {
+        id: Value,
+        params: Value,
+    },
+}
+
+fn rpc_error(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": id})
 }
 
 fn error(id: Value, code: i64, message: &str) -> Outcome {
-    Outcome::Reply(json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": id}))
+    Outcome::Reply(rpc_error(id, code, message))
 }
 
 /// Handle one JSON-RPC message (sans-IO).
@@ -159,6 +226,18 @@ pub fn handle(text: &str) -> Outcome {
             result(json!({}))
         }
         "leave" => Outcome::Leave,
+        "offerSdp" => match (id, obj.get("params")) {
+            (Some(id), Some(params)) if params["sdpOffer"].is_string() => Outcome::OfferSdp {
+                id,
+                params: params.clone(),
+            },
+            (Some(id), _) => error(
+                id,
+                -32602,
+                "invalid params: sdpOffer (a string) is required",
+            ),
+            (None, _) => Outcome::Nothing,
+        },
         other => match id {
             Some(id) => error(id, -32601, &format!("method not found: {other}")),
             None => Outcome::Nothing,

@@ -200,6 +200,24 @@ impl Conference {
         Ok((p.clone(), handle))
     }
 
+    /// Admit a browser device: the token must name an existing participant that is in a
+    /// session. Returns the participant and its session's media actor.
+    pub fn join_device(
+        &self,
+        token: &str,
+    ) -> std::result::Result<(Participant, SessionHandle), JoinError> {
+        let claims = self.tokens.verify(token, self.now())?;
+        let st = self.lock();
+        let p = st
+            .participants
+            .get(&claims.participant_id)
+            .filter(|p| p.account_id == claims.account_id)
+            .ok_or_else(|| TokenError::Invalid("participant no longer exists".into()))?;
+        let sid = p.session_id.ok_or(JoinError::NotInSession(p.id))?;
+        let handle = self.media.session(sid, || snapshot(&st, sid));
+        Ok((p.clone(), handle))
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

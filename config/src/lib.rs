@@ -89,6 +89,7 @@ pub struct Config {
     pub rtp_ports: (u16, u16),
     pub rtp_timeout: Duration,
     pub sip_stream_alias: String,
+    pub webrtc_listen: SocketAddr,
 }
 
 /// One source's view of the keys: every field optional, unknown keys refused.
@@ -108,6 +109,7 @@ struct Layer {
     rtp_ports: Option<String>,
     rtp_timeout: Option<String>,
     sip_stream_alias: Option<String>,
+    webrtc_listen: Option<String>,
 }
 
 impl Layer {
@@ -129,7 +131,8 @@ impl Layer {
             media_ip,
             rtp_ports,
             rtp_timeout,
-            sip_stream_alias
+            sip_stream_alias,
+            webrtc_listen
         );
         self
     }
@@ -194,6 +197,10 @@ pub struct Cli {
     #[arg(long, value_name = "ALIAS")]
     pub sip_stream_alias: Option<String>,
 
+    /// [webrtc_listen, PATCHBAY_WEBRTC_LISTEN] The one UDP address of all WebRTC media (ICE-lite host candidate) [default: 127.0.0.1:30000]
+    #[arg(long, value_name = "ADDR")]
+    pub webrtc_listen: Option<String>,
+
     /// [accounts] API account as ID:USER:PASSWORD (repeatable; replaces the configured list).
     /// TOML: [[accounts]] id/user/password. Env for one account: PATCHBAY_ACCOUNT_ID,
     /// PATCHBAY_API_USER, PATCHBAY_API_PASSWORD [default: dev:dev:dev, loopback only]
@@ -218,6 +225,7 @@ const ENV_KEYS: &[&str] = &[
     "PATCHBAY_RTP_PORTS",
     "PATCHBAY_RTP_TIMEOUT",
     "PATCHBAY_SIP_STREAM_ALIAS",
+    "PATCHBAY_WEBRTC_LISTEN",
 ];
 
 impl Config {
@@ -308,6 +316,7 @@ impl Config {
             rtp_ports: env_get("PATCHBAY_RTP_PORTS"),
             rtp_timeout: env_get("PATCHBAY_RTP_TIMEOUT"),
             sip_stream_alias: env_get("PATCHBAY_SIP_STREAM_ALIAS"),
+            webrtc_listen: env_get("PATCHBAY_WEBRTC_LISTEN"),
         };
 
         let cli_accounts = if cli.account.is_empty() {
@@ -341,6 +350,7 @@ impl Config {
             rtp_ports: cli.rtp_ports,
             rtp_timeout: cli.rtp_timeout,
             sip_stream_alias: cli.sip_stream_alias,
+            webrtc_listen: cli.webrtc_listen,
         };
 
         Config::validate(file_layer.merge(env_layer).merge(cli_layer))
@@ -482,6 +492,21 @@ impl Config {
                 )
             })?;
         let rtp_timeout = parse_duration("rtp_timeout", layer.rtp_timeout.as_deref(), "60s")?;
+        let webrtc_text = layer
+            .webrtc_listen
+            .unwrap_or_else(|| "127.0.0.1:30000".into());
+        let webrtc_listen: SocketAddr = webrtc_text.parse().map_err(|_| {
+            key_err(
+                "webrtc_listen",
+                format!("`{webrtc_text}` is not an IP:port socket address"),
+            )
+        })?;
+        if webrtc_listen.ip().is_unspecified() {
+            return Err(key_err(
+                "webrtc_listen",
+                "must be a concrete address: it is the ICE candidate browsers send to",
+            ));
+        }
         let sip_stream_alias = layer.sip_stream_alias.unwrap_or_else(|| "phone".into());
         if sip_stream_alias.is_empty() || sip_stream_alias.chars().count() > 50 {
             return Err(key_err("sip_stream_alias", "must be 1-50 characters"));
@@ -493,6 +518,7 @@ impl Config {
             rtp_ports,
             rtp_timeout,
             sip_stream_alias,
+            webrtc_listen,
             http_listen,
             data_dir,
             token_secret,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use patchbay_api::{Accounts, AppState, Metrics};
+use patchbay_conference::media::webrtc::WebRtcTransport;
 use patchbay_conference::store::SqliteStore;
 use patchbay_conference::{system_clock, Conference, Options};
 use patchbay_config::{Config, LogFormat};
@@ -100,6 +101,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
 
+    let webrtc = WebRtcTransport::bind(config.webrtc_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "config key `webrtc_listen`: cannot bind {}",
+                config.webrtc_listen
+            )
+        })?;
+    conference.media().set_webrtc(webrtc.clone());
+    let webrtc_task = tokio::spawn(webrtc.clone().run());
+
     let sip_metrics = SipMetrics::default();
     let sip = SipGateway::start(
         SipConfig {
@@ -145,7 +157,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     tracing::info!(
         http = %config.http_listen,
-        sip = %sip.local,
+                sip = %sip.local,
+        webrtc = %webrtc.local_addr(),
         media_ip = %config.media_ip,
         data_dir = %config.data_dir.display(),
         accounts = ?config.accounts.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
@@ -159,6 +172,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
 
     sweeper.abort();
+    webrtc_task.abort();
     sip.shutdown().await;
     conference.close().await.context("flushing the store")?;
     tracing::info!("patchbay stopped");

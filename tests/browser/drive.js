@@ -53,10 +53,16 @@ async function main() {
           spec.connectTimeoutMs || 5000,
         ])
         .catch((e) => `error: ${e.message}`);
-      // Let close events and reconnect attempts land.
+      let published = null;
+      if (spec.publish && outcome === 'connected') {
+        published = await page
+          .evaluate(([alias, video]) => window.pb.publish(alias, video), [spec.publish.alias, !!spec.publish.video])
+          .catch((e) => ({ error: e.message }));
+      }
+      // Let media flow, close events and reconnect attempts land.
       await page.waitForTimeout(spec.settleMs || 300);
       const observed = await page.evaluate(() => ({ closes: window.pb.closes, events: window.pb.events }));
-      results.push({ outcome, ...observed, logs: logs.slice(-20) });
+      results.push({ outcome, published, ...observed, logs: logs.slice(-20) });
     }
   } finally {
     await context.close();

@@ -58,6 +58,7 @@ pub struct Gateway {
     dir: tempfile::TempDir,
     pub port: u16,
     pub sip_port: u16,
+    pub webrtc_port: u16,
     args: Vec<String>,
     env: Vec<(String, String)>,
     restarts: u32,
@@ -76,6 +77,7 @@ impl Gateway {
             dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
             sip_port: sipp::free_udp_ports(1),
+            webrtc_port: sipp::free_udp_ports(1),
             args: args.iter().map(|s| s.to_string()).collect(),
             env: env
                 .iter()
@@ -115,6 +117,8 @@ impl Gateway {
             .arg(self.data_dir())
             .arg("--sip-listen")
             .arg(format!("127.0.0.1:{}", self.sip_port))
+            .arg("--webrtc-listen")
+            .arg(format!("127.0.0.1:{}", self.webrtc_port))
             .args(&self.args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -84,3 +84,29 @@ async fn sdk_connects_and_bad_tokens_are_refused_with_a_reason() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_publishes_audio_and_media_arrives() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api.participant(json!({})).await;
+    api.add(&s, &p, Some(json!({"sessionId": s}))).await;
+    let report = drive(
+        &g,
+        json!([{"token": token, "connectTimeoutMs": 5000, "publish": {"alias": "microphone"}, "settleMs": 2500}]),
+    );
+    let page = &report["pages"][0];
+    assert_eq!(page["outcome"], "connected", "{page}");
+    // The SDK got our answer and the stream metadata it keys by msid.
+    let published = &page["published"];
+    assert_eq!(published["mediaTypes"], json!(["AUDIO"]), "{page}");
+    assert_eq!(published["alias"], "microphone", "{page}");
+    // ICE-lite, DTLS and SRTP came up: the browser's audio reached the session.
+    let frames = g.metric("patchbay_webrtc_media_in_total").await;
+    assert!(
+        frames > 20.0,
+        "only {frames} media frames from the browser:\n{}",
+        g.log()
+    );
+}

@@ -10,6 +10,7 @@ pub mod pcm;
 pub mod resample;
 pub mod session;
 pub mod stats;
+pub mod webrtc;
 
 /// Every mix is made of 20 ms frames.
 pub const FRAME_MS: u32 = 20;

@@ -18,6 +18,7 @@ use super::jitter::{JitterBuffer, Pull};
 use super::mixer::Mixer;
 use super::pcm::PcmFifo;
 use super::stats::MediaStats;
+use super::webrtc::{offered_streams, sdp_ufrag, WebRtcIn, WebRtcTransport};
 use super::{frame_len, FRAME_MS};
 use crate::model::Subscriptions;
 use crate::resolver::{receives, StreamRef};
@@ -87,7 +88,26 @@ pub struct SessionSnapshot {
     pub members: Vec<(Uuid, Subscriptions)>,
 }
 
-/// What the actor receives (RTP it reads itself, at each tick: [`LegSink::drain`]).
+/// A browser device's publish offer, answered by the session actor.
+pub struct PublishOffer {
+    /// The device (the SDK's `uniqueId`).
+    pub device: String,
+    pub participant_id: Uuid,
+    pub sdp: String,
+    pub reply: tokio::sync::oneshot::Sender<Result<PublishAnswer, String>>,
+}
+
+/// The answer to a [`PublishOffer`].
+#[derive(Debug)]
+pub struct PublishAnswer {
+    pub sdp: String,
+    /// msid stream id → media kinds (`AUDIO`, `VIDEO`) of what the device publishes.
+    pub streams: Vec<(String, Vec<&'static str>)>,
+}
+
+/// What the actor receives (SIP legs' RTP it reads itself, at each tick: [`LegSink::drain`]).
+// WebRTC datagrams ride inline so that a packet costs no allocation on its way here.
+#[allow(clippy::large_enum_variant)]
 pub enum SessionInput {
     Join {
         leg: LegId,
@@ -103,6 +123,14 @@ pub enum SessionInput {
     Leave {
         leg: LegId,
     },
+    /// A browser device publishes (or re-publishes) with this offer.
+    Publish(PublishOffer),
+    /// A browser device is gone (socket closed, left, removed).
+    DeviceGone {
+        device: String,
+    },
+    /// A datagram for one of the devices' peer connections.
+    WebRtc(WebRtcIn),
     Snapshot(SessionSnapshot),
     /// The session is gone: hang up every leg and stop.
     End(HangupReason),
@@ -119,6 +147,19 @@ impl SessionHandle {
     pub fn send(&self, input: SessionInput) -> bool {
         self.tx.send(input).is_ok()
     }
+
+    /// Whether both handles lead to the same actor.
+    pub fn same_session(&self, other: &SessionHandle) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+}
+
+/// A browser device and its publishing peer connection.
+struct Device {
+    participant_id: Uuid,
+    publish: str0m::Rtc,
+    ufrag: String,
+    heartbeat: Option<str0m::channel::ChannelId>,
 }
 
 /// Default stream alias under which SIP legs publish their audio.
@@ -209,6 +250,12 @@ struct Actor {
     stats: Arc<MediaStats>,
     /// RFC 4733 packets read this tick, forwarded once every leg is drained.
     events: Vec<(LegId, [u8; 4], bool, u32)>,
+    devices: HashMap<String, Device>,
+    webrtc: Option<Arc<WebRtcTransport>>,
+    me: SessionHandle,
+    /// The earliest str0m timeout of any device.
+    next_rtc: Option<std::time::Instant>,
+    ticks: u64,
 }
 
 impl Actor {
@@ -426,6 +473,167 @@ impl Actor {
             .fetch_add(self.legs.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Answer a device's publish offer with its (possibly new) publishing peer connection.
+    fn publish(&mut self, offer: PublishOffer) {
+        let result = self.accept_publish(&offer);
+        let _ = offer.reply.send(result);
+        self.drive_devices();
+    }
+
+    fn accept_publish(&mut self, offer: &PublishOffer) -> Result<PublishAnswer, String> {
+        let Some(transport) = self.webrtc.clone() else {
+            return Err("WebRTC media is not enabled on this gateway".into());
+        };
+        let parsed = str0m::change::SdpOffer::from_sdp_string(&offer.sdp)
+            .map_err(|e| format!("bad SDP offer: {e}"))?;
+        let fresh = !self.devices.contains_key(&offer.device);
+        if fresh {
+            let mut rtc = str0m::Rtc::builder()
+                .set_ice_lite(true)
+                .build(std::time::Instant::now());
+            let candidate = str0m::Candidate::host(transport.local_addr(), "udp")
+                .map_err(|e| format!("candidate: {e}"))?;
+            rtc.add_local_candidate(candidate);
+            self.devices.insert(
+                offer.device.clone(),
+                Device {
+                    participant_id: offer.participant_id,
+                    publish: rtc,
+                    ufrag: String::new(),
+                    heartbeat: None,
+                },
+            );
+        }
+        let Some(device) = self.devices.get_mut(&offer.device) else {
+            return Err("device vanished".into());
+        };
+        let answer = device
+            .publish
+            .sdp_api()
+            .accept_offer(parsed)
+            .map_err(|e| format!("cannot answer the SDP offer: {e}"))?;
+        let sdp = answer.to_sdp_string();
+        if fresh {
+            // The SDK's negotiated data channels: 0 __heartbeat__, 1 __diagnostics__.
+            for (id, label) in [(0u16, "__heartbeat__"), (1, "__diagnostics__")] {
+                device
+                    .publish
+                    .direct_api()
+                    .create_data_channel(str0m::channel::ChannelConfig {
+                        label: label.to_string(),
+                        negotiated: Some(id),
+                        protocol: "udp".to_string(),
+                        ..Default::default()
+                    });
+            }
+            if let Some(ufrag) = sdp_ufrag(&sdp) {
+                device.ufrag = ufrag.to_string();
+                transport.register(ufrag, self.me.clone());
+            }
+            tracing::info!(session_id = %self.session_id, device = %offer.device, participant_id = %offer.participant_id, "device publishing connection created");
+        }
+        Ok(PublishAnswer {
+            sdp,
+            streams: offered_streams(&offer.sdp),
+        })
+    }
+
+    fn device_gone(&mut self, device: &str) {
+        if let Some(d) = self.devices.remove(device) {
+            if let Some(t) = &self.webrtc {
+                t.unregister(&d.ufrag);
+            }
+            tracing::info!(session_id = %self.session_id, device, participant_id = %d.participant_id, "device gone");
+        }
+    }
+
+    /// A datagram for whichever device's peer connection accepts it.
+    fn webrtc_input(&mut self, input: &WebRtcIn) {
+        let Some(transport) = &self.webrtc else {
+            return;
+        };
+        let Ok(receive) = str0m::net::Receive::new(
+            str0m::net::Protocol::Udp,
+            input.from,
+            transport.local_addr(),
+            input.bytes(),
+        ) else {
+            return;
+        };
+        let input = str0m::Input::Receive(std::time::Instant::now(), receive);
+        if let Some(d) = self
+            .devices
+            .values_mut()
+            .find(|d| d.publish.accepts(&input))
+        {
+            if let Err(e) = d.publish.handle_input(input) {
+                tracing::debug!(error = %e, "peer connection input");
+            }
+        }
+        self.drive_devices();
+    }
+
+    /// Run every peer connection until it waits: send what it transmits, note its timeout.
+    fn drive_devices(&mut self) {
+        let now = std::time::Instant::now();
+        let mut next: Option<std::time::Instant> = None;
+        let mut dead = Vec::new();
+        for (id, d) in self.devices.iter_mut() {
+            if d.publish.handle_input(str0m::Input::Timeout(now)).is_err() {
+                dead.push(id.clone());
+                continue;
+            }
+            loop {
+                match d.publish.poll_output() {
+                    Ok(str0m::Output::Timeout(t)) => {
+                        next = Some(next.map_or(t, |n| n.min(t)));
+                        break;
+                    }
+                    Ok(str0m::Output::Transmit(t)) => {
+                        if let Some(tr) = &self.webrtc {
+                            tr.send(t.destination, &t.contents);
+                        }
+                    }
+                    Ok(str0m::Output::Event(e)) => match e {
+                        str0m::Event::Connected => {
+                            tracing::info!(session_id = %self.session_id, device = %id, "device publishing connection up");
+                        }
+                        str0m::Event::ChannelOpen(cid, label) if label == "__heartbeat__" => {
+                            d.heartbeat = Some(cid);
+                        }
+                        str0m::Event::MediaData(_) => {
+                            self.stats
+                                .webrtc_media_in
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        _ => {}
+                    },
+                    Err(e) => {
+                        tracing::info!(device = %id, error = %e, "peer connection failed");
+                        dead.push(id.clone());
+                        break;
+                    }
+                }
+            }
+            if !d.publish.is_alive() {
+                dead.push(id.clone());
+            }
+        }
+        for id in dead {
+            self.device_gone(&id);
+        }
+        self.next_rtc = next;
+    }
+
+    /// Every 5 s, PING on each device's heartbeat channel (the SDK answers PONG).
+    fn heartbeat(&mut self) {
+        for d in self.devices.values_mut() {
+            if let Some(mut ch) = d.heartbeat.and_then(|id| d.publish.channel(id)) {
+                let _ = ch.write(false, b"PING");
+            }
+        }
+    }
+
     fn end(&mut self, reason: HangupReason) {
         for (_, l) in self.legs.drain() {
             l.sink.hang_up(reason);
@@ -455,6 +663,11 @@ async fn run(
         mixer: Mixer::new(),
         stats: hub.stats.clone(),
         events: Vec::with_capacity(16),
+        devices: HashMap::new(),
+        webrtc: hub.webrtc.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        me: SessionHandle { tx: me.clone() },
+        next_rtc: None,
+        ticks: 0,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -470,8 +683,14 @@ async fn run(
                         joined_once = true;
                         actor.join(leg, participant_id, media, sink);
                     }
-                    SessionInput::Update { leg, media } => actor.update(leg, media),
+                                        SessionInput::Update { leg, media } => actor.update(leg, media),
                     SessionInput::Leave { leg } => actor.leave(leg),
+                    SessionInput::Publish(offer) => {
+                        joined_once = true;
+                        actor.publish(offer);
+                    }
+                    SessionInput::DeviceGone { device } => actor.device_gone(&device),
+                    SessionInput::WebRtc(input) => actor.webrtc_input(&input),
 
                     SessionInput::Snapshot(s) => {
                         actor.snapshot = s;
@@ -483,11 +702,24 @@ async fn run(
                         break;
                     }
                 }
-                if joined_once && actor.legs.is_empty() {
+                                if joined_once && actor.legs.is_empty() && actor.devices.is_empty() {
                     break;
                 }
             }
-                                    _ = tick.tick() => actor.tick(),
+                                                _ = tick.tick() => {
+                actor.tick();
+                actor.ticks += 1;
+                if actor.ticks.is_multiple_of(250) {
+                    actor.heartbeat();
+                    actor.drive_devices();
+                }
+            }
+            _ = async {
+                match actor.next_rtc {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => actor.drive_devices(),
         }
     }
     hub.remove(session_id, &me);
@@ -527,6 +759,7 @@ struct HubInner {
     sessions: Mutex<HashMap<Uuid, SessionHandle>>,
     stats: Arc<MediaStats>,
     alias: Arc<str>,
+    webrtc: Mutex<Option<Arc<WebRtcTransport>>>,
 }
 
 impl HubInner {
@@ -559,8 +792,14 @@ impl MediaHub {
                 sessions: Mutex::new(HashMap::new()),
                 stats: Arc::new(MediaStats::default()),
                 alias: Arc::from(alias),
+                webrtc: Mutex::new(None),
             }),
         }
+    }
+
+    /// Enable WebRTC media for browser devices on this transport.
+    pub fn set_webrtc(&self, transport: Arc<WebRtcTransport>) {
+        *self.inner.webrtc.lock().unwrap_or_else(|e| e.into_inner()) = Some(transport);
     }
 
     /// Statistics of every session's media path.

@@ -72,6 +72,8 @@ pub struct MediaStats {
     pub frames_mixed: AtomicU64,
     /// Packets the jitter buffers had to conceal.
     pub concealed: AtomicU64,
+    /// Media frames received from browsers' publishing connections.
+    pub webrtc_media_in: AtomicU64,
 }
 
 impl MediaStats {
@@ -102,6 +104,11 @@ impl MediaStats {
                 "media_concealed",
                 "Packets concealed by the jitter buffers (lost or late).",
                 &self.concealed,
+            ),
+            (
+                "webrtc_media_in",
+                "Media frames received from browsers.",
+                &self.webrtc_media_in,
             ),
         ] {
             let _ = writeln!(

@@ -47,6 +47,12 @@ window.pb = {
     return outcome;
   },
 
+  /** Publish the fake microphone (and camera when asked); resolves with what the SDK returned. */
+  async publish(alias, video) {
+    const stream = await rtc.publish({ audio: true, video: !!video }, undefined, alias);
+    return { endpointId: stream.endpointId, mediaTypes: stream.mediaTypes, alias: stream.alias };
+  },
+
   async disconnect() {
     if (rtc) {
       rtc.disconnect();
