@@ -6,8 +6,8 @@
 //! session; 4400 without `uniqueId`), `setMediaPreferences`, `ping`, `leave`,
 //! `deviceDiagnostics`, and JSON-RPC errors for garbage (-32700), malformed
 //! requests (-32600) and unknown methods (-32601). `offerSdp` (publishing)
-//! is answered by the session's media actor; subscribing (`sdpOffer`,
-//! `answerSdp`) is not built yet.
+//! is answered by the session's media actor, which also pushes `sdpOffer`
+//! (subscribing) and takes `answerSdp`.
 
 use std::collections::HashMap;
 
@@ -94,7 +94,13 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
         participant_id: participant.id,
         session,
     };
-    serve(socket, &device).await;
+    let (notify, notifications) = tokio::sync::mpsc::unbounded_channel();
+    device.session.send(SessionInput::DeviceJoin {
+        device: unique_id.clone(),
+        participant_id: participant.id,
+        notify,
+    });
+    serve(socket, &device, notifications).await;
     device.session.send(SessionInput::DeviceGone {
         device: unique_id.clone(),
     });
@@ -111,11 +117,21 @@ struct Device {
 /// Hand an `offerSdp` to the session actor and build the SDK's `PublishSdpAnswer`.
 async fn publish(device: &Device, id: Value, params: &Value) -> Value {
     let sdp = params["sdpOffer"].as_str().unwrap_or_default().to_string();
+    let aliases = params["mediaMetadata"]["mediaStreams"]
+        .as_object()
+        .map(|streams| {
+            streams
+                .iter()
+                .filter_map(|(msid, m)| Some((msid.clone(), m["alias"].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
     let (reply, answer) = tokio::sync::oneshot::channel();
     device.session.send(SessionInput::Publish(PublishOffer {
         device: device.id.clone(),
         participant_id: device.participant_id,
         sdp,
+        aliases,
         reply,
     }));
     let answer = match tokio::time::timeout(std::time::Duration::from_secs(5), answer).await {
@@ -142,8 +158,27 @@ async fn publish(device: &Device, id: Value, params: &Value) -> Value {
     }})
 }
 
-async fn serve(mut socket: WebSocket, device: &Device) {
-    while let Some(Ok(msg)) = socket.recv().await {
+async fn serve(
+    mut socket: WebSocket,
+    device: &Device,
+    mut notifications: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    loop {
+        let msg = tokio::select! {
+            msg = socket.recv() => msg,
+            note = notifications.recv() => {
+                match note {
+                    Some(text) => {
+                        if socket.send(Message::Text(text.into())).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+        };
+        let Some(Ok(msg)) = msg else { return };
         let text = match msg {
             Message::Text(t) => t,
             Message::Close(_) => return,
@@ -151,10 +186,20 @@ async fn serve(mut socket: WebSocket, device: &Device) {
         };
         let outcome = match handle(text.as_str()) {
             Outcome::OfferSdp { id, params } => Outcome::Reply(publish(device, id, &params).await),
+            Outcome::AnswerSdp { id, sdp } => {
+                device.session.send(SessionInput::Answer {
+                    device: device.id.clone(),
+                    sdp,
+                });
+                match id {
+                    Some(id) => Outcome::Reply(json!({"jsonrpc": "2.0", "result": {}, "id": id})),
+                    None => Outcome::Nothing,
+                }
+            }
             other => other,
         };
         match outcome {
-            Outcome::OfferSdp { .. } => {}
+            Outcome::OfferSdp { .. } | Outcome::AnswerSdp { .. } => {}
             Outcome::Reply(v) => {
                 if socket
                     .send(Message::Text(v.to_string().into()))
@@ -188,6 +233,11 @@ pub enum Outcome {
     OfferSdp {
         id: Value,
         params: Value,
+    },
+    /// The answer to our last `sdpOffer`.
+    AnswerSdp {
+        id: Option<Value>,
+        sdp: String,
     },
 }
 
@@ -237,6 +287,20 @@ pub fn handle(text: &str) -> Outcome {
                 "invalid params: sdpOffer (a string) is required",
             ),
             (None, _) => Outcome::Nothing,
+        },
+        "answerSdp" => match obj.get("params").and_then(|p| p["sdpAnswer"].as_str()) {
+            Some(sdp) => Outcome::AnswerSdp {
+                id,
+                sdp: sdp.to_string(),
+            },
+            None => match id {
+                Some(id) => error(
+                    id,
+                    -32602,
+                    "invalid params: sdpAnswer (a string) is required",
+                ),
+                None => Outcome::Nothing,
+            },
         },
         other => match id {
             Some(id) => error(id, -32601, &format!("method not found: {other}")),

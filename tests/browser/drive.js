@@ -39,9 +39,11 @@ async function main() {
     ],
   });
   const results = [];
+  const pages = [];
   try {
     for (const spec of scenario.pages) {
       const page = await context.newPage();
+      pages.push(page);
       const logs = [];
       page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
       page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
@@ -62,7 +64,18 @@ async function main() {
       // Let media flow, close events and reconnect attempts land.
       await page.waitForTimeout(spec.settleMs || 300);
       const observed = await page.evaluate(() => ({ closes: window.pb.closes, events: window.pb.events }));
-      results.push({ outcome, published, ...observed, logs: logs.slice(-20) });
+      results.push({ outcome, published, ...observed, logs });
+    }
+    // A final look at every page once all have done their part.
+    await new Promise((r) => setTimeout(r, scenario.finalWaitMs || 0));
+    for (let i = 0; i < pages.length; i++) {
+      const final = await pages[i].evaluate(async () => ({
+        events: window.pb.events,
+        closes: window.pb.closes,
+        energy: await window.pb.energy(),
+      }));
+      results[i].final = final;
+      results[i].logs = results[i].logs.slice(-20);
     }
   } finally {
     await context.close();

@@ -9,6 +9,11 @@ use serde_json::{json, Value};
 
 /// Run `tests/browser/drive.js` with a scenario; returns its JSON report.
 fn drive(g: &Gateway, pages: Value) -> Value {
+    drive_with(g, pages, 0)
+}
+
+/// Like [`drive`], with a final look at every page `final_wait_ms` after the last one's step.
+fn drive_with(g: &Gateway, pages: Value, final_wait_ms: u64) -> Value {
     let dir = workspace().join("tests/browser");
     assert!(
         dir.join("node_modules/@bandwidth/webrtc-browser").exists()
@@ -20,7 +25,8 @@ fn drive(g: &Gateway, pages: Value) -> Value {
         .join(format!("scenario-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(
         &scenario,
-        json!({"websocketUrl": format!("ws://127.0.0.1:{}", g.port), "pages": pages}).to_string(),
+        json!({"websocketUrl": format!("ws://127.0.0.1:{}", g.port), "pages": pages, "finalWaitMs": final_wait_ms})
+            .to_string(),
     )
     .unwrap();
     let out = Command::new("node")
@@ -109,4 +115,42 @@ async fn sdk_publishes_audio_and_media_arrives() {
         "only {frames} media frames from the browser:\n{}",
         g.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_receives_the_publishers_audio_with_its_metadata() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (listener, listener_token) = api.participant(json!({})).await;
+    let (talker, talker_token) = api.participant(json!({})).await;
+    api.add(&s, &listener, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &talker, Some(json!({"sessionId": s}))).await;
+    let report = drive_with(
+        &g,
+        json!([
+            {"token": listener_token, "connectTimeoutMs": 5000},
+            {"token": talker_token, "connectTimeoutMs": 5000, "publish": {"alias": "microphone"}, "settleMs": 500},
+        ]),
+        2500,
+    );
+    let listener_page = &report["pages"][0];
+    let available: Vec<&Value> = listener_page["final"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "available")
+        .collect();
+    assert_eq!(available.len(), 1, "{listener_page}");
+    let stream = available[0];
+    assert_eq!(stream["participantId"], talker.as_str(), "{stream}");
+    assert_eq!(stream["alias"], "microphone");
+    assert_eq!(stream["mediaTypes"], json!(["AUDIO"]));
+    // The fake microphone's beeps arrived: energy on the received track.
+    let endpoint = stream["endpointId"].as_str().unwrap();
+    let rms = listener_page["final"]["energy"][endpoint]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(rms > 0.01, "received audio rms {rms}: {listener_page}");
+    assert!(g.metric("patchbay_webrtc_media_out_total").await > 20.0);
 }

@@ -18,7 +18,7 @@ use super::jitter::{JitterBuffer, Pull};
 use super::mixer::Mixer;
 use super::pcm::PcmFifo;
 use super::stats::MediaStats;
-use super::webrtc::{offered_streams, sdp_ufrag, WebRtcIn, WebRtcTransport};
+use super::webrtc::{offered_streams, offered_tracks, sdp_ufrag, WebRtcIn, WebRtcTransport};
 use super::{frame_len, FRAME_MS};
 use crate::model::Subscriptions;
 use crate::resolver::{receives, StreamRef};
@@ -94,6 +94,8 @@ pub struct PublishOffer {
     pub device: String,
     pub participant_id: Uuid,
     pub sdp: String,
+    /// Stream aliases the SDK sent (`mediaMetadata.mediaStreams`): msid → alias.
+    pub aliases: Vec<(String, String)>,
     pub reply: tokio::sync::oneshot::Sender<Result<PublishAnswer, String>>,
 }
 
@@ -123,8 +125,20 @@ pub enum SessionInput {
     Leave {
         leg: LegId,
     },
+    /// A browser device connected (or reconnected); notifications for it (JSON-RPC
+    /// `sdpOffer` texts) go to `notify`.
+    DeviceJoin {
+        device: String,
+        participant_id: Uuid,
+        notify: mpsc::UnboundedSender<String>,
+    },
     /// A browser device publishes (or re-publishes) with this offer.
     Publish(PublishOffer),
+    /// A device's answer to our last `sdpOffer`.
+    Answer {
+        device: String,
+        sdp: String,
+    },
     /// A browser device is gone (socket closed, left, removed).
     DeviceGone {
         device: String,
@@ -154,12 +168,81 @@ impl SessionHandle {
     }
 }
 
-/// A browser device and its publishing peer connection.
+/// A track a device publishes.
+struct Track {
+    mid: str0m::media::Mid,
+    kind: str0m::media::MediaKind,
+    stream: String,
+    track: String,
+    alias: Option<String>,
+}
+
+/// One published track forwarded into a subscriber's connection.
+struct Forward {
+    from_device: String,
+    from_mid: str0m::media::Mid,
+    /// Its mid in the subscriber's connection (set when offered).
+    to_mid: str0m::media::Mid,
+    /// The msid stream and track it belongs to (the streamMetadata key).
+    stream: String,
+    track: String,
+    kind: str0m::media::MediaKind,
+    participant_id: Uuid,
+    alias: Option<String>,
+}
+
+/// A browser device: its publishing connection (client offers) and subscribing
+/// connection (we offer, with `sdpRevision` counting from 1).
 struct Device {
     participant_id: Uuid,
-    publish: str0m::Rtc,
-    ufrag: String,
+    notify: Option<mpsc::UnboundedSender<String>>,
+    publish: Option<str0m::Rtc>,
+    published: Vec<Track>,
+    subscribe: Option<str0m::Rtc>,
+    pending: Option<str0m::change::SdpPendingOffer>,
+    revision: u64,
+    forwards: Vec<Forward>,
+    ufrags: Vec<String>,
     heartbeat: Option<str0m::channel::ChannelId>,
+}
+
+impl Device {
+    fn new(participant_id: Uuid) -> Device {
+        Device {
+            participant_id,
+            notify: None,
+            publish: None,
+            published: Vec::new(),
+            subscribe: None,
+            pending: None,
+            revision: 0,
+            forwards: Vec::new(),
+            ufrags: Vec::new(),
+            heartbeat: None,
+        }
+    }
+}
+
+fn new_rtc(transport: &WebRtcTransport) -> Result<str0m::Rtc, String> {
+    let mut rtc = str0m::Rtc::builder()
+        .set_ice_lite(true)
+        .build(std::time::Instant::now());
+    let candidate = str0m::Candidate::host(transport.local_addr(), "udp")
+        .map_err(|e| format!("candidate: {e}"))?;
+    rtc.add_local_candidate(candidate);
+    Ok(rtc)
+}
+
+/// The SDK's negotiated data channels: 0 `__heartbeat__`, 1 `__diagnostics__`.
+fn sdk_channels() -> [str0m::channel::ChannelConfig; 2] {
+    [(0u16, "__heartbeat__"), (1, "__diagnostics__")].map(|(id, label)| {
+        str0m::channel::ChannelConfig {
+            label: label.to_string(),
+            negotiated: Some(id),
+            protocol: "udp".to_string(),
+            ..Default::default()
+        }
+    })
 }
 
 /// Default stream alias under which SIP legs publish their audio.
@@ -256,6 +339,8 @@ struct Actor {
     /// The earliest str0m timeout of any device.
     next_rtc: Option<std::time::Instant>,
     ticks: u64,
+    /// Media frames read from publishers during one drive, then forwarded.
+    frames: Vec<(String, str0m::media::MediaData)>,
 }
 
 impl Actor {
@@ -486,65 +571,246 @@ impl Actor {
         };
         let parsed = str0m::change::SdpOffer::from_sdp_string(&offer.sdp)
             .map_err(|e| format!("bad SDP offer: {e}"))?;
-        let fresh = !self.devices.contains_key(&offer.device);
+        let device = self
+            .devices
+            .entry(offer.device.clone())
+            .or_insert_with(|| Device::new(offer.participant_id));
+        let fresh = device.publish.is_none();
         if fresh {
-            let mut rtc = str0m::Rtc::builder()
-                .set_ice_lite(true)
-                .build(std::time::Instant::now());
-            let candidate = str0m::Candidate::host(transport.local_addr(), "udp")
-                .map_err(|e| format!("candidate: {e}"))?;
-            rtc.add_local_candidate(candidate);
-            self.devices.insert(
-                offer.device.clone(),
-                Device {
-                    participant_id: offer.participant_id,
-                    publish: rtc,
-                    ufrag: String::new(),
-                    heartbeat: None,
-                },
-            );
+            device.publish = Some(new_rtc(&transport)?);
         }
-        let Some(device) = self.devices.get_mut(&offer.device) else {
-            return Err("device vanished".into());
+        let Some(rtc) = device.publish.as_mut() else {
+            return Err("no publishing connection".into());
         };
-        let answer = device
-            .publish
+        let answer = rtc
             .sdp_api()
             .accept_offer(parsed)
             .map_err(|e| format!("cannot answer the SDP offer: {e}"))?;
         let sdp = answer.to_sdp_string();
         if fresh {
-            // The SDK's negotiated data channels: 0 __heartbeat__, 1 __diagnostics__.
-            for (id, label) in [(0u16, "__heartbeat__"), (1, "__diagnostics__")] {
-                device
-                    .publish
-                    .direct_api()
-                    .create_data_channel(str0m::channel::ChannelConfig {
-                        label: label.to_string(),
-                        negotiated: Some(id),
-                        protocol: "udp".to_string(),
-                        ..Default::default()
-                    });
+            for config in sdk_channels() {
+                rtc.direct_api().create_data_channel(config);
             }
             if let Some(ufrag) = sdp_ufrag(&sdp) {
-                device.ufrag = ufrag.to_string();
+                device.ufrags.push(ufrag.to_string());
                 transport.register(ufrag, self.me.clone());
             }
             tracing::info!(session_id = %self.session_id, device = %offer.device, participant_id = %offer.participant_id, "device publishing connection created");
         }
+        let alias_of = |stream: &str| {
+            offer
+                .aliases
+                .iter()
+                .find(|(s, _)| s == stream)
+                .map(|(_, a)| a.clone())
+        };
+        device.published = offered_tracks(&offer.sdp)
+            .into_iter()
+            .map(|t| Track {
+                mid: str0m::media::Mid::from(t.mid.as_str()),
+                kind: if t.kind == "VIDEO" {
+                    str0m::media::MediaKind::Video
+                } else {
+                    str0m::media::MediaKind::Audio
+                },
+                alias: alias_of(&t.stream),
+                stream: t.stream,
+                track: t.track,
+            })
+            .collect();
         Ok(PublishAnswer {
             sdp,
             streams: offered_streams(&offer.sdp),
         })
     }
 
+    fn device_join(
+        &mut self,
+        device: String,
+        participant_id: Uuid,
+        notify: mpsc::UnboundedSender<String>,
+    ) {
+        let d = self
+            .devices
+            .entry(device)
+            .or_insert_with(|| Device::new(participant_id));
+        d.notify = Some(notify);
+        self.route_devices();
+    }
+
     fn device_gone(&mut self, device: &str) {
         if let Some(d) = self.devices.remove(device) {
             if let Some(t) = &self.webrtc {
-                t.unregister(&d.ufrag);
+                for u in &d.ufrags {
+                    t.unregister(u);
+                }
             }
             tracing::info!(session_id = %self.session_id, device, participant_id = %d.participant_id, "device gone");
+            self.route_devices();
         }
+    }
+
+    /// Offer every device the published tracks its subscriptions allow that it does not
+    /// receive yet (one offer in flight per device; the next waits for its answer).
+    fn route_devices(&mut self) {
+        let Some(transport) = self.webrtc.clone() else {
+            return;
+        };
+        let members = &self.snapshot.members;
+        let is_member = |p: Uuid| members.iter().any(|(m, _)| *m == p);
+        let ids: Vec<String> = self.devices.keys().cloned().collect();
+        for id in ids {
+            // What this device should receive and does not yet.
+            let mut wanted: Vec<Forward> = Vec::new();
+            {
+                let Some(d) = self.devices.get(&id) else {
+                    continue;
+                };
+                if d.pending.is_some() || d.notify.is_none() {
+                    continue;
+                }
+                let subs = members
+                    .iter()
+                    .find(|(m, _)| *m == d.participant_id)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+                for (pid, p) in self.devices.iter().filter(|(k, _)| **k != id) {
+                    for t in &p.published {
+                        let stream = StreamRef {
+                            participant_id: p.participant_id,
+                            alias: t.alias.as_deref(),
+                        };
+                        let already = d
+                            .forwards
+                            .iter()
+                            .any(|f| f.from_device == *pid && f.from_mid == t.mid);
+                        if !already
+                            && receives(
+                                d.participant_id,
+                                &subs,
+                                self.session_id,
+                                &stream,
+                                is_member,
+                            )
+                        {
+                            wanted.push(Forward {
+                                from_device: pid.clone(),
+                                from_mid: t.mid,
+                                to_mid: t.mid,
+                                stream: t.stream.clone(),
+                                track: t.track.clone(),
+                                kind: t.kind,
+                                participant_id: p.participant_id,
+                                alias: t.alias.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            if wanted.is_empty() {
+                continue;
+            }
+            let Some(d) = self.devices.get_mut(&id) else {
+                continue;
+            };
+            let fresh = d.subscribe.is_none();
+            if fresh {
+                match new_rtc(&transport) {
+                    Ok(rtc) => d.subscribe = Some(rtc),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "subscribing connection");
+                        continue;
+                    }
+                }
+            }
+            let Some(rtc) = d.subscribe.as_mut() else {
+                continue;
+            };
+            let mut change = rtc.sdp_api();
+            if fresh {
+                for config in sdk_channels() {
+                    change.add_channel_with_config(config);
+                }
+            }
+            let mut added = Vec::new();
+            for mut f in wanted {
+                f.to_mid = change.add_media(
+                    f.kind,
+                    str0m::media::Direction::SendOnly,
+                    Some(f.stream.clone()),
+                    Some(f.track.clone()),
+                    None,
+                );
+                added.push(f);
+            }
+            let Some((offer, pending)) = change.apply() else {
+                continue;
+            };
+            d.forwards.extend(added);
+            d.pending = Some(pending);
+            d.revision += 1;
+            let sdp = offer.to_sdp_string();
+            if fresh {
+                if let Some(ufrag) = sdp_ufrag(&sdp) {
+                    d.ufrags.push(ufrag.to_string());
+                    transport.register(ufrag, self.me.clone());
+                }
+            }
+            let mut metadata = serde_json::Map::new();
+            for f in &d.forwards {
+                let entry = metadata.entry(f.stream.clone()).or_insert_with(|| {
+                    let mut m = serde_json::json!({
+                        "endpointId": f.stream,
+                        "mediaTypes": [],
+                        "participantId": f.participant_id.to_string(),
+                    });
+                    if let Some(a) = &f.alias {
+                        m["alias"] = serde_json::json!(a);
+                    }
+                    m
+                });
+                let kind = if f.kind == str0m::media::MediaKind::Video {
+                    "VIDEO"
+                } else {
+                    "AUDIO"
+                };
+                if let Some(kinds) = entry["mediaTypes"].as_array_mut() {
+                    if !kinds.iter().any(|k| k == kind) {
+                        kinds.push(serde_json::json!(kind));
+                    }
+                }
+            }
+            let note = serde_json::json!({"jsonrpc": "2.0", "method": "sdpOffer", "params": {
+                "endpointId": id,
+                "sdpOffer": sdp,
+                "sdpRevision": d.revision,
+                "streamMetadata": metadata,
+            }});
+            if let Some(n) = &d.notify {
+                let _ = n.send(note.to_string());
+            }
+            tracing::info!(session_id = %self.session_id, device = %id, revision = d.revision, "sdpOffer sent");
+        }
+        self.drive_devices();
+    }
+
+    fn answer(&mut self, device: &str, sdp: &str) {
+        let Some(d) = self.devices.get_mut(device) else {
+            return;
+        };
+        let (Some(rtc), Some(pending)) = (d.subscribe.as_mut(), d.pending.take()) else {
+            return;
+        };
+        match str0m::change::SdpAnswer::from_sdp_string(sdp) {
+            Ok(answer) => {
+                if let Err(e) = rtc.sdp_api().accept_answer(pending, answer) {
+                    tracing::info!(device, error = %e, "answer refused");
+                }
+            }
+            Err(e) => tracing::info!(device, error = %e, "unparseable answer"),
+        }
+        // Streams that appeared while the offer was out go in the next one.
+        self.route_devices();
     }
 
     /// A datagram for whichever device's peer connection accepts it.
@@ -561,74 +827,138 @@ impl Actor {
             return;
         };
         let input = str0m::Input::Receive(std::time::Instant::now(), receive);
-        if let Some(d) = self
+        let rtc = self
             .devices
             .values_mut()
-            .find(|d| d.publish.accepts(&input))
-        {
-            if let Err(e) = d.publish.handle_input(input) {
+            .flat_map(|d| [d.publish.as_mut(), d.subscribe.as_mut()])
+            .flatten()
+            .find(|r| r.accepts(&input));
+        if let Some(rtc) = rtc {
+            if let Err(e) = rtc.handle_input(input) {
                 tracing::debug!(error = %e, "peer connection input");
             }
         }
         self.drive_devices();
     }
 
-    /// Run every peer connection until it waits: send what it transmits, note its timeout.
+    /// Run every peer connection until it waits: send what it transmits, forward the
+    /// media publishers produced, note the earliest timeout.
     fn drive_devices(&mut self) {
         let now = std::time::Instant::now();
         let mut next: Option<std::time::Instant> = None;
         let mut dead = Vec::new();
-        for (id, d) in self.devices.iter_mut() {
-            if d.publish.handle_input(str0m::Input::Timeout(now)).is_err() {
-                dead.push(id.clone());
-                continue;
-            }
-            loop {
-                match d.publish.poll_output() {
-                    Ok(str0m::Output::Timeout(t)) => {
-                        next = Some(next.map_or(t, |n| n.min(t)));
-                        break;
-                    }
-                    Ok(str0m::Output::Transmit(t)) => {
-                        if let Some(tr) = &self.webrtc {
-                            tr.send(t.destination, &t.contents);
+        self.frames.clear();
+        for pass in 0..2 {
+            for (id, d) in self.devices.iter_mut() {
+                let Device {
+                    publish,
+                    subscribe,
+                    heartbeat,
+                    ..
+                } = d;
+                let rtc = if pass == 0 {
+                    publish.as_mut()
+                } else {
+                    subscribe.as_mut()
+                };
+                let Some(rtc) = rtc else { continue };
+                if rtc.handle_input(str0m::Input::Timeout(now)).is_err() {
+                    dead.push(id.clone());
+                    continue;
+                }
+                loop {
+                    match rtc.poll_output() {
+                        Ok(str0m::Output::Timeout(t)) => {
+                            next = Some(next.map_or(t, |n| n.min(t)));
+                            break;
                         }
-                    }
-                    Ok(str0m::Output::Event(e)) => match e {
-                        str0m::Event::Connected => {
-                            tracing::info!(session_id = %self.session_id, device = %id, "device publishing connection up");
+                        Ok(str0m::Output::Transmit(t)) => {
+                            if let Some(tr) = &self.webrtc {
+                                tr.send(t.destination, &t.contents);
+                            }
                         }
-                        str0m::Event::ChannelOpen(cid, label) if label == "__heartbeat__" => {
-                            d.heartbeat = Some(cid);
+                        Ok(str0m::Output::Event(e)) => match e {
+                            str0m::Event::Connected => {
+                                tracing::info!(session_id = %self.session_id, device = %id, subscribing = pass == 1, "device connection up");
+                            }
+                            str0m::Event::ChannelOpen(cid, label)
+                                if label == "__heartbeat__" && pass == 0 =>
+                            {
+                                *heartbeat = Some(cid);
+                            }
+                            str0m::Event::MediaData(data) => {
+                                self.stats
+                                    .webrtc_media_in
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                self.frames.push((id.clone(), data));
+                            }
+                            _ => {}
+                        },
+                        Err(e) => {
+                            tracing::info!(device = %id, error = %e, "peer connection failed");
+                            dead.push(id.clone());
+                            break;
                         }
-                        str0m::Event::MediaData(_) => {
-                            self.stats
-                                .webrtc_media_in
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        _ => {}
-                    },
-                    Err(e) => {
-                        tracing::info!(device = %id, error = %e, "peer connection failed");
-                        dead.push(id.clone());
-                        break;
                     }
                 }
+                if !rtc.is_alive() {
+                    dead.push(id.clone());
+                }
             }
-            if !d.publish.is_alive() {
-                dead.push(id.clone());
+            if pass == 0 {
+                self.forward();
             }
         }
+        dead.dedup();
         for id in dead {
             self.device_gone(&id);
         }
         self.next_rtc = next;
     }
 
+    /// Write the publishers' media into the subscribers' connections.
+    fn forward(&mut self) {
+        let frames = std::mem::take(&mut self.frames);
+        for (from, data) in &frames {
+            for d in self.devices.values_mut() {
+                let Some(f) = d
+                    .forwards
+                    .iter()
+                    .find(|f| f.from_device == *from && f.from_mid == data.mid)
+                else {
+                    continue;
+                };
+                let to_mid = f.to_mid;
+                let Some(rtc) = d.subscribe.as_mut() else {
+                    continue;
+                };
+                let Some(writer) = rtc.writer(to_mid) else {
+                    continue;
+                };
+                let Some(pt) = writer.match_params(data.params) else {
+                    continue;
+                };
+                if writer
+                    .write(pt, data.network_time, data.time, data.data.clone())
+                    .is_ok()
+                {
+                    self.stats
+                        .webrtc_media_out
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        self.frames = frames;
+        self.frames.clear();
+    }
+
     /// Every 5 s, PING on each device's heartbeat channel (the SDK answers PONG).
     fn heartbeat(&mut self) {
         for d in self.devices.values_mut() {
-            if let Some(mut ch) = d.heartbeat.and_then(|id| d.publish.channel(id)) {
+            let (Some(rtc), Some(id)) = (d.publish.as_mut(), d.heartbeat) else {
+                continue;
+            };
+            if let Some(mut ch) = rtc.channel(id) {
                 let _ = ch.write(false, b"PING");
             }
         }
@@ -668,6 +998,7 @@ async fn run(
         me: SessionHandle { tx: me.clone() },
         next_rtc: None,
         ticks: 0,
+        frames: Vec::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -685,16 +1016,23 @@ async fn run(
                     }
                                         SessionInput::Update { leg, media } => actor.update(leg, media),
                     SessionInput::Leave { leg } => actor.leave(leg),
+                                        SessionInput::DeviceJoin { device, participant_id, notify } => {
+                        joined_once = true;
+                        actor.device_join(device, participant_id, notify);
+                    }
                     SessionInput::Publish(offer) => {
                         joined_once = true;
                         actor.publish(offer);
+                        actor.route_devices();
                     }
+                    SessionInput::Answer { device, sdp } => actor.answer(&device, &sdp),
                     SessionInput::DeviceGone { device } => actor.device_gone(&device),
                     SessionInput::WebRtc(input) => actor.webrtc_input(&input),
 
-                    SessionInput::Snapshot(s) => {
+                                        SessionInput::Snapshot(s) => {
                         actor.snapshot = s;
                         actor.route();
+                        actor.route_devices();
                     }
                                         SessionInput::End(reason) => {
                         actor.end(reason);

@@ -74,6 +74,8 @@ pub struct MediaStats {
     pub concealed: AtomicU64,
     /// Media frames received from browsers' publishing connections.
     pub webrtc_media_in: AtomicU64,
+    /// Media frames forwarded into browsers' subscribing connections.
+    pub webrtc_media_out: AtomicU64,
 }
 
 impl MediaStats {
@@ -109,6 +111,11 @@ impl MediaStats {
                 "webrtc_media_in",
                 "Media frames received from browsers.",
                 &self.webrtc_media_in,
+            ),
+            (
+                "webrtc_media_out",
+                "Media frames forwarded to browsers.",
+                &self.webrtc_media_out,
             ),
         ] {
             let _ = writeln!(

@@ -164,6 +164,82 @@ pub fn sdp_ufrag(sdp: &str) -> Option<&str> {
         .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
 }
 
+/// A track a device publishes, from its offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedTrack {
+    pub mid: String,
+    /// `AUDIO` or `VIDEO`.
+    pub kind: &'static str,
+    /// The msid stream id (the SDK's MediaStream id, the `streamMetadata` key).
+    pub stream: String,
+    pub track: String,
+}
+
+/// One m-section of an offer while it is being read.
+#[derive(Default)]
+struct Section {
+    kind: Option<&'static str>,
+    inactive: bool,
+    mid: Option<String>,
+    msid: Option<(String, String)>,
+}
+
+impl Section {
+    fn track(self) -> Option<OfferedTrack> {
+        match self {
+            Section {
+                kind: Some(kind),
+                inactive: false,
+                mid: Some(mid),
+                msid: Some((stream, track)),
+            } => Some(OfferedTrack {
+                mid,
+                kind,
+                stream,
+                track,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The sending tracks of an offer, in m-line order.
+pub fn offered_tracks(sdp: &str) -> Vec<OfferedTrack> {
+    let mut out = Vec::new();
+    let mut cur: Option<Section> = None;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            out.extend(cur.take().and_then(Section::track));
+            let mut f = m.split_whitespace();
+            let kind = match f.next() {
+                Some("audio") => Some("AUDIO"),
+                Some("video") => Some("VIDEO"),
+                _ => None,
+            };
+            cur = Some(Section {
+                kind,
+                inactive: f.next() == Some("0"),
+                ..Section::default()
+            });
+        } else if let Some(sec) = cur.as_mut() {
+            if line == "a=inactive" || line == "a=recvonly" {
+                sec.inactive = true;
+            } else if let Some(v) = line.strip_prefix("a=mid:") {
+                sec.mid = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("a=msid:") {
+                let mut f = v.split_whitespace();
+                if let (Some(s), Some(t)) = (f.next(), f.next()) {
+                    if s != "-" {
+                        sec.msid = Some((s.to_string(), t.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    out.extend(cur.take().and_then(Section::track));
+    out
+}
+
 /// Media streams of an offer: msid stream id → media kinds (`AUDIO`, `VIDEO`), in order.
 pub fn offered_streams(sdp: &str) -> Vec<(String, Vec<&'static str>)> {
     let mut out: Vec<(String, Vec<&'static str>)> = Vec::new();
@@ -218,5 +294,15 @@ mod tests {
             vec![("s1".to_string(), vec!["AUDIO", "VIDEO"])]
         );
         assert_eq!(sdp_ufrag("a=ice-ufrag:Xy12\r\n"), Some("Xy12"));
+        let with_mids = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=msid:s1 t1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=inactive\r\na=msid:s1 t2\r\n";
+        assert_eq!(
+            offered_tracks(with_mids),
+            vec![OfferedTrack {
+                mid: "0".into(),
+                kind: "AUDIO",
+                stream: "s1".into(),
+                track: "t1".into()
+            }]
+        );
     }
 }

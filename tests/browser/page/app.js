@@ -17,7 +17,26 @@ window.WebSocket = class extends NativeWebSocket {
 };
 
 const events = [];
+const analysers = {};
 let rtc = null;
+let audioContext = null;
+
+/** Play a received stream on a muted element and tap its audio with an analyser. */
+function listen(stream) {
+  const el = document.createElement(stream.mediaStream.getVideoTracks().length ? "video" : "audio");
+  el.muted = true;
+  el.autoplay = true;
+  el.srcObject = stream.mediaStream;
+  document.getElementById("media").appendChild(el);
+  if (stream.mediaStream.getAudioTracks().length) {
+    audioContext = audioContext || new AudioContext();
+    const source = audioContext.createMediaStreamSource(stream.mediaStream);
+    const analyser = audioContext.createAnalyser();
+    analyser.fftSize = 2048;
+    source.connect(analyser);
+    analysers[stream.endpointId] = analyser;
+  }
+}
 
 function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
@@ -30,15 +49,16 @@ window.pb = {
   /** Connect with a bound: the SDK's connect() never rejects, it retries forever. */
   async connect(token, websocketUrl, timeoutMs) {
     rtc = new BandwidthRtc("warn");
-    rtc.onStreamAvailable((s) =>
+    rtc.onStreamAvailable((s) => {
       events.push({
         type: "available",
         endpointId: s.endpointId,
         participantId: s.participantId,
         alias: s.alias,
         mediaTypes: s.mediaTypes,
-      }),
-    );
+      });
+      listen(s);
+    });
     rtc.onStreamUnavailable((id) => events.push({ type: "unavailable", endpointId: id }));
     const outcome = await Promise.race([
       rtc.connect({ deviceToken: token }, { websocketUrl }).then(() => "connected"),
@@ -51,6 +71,26 @@ window.pb = {
   async publish(alias, video) {
     const stream = await rtc.publish({ audio: true, video: !!video }, undefined, alias);
     return { endpointId: stream.endpointId, mediaTypes: stream.mediaTypes, alias: stream.alias };
+  },
+
+  /** RMS (0..1) of each received audio stream, over ~1 s of samples. */
+  async energy() {
+    const out = {};
+    for (const [id, analyser] of Object.entries(analysers)) {
+      const buf = new Float32Array(analyser.fftSize);
+      let sum = 0;
+      let n = 0;
+      for (let i = 0; i < 20; i++) {
+        analyser.getFloatTimeDomainData(buf);
+        for (const v of buf) {
+          sum += v * v;
+          n += 1;
+        }
+        await sleep(50);
+      }
+      out[id] = Math.sqrt(sum / n);
+    }
+    return out;
   },
 
   async disconnect() {
