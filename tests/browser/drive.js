@@ -73,6 +73,7 @@ async function main() {
         events: window.pb.events,
         closes: window.pb.closes,
         energy: await window.pb.energy(),
+        peaks: await window.pb.peaks(),
       }));
       results[i].final = final;
       results[i].logs = results[i].logs.slice(-20);

@@ -154,3 +154,71 @@ async fn a_subscriber_receives_the_publishers_audio_with_its_metadata() {
     assert!(rms > 0.01, "received audio rms {rms}: {listener_page}");
     assert!(g.metric("patchbay_webrtc_media_out_total").await > 20.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_and_a_phone_caller_hear_each_other() {
+    use patchbay_tests::media::{decode_window, now_epoch, received, write_tone_wav, Capture, Law};
+    use patchbay_tests::sipp::SippCall;
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (browser, browser_token) = api.participant(json!({})).await;
+    let (phone, phone_token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&s, &browser, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &phone, Some(json!({"sessionId": s}))).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("tone440.wav"), 440.0, 2, Law::Ulaw);
+    let call = SippCall::new("phone", "uac_tone.xml")
+        .var("WAV", "tone440.wav")
+        .var("PT", "0")
+        .var("CODEC", "PCMU")
+        .var("HOLD_MS", "12000")
+        .token(&phone_token);
+    let capture = Capture::start(&dir, &[call.media_port]);
+    let running = call.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let report = drive_with(
+        &g,
+        json!([{"token": browser_token, "connectTimeoutMs": 5000, "publish": {"alias": "microphone"}, "settleMs": 3000}]),
+        500,
+    );
+    let until = now_epoch();
+    drop(running);
+    let packets = capture.stop();
+
+    // The browser got the phone's stream, with the phone participant's metadata, and hears 440 Hz.
+    let page = &report["pages"][0];
+    let available: Vec<&Value> = page["final"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "available")
+        .collect();
+    assert_eq!(available.len(), 1, "{page}");
+    assert_eq!(available[0]["participantId"], phone.as_str());
+    assert_eq!(available[0]["alias"], "phone");
+    assert_eq!(available[0]["mediaTypes"], json!(["AUDIO"]));
+    let endpoint = available[0]["endpointId"].as_str().unwrap();
+    let peak = page["final"]["peaks"][endpoint].as_f64().unwrap_or(0.0);
+    assert!(
+        (400.0..480.0).contains(&peak),
+        "browser's strongest frequency {peak} Hz: {page}"
+    );
+
+    // The phone hears the browser's fake microphone (it beeps): energy in what sipp received.
+    let rx = received(&packets, call.media_port);
+    let pcm = decode_window(&rx, Law::Ulaw, until - 3.0, until);
+    let rms =
+        (pcm.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt();
+    assert!(
+        pcm.len() > 8000,
+        "the phone received too little audio ({} samples)",
+        pcm.len()
+    );
+    assert!(
+        rms > 100.0,
+        "the phone heard silence from the browser (rms {rms:.0})"
+    );
+}

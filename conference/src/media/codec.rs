@@ -254,6 +254,25 @@ impl Encoder {
         self.codec
     }
 
+    /// An Opus encoder for browsers fed PCM at `rate` (8, 16 or 48 kHz): a phone leg's
+    /// audio is encoded at its native rate, never resampled first.
+    pub fn opus_at(rate: u32) -> Result<Encoder, CodecError> {
+        let codec = AudioCodec::Opus;
+        let sample_rate = match rate {
+            8000 => SampleRate::Hz8000,
+            16000 => SampleRate::Hz16000,
+            48000 => SampleRate::Hz48000,
+            other => return Err(codec.err(format!("unsupported Opus input rate {other}"))),
+        };
+        let mut e = OpusEncoder::new(sample_rate, Channels::Mono, Application::Voip)
+            .map_err(|e| codec.err(e))?;
+        e.set_complexity(5).map_err(|e| codec.err(e))?;
+        Ok(Encoder {
+            codec,
+            kind: EncoderKind::Opus(Box::new(e)),
+        })
+    }
+
     /// Encode `pcm` (one packet's worth) into `out` (cleared first; its capacity is reused).
     pub fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.clear();

@@ -168,6 +168,27 @@ impl SessionHandle {
     }
 }
 
+/// A browser's published audio track as a mixer stream, decoded once for the
+/// SIP legs that hear it.
+struct BrowserAudio {
+    key: u64,
+    device: String,
+    mid: str0m::media::Mid,
+    participant_id: Uuid,
+    alias: Option<String>,
+    decoder: Decoder,
+    fifo: PcmFifo,
+    frame: Vec<i16>,
+}
+
+/// Mixer keys of browser audio live above every leg id.
+const BROWSER_KEY_BASE: u64 = 1 << 62;
+
+/// The forwarding source name of a SIP leg's audio offered to browsers.
+fn leg_source(leg: LegId) -> String {
+    format!("sip-{leg}")
+}
+
 /// A track a device publishes.
 struct Track {
     mid: str0m::media::Mid,
@@ -266,6 +287,12 @@ struct Leg {
     arrivals: std::collections::VecDeque<(u64, usize)>,
     /// Arrival of the audio in this tick's frame, if it came from a packet.
     frame_arrival: Option<u64>,
+    /// Whether `frame` holds this tick's audio from the caller.
+    framed: bool,
+    /// Opus for browsers, at the leg's own rate, created when a browser first subscribes.
+    opus: Option<Encoder>,
+    opus_ts: u32,
+    opus_payload: Vec<u8>,
 }
 
 impl Leg {
@@ -293,6 +320,10 @@ impl Leg {
             last_event_ts: None,
             arrivals: std::collections::VecDeque::with_capacity(64),
             frame_arrival: None,
+            framed: false,
+            opus: None,
+            opus_ts: 0,
+            opus_payload: Vec::with_capacity(MAX_RTP_PAYLOAD),
         }
     }
 
@@ -341,6 +372,8 @@ struct Actor {
     ticks: u64,
     /// Media frames read from publishers during one drive, then forwarded.
     frames: Vec<(String, str0m::media::MediaData)>,
+    browser_audio: Vec<BrowserAudio>,
+    next_browser_key: u64,
 }
 
 impl Actor {
@@ -423,6 +456,15 @@ impl Actor {
                 };
                 if receives(l.participant_id, &subs, self.session_id, &stream, is_member) {
                     hears.push(speaker);
+                }
+            }
+            for b in &self.browser_audio {
+                let stream = StreamRef {
+                    participant_id: b.participant_id,
+                    alias: b.alias.as_deref(),
+                };
+                if receives(l.participant_id, &subs, self.session_id, &stream, is_member) {
+                    hears.push(b.key);
                 }
             }
             self.mixer.set_hears(listener, &hears);
@@ -519,11 +561,20 @@ impl Actor {
                 }
             }
             leg.frame_arrival = None;
+            leg.framed = false;
             if leg.pcm_in.pop(&mut leg.frame) {
+                leg.framed = true;
                 let n = leg.frame.len();
                 leg.frame_arrival = leg.consume_arrivals(n);
                 if let Some(f) = self.mixer.frame_mut(id) {
                     f.copy_from_slice(&leg.frame);
+                }
+            }
+        }
+        for b in &mut self.browser_audio {
+            if b.fifo.pop(&mut b.frame) {
+                if let Some(f) = self.mixer.frame_mut(b.key) {
+                    f.copy_from_slice(&b.frame);
                 }
             }
         }
@@ -556,6 +607,9 @@ impl Actor {
         self.stats
             .frames_mixed
             .fetch_add(self.legs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if self.phone_to_browsers() {
+            self.drive_devices();
+        }
     }
 
     /// Answer a device's publish offer with its (possibly new) publishing peer connection.
@@ -646,6 +700,7 @@ impl Actor {
                 }
             }
             tracing::info!(session_id = %self.session_id, device, participant_id = %d.participant_id, "device gone");
+            self.sync_browser_audio();
             self.route_devices();
         }
     }
@@ -674,6 +729,29 @@ impl Actor {
                     .find(|(m, _)| *m == d.participant_id)
                     .map(|(_, s)| s.clone())
                     .unwrap_or_default();
+                for (&leg_id, leg) in &self.legs {
+                    let source = leg_source(leg_id);
+                    let stream = StreamRef {
+                        participant_id: leg.participant_id,
+                        alias: Some(&self.alias),
+                    };
+                    let already = d.forwards.iter().any(|f| f.from_device == source);
+                    if !already
+                        && leg.participant_id != d.participant_id
+                        && receives(d.participant_id, &subs, self.session_id, &stream, is_member)
+                    {
+                        wanted.push(Forward {
+                            from_device: source.clone(),
+                            from_mid: str0m::media::Mid::from("phone"),
+                            to_mid: str0m::media::Mid::from("phone"),
+                            stream: source.clone(),
+                            track: format!("{source}-audio"),
+                            kind: str0m::media::MediaKind::Audio,
+                            participant_id: leg.participant_id,
+                            alias: Some(self.alias.to_string()),
+                        });
+                    }
+                }
                 for (pid, p) in self.devices.iter().filter(|(k, _)| **k != id) {
                     for t in &p.published {
                         let stream = StreamRef {
@@ -920,6 +998,13 @@ impl Actor {
     fn forward(&mut self) {
         let frames = std::mem::take(&mut self.frames);
         for (from, data) in &frames {
+            if let Some(b) = self
+                .browser_audio
+                .iter_mut()
+                .find(|b| b.device == *from && b.mid == data.mid)
+            {
+                b.decoder.decode(&data.data, &mut b.fifo);
+            }
             for d in self.devices.values_mut() {
                 let Some(f) = d
                     .forwards
@@ -950,6 +1035,116 @@ impl Actor {
         }
         self.frames = frames;
         self.frames.clear();
+    }
+
+    /// Each SIP leg some browser receives: encode this tick's caller audio to Opus once,
+    /// at the leg's own rate, and write it into every subscribing connection.
+    fn phone_to_browsers(&mut self) -> bool {
+        let mut wrote = false;
+        for (&id, leg) in self.legs.iter_mut() {
+            let source = leg_source(id);
+            let listeners = self
+                .devices
+                .values()
+                .any(|d| d.forwards.iter().any(|f| f.from_device == source));
+            if !listeners || !leg.framed {
+                continue;
+            }
+            if leg.opus.is_none() {
+                leg.opus = Encoder::opus_at(leg.media.codec.pcm_rate())
+                    .map_err(|e| tracing::warn!(error = %e, "Opus encoder"))
+                    .ok();
+            }
+            let Some(opus) = leg.opus.as_mut() else {
+                continue;
+            };
+            if opus.encode(&leg.frame, &mut leg.opus_payload).is_err() {
+                continue;
+            }
+            let time = str0m::media::MediaTime::new(
+                leg.opus_ts as u64,
+                str0m::media::Frequency::FORTY_EIGHT_KHZ,
+            );
+            leg.opus_ts = leg.opus_ts.wrapping_add(960);
+            let payload: Arc<[u8]> = Arc::from(leg.opus_payload.as_slice());
+            let now = std::time::Instant::now();
+            for d in self.devices.values_mut() {
+                let Some(f) = d.forwards.iter().find(|f| f.from_device == source) else {
+                    continue;
+                };
+                let to_mid = f.to_mid;
+                let Some(rtc) = d.subscribe.as_mut() else {
+                    continue;
+                };
+                let Some(writer) = rtc.writer(to_mid) else {
+                    continue;
+                };
+                let Some(pt) = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+                    .map(|p| p.pt())
+                else {
+                    continue;
+                };
+                if writer.write(pt, now, time, payload.clone()).is_ok() {
+                    self.stats
+                        .webrtc_media_out
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    wrote = true;
+                }
+            }
+        }
+        wrote
+    }
+
+    /// Keep one mixer stream per published browser audio track (decoded for SIP legs).
+    fn sync_browser_audio(&mut self) {
+        let mut keep = Vec::new();
+        for (id, d) in &self.devices {
+            for t in d
+                .published
+                .iter()
+                .filter(|t| t.kind == str0m::media::MediaKind::Audio)
+            {
+                keep.push((id.clone(), t.mid, d.participant_id, t.alias.clone()));
+            }
+        }
+        let mixer = &mut self.mixer;
+        self.browser_audio.retain(|b| {
+            let alive = keep
+                .iter()
+                .any(|(d, m, _, _)| *d == b.device && *m == b.mid);
+            if !alive {
+                mixer.remove_stream(b.key);
+            }
+            alive
+        });
+        for (device, mid, participant_id, alias) in keep {
+            if self
+                .browser_audio
+                .iter()
+                .any(|b| b.device == device && b.mid == mid)
+            {
+                continue;
+            }
+            let Ok(decoder) = Decoder::new(AudioCodec::Opus) else {
+                continue;
+            };
+            let key = self.next_browser_key;
+            self.next_browser_key += 1;
+            self.mixer.add_stream(key, AudioCodec::Opus.pcm_rate());
+            self.browser_audio.push(BrowserAudio {
+                key,
+                device,
+                mid,
+                participant_id,
+                alias,
+                decoder,
+                fifo: PcmFifo::new(AudioCodec::Opus.pcm_rate() as usize * 3 / 10),
+                frame: vec![0; frame_len(AudioCodec::Opus.pcm_rate())],
+            });
+        }
+        self.route();
     }
 
     /// Every 5 s, PING on each device's heartbeat channel (the SDK answers PONG).
@@ -999,6 +1194,8 @@ async fn run(
         next_rtc: None,
         ticks: 0,
         frames: Vec::new(),
+        browser_audio: Vec::new(),
+        next_browser_key: BROWSER_KEY_BASE,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -1010,9 +1207,10 @@ async fn run(
             input = rx.recv() => {
                 let Some(input) = input else { break };
                 match input {
-                    SessionInput::Join { leg, participant_id, media, sink } => {
+                                        SessionInput::Join { leg, participant_id, media, sink } => {
                         joined_once = true;
                         actor.join(leg, participant_id, media, sink);
+                        actor.route_devices();
                     }
                                         SessionInput::Update { leg, media } => actor.update(leg, media),
                     SessionInput::Leave { leg } => actor.leave(leg),
@@ -1020,9 +1218,10 @@ async fn run(
                         joined_once = true;
                         actor.device_join(device, participant_id, notify);
                     }
-                    SessionInput::Publish(offer) => {
+                                        SessionInput::Publish(offer) => {
                         joined_once = true;
                         actor.publish(offer);
+                        actor.sync_browser_audio();
                         actor.route_devices();
                     }
                     SessionInput::Answer { device, sdp } => actor.answer(&device, &sdp),

@@ -93,6 +93,24 @@ window.pb = {
     return out;
   },
 
+  /** Frequency (Hz) of the strongest spectral peak of each received audio stream. */
+  async peaks() {
+    const out = {};
+    for (const [id, analyser] of Object.entries(analysers)) {
+      const bins = new Float32Array(analyser.frequencyBinCount);
+      const sums = new Float32Array(analyser.frequencyBinCount);
+      for (let i = 0; i < 10; i++) {
+        analyser.getFloatFrequencyData(bins);
+        for (let b = 0; b < bins.length; b++) sums[b] += Math.pow(10, bins[b] / 10);
+        await sleep(50);
+      }
+      let best = 1;
+      for (let b = 2; b < sums.length; b++) if (sums[b] > sums[best]) best = b;
+      out[id] = (best * audioContext.sampleRate) / analyser.fftSize;
+    }
+    return out;
+  },
+
   async disconnect() {
     if (rtc) {
       rtc.disconnect();
