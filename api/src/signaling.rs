@@ -166,7 +166,7 @@ async fn serve(
     loop {
         let msg = tokio::select! {
             msg = socket.recv() => msg,
-            note = notifications.recv() => {
+                        note = notifications.recv() => {
                 match note {
                     Some(text) => {
                         if socket.send(Message::Text(text.into())).await.is_err() {
@@ -174,7 +174,10 @@ async fn serve(
                         }
                         continue;
                     }
-                    None => return,
+                    // The session dropped this device (participant removed or deleted, session ended).
+                    None => {
+                        return close_with(socket, close::NOT_IN_SESSION, "participant removed from the session".into()).await;
+                    }
                 }
             }
         };

@@ -66,6 +66,16 @@ async function main() {
       const observed = await page.evaluate(() => ({ closes: window.pb.closes, events: window.pb.events }));
       results.push({ outcome, published, ...observed, logs });
     }
+    // REST calls while the pages stay connected (e.g. a whisper change).
+    for (const a of scenario.actions || []) {
+      await new Promise((r) => setTimeout(r, a.afterMs || 0));
+      const r = await fetch(a.url, {
+        method: a.method,
+        headers: { authorization: a.authorization, 'content-type': 'application/json' },
+        body: a.body === undefined ? undefined : JSON.stringify(a.body),
+      });
+      if (!r.ok) throw new Error(`${a.method} ${a.url}: ${r.status} ${await r.text()}`);
+    }
     // A final look at every page once all have done their part.
     await new Promise((r) => setTimeout(r, scenario.finalWaitMs || 0));
     for (let i = 0; i < pages.length; i++) {

@@ -14,6 +14,11 @@ fn drive(g: &Gateway, pages: Value) -> Value {
 
 /// Like [`drive`], with a final look at every page `final_wait_ms` after the last one's step.
 fn drive_with(g: &Gateway, pages: Value, final_wait_ms: u64) -> Value {
+    drive_full(g, pages, json!([]), final_wait_ms)
+}
+
+/// Like [`drive_with`], with REST `actions` run by the driver after the pages' steps.
+fn drive_full(g: &Gateway, pages: Value, actions: Value, final_wait_ms: u64) -> Value {
     let dir = workspace().join("tests/browser");
     assert!(
         dir.join("node_modules/@bandwidth/webrtc-browser").exists()
@@ -25,8 +30,13 @@ fn drive_with(g: &Gateway, pages: Value, final_wait_ms: u64) -> Value {
         .join(format!("scenario-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(
         &scenario,
-        json!({"websocketUrl": format!("ws://127.0.0.1:{}", g.port), "pages": pages, "finalWaitMs": final_wait_ms})
-            .to_string(),
+        json!({
+            "websocketUrl": format!("ws://127.0.0.1:{}", g.port),
+            "pages": pages,
+            "actions": actions,
+            "finalWaitMs": final_wait_ms,
+        })
+        .to_string(),
     )
     .unwrap();
     let out = Command::new("node")
@@ -220,5 +230,114 @@ async fn a_browser_and_a_phone_caller_hear_each_other() {
     assert!(
         rms > 100.0,
         "the phone heard silence from the browser (rms {rms:.0})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whisper_change_removes_the_stream_and_restoring_it_brings_it_back() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (listener, listener_token) = api.participant(json!({})).await;
+    let (talker, talker_token) = api.participant(json!({})).await;
+    api.add(&s, &listener, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &talker, Some(json!({"sessionId": s}))).await;
+    let url = api.url(&format!(
+        "/sessions/{s}/participants/{listener}/subscriptions"
+    ));
+    let auth = "Basic ZGV2OmRldg=="; // dev:dev
+    let report = drive_full(
+        &g,
+        json!([
+            {"token": listener_token, "connectTimeoutMs": 5000},
+            {"token": talker_token, "connectTimeoutMs": 5000, "publish": {"alias": "microphone"}, "settleMs": 2000},
+        ]),
+        json!([
+            // Whisper: the listener now hears only itself (nobody).
+            {"afterMs": 0, "method": "PUT", "url": url, "authorization": auth,
+             "body": {"participants": [{"participantId": listener}]}},
+            // And back to everyone.
+            {"afterMs": 2000, "method": "PUT", "url": url, "authorization": auth, "body": {"sessionId": s}},
+        ]),
+        2000,
+    );
+    let events: Vec<(String, String)> = report["pages"][0]["final"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["endpointId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    let log = g.log();
+    let offers: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sdpOffer") || l.contains("answer"))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["available", "unavailable", "available"],
+        "{}\n{offers:#?}",
+        report["pages"][0]
+    );
+    assert!(
+        events.iter().all(|(_, id)| *id == events[0].1),
+        "one stream throughout: {events:?}"
+    );
+    let available = report["pages"][0]["final"]["events"][2].clone();
+    assert_eq!(available["participantId"], talker.as_str());
+    assert_eq!(available["alias"], "microphone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_participant_closes_its_device_and_its_stream_goes() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (listener, listener_token) = api.participant(json!({})).await;
+    let (talker, talker_token) = api.participant(json!({})).await;
+    api.add(&s, &listener, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &talker, Some(json!({"sessionId": s}))).await;
+    let report = drive_full(
+        &g,
+        json!([
+            {"token": listener_token, "connectTimeoutMs": 5000},
+            {"token": talker_token, "connectTimeoutMs": 5000, "publish": {"alias": "microphone"}, "settleMs": 2000},
+        ]),
+        json!([{"afterMs": 0, "method": "DELETE", "url": api.url(&format!("/participants/{talker}")),
+                "authorization": "Basic ZGV2OmRldg=="}]),
+        2500,
+    );
+    let kinds: Vec<&str> = report["pages"][0]["final"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["available", "unavailable"],
+        "{}",
+        report["pages"][0]
+    );
+    // The talker's page saw its connection closed with the reason, then its revoked token refused.
+    let closes = report["pages"][1]["final"]["closes"].as_array().unwrap();
+    assert!(
+        closes
+            .iter()
+            .any(|c| c["code"] == 4403 && c["reason"].as_str().unwrap().contains("removed")),
+        "{}",
+        report["pages"][1]
+    );
+    assert!(
+        closes.iter().any(
+            |c| c["code"] == 4401 && c["reason"].as_str().unwrap().contains("no longer exists")
+        ),
+        "{}",
+        report["pages"][1]
     );
 }

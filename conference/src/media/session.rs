@@ -711,12 +711,29 @@ impl Actor {
         let Some(transport) = self.webrtc.clone() else {
             return;
         };
+        // Devices of participants no longer in the session are closed (dropping their
+        // notification channel ends the signaling connection).
+        let stale: Vec<String> = {
+            let members = &self.snapshot.members;
+            self.devices
+                .iter()
+                .filter(|(_, d)| !members.iter().any(|(m, _)| *m == d.participant_id))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        if !stale.is_empty() {
+            for id in stale {
+                self.device_gone(&id);
+            }
+            return;
+        }
         let members = &self.snapshot.members;
         let is_member = |p: Uuid| members.iter().any(|(m, _)| *m == p);
         let ids: Vec<String> = self.devices.keys().cloned().collect();
         for id in ids {
             // What this device should receive and does not yet.
             let mut wanted: Vec<Forward> = Vec::new();
+            let mut unwanted: Vec<str0m::media::Mid> = Vec::new();
             {
                 let Some(d) = self.devices.get(&id) else {
                     continue;
@@ -784,8 +801,33 @@ impl Actor {
                         }
                     }
                 }
+                // Forwarded tracks whose source is gone or no longer allowed.
+                for f in &d.forwards {
+                    let allowed = |participant_id: Uuid, alias: Option<&str>| {
+                        let stream = StreamRef {
+                            participant_id,
+                            alias,
+                        };
+                        receives(d.participant_id, &subs, self.session_id, &stream, is_member)
+                    };
+                    let still = match self
+                        .legs
+                        .iter()
+                        .find(|(l, _)| leg_source(**l) == f.from_device)
+                    {
+                        Some((_, leg)) => allowed(leg.participant_id, Some(&self.alias)),
+                        None => self.devices.get(&f.from_device).is_some_and(|p| {
+                            p.published.iter().any(|t| {
+                                t.mid == f.from_mid && allowed(p.participant_id, t.alias.as_deref())
+                            })
+                        }),
+                    };
+                    if !still {
+                        unwanted.push(f.to_mid);
+                    }
+                }
             }
-            if wanted.is_empty() {
+            if wanted.is_empty() && unwanted.is_empty() {
                 continue;
             }
             let Some(d) = self.devices.get_mut(&id) else {
@@ -810,13 +852,20 @@ impl Actor {
                     change.add_channel_with_config(config);
                 }
             }
+            // Removed streams go inactive: the SDK reports them unavailable.
+            for mid in &unwanted {
+                change.set_direction(*mid, str0m::media::Direction::Inactive);
+            }
             let mut added = Vec::new();
             for mut f in wanted {
+                // A fresh track id every time: a stream re-added after removal must
+                // look new to the browser (same stream id, the metadata key).
+                let track = format!("{}-{}", f.track, d.revision + 1);
                 f.to_mid = change.add_media(
                     f.kind,
                     str0m::media::Direction::SendOnly,
                     Some(f.stream.clone()),
-                    Some(f.track.clone()),
+                    Some(track),
                     None,
                 );
                 added.push(f);
@@ -824,6 +873,7 @@ impl Actor {
             let Some((offer, pending)) = change.apply() else {
                 continue;
             };
+            d.forwards.retain(|f| !unwanted.contains(&f.to_mid));
             d.forwards.extend(added);
             d.pending = Some(pending);
             d.revision += 1;
