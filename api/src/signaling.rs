@@ -17,7 +17,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use patchbay_conference::media::session::{PublishOffer, SessionHandle, SessionInput};
-use patchbay_conference::JoinError;
+use patchbay_conference::{JoinError, PublishPermission};
 
 use crate::AppState;
 
@@ -92,6 +92,8 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
     let device = Device {
         id: unique_id.clone(),
         participant_id: participant.id,
+        may_publish_audio: participant.may_publish(PublishPermission::Audio),
+        may_publish_video: participant.may_publish(PublishPermission::Video),
         session,
     };
     let (notify, notifications) = tokio::sync::mpsc::unbounded_channel();
@@ -111,6 +113,8 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
 struct Device {
     id: String,
     participant_id: uuid::Uuid,
+    may_publish_audio: bool,
+    may_publish_video: bool,
     session: SessionHandle,
 }
 
@@ -132,6 +136,8 @@ async fn publish(device: &Device, id: Value, params: &Value) -> Value {
         participant_id: device.participant_id,
         sdp,
         aliases,
+        may_publish_audio: device.may_publish_audio,
+        may_publish_video: device.may_publish_video,
         reply,
     }));
     let answer = match tokio::time::timeout(std::time::Duration::from_secs(5), answer).await {

@@ -84,6 +84,7 @@ async function main() {
         closes: window.pb.closes,
         energy: await window.pb.energy(),
         peaks: await window.pb.peaks(),
+        video: window.pb.videoFrames(),
       }));
       results[i].final = final;
       results[i].logs = results[i].logs.slice(-20);

@@ -62,6 +62,7 @@ pub struct Gateway {
     args: Vec<String>,
     env: Vec<(String, String)>,
     restarts: u32,
+    port_retries: u32,
 }
 
 impl Gateway {
@@ -84,6 +85,7 @@ impl Gateway {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             restarts: 0,
+            port_retries: 0,
         };
         g.spawn().await;
         g
@@ -140,6 +142,15 @@ impl Gateway {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
+                // Another test took one of our ports between probing and binding: new ports.
+                if self.log().contains("Address already in use") && self.port_retries < 5 {
+                    self.port_retries += 1;
+                    self.port = free_port();
+                    self.sip_port = sipp::free_udp_ports(1);
+                    self.webrtc_port = sipp::free_udp_ports(1);
+                    self.child = None;
+                    return Box::pin(self.spawn()).await;
+                }
                 panic!("patchbay exited during startup ({status}):\n{}", self.log());
             }
             assert!(

@@ -7,11 +7,15 @@ use std::time::{Duration, Instant};
 
 use crate::{workspace, Gateway};
 
-/// A base port with `n` consecutive free UDP ports (sipp's media port and its neighbours).
+/// A base port with `n` consecutive ports free for both UDP and TCP (a SIP listener
+/// takes both; sipp's media port has neighbours).
 pub fn free_udp_ports(n: u16) -> u16 {
     for _ in 0..200 {
         let base = 40000 + (rand_u16() % 10000) * 2;
-        let ok = (0..n).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
+        let ok = (0..n).all(|i| {
+            std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+        });
         if ok {
             return base;
         }

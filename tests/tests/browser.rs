@@ -341,3 +341,63 @@ async fn deleting_a_participant_closes_its_device_and_its_stream_goes() {
         report["pages"][1]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_reaches_a_subscriber_and_audio_only_participants_send_none() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (listener, listener_token) = api.participant(json!({})).await;
+    let (camera, camera_token) = api
+        .participant(json!({"publishPermissions": ["AUDIO", "VIDEO"]}))
+        .await;
+    let (voice, voice_token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    for p in [&listener, &camera, &voice] {
+        api.add(&s, p, Some(json!({"sessionId": s}))).await;
+    }
+    let report = drive_with(
+        &g,
+        json!([
+            {"token": listener_token, "connectTimeoutMs": 5000},
+            {"token": camera_token, "connectTimeoutMs": 5000, "publish": {"alias": "camera", "video": true}, "settleMs": 500},
+            {"token": voice_token, "connectTimeoutMs": 5000, "publish": {"alias": "mic", "video": true}, "settleMs": 500},
+        ]),
+        3000,
+    );
+    let pages = report["pages"].as_array().unwrap();
+    // The AUDIO-only participant asked for audio and video; only audio was accepted.
+    assert_eq!(
+        pages[2]["published"]["mediaTypes"],
+        json!(["AUDIO"]),
+        "{}",
+        pages[2]
+    );
+    assert_eq!(
+        pages[1]["published"]["mediaTypes"],
+        json!(["AUDIO", "VIDEO"]),
+        "{}",
+        pages[1]
+    );
+    let available: Vec<&Value> = pages[0]["final"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "available")
+        .collect();
+    let from = |p: &str| available.iter().find(|e| e["participantId"] == p).copied();
+    let camera_stream = from(&camera).unwrap_or_else(|| panic!("no camera stream: {}", pages[0]));
+    let voice_stream = from(&voice).unwrap_or_else(|| panic!("no voice stream: {}", pages[0]));
+    assert_eq!(camera_stream["mediaTypes"], json!(["AUDIO", "VIDEO"]));
+    assert_eq!(voice_stream["mediaTypes"], json!(["AUDIO"]));
+    assert_eq!(voice_stream["videoTracks"], 0, "{voice_stream}");
+    // The camera's frames were decoded by the listener (a keyframe was requested for it).
+    let endpoint = camera_stream["endpointId"].as_str().unwrap();
+    let video = &pages[0]["final"]["video"][endpoint];
+    assert!(
+        video["frames"].as_u64().unwrap_or(0) > 10,
+        "decoded video frames: {video}"
+    );
+    assert!(video["width"].as_u64().unwrap_or(0) > 0, "{video}");
+}

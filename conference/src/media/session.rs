@@ -18,7 +18,9 @@ use super::jitter::{JitterBuffer, Pull};
 use super::mixer::Mixer;
 use super::pcm::PcmFifo;
 use super::stats::MediaStats;
-use super::webrtc::{offered_streams, offered_tracks, sdp_ufrag, WebRtcIn, WebRtcTransport};
+use super::webrtc::{
+    offered_streams, offered_tracks, reject_kinds, sdp_ufrag, WebRtcIn, WebRtcTransport,
+};
 use super::{frame_len, FRAME_MS};
 use crate::model::Subscriptions;
 use crate::resolver::{receives, StreamRef};
@@ -96,6 +98,9 @@ pub struct PublishOffer {
     pub sdp: String,
     /// Stream aliases the SDK sent (`mediaMetadata.mediaStreams`): msid → alias.
     pub aliases: Vec<(String, String)>,
+    /// What the participant may publish; other kinds are refused in the answer.
+    pub may_publish_audio: bool,
+    pub may_publish_video: bool,
     pub reply: tokio::sync::oneshot::Sender<Result<PublishAnswer, String>>,
 }
 
@@ -372,6 +377,8 @@ struct Actor {
     ticks: u64,
     /// Media frames read from publishers during one drive, then forwarded.
     frames: Vec<(String, str0m::media::MediaData)>,
+    /// Keyframe requests from subscribers (device, its mid) during one drive, sent upstream.
+    keyframe_requests: Vec<(String, str0m::media::Mid, str0m::media::KeyframeRequestKind)>,
     browser_audio: Vec<BrowserAudio>,
     next_browser_key: u64,
 }
@@ -623,7 +630,10 @@ impl Actor {
         let Some(transport) = self.webrtc.clone() else {
             return Err("WebRTC media is not enabled on this gateway".into());
         };
-        let parsed = str0m::change::SdpOffer::from_sdp_string(&offer.sdp)
+        // Publish permissions: refuse the kinds this participant may not publish.
+        let allowed_sdp =
+            reject_kinds(&offer.sdp, offer.may_publish_audio, offer.may_publish_video);
+        let parsed = str0m::change::SdpOffer::from_sdp_string(&allowed_sdp)
             .map_err(|e| format!("bad SDP offer: {e}"))?;
         let device = self
             .devices
@@ -658,7 +668,7 @@ impl Actor {
                 .find(|(s, _)| s == stream)
                 .map(|(_, a)| a.clone())
         };
-        device.published = offered_tracks(&offer.sdp)
+        device.published = offered_tracks(&allowed_sdp)
             .into_iter()
             .map(|t| Track {
                 mid: str0m::media::Mid::from(t.mid.as_str()),
@@ -674,7 +684,7 @@ impl Actor {
             .collect();
         Ok(PublishAnswer {
             sdp,
-            streams: offered_streams(&offer.sdp),
+            streams: offered_streams(&allowed_sdp),
         })
     }
 
@@ -937,6 +947,16 @@ impl Actor {
             }
             Err(e) => tracing::info!(device, error = %e, "unparseable answer"),
         }
+        // A new video subscriber needs a keyframe to start decoding.
+        let video: Vec<str0m::media::Mid> = d
+            .forwards
+            .iter()
+            .filter(|f| f.kind == str0m::media::MediaKind::Video)
+            .map(|f| f.to_mid)
+            .collect();
+        for mid in video {
+            self.request_keyframe(device, mid, str0m::media::KeyframeRequestKind::Pli);
+        }
         // Streams that appeared while the offer was out go in the next one.
         self.route_devices();
     }
@@ -1020,6 +1040,9 @@ impl Actor {
                                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 self.frames.push((id.clone(), data));
                             }
+                            str0m::Event::KeyframeRequest(req) if pass == 1 => {
+                                self.keyframe_requests.push((id.clone(), req.mid, req.kind));
+                            }
                             _ => {}
                         },
                         Err(e) => {
@@ -1037,11 +1060,42 @@ impl Actor {
                 self.forward();
             }
         }
+        let requests = std::mem::take(&mut self.keyframe_requests);
+        for (device, mid, kind) in &requests {
+            self.request_keyframe(device, *mid, *kind);
+        }
+        self.keyframe_requests = requests;
+        self.keyframe_requests.clear();
         dead.dedup();
         for id in dead {
             self.device_gone(&id);
         }
         self.next_rtc = next;
+    }
+
+    /// A subscriber (`device`) wants a keyframe on its `mid`: ask the publisher of that track.
+    fn request_keyframe(
+        &mut self,
+        device: &str,
+        mid: str0m::media::Mid,
+        kind: str0m::media::KeyframeRequestKind,
+    ) {
+        let Some(source) = self
+            .devices
+            .get(device)
+            .and_then(|d| d.forwards.iter().find(|f| f.to_mid == mid))
+            .map(|f| (f.from_device.clone(), f.from_mid))
+        else {
+            return;
+        };
+        if let Some(mut writer) = self
+            .devices
+            .get_mut(&source.0)
+            .and_then(|p| p.publish.as_mut())
+            .and_then(|rtc| rtc.writer(source.1))
+        {
+            let _ = writer.request_keyframe(None, kind);
+        }
     }
 
     /// Write the publishers' media into the subscribers' connections.
@@ -1244,6 +1298,7 @@ async fn run(
         next_rtc: None,
         ticks: 0,
         frames: Vec::new(),
+        keyframe_requests: Vec::new(),
         browser_audio: Vec::new(),
         next_browser_key: BROWSER_KEY_BASE,
     };

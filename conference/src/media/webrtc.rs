@@ -158,6 +158,27 @@ fn stun_local_ufrag(buf: &[u8]) -> Option<&str> {
     None
 }
 
+/// Reject (port 0) every `m=audio`/`m=video` section whose kind is not allowed, so the
+/// answer refuses it and nothing of it is ever received.
+pub fn reject_kinds(sdp: &str, allow_audio: bool, allow_video: bool) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let refused = (!allow_audio && line.starts_with("m=audio "))
+            || (!allow_video && line.starts_with("m=video "));
+        if refused {
+            let mut parts: Vec<&str> = line.trim_end().split(' ').collect();
+            if parts.len() > 1 {
+                parts[1] = "0";
+            }
+            out.push_str(&parts.join(" "));
+            out.push_str("\r\n");
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// The `a=ice-ufrag` of an SDP.
 pub fn sdp_ufrag(sdp: &str) -> Option<&str> {
     sdp.lines()
@@ -294,6 +315,17 @@ mod tests {
             vec![("s1".to_string(), vec!["AUDIO", "VIDEO"])]
         );
         assert_eq!(sdp_ufrag("a=ice-ufrag:Xy12\r\n"), Some("Xy12"));
+        let av = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:s t1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=msid:s t2\r\n";
+        let audio_only = reject_kinds(av, true, false);
+        assert!(
+            audio_only.contains("m=video 0 UDP/TLS/RTP/SAVPF 96\r\n"),
+            "{audio_only}"
+        );
+        assert!(audio_only.contains("m=audio 9 "));
+        assert_eq!(
+            offered_streams(&audio_only),
+            vec![("s".to_string(), vec!["AUDIO"])]
+        );
         let with_mids = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=msid:s1 t1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=inactive\r\na=msid:s1 t2\r\n";
         assert_eq!(
             offered_tracks(with_mids),

@@ -18,6 +18,7 @@ window.WebSocket = class extends NativeWebSocket {
 
 const events = [];
 const analysers = {};
+const videos = {};
 let rtc = null;
 let audioContext = null;
 
@@ -28,6 +29,9 @@ function listen(stream) {
   el.autoplay = true;
   el.srcObject = stream.mediaStream;
   document.getElementById("media").appendChild(el);
+  if (stream.mediaStream.getVideoTracks().length) {
+    videos[stream.endpointId] = el;
+  }
   if (stream.mediaStream.getAudioTracks().length) {
     audioContext = audioContext || new AudioContext();
     const source = audioContext.createMediaStreamSource(stream.mediaStream);
@@ -57,6 +61,7 @@ window.pb = {
         alias: s.alias,
         mediaTypes: s.mediaTypes,
       });
+      events[events.length - 1].videoTracks = s.mediaStream.getVideoTracks().length;
       listen(s);
     });
     rtc.onStreamUnavailable((id) => events.push({ type: "unavailable", endpointId: id }));
@@ -107,6 +112,16 @@ window.pb = {
       let best = 1;
       for (let b = 2; b < sums.length; b++) if (sums[b] > sums[best]) best = b;
       out[id] = (best * audioContext.sampleRate) / analyser.fftSize;
+    }
+    return out;
+  },
+
+  /** Video frames decoded so far for each received video stream. */
+  videoFrames() {
+    const out = {};
+    for (const [id, el] of Object.entries(videos)) {
+      const q = el.getVideoPlaybackQuality ? el.getVideoPlaybackQuality() : null;
+      out[id] = { frames: q ? q.totalVideoFrames : 0, width: el.videoWidth };
     }
     return out;
   },
