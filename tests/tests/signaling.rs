@@ -95,3 +95,29 @@ async fn leave_closes_normally() {
     let (code, _) = next(&mut ws).await.unwrap_err();
     assert_eq!(code, 1000);
 }
+
+#[tokio::test]
+async fn unparseable_sdp_gets_an_error_result_and_the_connection_stays() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api.participant(json!({})).await;
+    api.add(&s, &p, None).await;
+    let mut ws = connect(&g, &token, "dev-1").await;
+    let r = rpc(
+        &mut ws,
+        json!(1),
+        "offerSdp",
+        json!({"sdpOffer": "this is not SDP", "mediaMetadata": {}}),
+    )
+    .await;
+    assert_eq!(r["id"], 1);
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("SDP"),
+        "{r}"
+    );
+    let r = rpc(&mut ws, json!(2), "offerSdp", json!({"mediaMetadata": {}})).await;
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let r = rpc(&mut ws, json!(3), "ping", json!({})).await;
+    assert_eq!(r["result"], json!({}));
+}
