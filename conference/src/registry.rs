@@ -185,19 +185,7 @@ impl Conference {
         &self,
         token: &str,
     ) -> std::result::Result<(Participant, SessionHandle), JoinError> {
-        let claims = self.tokens.verify(token, self.now())?;
-        let st = self.lock();
-        let p = st
-            .participants
-            .get(&claims.participant_id)
-            .filter(|p| p.account_id == claims.account_id)
-            .ok_or_else(|| TokenError::Invalid("participant no longer exists".into()))?;
-        if !p.may_publish(PublishPermission::Audio) {
-            return Err(JoinError::NoAudioPermission(p.id));
-        }
-        let sid = p.session_id.ok_or(JoinError::NotInSession(p.id))?;
-        let handle = self.media.session(sid, || snapshot(&st, sid));
-        Ok((p.clone(), handle))
+        self.admit(token, true)
     }
 
     /// Admit a browser device: the token must name an existing participant that is in a
@@ -206,6 +194,14 @@ impl Conference {
         &self,
         token: &str,
     ) -> std::result::Result<(Participant, SessionHandle), JoinError> {
+        self.admit(token, false)
+    }
+
+    fn admit(
+        &self,
+        token: &str,
+        needs_audio: bool,
+    ) -> std::result::Result<(Participant, SessionHandle), JoinError> {
         let claims = self.tokens.verify(token, self.now())?;
         let st = self.lock();
         let p = st
@@ -213,6 +209,9 @@ impl Conference {
             .get(&claims.participant_id)
             .filter(|p| p.account_id == claims.account_id)
             .ok_or_else(|| TokenError::Invalid("participant no longer exists".into()))?;
+        if needs_audio && !p.may_publish(PublishPermission::Audio) {
+            return Err(JoinError::NoAudioPermission(p.id));
+        }
         let sid = p.session_id.ok_or(JoinError::NotInSession(p.id))?;
         let handle = self.media.session(sid, || snapshot(&st, sid));
         Ok((p.clone(), handle))

@@ -386,25 +386,33 @@ struct Actor {
 impl Actor {
     fn join(&mut self, id: LegId, participant_id: Uuid, media: LegMedia, sink: Arc<dyn LegSink>) {
         // One leg per participant: a new call with the same token replaces the old one.
-        let old: Vec<LegId> = self
-            .legs
-            .iter()
-            .filter(|(_, l)| l.participant_id == participant_id)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in old {
-            if let Some(l) = self.legs.remove(&k) {
-                l.sink.hang_up(HangupReason::Replaced);
-            }
-            self.mixer.remove_stream(k);
-            self.mixer.remove_listener(k);
-        }
+        self.hang_up_legs(
+            |l| l.participant_id == participant_id,
+            HangupReason::Replaced,
+        );
         let rate = media.codec.pcm_rate();
         self.mixer.add_stream(id, rate);
         self.mixer.add_listener(id, rate, Some(id));
         self.legs.insert(id, Leg::new(participant_id, media, sink));
         tracing::info!(session_id = %self.session_id, leg = id, %participant_id, codec = ?media.codec, "leg joined");
         self.route();
+    }
+
+    /// Hang up (and forget) every leg `which` selects.
+    fn hang_up_legs(&mut self, which: impl Fn(&Leg) -> bool, reason: HangupReason) {
+        let ids: Vec<LegId> = self
+            .legs
+            .iter()
+            .filter(|(_, l)| which(l))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in ids {
+            if let Some(l) = self.legs.remove(&k) {
+                l.sink.hang_up(reason);
+            }
+            self.mixer.remove_stream(k);
+            self.mixer.remove_listener(k);
+        }
     }
 
     fn update(&mut self, id: LegId, media: LegMedia) {
@@ -433,21 +441,14 @@ impl Actor {
     /// Recompute who hears whom from the snapshot (the pure resolver), and hang
     /// up legs whose participant is no longer a member.
     fn route(&mut self) {
+        let snapshot = std::mem::take(&mut self.snapshot);
+        self.hang_up_legs(
+            |l| !snapshot.members.iter().any(|(m, _)| *m == l.participant_id),
+            HangupReason::Removed,
+        );
+        self.snapshot = snapshot;
         let members = &self.snapshot.members;
         let is_member = |p: Uuid| members.iter().any(|(m, _)| *m == p);
-        let gone: Vec<LegId> = self
-            .legs
-            .iter()
-            .filter(|(_, l)| !is_member(l.participant_id))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in gone {
-            if let Some(l) = self.legs.remove(&k) {
-                l.sink.hang_up(HangupReason::Removed);
-            }
-            self.mixer.remove_stream(k);
-            self.mixer.remove_listener(k);
-        }
         let mut hears = Vec::with_capacity(self.legs.len());
         for (&listener, l) in &self.legs {
             let subs = members
