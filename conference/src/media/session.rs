@@ -259,6 +259,33 @@ fn new_rtc(transport: &WebRtcTransport) -> Result<str0m::Rtc, String> {
     Ok(rtc)
 }
 
+/// Write one frame from `source` (a forwarding source name) into every subscribing
+/// connection that receives it; `pt_for` picks the payload type in that connection.
+/// Returns how many connections took it.
+fn write_to_subscribers(
+    devices: &mut HashMap<String, Device>,
+    source: impl Fn(&Forward) -> bool,
+    pt_for: impl Fn(&str0m::media::Writer<'_>) -> Option<str0m::media::Pt>,
+    wallclock: std::time::Instant,
+    time: str0m::media::MediaTime,
+    data: &Arc<[u8]>,
+) -> u64 {
+    let mut written = 0;
+    for d in devices.values_mut() {
+        let Some(to_mid) = d.forwards.iter().find(|f| source(f)).map(|f| f.to_mid) else {
+            continue;
+        };
+        let Some(writer) = d.subscribe.as_mut().and_then(|rtc| rtc.writer(to_mid)) else {
+            continue;
+        };
+        let Some(pt) = pt_for(&writer) else { continue };
+        if writer.write(pt, wallclock, time, data.clone()).is_ok() {
+            written += 1;
+        }
+    }
+    written
+}
+
 /// The SDK's negotiated data channels: 0 `__heartbeat__`, 1 `__diagnostics__`.
 fn sdk_channels() -> [str0m::channel::ChannelConfig; 2] {
     [(0u16, "__heartbeat__"), (1, "__diagnostics__")].map(|(id, label)| {
@@ -1110,33 +1137,17 @@ impl Actor {
             {
                 b.decoder.decode(&data.data, &mut b.fifo);
             }
-            for d in self.devices.values_mut() {
-                let Some(f) = d
-                    .forwards
-                    .iter()
-                    .find(|f| f.from_device == *from && f.from_mid == data.mid)
-                else {
-                    continue;
-                };
-                let to_mid = f.to_mid;
-                let Some(rtc) = d.subscribe.as_mut() else {
-                    continue;
-                };
-                let Some(writer) = rtc.writer(to_mid) else {
-                    continue;
-                };
-                let Some(pt) = writer.match_params(data.params) else {
-                    continue;
-                };
-                if writer
-                    .write(pt, data.network_time, data.time, data.data.clone())
-                    .is_ok()
-                {
-                    self.stats
-                        .webrtc_media_out
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
+            let written = write_to_subscribers(
+                &mut self.devices,
+                |f| f.from_device == *from && f.from_mid == data.mid,
+                |w| w.match_params(data.params),
+                data.network_time,
+                data.time,
+                &data.data,
+            );
+            self.stats
+                .webrtc_media_out
+                .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
         }
         self.frames = frames;
         self.frames.clear();
@@ -1172,32 +1183,22 @@ impl Actor {
             );
             leg.opus_ts = leg.opus_ts.wrapping_add(960);
             let payload: Arc<[u8]> = Arc::from(leg.opus_payload.as_slice());
-            let now = std::time::Instant::now();
-            for d in self.devices.values_mut() {
-                let Some(f) = d.forwards.iter().find(|f| f.from_device == source) else {
-                    continue;
-                };
-                let to_mid = f.to_mid;
-                let Some(rtc) = d.subscribe.as_mut() else {
-                    continue;
-                };
-                let Some(writer) = rtc.writer(to_mid) else {
-                    continue;
-                };
-                let Some(pt) = writer
-                    .payload_params()
-                    .find(|p| p.spec().codec == str0m::format::Codec::Opus)
-                    .map(|p| p.pt())
-                else {
-                    continue;
-                };
-                if writer.write(pt, now, time, payload.clone()).is_ok() {
-                    self.stats
-                        .webrtc_media_out
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    wrote = true;
-                }
-            }
+            let written = write_to_subscribers(
+                &mut self.devices,
+                |f| f.from_device == source,
+                |w| {
+                    w.payload_params()
+                        .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+                        .map(|p| p.pt())
+                },
+                std::time::Instant::now(),
+                time,
+                &payload,
+            );
+            self.stats
+                .webrtc_media_out
+                .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
+            wrote |= written > 0;
         }
         wrote
     }
