@@ -16,6 +16,7 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use patchbay_conference::events::{DeviceClose, DeviceNote, DeviceOwner};
 use patchbay_conference::media::session::{PublishOffer, SessionHandle, SessionInput};
 use patchbay_conference::{JoinError, PublishPermission};
 
@@ -26,7 +27,28 @@ pub mod close {
     pub const BAD_REQUEST: u16 = 4400;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const NOT_IN_SESSION: u16 = 4403;
+    /// Heartbeat lost, or an `sdpOffer` left unanswered.
+    pub const TIMEOUT: u16 = 4408;
+    /// Another device of the same participant took over: a normal close, so that the
+    /// SDK (which reconnects after any other code) does not take the participant back.
+    pub const REPLACED: u16 = 1000;
+    /// Its peer connection failed.
+    pub const MEDIA_LOST: u16 = 4410;
+
+    /// The close code for a server-side close.
+    pub fn of(why: super::DeviceClose) -> u16 {
+        use super::DeviceClose::*;
+        match why {
+            Removed | SessionEnded => NOT_IN_SESSION,
+            HeartbeatLost | OfferUnanswered => TIMEOUT,
+            Replaced => REPLACED,
+            MediaLost => MEDIA_LOST,
+        }
+    }
 }
+
+/// Numbers each signaling connection, so a stale socket's close never ends a resumed device.
+static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 pub async fn v3(
     ws: WebSocketUpgrade,
@@ -88,7 +110,8 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
             return close_with(socket, close::UNAUTHORIZED, format!("invalid token: {e}")).await
         }
     };
-    tracing::info!(participant_id = %participant.id, device_id = %unique_id, "device connected");
+    let conn = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(participant_id = %participant.id, device_id = %unique_id, conn, "signaling connected");
     let device = Device {
         id: unique_id.clone(),
         participant_id: participant.id,
@@ -99,14 +122,21 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
     let (notify, notifications) = tokio::sync::mpsc::unbounded_channel();
     device.session.send(SessionInput::DeviceJoin {
         device: unique_id.clone(),
-        participant_id: participant.id,
+        conn,
+        owner: DeviceOwner {
+            participant_id: participant.id,
+            callback_url: participant.callback_url.as_deref().map(Into::into),
+            tag: participant.tag.as_deref().map(Into::into),
+        },
         notify,
     });
-    serve(socket, &device, notifications).await;
+    let end = serve(socket, &device, notifications).await;
     device.session.send(SessionInput::DeviceGone {
         device: unique_id.clone(),
+        conn,
+        left: end == End::Left,
     });
-    tracing::info!(participant_id = %participant.id, device_id = %unique_id, "device gone");
+    tracing::info!(participant_id = %participant.id, device_id = %unique_id, conn, how = ?end, "signaling closed");
 }
 
 /// A connected device and the session actor that owns its media.
@@ -164,33 +194,56 @@ async fn publish(device: &Device, id: Value, params: &Value) -> Value {
     }})
 }
 
+/// How a signaling connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The client said `leave`.
+    Left,
+    /// The socket closed or failed (the device may resume).
+    Lost,
+    /// We closed it.
+    Closed,
+}
+
 async fn serve(
     mut socket: WebSocket,
     device: &Device,
-    mut notifications: tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
+    mut notifications: tokio::sync::mpsc::UnboundedReceiver<DeviceNote>,
+) -> End {
     loop {
         let msg = tokio::select! {
             msg = socket.recv() => msg,
-                        note = notifications.recv() => {
-                match note {
-                    Some(text) => {
+            note = notifications.recv() => {
+                let why = match note {
+                    Some(DeviceNote::Rpc(text)) => {
                         if socket.send(Message::Text(text.into())).await.is_err() {
-                            return;
+                            return End::Lost;
                         }
                         continue;
                     }
-                    // The session dropped this device (participant removed or deleted, session ended).
-                    None => {
-                        return close_with(socket, close::NOT_IN_SESSION, "participant removed from the session".into()).await;
-                    }
-                }
+                    Some(DeviceNote::Close(why)) => why,
+                    // The session's media stopped.
+                    None => DeviceClose::SessionEnded,
+                };
+                close_with(socket, close::of(why), why.reason().into()).await;
+                return End::Closed;
             }
         };
-        let Some(Ok(msg)) = msg else { return };
+        let Some(Ok(msg)) = msg else {
+            return End::Lost;
+        };
         let text = match msg {
             Message::Text(t) => t,
-            Message::Close(_) => return,
+            // A normal close (1000: the SDK sends `leave` first) ends the device; any
+            // other close is a lost connection the client may resume (the SDK reconnects).
+            Message::Close(f) => {
+                // Complete the closing handshake (tungstenite queued our echo of it).
+                let _ = futures_util::SinkExt::flush(&mut socket).await;
+                return match f {
+                    Some(f) if f.code == 1000 => End::Left,
+                    _ => End::Lost,
+                };
+            }
             _ => continue,
         };
         let outcome = match handle(text.as_str()) {
@@ -215,7 +268,7 @@ async fn serve(
                     .await
                     .is_err()
                 {
-                    return;
+                    return End::Lost;
                 }
             }
             Outcome::Nothing => {}
@@ -226,7 +279,7 @@ async fn serve(
                         reason: "left".into(),
                     })))
                     .await;
-                return;
+                return End::Left;
             }
         }
     }

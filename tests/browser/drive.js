@@ -61,6 +61,11 @@ async function main() {
           .evaluate(([alias, video]) => window.pb.publish(alias, video), [spec.publish.alias, !!spec.publish.video])
           .catch((e) => ({ error: e.message }));
       }
+      // Page steps after publishing, in order: {"wait": ms} or {"call": "dtmf", "arg": "5"}.
+      for (const step of spec.steps || []) {
+        if (step.wait) await page.waitForTimeout(step.wait);
+        if (step.call) await page.evaluate(([f, a]) => window.pb[f](a), [step.call, step.arg]);
+      }
       // Let media flow, close events and reconnect attempts land.
       await page.waitForTimeout(spec.settleMs || 300);
       const observed = await page.evaluate(() => ({ closes: window.pb.closes, events: window.pb.events }));

@@ -408,10 +408,18 @@ pub mod ws {
 
     /// The next message within 5 s: `Ok(text)` or `Err((close code, reason))`.
     pub async fn next(socket: &mut Socket) -> Result<String, (u16, String)> {
+        next_within(socket, Duration::from_secs(5)).await
+    }
+
+    /// The next message within `limit`: `Ok(text)` or `Err((close code, reason))`.
+    pub async fn next_within(
+        socket: &mut Socket,
+        limit: Duration,
+    ) -> Result<String, (u16, String)> {
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            let msg = tokio::time::timeout(limit, socket.next())
                 .await
-                .expect("no message within 5 s");
+                .expect("no message in time");
             match msg {
                 Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
                 Some(Ok(Message::Close(Some(f)))) => {

@@ -191,7 +191,8 @@ async fn a_browser_and_a_phone_caller_hear_each_other() {
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
     let report = drive_with(
         &g,
-        json!([{"token": browser_token, "connectTimeoutMs": 5000, "publish": {"alias": "microphone"}, "settleMs": 3000}]),
+        json!([{"token": browser_token, "connectTimeoutMs": 5000, "publish": {"alias": "microphone"},
+                "steps": [{"wait": 1500}, {"call": "dtmf", "arg": "5"}], "settleMs": 2000}]),
         500,
     );
     let until = now_epoch();
@@ -230,6 +231,21 @@ async fn a_browser_and_a_phone_caller_hear_each_other() {
     assert!(
         rms > 100.0,
         "the phone heard silence from the browser (rms {rms:.0})"
+    );
+
+    // The SDK's sendDtmf("5") reached the phone as RFC 4733 (its telephone-event PT 101).
+    let events: Vec<_> = rx.iter().filter(|p| p.payload_type == 101).collect();
+    assert!(!events.is_empty(), "no telephone-event reached the phone");
+    assert!(
+        events
+            .iter()
+            .all(|p| p.payload.len() == 4 && p.payload[0] == 5),
+        "not digit 5"
+    );
+    assert!(events[0].marker, "the event's first packet has the marker");
+    assert!(
+        events.iter().any(|p| p.payload[1] & 0x80 != 0),
+        "no end-of-event packet"
     );
 }
 
@@ -400,4 +416,133 @@ async fn video_reaches_a_subscriber_and_audio_only_participants_send_none() {
         "decoded video frames: {video}"
     );
     assert!(video["width"].as_u64().unwrap_or(0) > 0, "{video}");
+}
+
+/// The `available`/`unavailable` events a page saw at its final look.
+fn stream_events<'a>(page: &'a Value, kind: &str) -> Vec<&'a Value> {
+    page["final"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_signaling_socket_resumes_and_media_carries_on() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (listener, listener_token) = api.participant(json!({})).await;
+    let (talker, talker_token) = api.participant(json!({})).await;
+    for p in [&listener, &talker] {
+        api.add(&s, p, Some(json!({"sessionId": s}))).await;
+    }
+    let report = drive_with(
+        &g,
+        json!([
+            {"token": listener_token, "connectTimeoutMs": 5000},
+            {"token": talker_token, "connectTimeoutMs": 5000, "publish": {"alias": "mic"},
+             "steps": [{"wait": 1500}, {"call": "dropSocket"}, {"wait": 3000}]},
+        ]),
+        500,
+    );
+    let pages = report["pages"].as_array().unwrap();
+    // The talker's socket went (its own 4000) and came back by itself, with no close from us.
+    let closes = pages[1]["final"]["closes"].as_array().unwrap();
+    assert_eq!(closes.len(), 1, "{}", pages[1]);
+    assert_eq!(closes[0]["code"], 4000);
+    // The listener never lost the talker's stream, and still hears it.
+    assert_eq!(
+        stream_events(&pages[0], "available").len(),
+        1,
+        "{}",
+        pages[0]
+    );
+    assert!(
+        stream_events(&pages[0], "unavailable").is_empty(),
+        "{}",
+        pages[0]
+    );
+    let energy = pages[0]["final"]["energy"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_f64)
+        .fold(0.0, f64::max);
+    assert!(energy > 0.001, "silence after the resume: {}", pages[0]);
+    assert_eq!(g.metric("patchbay_signaling_resumed_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_heartbeat_ends_the_device() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (listener, listener_token) = api.participant(json!({})).await;
+    let (talker, talker_token) = api.participant(json!({})).await;
+    for p in [&listener, &talker] {
+        api.add(&s, p, Some(json!({"sessionId": s}))).await;
+    }
+    let report = drive_with(
+        &g,
+        json!([
+            {"token": listener_token, "connectTimeoutMs": 5000},
+            {"token": talker_token, "connectTimeoutMs": 5000, "publish": {"alias": "mic"},
+             "steps": [{"wait": 1000}, {"call": "silenceHeartbeat"}, {"wait": 21000}]},
+        ]),
+        0,
+    );
+    let pages = report["pages"].as_array().unwrap();
+    let closes = pages[1]["final"]["closes"].as_array().unwrap();
+    assert!(
+        closes
+            .iter()
+            .any(|c| c["code"] == 4408 && c["reason"].as_str().unwrap().contains("heartbeat")),
+        "{}",
+        pages[1]
+    );
+    // Its stream went away for the listener.
+    assert_eq!(
+        stream_events(&pages[0], "available").len(),
+        1,
+        "{}",
+        pages[0]
+    );
+    assert_eq!(
+        stream_events(&pages[0], "unavailable").len(),
+        1,
+        "{}",
+        pages[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_device_of_the_participant_replaces_the_first() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api.participant(json!({})).await;
+    api.add(&s, &p, None).await;
+    let report = drive_with(
+        &g,
+        json!([
+            {"token": token, "connectTimeoutMs": 5000, "publish": {"alias": "first"}},
+            {"token": token, "connectTimeoutMs": 5000, "publish": {"alias": "second"}, "settleMs": 2500},
+        ]),
+        0,
+    );
+    let pages = report["pages"].as_array().unwrap();
+    // The first SDK was closed normally with the reason, and did not come back (no
+    // reconnect fight): the second stays connected.
+    let first = pages[0]["final"]["closes"].as_array().unwrap();
+    assert_eq!(first.len(), 1, "{}", pages[0]);
+    assert_eq!(first[0]["code"], 1000);
+    assert!(first[0]["reason"].as_str().unwrap().contains("replaced"));
+    assert!(
+        pages[1]["final"]["closes"].as_array().unwrap().is_empty(),
+        "{}",
+        pages[1]
+    );
+    assert_eq!(pages[1]["outcome"], "connected");
 }

@@ -121,3 +121,77 @@ async fn unparseable_sdp_gets_an_error_result_and_the_connection_stays() {
     let r = rpc(&mut ws, json!(3), "ping", json!({})).await;
     assert_eq!(r["result"], json!({}));
 }
+
+#[tokio::test]
+async fn a_new_unique_id_replaces_the_old_device() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api.participant(json!({})).await;
+    api.add(&s, &p, None).await;
+    let mut first = connect(&g, &token, "dev-1").await;
+    let r = rpc(&mut first, json!(1), "ping", json!({})).await;
+    assert_eq!(r["result"], json!({}));
+    let mut second = connect(&g, &token, "dev-2").await;
+    // A normal close with the reason: the SDK does not reconnect after 1000.
+    let (code, reason) = next(&mut first).await.unwrap_err();
+    assert_eq!(code, 1000);
+    assert!(reason.contains("replaced"), "{reason}");
+    let r = rpc(&mut second, json!(2), "ping", json!({})).await;
+    assert_eq!(r["result"], json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdp_offer_is_sent_again_on_resume_and_an_unanswered_one_ends_the_device() {
+    use patchbay_tests::media::{write_tone_wav, Law};
+    use patchbay_tests::sipp::SippCall;
+    use patchbay_tests::ws::next_within;
+    use std::time::{Duration, Instant};
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api.participant(json!({})).await;
+    let (phone, phone_token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&s, &p, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &phone, Some(json!({"sessionId": s}))).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("tone.wav"), 440.0, 2, Law::Ulaw);
+    let call = SippCall::new("phone", "uac_tone.xml")
+        .var("WAV", "tone.wav")
+        .var("PT", "0")
+        .var("CODEC", "PCMU")
+        .var("HOLD_MS", "30000")
+        .token(&phone_token);
+    let _running = call.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+
+    // The device is offered the phone's stream.
+    let mut ws = connect(&g, &token, "dev-1").await;
+    let offer: serde_json::Value = serde_json::from_str(&next(&mut ws).await.unwrap()).unwrap();
+    assert_eq!(offer["method"], "sdpOffer", "{offer}");
+    assert_eq!(offer["params"]["sdpRevision"], 1);
+    // The socket dies without a close (a network failure), and the SDK comes back with
+    // the same uniqueId: the same offer is sent again.
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ws = connect(&g, &token, "dev-1").await;
+    let again: serde_json::Value = serde_json::from_str(&next(&mut ws).await.unwrap()).unwrap();
+    assert_eq!(again, offer);
+    assert_eq!(g.metric("patchbay_signaling_resumed_total").await, 1.0);
+    // Nobody answers it: the device is ended with the reason, in about 10 s.
+    let sent = Instant::now();
+    let (code, reason) = next_within(&mut ws, Duration::from_secs(15))
+        .await
+        .unwrap_err();
+    assert_eq!(code, 4408);
+    assert!(reason.contains("sdpOffer"), "{reason}");
+    assert!(
+        sent.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        sent.elapsed()
+    );
+    // The call is unaffected.
+    assert_eq!(g.metric("patchbay_sip_calls_active").await, 1.0);
+}

@@ -7,8 +7,9 @@
 //! socket), so the hot path has no lock and no allocation per packet.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -22,6 +23,9 @@ use super::webrtc::{
     offered_streams, offered_tracks, reject_kinds, sdp_ufrag, WebRtcIn, WebRtcTransport,
 };
 use super::{frame_len, FRAME_MS};
+use crate::events::{
+    DeviceClose, DeviceEvent, DeviceEventKind, DeviceNote, DeviceOwner, EventSink, LogEvents,
+};
 use crate::model::Subscriptions;
 use crate::resolver::{receives, StreamRef};
 
@@ -134,8 +138,10 @@ pub enum SessionInput {
     /// `sdpOffer` texts) go to `notify`.
     DeviceJoin {
         device: String,
-        participant_id: Uuid,
-        notify: mpsc::UnboundedSender<String>,
+        /// This signaling connection (a later `DeviceGone` names it).
+        conn: u64,
+        owner: DeviceOwner,
+        notify: mpsc::UnboundedSender<DeviceNote>,
     },
     /// A browser device publishes (or re-publishes) with this offer.
     Publish(PublishOffer),
@@ -147,6 +153,9 @@ pub enum SessionInput {
     /// A browser device is gone (socket closed, left, removed).
     DeviceGone {
         device: String,
+        conn: u64,
+        /// The client said `leave` (else the socket was lost and the device may resume).
+        left: bool,
     },
     /// A datagram for one of the devices' peer connections.
     WebRtc(WebRtcIn),
@@ -184,6 +193,8 @@ struct BrowserAudio {
     decoder: Decoder,
     fifo: PcmFifo,
     frame: Vec<i16>,
+    /// RTP time of the last telephone-event seen (a new one starts an event).
+    last_event: Option<u64>,
 }
 
 /// Mixer keys of browser audio live above every leg id.
@@ -221,7 +232,16 @@ struct Forward {
 /// connection (we offer, with `sdpRevision` counting from 1).
 struct Device {
     participant_id: Uuid,
-    notify: Option<mpsc::UnboundedSender<String>>,
+    owner: DeviceOwner,
+    /// The current signaling connection.
+    conn: u64,
+    notify: Option<mpsc::UnboundedSender<DeviceNote>>,
+    /// When the signaling connection was lost (the device may resume until the grace ends).
+    lost_at: Option<Instant>,
+    /// When the last `PONG` (or the heartbeat channel's opening) was seen.
+    last_pong: Option<Instant>,
+    /// When the pending `sdpOffer` was sent, and its text (sent again on resume).
+    offer_sent: Option<(Instant, String)>,
     publish: Option<str0m::Rtc>,
     published: Vec<Track>,
     subscribe: Option<str0m::Rtc>,
@@ -229,14 +249,20 @@ struct Device {
     revision: u64,
     forwards: Vec<Forward>,
     ufrags: Vec<String>,
-    heartbeat: Option<str0m::channel::ChannelId>,
+    /// The heartbeat channel of the publishing and the subscribing connection.
+    heartbeat: [Option<str0m::channel::ChannelId>; 2],
 }
 
 impl Device {
-    fn new(participant_id: Uuid) -> Device {
+    fn new(owner: DeviceOwner, conn: u64) -> Device {
         Device {
-            participant_id,
+            participant_id: owner.participant_id,
+            owner,
+            conn,
             notify: None,
+            lost_at: None,
+            last_pong: None,
+            offer_sent: None,
             publish: None,
             published: Vec::new(),
             subscribe: None,
@@ -244,15 +270,31 @@ impl Device {
             revision: 0,
             forwards: Vec::new(),
             ufrags: Vec::new(),
-            heartbeat: None,
+            heartbeat: [None, None],
         }
     }
 }
 
-fn new_rtc(transport: &WebRtcTransport) -> Result<str0m::Rtc, String> {
-    let mut rtc = str0m::Rtc::builder()
-        .set_ice_lite(true)
-        .build(std::time::Instant::now());
+/// A peer connection of ours; `dtmf` accepts RFC 4733 telephone-events (publishing
+/// connections: the SDK's `sendDtmf` uses the audio sender's `RTCDTMFSender`).
+fn new_rtc(transport: &WebRtcTransport, dtmf: bool) -> Result<str0m::Rtc, String> {
+    let mut config = str0m::Rtc::builder().set_ice_lite(true);
+    if dtmf {
+        for (pt, rate) in [
+            (110, str0m::media::Frequency::FORTY_EIGHT_KHZ),
+            (126, str0m::media::Frequency::EIGHT_KHZ),
+        ] {
+            config.codec_config().add_config(
+                pt.into(),
+                None,
+                str0m::format::Codec::Tele,
+                rate,
+                None,
+                str0m::format::FormatParams::default(),
+            );
+        }
+    }
+    let mut rtc = config.build(std::time::Instant::now());
     let candidate = str0m::Candidate::host(transport.local_addr(), "udp")
         .map_err(|e| format!("candidate: {e}"))?;
     rtc.add_local_candidate(candidate);
@@ -297,6 +339,14 @@ fn sdk_channels() -> [str0m::channel::ChannelConfig; 2] {
         }
     })
 }
+
+/// How long a device whose signaling connection dropped may resume it (the SDK
+/// reconnects every second; its peer connections carry on meanwhile).
+pub const RESUME_GRACE: Duration = Duration::from_secs(30);
+/// A device whose heartbeat channel has been silent this long is gone (we PING every 5 s).
+pub const HEARTBEAT_DEAD: Duration = Duration::from_secs(16);
+/// How long a client may take to answer an `sdpOffer`.
+pub const OFFER_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default stream alias under which SIP legs publish their audio.
 pub const PHONE_ALIAS: &str = "phone";
@@ -408,6 +458,8 @@ struct Actor {
     keyframe_requests: Vec<(String, str0m::media::Mid, str0m::media::KeyframeRequestKind)>,
     browser_audio: Vec<BrowserAudio>,
     next_browser_key: u64,
+    /// Where device events go.
+    sink: Arc<dyn EventSink>,
 }
 
 impl Actor {
@@ -663,13 +715,12 @@ impl Actor {
             reject_kinds(&offer.sdp, offer.may_publish_audio, offer.may_publish_video);
         let parsed = str0m::change::SdpOffer::from_sdp_string(&allowed_sdp)
             .map_err(|e| format!("bad SDP offer: {e}"))?;
-        let device = self
-            .devices
-            .entry(offer.device.clone())
-            .or_insert_with(|| Device::new(offer.participant_id));
+        let Some(device) = self.devices.get_mut(&offer.device) else {
+            return Err("the device is not connected".into());
+        };
         let fresh = device.publish.is_none();
         if fresh {
-            device.publish = Some(new_rtc(&transport)?);
+            device.publish = Some(new_rtc(&transport, true)?);
         }
         let Some(rtc) = device.publish.as_mut() else {
             return Err("no publishing connection".into());
@@ -716,30 +767,123 @@ impl Actor {
         })
     }
 
+    fn device_event(&self, kind: DeviceEventKind, device: &str, owner: &DeviceOwner) {
+        self.sink.device_event(DeviceEvent {
+            kind,
+            owner: owner.clone(),
+            device_id: device.to_string(),
+            at_ms: unix_us() / 1000,
+        });
+    }
+
+    /// A signaling connection for `device` opened: a new device, or the resume of one
+    /// whose connection was lost (its peer connections carry on). Other devices of the
+    /// same participant are replaced.
     fn device_join(
         &mut self,
         device: String,
-        participant_id: Uuid,
-        notify: mpsc::UnboundedSender<String>,
+        conn: u64,
+        owner: DeviceOwner,
+        notify: mpsc::UnboundedSender<DeviceNote>,
     ) {
+        let others: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|(k, d)| d.participant_id == owner.participant_id && **k != device)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for other in others {
+            self.remove_device(&other, Some(DeviceClose::Replaced));
+        }
         let d = self
             .devices
-            .entry(device)
-            .or_insert_with(|| Device::new(participant_id));
+            .entry(device.clone())
+            .or_insert_with(|| Device::new(owner.clone(), conn));
+        if let Some(old) = d.notify.take() {
+            // The same uniqueId on a second socket: the newer one wins.
+            let _ = old.send(DeviceNote::Close(DeviceClose::Replaced));
+        }
+        let resumed = d.lost_at.take().is_some();
+        self.stats.signaling_connects.fetch_add(1, Relaxed);
+        if resumed {
+            self.stats.signaling_resumed.fetch_add(1, Relaxed);
+        }
+        d.conn = conn;
+        // An offer that was out when the connection dropped is sent again.
+        if let Some((at, text)) = d.offer_sent.as_mut() {
+            *at = Instant::now();
+            let _ = notify.send(DeviceNote::Rpc(text.clone()));
+        }
         d.notify = Some(notify);
+        tracing::info!(session_id = %self.session_id, device, participant_id = %owner.participant_id, resumed, "device connected");
+        self.device_event(DeviceEventKind::Connect, &device, &owner);
         self.route_devices();
     }
 
-    fn device_gone(&mut self, device: &str) {
-        if let Some(d) = self.devices.remove(device) {
-            if let Some(t) = &self.webrtc {
-                for u in &d.ufrags {
-                    t.unregister(u);
-                }
+    /// The signaling connection `conn` of `device` closed: the client left (the device
+    /// goes), or the socket was lost (the device waits [`RESUME_GRACE`] for a resume).
+    fn device_closed(&mut self, device: &str, conn: u64, left: bool) {
+        let Some(d) = self.devices.get_mut(device).filter(|d| d.conn == conn) else {
+            return;
+        };
+        d.notify = None;
+        if left {
+            self.remove_device(device, None);
+        } else {
+            d.lost_at = Some(Instant::now());
+            self.stats.signaling_lost.fetch_add(1, Relaxed);
+            let owner = d.owner.clone();
+            tracing::info!(session_id = %self.session_id, device, "device signaling lost");
+            self.device_event(DeviceEventKind::Disconnect, device, &owner);
+        }
+    }
+
+    /// Forget a device: close its signaling connection with `close` (if still open),
+    /// release its peer connections, tell the application (`onLeave`).
+    fn remove_device(&mut self, device: &str, close: Option<DeviceClose>) {
+        let Some(d) = self.devices.remove(device) else {
+            return;
+        };
+        if let (Some(n), Some(why)) = (&d.notify, close) {
+            let _ = n.send(DeviceNote::Close(why));
+        }
+        if let Some(t) = &self.webrtc {
+            for u in &d.ufrags {
+                t.unregister(u);
             }
-            tracing::info!(session_id = %self.session_id, device, participant_id = %d.participant_id, "device gone");
-            self.sync_browser_audio();
-            self.route_devices();
+        }
+        tracing::info!(session_id = %self.session_id, device, participant_id = %d.participant_id, reason = close.map(DeviceClose::reason), "device gone");
+        self.device_event(DeviceEventKind::Leave, device, &d.owner);
+        self.stats.devices_ended.fetch_add(1, Relaxed);
+        self.sync_browser_audio();
+        self.route_devices();
+    }
+
+    /// Once a second: end devices that never resumed, whose heartbeat died, or that sit
+    /// on an unanswered `sdpOffer`.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let mut ended = Vec::new();
+        for (id, d) in &self.devices {
+            let why = if d.lost_at.is_some_and(|t| now > t + RESUME_GRACE) {
+                Some(None)
+            } else if d.last_pong.is_some_and(|t| now > t + HEARTBEAT_DEAD) {
+                Some(Some(DeviceClose::HeartbeatLost))
+            } else if d.notify.is_some()
+                && d.offer_sent
+                    .as_ref()
+                    .is_some_and(|(t, _)| now > *t + OFFER_ANSWER_TIMEOUT)
+            {
+                Some(Some(DeviceClose::OfferUnanswered))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                ended.push((id.clone(), why));
+            }
+        }
+        for (id, why) in ended {
+            self.remove_device(&id, why);
         }
     }
 
@@ -761,7 +905,7 @@ impl Actor {
         };
         if !stale.is_empty() {
             for id in stale {
-                self.device_gone(&id);
+                self.remove_device(&id, Some(DeviceClose::Removed));
             }
             return;
         }
@@ -873,7 +1017,7 @@ impl Actor {
             };
             let fresh = d.subscribe.is_none();
             if fresh {
-                match new_rtc(&transport) {
+                match new_rtc(&transport, false) {
                     Ok(rtc) => d.subscribe = Some(rtc),
                     Err(e) => {
                         tracing::warn!(error = %e, "subscribing connection");
@@ -952,9 +1096,11 @@ impl Actor {
                 "sdpRevision": d.revision,
                 "streamMetadata": metadata,
             }});
+            let note = note.to_string();
             if let Some(n) = &d.notify {
-                let _ = n.send(note.to_string());
+                let _ = n.send(DeviceNote::Rpc(note.clone()));
             }
+            d.offer_sent = Some((Instant::now(), note));
             tracing::info!(session_id = %self.session_id, device = %id, revision = d.revision, "sdpOffer sent");
         }
         self.drive_devices();
@@ -967,6 +1113,7 @@ impl Actor {
         let (Some(rtc), Some(pending)) = (d.subscribe.as_mut(), d.pending.take()) else {
             return;
         };
+        d.offer_sent = None;
         match str0m::change::SdpAnswer::from_sdp_string(sdp) {
             Ok(answer) => {
                 if let Err(e) = rtc.sdp_api().accept_answer(pending, answer) {
@@ -1030,6 +1177,7 @@ impl Actor {
                     publish,
                     subscribe,
                     heartbeat,
+                    last_pong,
                     ..
                 } = d;
                 let rtc = if pass == 0 {
@@ -1057,10 +1205,14 @@ impl Actor {
                             str0m::Event::Connected => {
                                 tracing::info!(session_id = %self.session_id, device = %id, subscribing = pass == 1, "device connection up");
                             }
-                            str0m::Event::ChannelOpen(cid, label)
-                                if label == "__heartbeat__" && pass == 0 =>
+                            str0m::Event::ChannelOpen(cid, label) if label == "__heartbeat__" => {
+                                heartbeat[pass] = Some(cid);
+                                last_pong.get_or_insert(now);
+                            }
+                            str0m::Event::ChannelData(data)
+                                if Some(data.id) == heartbeat[pass] && data.data == b"PONG" =>
                             {
-                                *heartbeat = Some(cid);
+                                *last_pong = Some(now);
                             }
                             str0m::Event::MediaData(data) => {
                                 self.stats
@@ -1096,7 +1248,7 @@ impl Actor {
         self.keyframe_requests.clear();
         dead.dedup();
         for id in dead {
-            self.device_gone(&id);
+            self.remove_device(&id, Some(DeviceClose::MediaLost));
         }
         self.next_rtc = next;
     }
@@ -1130,6 +1282,10 @@ impl Actor {
     fn forward(&mut self) {
         let frames = std::mem::take(&mut self.frames);
         for (from, data) in &frames {
+            if data.params.spec().codec == str0m::format::Codec::Tele {
+                self.browser_dtmf(from, data);
+                continue;
+            }
             if let Some(b) = self
                 .browser_audio
                 .iter_mut()
@@ -1151,6 +1307,37 @@ impl Actor {
         }
         self.frames = frames;
         self.frames.clear();
+    }
+
+    /// An RFC 4733 telephone-event from a browser's audio: to every SIP leg that hears
+    /// that audio (as RFC 4733 on the leg, like DTMF between callers).
+    fn browser_dtmf(&mut self, from: &str, data: &str0m::media::MediaData) {
+        let Some(b) = self
+            .browser_audio
+            .iter_mut()
+            .find(|b| b.device == from && b.mid == data.mid)
+        else {
+            return;
+        };
+        let Some(&[e0, e1, e2, e3]) = data.data.get(..4) else {
+            return;
+        };
+        let ts = data.time.numer();
+        let start = b.last_event != Some(ts);
+        if start {
+            b.last_event = Some(ts);
+            tracing::info!(session_id = %self.session_id, device = from, event = e0, "DTMF event from a browser");
+            self.stats.dtmf_from_browsers.fetch_add(1, Relaxed);
+        }
+        let clock = data.params.spec().clock_rate.get();
+        let key = b.key;
+        for (&k, leg) in &self.legs {
+            if leg.media.event_payload_type.is_some()
+                && self.mixer.hears(k).is_some_and(|h| h.contains(&key))
+            {
+                leg.sink.send_event(&[e0, e1, e2, e3], start, clock);
+            }
+        }
     }
 
     /// Each SIP leg some browser receives: encode this tick's caller audio to Opus once,
@@ -1248,6 +1435,7 @@ impl Actor {
                 decoder,
                 fifo: PcmFifo::new(AudioCodec::Opus.pcm_rate() as usize * 3 / 10),
                 frame: vec![0; frame_len(AudioCodec::Opus.pcm_rate())],
+                last_event: None,
             });
         }
         self.route();
@@ -1256,11 +1444,16 @@ impl Actor {
     /// Every 5 s, PING on each device's heartbeat channel (the SDK answers PONG).
     fn heartbeat(&mut self) {
         for d in self.devices.values_mut() {
-            let (Some(rtc), Some(id)) = (d.publish.as_mut(), d.heartbeat) else {
-                continue;
-            };
-            if let Some(mut ch) = rtc.channel(id) {
-                let _ = ch.write(false, b"PING");
+            for (rtc, id) in [d.publish.as_mut(), d.subscribe.as_mut()]
+                .into_iter()
+                .zip(d.heartbeat)
+            {
+                let (Some(rtc), Some(id)) = (rtc, id) else {
+                    continue;
+                };
+                if let Some(mut ch) = rtc.channel(id) {
+                    let _ = ch.write(false, b"PING");
+                }
             }
         }
     }
@@ -1268,6 +1461,16 @@ impl Actor {
     fn end(&mut self, reason: HangupReason) {
         for (_, l) in self.legs.drain() {
             l.sink.hang_up(reason);
+        }
+        let close = match reason {
+            HangupReason::Removed | HangupReason::Replaced => DeviceClose::Removed,
+            HangupReason::SessionEnded | HangupReason::Shutdown => DeviceClose::SessionEnded,
+        };
+        for (id, d) in std::mem::take(&mut self.devices) {
+            if let Some(n) = &d.notify {
+                let _ = n.send(DeviceNote::Close(close));
+            }
+            self.device_event(DeviceEventKind::Leave, &id, &d.owner);
         }
     }
 }
@@ -1303,6 +1506,7 @@ async fn run(
         keyframe_requests: Vec::new(),
         browser_audio: Vec::new(),
         next_browser_key: BROWSER_KEY_BASE,
+        sink: hub.sink.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -1321,9 +1525,9 @@ async fn run(
                     }
                                         SessionInput::Update { leg, media } => actor.update(leg, media),
                     SessionInput::Leave { leg } => actor.leave(leg),
-                                        SessionInput::DeviceJoin { device, participant_id, notify } => {
+                    SessionInput::DeviceJoin { device, conn, owner, notify } => {
                         joined_once = true;
-                        actor.device_join(device, participant_id, notify);
+                        actor.device_join(device, conn, owner, notify);
                     }
                                         SessionInput::Publish(offer) => {
                         joined_once = true;
@@ -1332,7 +1536,9 @@ async fn run(
                         actor.route_devices();
                     }
                     SessionInput::Answer { device, sdp } => actor.answer(&device, &sdp),
-                    SessionInput::DeviceGone { device } => actor.device_gone(&device),
+                    SessionInput::DeviceGone { device, conn, left } => {
+                        actor.device_closed(&device, conn, left)
+                    }
                     SessionInput::WebRtc(input) => actor.webrtc_input(&input),
 
                                         SessionInput::Snapshot(s) => {
@@ -1353,6 +1559,9 @@ async fn run(
                                                 _ = tick.tick() => {
                 actor.tick();
                 actor.ticks += 1;
+                if actor.ticks.is_multiple_of(50) {
+                    actor.housekeeping();
+                }
                 if actor.ticks.is_multiple_of(250) {
                     actor.heartbeat();
                     actor.drive_devices();
@@ -1404,6 +1613,7 @@ struct HubInner {
     stats: Arc<MediaStats>,
     alias: Arc<str>,
     webrtc: Mutex<Option<Arc<WebRtcTransport>>>,
+    sink: Mutex<Arc<dyn EventSink>>,
 }
 
 impl HubInner {
@@ -1437,6 +1647,7 @@ impl MediaHub {
                 stats: Arc::new(MediaStats::default()),
                 alias: Arc::from(alias),
                 webrtc: Mutex::new(None),
+                sink: Mutex::new(Arc::new(LogEvents)),
             }),
         }
     }
@@ -1444,6 +1655,12 @@ impl MediaHub {
     /// Enable WebRTC media for browser devices on this transport.
     pub fn set_webrtc(&self, transport: Arc<WebRtcTransport>) {
         *self.inner.webrtc.lock().unwrap_or_else(|e| e.into_inner()) = Some(transport);
+    }
+
+    /// Send device events (`onConnect`, `onLeave`, `onDisconnect`) to `sink` (sessions
+    /// started from now on).
+    pub fn set_event_sink(&self, sink: Arc<dyn EventSink>) {
+        *self.inner.sink.lock().unwrap_or_else(|e| e.into_inner()) = sink;
     }
 
     /// Statistics of every session's media path.

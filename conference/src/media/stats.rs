@@ -76,6 +76,11 @@ pub struct MediaStats {
     pub webrtc_media_in: AtomicU64,
     /// Media frames forwarded into browsers' subscribing connections.
     pub webrtc_media_out: AtomicU64,
+    pub signaling_connects: AtomicU64,
+    pub signaling_resumed: AtomicU64,
+    pub signaling_lost: AtomicU64,
+    pub devices_ended: AtomicU64,
+    pub dtmf_from_browsers: AtomicU64,
 }
 
 impl MediaStats {
@@ -116,6 +121,31 @@ impl MediaStats {
                 "webrtc_media_out",
                 "Media frames forwarded to browsers.",
                 &self.webrtc_media_out,
+            ),
+            (
+                "signaling_connects",
+                "Device signaling connections accepted (new devices and resumes).",
+                &self.signaling_connects,
+            ),
+            (
+                "signaling_resumed",
+                "Signaling connections that resumed a device whose socket was lost.",
+                &self.signaling_resumed,
+            ),
+            (
+                "signaling_lost",
+                "Signaling sockets lost without a leave (the device may resume).",
+                &self.signaling_lost,
+            ),
+            (
+                "devices_ended",
+                "Browser devices gone (left, removed, replaced, dead heartbeat, never resumed).",
+                &self.devices_ended,
+            ),
+            (
+                "dtmf_from_browsers",
+                "DTMF events received from browsers (RFC 4733).",
+                &self.dtmf_from_browsers,
             ),
         ] {
             let _ = writeln!(

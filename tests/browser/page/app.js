@@ -8,12 +8,22 @@ const BandwidthRtc = BandwidthRtcModule.default || BandwidthRtcModule;
 // Record every close of every WebSocket the SDK opens (code and reason are what the
 // server sent: the SDK itself only reconnects).
 const closes = [];
+const sockets = [];
 const NativeWebSocket = window.WebSocket;
 window.WebSocket = class extends NativeWebSocket {
   constructor(...args) {
     super(...args);
+    sockets.push(this);
     this.addEventListener("close", (e) => closes.push({ code: e.code, reason: e.reason }));
   }
+};
+
+// When set, the page's data channels swallow the SDK's heartbeat answers.
+let muteHeartbeat = false;
+const nativeSend = RTCDataChannel.prototype.send;
+RTCDataChannel.prototype.send = function (data) {
+  if (muteHeartbeat && data === "PONG") return;
+  return nativeSend.call(this, data);
 };
 
 const events = [];
@@ -124,6 +134,23 @@ window.pb = {
       out[id] = { frames: q ? q.totalVideoFrames : 0, width: el.videoWidth };
     }
     return out;
+  },
+
+  /** DTMF through the SDK (RFC 4733 on the published audio). */
+  dtmf(tones) {
+    rtc.sendDtmf(tones);
+  },
+
+  /** Stop answering the server's heartbeat PINGs (a peer that went away). */
+  silenceHeartbeat() {
+    muteHeartbeat = true;
+  },
+
+  /** Drop the signaling socket as a network failure would (the SDK reconnects). */
+  dropSocket() {
+    for (const ws of sockets) {
+      if (ws.readyState === NativeWebSocket.OPEN) ws.close(4000, "network went away");
+    }
   },
 
   async disconnect() {

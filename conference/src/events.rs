@@ -1,0 +1,103 @@
+//! Participant events the application hears about through its `callbackUrl`
+//! (`onConnect`, `onLeave`, `onDisconnect`), raised by the session actors.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+/// What happened to a participant's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceEventKind {
+    /// A signaling connection was established (first connect or resume).
+    Connect,
+    /// The device is gone: the client left, or the server removed it (participant
+    /// removed, replaced by another device, dead heartbeat, never came back).
+    Leave,
+    /// The signaling connection was lost; the device may still resume.
+    Disconnect,
+}
+
+impl DeviceEventKind {
+    /// The event's name on the wire (`event` field of the callback body).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceEventKind::Connect => "onConnect",
+            DeviceEventKind::Leave => "onLeave",
+            DeviceEventKind::Disconnect => "onDisconnect",
+        }
+    }
+}
+
+/// Who a device belongs to, as known when it connected (so events still reach the
+/// application after the participant is deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceOwner {
+    pub participant_id: Uuid,
+    pub callback_url: Option<Arc<str>>,
+    pub tag: Option<Arc<str>>,
+}
+
+/// One device event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceEvent {
+    pub kind: DeviceEventKind,
+    pub owner: DeviceOwner,
+    /// The SDK's `uniqueId`.
+    pub device_id: String,
+    /// When it happened, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// Where device events go (the webhook outbox). Called from session actors: must not block.
+pub trait EventSink: Send + Sync + 'static {
+    fn device_event(&self, event: DeviceEvent);
+}
+
+/// The default sink: a log line per event.
+pub struct LogEvents;
+
+impl EventSink for LogEvents {
+    fn device_event(&self, e: DeviceEvent) {
+        tracing::info!(event = e.kind.name(), participant_id = %e.owner.participant_id, device_id = %e.device_id, "device event");
+    }
+}
+
+/// Why the server closes a device's signaling connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceClose {
+    /// The participant was removed from the session or deleted.
+    Removed,
+    /// The session ended.
+    SessionEnded,
+    /// Another device (`uniqueId`) of the same participant connected.
+    Replaced,
+    /// No `PONG` on the heartbeat data channel.
+    HeartbeatLost,
+    /// The client did not answer an `sdpOffer` in time.
+    OfferUnanswered,
+    /// Its peer connection failed (ICE or DTLS).
+    MediaLost,
+}
+
+impl DeviceClose {
+    /// A human-readable reason (the WebSocket close reason).
+    pub fn reason(self) -> &'static str {
+        match self {
+            DeviceClose::Removed => "participant removed from the session",
+            DeviceClose::SessionEnded => "session ended",
+            DeviceClose::Replaced => "replaced by another device of the same participant",
+            DeviceClose::HeartbeatLost => "heartbeat lost: no PONG on the __heartbeat__ channel",
+            DeviceClose::OfferUnanswered => "sdpOffer not answered in time",
+            DeviceClose::MediaLost => "peer connection failed",
+        }
+    }
+}
+
+/// What the session actor tells a device's signaling connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceNote {
+    /// A JSON-RPC notification to send as is.
+    Rpc(String),
+    /// Close the connection with this reason.
+    Close(DeviceClose),
+}
