@@ -48,7 +48,8 @@ class Gateway:
         env = dict(os.environ, PATCHBAY_LOG="warn")
         self.proc = subprocess.Popen(
             [os.path.join(ROOT, "target/release/patchbay"), "--http-listen", f"127.0.0.1:{self.http}",
-             "--sip-listen", f"127.0.0.1:{self.sip}", "--data-dir", self.data, "--rtp-ports", rtp_ports],
+             "--sip-listen", f"127.0.0.1:{self.sip}", "--data-dir", self.data, "--rtp-ports", rtp_ports,
+             "--webrtc-listen", "127.0.0.1:19999"],
             stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         for _ in range(200):
             try:
@@ -96,12 +97,14 @@ def proc_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def participants(gw, n, per_session):
+def participants(gw, n, per_session, sessions=None):
     tokens = []
     session = None
     for i in range(n):
         if i % per_session == 0:
             session = gw.api("POST", "/sessions", {"tag": "bench"})["id"]
+            if sessions is not None:
+                sessions.append(session)
         r = gw.api("POST", "/participants", {"publishPermissions": ["AUDIO"]})
         gw.api("PUT", f"/sessions/{session}/participants/{r['participant']['id']}", {"sessionId": session})
         tokens.append(r["token"])
@@ -171,7 +174,8 @@ def run_legs(args):
     gw = Gateway(work)
     try:
         n = args.n
-        tokens = participants(gw, n, 10)
+        sessions = []
+        tokens = participants(gw, n, 10, sessions)
         with open(os.path.join(work, "tokens.csv"), "w") as f:
             f.write("SEQUENTIAL\n" + "".join(f"{t};\n" for t in tokens))
         tone_wav(os.path.join(work, "tone.wav"))
@@ -188,6 +192,27 @@ def run_legs(args):
             if time.time() > deadline:
                 raise RuntimeError(f"only {gw.metrics().get('patchbay_sip_calls_active')} of {n} calls up")
             time.sleep(0.2)
+        listeners = None
+        opus_us = None
+        if args.browsers:
+            # Bare libopus, same machine, same run: the baseline of the phone->browser path.
+            out = subprocess.run([os.path.join(ROOT, "target/release/webrtc-load"), "opus-baseline", "--rate", "8000"],
+                                 capture_output=True, text=True, check=True).stdout
+            opus_us = json.loads(out.strip().splitlines()[-1])["us_per_frame"]
+            with open(os.path.join(work, "sessions.txt"), "w") as f:
+                f.write("\n".join(sessions))
+            listeners = subprocess.Popen(
+                [os.path.join(ROOT, "target/release/webrtc-load"), "--base", f"http://127.0.0.1:{gw.http}", "listen",
+                 "--sessions-file", "sessions.txt"], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            want = n * 50 * 0.9
+            deadline = time.time() + 60
+            while True:
+                a = gw.metrics().get("patchbay_webrtc_media_out_total", 0)
+                time.sleep(1)
+                if gw.metrics().get("patchbay_webrtc_media_out_total", 0) - a >= want:
+                    break
+                if time.time() > deadline:
+                    raise RuntimeError("browsers did not start receiving every leg")
         time.sleep(3)  # steady state
         sipp_pids = [int(p) for p in subprocess.run(["pgrep", "-f", "sipp 127.0.0.1"], capture_output=True,
                                                     text=True).stdout.split()]
@@ -201,6 +226,9 @@ def run_legs(args):
                 os.kill(p, 15)
             except ProcessLookupError:
                 pass
+        web = m1.get("patchbay_webrtc_media_out_total", 0) - m0.get("patchbay_webrtc_media_out_total", 0)
+        if listeners:
+            listeners.terminate()
         wall = t1 - t0
         cpu = (c1 - c0) / wall
         sipp_cpu = (s1 - s0) / wall
@@ -220,6 +248,14 @@ def run_legs(args):
         print(f"RTP in           {rx / wall:8.0f} pkt/s of {expected / wall:.0f} expected "
               f"(loss {max(0.0, 1 - rx / expected) * 100:.3f} %)")
         print(f"RTP out          {tx / wall:8.0f} pkt/s (send drops {dropped:.0f}, concealed in {concealed:.0f})")
+        if args.browsers:
+            per_leg_us = cpu / n * 1e6
+            bare_us = opus_us * 50
+            print(f"browsers         {len(sessions)} (one per session, hearing every leg): "
+                  f"{web / wall:.0f} Opus pkt/s of {n * 50} expected")
+            print(f"phone->browser   {per_leg_us:.0f} µs of gateway CPU per leg per second, everything included; "
+                  f"bare libopus encode of the same audio (8 kHz, complexity 5) {bare_us:.0f} µs = "
+                  f"{per_leg_us / bare_us:.2f}x; legs per core {1e6 / per_leg_us:.0f}")
         print(f"mix latency      p50 <= {p50 * 1000:.1f} ms, p99 <= {p99 * 1000:.1f} ms (arrival -> send, bucket bounds)")
         total = buckets[-1][1] or 1
         prev = 0
@@ -231,9 +267,11 @@ def run_legs(args):
         print(json.dumps({"legs": n, "cpu_core_fraction": round(cpu, 4), "legs_per_core_at_50pct": round(legs_per_core),
                           "loss_in": max(0.0, 1 - rx / expected), "send_drops": dropped, "concealed": concealed,
                           "latency_p50_ms": p50 * 1000, "latency_p99_ms": p99 * 1000,
-                          "sipp_cpu_core_fraction": round(sipp_cpu, 4)}))
+                          "sipp_cpu_core_fraction": round(sipp_cpu, 4),
+                          "browser_pps": round(web / wall), "opus_baseline_us_per_frame": opus_us}))
     finally:
         subprocess.run(["pkill", "-f", "sipp 127.0.0.1"], stderr=subprocess.DEVNULL)
+        subprocess.run(["pkill", "-f", "webrtc-load --base"], stderr=subprocess.DEVNULL)
         gw.stop()
         shutil.rmtree(work, ignore_errors=True)
 
@@ -281,13 +319,15 @@ def main():
     legs = sub.add_parser("legs")
     legs.add_argument("n", type=int)
     legs.add_argument("--seconds", type=float, default=10)
+    legs.add_argument("--browsers", action="store_true",
+                      help="one browser (webrtc-load listen) per session hearing every leg: the phone->browser path")
     cps = sub.add_parser("cps")
     cps.add_argument("rate", type=int)
     cps.add_argument("--seconds", type=int, default=10)
     cps.add_argument("--participants", type=int, default=2000)
     args = p.parse_args()
-    if not os.path.exists(os.path.join(ROOT, "target/release/patchbay")):
-        subprocess.run(["cargo", "build", "--release", "--bin", "patchbay"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "--bin", "patchbay", "--bin", "webrtc-load"], cwd=ROOT,
+                   check=True)
     {"legs": run_legs, "cps": run_cps}[args.cmd](args)
 
 

@@ -251,6 +251,10 @@ struct Device {
     ufrags: Vec<String>,
     /// The heartbeat channel of the publishing and the subscribing connection.
     heartbeat: [Option<str0m::channel::ChannelId>; 2],
+    /// Per connection (publishing, subscribing): it has input or media to send since
+    /// it was last driven, and when it next wants a timeout.
+    dirty: [bool; 2],
+    next: [Option<Instant>; 2],
 }
 
 impl Device {
@@ -271,6 +275,8 @@ impl Device {
             forwards: Vec::new(),
             ufrags: Vec::new(),
             heartbeat: [None, None],
+            dirty: [false; 2],
+            next: [None; 2],
         }
     }
 }
@@ -323,6 +329,7 @@ fn write_to_subscribers(
         let Some(pt) = pt_for(&writer) else { continue };
         if writer.write(pt, wallclock, time, data.clone()).is_ok() {
             written += 1;
+            d.dirty[1] = true;
         }
     }
     written
@@ -460,6 +467,8 @@ struct Actor {
     next_browser_key: u64,
     /// Where device events go.
     sink: Arc<dyn EventSink>,
+    /// Datagrams the peer connections produced during one drive, sent in one batch.
+    outbox: Vec<(std::net::SocketAddr, Vec<u8>)>,
 }
 
 impl Actor {
@@ -695,7 +704,7 @@ impl Actor {
             .frames_mixed
             .fetch_add(self.legs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if self.phone_to_browsers() {
-            self.drive_devices();
+            self.drive(false);
         }
     }
 
@@ -1150,25 +1159,38 @@ impl Actor {
             return;
         };
         let input = str0m::Input::Receive(std::time::Instant::now(), receive);
-        let rtc = self
-            .devices
-            .values_mut()
-            .flat_map(|d| [d.publish.as_mut(), d.subscribe.as_mut()])
-            .flatten()
-            .find(|r| r.accepts(&input));
-        if let Some(rtc) = rtc {
+        let mut found = None;
+        'search: for d in self.devices.values_mut() {
+            for (pass, rtc) in [d.publish.as_mut(), d.subscribe.as_mut()]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(rtc) = rtc.filter(|r| r.accepts(&input)) {
+                    d.dirty[pass] = true;
+                    found = Some(rtc);
+                    break 'search;
+                }
+            }
+        }
+        if let Some(rtc) = found {
             if let Err(e) = rtc.handle_input(input) {
                 tracing::debug!(error = %e, "peer connection input");
             }
+            self.drive(false);
         }
-        self.drive_devices();
     }
 
-    /// Run every peer connection until it waits: send what it transmits, forward the
-    /// media publishers produced, note the earliest timeout.
+    /// Run every peer connection until it waits (see [`Actor::drive`]).
     fn drive_devices(&mut self) {
+        self.drive(true);
+    }
+
+    /// Run peer connections until they wait: send what they transmit, forward the media
+    /// publishers produced, note the earliest timeout. Only those with input, media to
+    /// send or a due timeout run, unless `all`: a datagram costs O(its fan-out), not
+    /// O(devices).
+    fn drive(&mut self, all: bool) {
         let now = std::time::Instant::now();
-        let mut next: Option<std::time::Instant> = None;
         let mut dead = Vec::new();
         self.frames.clear();
         for pass in 0..2 {
@@ -1178,28 +1200,44 @@ impl Actor {
                     subscribe,
                     heartbeat,
                     last_pong,
+                    dirty,
+                    next,
                     ..
                 } = d;
+                // Its timers run when due; input or queued media only needs polling.
+                let timed_out = all || next[pass].is_some_and(|t| t <= now);
+                if !timed_out && !dirty[pass] {
+                    continue;
+                }
+                dirty[pass] = false;
                 let rtc = if pass == 0 {
                     publish.as_mut()
                 } else {
                     subscribe.as_mut()
                 };
                 let Some(rtc) = rtc else { continue };
-                if rtc.handle_input(str0m::Input::Timeout(now)).is_err() {
+                if timed_out && rtc.handle_input(str0m::Input::Timeout(now)).is_err() {
                     dead.push(id.clone());
                     continue;
                 }
+                let mut ran_timeout = timed_out;
                 loop {
                     match rtc.poll_output() {
+                        // A timeout already due (media queued by a write waits for one):
+                        // run it now rather than on another wake-up.
+                        Ok(str0m::Output::Timeout(t)) if t <= now && !ran_timeout => {
+                            ran_timeout = true;
+                            if rtc.handle_input(str0m::Input::Timeout(now)).is_err() {
+                                dead.push(id.clone());
+                                break;
+                            }
+                        }
                         Ok(str0m::Output::Timeout(t)) => {
-                            next = Some(next.map_or(t, |n| n.min(t)));
+                            next[pass] = Some(t);
                             break;
                         }
                         Ok(str0m::Output::Transmit(t)) => {
-                            if let Some(tr) = &self.webrtc {
-                                tr.send(t.destination, &t.contents);
-                            }
+                            self.outbox.push((t.destination, t.contents.into()));
                         }
                         Ok(str0m::Output::Event(e)) => match e {
                             str0m::Event::Connected => {
@@ -1239,6 +1277,9 @@ impl Actor {
             if pass == 0 {
                 self.forward();
             }
+            if let Some(tr) = &self.webrtc {
+                tr.send_batch(&mut self.outbox);
+            }
         }
         let requests = std::mem::take(&mut self.keyframe_requests);
         for (device, mid, kind) in &requests {
@@ -1250,7 +1291,7 @@ impl Actor {
         for id in dead {
             self.remove_device(&id, Some(DeviceClose::MediaLost));
         }
-        self.next_rtc = next;
+        self.next_rtc = self.devices.values().flat_map(|d| d.next).flatten().min();
     }
 
     /// A subscriber (`device`) wants a keyframe on its `mid`: ask the publisher of that track.
@@ -1268,13 +1309,16 @@ impl Actor {
         else {
             return;
         };
-        if let Some(mut writer) = self
-            .devices
-            .get_mut(&source.0)
-            .and_then(|p| p.publish.as_mut())
+        let Some(publisher) = self.devices.get_mut(&source.0) else {
+            return;
+        };
+        if let Some(mut writer) = publisher
+            .publish
+            .as_mut()
             .and_then(|rtc| rtc.writer(source.1))
         {
             let _ = writer.request_keyframe(None, kind);
+            publisher.dirty[0] = true;
         }
     }
 
@@ -1507,6 +1551,7 @@ async fn run(
         browser_audio: Vec::new(),
         next_browser_key: BROWSER_KEY_BASE,
         sink: hub.sink.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        outbox: Vec::with_capacity(64),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -1572,7 +1617,7 @@ async fn run(
                     Some(t) => tokio::time::sleep_until(t.into()).await,
                     None => std::future::pending().await,
                 }
-            } => actor.drive_devices(),
+            } => actor.drive(false),
         }
     }
     hub.remove(session_id, &me);

@@ -94,6 +94,55 @@ impl WebRtcTransport {
         }
     }
 
+    /// Send every datagram of `batch` (draining it) with as few `sendmmsg` calls as
+    /// possible; what the socket buffer cannot take is dropped, as with [`Self::send`].
+    pub fn send_batch(&self, batch: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        use std::os::fd::AsRawFd;
+        const MAX: usize = 64;
+        let fd = self.socket.as_raw_fd();
+        for chunk in batch.chunks(MAX) {
+            // SAFETY: all-zero is a valid value for these plain C structs.
+            let mut addrs: [libc::sockaddr_storage; MAX] = unsafe { std::mem::zeroed() };
+            let mut iovs: [libc::iovec; MAX] = unsafe { std::mem::zeroed() };
+            let mut msgs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
+            for (i, (to, data)) in chunk.iter().enumerate() {
+                let len = sockaddr(to, &mut addrs[i]);
+                iovs[i] = libc::iovec {
+                    iov_base: data.as_ptr() as *mut libc::c_void,
+                    iov_len: data.len(),
+                };
+                let h = &mut msgs[i].msg_hdr;
+                h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = len;
+                h.msg_iov = &mut iovs[i];
+                h.msg_iovlen = 1;
+            }
+            let mut sent = 0;
+            while sent < chunk.len() {
+                // SAFETY: each header points at a live address and buffer of the lengths it
+                // declares, for the whole call; the kernel only reads them.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        fd,
+                        msgs[sent..].as_mut_ptr(),
+                        (chunk.len() - sent) as _,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n <= 0 {
+                    // Full buffer or an error on the first message: drop it, go on.
+                    sent += 1;
+                    continue;
+                }
+                sent += n as usize;
+                self.stats
+                    .datagrams_out
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        batch.clear();
+    }
+
     /// Read datagrams forever, handing each to its session.
     pub async fn run(self: Arc<Self>) {
         let mut buf = [0u8; 2048];
@@ -292,9 +341,63 @@ pub fn offered_streams(sdp: &str) -> Vec<(String, Vec<&'static str>)> {
     out
 }
 
+/// Write `addr` as a C socket address; returns its length.
+fn sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_batch_goes_out_in_order_and_is_drained() {
+        let t = WebRtcTransport::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let to = rx.local_addr().unwrap();
+        // More than one sendmmsg chunk.
+        let mut batch: Vec<(SocketAddr, Vec<u8>)> = (0..70u8).map(|i| (to, vec![i; 3])).collect();
+        t.send_batch(&mut batch);
+        assert!(batch.is_empty());
+        let mut buf = [0u8; 16];
+        for i in 0..70u8 {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i; 3]);
+        }
+        assert_eq!(t.stats.datagrams_out.load(Ordering::Relaxed), 70);
+    }
 
     #[test]
     fn stun_username() {
