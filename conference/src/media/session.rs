@@ -469,6 +469,8 @@ struct Actor {
     sink: Arc<dyn EventSink>,
     /// Datagrams the peer connections produced during one drive, sent in one batch.
     outbox: Vec<(std::net::SocketAddr, Vec<u8>)>,
+    /// Some peer connection took input that has not been driven yet.
+    drive_pending: bool,
 }
 
 impl Actor {
@@ -1176,7 +1178,8 @@ impl Actor {
             if let Err(e) = rtc.handle_input(input) {
                 tracing::debug!(error = %e, "peer connection input");
             }
-            self.drive(false);
+            // Driven once the actor has taken every input already queued.
+            self.drive_pending = true;
         }
     }
 
@@ -1190,6 +1193,7 @@ impl Actor {
     /// send or a due timeout run, unless `all`: a datagram costs O(its fan-out), not
     /// O(devices).
     fn drive(&mut self, all: bool) {
+        self.drive_pending = false;
         let now = std::time::Instant::now();
         let mut dead = Vec::new();
         self.frames.clear();
@@ -1552,6 +1556,7 @@ async fn run(
         next_browser_key: BROWSER_KEY_BASE,
         sink: hub.sink.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         outbox: Vec::with_capacity(64),
+        drive_pending: false,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -1561,41 +1566,55 @@ async fn run(
         tokio::select! {
             biased;
             input = rx.recv() => {
-                let Some(input) = input else { break };
-                match input {
-                                        SessionInput::Join { leg, participant_id, media, sink } => {
-                        joined_once = true;
-                        actor.join(leg, participant_id, media, sink);
-                        actor.route_devices();
+                let Some(mut input) = input else { break };
+                // Take what else is already queued (up to a bound) before driving the peer
+                // connections: under load, one drive then carries several packets per
+                // subscriber connection; with nothing queued it costs no latency.
+                for _ in 0..64 {
+                    match input {
+                        SessionInput::Join { leg, participant_id, media, sink } => {
+                            joined_once = true;
+                            actor.join(leg, participant_id, media, sink);
+                            actor.route_devices();
+                        }
+                        SessionInput::Update { leg, media } => actor.update(leg, media),
+                        SessionInput::Leave { leg } => actor.leave(leg),
+                        SessionInput::DeviceJoin { device, conn, owner, notify } => {
+                            joined_once = true;
+                            actor.device_join(device, conn, owner, notify);
+                        }
+                        SessionInput::Publish(offer) => {
+                            joined_once = true;
+                            actor.publish(offer);
+                            actor.sync_browser_audio();
+                            actor.route_devices();
+                        }
+                        SessionInput::Answer { device, sdp } => actor.answer(&device, &sdp),
+                        SessionInput::DeviceGone { device, conn, left } => {
+                            actor.device_closed(&device, conn, left)
+                        }
+                        SessionInput::WebRtc(input) => actor.webrtc_input(&input),
+                        SessionInput::Snapshot(s) => {
+                            actor.snapshot = s;
+                            actor.route();
+                            actor.route_devices();
+                        }
+                        SessionInput::End(reason) => {
+                            actor.end(reason);
+                            ended = Some(reason);
+                            break;
+                        }
                     }
-                                        SessionInput::Update { leg, media } => actor.update(leg, media),
-                    SessionInput::Leave { leg } => actor.leave(leg),
-                    SessionInput::DeviceJoin { device, conn, owner, notify } => {
-                        joined_once = true;
-                        actor.device_join(device, conn, owner, notify);
+                    match rx.try_recv() {
+                        Ok(next) => input = next,
+                        Err(_) => break,
                     }
-                                        SessionInput::Publish(offer) => {
-                        joined_once = true;
-                        actor.publish(offer);
-                        actor.sync_browser_audio();
-                        actor.route_devices();
-                    }
-                    SessionInput::Answer { device, sdp } => actor.answer(&device, &sdp),
-                    SessionInput::DeviceGone { device, conn, left } => {
-                        actor.device_closed(&device, conn, left)
-                    }
-                    SessionInput::WebRtc(input) => actor.webrtc_input(&input),
-
-                                        SessionInput::Snapshot(s) => {
-                        actor.snapshot = s;
-                        actor.route();
-                        actor.route_devices();
-                    }
-                                        SessionInput::End(reason) => {
-                        actor.end(reason);
-                        ended = Some(reason);
-                        break;
-                    }
+                }
+                if ended.is_some() {
+                    break;
+                }
+                if actor.drive_pending {
+                    actor.drive(false);
                 }
                                 if joined_once && actor.legs.is_empty() && actor.devices.is_empty() {
                     break;
