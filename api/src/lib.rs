@@ -22,6 +22,7 @@ pub mod metrics;
 mod openapi;
 pub mod routes;
 pub mod signaling;
+pub mod webhooks;
 
 pub use auth::Accounts;
 use error::{ApiError, PendingError};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub conference: Arc<Conference>,
     pub accounts: Arc<Accounts>,
     pub metrics: Arc<Metrics>,
+    /// The webhook outbox.
+    pub webhooks: webhooks::Webhooks,
 }
 
 /// The request's id: in its log line, its error body and the `x-request-id` header.

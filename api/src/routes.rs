@@ -75,6 +75,9 @@ pub async fn create_participant(
             })
         })
         .transpose()?;
+    if let Some(url) = &req.callback_url {
+        check_callback_url(url)?;
+    }
     let (p, token) = app
         .conference
         .create_participant(
@@ -376,8 +379,23 @@ pub async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoRe
             let eof = text.rfind("# EOF").unwrap_or(text.len());
             let mut media = String::new();
             app.conference.media().stats().render(&mut media);
+            app.webhooks.stats.render(&mut media);
             text.insert_str(eof, &media);
             text
         },
     )
+}
+
+/// A `callbackUrl` must be an absolute http(s) URL with a host.
+fn check_callback_url(url: &str) -> Result<(), ApiError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(u) => Err(ApiError::BadRequest(format!(
+            "callbackUrl must be an http or https URL, not `{}:`",
+            u.scheme()
+        ))),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "callbackUrl is not a URL: {e}"
+        ))),
+    }
 }

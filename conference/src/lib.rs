@@ -10,6 +10,7 @@ pub mod registry;
 pub mod resolver;
 pub mod store;
 pub mod token;
+pub mod webhooks;
 
 pub use model::{
     DeviceApiVersion, Participant, ParticipantSubscription, PublishPermission, Session,

@@ -15,8 +15,9 @@ use crate::media::session::{HangupReason, MediaHub, SessionHandle, SessionInput,
 use crate::model::{
     DeviceApiVersion, Participant, PublishPermission, Session, Subscriptions, UnixMillis,
 };
-use crate::store::{Store, StoreError, StoreOp};
+use crate::store::{DialogRecord, Store, StoreError, StoreOp};
 use crate::token::{TokenError, TokenKeys};
+use crate::webhooks::Webhook;
 
 /// A session holds at most this many participants.
 pub const MAX_PARTICIPANTS_PER_SESSION: usize = 20;
@@ -110,6 +111,10 @@ pub struct Conference {
     tokens: TokenKeys,
     session_ttl_ms: i64,
     clock: Clock,
+    /// Undelivered callbacks found at startup, for the webhook outbox to take.
+    pending_webhooks: Mutex<Vec<Webhook>>,
+    /// Dialogs found at startup.
+    dialogs: Mutex<Vec<DialogRecord>>,
 }
 
 impl Conference {
@@ -157,7 +162,14 @@ impl Conference {
             participants = state.participants.len(),
             "state loaded"
         );
+        tracing::info!(
+            webhooks = snap.webhooks.len(),
+            dialogs = snap.dialogs.len(),
+            "outbox loaded"
+        );
         Ok(Conference {
+            pending_webhooks: Mutex::new(snap.webhooks),
+            dialogs: Mutex::new(snap.dialogs),
             state: Mutex::new(state),
             media: MediaHub::new(&options.sip_stream_alias),
             store,
@@ -165,6 +177,33 @@ impl Conference {
             session_ttl_ms: i64::try_from(options.session_ttl.as_millis()).unwrap_or(i64::MAX / 2),
             clock: options.clock,
         })
+    }
+
+    /// The callbacks not delivered before the last stop (once; in outbox order).
+    pub fn take_pending_webhooks(&self) -> Vec<Webhook> {
+        std::mem::take(
+            &mut *self
+                .pending_webhooks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    /// The dialogs stored before the last stop (once).
+    pub fn take_stored_dialogs(&self) -> Vec<DialogRecord> {
+        std::mem::take(&mut *self.dialogs.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Write a unit of changes that is not part of the control plane's state (the
+    /// webhook outbox, dialogs); resolves once durable.
+    pub fn commit(&self, unit: Vec<StoreOp>) -> crate::store::BoxFuture<'static, Result<()>> {
+        let f = self.store.commit(unit);
+        Box::pin(async move { Ok(f.await?) })
+    }
+
+    /// The participant (any account), if it exists.
+    pub fn participant(&self, id: Uuid) -> Option<Participant> {
+        self.lock().participants.get(&id).cloned()
     }
 
     /// The running session media actors.

@@ -90,6 +90,23 @@ pub struct Config {
     pub rtp_timeout: Duration,
     pub sip_stream_alias: String,
     pub webrtc_listen: SocketAddr,
+    /// HMAC-SHA256 key for the `X-Patchbay-Signature` header of webhooks.
+    pub webhook_secret: Option<String>,
+    /// Where dialogs (outbound calls) go: a SIP URI `sip:host[:port][;transport=udp|tcp]`.
+    pub sip_trunk: Option<SipTrunk>,
+}
+
+/// The SIP trunk dialogs are placed through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipTrunk {
+    /// Host (name or IP) as written, for Request-URIs.
+    pub host: String,
+    /// Where to send (resolved once at startup).
+    pub addr: SocketAddr,
+    pub tcp: bool,
+    /// Digest credentials answering 401/407 challenges.
+    pub user: Option<String>,
+    pub password: Option<String>,
 }
 
 /// One source's view of the keys: every field optional, unknown keys refused.
@@ -110,6 +127,10 @@ struct Layer {
     rtp_timeout: Option<String>,
     sip_stream_alias: Option<String>,
     webrtc_listen: Option<String>,
+    webhook_secret: Option<String>,
+    sip_trunk: Option<String>,
+    sip_trunk_user: Option<String>,
+    sip_trunk_password: Option<String>,
 }
 
 impl Layer {
@@ -132,7 +153,11 @@ impl Layer {
             rtp_ports,
             rtp_timeout,
             sip_stream_alias,
-            webrtc_listen
+            webrtc_listen,
+            webhook_secret,
+            sip_trunk,
+            sip_trunk_user,
+            sip_trunk_password
         );
         self
     }
@@ -201,6 +226,22 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub webrtc_listen: Option<String>,
 
+    /// [webhook_secret, PATCHBAY_WEBHOOK_SECRET] Sign webhook bodies: header X-Patchbay-Signature: sha256=HMAC-SHA256(secret, body) in hex [default: unsigned]
+    #[arg(long, value_name = "SECRET")]
+    pub webhook_secret: Option<String>,
+
+    /// [sip_trunk, PATCHBAY_SIP_TRUNK] SIP trunk for dialogs (outbound calls), e.g. sip:127.0.0.1:5090;transport=udp [default: none: dialogs are refused]
+    #[arg(long, value_name = "SIP-URI")]
+    pub sip_trunk: Option<String>,
+
+    /// [sip_trunk_user, PATCHBAY_SIP_TRUNK_USER] Digest user name for the trunk's 401/407 challenges [default: none]
+    #[arg(long, value_name = "USER")]
+    pub sip_trunk_user: Option<String>,
+
+    /// [sip_trunk_password, PATCHBAY_SIP_TRUNK_PASSWORD] Digest password for the trunk [default: none]
+    #[arg(long, value_name = "PASSWORD")]
+    pub sip_trunk_password: Option<String>,
+
     /// [accounts] API account as ID:USER:PASSWORD (repeatable; replaces the configured list).
     /// TOML: [[accounts]] id/user/password. Env for one account: PATCHBAY_ACCOUNT_ID,
     /// PATCHBAY_API_USER, PATCHBAY_API_PASSWORD [default: dev:dev:dev, loopback only]
@@ -226,6 +267,10 @@ const ENV_KEYS: &[&str] = &[
     "PATCHBAY_RTP_TIMEOUT",
     "PATCHBAY_SIP_STREAM_ALIAS",
     "PATCHBAY_WEBRTC_LISTEN",
+    "PATCHBAY_WEBHOOK_SECRET",
+    "PATCHBAY_SIP_TRUNK",
+    "PATCHBAY_SIP_TRUNK_USER",
+    "PATCHBAY_SIP_TRUNK_PASSWORD",
 ];
 
 impl Config {
@@ -317,6 +362,10 @@ impl Config {
             rtp_timeout: env_get("PATCHBAY_RTP_TIMEOUT"),
             sip_stream_alias: env_get("PATCHBAY_SIP_STREAM_ALIAS"),
             webrtc_listen: env_get("PATCHBAY_WEBRTC_LISTEN"),
+            webhook_secret: env_get("PATCHBAY_WEBHOOK_SECRET"),
+            sip_trunk: env_get("PATCHBAY_SIP_TRUNK"),
+            sip_trunk_user: env_get("PATCHBAY_SIP_TRUNK_USER"),
+            sip_trunk_password: env_get("PATCHBAY_SIP_TRUNK_PASSWORD"),
         };
 
         let cli_accounts = if cli.account.is_empty() {
@@ -351,6 +400,10 @@ impl Config {
             rtp_timeout: cli.rtp_timeout,
             sip_stream_alias: cli.sip_stream_alias,
             webrtc_listen: cli.webrtc_listen,
+            webhook_secret: cli.webhook_secret,
+            sip_trunk: cli.sip_trunk,
+            sip_trunk_user: cli.sip_trunk_user,
+            sip_trunk_password: cli.sip_trunk_password,
         };
 
         Config::validate(file_layer.merge(env_layer).merge(cli_layer))
@@ -512,7 +565,30 @@ impl Config {
             return Err(key_err("sip_stream_alias", "must be 1-50 characters"));
         }
 
+        let webhook_secret = layer.webhook_secret.filter(|s| !s.is_empty());
+        let sip_trunk = match layer.sip_trunk.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(uri) => Some(parse_trunk(&uri).map(|(host, addr, tcp)| SipTrunk {
+                host,
+                addr,
+                tcp,
+                user: layer.sip_trunk_user.clone(),
+                password: layer.sip_trunk_password.clone(),
+            })?),
+        };
+        if sip_trunk.is_none() && layer.sip_trunk_user.is_some() {
+            return Err(key_err("sip_trunk_user", "set without sip_trunk"));
+        }
+        if layer.sip_trunk_user.is_some() != layer.sip_trunk_password.is_some() {
+            return Err(key_err(
+                "sip_trunk_password",
+                "sip_trunk_user and sip_trunk_password go together",
+            ));
+        }
+
         let config = Config {
+            webhook_secret,
+            sip_trunk,
             sip_listen,
             media_ip,
             rtp_ports,
@@ -581,6 +657,45 @@ fn parse_duration(key: &str, text: Option<&str>, default: &str) -> Result<Durati
     Ok(d)
 }
 
+/// `sip:host[:port][;transport=udp|tcp]` → (host, resolved address, tcp).
+fn parse_trunk(uri: &str) -> Result<(String, SocketAddr, bool), ConfigError> {
+    let bad = |why: &str| key_err("sip_trunk", format!("`{uri}`: {why}"));
+    let rest = uri
+        .strip_prefix("sip:")
+        .ok_or_else(|| bad("must start with sip:"))?;
+    let mut parts = rest.split(';');
+    let hostport = parts.next().unwrap_or_default();
+    let mut tcp = false;
+    for p in parts {
+        match p.to_ascii_lowercase().as_str() {
+            "transport=udp" => tcp = false,
+            "transport=tcp" => tcp = true,
+            "lr" => {}
+            other => return Err(bad(&format!("unsupported parameter `{other}`"))),
+        }
+    }
+    if hostport.contains('@') {
+        return Err(bad("name the trunk's host, without a user part"));
+    }
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (
+            h.trim_matches(|c| c == '[' || c == ']').to_string(),
+            p.parse::<u16>().map_err(|_| bad("bad port"))?,
+        ),
+        _ => (hostport.to_string(), 5060),
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    use std::net::ToSocketAddrs;
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("cannot resolve: {e}")))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address"))?;
+    Ok((host, addr, tcp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,6 +704,34 @@ mod tests {
         let mut all = vec!["patchbay"];
         all.extend_from_slice(args);
         Config::load(all, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn sip_trunk_and_its_credentials() {
+        let c = Config::from_toml(
+            "sip_trunk = \"sip:127.0.0.1:5090;transport=tcp\"\nsip_trunk_user = \"u\"\nsip_trunk_password = \"p\"\nwebhook_secret = \"k\"",
+        )
+        .unwrap();
+        let t = c.sip_trunk.unwrap();
+        assert_eq!(t.addr, "127.0.0.1:5090".parse().unwrap());
+        assert!(t.tcp);
+        assert_eq!(
+            (t.user.as_deref(), t.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert_eq!(c.webhook_secret.as_deref(), Some("k"));
+        let c = Config::from_toml("sip_trunk = \"sip:127.0.0.1\"").unwrap();
+        assert_eq!(c.sip_trunk.unwrap().addr.port(), 5060);
+        assert!(Config::from_toml("").unwrap().sip_trunk.is_none());
+        for bad in [
+            "sip_trunk = \"http://x\"",
+            "sip_trunk = \"sip:127.0.0.1:99999\"",
+            "sip_trunk = \"sip:127.0.0.1;transport=sctp\"",
+            "sip_trunk = \"sip:127.0.0.1\"\nsip_trunk_user = \"u\"",
+        ] {
+            let e = Config::from_toml(bad).unwrap_err().to_string();
+            assert!(e.contains("sip_trunk"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use patchbay_api::webhooks::{WebhookOptions, Webhooks};
 use patchbay_api::{Accounts, AppState, Metrics};
 use patchbay_conference::media::webrtc::WebRtcTransport;
 use patchbay_conference::store::SqliteStore;
@@ -110,6 +111,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
     conference.media().set_webrtc(webrtc.clone());
+    let webhooks = Webhooks::start(
+        conference.clone(),
+        WebhookOptions {
+            secret: config.webhook_secret.clone(),
+            ..WebhookOptions::default()
+        },
+    );
+    conference
+        .media()
+        .set_event_sink(Arc::new(webhooks.clone()));
     let webrtc_task = tokio::spawn(webrtc.clone().run());
 
     let sip_metrics = SipMetrics::default();
@@ -140,6 +151,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .map(|a| (a.id.clone(), a.user.clone(), a.password.clone())),
         )),
         metrics: Arc::new(Metrics::with(|r| sip_metrics.register(r))),
+        webhooks: webhooks.clone(),
     };
 
     let sweeper = {

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use uuid::Uuid;
 
 use crate::model::{Participant, Session, Subscriptions};
+use crate::webhooks::Webhook;
 
 mod sqlite;
 pub use sqlite::SqliteStore;
@@ -55,6 +56,33 @@ pub enum StoreOp {
     DeleteMembership(Uuid),
     /// Set a metadata value (e.g. the generated token secret).
     PutMeta { key: String, value: String },
+    /// Add a callback to the webhook outbox.
+    PutWebhook(Webhook),
+    /// A callback failed: its attempts so far and when it is tried next.
+    RetryWebhook {
+        id: i64,
+        attempts: u32,
+        next_ms: u64,
+    },
+    /// A callback was delivered (or given up).
+    DeleteWebhook(i64),
+    /// Create or replace a dialog.
+    PutDialog(DialogRecord),
+}
+
+/// A dialog as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogRecord {
+    pub id: Uuid,
+    pub account_id: String,
+    pub participant_id: Uuid,
+    pub state: String,
+    /// JSON `{"to","from","userToUser"?}`.
+    pub data: String,
+    pub reason: Option<String>,
+    pub details: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 /// A membership as stored.
@@ -75,6 +103,9 @@ pub struct Snapshot {
     pub sessions: Vec<Session>,
     pub memberships: Vec<Membership>,
     pub meta: HashMap<String, String>,
+    /// Callbacks not delivered yet, by id.
+    pub webhooks: Vec<Webhook>,
+    pub dialogs: Vec<DialogRecord>,
 }
 
 /// Durable storage of the control plane's state.

@@ -13,8 +13,9 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{BoxFuture, Membership, Snapshot, Store, StoreError, StoreOp};
+use super::{BoxFuture, DialogRecord, Membership, Snapshot, Store, StoreError, StoreOp};
 use crate::model::{DeviceApiVersion, Participant, PublishPermission, Session, Subscriptions};
+use crate::webhooks::Webhook;
 
 /// Most units written in one transaction.
 const MAX_GROUP: usize = 1024;
@@ -263,6 +264,58 @@ async fn apply(conn: &mut SqliteConnection, op: &StoreOp) -> Result<(), sqlx::Er
                 .execute(conn)
                 .await?;
         }
+        StoreOp::PutWebhook(w) => {
+            sqlx::query(
+                "INSERT INTO webhooks (id, event_id, participant_id, url, body, created_ms, attempts, next_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(w.id)
+            .bind(w.event_id.to_string())
+            .bind(w.participant_id.to_string())
+            .bind(&w.url)
+            .bind(&w.body)
+            .bind(w.created_ms as i64)
+            .bind(w.attempts as i64)
+            .bind(w.next_ms as i64)
+            .execute(conn)
+            .await?;
+        }
+        StoreOp::RetryWebhook {
+            id,
+            attempts,
+            next_ms,
+        } => {
+            sqlx::query("UPDATE webhooks SET attempts = ?, next_ms = ? WHERE id = ?")
+                .bind(*attempts as i64)
+                .bind(*next_ms as i64)
+                .bind(id)
+                .execute(conn)
+                .await?;
+        }
+        StoreOp::DeleteWebhook(id) => {
+            sqlx::query("DELETE FROM webhooks WHERE id = ?")
+                .bind(id)
+                .execute(conn)
+                .await?;
+        }
+        StoreOp::PutDialog(d) => {
+            sqlx::query(
+                "INSERT INTO dialogs (id, account_id, participant_id, state, data, reason, details, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+                 reason = excluded.reason, details = excluded.details, updated_at = excluded.updated_at",
+            )
+            .bind(d.id.to_string())
+            .bind(&d.account_id)
+            .bind(d.participant_id.to_string())
+            .bind(&d.state)
+            .bind(&d.data)
+            .bind(&d.reason)
+            .bind(&d.details)
+            .bind(d.created_at)
+            .bind(d.updated_at)
+            .execute(conn)
+            .await?;
+        }
         StoreOp::PutMeta { key, value } => {
             sqlx::query(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -344,6 +397,44 @@ async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, StoreError> {
             session_id: uuid_col(&row, "session_id")?,
             joined_seq: row.try_get("joined_seq").map_err(backend)?,
             subscriptions: serde_json::from_str(&subs).map_err(backend)?,
+        });
+    }
+    for row in sqlx::query(
+        "SELECT id, event_id, participant_id, url, body, created_ms, attempts, next_ms FROM webhooks ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?
+    {
+        let int = |c: &str| row.try_get::<i64, _>(c).map_err(backend);
+        snap.webhooks.push(Webhook {
+            id: int("id")?,
+            event_id: uuid_col(&row, "event_id")?,
+            participant_id: uuid_col(&row, "participant_id")?,
+            url: row.try_get("url").map_err(backend)?,
+            body: row.try_get("body").map_err(backend)?,
+            created_ms: int("created_ms")?.max(0) as u64,
+            attempts: int("attempts")?.clamp(0, u32::MAX as i64) as u32,
+            next_ms: int("next_ms")?.max(0) as u64,
+        });
+    }
+    for row in sqlx::query(
+        "SELECT id, account_id, participant_id, state, data, reason, details, created_at, updated_at FROM dialogs",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?
+    {
+        snap.dialogs.push(DialogRecord {
+            id: uuid_col(&row, "id")?,
+            account_id: row.try_get("account_id").map_err(backend)?,
+            participant_id: uuid_col(&row, "participant_id")?,
+            state: row.try_get("state").map_err(backend)?,
+            data: row.try_get("data").map_err(backend)?,
+            reason: row.try_get("reason").map_err(backend)?,
+            details: row.try_get("details").map_err(backend)?,
+            created_at: row.try_get("created_at").map_err(backend)?,
+            updated_at: row.try_get("updated_at").map_err(backend)?,
         });
     }
     Ok(snap)

@@ -1,0 +1,360 @@
+//! Webhook delivery: participant events POSTed to their `callbackUrl`, reliably.
+//!
+//! One task owns the outbox ([`patchbay_conference::webhooks::Outbox`]): events are
+//! written to the store (batched: whatever arrives while one write is in progress
+//! goes in the next) before their first attempt; each attempt is an HTTP POST with
+//! a 5 s timeout and no redirects; a non-2xx, a timeout or an error is retried with
+//! exponential backoff and jitter for at least 24 hours; per participant strictly in
+//! order. Delivered and given-up callbacks are deleted from the store; the rest are
+//! taken again after a restart (at-least-once: the body's `eventId` is stable).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use patchbay_conference::events::{DeviceEvent, EventSink};
+use patchbay_conference::media::stats::LatencyHistogram;
+use patchbay_conference::store::StoreOp;
+use patchbay_conference::webhooks::{AfterFailure, Outbox, RetryPolicy, Webhook};
+use patchbay_conference::Conference;
+
+/// The signature header: `sha256=<hex HMAC-SHA256 of the body>` under `webhook_secret`.
+pub const SIGNATURE_HEADER: &str = "X-Patchbay-Signature";
+
+/// Delivery settings.
+#[derive(Clone)]
+pub struct WebhookOptions {
+    /// Sign bodies with HMAC-SHA256 under this secret.
+    pub secret: Option<String>,
+    pub timeout: Duration,
+    pub policy: RetryPolicy,
+    /// Most deliveries in flight at once (over all participants).
+    pub concurrency: usize,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        WebhookOptions {
+            secret: None,
+            timeout: Duration::from_secs(5),
+            policy: RetryPolicy::default(),
+            concurrency: 512,
+        }
+    }
+}
+
+/// Counters (rendered into `/metrics`).
+#[derive(Default)]
+pub struct WebhookStats {
+    pub queued: AtomicU64,
+    pub delivered: AtomicU64,
+    pub retried: AtomicU64,
+    pub failed: AtomicU64,
+    pub pending: AtomicU64,
+    /// From enqueue to a 2xx.
+    pub latency: LatencyHistogram,
+}
+
+impl WebhookStats {
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        for (name, help, v) in [
+            ("webhooks_queued", "Callbacks enqueued.", &self.queued),
+            (
+                "webhooks_delivered",
+                "Callbacks delivered (2xx).",
+                &self.delivered,
+            ),
+            (
+                "webhooks_retried",
+                "Failed attempts that will be retried.",
+                &self.retried,
+            ),
+            (
+                "webhooks_failed",
+                "Callbacks given up after the retry period.",
+                &self.failed,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP patchbay_{name} {help}\n# TYPE patchbay_{name} counter\npatchbay_{name}_total {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP patchbay_webhooks_pending Callbacks not delivered yet.\n# TYPE patchbay_webhooks_pending gauge\npatchbay_webhooks_pending {}",
+            self.pending.load(Relaxed)
+        );
+        let (buckets, count, sum) = self.latency.snapshot();
+        let _ = writeln!(out, "# HELP patchbay_webhook_delivery_seconds From enqueue to a 2xx answer.\n# TYPE patchbay_webhook_delivery_seconds histogram");
+        for (bound, c) in buckets {
+            let _ = writeln!(
+                out,
+                "patchbay_webhook_delivery_seconds_bucket{{le=\"{bound}\"}} {c}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "patchbay_webhook_delivery_seconds_bucket{{le=\"+Inf\"}} {count}\npatchbay_webhook_delivery_seconds_sum {sum}\npatchbay_webhook_delivery_seconds_count {count}"
+        );
+    }
+}
+
+/// An event for a participant's `callbackUrl` (its body without `eventId`).
+struct NewEvent {
+    participant_id: Uuid,
+    url: String,
+    body: Map<String, Value>,
+}
+
+/// The handle to the outbox task: enqueue events.
+#[derive(Clone)]
+pub struct Webhooks {
+    tx: mpsc::UnboundedSender<NewEvent>,
+    pub stats: Arc<WebhookStats>,
+}
+
+impl Webhooks {
+    /// Start the outbox task (it first takes the callbacks left from the last run).
+    pub fn start(conference: Arc<Conference>, options: WebhookOptions) -> Webhooks {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(WebhookStats::default());
+        tokio::spawn(run(conference, options, rx, stats.clone()));
+        Webhooks { tx, stats }
+    }
+
+    /// Enqueue `body` (a JSON object; `eventId` is added) for `url`.
+    pub fn enqueue(&self, participant_id: Uuid, url: &str, body: Map<String, Value>) {
+        let _ = self.tx.send(NewEvent {
+            participant_id,
+            url: url.to_string(),
+            body,
+        });
+    }
+}
+
+/// Device events become `onConnect` / `onLeave` / `onDisconnect` callbacks.
+impl EventSink for Webhooks {
+    fn device_event(&self, e: DeviceEvent) {
+        tracing::info!(event = e.kind.name(), participant_id = %e.owner.participant_id, device_id = %e.device_id, "device event");
+        let Some(url) = e.owner.callback_url.as_deref() else {
+            return;
+        };
+        let mut body = Map::new();
+        body.insert("event".into(), json!(e.kind.name()));
+        body.insert("timestamp".into(), json!(e.at_ms.to_string()));
+        body.insert(
+            "participantId".into(),
+            json!(e.owner.participant_id.to_string()),
+        );
+        body.insert("deviceId".into(), json!(e.device_id));
+        if let Some(tag) = &e.owner.tag {
+            body.insert("tag".into(), json!(tag.as_ref()));
+        }
+        self.enqueue(e.owner.participant_id, url, body);
+    }
+}
+
+fn now_ms() -> u64 {
+    patchbay_conference::media::session::unix_us() / 1000
+}
+
+/// `sha256=<hex>` of `body` under `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = hmac::sign(&key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+type Stored = BoxFuture<'static, (Vec<Webhook>, bool)>;
+
+async fn run(
+    conference: Arc<Conference>,
+    options: WebhookOptions,
+    mut rx: mpsc::UnboundedReceiver<NewEvent>,
+    stats: Arc<WebhookStats>,
+) {
+    let mut outbox = Outbox::new(options.policy);
+    let mut next_id = 1;
+    let left = conference.take_pending_webhooks();
+    if !left.is_empty() {
+        tracing::info!(
+            count = left.len(),
+            "undelivered callbacks from the last run"
+        );
+    }
+    for w in left {
+        next_id = next_id.max(w.id + 1);
+        outbox.push(w);
+    }
+    stats.pending.store(outbox.len() as u64, Relaxed);
+    let client = match reqwest::Client::builder()
+        .timeout(options.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook HTTP client; callbacks are not delivered");
+            return;
+        }
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Uuid, i64, Result<(), String>)>();
+    // Events waiting for the store, and the write in progress.
+    let mut to_store: Vec<Webhook> = Vec::new();
+    let mut storing: Option<Stored> = None;
+    let mut due = Vec::new();
+    let mut open = true;
+    loop {
+        // Start what is due.
+        outbox.due(now_ms(), &mut due);
+        for w in due.drain(..) {
+            let (client, permits, done, secret) = (
+                client.clone(),
+                permits.clone(),
+                done_tx.clone(),
+                options.secret.clone(),
+            );
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let result = deliver(&client, &w, secret.as_deref()).await;
+                let _ = done.send((w.participant_id, w.id, result));
+            });
+        }
+        if storing.is_none() && !to_store.is_empty() {
+            let batch = std::mem::take(&mut to_store);
+            let ops = batch.iter().cloned().map(StoreOp::PutWebhook).collect();
+            let write = conference.commit(ops);
+            storing = Some(
+                async move {
+                    let ok = match write.await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(error = %e, "storing callbacks; delivering without durability");
+                            false
+                        }
+                    };
+                    (batch, ok)
+                }
+                .boxed(),
+            );
+        }
+        if !open && storing.is_none() && outbox.is_empty() {
+            return;
+        }
+        let wake = outbox.next_due().map(|at| {
+            tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
+        });
+        tokio::select! {
+            ev = rx.recv(), if open => {
+                let Some(ev) = ev else {
+                    open = false;
+                    continue;
+                };
+                let mut take = |ev: NewEvent| {
+                    let event_id = Uuid::new_v4();
+                    let mut body = ev.body;
+                    body.insert("eventId".into(), json!(event_id.to_string()));
+                    let created_ms = now_ms();
+                    to_store.push(Webhook {
+                        id: next_id,
+                        event_id,
+                        participant_id: ev.participant_id,
+                        url: ev.url,
+                        body: Value::Object(body).to_string(),
+                        created_ms,
+                        attempts: 0,
+                        next_ms: created_ms,
+                    });
+                    next_id += 1;
+                    stats.queued.fetch_add(1, Relaxed);
+                    stats.pending.fetch_add(1, Relaxed);
+                };
+                take(ev);
+                while let Ok(ev) = rx.try_recv() {
+                    take(ev);
+                }
+            }
+            stored = async { match storing.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                storing = None;
+                for w in stored.0 {
+                    outbox.push(w);
+                }
+            }
+            Some((participant, id, result)) = done_rx.recv() => {
+                let now = now_ms();
+                match result {
+                    Ok(()) => {
+                        if let Some(created) = outbox.created_ms(participant, id) {
+                            stats.latency.observe(Duration::from_millis(now.saturating_sub(created)));
+                        }
+                        outbox.delivered(participant, id);
+                        stats.delivered.fetch_add(1, Relaxed);
+                        stats.pending.fetch_sub(1, Relaxed);
+                        drop(conference.commit(vec![StoreOp::DeleteWebhook(id)]));
+                    }
+                    Err(why) => match outbox.failed(participant, id, now, rand::random::<f64>()) {
+                        AfterFailure::Retry { attempts, next_ms } => {
+                            tracing::info!(%participant, id, attempts, retry_in_ms = next_ms.saturating_sub(now), reason = %why, "callback failed; will retry");
+                            stats.retried.fetch_add(1, Relaxed);
+                            drop(conference.commit(vec![StoreOp::RetryWebhook { id, attempts, next_ms }]));
+                        }
+                        AfterFailure::GiveUp => {
+                            tracing::warn!(%participant, id, reason = %why, "callback given up after the retry period");
+                            stats.failed.fetch_add(1, Relaxed);
+                            stats.pending.fetch_sub(1, Relaxed);
+                            drop(conference.commit(vec![StoreOp::DeleteWebhook(id)]));
+                        }
+                    },
+                }
+            }
+            _ = async { match wake { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+        }
+    }
+}
+
+/// One attempt: POST the body; Ok on a 2xx.
+async fn deliver(
+    client: &reqwest::Client,
+    w: &Webhook,
+    secret: Option<&str>,
+) -> Result<(), String> {
+    let mut req = client
+        .post(&w.url)
+        .header("content-type", "application/json")
+        .header("X-Patchbay-Event-Id", w.event_id.to_string());
+    if let Some(secret) = secret {
+        req = req.header(SIGNATURE_HEADER, signature(secret, w.body.as_bytes()));
+    }
+    match req.body(w.body.clone()).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("HTTP {}", r.status())),
+        Err(e) if e.is_timeout() => Err("timed out".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}
