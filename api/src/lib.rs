@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 use uuid::Uuid;
 
 pub mod auth;
+pub mod dialogs;
 pub mod dto;
 pub mod error;
 pub mod metrics;
@@ -79,6 +80,28 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{acct}/sessions/{{sessionId}}/participants/{{participantId}}/subscriptions"),
             get(get_subscriptions).put(update_subscriptions),
+        )
+        .route(
+            &format!("{acct}/participants/{{participantId}}/dialogs"),
+            axum::routing::post(dialogs::create_dialog),
+        )
+        .route(
+            &format!("{acct}/participants/{{participantId}}/dialogs/{{dialogId}}"),
+            get(dialogs::get_dialog)
+                .patch(dialogs::update_dialog)
+                .delete(dialogs::delete_dialog),
+        )
+        .route(
+            &format!("{acct}/sessions/{{sessionId}}/participants/{{participantId}}/dialogs"),
+            axum::routing::post(dialogs::create_dialog),
+        )
+        .route(
+            &format!(
+                "{acct}/sessions/{{sessionId}}/participants/{{participantId}}/dialogs/{{dialogId}}"
+            ),
+            get(dialogs::get_dialog)
+                .patch(dialogs::update_dialog)
+                .delete(dialogs::delete_dialog),
         )
         .route("/v3", get(signaling::v3))
         .route("/v3/", get(signaling::v3))

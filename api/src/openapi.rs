@@ -29,6 +29,10 @@ use crate::routes;
         routes::remove_participant_from_session,
         routes::get_subscriptions,
         routes::update_subscriptions,
+        crate::dialogs::create_dialog,
+        crate::dialogs::get_dialog,
+        crate::dialogs::update_dialog,
+        crate::dialogs::delete_dialog,
         routes::health,
         routes::ready,
         routes::metrics,
@@ -45,6 +49,9 @@ use crate::routes;
         DeviceApiVersionName,
         ErrorBody,
         MessageBody,
+        crate::dialogs::DialogBody,
+        crate::dialogs::SipDialogData,
+        crate::dialogs::DialogEventData,
     )),
     modifiers(&BasicAuth)
 )]

@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use patchbay_conference::dialogs::DialogEvent;
 use patchbay_conference::events::{DeviceEvent, EventSink};
 use patchbay_conference::media::stats::LatencyHistogram;
 use patchbay_conference::store::StoreOp;
@@ -90,7 +91,7 @@ impl WebhookStats {
         }
         let _ = writeln!(
             out,
-            "# HELP patchbay_webhooks_pending Callbacks not delivered yet.\n# TYPE patchbay_webhooks_pending gauge\npatchbay_webhooks_pending {}",
+            "# HELP patchbay_webhooks_pending Callbacks stored and not delivered yet.\n# TYPE patchbay_webhooks_pending gauge\npatchbay_webhooks_pending {}",
             self.pending.load(Relaxed)
         );
         let (buckets, count, sum) = self.latency.snapshot();
@@ -160,6 +161,41 @@ impl EventSink for Webhooks {
             body.insert("tag".into(), json!(tag.as_ref()));
         }
         self.enqueue(e.owner.participant_id, url, body);
+    }
+
+    fn dialog_event(&self, e: DialogEvent) {
+        let d = &e.dialog;
+        tracing::info!(dialog_id = %d.id, state = d.state.as_str(), "dialog event");
+        let Some(url) = e.callback_url.as_deref() else {
+            return;
+        };
+        let mut body = Map::new();
+        body.insert("event".into(), json!("onSipDialogStateChange"));
+        body.insert("timestamp".into(), json!(e.at_ms.to_string()));
+        body.insert("participantId".into(), json!(d.participant_id.to_string()));
+        body.insert("dialogId".into(), json!(d.id.to_string()));
+        if let Some(tag) = &e.tag {
+            body.insert("tag".into(), json!(tag));
+        }
+        body.insert("type".into(), json!("SIP"));
+        body.insert("state".into(), json!(d.state.as_str()));
+        body.insert("data".into(), json!(d.data));
+        if d.reason.is_some() || d.details.is_some() {
+            let mut ed = Map::new();
+            if let Some(r) = &d.reason {
+                ed.insert("reason".into(), json!(r));
+            }
+            if let Some(x) = &d.details {
+                ed.insert("details".into(), json!(x));
+            }
+            body.insert("eventData".into(), Value::Object(ed));
+        }
+        // The older documented shape, for consumers written against it.
+        body.insert(
+            "dialogStateData".into(),
+            json!({"state": d.state.as_str(), "to": d.data.to, "from": d.data.from}),
+        );
+        self.enqueue(d.participant_id, url, body);
     }
 }
 
@@ -279,7 +315,6 @@ async fn run(
                     });
                     next_id += 1;
                     stats.queued.fetch_add(1, Relaxed);
-                    stats.pending.fetch_add(1, Relaxed);
                 };
                 take(ev);
                 while let Ok(ev) = rx.try_recv() {
@@ -288,6 +323,7 @@ async fn run(
             }
             stored = async { match storing.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                 storing = None;
+                stats.pending.fetch_add(stored.0.len() as u64, Relaxed);
                 for w in stored.0 {
                     outbox.push(w);
                 }

@@ -51,6 +51,10 @@ pub struct DeviceEvent {
 /// Where device events go (the webhook outbox). Called from session actors: must not block.
 pub trait EventSink: Send + Sync + 'static {
     fn device_event(&self, event: DeviceEvent);
+    /// A dialog changed state (`onSipDialogStateChange`).
+    fn dialog_event(&self, event: crate::dialogs::DialogEvent) {
+        tracing::info!(dialog_id = %event.dialog.id, state = event.dialog.state.as_str(), "dialog event");
+    }
 }
 
 /// The default sink: a log line per event.

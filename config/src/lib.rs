@@ -669,7 +669,11 @@ fn parse_trunk(uri: &str) -> Result<(String, SocketAddr, bool), ConfigError> {
     for p in parts {
         match p.to_ascii_lowercase().as_str() {
             "transport=udp" => tcp = false,
-            "transport=tcp" => tcp = true,
+            "transport=tcp" => {
+                return Err(bad(
+                    "transport=tcp is not supported for the trunk yet (use udp)",
+                ))
+            }
             "lr" => {}
             other => return Err(bad(&format!("unsupported parameter `{other}`"))),
         }
@@ -709,12 +713,12 @@ mod tests {
     #[test]
     fn sip_trunk_and_its_credentials() {
         let c = Config::from_toml(
-            "sip_trunk = \"sip:127.0.0.1:5090;transport=tcp\"\nsip_trunk_user = \"u\"\nsip_trunk_password = \"p\"\nwebhook_secret = \"k\"",
+            "sip_trunk = \"sip:127.0.0.1:5090;transport=udp\"\nsip_trunk_user = \"u\"\nsip_trunk_password = \"p\"\nwebhook_secret = \"k\"",
         )
         .unwrap();
         let t = c.sip_trunk.unwrap();
         assert_eq!(t.addr, "127.0.0.1:5090".parse().unwrap());
-        assert!(t.tcp);
+        assert!(!t.tcp);
         assert_eq!(
             (t.user.as_deref(), t.password.as_deref()),
             (Some("u"), Some("p"))
@@ -727,6 +731,7 @@ mod tests {
             "sip_trunk = \"http://x\"",
             "sip_trunk = \"sip:127.0.0.1:99999\"",
             "sip_trunk = \"sip:127.0.0.1;transport=sctp\"",
+            "sip_trunk = \"sip:127.0.0.1;transport=tcp\"",
             "sip_trunk = \"sip:127.0.0.1\"\nsip_trunk_user = \"u\"",
         ] {
             let e = Config::from_toml(bad).unwrap_err().to_string();

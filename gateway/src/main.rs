@@ -13,7 +13,7 @@ use patchbay_conference::store::SqliteStore;
 use patchbay_conference::{system_clock, Conference, Options};
 use patchbay_config::{Config, LogFormat};
 use patchbay_sip::metrics::SipMetrics;
-use patchbay_sip::{SipConfig, SipGateway};
+use patchbay_sip::{SipConfig, SipGateway, Trunk};
 
 fn main() -> ExitCode {
     let config = match Config::from_process() {
@@ -121,6 +121,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     conference
         .media()
         .set_event_sink(Arc::new(webhooks.clone()));
+    conference.recover_dialogs();
     let webrtc_task = tokio::spawn(webrtc.clone().run());
 
     let sip_metrics = SipMetrics::default();
@@ -130,6 +131,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             media_ip: config.media_ip,
             rtp_ports: config.rtp_ports,
             rtp_timeout: config.rtp_timeout,
+            trunk: config.sip_trunk.as_ref().map(|t| Trunk {
+                host: t.host.clone(),
+                addr: t.addr,
+                user: t.user.clone(),
+                password: t.password.clone(),
+            }),
         },
         conference.clone(),
         sip_metrics.clone(),

@@ -46,6 +46,8 @@ pub struct SipConfig {
     pub media_ip: IpAddr,
     pub rtp_ports: (u16, u16),
     pub rtp_timeout: Duration,
+    /// Where dialogs (outbound calls) go; none: dialogs are refused.
+    pub trunk: Option<Trunk>,
 }
 
 type ConnId = u64;
@@ -76,6 +78,7 @@ enum Input {
     Stream(Box<Message>, Peer),
     TcpOpened(ConnId, mpsc::UnboundedSender<Bytes>),
     TcpClosed(ConnId),
+    Dial(patchbay_conference::dialogs::DialCommand),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -158,7 +161,18 @@ struct Ua {
     legs: HashMap<LegId, String>,
     ports: PortAllocator,
     media_tx: mpsc::UnboundedSender<(LegId, MediaEnd)>,
+    /// Dialogs (outbound calls).
+    trunk: Option<Trunk>,
+    outgoing: HashMap<String, uac::Outgoing>,
+    client_invites: HashMap<TransactionKey, String>,
+    dialog_calls: HashMap<uuid::Uuid, String>,
+    call_dialogs: HashMap<String, uuid::Uuid>,
+    /// The ACK of each answered outbound call, for 2xx retransmissions.
+    acks: HashMap<String, (Bytes, Peer)>,
 }
+
+mod uac;
+pub use uac::Trunk;
 
 static NEXT_LEG: AtomicU64 = AtomicU64::new(1);
 
@@ -405,6 +419,7 @@ impl Ua {
                 Output::ToTu(ev) => self.on_tu(key, *ev),
                 Output::Terminated(_) => {
                     self.tx_peers.remove(key);
+                    self.client_invites.remove(key);
                     for t in Timer::ALL {
                         self.clear_tx_timer(key, t);
                     }
@@ -520,8 +535,10 @@ impl Ua {
                 }
             },
             TuEvent::Ack(req) => self.on_ack(&req),
-            TuEvent::Timeout | TuEvent::TransportError => {}
-            TuEvent::Response(_) => {} // answers to our BYEs
+            TuEvent::Timeout => self.on_invite_failed(key, "no answer from the SIP trunk"),
+            TuEvent::TransportError => self.on_invite_failed(key, "the SIP trunk is unreachable"),
+            // Answers to our INVITEs (dialogs); those to BYE and CANCEL need nothing.
+            TuEvent::Response(r) => self.on_invite_response(key, &r),
             _ => {}
         }
     }
@@ -897,6 +914,7 @@ impl Ua {
             }
         }
         tracing::info!(call_id, leg = call.leg, bye = send_bye, "call ended");
+        self.dialog_call_ended(call_id, send_bye);
     }
 
     fn build_bye(&self, call: &Call) -> Option<Request> {
@@ -1057,6 +1075,19 @@ impl SipGateway {
         tokio::spawn(udp_loop(udp.clone(), tx.clone(), metrics.clone()));
         tokio::spawn(tcp_loop(tcp, tx.clone(), metrics.clone()));
         let ports = PortAllocator::new(config.rtp_ports.0, config.rtp_ports.1);
+        let trunk = config.trunk.clone();
+        if trunk.is_some() {
+            let (dial_tx, mut dial_rx) = mpsc::unbounded_channel();
+            conference.set_dialer(dial_tx);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(cmd) = dial_rx.recv().await {
+                    if tx.send(Input::Dial(cmd)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let mut config = config;
         config.listen = local;
         let ua = Ua {
@@ -1075,7 +1106,15 @@ impl SipGateway {
             legs: HashMap::new(),
             ports,
             media_tx,
+            trunk: None,
+            outgoing: HashMap::new(),
+            client_invites: HashMap::new(),
+            dialog_calls: HashMap::new(),
+            call_dialogs: HashMap::new(),
+            acks: HashMap::new(),
         };
+        let mut ua = ua;
+        ua.trunk = trunk;
         let task = tokio::spawn(run(ua, rx, media_rx));
         Ok(SipGateway { tx, task, local })
     }
@@ -1106,6 +1145,7 @@ async fn run(
                     Input::Stream(m, peer) => ua.on_message(*m, peer),
                     Input::TcpOpened(id, tx) => { ua.tcp.insert(id, tx); }
                     Input::TcpClosed(id) => { ua.tcp.remove(&id); }
+                    Input::Dial(cmd) => ua.on_dial(cmd),
                     Input::Shutdown(done) => {
                         let ids: Vec<String> = ua.calls.keys().cloned().collect();
                         tracing::info!(calls = ids.len(), "SIP shutdown: sending BYE to every call");

@@ -74,6 +74,20 @@ impl SippCall {
 
     /// Render the scenario into `dir` and start sipp against `g`.
     pub fn spawn(&self, g: &Gateway, dir: &Path) -> RunningSipp {
+        self.start(Some(format!("127.0.0.1:{}", g.sip_port)), dir)
+    }
+
+    /// Render the scenario into `dir` and start sipp as a server (a trunk) on `sip_port`.
+    pub fn serve(&self, dir: &Path) -> RunningSipp {
+        self.start(None, dir)
+    }
+
+    /// The trunk URI of a serving sipp (`--sip-trunk`).
+    pub fn trunk_uri(&self) -> String {
+        format!("sip:127.0.0.1:{};transport=udp", self.sip_port)
+    }
+
+    fn start(&self, remote: Option<String>, dir: &Path) -> RunningSipp {
         let template = std::fs::read_to_string(workspace().join("tests/sipp").join(self.scenario))
             .expect("scenario");
         let mut xml = template;
@@ -96,8 +110,11 @@ impl SippCall {
         .expect("write injection file");
         let errors = dir.join(format!("{}-errors.log", self.name));
         let messages = dir.join(format!("{}-messages.log", self.name));
-        let child = Command::new("sipp")
-            .arg(format!("127.0.0.1:{}", g.sip_port))
+        let mut cmd = Command::new("sipp");
+        if let Some(remote) = remote {
+            cmd.arg(remote);
+        }
+        let child = cmd
             .arg("-sf")
             .arg(&scenario)
             .arg("-inf")

@@ -176,6 +176,12 @@ impl SessionHandle {
         self.tx.send(input).is_ok()
     }
 
+    /// A handle that leads nowhere (every send fails): for a call that never joined.
+    pub fn closed() -> SessionHandle {
+        let (tx, _) = mpsc::unbounded_channel();
+        SessionHandle { tx }
+    }
+
     /// Whether both handles lead to the same actor.
     pub fn same_session(&self, other: &SessionHandle) -> bool {
         self.tx.same_channel(&other.tx)
@@ -1725,6 +1731,15 @@ impl MediaHub {
     /// started from now on).
     pub fn set_event_sink(&self, sink: Arc<dyn EventSink>) {
         *self.inner.sink.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+    }
+
+    /// Where events go now.
+    pub fn event_sink(&self) -> Arc<dyn EventSink> {
+        self.inner
+            .sink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Statistics of every session's media path.

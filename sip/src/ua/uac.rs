@@ -1,0 +1,535 @@
+//! Outbound calls (dialogs) through the configured trunk: INVITE with our offer,
+//! provisional and final responses, digest authentication, ACK, CANCEL. An answered
+//! call becomes an ordinary [`Call`] — the same media path, BYE and re-INVITE
+//! handling as an inbound one.
+
+use patchbay_conference::dialogs::{failure_reason, DialCommand, DialogData, DialogState};
+use sipx_sip::auth::{self, Challenge, Credentials};
+use sipx_sip::Response;
+use uuid::Uuid;
+
+use super::*;
+
+/// The SIP trunk dialogs go through.
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    /// Host as configured (Request-URI host).
+    pub host: String,
+    pub addr: SocketAddr,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+/// A call we placed that has no final answer yet.
+pub(super) struct Outgoing {
+    dialog_id: Uuid,
+    participant_id: Uuid,
+    call_id: String,
+    local_tag: String,
+    /// From (with our tag) and To (no tag yet) as sent.
+    from: String,
+    to: String,
+    uri: Uri,
+    uri_text: String,
+    cseq: u32,
+    /// Top Via of the INVITE in flight (a CANCEL repeats it).
+    via: String,
+    leg: LegId,
+    extra: Vec<(&'static str, String)>,
+    rtp: RtpLeg,
+    sdp_session_id: u64,
+    provisional: bool,
+    /// Hang up as soon as possible (CANCEL once a provisional came; BYE after a 2xx).
+    cancel: bool,
+    auth_tried: bool,
+}
+
+impl Ua {
+    fn trunk_peer(&self) -> Option<Peer> {
+        self.trunk.as_ref().map(|t| Peer {
+            transport: Transport::Udp,
+            addr: t.addr,
+        })
+    }
+
+    fn our_host(&self) -> String {
+        match self.config.media_ip {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            ip => ip.to_string(),
+        }
+    }
+
+    fn new_via(&self) -> String {
+        format!(
+            "SIP/2.0/UDP {}:{};branch=z9hG4bK{};rport",
+            self.our_host(),
+            self.config.listen.port(),
+            random_token()
+        )
+    }
+
+    pub(super) fn on_dial(&mut self, cmd: DialCommand) {
+        match cmd {
+            DialCommand::Place {
+                dialog_id,
+                participant_id,
+                data,
+            } => self.place(dialog_id, participant_id, &data),
+            DialCommand::Hangup { dialog_id } => self.hang_up_dialog(dialog_id),
+        }
+    }
+
+    fn fail_dialog(&self, dialog_id: Uuid, reason: &str, details: String) {
+        self.conference.dialog_progress(
+            dialog_id,
+            DialogState::Terminated,
+            Some(reason.to_string()),
+            Some(details),
+        );
+    }
+
+    fn place(&mut self, dialog_id: Uuid, participant_id: Uuid, data: &DialogData) {
+        let (Some(trunk), Some(peer)) = (self.trunk.clone(), self.trunk_peer()) else {
+            return self.fail_dialog(dialog_id, "ERROR", "no SIP trunk configured".into());
+        };
+        let uri_text = if data.to.starts_with("sip:") || data.to.starts_with("sips:") {
+            data.to.clone()
+        } else {
+            let port = if trunk.addr.port() == 5060 {
+                String::new()
+            } else {
+                format!(":{}", trunk.addr.port())
+            };
+            format!("sip:{}@{}{port}", data.to, trunk.host)
+        };
+        let uri = match Uri::parse(Bytes::from(uri_text.clone())) {
+            Ok(u) => u,
+            Err(e) => return self.fail_dialog(dialog_id, "ERROR", format!("bad target URI: {e}")),
+        };
+        let host = self.our_host();
+        let local_tag = random_token();
+        let mut extra: Vec<(&'static str, String)> = Vec::new();
+        let from = match data.from.as_str() {
+            "RESTRICTED" => {
+                extra.push(("Privacy", "id".into()));
+                format!("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={local_tag}")
+            }
+            "UNKNOWN" => format!("<sip:unknown@{host}>;tag={local_tag}"),
+            number => format!("<sip:{number}@{host}>;tag={local_tag}"),
+        };
+        if let Some(uui) = &data.user_to_user {
+            extra.push(("User-to-User", uui.clone()));
+        }
+        let (rtp_socket, rtcp_socket) = match self.ports.bind(self.config.media_ip) {
+            Ok(s) => s,
+            Err(e) => return self.fail_dialog(dialog_id, "ERROR", format!("no RTP port: {e}")),
+        };
+        let leg = NEXT_LEG.fetch_add(1, Ordering::Relaxed);
+        let rtp = match rtp::start(LegStart {
+            leg,
+            rtp: rtp_socket,
+            rtcp: rtcp_socket,
+            timeout: self.config.rtp_timeout,
+            ended: self.media_tx.clone(),
+            metrics: self.metrics.clone(),
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                return self.fail_dialog(dialog_id, "ERROR", format!("cannot start RTP: {e}"))
+            }
+        };
+        let call_id = format!("{}@{}", random_token(), host);
+        let mut out = Outgoing {
+            dialog_id,
+            participant_id,
+            call_id: call_id.clone(),
+            local_tag,
+            from,
+            to: format!("<{uri_text}>"),
+            uri,
+            uri_text,
+            cseq: 1,
+            via: String::new(),
+            leg,
+            extra,
+            rtp,
+            sdp_session_id: rand::random::<u32>() as u64,
+            provisional: false,
+            cancel: false,
+            auth_tried: false,
+        };
+        if !self.send_invite(&mut out, None, peer) {
+            return self.fail_dialog(dialog_id, "ERROR", "could not build the INVITE".into());
+        }
+        tracing::info!(%dialog_id, %call_id, to = %out.uri_text, "dialog: INVITE sent");
+        self.dialog_calls.insert(dialog_id, call_id.clone());
+        self.outgoing.insert(call_id, out);
+        self.conference
+            .dialog_progress(dialog_id, DialogState::Calling, None, None);
+    }
+
+    /// Send (or re-send with credentials) the INVITE of `out` in a new client transaction.
+    fn send_invite(
+        &mut self,
+        out: &mut Outgoing,
+        authorization: Option<(HeaderName, String)>,
+        peer: Peer,
+    ) -> bool {
+        let via = self.new_via();
+        let body = sdp::offer(
+            self.config.media_ip,
+            out.rtp.port,
+            out.sdp_session_id,
+            out.cseq as u64,
+        );
+        let contact = self.local_contact(&peer);
+        let build = || -> Option<Request> {
+            let mut b = RequestBuilder::new(Method::Invite, out.uri.clone())
+                .header(HeaderName::Via, via.clone())
+                .ok()?
+                .max_forwards(70)
+                .header(HeaderName::From, out.from.clone())
+                .ok()?
+                .header(HeaderName::To, out.to.clone())
+                .ok()?
+                .header(HeaderName::CallId, out.call_id.clone())
+                .ok()?
+                .cseq(out.cseq, &Method::Invite)
+                .ok()?
+                .header(HeaderName::Contact, contact.clone())
+                .ok()?
+                .header(hn("Allow"), ALLOW)
+                .ok()?
+                .header(hn("User-Agent"), SERVER)
+                .ok()?;
+            for (name, value) in &out.extra {
+                b = b.header(hn(name), value.clone()).ok()?;
+            }
+            if let Some((name, value)) = &authorization {
+                b = b.header(name.clone(), value.clone()).ok()?;
+            }
+            Some(
+                b.header(hn("Content-Type"), "application/sdp")
+                    .ok()?
+                    .body(Bytes::from(body.clone()))
+                    .build(),
+            )
+        };
+        let Some(invite) = build() else {
+            return false;
+        };
+        let Some((key, outputs)) = self.layer.send_request(invite, peer.reliability()) else {
+            return false;
+        };
+        out.via = via;
+        self.tx_peers.insert(key.clone(), peer);
+        self.client_invites.insert(key.clone(), out.call_id.clone());
+        self.run_outputs(&key, outputs);
+        true
+    }
+
+    /// A response to one of our INVITEs.
+    pub(super) fn on_invite_response(&mut self, key: &TransactionKey, resp: &Response) {
+        let Some(call_id) = self.client_invites.get(key).cloned() else {
+            return;
+        };
+        let code = resp.status.code();
+        // A 2xx again (retransmitted, the ACK was lost): ACK again.
+        if resp.status.is_success() && self.calls.contains_key(&call_id) {
+            if let Some((bytes, peer)) = self.acks.get(&call_id).cloned() {
+                self.send_bytes(&bytes, &peer);
+            }
+            return;
+        }
+        let Some(mut out) = self.outgoing.remove(&call_id) else {
+            return;
+        };
+        if resp.status.is_provisional() {
+            if code > 100 && !out.provisional {
+                out.provisional = true;
+                if !out.cancel && (code == 180 || code == 183) {
+                    self.conference.dialog_progress(
+                        out.dialog_id,
+                        DialogState::Ringing,
+                        None,
+                        None,
+                    );
+                }
+            }
+            if out.cancel && code > 100 {
+                self.send_cancel(&out);
+            }
+            self.outgoing.insert(call_id, out);
+            return;
+        }
+        if resp.status.is_success() {
+            return self.on_answered(out, resp);
+        }
+        // A challenge we can answer once.
+        if (code == 401 || code == 407) && !out.auth_tried && !out.cancel {
+            if let Some(auth) = self.authorization(resp, code == 407, &out) {
+                out.auth_tried = true;
+                out.cseq += 1;
+                if let Some(peer) = self.trunk_peer() {
+                    if self.send_invite(&mut out, Some(auth), peer) {
+                        tracing::info!(dialog_id = %out.dialog_id, "dialog: INVITE sent again with credentials");
+                        self.outgoing.insert(call_id, out);
+                        return;
+                    }
+                }
+            }
+        }
+        let reason = String::from_utf8_lossy(&resp.reason).to_string();
+        tracing::info!(dialog_id = %out.dialog_id, code, %reason, "dialog: call failed");
+        self.dialog_calls.remove(&out.dialog_id);
+        self.fail_dialog(
+            out.dialog_id,
+            failure_reason(code),
+            format!("{code} {reason}").trim().to_string(),
+        );
+    }
+
+    /// The Authorization (or Proxy-Authorization) answering the response's challenge.
+    fn authorization(
+        &self,
+        resp: &Response,
+        proxy: bool,
+        out: &Outgoing,
+    ) -> Option<(HeaderName, String)> {
+        let trunk = self.trunk.as_ref()?;
+        let creds = Credentials::new(trunk.user.clone()?, trunk.password.clone()?);
+        let name = if proxy {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        };
+        let challenges: Vec<Challenge> = resp
+            .headers
+            .iter()
+            .filter(|h| h.name().canonical().eq_ignore_ascii_case(name.as_bytes()))
+            .filter_map(|h| Challenge::parse(h.raw_value(), proxy))
+            .collect();
+        let challenge = auth::strongest(challenges)?;
+        let value = auth::respond(
+            &challenge,
+            &creds,
+            "INVITE",
+            &out.uri_text,
+            1,
+            &random_token(),
+        );
+        Some((challenge.response_header(), value))
+    }
+
+    fn send_cancel(&mut self, out: &Outgoing) {
+        let Some(peer) = self.trunk_peer() else {
+            return;
+        };
+        let cancel = RequestBuilder::new(Method::Cancel, out.uri.clone())
+            .header(HeaderName::Via, out.via.clone())
+            .ok()
+            .map(|b| b.max_forwards(70))
+            .and_then(|b| b.header(HeaderName::From, out.from.clone()).ok())
+            .and_then(|b| b.header(HeaderName::To, out.to.clone()).ok())
+            .and_then(|b| b.header(HeaderName::CallId, out.call_id.clone()).ok())
+            .and_then(|b| b.cseq(out.cseq, &Method::Cancel).ok())
+            .map(RequestBuilder::build);
+        if let Some(cancel) = cancel {
+            if let Some((key, outputs)) = self.layer.send_request(cancel, peer.reliability()) {
+                self.tx_peers.insert(key.clone(), peer);
+                self.run_outputs(&key, outputs);
+                tracing::info!(dialog_id = %out.dialog_id, "dialog: CANCEL sent");
+            }
+        }
+    }
+
+    /// 2xx: ACK it, then the call is an ordinary one in the participant's session.
+    fn on_answered(&mut self, out: Outgoing, resp: &Response) {
+        let Some(peer) = self.trunk_peer() else {
+            return;
+        };
+        let remote_target = match resp
+            .headers
+            .get(&HeaderName::Contact)
+            .map(|h| Address::parse(h.raw_value(), "Contact"))
+        {
+            Some(Ok(a)) => a.uri,
+            _ => out.uri.clone(),
+        };
+        let remote_addr = resp
+            .headers
+            .get(&HeaderName::To)
+            .map(|h| Bytes::copy_from_slice(h.raw_value()))
+            .unwrap_or_default();
+        let mut route_set: Vec<Bytes> = resp
+            .headers
+            .iter()
+            .filter(|h| h.name().canonical().eq_ignore_ascii_case(b"Record-Route"))
+            .map(|h| Bytes::copy_from_slice(h.raw_value()))
+            .collect();
+        route_set.reverse();
+        // The ACK (its own transaction: sent by us, again for each 2xx retransmission).
+        let ack = {
+            let mut b = RequestBuilder::new(Method::Ack, remote_target.clone())
+                .header(HeaderName::Via, self.new_via())
+                .ok()
+                .map(|b| b.max_forwards(70));
+            for r in &route_set {
+                b = b.and_then(|b| b.header(hn("Route"), r.clone()).ok());
+            }
+            b.and_then(|b| b.header(HeaderName::From, out.from.clone()).ok())
+                .and_then(|b| b.header(HeaderName::To, remote_addr.clone()).ok())
+                .and_then(|b| b.header(HeaderName::CallId, out.call_id.clone()).ok())
+                .and_then(|b| b.cseq(out.cseq, &Method::Ack).ok())
+                .map(RequestBuilder::build)
+        };
+        if let Some(ack) = ack {
+            let bytes = Message::Request(ack).to_bytes();
+            self.send_bytes(&bytes, &peer);
+            self.acks.insert(out.call_id.clone(), (bytes, peer));
+        }
+        let answer = std::str::from_utf8(resp.body())
+            .ok()
+            .and_then(|t| sdp::parse(t).ok());
+        let negotiated = answer.as_ref().map(sdp::negotiate);
+        let media = match (negotiated, self.conference.dialog_media(out.participant_id)) {
+            (Some(Ok(n)), Ok((_, session))) => Some((n, session)),
+            (Some(Ok(_)), Err(e)) => {
+                tracing::info!(dialog_id = %out.dialog_id, error = %e, "dialog answered but its participant cannot join");
+                None
+            }
+            _ => {
+                tracing::info!(dialog_id = %out.dialog_id, "dialog answered without a usable SDP answer");
+                None
+            }
+        };
+        let leg = out.leg;
+        let Some((n, session)) = media else {
+            // Hang up what we cannot use.
+            let call = self.call_of(out, leg, peer, remote_addr, remote_target, route_set, None);
+            let dialog_id = self.call_dialogs.get(&call.call_id).copied();
+            let call_id = call.call_id.clone();
+            self.calls.insert(call_id.clone(), call);
+            self.legs.insert(leg, call_id.clone());
+            self.metrics.sip_calls_active.inc();
+            if let Some(d) = dialog_id {
+                self.fail_dialog(d, "ERROR", "the answer could not be used".into());
+            }
+            self.end_call(&call_id, true);
+            return;
+        };
+        let cancel = out.cancel;
+        let dialog_id = out.dialog_id;
+        let mut call = self.call_of(
+            out,
+            leg,
+            peer,
+            remote_addr,
+            remote_target,
+            route_set,
+            Some(session),
+        );
+        let call_id = call.call_id.clone();
+        call.apply(n);
+        self.metrics.sip_calls_active.inc();
+        self.legs.insert(leg, call_id.clone());
+        self.calls.insert(call_id.clone(), call);
+        if cancel {
+            // Hung up while it rang: answered anyway, so end it now.
+            self.end_call(&call_id, true);
+            return;
+        }
+        tracing::info!(%dialog_id, %call_id, leg, codec = ?n.codec, "dialog answered");
+        self.conference
+            .dialog_progress(dialog_id, DialogState::Answered, None, None);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call_of(
+        &mut self,
+        out: Outgoing,
+        leg: LegId,
+        peer: Peer,
+        remote_addr: Bytes,
+        remote_target: Uri,
+        route_set: Vec<Bytes>,
+        session: Option<SessionHandle>,
+    ) -> Call {
+        self.call_dialogs.insert(out.call_id.clone(), out.dialog_id);
+        let session = session.unwrap_or_else(SessionHandle::closed);
+        Call {
+            leg,
+            participant_id: out.participant_id,
+            peer,
+            call_id: out.call_id,
+            local_tag: out.local_tag,
+            remote_addr,
+            local_addr: Bytes::from(out.from),
+            remote_target,
+            route_set,
+            local_cseq: out.cseq,
+            confirmed: true,
+            ok_bytes: Bytes::new(),
+            ok_sent_at: Instant::now(),
+            ok_interval: self.timers_cfg.t1,
+            late_offer: false,
+            offer: None,
+            negotiated: None,
+            sdp_session_id: out.sdp_session_id,
+            sdp_version: out.cseq as u64,
+            session,
+            rtp: out.rtp,
+        }
+    }
+
+    /// Our INVITE got no answer at all (timer B) or could not be sent.
+    pub(super) fn on_invite_failed(&mut self, key: &TransactionKey, why: &str) {
+        let Some(call_id) = self.client_invites.remove(key) else {
+            return;
+        };
+        if let Some(out) = self.outgoing.remove(&call_id) {
+            self.dialog_calls.remove(&out.dialog_id);
+            self.fail_dialog(out.dialog_id, "ERROR", why.to_string());
+        }
+    }
+
+    fn hang_up_dialog(&mut self, dialog_id: Uuid) {
+        let Some(call_id) = self.dialog_calls.get(&dialog_id).cloned() else {
+            return;
+        };
+        if self.calls.contains_key(&call_id) {
+            tracing::info!(%dialog_id, "dialog: hanging up (BYE)");
+            self.end_call(&call_id, true);
+            return;
+        }
+        let Some(mut out) = self.outgoing.remove(&call_id) else {
+            return;
+        };
+        out.cancel = true;
+        // RFC 3261 §9.1: CANCEL only once a provisional response came.
+        if out.provisional {
+            self.send_cancel(&out);
+        }
+        self.outgoing.insert(call_id, out);
+    }
+
+    /// A call ended (either side): its dialog, if it has one, is over.
+    pub(super) fn dialog_call_ended(&mut self, call_id: &str, we_hung_up: bool) {
+        self.acks.remove(call_id);
+        let Some(dialog_id) = self.call_dialogs.remove(call_id) else {
+            return;
+        };
+        self.dialog_calls.remove(&dialog_id);
+        let details = if we_hung_up {
+            "hung up by the gateway"
+        } else {
+            "the far end hung up"
+        };
+        self.conference.dialog_progress(
+            dialog_id,
+            DialogState::Terminated,
+            None,
+            Some(details.into()),
+        );
+    }
+}

@@ -1,0 +1,441 @@
+//! Dialogs: outbound calls through a real sipp trunk, their state reported to a real
+//! HTTP receiver, and their audio in the session.
+
+use std::time::Duration;
+
+use patchbay_tests::hooks::Receiver;
+use patchbay_tests::media::{
+    decode_window, now_epoch, received, tones_present, write_tone_wav, Capture, Law,
+};
+use patchbay_tests::sipp::SippCall;
+use patchbay_tests::{assert_error, Api, Gateway};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// The `onSipDialogStateChange` callbacks delivered at `path`: (state, eventData).
+fn dialog_states(hooks: &Receiver, path: &str) -> Vec<(String, Value)> {
+    hooks
+        .delivered(path)
+        .into_iter()
+        .filter(|b| b["event"] == "onSipDialogStateChange")
+        .map(|b| {
+            (
+                b["state"].as_str().unwrap().to_string(),
+                b["eventData"].clone(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_state(hooks: &Receiver, path: &str, state: &str) {
+    hooks
+        .wait_for(
+            Duration::from_secs(15),
+            &format!("{state} at {path}"),
+            |h| {
+                h.iter()
+                    .any(|h| h.path == path && h.status == 200 && h.body["state"] == state)
+            },
+        )
+        .await;
+}
+
+/// A participant that may publish audio, in session `s` hearing it, with a callback.
+async fn dialer(api: &Api, s: &str, hooks: &Receiver, name: &str) -> String {
+    let (p, _) = api
+        .participant(json!({"publishPermissions": ["AUDIO"], "callbackUrl": hooks.url(&format!("/cb/{name}")), "tag": name}))
+        .await;
+    api.add(s, &p, Some(json!({"sessionId": s}))).await;
+    p
+}
+
+fn dial_body(to: &str) -> Value {
+    json!({"type": "SIP", "data": {"to": to, "from": "+15557654321", "userToUser": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln;encoding=jwt"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_dialog_joins_the_session_both_ways_and_delete_sends_bye() {
+    let hooks = Receiver::start().await;
+    let trunk = SippCall::new("trunk", "uas_answer.xml")
+        .var("RING_MS", "500")
+        .var("HANGUP", "wait")
+        .var("HOLD_MS", "0")
+        .var("WAV", "tone660.wav")
+        .var("CHECK_UUI", "true");
+    let g = Gateway::start_with(&["--sip-trunk", &trunk.trunk_uri()], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let p = dialer(&api, &s, &hooks, "agent").await;
+    let (caller, caller_token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
+    write_tone_wav(&dir.join("tone440.wav"), 440.0, 2, Law::Ulaw);
+    let phone = SippCall::new("phone", "uac_tone.xml")
+        .var("WAV", "tone440.wav")
+        .var("PT", "0")
+        .var("CODEC", "PCMU")
+        .var("HOLD_MS", "9000")
+        .token(&caller_token);
+    let capture = Capture::start(&dir, &[trunk.media_port, phone.media_port]);
+    let far_end = trunk.serve(&dir);
+    let caller_call = phone.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/participants/{p}/dialogs"),
+            Some(dial_body("+15551234567")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["type"], "SIP");
+    assert_eq!(r.body["state"], "NEW");
+    assert_eq!(r.body["data"]["to"], "+15551234567");
+    let d = r.body["dialogId"].as_str().unwrap().to_string();
+    wait_state(&hooks, "/cb/agent", "ANSWERED").await;
+    let r = api
+        .call(Method::GET, &format!("/participants/{p}/dialogs/{d}"), None)
+        .await;
+    assert_eq!(r.body["state"], "ANSWERED", "{}", r.text);
+    // Let audio flow both ways for a while, then hang up with DELETE.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let until = now_epoch();
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/participants/{p}/dialogs/{d}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    far_end.assert_ok(Duration::from_secs(10));
+    drop(caller_call);
+    let packets = capture.stop();
+
+    wait_state(&hooks, "/cb/agent", "TERMINATED").await;
+    let states: Vec<String> = dialog_states(&hooks, "/cb/agent")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(states, ["CALLING", "RINGING", "ANSWERED", "TERMINATED"]);
+    let body = &hooks.delivered("/cb/agent")[2];
+    assert_eq!(body["participantId"], p.as_str());
+    assert_eq!(body["dialogId"], d.as_str());
+    assert_eq!(body["tag"], "agent");
+    assert_eq!(body["type"], "SIP");
+    assert_eq!(body["dialogStateData"]["state"], "ANSWERED");
+    assert_eq!(body["data"]["from"], "+15557654321");
+
+    // The far end heard the caller (440 Hz) and the caller heard the far end (660 Hz).
+    let far = received(&packets, trunk.media_port);
+    let pcm = decode_window(&far, Law::Ulaw, until - 3.0, until);
+    assert!(pcm.len() > 8000, "far end got {} samples", pcm.len());
+    let (tones, rms) = tones_present(&pcm, &[440.0, 660.0], 8000.0);
+    assert_eq!(tones, [440], "far end heard {tones:?} (rms {rms:.0})");
+    let near = received(&packets, phone.media_port);
+    let pcm = decode_window(&near, Law::Ulaw, until - 3.0, until);
+    let (tones, rms) = tones_present(&pcm, &[440.0, 660.0], 8000.0);
+    assert_eq!(tones, [660], "caller heard {tones:?} (rms {rms:.0})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_map_to_their_reasons() {
+    let hooks = Receiver::start().await;
+    let port_holder = SippCall::new("probe", "uas_reject.xml");
+    let g = Gateway::start_with(&["--sip-trunk", &port_holder.trunk_uri()], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let p = dialer(&api, &s, &hooks, "agent").await;
+    let dir = g.scratch().to_path_buf();
+    for (code, reason, expected) in [
+        ("486", "Busy Here", "FAR END BUSY"),
+        ("603", "Decline", "FAR END DECLINED"),
+        ("404", "Not Found", "FAR END NOT FOUND"),
+        ("503", "Service Unavailable", "ERROR"),
+    ] {
+        let mut trunk = SippCall::new(&format!("trunk-{code}"), "uas_reject.xml")
+            .var("CODE", code)
+            .var("REASON", reason);
+        trunk.sip_port = port_holder.sip_port;
+        let far_end = trunk.serve(&dir);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = api
+            .call(
+                Method::POST,
+                &format!("/participants/{p}/dialogs"),
+                Some(dial_body("+15551234567")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        far_end.assert_ok(Duration::from_secs(10));
+        hooks
+            .wait_for(Duration::from_secs(10), code, |h| {
+                h.iter().any(|h| {
+                    h.status == 200
+                        && h.body["eventData"]["details"]
+                            .as_str()
+                            .is_some_and(|d| d.starts_with(code))
+                })
+            })
+            .await;
+        let states = dialog_states(&hooks, "/cb/agent");
+        let (last_state, event_data) = states.last().unwrap();
+        assert_eq!(last_state, "TERMINATED");
+        assert_eq!(event_data["reason"], expected, "{code}");
+        assert_eq!(event_data["details"], format!("{code} {reason}"));
+    }
+    let states: Vec<String> = dialog_states(&hooks, "/cb/agent")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(states, ["CALLING", "TERMINATED"].repeat(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_terminated_while_ringing_cancels() {
+    let hooks = Receiver::start().await;
+    let trunk = SippCall::new("trunk", "uas_ring_cancel.xml");
+    let g = Gateway::start_with(&["--sip-trunk", &trunk.trunk_uri()], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let p = dialer(&api, &s, &hooks, "agent").await;
+    let dir = g.scratch().to_path_buf();
+    let far_end = trunk.serve(&dir);
+    // The session-scoped path and the older request shape.
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/sessions/{s}/participants/{p}/dialogs"),
+            Some(json!({"dialogType": "SIP", "dialogStateData": {"to": "sip:+15551234567@example.net", "from": "RESTRICTED"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let d = r.body["dialogId"].as_str().unwrap().to_string();
+    wait_state(&hooks, "/cb/agent", "RINGING").await;
+    for bad in ["ANSWERED", "RINGING", "NEW", "GONE"] {
+        let r = api
+            .call(
+                Method::PATCH,
+                &format!("/sessions/{s}/participants/{p}/dialogs/{d}"),
+                Some(json!({"state": bad})),
+            )
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "TERMINATED");
+    }
+    let r = api
+        .call(
+            Method::PATCH,
+            &format!("/sessions/{s}/participants/{p}/dialogs/{d}"),
+            Some(json!({"state": "TERMINATED"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["state"], "TERMINATED");
+    // sipp got the CANCEL (its scenario waits for it).
+    far_end.assert_ok(Duration::from_secs(10));
+    wait_state(&hooks, "/cb/agent", "TERMINATED").await;
+    let states: Vec<String> = dialog_states(&hooks, "/cb/agent")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(states, ["CALLING", "RINGING", "TERMINATED"]);
+    // The participant may dial again.
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/participants/{p}/dialogs"),
+            Some(dial_body("+15551234567")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_far_end_hangs_up() {
+    let hooks = Receiver::start().await;
+    let trunk = SippCall::new("trunk", "uas_answer.xml")
+        .var("RING_MS", "0")
+        .var("HANGUP", "bye")
+        .var("HOLD_MS", "1500")
+        .var("WAV", "tone660.wav")
+        .var("CHECK_UUI", "false");
+    let g = Gateway::start_with(&["--sip-trunk", &trunk.trunk_uri()], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let p = dialer(&api, &s, &hooks, "agent").await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
+    let far_end = trunk.serve(&dir);
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/participants/{p}/dialogs"),
+            Some(json!({"type": "SIP", "data": {"to": "+15551234567", "from": "UNKNOWN"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    far_end.assert_ok(Duration::from_secs(15));
+    wait_state(&hooks, "/cb/agent", "TERMINATED").await;
+    let states = dialog_states(&hooks, "/cb/agent");
+    let names: Vec<&str> = states.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, ["CALLING", "RINGING", "ANSWERED", "TERMINATED"]);
+    assert_eq!(states[3].1["details"], "the far end hung up");
+    assert_eq!(g.metric("patchbay_sip_calls_active").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_challenge_is_answered() {
+    let hooks = Receiver::start().await;
+    let trunk = SippCall::new("trunk", "uas_auth.xml")
+        .var("USER", "patchbay")
+        .var("PASSWORD", "trunk-secret");
+    let g = Gateway::start_with(
+        &[
+            "--sip-trunk",
+            &trunk.trunk_uri(),
+            "--sip-trunk-user",
+            "patchbay",
+            "--sip-trunk-password",
+            "trunk-secret",
+        ],
+        &[],
+    )
+    .await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let p = dialer(&api, &s, &hooks, "agent").await;
+    let dir = g.scratch().to_path_buf();
+    let far_end = trunk.serve(&dir);
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/participants/{p}/dialogs"),
+            Some(dial_body("+15551234567")),
+        )
+        .await;
+    let d = r.body["dialogId"].as_str().unwrap().to_string();
+    wait_state(&hooks, "/cb/agent", "ANSWERED").await;
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/participants/{p}/dialogs/{d}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    far_end.assert_ok(Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn bad_dialog_requests() {
+    let hooks = Receiver::start().await;
+    // No trunk: refused with a clear reason.
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let p = dialer(&api, &s, &hooks, "agent").await;
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/participants/{p}/dialogs"),
+            Some(dial_body("+15551234567")),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "sip_trunk");
+    drop(g);
+
+    // A trunk nobody answers on (the requests below never get that far).
+    let trunk = SippCall::new("nobody", "uas_reject.xml");
+    let g = Gateway::start_with(&["--sip-trunk", &trunk.trunk_uri()], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let p = dialer(&api, &s, &hooks, "agent").await;
+    let path = format!("/participants/{p}/dialogs");
+    for (body, contains) in [
+        (
+            json!({"type": "WEBRTC", "data": {"to": "+15551234567", "from": "+15557654321"}}),
+            "SIP",
+        ),
+        (
+            json!({"data": {"to": "+15551234567", "from": "+15557654321"}}),
+            "type",
+        ),
+        (json!({"type": "SIP"}), "data"),
+        (
+            json!({"type": "SIP", "data": {"to": "5551234567", "from": "+15557654321"}}),
+            "data.to",
+        ),
+        (
+            json!({"type": "SIP", "data": {"to": "+15551234567", "from": "anonymous"}}),
+            "data.from",
+        ),
+        (
+            json!({"type": "SIP", "data": {"to": 15551234567u64, "from": "UNKNOWN"}}),
+            "data.to",
+        ),
+    ] {
+        let r = api.call(Method::POST, &path, Some(body.clone())).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, contains);
+    }
+    let r = api.raw(Method::POST, &path, Some("{not json")).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "JSON");
+    // Not found: unknown participant, unknown dialog, wrong session.
+    let ghost = uuid::Uuid::new_v4();
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/participants/{ghost}/dialogs"),
+            Some(dial_body("+15551234567")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = api
+        .call(Method::GET, &format!("{path}/{ghost}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let other = api.session(None).await;
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/sessions/{other}/participants/{p}/dialogs"),
+            Some(dial_body("+15551234567")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    // Conflicts: no AUDIO permission, no session, a second live dialog.
+    let (video_only, _) = api
+        .participant(json!({"publishPermissions": ["VIDEO"]}))
+        .await;
+    api.add(&s, &video_only, None).await;
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/participants/{video_only}/dialogs"),
+            Some(dial_body("+15551234567")),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "AUDIO");
+    let (lonely, _) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/participants/{lonely}/dialogs"),
+            Some(dial_body("+15551234567")),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "session");
+    let r = api
+        .call(Method::POST, &path, Some(dial_body("+15551234567")))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = api
+        .call(Method::POST, &path, Some(dial_body("+15551234568")))
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "live dialog");
+}
