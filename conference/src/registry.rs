@@ -123,6 +123,9 @@ pub struct Conference {
 #[derive(Default)]
 struct DialogBook {
     by_id: HashMap<Uuid, Dialog>,
+    /// Callback URL and tag of each dialog's participant when it was created (its
+    /// callbacks still go there once the participant is deleted).
+    owners: HashMap<Uuid, (Option<String>, Option<String>)>,
     dialer: Option<tokio::sync::mpsc::UnboundedSender<DialCommand>>,
 }
 
@@ -184,6 +187,7 @@ impl Conference {
                     .filter_map(dialog_from_record)
                     .map(|d| (d.id, d))
                     .collect(),
+                owners: HashMap::new(),
                 dialer: None,
             }),
             pending_webhooks: Mutex::new(snap.webhooks),
@@ -362,6 +366,7 @@ impl Conference {
             unit.push(StoreOp::DeleteParticipant(id));
             self.store.commit(unit)
         };
+        self.end_dialogs_of(&[id], "the participant was deleted");
         Ok(durable.await?)
     }
 
@@ -406,14 +411,16 @@ impl Conference {
 
     /// Delete a session: every membership in it ends (participants remain).
     pub async fn delete_session(&self, account_id: &str, id: Uuid) -> Result<()> {
+        let members;
         let durable = {
             let mut st = self.lock();
-            session(&st, account_id, id, self.now())?;
+            members = session(&st, account_id, id, self.now())?.members.clone();
             end_session(&mut st, id);
             self.media
                 .notify(id, SessionInput::End(HangupReason::SessionEnded));
             self.store.commit(vec![StoreOp::DeleteSession(id)])
         };
+        self.end_dialogs_of(&members, "the session was deleted");
         Ok(durable.await?)
     }
 
@@ -541,6 +548,7 @@ impl Conference {
             self.notify_media(&st, session_id);
             self.store.commit(unit)
         };
+        self.end_dialogs_of(&[participant_id], "the participant left its session");
         Ok(durable.await?)
     }
 
@@ -847,6 +855,8 @@ impl Conference {
                 updated_at: now,
             };
             book.by_id.insert(d.id, d.clone());
+            book.owners
+                .insert(d.id, (p.callback_url.clone(), p.tag.clone()));
             let unit = self
                 .store
                 .commit(vec![StoreOp::PutDialog(dialog_record(&d))]);
@@ -895,6 +905,27 @@ impl Conference {
         self.get_dialog(account_id, participant_id, id)
     }
 
+    /// End the live dialogs of these participants (CANCEL or BYE), reported `TERMINATED`.
+    fn end_dialogs_of(&self, participants: &[Uuid], why: &str) {
+        let (live, dialer): (Vec<Uuid>, _) = {
+            let book = self.dialogs_lock();
+            (
+                book.by_id
+                    .values()
+                    .filter(|d| d.is_live() && participants.contains(&d.participant_id))
+                    .map(|d| d.id)
+                    .collect(),
+                book.dialer.clone(),
+            )
+        };
+        for id in live {
+            if let Some(d) = &dialer {
+                let _ = d.send(DialCommand::Hangup { dialog_id: id });
+            }
+            self.dialog_progress(id, DialogState::Terminated, None, Some(why.to_string()));
+        }
+    }
+
     /// The SIP side reports a dialog's progress. Transitions that do not go forward
     /// are ignored, so each state is reported once and in order. Returns whether it
     /// took effect.
@@ -913,8 +944,13 @@ impl Conference {
         let Some(participant_id) = participant else {
             return false;
         };
-        let p = self.lock().participants.get(&participant_id).cloned();
+        let p = self
+            .lock()
+            .participants
+            .get(&participant_id)
+            .map(|p| (p.callback_url.clone(), p.tag.clone()));
         let mut book = self.dialogs_lock();
+        let (callback_url, tag) = book.owners.get(&id).cloned().or(p).unwrap_or_default();
         let Some(d) = book.by_id.get_mut(&id) else {
             return false;
         };
@@ -932,9 +968,12 @@ impl Conference {
                 .commit(vec![StoreOp::PutDialog(dialog_record(&d))]),
         );
         tracing::info!(dialog_id = %id, state = state.as_str(), reason = d.reason.as_deref(), details = d.details.as_deref(), "dialog state");
+        if state == DialogState::Terminated {
+            book.owners.remove(&id);
+        }
         self.media.event_sink().dialog_event(DialogEvent {
-            callback_url: p.as_ref().and_then(|p| p.callback_url.clone()),
-            tag: p.as_ref().and_then(|p| p.tag.clone()),
+            callback_url,
+            tag,
             dialog: d,
             at_ms: now.max(0) as u64,
         });

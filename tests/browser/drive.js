@@ -90,6 +90,7 @@ async function main() {
         energy: await window.pb.energy(),
         peaks: await window.pb.peaks(),
         video: window.pb.videoFrames(),
+        socketUrls: window.pb.socketUrls(),
       }));
       results[i].final = final;
       results[i].logs = results[i].logs.slice(-20);

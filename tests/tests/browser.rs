@@ -546,3 +546,51 @@ async fn a_second_device_of_the_participant_replaces_the_first() {
     );
     assert_eq!(pages[1]["outcome"], "connected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_events_reach_the_callback_url_with_the_sdk_unique_id() {
+    use patchbay_tests::hooks::Receiver;
+    let hooks = Receiver::start().await;
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api
+        .participant(json!({"callbackUrl": hooks.url("/cb/browser"), "tag": "web"}))
+        .await;
+    api.add(&s, &p, Some(json!({"sessionId": s}))).await;
+    let report = drive_with(
+        &g,
+        json!([{"token": token, "connectTimeoutMs": 5000, "publish": {"alias": "mic"},
+                "steps": [{"wait": 1000}, {"call": "dropSocket"}, {"wait": 2500}, {"call": "disconnect"}, {"wait": 500}]}]),
+        0,
+    );
+    let page = &report["pages"][0];
+    let url = page["final"]["socketUrls"][0].as_str().unwrap().to_string();
+    let unique_id = url
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("uniqueId="))
+        .unwrap_or_else(|| panic!("no uniqueId in {url}"))
+        .to_string();
+    hooks
+        .wait_for(
+            std::time::Duration::from_secs(10),
+            "four device events",
+            |h| h.len() >= 4,
+        )
+        .await;
+    let bodies = hooks.delivered("/cb/browser");
+    let events: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["onConnect", "onDisconnect", "onConnect", "onLeave"],
+        "{page}"
+    );
+    for b in &bodies {
+        assert_eq!(b["deviceId"], unique_id.as_str());
+        assert_eq!(b["participantId"], p.as_str());
+        assert_eq!(b["tag"], "web");
+    }
+}

@@ -439,3 +439,36 @@ async fn bad_dialog_requests() {
         .await;
     assert_error(&r, StatusCode::CONFLICT, "live dialog");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_participant_cancels_its_ringing_dialog() {
+    let hooks = Receiver::start().await;
+    let trunk = SippCall::new("trunk", "uas_ring_cancel.xml");
+    let g = Gateway::start_with(&["--sip-trunk", &trunk.trunk_uri()], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let p = dialer(&api, &s, &hooks, "agent").await;
+    let dir = g.scratch().to_path_buf();
+    let far_end = trunk.serve(&dir);
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/participants/{p}/dialogs"),
+            Some(dial_body("+15551234567")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    wait_state(&hooks, "/cb/agent", "RINGING").await;
+    let r = api
+        .call(Method::DELETE, &format!("/participants/{p}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    far_end.assert_ok(Duration::from_secs(10));
+    // Its callbacks still reach the application after the participant is gone.
+    wait_state(&hooks, "/cb/agent", "TERMINATED").await;
+    let states = dialog_states(&hooks, "/cb/agent");
+    assert_eq!(
+        states.last().unwrap().1["details"],
+        "the participant was deleted"
+    );
+}

@@ -60,6 +60,11 @@ window.pb = {
   closes,
   events,
 
+  /** The URLs of every WebSocket the SDK opened (they carry its uniqueId). */
+  socketUrls() {
+    return sockets.map((ws) => ws.url);
+  },
+
   /** Connect with a bound: the SDK's connect() never rejects, it retries forever. */
   async connect(token, websocketUrl, timeoutMs) {
     rtc = new BandwidthRtc("warn");
