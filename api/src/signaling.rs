@@ -112,7 +112,9 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
     };
     let conn = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(participant_id = %participant.id, device_id = %unique_id, conn, "signaling connected");
-    let device = Device {
+    let mut device = Device {
+        app: app.clone(),
+        token: token.clone(),
         id: unique_id.clone(),
         participant_id: participant.id,
         may_publish_audio: participant.may_publish(PublishPermission::Audio),
@@ -120,7 +122,7 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
         session,
     };
     let (notify, notifications) = tokio::sync::mpsc::unbounded_channel();
-    device.session.send(SessionInput::DeviceJoin {
+    device.send(SessionInput::DeviceJoin {
         device: unique_id.clone(),
         conn,
         owner: DeviceOwner {
@@ -130,8 +132,8 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
         },
         notify,
     });
-    let end = serve(socket, &device, notifications).await;
-    device.session.send(SessionInput::DeviceGone {
+    let end = serve(socket, &mut device, notifications).await;
+    device.send(SessionInput::DeviceGone {
         device: unique_id.clone(),
         conn,
         left: end == End::Left,
@@ -141,6 +143,8 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
 
 /// A connected device and the session actor that owns its media.
 struct Device {
+    app: AppState,
+    token: String,
     id: String,
     participant_id: uuid::Uuid,
     may_publish_audio: bool,
@@ -148,8 +152,27 @@ struct Device {
     session: SessionHandle,
 }
 
+impl Device {
+    /// Send to the session's media actor. An actor that stopped (its last member left
+    /// as this device joined) hands its queued inputs to its successor: follow it.
+    fn send(&mut self, input: SessionInput) {
+        let Err(input) = self.session.try_send(input) else {
+            return;
+        };
+        match self.app.conference.join_device(&self.token) {
+            Ok((_, session)) => {
+                self.session = session;
+                let _ = self.session.try_send(input);
+            }
+            Err(e) => {
+                tracing::debug!(device_id = %self.id, error = %e, "no session for the device any more")
+            }
+        }
+    }
+}
+
 /// Hand an `offerSdp` to the session actor and build the SDK's `PublishSdpAnswer`.
-async fn publish(device: &Device, id: Value, params: &Value) -> Value {
+async fn publish(device: &mut Device, id: Value, params: &Value) -> Value {
     let sdp = params["sdpOffer"].as_str().unwrap_or_default().to_string();
     let aliases = params["mediaMetadata"]["mediaStreams"]
         .as_object()
@@ -161,7 +184,7 @@ async fn publish(device: &Device, id: Value, params: &Value) -> Value {
         })
         .unwrap_or_default();
     let (reply, answer) = tokio::sync::oneshot::channel();
-    device.session.send(SessionInput::Publish(PublishOffer {
+    device.send(SessionInput::Publish(PublishOffer {
         device: device.id.clone(),
         participant_id: device.participant_id,
         sdp,
@@ -207,7 +230,7 @@ enum End {
 
 async fn serve(
     mut socket: WebSocket,
-    device: &Device,
+    device: &mut Device,
     mut notifications: tokio::sync::mpsc::UnboundedReceiver<DeviceNote>,
 ) -> End {
     loop {
@@ -249,7 +272,7 @@ async fn serve(
         let outcome = match handle(text.as_str()) {
             Outcome::OfferSdp { id, params } => Outcome::Reply(publish(device, id, &params).await),
             Outcome::AnswerSdp { id, sdp } => {
-                device.session.send(SessionInput::Answer {
+                device.send(SessionInput::Answer {
                     device: device.id.clone(),
                     sdp,
                 });

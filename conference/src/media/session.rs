@@ -176,6 +176,13 @@ impl SessionHandle {
         self.tx.send(input).is_ok()
     }
 
+    /// Send, or get the input back when the actor has stopped (control inputs only:
+    /// a datagram is never re-routed, so the size of the error does not matter).
+    #[allow(clippy::result_large_err)]
+    pub fn try_send(&self, input: SessionInput) -> Result<(), SessionInput> {
+        self.tx.send(input).map_err(|e| e.0)
+    }
+
     /// A handle that leads nowhere (every send fails): for a call that never joined.
     pub fn closed() -> SessionHandle {
         let (tx, _) = mpsc::unbounded_channel();
@@ -1654,23 +1661,41 @@ async fn run(
     while let Ok(input) = rx.try_recv() {
         pending.push(input);
     }
-    if pending
-        .iter()
-        .any(|i| matches!(i, SessionInput::Join { .. }))
-    {
+    let joins = pending.iter().any(|i| {
+        matches!(
+            i,
+            SessionInput::Join { .. } | SessionInput::DeviceJoin { .. } | SessionInput::Publish(_)
+        )
+    });
+    if !pending.is_empty() {
         match ended {
             Some(reason) => {
                 for input in pending {
-                    if let SessionInput::Join { sink, .. } = input {
-                        sink.hang_up(reason);
+                    match input {
+                        SessionInput::Join { sink, .. } => sink.hang_up(reason),
+                        SessionInput::DeviceJoin { notify, .. } => {
+                            let _ = notify.send(DeviceNote::Close(DeviceClose::SessionEnded));
+                        }
+                        SessionInput::Publish(offer) => {
+                            let _ = offer.reply.send(Err("the session ended".into()));
+                        }
+                        _ => {}
                     }
                 }
             }
+            // A join starts the next actor; other inputs (a device's leave racing our
+            // exit) go to one that already runs, if any.
             None => {
-                let snapshot = actor.snapshot.clone();
-                let next = MediaHub { inner: hub.clone() }.session(session_id, move || snapshot);
-                for input in pending {
-                    next.send(input);
+                let next = if joins {
+                    let snapshot = actor.snapshot.clone();
+                    Some(MediaHub { inner: hub.clone() }.session(session_id, move || snapshot))
+                } else {
+                    hub.current(session_id)
+                };
+                if let Some(next) = next {
+                    for input in pending {
+                        next.send(input);
+                    }
                 }
             }
         }
@@ -1687,6 +1712,12 @@ struct HubInner {
 }
 
 impl HubInner {
+    /// The running actor of `session_id`, if any.
+    fn current(&self, session_id: Uuid) -> Option<SessionHandle> {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&session_id).filter(|h| !h.tx.is_closed()).cloned()
+    }
+
     fn remove(&self, session_id: Uuid, me: &mpsc::UnboundedSender<SessionInput>) {
         let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if map.get(&session_id).is_some_and(|h| h.tx.same_channel(me)) {
