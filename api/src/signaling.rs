@@ -1,13 +1,15 @@
 //! Device signaling for the Bandwidth browser SDK (v3): a WebSocket at `/v3`
 //! and `/v3/` speaking JSON-RPC 2.0.
 //!
-//! Built so far: the token check on connect (close code 4401 with the reason
-//! for a bad, expired or revoked token; 4403 when the participant is in no
-//! session; 4400 without `uniqueId`), `setMediaPreferences`, `ping`, `leave`,
-//! `deviceDiagnostics`, and JSON-RPC errors for garbage (-32700), malformed
-//! requests (-32600) and unknown methods (-32601). `offerSdp` (publishing)
-//! is answered by the session's media actor, which also pushes `sdpOffer`
-//! (subscribing) and takes `answerSdp`.
+//! The token is checked on connect (close 4401 with the reason for a bad, expired or
+//! revoked token; 4403 when the participant is in no session; 4400 without
+//! `uniqueId`). `setMediaPreferences`, `ping`, `leave` and `deviceDiagnostics` are
+//! answered here, with JSON-RPC errors for garbage (-32700), malformed requests
+//! (-32600) and unknown methods (-32601). `offerSdp` (publishing) is answered by the
+//! session's media actor, which also pushes `sdpOffer` (subscribing), takes
+//! `answerSdp`, and decides a device's life: a lost socket may resume within 30 s
+//! with the same `uniqueId`; a new `uniqueId` replaces the old device (1000); a dead
+//! heartbeat or an unanswered `sdpOffer` ends it (4408); removal ends it (4403).
 
 use std::collections::HashMap;
 
