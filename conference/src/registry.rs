@@ -807,6 +807,11 @@ impl Conference {
     ) -> Result<Dialog> {
         data.validate().map_err(ConferenceError::Invalid)?;
         let p = self.get_participant(account_id, participant_id)?;
+        if self.dialogs_lock().dialer.is_none() {
+            return Err(ConferenceError::Conflict(
+                "no SIP trunk is configured (sip_trunk): dialogs cannot be placed".into(),
+            ));
+        }
         if let Some(s) = session {
             self.get_session(account_id, s)?;
             if p.session_id != Some(s) {
