@@ -116,10 +116,16 @@ struct NewEvent {
     body: Map<String, Value>,
 }
 
+enum Cmd {
+    Event(NewEvent),
+    /// Answer once everything enqueued so far is in the store.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The handle to the outbox task: enqueue events.
 #[derive(Clone)]
 pub struct Webhooks {
-    tx: mpsc::UnboundedSender<NewEvent>,
+    tx: mpsc::UnboundedSender<Cmd>,
     pub stats: Arc<WebhookStats>,
 }
 
@@ -134,11 +140,20 @@ impl Webhooks {
 
     /// Enqueue `body` (a JSON object; `eventId` is added) for `url`.
     pub fn enqueue(&self, participant_id: Uuid, url: &str, body: Map<String, Value>) {
-        let _ = self.tx.send(NewEvent {
+        let _ = self.tx.send(Cmd::Event(NewEvent {
             participant_id,
             url: url.to_string(),
             body,
-        });
+        }));
+    }
+
+    /// Wait (at most `limit`) until every callback enqueued so far is stored (shutdown:
+    /// what is stored is delivered after the restart).
+    pub async fn flush(&self, limit: Duration) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Cmd::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(limit, wait).await;
+        }
     }
 }
 
@@ -217,7 +232,7 @@ type Stored = BoxFuture<'static, (Vec<Webhook>, bool)>;
 async fn run(
     conference: Arc<Conference>,
     options: WebhookOptions,
-    mut rx: mpsc::UnboundedReceiver<NewEvent>,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
     stats: Arc<WebhookStats>,
 ) {
     let mut outbox = Outbox::new(options.policy);
@@ -252,6 +267,7 @@ async fn run(
     let mut storing: Option<Stored> = None;
     let mut due = Vec::new();
     let mut open = true;
+    let mut flushes: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     loop {
         // Start what is due.
         outbox.due(now_ms(), &mut due);
@@ -286,6 +302,11 @@ async fn run(
                 .boxed(),
             );
         }
+        if storing.is_none() && to_store.is_empty() {
+            for f in flushes.drain(..) {
+                let _ = f.send(());
+            }
+        }
         if !open && storing.is_none() && outbox.is_empty() {
             return;
         }
@@ -298,7 +319,14 @@ async fn run(
                     open = false;
                     continue;
                 };
-                let mut take = |ev: NewEvent| {
+                let mut take = |cmd: Cmd| {
+                    let ev = match cmd {
+                        Cmd::Event(ev) => ev,
+                        Cmd::Flush(done) => {
+                            flushes.push(done);
+                            return;
+                        }
+                    };
                     let event_id = Uuid::new_v4();
                     let mut body = ev.body;
                     body.insert("eventId".into(), json!(event_id.to_string()));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use patchbay_api::webhooks::{WebhookOptions, Webhooks};
 use patchbay_api::{Accounts, AppState, Metrics};
+use patchbay_conference::media::session::HangupReason;
 use patchbay_conference::media::webrtc::WebRtcTransport;
 use patchbay_conference::store::SqliteStore;
 use patchbay_conference::{system_clock, Conference, Options};
@@ -191,6 +192,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
 
     sweeper.abort();
+    // Every session's media ends: SIP legs get their BYE, devices are closed (their
+    // onLeave callbacks are stored, to be delivered after a restart if not before).
+    conference.media().end_all(HangupReason::Shutdown);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    webhooks.flush(Duration::from_secs(2)).await;
     webrtc_task.abort();
     sip.shutdown().await;
     conference.close().await.context("flushing the store")?;

@@ -275,3 +275,34 @@ async fn receiver_downtime_and_a_gateway_kill_lose_nothing() {
     assert_eq!(hooks.hits().len(), 6);
     assert_eq!(g.metric("patchbay_webhooks_pending").await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_ends_devices_and_their_on_leave_survives_it() {
+    let mut hooks = Receiver::start().await;
+    let mut g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api
+        .participant(json!({"callbackUrl": hooks.url("/cb/a")}))
+        .await;
+    api.add(&s, &p, None).await;
+    let mut ws = connect(&g, &token, "dev-1").await;
+    rpc(&mut ws, json!(1), "ping", json!({})).await;
+    hooks
+        .wait_for(Duration::from_secs(10), "onConnect", |h| h.len() == 1)
+        .await;
+    // The receiver is away while the gateway stops: the device is closed with a reason
+    // and its onLeave is kept for later.
+    hooks.down();
+    assert!(g.terminate(), "graceful stop:\n{}", g.log());
+    let (code, reason) = next(&mut ws).await.unwrap_err();
+    assert_eq!(code, 4403, "{reason}");
+    g.restart().await;
+    hooks.up().await;
+    hooks
+        .wait_for(Duration::from_secs(10), "onLeave after the restart", |h| {
+            h.iter().filter(|h| h.status == 200).count() == 2
+        })
+        .await;
+    assert_eq!(events(&hooks.delivered("/cb/a")), ["onConnect", "onLeave"]);
+}
