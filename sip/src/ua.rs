@@ -1106,15 +1106,13 @@ impl SipGateway {
             legs: HashMap::new(),
             ports,
             media_tx,
-            trunk: None,
+            trunk,
             outgoing: HashMap::new(),
             client_invites: HashMap::new(),
             dialog_calls: HashMap::new(),
             call_dialogs: HashMap::new(),
             acks: HashMap::new(),
         };
-        let mut ua = ua;
-        ua.trunk = trunk;
         let task = tokio::spawn(run(ua, rx, media_rx));
         Ok(SipGateway { tx, task, local })
     }
