@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Client, Method};
@@ -27,16 +27,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
+use patchbay_bench::common::{metrics, Api, Target};
+
 #[derive(Parser, Debug)]
 struct Args {
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    base: String,
-    #[arg(long, default_value = "dev")]
-    account: String,
-    #[arg(long, default_value = "dev")]
-    user: String,
-    #[arg(long, default_value = "dev")]
-    password: String,
+    #[command(flatten)]
+    target: Target,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -73,12 +69,7 @@ struct Received {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let api = Api {
-        http: Client::new(),
-        base: format!("{}/v1/accounts/{}", args.base, args.account),
-        user: args.user.clone(),
-        password: args.password.clone(),
-    };
+    let api = Api::new(&args.target);
     let received = Arc::new(Received::default());
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
@@ -99,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             webhooks(
                 &api,
-                &args.base,
+                &args.target.base,
                 &callback,
                 received,
                 seconds,
@@ -157,31 +148,17 @@ async fn webhooks(
     received.count.store(0, Relaxed);
 
     // The participants (20 per session).
-    let mut tokens = Vec::new();
-    let mut session = String::new();
-    for i in 0..concurrency {
-        if i % 20 == 0 {
-            session = api.call(Method::POST, "/sessions", json!({}))?.await?["id"]
-                .as_str()
-                .context("session id")?
-                .to_string();
-        }
-        let r = api
-            .call(
-                Method::POST,
-                "/participants",
-                json!({"callbackUrl": callback, "tag": "bench"}),
-            )?
-            .await?;
-        let p = r["participant"]["id"].as_str().context("id")?.to_string();
-        api.call(
-            Method::PUT,
-            &format!("/sessions/{session}/participants/{p}"),
-            json!({}),
-        )?
-        .await?;
-        tokens.push(r["token"].as_str().context("token")?.to_string());
-    }
+    let tokens: Vec<String> = api
+        .members(
+            concurrency,
+            20,
+            json!({"callbackUrl": callback, "tag": "bench"}),
+            false,
+        )
+        .await?
+        .into_iter()
+        .map(|(_, token)| token)
+        .collect();
     let metrics_url = format!("{base}/metrics");
     let m0 = metrics(&api.http, &metrics_url).await?;
     let t0 = Instant::now();
@@ -296,31 +273,17 @@ async fn dialogs(
     count: usize,
 ) -> anyhow::Result<()> {
     // Participants in sessions of 20, each with one dialog.
-    let mut participants = Vec::new();
-    let mut session = String::new();
-    for i in 0..count {
-        if i % 20 == 0 {
-            session = api.call(Method::POST, "/sessions", json!({}))?.await?["id"]
-                .as_str()
-                .context("session id")?
-                .to_string();
-        }
-        let r = api
-            .call(
-                Method::POST,
-                "/participants",
-                json!({"callbackUrl": callback, "publishPermissions": ["AUDIO"]}),
-            )?
-            .await?;
-        let p = r["participant"]["id"].as_str().context("id")?.to_string();
-        api.call(
-            Method::PUT,
-            &format!("/sessions/{session}/participants/{p}"),
-            json!({}),
-        )?
-        .await?;
-        participants.push(p);
-    }
+    let participants: Vec<String> = api
+        .members(
+            count,
+            20,
+            json!({"callbackUrl": callback, "publishPermissions": ["AUDIO"]}),
+            false,
+        )
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let api = Arc::new(api.clone());
     let errors = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
@@ -333,17 +296,13 @@ async fn dialogs(
         tokio::spawn(async move {
             let body =
                 json!({"type": "SIP", "data": {"to": "+15551234567", "from": "+15557654321"}});
-            match api.call(Method::POST, &format!("/participants/{p}/dialogs"), body) {
-                Ok(f) => match f.await {
-                    Ok(v) => {
-                        let _ =
-                            id_tx.send((p, v["dialogId"].as_str().unwrap_or_default().to_string()));
-                    }
-                    Err(e) => {
-                        errors.fetch_add(1, Relaxed);
-                        eprintln!("create: {e:#}");
-                    }
-                },
+            match api
+                .call(Method::POST, &format!("/participants/{p}/dialogs"), body)
+                .await
+            {
+                Ok(v) => {
+                    let _ = id_tx.send((p, v["dialogId"].as_str().unwrap_or_default().to_string()));
+                }
                 Err(e) => {
                     errors.fetch_add(1, Relaxed);
                     eprintln!("create: {e:#}");
@@ -374,9 +333,7 @@ async fn dialogs(
         let api = api.clone();
         let path = format!("/participants/{p}/dialogs/{d}");
         hangups.push(tokio::spawn(async move {
-            if let Ok(f) = api.call(Method::DELETE, &path, Value::Null) {
-                let _ = f.await;
-            }
+            let _ = api.call(Method::DELETE, &path, Value::Null).await;
         }));
     }
     for h in hangups {
@@ -418,51 +375,6 @@ async fn dialogs(
         bail!("{} dialogs not answered", count as u64 - answered);
     }
     Ok(())
-}
-
-#[derive(Clone)]
-struct Api {
-    http: Client,
-    base: String,
-    user: String,
-    password: String,
-}
-
-impl Api {
-    fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Value,
-    ) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<Value>>> {
-        let req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .basic_auth(&self.user, Some(&self.password));
-        let req = if body.is_null() { req } else { req.json(&body) };
-        let path = path.to_string();
-        Ok(async move {
-            let r = req.send().await?;
-            let status = r.status();
-            let text = r.text().await?;
-            if !status.is_success() {
-                bail!("{path}: {status} {text}");
-            }
-            Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-        })
-    }
-}
-
-async fn metrics(http: &Client, url: &str) -> anyhow::Result<HashMap<String, f64>> {
-    let text = http.get(url).send().await?.text().await?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect())
 }
 
 /// A minimal keep-alive HTTP/1.1 receiver: 200 to every POST; counts and records dialog states.

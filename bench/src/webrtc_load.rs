@@ -16,6 +16,7 @@
 //! with the gateway's settings (VoIP, complexity 5, 20 ms mono): the baseline of
 //! the phone→browser benchmark.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -24,7 +25,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
-use reqwest::{Client, Method};
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId};
@@ -35,17 +35,12 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
+use patchbay_bench::common::{metrics, proc_cpu, Api, Target};
+
 #[derive(Parser, Debug)]
 struct Args {
-    /// Gateway base URL (REST and signaling)
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    base: String,
-    #[arg(long, default_value = "dev")]
-    account: String,
-    #[arg(long, default_value = "dev")]
-    user: String,
-    #[arg(long, default_value = "dev")]
-    password: String,
+    #[command(flatten)]
+    target: Target,
     /// Worker threads of the load generator
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -110,13 +105,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let api = Api {
-        http: Client::new(),
-        base: format!("{}/v1/accounts/{}", args.base, args.account),
-        user: args.user.clone(),
-        password: args.password.clone(),
-    };
-    let ws_base = args.base.replacen("http", "ws", 1);
+    let api = Api::new(&args.target);
+    let ws_base = args.target.base.replacen("http", "ws", 1);
     let totals = Arc::new(Totals::default());
     match args.cmd {
         Cmd::Sfu {
@@ -127,16 +117,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             warmup,
             seconds,
         } => {
-            let mut tokens = Vec::new();
-            for _ in 0..sessions {
-                let s = api
-                    .call(Method::POST, "/sessions", json!({"tag": "bench"}))
-                    .await?;
-                let s = s["id"].as_str().context("session id")?.to_string();
-                for _ in 0..per_session {
-                    tokens.push(api.member(&s, true).await?);
-                }
-            }
+            let body = json!({"publishPermissions": ["AUDIO"], "tag": "bench"});
+            let tokens: Vec<String> = api
+                .members(sessions * per_session, per_session, body, true)
+                .await?
+                .into_iter()
+                .map(|(_, token)| token)
+                .collect();
             let n = tokens.len();
             // Baseline, same machine, same run: the kernel's cost of one forwarded
             // datagram on loopback (sendmmsg to 19 receivers, their delivery included).
@@ -155,16 +142,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             tokio::time::sleep(Duration::from_secs(warmup)).await;
-            let metrics = format!("{}/metrics", args.base);
+            let metrics_url = format!("{}/metrics", args.target.base);
+            let media = |m: HashMap<String, f64>| {
+                let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+                (
+                    get("patchbay_webrtc_media_out_total"),
+                    get("patchbay_webrtc_media_in_total"),
+                )
+            };
             let (m0, c0, r0, t0) = (
-                api.metrics(&metrics).await?,
+                media(metrics(&api.http, &metrics_url).await?),
                 proc_cpu(pid)?,
                 totals.received.load(Relaxed),
                 Instant::now(),
             );
             tokio::time::sleep(Duration::from_secs(seconds)).await;
             let (m1, c1, r1, wall) = (
-                api.metrics(&metrics).await?,
+                media(metrics(&api.http, &metrics_url).await?),
                 proc_cpu(pid)?,
                 totals.received.load(Relaxed),
                 t0.elapsed().as_secs_f64(),
@@ -220,7 +214,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&sessions_file)?;
             let mut n = 0;
             for (i, s) in text.split_whitespace().enumerate() {
-                let token = api.member(s, false).await?;
+                let body = json!({"publishPermissions": [], "tag": "bench"});
+                let token = api.member(s, body, json!({"sessionId": s})).await?.1;
                 let (ws_base, totals) = (ws_base.clone(), totals.clone());
                 tokio::spawn(async move {
                     if let Err(e) = client(&ws_base, &token, i, None, totals.clone()).await {
@@ -246,77 +241,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::OpusBaseline { .. } => unreachable!("handled in main"),
     }
     Ok(())
-}
-
-struct Api {
-    http: Client,
-    base: String,
-    user: String,
-    password: String,
-}
-
-impl Api {
-    async fn call(&self, method: Method, path: &str, body: Value) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .basic_auth(&self.user, Some(&self.password))
-            .json(&body)
-            .send()
-            .await?;
-        let status = r.status();
-        let text = r.text().await?;
-        if !status.is_success() {
-            bail!("{path}: {status} {text}");
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// A new participant in session `s`, subscribed to the whole session; its token.
-    async fn member(&self, s: &str, publish: bool) -> anyhow::Result<String> {
-        let perms = if publish { json!(["AUDIO"]) } else { json!([]) };
-        let r = self
-            .call(
-                Method::POST,
-                "/participants",
-                json!({"publishPermissions": perms, "tag": "bench"}),
-            )
-            .await?;
-        let p = r["participant"]["id"].as_str().context("participant id")?;
-        self.call(
-            Method::PUT,
-            &format!("/sessions/{s}/participants/{p}"),
-            json!({"sessionId": s}),
-        )
-        .await?;
-        Ok(r["token"].as_str().context("token")?.to_string())
-    }
-
-    /// (webrtc media out, webrtc media in) counters.
-    async fn metrics(&self, url: &str) -> anyhow::Result<(f64, f64)> {
-        let text = self.http.get(url).send().await?.text().await?;
-        let get = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        Ok((
-            get("patchbay_webrtc_media_out_total "),
-            get("patchbay_webrtc_media_in_total "),
-        ))
-    }
-}
-
-fn proc_cpu(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
 }
 
 /// One peer connection with its own UDP socket.

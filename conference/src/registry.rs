@@ -114,8 +114,6 @@ pub struct Conference {
     clock: Clock,
     /// Undelivered callbacks found at startup, for the webhook outbox to take.
     pending_webhooks: Mutex<Vec<Webhook>>,
-    /// Dialogs found at startup.
-    dialogs: Mutex<Vec<DialogRecord>>,
     /// Dialogs, and where to send calls (set by the SIP side when a trunk is configured).
     dialog_book: Mutex<DialogBook>,
 }
@@ -191,7 +189,6 @@ impl Conference {
                 dialer: None,
             }),
             pending_webhooks: Mutex::new(snap.webhooks),
-            dialogs: Mutex::new(snap.dialogs),
             state: Mutex::new(state),
             media: MediaHub::new(&options.sip_stream_alias),
             store,
@@ -209,11 +206,6 @@ impl Conference {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         )
-    }
-
-    /// The dialogs stored before the last stop (once).
-    pub fn take_stored_dialogs(&self) -> Vec<DialogRecord> {
-        std::mem::take(&mut *self.dialogs.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Write a unit of changes that is not part of the control plane's state (the
@@ -780,12 +772,25 @@ impl Conference {
 
     /// Dialogs left live by the last run have no call any more: end them (reported).
     pub fn recover_dialogs(&self) {
-        let live: Vec<Uuid> = self
+        let live: Vec<(Uuid, Uuid)> = self
             .dialogs_lock()
             .by_id
             .values()
             .filter(|d| d.is_live())
-            .map(|d| d.id)
+            .map(|d| (d.id, d.participant_id))
+            .collect();
+        let live: Vec<Uuid> = live
+            .into_iter()
+            .map(|(id, participant_id)| {
+                let owner = self
+                    .lock()
+                    .participants
+                    .get(&participant_id)
+                    .map(|p| (p.callback_url.clone(), p.tag.clone()))
+                    .unwrap_or_default();
+                self.dialogs_lock().owners.insert(id, owner);
+                id
+            })
             .collect();
         for id in live {
             self.dialog_progress(
@@ -942,26 +947,14 @@ impl Conference {
         details: Option<String>,
     ) -> bool {
         let now = self.now();
-        let participant = {
-            let book = self.dialogs_lock();
-            book.by_id.get(&id).map(|d| d.participant_id)
-        };
-        let Some(participant_id) = participant else {
-            return false;
-        };
-        let p = self
-            .lock()
-            .participants
-            .get(&participant_id)
-            .map(|p| (p.callback_url.clone(), p.tag.clone()));
         let mut book = self.dialogs_lock();
-        let (callback_url, tag) = book.owners.get(&id).cloned().or(p).unwrap_or_default();
-        let Some(d) = book.by_id.get_mut(&id) else {
+        let Some(d) = book
+            .by_id
+            .get_mut(&id)
+            .filter(|d| d.state.may_become(state))
+        else {
             return false;
         };
-        if !d.state.may_become(state) {
-            return false;
-        }
         d.state = state;
         d.reason = reason;
         d.details = details;
@@ -973,9 +966,12 @@ impl Conference {
                 .commit(vec![StoreOp::PutDialog(dialog_record(&d))]),
         );
         tracing::info!(dialog_id = %id, state = state.as_str(), reason = d.reason.as_deref(), details = d.details.as_deref(), "dialog state");
-        if state == DialogState::Terminated {
-            book.owners.remove(&id);
+        let (callback_url, tag) = if state == DialogState::Terminated {
+            book.owners.remove(&id)
+        } else {
+            book.owners.get(&id).cloned()
         }
+        .unwrap_or_default();
         self.media.event_sink().dialog_event(DialogEvent {
             callback_url,
             tag,

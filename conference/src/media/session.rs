@@ -244,7 +244,6 @@ struct Forward {
 /// A browser device: its publishing connection (client offers) and subscribing
 /// connection (we offer, with `sdpRevision` counting from 1).
 struct Device {
-    participant_id: Uuid,
     owner: DeviceOwner,
     /// The current signaling connection.
     conn: u64,
@@ -273,7 +272,6 @@ struct Device {
 impl Device {
     fn new(owner: DeviceOwner, conn: u64) -> Device {
         Device {
-            participant_id: owner.participant_id,
             owner,
             conn,
             notify: None,
@@ -813,7 +811,7 @@ impl Actor {
         let others: Vec<String> = self
             .devices
             .iter()
-            .filter(|(k, d)| d.participant_id == owner.participant_id && **k != device)
+            .filter(|(k, d)| d.owner.participant_id == owner.participant_id && **k != device)
             .map(|(k, _)| k.clone())
             .collect();
         for other in others {
@@ -876,7 +874,7 @@ impl Actor {
                 t.unregister(u);
             }
         }
-        tracing::info!(session_id = %self.session_id, device, participant_id = %d.participant_id, reason = close.map(DeviceClose::reason), "device gone");
+        tracing::info!(session_id = %self.session_id, device, participant_id = %d.owner.participant_id, reason = close.map(DeviceClose::reason), "device gone");
         self.device_event(DeviceEventKind::Leave, device, &d.owner);
         self.stats.devices_ended.fetch_add(1, Relaxed);
         self.sync_browser_audio();
@@ -923,7 +921,7 @@ impl Actor {
             let members = &self.snapshot.members;
             self.devices
                 .iter()
-                .filter(|(_, d)| !members.iter().any(|(m, _)| *m == d.participant_id))
+                .filter(|(_, d)| !members.iter().any(|(m, _)| *m == d.owner.participant_id))
                 .map(|(k, _)| k.clone())
                 .collect()
         };
@@ -949,7 +947,7 @@ impl Actor {
                 }
                 let subs = members
                     .iter()
-                    .find(|(m, _)| *m == d.participant_id)
+                    .find(|(m, _)| *m == d.owner.participant_id)
                     .map(|(_, s)| s.clone())
                     .unwrap_or_default();
                 for (&leg_id, leg) in &self.legs {
@@ -960,8 +958,14 @@ impl Actor {
                     };
                     let already = d.forwards.iter().any(|f| f.from_device == source);
                     if !already
-                        && leg.participant_id != d.participant_id
-                        && receives(d.participant_id, &subs, self.session_id, &stream, is_member)
+                        && leg.participant_id != d.owner.participant_id
+                        && receives(
+                            d.owner.participant_id,
+                            &subs,
+                            self.session_id,
+                            &stream,
+                            is_member,
+                        )
                     {
                         wanted.push(Forward {
                             from_device: source.clone(),
@@ -978,7 +982,7 @@ impl Actor {
                 for (pid, p) in self.devices.iter().filter(|(k, _)| **k != id) {
                     for t in &p.published {
                         let stream = StreamRef {
-                            participant_id: p.participant_id,
+                            participant_id: p.owner.participant_id,
                             alias: t.alias.as_deref(),
                         };
                         let already = d
@@ -987,7 +991,7 @@ impl Actor {
                             .any(|f| f.from_device == *pid && f.from_mid == t.mid);
                         if !already
                             && receives(
-                                d.participant_id,
+                                d.owner.participant_id,
                                 &subs,
                                 self.session_id,
                                 &stream,
@@ -1001,7 +1005,7 @@ impl Actor {
                                 stream: t.stream.clone(),
                                 track: t.track.clone(),
                                 kind: t.kind,
-                                participant_id: p.participant_id,
+                                participant_id: p.owner.participant_id,
                                 alias: t.alias.clone(),
                             });
                         }
@@ -1014,7 +1018,13 @@ impl Actor {
                             participant_id,
                             alias,
                         };
-                        receives(d.participant_id, &subs, self.session_id, &stream, is_member)
+                        receives(
+                            d.owner.participant_id,
+                            &subs,
+                            self.session_id,
+                            &stream,
+                            is_member,
+                        )
                     };
                     let still = match self
                         .legs
@@ -1024,7 +1034,8 @@ impl Actor {
                         Some((_, leg)) => allowed(leg.participant_id, Some(&self.alias)),
                         None => self.devices.get(&f.from_device).is_some_and(|p| {
                             p.published.iter().any(|t| {
-                                t.mid == f.from_mid && allowed(p.participant_id, t.alias.as_deref())
+                                t.mid == f.from_mid
+                                    && allowed(p.owner.participant_id, t.alias.as_deref())
                             })
                         }),
                     };
@@ -1460,7 +1471,7 @@ impl Actor {
                 .iter()
                 .filter(|t| t.kind == str0m::media::MediaKind::Audio)
             {
-                keep.push((id.clone(), t.mid, d.participant_id, t.alias.clone()));
+                keep.push((id.clone(), t.mid, d.owner.participant_id, t.alias.clone()));
             }
         }
         let mixer = &mut self.mixer;

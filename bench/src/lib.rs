@@ -1,0 +1,3 @@
+//! Shared pieces of the load generators (the binaries in `src/`).
+
+pub mod common;
