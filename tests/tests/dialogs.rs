@@ -8,7 +8,7 @@ use patchbay_tests::media::{
     decode_window, now_epoch, received, tones_present, write_tone_wav, Capture, Law,
 };
 use patchbay_tests::sipp::SippCall;
-use patchbay_tests::{assert_error, Api, Gateway};
+use patchbay_tests::{assert_error, Api, Gateway, Resp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -49,23 +49,44 @@ async fn dialer(api: &Api, s: &str, hooks: &Receiver, name: &str) -> String {
     p
 }
 
+/// POST a dialog for participant `p`.
+async fn dial(api: &Api, p: &str, body: Value) -> Resp {
+    api.call(
+        Method::POST,
+        &format!("/participants/{p}/dialogs"),
+        Some(body),
+    )
+    .await
+}
+
+/// A gateway whose trunk is `trunk`, a session, and a dialing participant whose
+/// callbacks go to `/cb/agent` of the returned receiver.
+async fn rig(trunk: &SippCall, extra: &[&str]) -> (Receiver, Gateway, String, String) {
+    let hooks = Receiver::start().await;
+    let trunk_uri = trunk.trunk_uri();
+    let mut args = vec!["--sip-trunk", trunk_uri.as_str()];
+    args.extend_from_slice(extra);
+    let g = Gateway::start_with(&args, &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let p = dialer(&api, &s, &hooks, "agent").await;
+    (hooks, g, s, p)
+}
+
 fn dial_body(to: &str) -> Value {
     json!({"type": "SIP", "data": {"to": to, "from": "+15557654321", "userToUser": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln;encoding=jwt"}})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answered_dialog_joins_the_session_both_ways_and_delete_sends_bye() {
-    let hooks = Receiver::start().await;
     let trunk = SippCall::new("trunk", "uas_answer.xml")
         .var("RING_MS", "500")
         .var("HANGUP", "wait")
         .var("HOLD_MS", "0")
         .var("WAV", "tone660.wav")
         .var("CHECK_UUI", "true");
-    let g = Gateway::start_with(&["--sip-trunk", &trunk.trunk_uri()], &[]).await;
+    let (hooks, g, s, p) = rig(&trunk, &[]).await;
     let api = g.api();
-    let s = api.session(None).await;
-    let p = dialer(&api, &s, &hooks, "agent").await;
     let (caller, caller_token) = api
         .participant(json!({"publishPermissions": ["AUDIO"]}))
         .await;
@@ -84,13 +105,7 @@ async fn an_answered_dialog_joins_the_session_both_ways_and_delete_sends_bye() {
     let caller_call = phone.spawn(&g, &dir);
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
 
-    let r = api
-        .call(
-            Method::POST,
-            &format!("/participants/{p}/dialogs"),
-            Some(dial_body("+15551234567")),
-        )
-        .await;
+    let r = dial(&api, &p, dial_body("+15551234567")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["type"], "SIP");
     assert_eq!(r.body["state"], "NEW");
@@ -144,12 +159,9 @@ async fn an_answered_dialog_joins_the_session_both_ways_and_delete_sends_bye() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_map_to_their_reasons() {
-    let hooks = Receiver::start().await;
     let port_holder = SippCall::new("probe", "uas_reject.xml");
-    let g = Gateway::start_with(&["--sip-trunk", &port_holder.trunk_uri()], &[]).await;
+    let (hooks, g, _, p) = rig(&port_holder, &[]).await;
     let api = g.api();
-    let s = api.session(None).await;
-    let p = dialer(&api, &s, &hooks, "agent").await;
     let dir = g.scratch().to_path_buf();
     for (code, reason, expected) in [
         ("486", "Busy Here", "FAR END BUSY"),
@@ -163,13 +175,7 @@ async fn refusals_map_to_their_reasons() {
         trunk.sip_port = port_holder.sip_port;
         let far_end = trunk.serve(&dir);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let r = api
-            .call(
-                Method::POST,
-                &format!("/participants/{p}/dialogs"),
-                Some(dial_body("+15551234567")),
-            )
-            .await;
+        let r = dial(&api, &p, dial_body("+15551234567")).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         far_end.assert_ok(Duration::from_secs(10));
         hooks
@@ -197,12 +203,9 @@ async fn refusals_map_to_their_reasons() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_terminated_while_ringing_cancels() {
-    let hooks = Receiver::start().await;
     let trunk = SippCall::new("trunk", "uas_ring_cancel.xml");
-    let g = Gateway::start_with(&["--sip-trunk", &trunk.trunk_uri()], &[]).await;
+    let (hooks, g, s, p) = rig(&trunk, &[]).await;
     let api = g.api();
-    let s = api.session(None).await;
-    let p = dialer(&api, &s, &hooks, "agent").await;
     let dir = g.scratch().to_path_buf();
     let far_end = trunk.serve(&dir);
     // The session-scoped path and the older request shape.
@@ -244,39 +247,29 @@ async fn patch_terminated_while_ringing_cancels() {
         .collect();
     assert_eq!(states, ["CALLING", "RINGING", "TERMINATED"]);
     // The participant may dial again.
-    let r = api
-        .call(
-            Method::POST,
-            &format!("/participants/{p}/dialogs"),
-            Some(dial_body("+15551234567")),
-        )
-        .await;
+    let r = dial(&api, &p, dial_body("+15551234567")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_far_end_hangs_up() {
-    let hooks = Receiver::start().await;
     let trunk = SippCall::new("trunk", "uas_answer.xml")
         .var("RING_MS", "0")
         .var("HANGUP", "bye")
         .var("HOLD_MS", "1500")
         .var("WAV", "tone660.wav")
         .var("CHECK_UUI", "false");
-    let g = Gateway::start_with(&["--sip-trunk", &trunk.trunk_uri()], &[]).await;
+    let (hooks, g, _, p) = rig(&trunk, &[]).await;
     let api = g.api();
-    let s = api.session(None).await;
-    let p = dialer(&api, &s, &hooks, "agent").await;
     let dir = g.scratch().to_path_buf();
     write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
     let far_end = trunk.serve(&dir);
-    let r = api
-        .call(
-            Method::POST,
-            &format!("/participants/{p}/dialogs"),
-            Some(json!({"type": "SIP", "data": {"to": "+15551234567", "from": "UNKNOWN"}})),
-        )
-        .await;
+    let r = dial(
+        &api,
+        &p,
+        json!({"type": "SIP", "data": {"to": "+15551234567", "from": "UNKNOWN"}}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     far_end.assert_ok(Duration::from_secs(15));
     wait_state(&hooks, "/cb/agent", "TERMINATED").await;
@@ -289,34 +282,20 @@ async fn the_far_end_hangs_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_challenge_is_answered() {
-    let hooks = Receiver::start().await;
     let trunk = SippCall::new("trunk", "uas_auth.xml")
         .var("USER", "patchbay")
         .var("PASSWORD", "trunk-secret");
-    let g = Gateway::start_with(
-        &[
-            "--sip-trunk",
-            &trunk.trunk_uri(),
-            "--sip-trunk-user",
-            "patchbay",
-            "--sip-trunk-password",
-            "trunk-secret",
-        ],
-        &[],
-    )
-    .await;
+    let extra = [
+        "--sip-trunk-user",
+        "patchbay",
+        "--sip-trunk-password",
+        "trunk-secret",
+    ];
+    let (hooks, g, _, p) = rig(&trunk, &extra).await;
     let api = g.api();
-    let s = api.session(None).await;
-    let p = dialer(&api, &s, &hooks, "agent").await;
     let dir = g.scratch().to_path_buf();
     let far_end = trunk.serve(&dir);
-    let r = api
-        .call(
-            Method::POST,
-            &format!("/participants/{p}/dialogs"),
-            Some(dial_body("+15551234567")),
-        )
-        .await;
+    let r = dial(&api, &p, dial_body("+15551234567")).await;
     let d = r.body["dialogId"].as_str().unwrap().to_string();
     wait_state(&hooks, "/cb/agent", "ANSWERED").await;
     let r = api
@@ -338,13 +317,7 @@ async fn bad_dialog_requests() {
     let api = g.api();
     let s = api.session(None).await;
     let p = dialer(&api, &s, &hooks, "agent").await;
-    let r = api
-        .call(
-            Method::POST,
-            &format!("/participants/{p}/dialogs"),
-            Some(dial_body("+15551234567")),
-        )
-        .await;
+    let r = dial(&api, &p, dial_body("+15551234567")).await;
     assert_error(&r, StatusCode::CONFLICT, "sip_trunk");
     drop(g);
 
@@ -385,13 +358,7 @@ async fn bad_dialog_requests() {
     assert_error(&r, StatusCode::BAD_REQUEST, "JSON");
     // Not found: unknown participant, unknown dialog, wrong session.
     let ghost = uuid::Uuid::new_v4();
-    let r = api
-        .call(
-            Method::POST,
-            &format!("/participants/{ghost}/dialogs"),
-            Some(dial_body("+15551234567")),
-        )
-        .await;
+    let r = dial(&api, &ghost.to_string(), dial_body("+15551234567")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = api
         .call(Method::GET, &format!("{path}/{ghost}"), None)
@@ -411,24 +378,12 @@ async fn bad_dialog_requests() {
         .participant(json!({"publishPermissions": ["VIDEO"]}))
         .await;
     api.add(&s, &video_only, None).await;
-    let r = api
-        .call(
-            Method::POST,
-            &format!("/participants/{video_only}/dialogs"),
-            Some(dial_body("+15551234567")),
-        )
-        .await;
+    let r = dial(&api, &video_only, dial_body("+15551234567")).await;
     assert_error(&r, StatusCode::CONFLICT, "AUDIO");
     let (lonely, _) = api
         .participant(json!({"publishPermissions": ["AUDIO"]}))
         .await;
-    let r = api
-        .call(
-            Method::POST,
-            &format!("/participants/{lonely}/dialogs"),
-            Some(dial_body("+15551234567")),
-        )
-        .await;
+    let r = dial(&api, &lonely, dial_body("+15551234567")).await;
     assert_error(&r, StatusCode::CONFLICT, "session");
     let r = api
         .call(Method::POST, &path, Some(dial_body("+15551234567")))
@@ -442,21 +397,12 @@ async fn bad_dialog_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_participant_cancels_its_ringing_dialog() {
-    let hooks = Receiver::start().await;
     let trunk = SippCall::new("trunk", "uas_ring_cancel.xml");
-    let g = Gateway::start_with(&["--sip-trunk", &trunk.trunk_uri()], &[]).await;
+    let (hooks, g, _, p) = rig(&trunk, &[]).await;
     let api = g.api();
-    let s = api.session(None).await;
-    let p = dialer(&api, &s, &hooks, "agent").await;
     let dir = g.scratch().to_path_buf();
     let far_end = trunk.serve(&dir);
-    let r = api
-        .call(
-            Method::POST,
-            &format!("/participants/{p}/dialogs"),
-            Some(dial_body("+15551234567")),
-        )
-        .await;
+    let r = dial(&api, &p, dial_body("+15551234567")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     wait_state(&hooks, "/cb/agent", "RINGING").await;
     let r = api
