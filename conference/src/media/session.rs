@@ -371,6 +371,8 @@ pub const PHONE_ALIAS: &str = "phone";
 
 struct Leg {
     participant_id: Uuid,
+    /// Its forwarding source name ([`leg_source`]), kept so no tick formats it.
+    source: String,
     media: LegMedia,
     sink: Arc<dyn LegSink>,
     jitter: JitterBuffer,
@@ -396,7 +398,7 @@ struct Leg {
 }
 
 impl Leg {
-    fn new(participant_id: Uuid, media: LegMedia, sink: Arc<dyn LegSink>) -> Leg {
+    fn new(id: LegId, participant_id: Uuid, media: LegMedia, sink: Arc<dyn LegSink>) -> Leg {
         let rate = media.codec.pcm_rate();
         let decoder = Decoder::new(media.codec)
             .map_err(|e| tracing::error!(error = %e, "decoder"))
@@ -406,6 +408,7 @@ impl Leg {
             .ok();
         Leg {
             participant_id,
+            source: leg_source(id),
             media,
             sink,
             jitter: JitterBuffer::new(media.codec.rtp_clock()),
@@ -494,7 +497,8 @@ impl Actor {
         let rate = media.codec.pcm_rate();
         self.mixer.add_stream(id, rate);
         self.mixer.add_listener(id, rate, Some(id));
-        self.legs.insert(id, Leg::new(participant_id, media, sink));
+        self.legs
+            .insert(id, Leg::new(id, participant_id, media, sink));
         tracing::info!(session_id = %self.session_id, leg = id, %participant_id, codec = ?media.codec, "leg joined");
         self.route();
     }
@@ -519,7 +523,7 @@ impl Actor {
     fn update(&mut self, id: LegId, media: LegMedia) {
         if let Some(l) = self.legs.get_mut(&id) {
             if l.media.codec != media.codec || l.media.ptime_ms != media.ptime_ms {
-                *l = Leg::new(l.participant_id, media, l.sink.clone());
+                *l = Leg::new(id, l.participant_id, media, l.sink.clone());
                 let rate = media.codec.pcm_rate();
                 self.mixer.add_stream(id, rate);
                 self.mixer.add_listener(id, rate, Some(id));
@@ -1416,8 +1420,8 @@ impl Actor {
     /// at the leg's own rate, and write it into every subscribing connection.
     fn phone_to_browsers(&mut self) -> bool {
         let mut wrote = false;
-        for (&id, leg) in self.legs.iter_mut() {
-            let source = leg_source(id);
+        for leg in self.legs.values_mut() {
+            let source = leg.source.as_str();
             let listeners = self
                 .devices
                 .values()
