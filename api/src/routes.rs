@@ -379,6 +379,9 @@ pub async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoRe
             let eof = text.rfind("# EOF").unwrap_or(text.len());
             let mut media = String::new();
             app.conference.media().stats().render(&mut media);
+            if let Some(t) = app.conference.media().webrtc() {
+                t.render(&mut media);
+            }
             app.webhooks.stats.render(&mut media);
             text.insert_str(eof, &media);
             text

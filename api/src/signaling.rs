@@ -19,7 +19,10 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use patchbay_conference::events::{DeviceClose, DeviceNote, DeviceOwner};
-use patchbay_conference::media::session::{PublishOffer, SessionHandle, SessionInput};
+use patchbay_conference::media::session::{
+    ConnId, DeviceKey, Offer, PublishRequest, SessionHandle, SessionInput, MAX_UNIQUE_ID_CHARS,
+    NOTE_QUEUE,
+};
 use patchbay_conference::{JoinError, PublishPermission};
 
 use crate::AppState;
@@ -36,6 +39,8 @@ pub mod close {
     pub const REPLACED: u16 = 1000;
     /// Its peer connection failed.
     pub const MEDIA_LOST: u16 = 4410;
+    /// Its `uniqueId` is used by another participant's device in the session.
+    pub const CONFLICT: u16 = 4409;
 
     /// The close code for a server-side close.
     pub fn of(why: super::DeviceClose) -> u16 {
@@ -45,6 +50,7 @@ pub mod close {
             HeartbeatLost | OfferUnanswered => TIMEOUT,
             Replaced => REPLACED,
             MediaLost => MEDIA_LOST,
+            DuplicateDevice => CONFLICT,
         }
     }
 }
@@ -90,6 +96,14 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
         )
         .await;
     };
+    if unique_id.chars().count() > MAX_UNIQUE_ID_CHARS {
+        return close_with(
+            socket,
+            close::BAD_REQUEST,
+            format!("uniqueId is longer than {MAX_UNIQUE_ID_CHARS} characters"),
+        )
+        .await;
+    }
     let Some(token) = query.get("token") else {
         return close_with(
             socket,
@@ -112,65 +126,77 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
             return close_with(socket, close::UNAUTHORIZED, format!("invalid token: {e}")).await
         }
     };
-    let conn = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(participant_id = %participant.id, device_id = %unique_id, conn, "signaling connected");
+    let conn = ConnId(CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    tracing::info!(participant_id = %participant.id, device_id = %unique_id, %conn, "signaling connected");
     let mut device = Device {
-        app: app.clone(),
-        token: token.clone(),
-        id: unique_id.clone(),
-        participant_id: participant.id,
+        key: DeviceKey::new(participant.id, &unique_id),
+        conn,
         may_publish_audio: participant.may_publish(PublishPermission::Audio),
         may_publish_video: participant.may_publish(PublishPermission::Video),
         session,
     };
-    let (notify, notifications) = tokio::sync::mpsc::unbounded_channel();
-    device.send(SessionInput::DeviceJoin {
-        device: unique_id.clone(),
-        conn,
-        owner: DeviceOwner {
-            participant_id: participant.id,
-            callback_url: participant.callback_url.as_deref().map(Into::into),
-            tag: participant.tag.as_deref().map(Into::into),
-        },
-        notify,
-    });
+    let (notify, notifications) = tokio::sync::mpsc::channel(NOTE_QUEUE);
+    device
+        .send(SessionInput::DeviceJoin {
+            key: device.key.clone(),
+            conn,
+            owner: DeviceOwner {
+                participant_id: participant.id,
+                callback_url: participant.callback_url.as_deref().map(Into::into),
+                tag: participant.tag.as_deref().map(Into::into),
+            },
+            notify,
+        })
+        .await;
     let end = serve(socket, &mut device, notifications).await;
-    device.send(SessionInput::DeviceGone {
-        device: unique_id.clone(),
-        conn,
-        left: end == End::Left,
-    });
-    tracing::info!(participant_id = %participant.id, device_id = %unique_id, conn, how = ?end, "signaling closed");
+    device
+        .send(SessionInput::DeviceGone {
+            key: device.key.clone(),
+            conn,
+            left: end == End::Left,
+        })
+        .await;
+    tracing::info!(participant_id = %participant.id, device_id = %unique_id, %conn, how = ?end, "signaling closed");
 }
 
-/// A connected device and the session actor that owns its media.
+/// A connected device and the session whose media it joins.
 struct Device {
-    app: AppState,
-    token: String,
-    id: String,
-    participant_id: uuid::Uuid,
+    key: DeviceKey,
+    conn: ConnId,
     may_publish_audio: bool,
     may_publish_video: bool,
     session: SessionHandle,
 }
 
 impl Device {
-    /// Send to the session's media actor. An actor that stopped (its last member left
-    /// as this device joined) hands its queued inputs to its successor: follow it.
-    fn send(&mut self, input: SessionInput) {
-        let Err(input) = self.session.try_send(input) else {
-            return;
-        };
-        match self.app.conference.join_device(&self.token) {
-            Ok((_, session)) => {
-                self.session = session;
-                let _ = self.session.try_send(input);
-            }
-            Err(e) => {
-                tracing::debug!(device_id = %self.id, error = %e, "no session for the device any more")
-            }
-        }
+    /// Send to the session's media, waiting while its queue is full (a client that
+    /// floods is paced, not dropped). When the session ended, its notes channel closes
+    /// and the connection is closed with a reason.
+    async fn send(&mut self, input: SessionInput) -> bool {
+        self.session.send_wait(input).await
     }
+}
+
+/// The JSON-RPC `sdpOffer` notification for an [`Offer`].
+fn sdp_offer(device: &DeviceKey, offer: &Offer) -> Value {
+    let mut metadata = serde_json::Map::new();
+    for s in &offer.streams {
+        let mut m = json!({
+            "endpointId": s.stream,
+            "mediaTypes": s.media_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+            "participantId": s.participant_id.to_string(),
+        });
+        if let Some(a) = &s.alias {
+            m["alias"] = json!(a);
+        }
+        metadata.insert(s.stream.clone(), m);
+    }
+    json!({"jsonrpc": "2.0", "method": "sdpOffer", "params": {
+        "endpointId": &*device.unique_id,
+        "sdpOffer": offer.sdp,
+        "sdpRevision": offer.revision,
+        "streamMetadata": metadata,
+    }})
 }
 
 /// Hand an `offerSdp` to the session actor and build the SDK's `PublishSdpAnswer`.
@@ -186,34 +212,42 @@ async fn publish(device: &mut Device, id: Value, params: &Value) -> Value {
         })
         .unwrap_or_default();
     let (reply, answer) = tokio::sync::oneshot::channel();
-    device.send(SessionInput::Publish(PublishOffer {
-        device: device.id.clone(),
-        participant_id: device.participant_id,
-        sdp,
-        aliases,
-        may_publish_audio: device.may_publish_audio,
-        may_publish_video: device.may_publish_video,
-        reply,
-    }));
-    let answer = match tokio::time::timeout(std::time::Duration::from_secs(5), answer).await {
+    let sent = device
+        .send(SessionInput::Publish {
+            key: device.key.clone(),
+            conn: device.conn,
+            request: PublishRequest {
+                sdp,
+                aliases,
+                may_publish_audio: device.may_publish_audio,
+                may_publish_video: device.may_publish_video,
+            },
+            reply,
+        })
+        .await;
+    if !sent {
+        return rpc_error(id, -32000, "the session ended");
+    }
+    let answer = match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
         Ok(Ok(Ok(a))) => a,
-        Ok(Ok(Err(message))) => return rpc_error(id, -32000, &message),
-        _ => return rpc_error(id, -32000, "the session's media did not answer"),
+        Ok(Ok(Err(e))) => return rpc_error(id, -32000, &e.to_string()),
+        Ok(Err(_)) => return rpc_error(id, -32000, "the session ended"),
+        Err(_) => return rpc_error(id, -32000, "the session's media did not answer in time"),
     };
     let mut metadata = serde_json::Map::new();
-    for (msid, kinds) in answer.streams {
+    for s in answer.streams {
         let mut m = json!({
-            "endpointId": msid,
-            "mediaTypes": kinds,
-            "participantId": device.participant_id.to_string(),
+            "endpointId": s.stream,
+            "mediaTypes": s.media_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+            "participantId": s.participant_id.to_string(),
         });
-        if let Some(alias) = params["mediaMetadata"]["mediaStreams"][&msid]["alias"].as_str() {
+        if let Some(alias) = s.alias {
             m["alias"] = json!(alias);
         }
-        metadata.insert(msid, m);
+        metadata.insert(s.stream, m);
     }
     json!({"jsonrpc": "2.0", "id": id, "result": {
-        "endpointId": device.id,
+        "endpointId": &*device.key.unique_id,
         "sdpAnswer": answer.sdp,
         "streamMetadata": metadata,
     }})
@@ -233,14 +267,15 @@ enum End {
 async fn serve(
     mut socket: WebSocket,
     device: &mut Device,
-    mut notifications: tokio::sync::mpsc::UnboundedReceiver<DeviceNote>,
+    mut notifications: tokio::sync::mpsc::Receiver<DeviceNote>,
 ) -> End {
     loop {
         let msg = tokio::select! {
             msg = socket.recv() => msg,
             note = notifications.recv() => {
                 let why = match note {
-                    Some(DeviceNote::Rpc(text)) => {
+                    Some(DeviceNote::Offer(offer)) => {
+                        let text = sdp_offer(&device.key, &offer).to_string();
                         if socket.send(Message::Text(text.into())).await.is_err() {
                             return End::Lost;
                         }
@@ -274,10 +309,13 @@ async fn serve(
         let outcome = match handle(text.as_str()) {
             Outcome::OfferSdp { id, params } => Outcome::Reply(publish(device, id, &params).await),
             Outcome::AnswerSdp { id, sdp } => {
-                device.send(SessionInput::Answer {
-                    device: device.id.clone(),
-                    sdp,
-                });
+                device
+                    .send(SessionInput::Answer {
+                        key: device.key.clone(),
+                        conn: device.conn,
+                        sdp,
+                    })
+                    .await;
                 match id {
                     Some(id) => Outcome::Reply(json!({"jsonrpc": "2.0", "result": {}, "id": id})),
                     None => Outcome::Nothing,

@@ -81,6 +81,8 @@ pub enum DeviceClose {
     OfferUnanswered,
     /// Its peer connection failed (ICE or DTLS).
     MediaLost,
+    /// Another participant's device in this session uses the same `uniqueId`.
+    DuplicateDevice,
 }
 
 impl DeviceClose {
@@ -93,6 +95,9 @@ impl DeviceClose {
             DeviceClose::HeartbeatLost => "heartbeat lost: no PONG on the __heartbeat__ channel",
             DeviceClose::OfferUnanswered => "sdpOffer not answered in time",
             DeviceClose::MediaLost => "peer connection failed",
+            DeviceClose::DuplicateDevice => {
+                "uniqueId already used by another participant's device in this session"
+            }
         }
     }
 }
@@ -100,8 +105,8 @@ impl DeviceClose {
 /// What the session actor tells a device's signaling connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceNote {
-    /// A JSON-RPC notification to send as is.
-    Rpc(String),
+    /// An offer for the device's subscribing connection.
+    Offer(crate::media::session::Offer),
     /// Close the connection with this reason.
     Close(DeviceClose),
 }

@@ -408,8 +408,7 @@ impl Conference {
             let mut st = self.lock();
             members = session(&st, account_id, id, self.now())?.members.clone();
             end_session(&mut st, id);
-            self.media
-                .notify(id, SessionInput::End(HangupReason::SessionEnded));
+            self.media.end(id, HangupReason::SessionEnded);
             self.store.commit(vec![StoreOp::DeleteSession(id)])
         };
         self.end_dialogs_of(&members, "the session was deleted");
@@ -432,8 +431,7 @@ impl Conference {
             }
             for id in &expired {
                 end_session(&mut st, *id);
-                self.media
-                    .notify(*id, SessionInput::End(HangupReason::SessionEnded));
+                self.media.end(*id, HangupReason::SessionEnded);
             }
             let n = expired.len();
             (

@@ -616,7 +616,7 @@ impl Ua {
                 return reject(self, 503, "Service Unavailable");
             }
         };
-        let leg = NEXT_LEG.fetch_add(1, Ordering::Relaxed);
+        let leg = LegId(NEXT_LEG.fetch_add(1, Ordering::Relaxed));
         let Some(peer) = self.tx_peers.get(key).copied() else {
             return;
         };
@@ -683,7 +683,7 @@ impl Ua {
         self.run_outputs(key, outputs);
         self.metrics.sip_calls_accepted.inc();
         self.metrics.sip_calls_active.inc();
-        tracing::info!(%call_id, leg, participant_id = %participant.id, codec = ?negotiated.map(|n| n.codec), late_offer = negotiated.is_none(), "call answered");
+        tracing::info!(%call_id, %leg, participant_id = %participant.id, codec = ?negotiated.map(|n| n.codec), late_offer = negotiated.is_none(), "call answered");
 
         let mut call = Call {
             leg,
@@ -834,7 +834,7 @@ impl Ua {
             }
         };
         call.apply(n);
-        tracing::info!(call_id, leg = call.leg, direction = n.direction.as_str(), codec = ?n.codec, "call re-negotiated");
+        tracing::info!(call_id, leg = %call.leg, direction = n.direction.as_str(), codec = ?n.codec, "call re-negotiated");
         call.sdp_version += 1;
         let body = sdp::answer(
             &offer,
@@ -913,7 +913,7 @@ impl Ua {
                 }
             }
         }
-        tracing::info!(call_id, leg = call.leg, bye = send_bye, "call ended");
+        tracing::info!(call_id, leg = %call.leg, bye = send_bye, "call ended");
         self.dialog_call_ended(call_id, send_bye);
     }
 
@@ -958,10 +958,10 @@ impl Ua {
         match why {
             MediaEnd::RtpTimeout => {
                 self.metrics.rtp_timeouts.inc();
-                tracing::info!(%call_id, leg, "no RTP within rtp_timeout: hanging up");
+                tracing::info!(%call_id, %leg, "no RTP within rtp_timeout: hanging up");
             }
             MediaEnd::Session(reason) => {
-                tracing::info!(%call_id, leg, ?reason, "hanging up from the session")
+                tracing::info!(%call_id, %leg, ?reason, "hanging up from the session")
             }
         }
         self.end_call(&call_id, true);

@@ -1,6 +1,5 @@
-//! The media core: codecs, resampling, the jitter buffer, the mixer and the
-//! per-session media actor. Sans-IO where the logic lives; the actor is the
-//! one tokio task that owns a session's media state.
+//! The media core: codecs, resampling, the jitter buffer, the mixer, and each
+//! session's media (a sans-IO core in a thin tokio shell), plus the WebRTC socket.
 
 pub mod codec;
 pub mod g711;
@@ -8,6 +7,7 @@ pub mod jitter;
 pub mod mixer;
 pub mod pcm;
 pub mod resample;
+pub mod sdp;
 pub mod session;
 pub mod stats;
 pub mod webrtc;

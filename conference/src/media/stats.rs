@@ -81,6 +81,73 @@ pub struct MediaStats {
     pub signaling_lost: AtomicU64,
     pub devices_ended: AtomicU64,
     pub dtmf_from_browsers: AtomicU64,
+    /// Devices refused because another participant's device uses their `uniqueId`.
+    pub devices_refused: AtomicU64,
+    /// Browser audio frames decoded for SIP legs (only while a leg hears them).
+    pub browser_audio_decoded: AtomicU64,
+    /// Datagrams routed to a session that none of its peer connections accepted.
+    pub datagrams_unaccepted: AtomicU64,
+    /// Control inputs refused because a session's queue was full.
+    pub session_inputs_dropped: AtomicU64,
+    /// Notes for a device's signaling connection dropped because it did not read them.
+    pub device_notes_dropped: AtomicU64,
+}
+
+/// One session core's counters, plain integers folded into [`MediaStats`] periodically
+/// (no shared atomics per packet).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LocalStats {
+    pub mix_latency: [u64; BOUNDS_US.len()],
+    pub mix_latency_count: u64,
+    pub mix_latency_sum_us: u64,
+    pub frames_mixed: u64,
+    pub concealed: u64,
+    pub webrtc_media_in: u64,
+    pub webrtc_media_out: u64,
+    pub signaling_connects: u64,
+    pub signaling_resumed: u64,
+    pub signaling_lost: u64,
+    pub devices_ended: u64,
+    pub dtmf_from_browsers: u64,
+    pub devices_refused: u64,
+    pub browser_audio_decoded: u64,
+    pub datagrams_unaccepted: u64,
+}
+
+impl LocalStats {
+    pub fn observe_mix_latency(&mut self, us: u64) {
+        if let Some(i) = BOUNDS_US.iter().position(|&b| us <= b) {
+            self.mix_latency[i] += 1;
+        }
+        self.mix_latency_count += 1;
+        self.mix_latency_sum_us += us;
+    }
+
+    /// Add these counts to `into`.
+    pub fn fold_into(self, into: &MediaStats) {
+        let add = |a: &AtomicU64, v: u64| {
+            if v > 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        for (bucket, v) in into.mix_latency.buckets.iter().zip(self.mix_latency) {
+            add(bucket, v);
+        }
+        add(&into.mix_latency.count, self.mix_latency_count);
+        add(&into.mix_latency.sum_us, self.mix_latency_sum_us);
+        add(&into.frames_mixed, self.frames_mixed);
+        add(&into.concealed, self.concealed);
+        add(&into.webrtc_media_in, self.webrtc_media_in);
+        add(&into.webrtc_media_out, self.webrtc_media_out);
+        add(&into.signaling_connects, self.signaling_connects);
+        add(&into.signaling_resumed, self.signaling_resumed);
+        add(&into.signaling_lost, self.signaling_lost);
+        add(&into.devices_ended, self.devices_ended);
+        add(&into.dtmf_from_browsers, self.dtmf_from_browsers);
+        add(&into.devices_refused, self.devices_refused);
+        add(&into.browser_audio_decoded, self.browser_audio_decoded);
+        add(&into.datagrams_unaccepted, self.datagrams_unaccepted);
+    }
 }
 
 impl MediaStats {
@@ -146,6 +213,31 @@ impl MediaStats {
                 "dtmf_from_browsers",
                 "DTMF events received from browsers (RFC 4733).",
                 &self.dtmf_from_browsers,
+            ),
+            (
+                "devices_refused",
+                "Devices refused because a device of another participant uses their uniqueId.",
+                &self.devices_refused,
+            ),
+            (
+                "browser_audio_decoded",
+                "Browser audio frames decoded for SIP legs (only while a leg hears them).",
+                &self.browser_audio_decoded,
+            ),
+            (
+                "webrtc_datagrams_unaccepted",
+                "Datagrams routed to a session that none of its peer connections accepted.",
+                &self.datagrams_unaccepted,
+            ),
+            (
+                "session_inputs_dropped",
+                "Control inputs refused because a session's queue was full.",
+                &self.session_inputs_dropped,
+            ),
+            (
+                "device_notes_dropped",
+                "Notes for a device's signaling connection dropped because it did not read them.",
+                &self.device_notes_dropped,
             ),
         ] {
             let _ = writeln!(

@@ -1,10 +1,24 @@
-//! WebRTC for browser devices: all WebRTC media on one UDP socket, demultiplexed
-//! to the session actors that own the devices' peer connections (str0m, ICE-lite).
+//! The WebRTC socket (the shell's side of every session's peer connections): all
+//! WebRTC media on one UDP socket, demultiplexed to the session cores that own the
+//! devices' peer connections (str0m, ICE-lite), and their datagrams sent back in
+//! `sendmmsg` batches.
 //!
-//! A new remote address is routed by the ICE username of its first STUN binding
-//! request (`<our ufrag>:<their ufrag>`; each peer connection registers its ufrag);
-//! after that by address. Everything else about a peer connection happens inside
-//! its session's actor.
+//! Why here and not in `gateway`: the socket is pure IO, and the session cores never
+//! see it (they return `Transmit`s, their shells call [`WebRtcTransport::send_batch`]);
+//! the routing table is a media concern (ufrags and authenticated addresses come from
+//! the cores), and keeping both beside the shells avoids a trait hop per batch.
+//!
+//! Routing, owned by the one receiving task (no lock per datagram; changes arrive on a
+//! channel it drains before each datagram):
+//! - a datagram from an address the session confirmed goes to that session;
+//! - a STUN binding request from an unknown address is routed by the ufrag of its
+//!   USERNAME (`<our ufrag>:<theirs>`), without remembering the address: str0m checks
+//!   its MESSAGE-INTEGRITY, and only once the session answered it (a peer connection
+//!   transmitted to that address) does the session confirm the address
+//!   ([`RouteChange::Confirm`]), at most [`MAX_ADDRS_PER_UFRAG`] per ufrag;
+//! - anything else is dropped and counted.
+//!
+//! Each session takes datagrams on a bounded queue: a full queue drops and counts.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,11 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
-use super::session::{SessionHandle, SessionInput};
+use super::session::SessionHandle;
 
-/// Largest datagram carried to an actor.
+/// Largest datagram carried to a session.
 pub const MAX_DATAGRAM: usize = 1500;
+/// Addresses one peer connection (ufrag) may be reached from.
+pub const MAX_ADDRS_PER_UFRAG: usize = 4;
 
 /// One datagram for a session's peer connections, inline (no allocation per packet).
 pub struct WebRtcIn {
@@ -31,10 +48,74 @@ impl WebRtcIn {
     }
 }
 
+/// A change of the routing table, from a session's shell.
+pub enum RouteChange {
+    /// STUN for this ufrag goes to this session.
+    Register {
+        ufrag: String,
+        session: SessionHandle,
+    },
+    /// The peer connection is gone: forget its ufrag and its addresses.
+    Unregister { ufrag: String },
+    /// The session answered an authenticated STUN request from `addr` on `ufrag`.
+    Confirm { ufrag: String, addr: SocketAddr },
+}
+
+struct UfragRoute {
+    session: SessionHandle,
+    addrs: Vec<SocketAddr>,
+}
+
+/// The routing table (owned by the receiving task).
 #[derive(Default)]
 struct Routes {
-    by_ufrag: HashMap<String, SessionHandle>,
+    by_ufrag: HashMap<String, UfragRoute>,
     by_addr: HashMap<SocketAddr, SessionHandle>,
+}
+
+impl Routes {
+    fn apply(&mut self, change: RouteChange, stats: &WebRtcStats) {
+        match change {
+            RouteChange::Register { ufrag, session } => {
+                self.by_ufrag.insert(
+                    ufrag,
+                    UfragRoute {
+                        session,
+                        addrs: Vec::new(),
+                    },
+                );
+            }
+            RouteChange::Unregister { ufrag } => {
+                if let Some(r) = self.by_ufrag.remove(&ufrag) {
+                    for a in r.addrs {
+                        self.by_addr.remove(&a);
+                    }
+                }
+            }
+            RouteChange::Confirm { ufrag, addr } => {
+                let Some(r) = self.by_ufrag.get_mut(&ufrag) else {
+                    return;
+                };
+                if r.addrs.contains(&addr) {
+                    return;
+                }
+                if r.addrs.len() >= MAX_ADDRS_PER_UFRAG || self.by_addr.contains_key(&addr) {
+                    stats.routes_refused.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                r.addrs.push(addr);
+                self.by_addr.insert(addr, r.session.clone());
+            }
+        }
+    }
+
+    fn route(&self, from: SocketAddr, packet: &[u8]) -> Option<&SessionHandle> {
+        if let Some(h) = self.by_addr.get(&from) {
+            return Some(h);
+        }
+        let ufrag = stun_local_ufrag(packet)?;
+        self.by_ufrag.get(ufrag).map(|r| &r.session)
+    }
 }
 
 /// Counters of the WebRTC transport.
@@ -43,13 +124,18 @@ pub struct WebRtcStats {
     pub datagrams_in: AtomicU64,
     pub unroutable: AtomicU64,
     pub datagrams_out: AtomicU64,
+    /// Datagrams dropped because their session's queue was full.
+    pub dropped: AtomicU64,
+    /// Address confirmations refused (cap per ufrag, or an address another owns).
+    pub routes_refused: AtomicU64,
 }
 
 /// The shared WebRTC socket.
 pub struct WebRtcTransport {
     socket: UdpSocket,
     local: SocketAddr,
-    routes: Mutex<Routes>,
+    changes: mpsc::UnboundedSender<RouteChange>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<RouteChange>>>,
     pub stats: WebRtcStats,
 }
 
@@ -57,10 +143,12 @@ impl WebRtcTransport {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Arc<WebRtcTransport>> {
         let socket = UdpSocket::bind(addr).await?;
         let local = socket.local_addr()?;
+        let (changes, receiver) = mpsc::unbounded_channel();
         Ok(Arc::new(WebRtcTransport {
             socket,
             local,
-            routes: Mutex::new(Routes::default()),
+            changes,
+            receiver: Mutex::new(Some(receiver)),
             stats: WebRtcStats::default(),
         }))
     }
@@ -70,21 +158,10 @@ impl WebRtcTransport {
         self.local
     }
 
-    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
-        self.routes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Route STUN binding requests for `ufrag` to `session`.
-    pub fn register(&self, ufrag: &str, session: SessionHandle) {
-        self.routes().by_ufrag.insert(ufrag.to_string(), session);
-    }
-
-    /// Forget a peer connection's ufrag and the addresses routed with it.
-    pub fn unregister(&self, ufrag: &str) {
-        let mut r = self.routes();
-        if let Some(h) = r.by_ufrag.remove(ufrag) {
-            r.by_addr.retain(|_, v| !v.same_session(&h));
-        }
+    /// Change the routing table (applied by the receiving task before its next datagram).
+    /// The channel is fed by session shells only, a few messages per peer connection.
+    pub fn route(&self, change: RouteChange) {
+        let _ = self.changes.send(change);
     }
 
     /// Send one datagram (non-blocking; dropped if the socket buffer is full).
@@ -94,9 +171,9 @@ impl WebRtcTransport {
         }
     }
 
-    /// Send every datagram of `batch` (draining it) with as few `sendmmsg` calls as
-    /// possible; what the socket buffer cannot take is dropped, as with [`Self::send`].
-    pub fn send_batch(&self, batch: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    /// Send every datagram of `batch` with as few `sendmmsg` calls as possible; what
+    /// the socket buffer cannot take is dropped, as with [`Self::send`].
+    pub fn send_batch(&self, batch: &[(SocketAddr, Vec<u8>)]) {
         use std::os::fd::AsRawFd;
         const MAX: usize = 64;
         let fd = self.socket.as_raw_fd();
@@ -140,37 +217,46 @@ impl WebRtcTransport {
                     .fetch_add(n as u64, Ordering::Relaxed);
             }
         }
-        batch.clear();
     }
 
     /// Read datagrams forever, handing each to its session.
     pub async fn run(self: Arc<Self>) {
+        let Some(mut changes) = self
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            tracing::error!("the WebRTC transport runs once");
+            return;
+        };
+        let mut routes = Routes::default();
         let mut buf = [0u8; 2048];
         loop {
-            let Ok((n, from)) = self.socket.recv_from(&mut buf).await else {
-                continue;
+            let (n, from) = tokio::select! {
+                biased;
+                change = changes.recv() => {
+                    match change {
+                        Some(c) => routes.apply(c, &self.stats),
+                        None => return,
+                    }
+                    continue;
+                }
+                got = self.socket.recv_from(&mut buf) => match got {
+                    Ok(x) => x,
+                    Err(_) => continue,
+                },
             };
+            // Changes sent before the datagram that answered this peer.
+            while let Ok(c) = changes.try_recv() {
+                routes.apply(c, &self.stats);
+            }
             self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
             if n > MAX_DATAGRAM {
                 self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let route = {
-                let mut r = self.routes();
-                match r.by_addr.get(&from) {
-                    Some(h) => Some(h.clone()),
-                    None => {
-                        match stun_local_ufrag(&buf[..n]).and_then(|u| r.by_ufrag.get(u).cloned()) {
-                            Some(h) => {
-                                r.by_addr.insert(from, h.clone());
-                                Some(h)
-                            }
-                            None => None,
-                        }
-                    }
-                }
-            };
-            let Some(session) = route else {
+            let Some(session) = routes.route(from, &buf[..n]) else {
                 self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
@@ -180,7 +266,47 @@ impl WebRtcTransport {
                 data: [0; MAX_DATAGRAM],
             };
             input.data[..n].copy_from_slice(&buf[..n]);
-            session.send(SessionInput::WebRtc(input));
+            if !session.send_datagram(input) {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Prometheus text of the transport's counters.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        for (name, help, v) in [
+            (
+                "webrtc_datagrams_in",
+                "WebRTC datagrams received.",
+                &self.stats.datagrams_in,
+            ),
+            (
+                "webrtc_datagrams_out",
+                "WebRTC datagrams sent.",
+                &self.stats.datagrams_out,
+            ),
+            (
+                "webrtc_datagrams_unroutable",
+                "WebRTC datagrams from an address and ufrag no peer connection owns.",
+                &self.stats.unroutable,
+            ),
+            (
+                "webrtc_datagrams_dropped",
+                "WebRTC datagrams dropped because their session's queue was full.",
+                &self.stats.dropped,
+            ),
+            (
+                "webrtc_routes_refused",
+                "ICE addresses refused (over the cap per peer connection, or owned by another).",
+                &self.stats.routes_refused,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP patchbay_{name} {help}\n# TYPE patchbay_{name} counter\npatchbay_{name}_total {}",
+                v.load(Ordering::Relaxed)
+            );
         }
     }
 }
@@ -205,140 +331,6 @@ fn stun_local_ufrag(buf: &[u8]) -> Option<&str> {
         off += 4 + alen.div_ceil(4) * 4;
     }
     None
-}
-
-/// Reject (port 0) every `m=audio`/`m=video` section whose kind is not allowed, so the
-/// answer refuses it and nothing of it is ever received.
-pub fn reject_kinds(sdp: &str, allow_audio: bool, allow_video: bool) -> String {
-    let mut out = String::with_capacity(sdp.len());
-    for line in sdp.split_inclusive('\n') {
-        let refused = (!allow_audio && line.starts_with("m=audio "))
-            || (!allow_video && line.starts_with("m=video "));
-        if refused {
-            let mut parts: Vec<&str> = line.trim_end().split(' ').collect();
-            if parts.len() > 1 {
-                parts[1] = "0";
-            }
-            out.push_str(&parts.join(" "));
-            out.push_str("\r\n");
-        } else {
-            out.push_str(line);
-        }
-    }
-    out
-}
-
-/// The `a=ice-ufrag` of an SDP.
-pub fn sdp_ufrag(sdp: &str) -> Option<&str> {
-    sdp.lines()
-        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
-}
-
-/// A track a device publishes, from its offer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OfferedTrack {
-    pub mid: String,
-    /// `AUDIO` or `VIDEO`.
-    pub kind: &'static str,
-    /// The msid stream id (the SDK's MediaStream id, the `streamMetadata` key).
-    pub stream: String,
-    pub track: String,
-}
-
-/// One m-section of an offer while it is being read.
-#[derive(Default)]
-struct Section {
-    kind: Option<&'static str>,
-    inactive: bool,
-    mid: Option<String>,
-    msid: Option<(String, String)>,
-}
-
-impl Section {
-    fn track(self) -> Option<OfferedTrack> {
-        match self {
-            Section {
-                kind: Some(kind),
-                inactive: false,
-                mid: Some(mid),
-                msid: Some((stream, track)),
-            } => Some(OfferedTrack {
-                mid,
-                kind,
-                stream,
-                track,
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// The sending tracks of an offer, in m-line order.
-pub fn offered_tracks(sdp: &str) -> Vec<OfferedTrack> {
-    let mut out = Vec::new();
-    let mut cur: Option<Section> = None;
-    for line in sdp.lines().map(str::trim) {
-        if let Some(m) = line.strip_prefix("m=") {
-            out.extend(cur.take().and_then(Section::track));
-            let mut f = m.split_whitespace();
-            let kind = match f.next() {
-                Some("audio") => Some("AUDIO"),
-                Some("video") => Some("VIDEO"),
-                _ => None,
-            };
-            cur = Some(Section {
-                kind,
-                inactive: f.next() == Some("0"),
-                ..Section::default()
-            });
-        } else if let Some(sec) = cur.as_mut() {
-            if line == "a=inactive" || line == "a=recvonly" {
-                sec.inactive = true;
-            } else if let Some(v) = line.strip_prefix("a=mid:") {
-                sec.mid = Some(v.to_string());
-            } else if let Some(v) = line.strip_prefix("a=msid:") {
-                let mut f = v.split_whitespace();
-                if let (Some(s), Some(t)) = (f.next(), f.next()) {
-                    if s != "-" {
-                        sec.msid = Some((s.to_string(), t.to_string()));
-                    }
-                }
-            }
-        }
-    }
-    out.extend(cur.take().and_then(Section::track));
-    out
-}
-
-/// Media streams of an offer: msid stream id → media kinds (`AUDIO`, `VIDEO`), in order.
-pub fn offered_streams(sdp: &str) -> Vec<(String, Vec<&'static str>)> {
-    let mut out: Vec<(String, Vec<&'static str>)> = Vec::new();
-    let mut kind: Option<&'static str> = None;
-    let mut inactive = false;
-    for line in sdp.lines().map(str::trim) {
-        if let Some(m) = line.strip_prefix("m=") {
-            kind = match m.split_whitespace().next() {
-                Some("audio") => Some("AUDIO"),
-                Some("video") => Some("VIDEO"),
-                _ => None,
-            };
-            inactive = m.split_whitespace().nth(1) == Some("0");
-        } else if line == "a=inactive" || line == "a=recvonly" {
-            inactive = true;
-        } else if let (Some(k), false, Some(msid)) = (kind, inactive, line.strip_prefix("a=msid:"))
-        {
-            let stream = msid.split_whitespace().next().unwrap_or("").to_string();
-            if stream.is_empty() || stream == "-" {
-                continue;
-            }
-            match out.iter_mut().find(|(s, _)| *s == stream) {
-                Some((_, kinds)) if !kinds.contains(&k) => kinds.push(k),
-                Some(_) => {}
-                None => out.push((stream, vec![k])),
-            }
-        }
-    }
-    out
 }
 
 /// Write `addr` as a C socket address; returns its length.
@@ -388,9 +380,8 @@ mod tests {
             .unwrap();
         let to = rx.local_addr().unwrap();
         // More than one sendmmsg chunk.
-        let mut batch: Vec<(SocketAddr, Vec<u8>)> = (0..70u8).map(|i| (to, vec![i; 3])).collect();
-        t.send_batch(&mut batch);
-        assert!(batch.is_empty());
+        let batch: Vec<(SocketAddr, Vec<u8>)> = (0..70u8).map(|i| (to, vec![i; 3])).collect();
+        t.send_batch(&batch);
         let mut buf = [0u8; 16];
         for i in 0..70u8 {
             let n = rx.recv(&mut buf).unwrap();
@@ -408,36 +399,5 @@ mod tests {
         assert_eq!(stun_local_ufrag(&msg), Some("abcd"));
         assert_eq!(stun_local_ufrag(&msg[..10]), None);
         assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
-    }
-
-    #[test]
-    fn streams_of_an_offer() {
-        let sdp = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\na=msid:s1 t1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=msid:s1 t2\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=msid:s2 t3\r\n";
-        assert_eq!(
-            offered_streams(sdp),
-            vec![("s1".to_string(), vec!["AUDIO", "VIDEO"])]
-        );
-        assert_eq!(sdp_ufrag("a=ice-ufrag:Xy12\r\n"), Some("Xy12"));
-        let av = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:s t1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=msid:s t2\r\n";
-        let audio_only = reject_kinds(av, true, false);
-        assert!(
-            audio_only.contains("m=video 0 UDP/TLS/RTP/SAVPF 96\r\n"),
-            "{audio_only}"
-        );
-        assert!(audio_only.contains("m=audio 9 "));
-        assert_eq!(
-            offered_streams(&audio_only),
-            vec![("s".to_string(), vec!["AUDIO"])]
-        );
-        let with_mids = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=msid:s1 t1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=inactive\r\na=msid:s1 t2\r\n";
-        assert_eq!(
-            offered_tracks(with_mids),
-            vec![OfferedTrack {
-                mid: "0".into(),
-                kind: "AUDIO",
-                stream: "s1".into(),
-                track: "t1".into()
-            }]
-        );
     }
 }

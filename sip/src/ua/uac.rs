@@ -124,7 +124,7 @@ impl Ua {
             Ok(s) => s,
             Err(e) => return self.fail_dialog(dialog_id, "ERROR", format!("no RTP port: {e}")),
         };
-        let leg = NEXT_LEG.fetch_add(1, Ordering::Relaxed);
+        let leg = LegId(NEXT_LEG.fetch_add(1, Ordering::Relaxed));
         let rtp = match rtp::start(LegStart {
             leg,
             rtp: rtp_socket,
@@ -439,7 +439,7 @@ impl Ua {
             self.end_call(&call_id, true);
             return;
         }
-        tracing::info!(%dialog_id, %call_id, leg, codec = ?n.codec, "dialog answered");
+        tracing::info!(%dialog_id, %call_id, %leg, codec = ?n.codec, "dialog answered");
         self.conference
             .dialog_progress(dialog_id, DialogState::Answered, None, None);
     }

@@ -1,0 +1,452 @@
+//! The state machine: inputs with explicit time, outputs by polling, timers.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::bridge::BrowserAudio;
+use super::devices::Device;
+use super::ids::{ConnId, DeviceId, DeviceKey, LegId, Source};
+use super::legs::Leg;
+use super::{HangupReason, LegMedia, PublishAnswer, PublishError, PublishRequest, SessionSnapshot};
+use crate::events::{DeviceEvent, DeviceNote, DeviceOwner};
+use crate::media::mixer::Mixer;
+use crate::media::stats::{LocalStats, MediaStats};
+use crate::media::FRAME_MS;
+
+/// How often devices are checked (resume grace, heartbeat, unanswered offers).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How often the heartbeat channels are PINGed.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// The time of an input: the monotonic clock (timers) and the wall clock in µs since
+/// the Unix epoch (the clock of kernel receive timestamps and of events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub at: Instant,
+    pub unix_us: u64,
+}
+
+impl Now {
+    /// The system's clocks.
+    pub fn system() -> Now {
+        Now {
+            at: Instant::now(),
+            unix_us: super::unix_us(),
+        }
+    }
+
+    /// `d` later on both clocks.
+    pub fn after(self, d: Duration) -> Now {
+        Now {
+            at: self.at + d,
+            unix_us: self.unix_us + d.as_micros() as u64,
+        }
+    }
+}
+
+/// A control input (the shell's channels are gone: replies and notes become outputs).
+#[derive(Debug)]
+pub enum Control {
+    Join {
+        leg: LegId,
+        participant_id: Uuid,
+        media: LegMedia,
+    },
+    Update {
+        leg: LegId,
+        media: LegMedia,
+    },
+    Leave {
+        leg: LegId,
+    },
+    DeviceJoin {
+        key: DeviceKey,
+        conn: ConnId,
+        owner: DeviceOwner,
+    },
+    /// Answered by [`Action::Published`] with the same `request`.
+    Publish {
+        key: DeviceKey,
+        conn: ConnId,
+        request: u64,
+        offer: PublishRequest,
+    },
+    Answer {
+        key: DeviceKey,
+        conn: ConnId,
+        sdp: String,
+    },
+    DeviceGone {
+        key: DeviceKey,
+        conn: ConnId,
+        left: bool,
+    },
+    Snapshot(SessionSnapshot),
+    End(HangupReason),
+}
+
+/// An output that owns its data.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// An RFC 4733 payload for a leg (`start`: a new event; durations in `clock` Hz).
+    LegEvent {
+        leg: LegId,
+        payload: [u8; 4],
+        start: bool,
+        clock: u32,
+    },
+    HangUp {
+        leg: LegId,
+        reason: HangupReason,
+    },
+    /// For a device's signaling connection.
+    Note {
+        conn: ConnId,
+        note: DeviceNote,
+    },
+    /// The answer to [`Control::Publish`].
+    Published {
+        request: u64,
+        result: Result<PublishAnswer, PublishError>,
+    },
+    /// For the application (`onConnect`, `onDisconnect`, `onLeave`).
+    Event(DeviceEvent),
+    /// STUN for this ufrag should reach this session (or no longer).
+    Ufrag {
+        ufrag: String,
+        registered: bool,
+    },
+    /// A peer connection answered an authenticated STUN request from `addr`.
+    Confirm {
+        ufrag: String,
+        addr: SocketAddr,
+    },
+}
+
+/// What the core wants done.
+#[derive(Debug, PartialEq)]
+pub enum Output<'a> {
+    /// Datagrams for the WebRTC socket.
+    Transmit(&'a [(SocketAddr, Vec<u8>)]),
+    /// One encoded audio packet for a leg (`samples`: its duration in RTP clock units).
+    LegAudio {
+        leg: LegId,
+        payload: &'a [u8],
+        samples: u32,
+    },
+    Action(Action),
+}
+
+pub(super) enum Queued {
+    /// `arena[start..end]`.
+    LegAudio {
+        leg: LegId,
+        start: usize,
+        end: usize,
+        samples: u32,
+    },
+    Action(Action),
+}
+
+/// A session's media state. See the module docs of [`super`].
+pub struct SessionCore {
+    pub(super) session_id: Uuid,
+    /// Alias of the SIP legs' streams (what alias-level subscriptions name).
+    pub(super) alias: Arc<str>,
+    /// The WebRTC socket's address (our ICE candidate), when WebRTC is enabled.
+    pub(super) webrtc: Option<SocketAddr>,
+    pub(super) snapshot: SessionSnapshot,
+    pub(super) legs: HashMap<LegId, Leg>,
+    pub(super) mixer: Mixer,
+    pub(super) next_tick: Instant,
+    /// Device housekeeping (once a second) and heartbeat PINGs (every 5 s).
+    next_housekeeping: Instant,
+    next_heartbeat: Instant,
+    pub(super) devices: HashMap<DeviceId, Device>,
+    pub(super) by_key: HashMap<DeviceKey, DeviceId>,
+    pub(super) next_device: u32,
+    /// Per source, the subscribing connections (device, mid there) it is written into.
+    pub(super) fanout: HashMap<Source, Vec<(DeviceId, str0m::media::Mid)>>,
+    /// Which peer connection (device, 0 publishing / 1 subscribing) an address reaches.
+    pub(super) by_addr: HashMap<SocketAddr, (DeviceId, usize)>,
+    /// Media frames read from publishers during one drive, then forwarded.
+    pub(super) frames: Vec<(DeviceId, str0m::media::MediaData)>,
+    /// Keyframe requests from subscribers during one drive, sent upstream.
+    pub(super) keyframe_requests: Vec<(
+        DeviceId,
+        str0m::media::Mid,
+        str0m::media::KeyframeRequestKind,
+    )>,
+    /// The earliest peer-connection timeout.
+    pub(super) next_rtc: Option<Instant>,
+    /// Some peer connection took input that has not been driven yet.
+    pub(super) drive_pending: bool,
+    pub(super) browser_audio: Vec<BrowserAudio>,
+    pub(super) next_browser_key: u64,
+    pub(super) queue: VecDeque<Queued>,
+    pub(super) arena: Vec<u8>,
+    pub(super) outbox: Vec<(SocketAddr, Vec<u8>)>,
+    outbox_out: bool,
+    pub(super) stats: LocalStats,
+    pub(super) ended: bool,
+}
+
+impl SessionCore {
+    /// A core for `session_id` whose SIP legs publish under `alias`; `webrtc` is the
+    /// WebRTC socket's address (None: browsers cannot publish or subscribe).
+    pub fn new(session_id: Uuid, alias: Arc<str>, webrtc: Option<SocketAddr>, now: Now) -> Self {
+        SessionCore {
+            session_id,
+            alias,
+            webrtc,
+            snapshot: SessionSnapshot::default(),
+            legs: HashMap::new(),
+            mixer: Mixer::new(),
+            next_tick: now.at + Duration::from_millis(FRAME_MS as u64),
+            next_housekeeping: now.at + HOUSEKEEPING,
+            next_heartbeat: now.at + HEARTBEAT,
+            devices: HashMap::new(),
+            by_key: HashMap::new(),
+            next_device: 1,
+            fanout: HashMap::new(),
+            by_addr: HashMap::new(),
+            frames: Vec::new(),
+            keyframe_requests: Vec::new(),
+            next_rtc: None,
+            drive_pending: false,
+            browser_audio: Vec::new(),
+            next_browser_key: super::bridge::BROWSER_KEY_BASE,
+            queue: VecDeque::with_capacity(64),
+            arena: Vec::with_capacity(4096),
+            outbox: Vec::with_capacity(64),
+            outbox_out: false,
+            stats: LocalStats::default(),
+            ended: false,
+        }
+    }
+
+    pub fn session_id(&self) -> Uuid {
+        self.session_id
+    }
+
+    /// Whether the session ended (the shell stops once every output is out).
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Legs and devices now.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.legs.len(), self.devices.len())
+    }
+
+    /// A control input.
+    pub fn handle_control(&mut self, now: Now, input: Control) {
+        if self.ended {
+            self.refuse_after_end(input);
+            return;
+        }
+        match input {
+            Control::Join {
+                leg,
+                participant_id,
+                media,
+            } => {
+                self.join(leg, participant_id, media);
+                self.route_devices(now);
+            }
+            Control::Update { leg, media } => self.update(leg, media),
+            Control::Leave { leg } => {
+                self.leave(leg);
+                self.route_devices(now);
+            }
+            Control::DeviceJoin { key, conn, owner } => self.device_join(now, key, conn, owner),
+            Control::Publish {
+                key,
+                conn,
+                request,
+                offer,
+            } => {
+                let result = self.accept_publish(now, &key, conn, &offer);
+                self.push(Action::Published { request, result });
+                self.sync_browser_audio();
+                self.route_devices(now);
+            }
+            Control::Answer { key, conn, sdp } => self.answer(now, &key, conn, &sdp),
+            Control::DeviceGone { key, conn, left } => self.device_closed(now, &key, conn, left),
+            Control::Snapshot(s) => {
+                self.snapshot = s;
+                self.route();
+                self.route_devices(now);
+            }
+            Control::End(reason) => self.end(now, reason),
+        }
+        if self.drive_pending {
+            self.drive(now, false);
+        }
+    }
+
+    /// After the end, joins are hung up or closed and publishes refused.
+    fn refuse_after_end(&mut self, input: Control) {
+        match input {
+            Control::Join { leg, .. } => self.push(Action::HangUp {
+                leg,
+                reason: HangupReason::SessionEnded,
+            }),
+            Control::DeviceJoin { conn, .. } => self.push(Action::Note {
+                conn,
+                note: DeviceNote::Close(crate::events::DeviceClose::SessionEnded),
+            }),
+            Control::Publish { request, .. } => self.push(Action::Published {
+                request,
+                result: Err(PublishError::SessionEnded),
+            }),
+            _ => {}
+        }
+    }
+
+    /// A datagram for one of the devices' peer connections.
+    pub fn handle_datagram(&mut self, now: Now, from: SocketAddr, bytes: &[u8]) {
+        if !self.ended {
+            self.webrtc_input(now, from, bytes);
+        }
+    }
+
+    /// Drive the peer connections that took datagrams (call after a batch of them).
+    pub fn flush(&mut self, now: Now) {
+        if self.drive_pending {
+            self.drive(now, false);
+        }
+    }
+
+    /// Whether the next 20 ms tick is due: the shell hands the legs' waiting RTP to
+    /// [`Self::handle_rtp`] first, then calls [`Self::handle_timeout`].
+    pub fn tick_due(&self, now: Now) -> bool {
+        !self.ended && !self.legs.is_empty() && now.at >= self.next_tick
+    }
+
+    /// Timers: the 20 ms mixing tick (while there are legs), device housekeeping once a
+    /// second and heartbeat PINGs every 5 s (while there are devices), and the peer
+    /// connections' own timeouts.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if self.ended {
+            return;
+        }
+        let frame = Duration::from_millis(FRAME_MS as u64);
+        if self.legs.is_empty() {
+            // Nothing to mix: the tick resumes with the next leg.
+            self.next_tick = self.next_tick.max(now.at + frame);
+        }
+        while !self.legs.is_empty() && now.at >= self.next_tick {
+            // Far behind (a stalled task): skip, rather than burst, what is older than 100 ms.
+            if now.at > self.next_tick + 5 * frame {
+                self.next_tick = now.at;
+            }
+            self.next_tick += frame;
+            self.tick(now);
+        }
+        if now.at >= self.next_housekeeping {
+            self.next_housekeeping = now.at + HOUSEKEEPING;
+            self.housekeeping(now);
+        }
+        if now.at >= self.next_heartbeat {
+            self.next_heartbeat = now.at + HEARTBEAT;
+            self.heartbeat();
+            self.drive(now, true);
+        }
+        if self.next_rtc.is_some_and(|t| t <= now.at) || self.drive_pending {
+            self.drive(now, false);
+        }
+    }
+
+    /// When [`Self::handle_timeout`] wants to run next (None: nothing to time; the
+    /// session is idle until an input).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ended {
+            return None;
+        }
+        let tick = (!self.legs.is_empty()).then_some(self.next_tick);
+        let devices = !self.devices.is_empty();
+        let housekeeping = devices.then_some(self.next_housekeeping);
+        let heartbeat = devices.then_some(self.next_heartbeat);
+        [tick, housekeeping, heartbeat, self.next_rtc]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The next output, if any. Borrowed data is valid until the next call.
+    pub fn poll_output(&mut self) -> Option<Output<'_>> {
+        if self.outbox_out {
+            self.outbox.clear();
+            self.outbox_out = false;
+        }
+        if let Some(q) = self.queue.pop_front() {
+            return Some(match q {
+                Queued::LegAudio {
+                    leg,
+                    start,
+                    end,
+                    samples,
+                } => Output::LegAudio {
+                    leg,
+                    payload: self.arena.get(start..end).unwrap_or_default(),
+                    samples,
+                },
+                Queued::Action(a) => Output::Action(a),
+            });
+        }
+        self.arena.clear();
+        if !self.outbox.is_empty() {
+            self.outbox_out = true;
+            return Some(Output::Transmit(&self.outbox));
+        }
+        None
+    }
+
+    /// Counters since the last call, to fold into the process-wide metrics.
+    pub fn fold_stats(&mut self, into: &MediaStats) {
+        std::mem::take(&mut self.stats).fold_into(into);
+    }
+
+    pub(super) fn push(&mut self, action: Action) {
+        self.queue.push_back(Queued::Action(action));
+    }
+
+    pub(super) fn is_member(&self, participant_id: Uuid) -> bool {
+        self.snapshot
+            .members
+            .iter()
+            .any(|(m, _)| *m == participant_id)
+    }
+
+    /// The subscriptions of a member (default: none).
+    pub(super) fn subscriptions_of(&self, participant_id: Uuid) -> crate::model::Subscriptions {
+        self.snapshot
+            .members
+            .iter()
+            .find(|(m, _)| *m == participant_id)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether `listener` receives a stream of `publisher` published under `alias`.
+    pub(super) fn receives(
+        &self,
+        listener: Uuid,
+        subs: &crate::model::Subscriptions,
+        publisher: Uuid,
+        alias: Option<&str>,
+    ) -> bool {
+        let stream = crate::resolver::StreamRef {
+            participant_id: publisher,
+            alias,
+        };
+        crate::resolver::receives(listener, subs, self.session_id, &stream, |p| {
+            self.is_member(p)
+        })
+    }
+}

@@ -1,0 +1,321 @@
+//! Device lifecycle: connect, resume, replacement, refusal of a `uniqueId` another
+//! participant uses, loss of the signaling connection, heartbeat, unanswered offers,
+//! removal and the session's end.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::core::{Action, Now, SessionCore};
+use super::ids::{ConnId, DeviceId, DeviceKey};
+use super::{HangupReason, Offer, HEARTBEAT_DEAD, OFFER_ANSWER_TIMEOUT, RESUME_GRACE};
+use crate::events::{DeviceClose, DeviceEvent, DeviceEventKind, DeviceNote, DeviceOwner};
+
+/// A track a device publishes.
+pub(super) struct Track {
+    pub(super) mid: str0m::media::Mid,
+    pub(super) kind: str0m::media::MediaKind,
+    pub(super) stream: String,
+    pub(super) track: String,
+    pub(super) alias: Option<String>,
+}
+
+/// One source forwarded into a subscriber's connection.
+pub(super) struct Forward {
+    pub(super) source: super::ids::Source,
+    /// Its mid in the subscriber's connection.
+    pub(super) to_mid: str0m::media::Mid,
+    /// The msid stream and track it is offered as (the stream is the metadata key).
+    pub(super) stream: String,
+    pub(super) track: String,
+    pub(super) kind: str0m::media::MediaKind,
+    pub(super) participant_id: uuid::Uuid,
+    pub(super) alias: Option<String>,
+}
+
+/// A browser device: its publishing connection (the client offers) and subscribing
+/// connection (we offer, with revisions counting from 1). Index 0 of the per-connection
+/// arrays is the publishing connection, 1 the subscribing one.
+pub(super) struct Device {
+    pub(super) key: DeviceKey,
+    pub(super) owner: DeviceOwner,
+    /// The current signaling connection.
+    pub(super) conn: ConnId,
+    /// Whether that connection is open.
+    pub(super) connected: bool,
+    /// When the signaling connection was lost (the device may resume until the grace ends).
+    pub(super) lost_at: Option<Instant>,
+    /// When the last `PONG` (or the heartbeat channel's opening) was seen.
+    pub(super) last_pong: Option<Instant>,
+    /// The offer out for an answer, and when it was sent (sent again on resume).
+    pub(super) offer_sent: Option<(Instant, Offer)>,
+    pub(super) publish: Option<str0m::Rtc>,
+    pub(super) published: Vec<Track>,
+    pub(super) subscribe: Option<str0m::Rtc>,
+    pub(super) pending: Option<str0m::change::SdpPendingOffer>,
+    pub(super) revision: u64,
+    pub(super) forwards: Vec<Forward>,
+    pub(super) ufrag: [Option<String>; 2],
+    /// Addresses each connection answered (confirmed to the transport).
+    pub(super) confirmed: [Vec<SocketAddr>; 2],
+    pub(super) heartbeat: [Option<str0m::channel::ChannelId>; 2],
+    /// It has input or media to send since it was last driven.
+    pub(super) dirty: [bool; 2],
+    /// When it next wants a timeout.
+    pub(super) next: [Option<Instant>; 2],
+}
+
+impl Device {
+    fn new(key: DeviceKey, owner: DeviceOwner, conn: ConnId) -> Device {
+        Device {
+            key,
+            owner,
+            conn,
+            connected: true,
+            lost_at: None,
+            last_pong: None,
+            offer_sent: None,
+            publish: None,
+            published: Vec::new(),
+            subscribe: None,
+            pending: None,
+            revision: 0,
+            forwards: Vec::new(),
+            ufrag: [None, None],
+            confirmed: [Vec::new(), Vec::new()],
+            heartbeat: [None, None],
+            dirty: [false; 2],
+            next: [None; 2],
+        }
+    }
+
+    /// Whether `conn` is this device's open signaling connection.
+    pub(super) fn speaks_for(&self, conn: ConnId) -> bool {
+        self.connected && self.conn == conn
+    }
+}
+
+impl SessionCore {
+    /// The device `key` names, if `conn` is its open signaling connection.
+    pub(super) fn device_of(&self, key: &DeviceKey, conn: ConnId) -> Option<DeviceId> {
+        let id = *self.by_key.get(key)?;
+        self.devices.get(&id).filter(|d| d.speaks_for(conn))?;
+        Some(id)
+    }
+
+    pub(super) fn device_event(&mut self, kind: DeviceEventKind, id: DeviceId, now: Now) {
+        let Some(d) = self.devices.get(&id) else {
+            return;
+        };
+        let event = DeviceEvent {
+            kind,
+            owner: d.owner.clone(),
+            device_id: d.key.unique_id.to_string(),
+            at_ms: now.unix_us / 1000,
+        };
+        self.push(Action::Event(event));
+    }
+
+    fn close(&mut self, conn: ConnId, why: DeviceClose) {
+        self.push(Action::Note {
+            conn,
+            note: DeviceNote::Close(why),
+        });
+    }
+
+    /// A signaling connection opened: a new device, or the resume of one whose
+    /// connection was lost (its peer connections carry on). The participant's other
+    /// devices are replaced. A `uniqueId` that a device of another participant uses in
+    /// this session is refused, and nothing changes.
+    pub(super) fn device_join(
+        &mut self,
+        now: Now,
+        key: DeviceKey,
+        conn: ConnId,
+        owner: DeviceOwner,
+    ) {
+        if owner.participant_id != key.participant_id {
+            self.close(conn, DeviceClose::DuplicateDevice);
+            return;
+        }
+        let taken = self.devices.values().any(|d| {
+            d.key.unique_id == key.unique_id && d.key.participant_id != key.participant_id
+        });
+        if taken {
+            tracing::info!(session_id = %self.session_id, participant_id = %key.participant_id, "device refused: its uniqueId belongs to another participant's device");
+            self.stats.devices_refused += 1;
+            self.close(conn, DeviceClose::DuplicateDevice);
+            return;
+        }
+        let others: Vec<DeviceId> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.key.participant_id == key.participant_id && d.key != key)
+            .map(|(id, _)| *id)
+            .collect();
+        for other in others {
+            self.remove_device(now, other, Some(DeviceClose::Replaced));
+        }
+        let id = match self.by_key.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = DeviceId(self.next_device);
+                self.next_device += 1;
+                self.by_key.insert(key.clone(), id);
+                self.devices
+                    .insert(id, Device::new(key.clone(), owner.clone(), conn));
+                id
+            }
+        };
+        let Some(d) = self.devices.get_mut(&id) else {
+            return;
+        };
+        let old = (d.connected && d.conn != conn).then_some(d.conn);
+        let resumed = d.lost_at.take().is_some();
+        d.conn = conn;
+        d.connected = true;
+        // An offer that was out when the connection dropped is sent again.
+        let resend = d.offer_sent.as_mut().map(|(at, offer)| {
+            *at = now.at;
+            offer.clone()
+        });
+        if let Some(old) = old {
+            // The same device on a second socket: the newer one wins.
+            self.close(old, DeviceClose::Replaced);
+        }
+        if let Some(offer) = resend {
+            self.push(Action::Note {
+                conn,
+                note: DeviceNote::Offer(offer),
+            });
+        }
+        self.stats.signaling_connects += 1;
+        if resumed {
+            self.stats.signaling_resumed += 1;
+        }
+        tracing::info!(session_id = %self.session_id, device = %key.unique_id, participant_id = %owner.participant_id, resumed, "device connected");
+        self.device_event(DeviceEventKind::Connect, id, now);
+        self.route_devices(now);
+    }
+
+    /// The signaling connection `conn` closed: the client left (the device goes), or the
+    /// socket was lost (the device waits [`RESUME_GRACE`] for a resume).
+    pub(super) fn device_closed(&mut self, now: Now, key: &DeviceKey, conn: ConnId, left: bool) {
+        let Some(id) = self.device_of(key, conn) else {
+            return;
+        };
+        if left {
+            self.remove_device(now, id, None);
+            return;
+        }
+        if let Some(d) = self.devices.get_mut(&id) {
+            d.connected = false;
+            d.lost_at = Some(now.at);
+        }
+        self.stats.signaling_lost += 1;
+        tracing::info!(session_id = %self.session_id, device = %key.unique_id, "device signaling lost");
+        self.device_event(DeviceEventKind::Disconnect, id, now);
+    }
+
+    /// Forget a device: close its signaling connection with `close` (if still open),
+    /// release its peer connections, tell the application (`onLeave`).
+    pub(super) fn remove_device(&mut self, now: Now, id: DeviceId, close: Option<DeviceClose>) {
+        self.device_event(DeviceEventKind::Leave, id, now);
+        let Some(d) = self.devices.remove(&id) else {
+            return;
+        };
+        self.by_key.remove(&d.key);
+        if let (true, Some(why)) = (d.connected, close) {
+            self.close(d.conn, why);
+        }
+        for ufrag in d.ufrag.into_iter().flatten() {
+            self.push(Action::Ufrag {
+                ufrag,
+                registered: false,
+            });
+        }
+        self.by_addr.retain(|_, (dev, _)| *dev != id);
+        tracing::info!(session_id = %self.session_id, device = %d.key.unique_id, participant_id = %d.key.participant_id, reason = close.map(DeviceClose::reason), "device gone");
+        self.stats.devices_ended += 1;
+        self.sync_browser_audio();
+        self.route_devices(now);
+    }
+
+    /// Once a second: end devices that never resumed, whose heartbeat died, or that sit
+    /// on an unanswered offer.
+    pub(super) fn housekeeping(&mut self, now: Now) {
+        let t = now.at;
+        let ended: Vec<(DeviceId, Option<DeviceClose>)> = self
+            .devices
+            .iter()
+            .filter_map(|(id, d)| {
+                let why = if d.lost_at.is_some_and(|l| t > l + RESUME_GRACE) {
+                    Some(None)
+                } else if d.last_pong.is_some_and(|p| t > p + HEARTBEAT_DEAD) {
+                    Some(Some(DeviceClose::HeartbeatLost))
+                } else if d.connected
+                    && d.offer_sent
+                        .as_ref()
+                        .is_some_and(|(s, _)| t > *s + OFFER_ANSWER_TIMEOUT)
+                {
+                    Some(Some(DeviceClose::OfferUnanswered))
+                } else {
+                    None
+                };
+                why.map(|w| (*id, w))
+            })
+            .collect();
+        for (id, why) in ended {
+            self.remove_device(now, id, why);
+        }
+    }
+
+    /// Every 5 s, PING on each device's heartbeat channel (the SDK answers PONG).
+    pub(super) fn heartbeat(&mut self) {
+        for d in self.devices.values_mut() {
+            for (rtc, id) in [d.publish.as_mut(), d.subscribe.as_mut()]
+                .into_iter()
+                .zip(d.heartbeat)
+            {
+                let (Some(rtc), Some(id)) = (rtc, id) else {
+                    continue;
+                };
+                if let Some(mut ch) = rtc.channel(id) {
+                    let _ = ch.write(false, b"PING");
+                }
+            }
+        }
+    }
+
+    /// The session ended: hang up every leg, close every device (`onLeave` for each).
+    pub(super) fn end(&mut self, now: Now, reason: HangupReason) {
+        let legs: Vec<_> = self.legs.keys().copied().collect();
+        for leg in legs {
+            self.push(Action::HangUp { leg, reason });
+        }
+        self.legs.clear();
+        let close = match reason {
+            HangupReason::Removed | HangupReason::Replaced => DeviceClose::Removed,
+            HangupReason::SessionEnded | HangupReason::Shutdown => DeviceClose::SessionEnded,
+        };
+        let ids: Vec<DeviceId> = self.devices.keys().copied().collect();
+        for id in ids {
+            self.device_event(DeviceEventKind::Leave, id, now);
+            if let Some(d) = self.devices.remove(&id) {
+                if d.connected {
+                    self.close(d.conn, close);
+                }
+                for ufrag in d.ufrag.into_iter().flatten() {
+                    self.push(Action::Ufrag {
+                        ufrag,
+                        registered: false,
+                    });
+                }
+            }
+        }
+        self.by_key.clear();
+        self.by_addr.clear();
+        self.fanout.clear();
+        self.ended = true;
+        tracing::info!(session_id = %self.session_id, ?reason, "session media ended");
+    }
+}

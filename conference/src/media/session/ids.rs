@@ -1,0 +1,56 @@
+//! Typed identities of the session core.
+
+use std::fmt;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+/// A SIP leg (unique in the process; chosen by the SIP side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LegId(pub u64);
+
+impl fmt::Display for LegId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A device's signaling connection (unique in the process; chosen by the API side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A browser device: the participant it belongs to and the SDK's `uniqueId`. Another
+/// participant choosing the same `uniqueId` names a different device.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceKey {
+    pub participant_id: Uuid,
+    pub unique_id: Arc<str>,
+}
+
+impl DeviceKey {
+    pub fn new(participant_id: Uuid, unique_id: &str) -> DeviceKey {
+        DeviceKey {
+            participant_id,
+            unique_id: Arc::from(unique_id),
+        }
+    }
+}
+
+/// A device inside one core: small, never reused (the hot path's key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct DeviceId(pub(super) u32);
+
+/// Where forwarded media comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Source {
+    /// A SIP leg's audio (encoded to Opus for browsers).
+    Leg(LegId),
+    /// A track a device publishes.
+    Track(DeviceId, str0m::media::Mid),
+}

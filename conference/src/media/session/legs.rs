@@ -1,0 +1,358 @@
+//! SIP legs: admission, who hears whom (the mixer's routing), RTP into the jitter
+//! buffers, and the 20 ms tick that decodes, mixes and encodes.
+
+use std::collections::VecDeque;
+
+use uuid::Uuid;
+
+use super::core::{Action, Now, Queued, SessionCore};
+use super::ids::LegId;
+use super::{HangupReason, LegMedia, RtpView, MAX_RTP_PAYLOAD};
+use crate::media::codec::{Decoder, Encoder};
+use crate::media::frame_len;
+use crate::media::jitter::{JitterBuffer, Pull};
+use crate::media::pcm::PcmFifo;
+
+pub(super) struct Leg {
+    pub(super) participant_id: Uuid,
+    /// The msid stream id browsers see its audio under: random, so that no client can
+    /// claim it before the leg exists.
+    pub(super) stream: String,
+    pub(super) media: LegMedia,
+    jitter: JitterBuffer,
+    decoder: Option<Decoder>,
+    encoder: Option<Encoder>,
+    pcm_in: PcmFifo,
+    pcm_out: PcmFifo,
+    /// This tick's audio from the caller (valid when `framed`).
+    pub(super) frame: Vec<i16>,
+    packet: Vec<i16>,
+    payload: Vec<u8>,
+    last_event_ts: Option<u32>,
+    /// Arrival (µs) and decoded length of each packet whose audio is in `pcm_in`,
+    /// oldest first (`u64::MAX` for concealment), for the latency histogram.
+    arrivals: VecDeque<(u64, usize)>,
+    /// Arrival of the audio in this tick's frame, if it came from a packet.
+    frame_arrival: Option<u64>,
+    pub(super) framed: bool,
+    /// Opus for browsers, at the leg's own rate, created when a browser first subscribes.
+    pub(super) opus: Option<Encoder>,
+    pub(super) opus_ts: u32,
+    pub(super) opus_payload: Vec<u8>,
+}
+
+impl Leg {
+    fn new(participant_id: Uuid, stream: String, media: LegMedia) -> Leg {
+        let rate = media.codec.pcm_rate();
+        let decoder = Decoder::new(media.codec)
+            .map_err(|e| tracing::error!(error = %e, "decoder"))
+            .ok();
+        let encoder = Encoder::new(media.codec)
+            .map_err(|e| tracing::error!(error = %e, "encoder"))
+            .ok();
+        Leg {
+            participant_id,
+            stream,
+            media,
+            jitter: JitterBuffer::new(media.codec.rtp_clock()),
+            decoder,
+            encoder,
+            // 300 ms of slack each way.
+            pcm_in: PcmFifo::new(rate as usize * 3 / 10),
+            pcm_out: PcmFifo::new(rate as usize * 3 / 10),
+            frame: vec![0; frame_len(rate)],
+            packet: vec![0; (rate * media.ptime_ms.clamp(10, 60) / 1000) as usize],
+            payload: Vec::with_capacity(MAX_RTP_PAYLOAD),
+            last_event_ts: None,
+            arrivals: VecDeque::with_capacity(64),
+            frame_arrival: None,
+            framed: false,
+            opus: None,
+            opus_ts: 0,
+            opus_payload: Vec::with_capacity(MAX_RTP_PAYLOAD),
+        }
+    }
+
+    /// Take `n` samples' worth of arrivals: the arrival of the first sample, if real.
+    fn consume_arrivals(&mut self, mut n: usize) -> Option<u64> {
+        let first = self
+            .arrivals
+            .front()
+            .map(|(a, _)| *a)
+            .filter(|a| *a != u64::MAX);
+        while n > 0 {
+            let Some(front) = self.arrivals.front_mut() else {
+                break;
+            };
+            if front.1 > n {
+                front.1 -= n;
+                break;
+            }
+            n -= front.1;
+            self.arrivals.pop_front();
+        }
+        first
+    }
+
+    /// Samples of one outgoing packet, in the RTP clock.
+    fn packet_rtp_samples(&self) -> u32 {
+        self.media.codec.rtp_clock() * self.media.ptime_ms.clamp(10, 60) / 1000
+    }
+
+    /// Pull from the jitter buffer until a frame's worth is decoded; then this tick's frame.
+    fn decode_frame(&mut self, concealed: &mut u64) {
+        self.frame_arrival = None;
+        self.framed = false;
+        let Some(decoder) = self.decoder.as_mut() else {
+            return;
+        };
+        let need = self.frame.len();
+        while self.pcm_in.len() < need {
+            match self.jitter.pull() {
+                Pull::Packet {
+                    payload_type,
+                    payload,
+                    arrival_us,
+                    ..
+                } => {
+                    if payload_type == self.media.payload_type {
+                        let before = self.pcm_in.len();
+                        decoder.decode(payload, &mut self.pcm_in);
+                        self.arrivals
+                            .push_back((arrival_us, self.pcm_in.len().saturating_sub(before)));
+                    }
+                }
+                Pull::Lost => {
+                    let samples = (self.media.codec.pcm_rate() * self.media.ptime_ms.clamp(10, 60)
+                        / 1000) as usize;
+                    let before = self.pcm_in.len();
+                    decoder.conceal(samples, &mut self.pcm_in);
+                    self.arrivals
+                        .push_back((u64::MAX, self.pcm_in.len().saturating_sub(before)));
+                    *concealed += 1;
+                }
+                Pull::Empty => break,
+            }
+        }
+        if self.pcm_in.pop(&mut self.frame) {
+            self.framed = true;
+            let n = self.frame.len();
+            self.frame_arrival = self.consume_arrivals(n);
+        }
+    }
+
+    /// Encode what the mix left in `pcm_out` and queue it.
+    fn encode(&mut self, id: LegId, arena: &mut Vec<u8>, queue: &mut VecDeque<Queued>) {
+        let samples = self.packet_rtp_samples();
+        let Some(encoder) = self.encoder.as_mut() else {
+            return;
+        };
+        while self.pcm_out.pop(&mut self.packet) {
+            match encoder.encode(&self.packet, &mut self.payload) {
+                Ok(()) => {
+                    let start = arena.len();
+                    arena.extend_from_slice(&self.payload);
+                    queue.push_back(Queued::LegAudio {
+                        leg: id,
+                        start,
+                        end: arena.len(),
+                        samples,
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "encode failed"),
+            }
+        }
+    }
+}
+
+impl SessionCore {
+    pub(super) fn join(&mut self, id: LegId, participant_id: Uuid, media: LegMedia) {
+        if self.legs.contains_key(&id) {
+            self.update(id, media);
+            return;
+        }
+        // One leg per participant: a new call with the same token replaces the old one.
+        self.hang_up_legs(
+            |l| l.participant_id == participant_id,
+            HangupReason::Replaced,
+        );
+        let rate = media.codec.pcm_rate();
+        self.mixer.add_stream(id.0, rate);
+        self.mixer.add_listener(id.0, rate, Some(id.0));
+        let stream = format!("phone-{}", Uuid::new_v4().simple());
+        self.legs
+            .insert(id, Leg::new(participant_id, stream, media));
+        tracing::info!(session_id = %self.session_id, leg = %id, %participant_id, codec = ?media.codec, "leg joined");
+        self.route();
+    }
+
+    /// Hang up (and forget) every leg `which` selects.
+    pub(super) fn hang_up_legs(&mut self, which: impl Fn(&Leg) -> bool, reason: HangupReason) {
+        let ids: Vec<LegId> = self
+            .legs
+            .iter()
+            .filter(|(_, l)| which(l))
+            .map(|(k, _)| *k)
+            .collect();
+        for leg in ids {
+            self.legs.remove(&leg);
+            self.mixer.remove_stream(leg.0);
+            self.mixer.remove_listener(leg.0);
+            self.push(Action::HangUp { leg, reason });
+        }
+    }
+
+    pub(super) fn update(&mut self, id: LegId, media: LegMedia) {
+        let Some(l) = self.legs.get_mut(&id) else {
+            return;
+        };
+        if l.media.codec != media.codec || l.media.ptime_ms != media.ptime_ms {
+            let stream = std::mem::take(&mut l.stream);
+            *l = Leg::new(l.participant_id, stream, media);
+            let rate = media.codec.pcm_rate();
+            self.mixer.add_stream(id.0, rate);
+            self.mixer.add_listener(id.0, rate, Some(id.0));
+            self.route();
+        } else {
+            l.media = media;
+        }
+    }
+
+    pub(super) fn leave(&mut self, id: LegId) {
+        if self.legs.remove(&id).is_some() {
+            self.mixer.remove_stream(id.0);
+            self.mixer.remove_listener(id.0);
+            tracing::info!(session_id = %self.session_id, leg = %id, "leg left");
+            self.route();
+        }
+    }
+
+    /// Recompute who hears whom from the snapshot (the pure resolver), hang up legs
+    /// whose participant is no longer a member, and note which browser audio a leg hears.
+    pub(super) fn route(&mut self) {
+        let gone: Vec<Uuid> = self
+            .legs
+            .values()
+            .map(|l| l.participant_id)
+            .filter(|p| !self.is_member(*p))
+            .collect();
+        if !gone.is_empty() {
+            self.hang_up_legs(|l| gone.contains(&l.participant_id), HangupReason::Removed);
+        }
+        let mut hears = Vec::with_capacity(self.legs.len() + self.browser_audio.len());
+        let mut heard = vec![false; self.browser_audio.len()];
+        let listeners: Vec<(LegId, Uuid)> = self
+            .legs
+            .iter()
+            .map(|(k, l)| (*k, l.participant_id))
+            .collect();
+        for (listener, pid) in listeners {
+            let subs = self.subscriptions_of(pid);
+            hears.clear();
+            for (&speaker, s) in &self.legs {
+                if self.receives(pid, &subs, s.participant_id, Some(&self.alias)) {
+                    hears.push(speaker.0);
+                }
+            }
+            for (i, b) in self.browser_audio.iter().enumerate() {
+                if self.receives(pid, &subs, b.participant_id, b.alias.as_deref()) {
+                    hears.push(b.key);
+                    heard[i] = true;
+                }
+            }
+            self.mixer.set_hears(listener.0, &hears);
+        }
+        for (b, h) in self.browser_audio.iter_mut().zip(heard) {
+            b.set_heard(h);
+        }
+    }
+
+    /// One RTP packet from a leg: audio into its jitter buffer; a telephone-event goes
+    /// straight to the legs that hear the sender.
+    pub fn handle_rtp(&mut self, _now: Now, id: LegId, p: RtpView<'_>) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        if Some(p.payload_type) != leg.media.event_payload_type {
+            leg.jitter.push(
+                p.ssrc,
+                p.seq,
+                p.timestamp,
+                p.payload_type,
+                p.payload,
+                p.arrival_us,
+            );
+            return;
+        }
+        let Some(&[e0, e1, e2, e3]) = p.payload.get(..4) else {
+            return;
+        };
+        let start = leg.last_event_ts != Some(p.timestamp);
+        if start {
+            leg.last_event_ts = Some(p.timestamp);
+            tracing::info!(session_id = %self.session_id, leg = %id, event = e0, "DTMF event");
+        }
+        let clock = leg.media.codec.rtp_clock();
+        let to: Vec<LegId> = self
+            .legs
+            .iter()
+            .filter(|(k, l)| {
+                **k != id
+                    && l.media.event_payload_type.is_some()
+                    && self.mixer.hears(k.0).is_some_and(|h| h.contains(&id.0))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for leg in to {
+            self.push(Action::LegEvent {
+                leg,
+                payload: [e0, e1, e2, e3],
+                start,
+                clock,
+            });
+        }
+    }
+
+    /// The 20 ms tick: decode each leg's frame, mix, encode each leg's mix, then offer
+    /// the callers' audio to the browsers that receive it.
+    pub(super) fn tick(&mut self, now: Now) {
+        let SessionCore {
+            legs,
+            mixer,
+            browser_audio,
+            arena,
+            queue,
+            stats,
+            ..
+        } = self;
+        for (&id, leg) in legs.iter_mut() {
+            leg.decode_frame(&mut stats.concealed);
+            if leg.framed {
+                if let Some(f) = mixer.frame_mut(id.0) {
+                    f.copy_from_slice(&leg.frame);
+                }
+            }
+        }
+        for b in browser_audio.iter_mut() {
+            b.feed_mixer(mixer);
+        }
+        mixer.mix();
+        for (&id, leg) in legs.iter_mut() {
+            let Some(out) = mixer.output(id.0) else {
+                continue;
+            };
+            leg.pcm_out.push(out);
+            leg.encode(id, arena, queue);
+        }
+        // Every mix is out (queued this instant): how long its audio waited since it arrived.
+        for leg in legs.values() {
+            if let Some(arrival) = leg.frame_arrival {
+                stats.observe_mix_latency(now.unix_us.saturating_sub(arrival));
+            }
+        }
+        stats.frames_mixed += legs.len() as u64;
+        if self.phone_to_browsers(now) {
+            self.drive(now, false);
+        }
+    }
+}

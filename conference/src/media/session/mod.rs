@@ -1,0 +1,262 @@
+//! A session's media: a sans-IO core ([`SessionCore`]) that owns the session's SIP
+//! legs (jitter buffers, codecs, the mixer) and browser devices (str0m peer
+//! connections, the SFU's fan-out), and a thin tokio shell around it.
+//!
+//! The core takes inputs with explicit time (`handle_control`, `handle_rtp`,
+//! `handle_datagram`, `handle_timeout`) and is polled for outputs (`poll_output`:
+//! datagrams to transmit, audio and RFC 4733 events for legs, hang-ups, notes for
+//! devices' signaling connections, participant events; `poll_timeout`). It holds no
+//! socket, task, channel or clock, so unit tests drive it with fake time.
+//!
+//! The shell ([`shell`]) owns those: a bounded control channel, a bounded datagram
+//! channel (a full one drops and counts), the legs' RTP endpoints ([`LegSink`]), the
+//! devices' signaling channels, the WebRTC socket and the timer. It lives exactly as
+//! long as the session: started on the first media join, ended with the session
+//! (deleted, expired, gateway stopping) — no handoff between actors.
+//!
+//! Identities are typed: a leg is a [`LegId`] chosen by the SIP side, a device is a
+//! [`DeviceKey`] (participant and the SDK's `uniqueId` together), and inside the core
+//! every source of media is a small `Source` (a leg, or a device's track), so nothing
+//! a client chooses can alias another participant's device or a SIP leg.
+//!
+//! The core by concern: `legs` (jitter, decode, mix, encode), `devices` (device
+//! lifecycle), `negotiation` (publishing answers, subscribing offers), `sfu` (peer
+//! connections, fan-out, forwarding), `bridge` (phone⇄browser audio and DTMF),
+//! `core` (the state machine: dispatch, outputs, timers).
+
+mod bridge;
+mod core;
+mod devices;
+mod hub;
+mod ids;
+mod legs;
+mod negotiation;
+mod sfu;
+mod shell;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+pub use self::core::{Action, Control, Now, Output, SessionCore};
+pub use hub::{MediaHub, SessionHandle};
+pub use ids::{ConnId, DeviceKey, LegId};
+
+use crate::model::Subscriptions;
+
+/// Largest RTP payload carried through the core.
+pub const MAX_RTP_PAYLOAD: usize = 1400;
+/// Longest `uniqueId` a device may have (characters).
+pub const MAX_UNIQUE_ID_CHARS: usize = 128;
+/// Tracks one device may publish.
+pub const MAX_TRACKS_PER_DEVICE: usize = 8;
+/// Control inputs queued for one session before senders wait (async) or are refused (sync).
+pub const CONTROL_QUEUE: usize = 1024;
+/// WebRTC datagrams queued for one session before they are dropped.
+pub const DATAGRAM_QUEUE: usize = 1024;
+/// Notes queued for one device's signaling connection before they are dropped.
+pub const NOTE_QUEUE: usize = 32;
+
+/// How long a device whose signaling connection dropped may resume it (the SDK
+/// reconnects every second; its peer connections carry on meanwhile).
+pub const RESUME_GRACE: Duration = Duration::from_secs(30);
+/// A device whose heartbeat channel has been silent this long is gone (we PING every 5 s).
+pub const HEARTBEAT_DEAD: Duration = Duration::from_secs(16);
+/// How long a client may take to answer an `sdpOffer`.
+pub const OFFER_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default stream alias under which SIP legs publish their audio.
+pub const PHONE_ALIAS: &str = "phone";
+
+/// Why a leg is being hung up by the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangupReason {
+    /// The participant left the session or was deleted.
+    Removed,
+    /// The session was deleted or expired.
+    SessionEnded,
+    /// Another leg with the same participant token replaced it.
+    Replaced,
+    /// The gateway is shutting down.
+    Shutdown,
+}
+
+/// One received RTP packet, borrowed from the leg's receive buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RtpView<'a> {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub payload_type: u8,
+    pub marker: bool,
+    /// Kernel arrival time, microseconds since the Unix epoch.
+    pub arrival_us: u64,
+    pub payload: &'a [u8],
+}
+
+/// A leg's media endpoint (implemented by the SIP side, used by the shell only): where
+/// its incoming RTP is read from and its outgoing media and control go.
+pub trait LegSink: Send + Sync + 'static {
+    /// Hand every RTP packet waiting on the leg's socket to `f`, without blocking.
+    /// The shell calls this before each 20 ms tick, so packets never wake it.
+    fn drain(&self, f: &mut dyn FnMut(RtpView<'_>));
+    /// Send one encoded audio packet; `samples` is its duration in RTP clock units.
+    fn send_audio(&self, payload: &[u8], samples: u32);
+    /// Send one RFC 4733 telephone-event payload (4 bytes); `start` marks a new
+    /// event; its duration field counts `clock` Hz units (rescale to your own clock).
+    fn send_event(&self, payload: &[u8], start: bool, clock: u32);
+    /// End the call (non-blocking).
+    fn hang_up(&self, reason: HangupReason);
+}
+
+/// What a leg negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegMedia {
+    pub codec: super::codec::AudioCodec,
+    /// Payload type of the audio codec on this leg.
+    pub payload_type: u8,
+    /// Payload type of `telephone-event`, if negotiated.
+    pub event_payload_type: Option<u8>,
+    /// Packet duration it sends and wants, in ms (10–60).
+    pub ptime_ms: u32,
+}
+
+/// Members of a session and their subscriptions, as the control plane sees them now.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSnapshot {
+    pub members: Vec<(Uuid, Subscriptions)>,
+}
+
+/// A kind of media in a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaType {
+    Audio,
+    Video,
+}
+
+impl MediaType {
+    /// The name the APIs use (`AUDIO`, `VIDEO`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaType::Audio => "AUDIO",
+            MediaType::Video => "VIDEO",
+        }
+    }
+}
+
+/// A stream as a device sees it in an offer or answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The msid stream id in the SDP (the key the SDK looks metadata up by).
+    pub stream: String,
+    pub participant_id: Uuid,
+    pub alias: Option<String>,
+    pub media_types: Vec<MediaType>,
+}
+
+/// An offer for a device's subscribing connection (revisions count from 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub revision: u64,
+    pub sdp: String,
+    pub streams: Vec<StreamInfo>,
+}
+
+/// A device's publish offer.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub sdp: String,
+    /// Stream aliases the client gave: msid stream id → alias.
+    pub aliases: Vec<(String, String)>,
+    /// What the participant may publish; other kinds are refused in the answer.
+    pub may_publish_audio: bool,
+    pub may_publish_video: bool,
+}
+
+/// The answer to a [`PublishRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAnswer {
+    pub sdp: String,
+    /// What the device publishes, per msid stream.
+    pub streams: Vec<StreamInfo>,
+}
+
+/// Why a publish offer was refused (a clear, stable message for the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("WebRTC media is not enabled on this gateway")]
+    NoWebRtc,
+    #[error("the SDP offer could not be parsed")]
+    BadSdp,
+    #[error("the SDP offer could not be answered")]
+    Unanswerable,
+    #[error("the device is not connected")]
+    NotConnected,
+    #[error("too many tracks: a device may publish at most 8")]
+    TooManyTracks,
+    #[error("a stream id of the offer is already used by another stream in this session")]
+    StreamIdTaken,
+    #[error("the session is busy: try again")]
+    Busy,
+    #[error("the session ended")]
+    SessionEnded,
+}
+
+/// What the shell receives on its control channel.
+pub enum SessionInput {
+    Join {
+        leg: LegId,
+        participant_id: Uuid,
+        media: LegMedia,
+        sink: Arc<dyn LegSink>,
+    },
+    /// The leg's media changed (re-INVITE with another codec or ptime).
+    Update {
+        leg: LegId,
+        media: LegMedia,
+    },
+    Leave {
+        leg: LegId,
+    },
+    /// A device's signaling connection opened (a new device or a resume); notes for
+    /// this connection go to `notify`.
+    DeviceJoin {
+        key: DeviceKey,
+        conn: ConnId,
+        owner: crate::events::DeviceOwner,
+        notify: tokio::sync::mpsc::Sender<crate::events::DeviceNote>,
+    },
+    /// A device publishes (or re-publishes) with this offer.
+    Publish {
+        key: DeviceKey,
+        conn: ConnId,
+        request: PublishRequest,
+        reply: tokio::sync::oneshot::Sender<Result<PublishAnswer, PublishError>>,
+    },
+    /// A device's answer to our last offer.
+    Answer {
+        key: DeviceKey,
+        conn: ConnId,
+        sdp: String,
+    },
+    /// A device's signaling connection closed (`left`: the client said `leave`).
+    DeviceGone {
+        key: DeviceKey,
+        conn: ConnId,
+        left: bool,
+    },
+    Snapshot(SessionSnapshot),
+    /// The session is gone: hang up every leg, close every device, stop.
+    End(HangupReason),
+}
+
+/// Now, in microseconds since the Unix epoch (the clock of kernel receive timestamps).
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,405 @@
+//! Browsers as in-memory str0m clients (the SDK's side: negotiated data channels, a
+//! publishing connection it offers, a subscribing connection it answers), driven
+//! with the core on one fake clock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use uuid::Uuid;
+
+use super::super::*;
+use super::harness::*;
+use crate::events::{DeviceClose, DeviceNote};
+use crate::media::codec::Encoder;
+
+fn sdk_channel(id: u16, label: &str) -> str0m::channel::ChannelConfig {
+    str0m::channel::ChannelConfig {
+        label: label.to_string(),
+        negotiated: Some(id),
+        protocol: "udp".to_string(),
+        ..Default::default()
+    }
+}
+
+pub struct Browser {
+    pub key: DeviceKey,
+    pub conn: ConnId,
+    /// Each connection's address (a browser gives each peer connection its own port).
+    addr: [SocketAddr; 2],
+    publish: str0m::Rtc,
+    subscribe: str0m::Rtc,
+    /// The subscribing connection's answered revisions.
+    pub revisions: Vec<u64>,
+    /// Media frames received on the subscribing connection.
+    pub frames: usize,
+    /// Whether the heartbeat channel should answer PING.
+    pub pong: bool,
+    heartbeat: Option<str0m::channel::ChannelId>,
+    audio_mid: Option<Mid>,
+    opus: Option<Encoder>,
+    ts: u64,
+    phase: f64,
+}
+
+impl Browser {
+    pub fn connect(
+        rig: &mut Rig,
+        participant_id: Uuid,
+        unique_id: &str,
+        conn: u64,
+        port: u16,
+    ) -> Browser {
+        let addr: [SocketAddr; 2] = [port, port + 1].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        let new_rtc = |addr: SocketAddr| {
+            let mut rtc = str0m::Rtc::builder().build(rig.now.at);
+            if let Ok(c) = str0m::Candidate::host(addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
+            rtc
+        };
+        let (publish, subscribe) = (new_rtc(addr[0]), new_rtc(addr[1]));
+        rig.device(participant_id, unique_id, conn);
+        Browser {
+            key: DeviceKey::new(participant_id, unique_id),
+            conn: ConnId(conn),
+            addr,
+            publish,
+            subscribe,
+            revisions: Vec::new(),
+            frames: 0,
+            pong: true,
+            heartbeat: None,
+            audio_mid: None,
+            opus: None,
+            ts: 0,
+            phase: 0.0,
+        }
+    }
+
+    /// Offer to publish one audio track under `stream`; takes the core's answer.
+    pub fn publish_audio(&mut self, rig: &mut Rig, stream: &str) {
+        let mut change = self.publish.sdp_api();
+        change.add_channel_with_config(sdk_channel(0, "__heartbeat__"));
+        change.add_channel_with_config(sdk_channel(1, "__diagnostics__"));
+        let mid = change.add_media(
+            MediaKind::Audio,
+            Direction::SendOnly,
+            Some(stream.to_string()),
+            Some(format!("{stream}-a")),
+            None,
+        );
+        let Some((offer, pending)) = change.apply() else {
+            panic!("no publish offer")
+        };
+        self.audio_mid = Some(mid);
+        rig.control(Control::Publish {
+            key: self.key.clone(),
+            conn: self.conn,
+            request: 77,
+            offer: PublishRequest {
+                sdp: offer.to_sdp_string(),
+                aliases: vec![(stream.to_string(), "mic".to_string())],
+                may_publish_audio: true,
+                may_publish_video: true,
+            },
+        });
+        let result = rig.seen.actions.iter().find_map(|a| match a {
+            Action::Published {
+                request: 77,
+                result,
+            } => Some(result.clone()),
+            _ => None,
+        });
+        rig.seen
+            .actions
+            .retain(|a| !matches!(a, Action::Published { request: 77, .. }));
+        let answer = result.expect("a publish answer").expect("publish accepted");
+        let answer = str0m::change::SdpAnswer::from_sdp_string(&answer.sdp).expect("answer SDP");
+        self.publish
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
+        self.opus = Encoder::opus_at(16000).ok();
+    }
+
+    /// Answer every offer the core sent this device.
+    fn answer_offers(&mut self, rig: &mut Rig) {
+        let conn = self.conn;
+        let offers: Vec<Offer> = rig.seen.offers(conn);
+        rig.seen.actions.retain(
+            |a| !matches!(a, Action::Note { conn: c, note: DeviceNote::Offer(_) } if *c == conn),
+        );
+        for offer in offers {
+            let parsed = str0m::change::SdpOffer::from_sdp_string(&offer.sdp).expect("offer SDP");
+            let answer = self
+                .subscribe
+                .sdp_api()
+                .accept_offer(parsed)
+                .expect("offer accepted");
+            self.revisions.push(offer.revision);
+            rig.control(Control::Answer {
+                key: self.key.clone(),
+                conn,
+                sdp: answer.to_sdp_string(),
+            });
+        }
+    }
+
+    /// One 20 ms Opus frame of a 440 Hz tone, if publishing.
+    fn speak(&mut self, rig: &Rig) {
+        let (Some(mid), Some(opus)) = (self.audio_mid, self.opus.as_mut()) else {
+            return;
+        };
+        let pcm: Vec<i16> = (0..320)
+            .map(|_| {
+                self.phase += 2.0 * std::f64::consts::PI * 440.0 / 16000.0;
+                (self.phase.sin() * 8000.0) as i16
+            })
+            .collect();
+        let mut payload = Vec::new();
+        if opus.encode(&pcm, &mut payload).is_err() {
+            return;
+        }
+        let Some(writer) = self.publish.writer(mid) else {
+            return;
+        };
+        let Some(pt) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+            .map(|p| p.pt())
+        else {
+            return;
+        };
+        let time = MediaTime::new(self.ts, Frequency::FORTY_EIGHT_KHZ);
+        self.ts += 960;
+        let _ = writer.write(pt, rig.now.at, time, Arc::<[u8]>::from(payload));
+    }
+
+    /// Drive both connections: datagrams to the core, events noted.
+    fn drive(&mut self, rig: &mut Rig) {
+        let now = rig.now;
+        for pass in 0..2 {
+            let rtc = if pass == 0 {
+                &mut self.publish
+            } else {
+                &mut self.subscribe
+            };
+            let _ = rtc.handle_input(str0m::Input::Timeout(now.at));
+            loop {
+                match rtc.poll_output() {
+                    Ok(str0m::Output::Timeout(_)) | Err(_) => break,
+                    Ok(str0m::Output::Transmit(t)) => {
+                        rig.core.handle_datagram(now, self.addr[pass], &t.contents);
+                    }
+                    Ok(str0m::Output::Event(e)) => match e {
+                        str0m::Event::MediaData(_) if pass == 1 => self.frames += 1,
+                        str0m::Event::ChannelOpen(id, label)
+                            if pass == 0 && label == "__heartbeat__" =>
+                        {
+                            self.heartbeat = Some(id);
+                        }
+                        str0m::Event::ChannelData(d)
+                            if pass == 0
+                                && self.pong
+                                && Some(d.id) == self.heartbeat
+                                && d.data == b"PING" =>
+                        {
+                            if let Some(mut ch) = rtc.channel(d.id) {
+                                let _ = ch.write(false, b"PONG");
+                            }
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        }
+        rig.core.flush(now);
+        rig.collect();
+    }
+
+    /// Take the core's datagrams for this browser.
+    fn receive(&mut self, rig: &mut Rig) {
+        let core: SocketAddr = CORE_ADDR.parse().expect("address");
+        let addr = self.addr;
+        let mine: Vec<(usize, Vec<u8>)> = rig
+            .seen
+            .transmit
+            .iter()
+            .filter_map(|(to, d)| addr.iter().position(|a| a == to).map(|i| (i, d.clone())))
+            .collect();
+        rig.seen.transmit.retain(|(to, _)| !addr.contains(to));
+        for (pass, d) in mine {
+            let Ok(receive) =
+                str0m::net::Receive::new(str0m::net::Protocol::Udp, core, addr[pass], &d)
+            else {
+                continue;
+            };
+            let input = str0m::Input::Receive(rig.now.at, receive);
+            let rtc = if pass == 0 {
+                &mut self.publish
+            } else {
+                &mut self.subscribe
+            };
+            let _ = rtc.handle_input(input);
+        }
+    }
+}
+
+/// Run the core and `browsers` for `d` in 5 ms steps, callers sending every 20 ms.
+pub fn run(rig: &mut Rig, browsers: &mut [&mut Browser], callers: &mut [&mut Caller], d: Duration) {
+    let steps = d.as_millis() / 5;
+    for step in 0..steps {
+        for b in browsers.iter_mut() {
+            b.answer_offers(rig);
+            if step % 4 == 0 {
+                b.speak(rig);
+            }
+            b.drive(rig);
+            b.receive(rig);
+        }
+        if step % 4 == 0 {
+            for c in callers.iter_mut() {
+                c.send(&mut rig.core, rig.now);
+            }
+        }
+        rig.advance(Duration::from_millis(5));
+        for b in browsers.iter_mut() {
+            b.receive(rig);
+        }
+    }
+}
+
+#[test]
+fn a_browser_and_a_leg_hear_each_other_and_audio_is_decoded_only_while_heard() {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut rig = Rig::new();
+    rig.members(&[a, b]);
+    let mut browser = Browser::connect(&mut rig, a, "web", 1, 41000);
+    browser.publish_audio(&mut rig, "s-web");
+    run(
+        &mut rig,
+        &mut [&mut browser],
+        &mut [],
+        Duration::from_secs(2),
+    );
+    let stats = crate::media::stats::MediaStats::default();
+    rig.core.fold_stats(&stats);
+    let decoded = |s: &crate::media::stats::MediaStats| {
+        s.browser_audio_decoded
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(
+        stats
+            .webrtc_media_in
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 50,
+        "the browser's audio arrives"
+    );
+    assert_eq!(decoded(&stats), 0, "no leg hears it: not decoded");
+
+    rig.join_leg(1, b);
+    let mut caller = Caller::new(1, 660.0);
+    rig.seen.audio.clear();
+    run(
+        &mut rig,
+        &mut [&mut browser],
+        &mut [&mut caller],
+        Duration::from_secs(3),
+    );
+    rig.core.fold_stats(&stats);
+    assert!(decoded(&stats) > 50, "decoded now: {}", decoded(&stats));
+    let to_leg: Vec<&[u8]> = rig.seen.audio_of(LegId(1)).skip(75).collect();
+    assert!(
+        level(&to_leg) > 1000.0,
+        "the leg hears the browser: {}",
+        level(&to_leg)
+    );
+    assert!(
+        browser.frames > 50,
+        "the browser receives the leg: {}",
+        browser.frames
+    );
+    assert_eq!(browser.revisions, vec![1]);
+}
+
+#[test]
+fn forwarding_follows_subscriptions_between_browsers() {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut rig = Rig::new();
+    rig.members(&[a, b]);
+    let mut speaker = Browser::connect(&mut rig, a, "speaker", 1, 41010);
+    let mut listener = Browser::connect(&mut rig, b, "listener", 2, 41020);
+    speaker.publish_audio(&mut rig, "s-speaker");
+    run(
+        &mut rig,
+        &mut [&mut speaker, &mut listener],
+        &mut [],
+        Duration::from_secs(2),
+    );
+    assert!(listener.frames > 40, "forwarded: {}", listener.frames);
+    assert_eq!(listener.revisions, vec![1]);
+    // The listener now hears nobody: forwarding stops at once and it gets a new offer.
+    rig.subscribe(&[a, b], b, &[b]);
+    let before = listener.frames;
+    run(
+        &mut rig,
+        &mut [&mut speaker, &mut listener],
+        &mut [],
+        Duration::from_secs(1),
+    );
+    assert!(
+        listener.frames - before <= 2,
+        "nothing forwarded after the change: {}",
+        listener.frames - before
+    );
+    assert_eq!(listener.revisions, vec![1, 2]);
+    // And back.
+    rig.members(&[a, b]);
+    let before = listener.frames;
+    run(
+        &mut rig,
+        &mut [&mut speaker, &mut listener],
+        &mut [],
+        Duration::from_secs(2),
+    );
+    assert!(
+        listener.frames - before > 40,
+        "forwarded again: {}",
+        listener.frames - before
+    );
+    assert_eq!(listener.revisions, vec![1, 2, 3]);
+}
+
+#[test]
+fn a_device_whose_heartbeat_dies_is_ended() {
+    let a = Uuid::new_v4();
+    let mut rig = Rig::new();
+    rig.members(&[a]);
+    let mut browser = Browser::connect(&mut rig, a, "web", 1, 41030);
+    browser.publish_audio(&mut rig, "s-web");
+    run(
+        &mut rig,
+        &mut [&mut browser],
+        &mut [],
+        Duration::from_secs(12),
+    );
+    assert!(
+        rig.seen.closes().is_empty(),
+        "PONGs keep it: {:?}",
+        rig.seen.closes()
+    );
+    browser.pong = false;
+    run(
+        &mut rig,
+        &mut [&mut browser],
+        &mut [],
+        Duration::from_secs(22),
+    );
+    assert_eq!(
+        rig.seen.closes(),
+        vec![(ConnId(1), DeviceClose::HeartbeatLost)]
+    );
+    assert_eq!(rig.core.counts(), (0, 0));
+}
