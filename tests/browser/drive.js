@@ -2,6 +2,7 @@
 // prints one JSON line with what the pages observed. Usage:
 //   node drive.js SCENARIO.json
 // SCENARIO: {"websocketUrl": "ws://127.0.0.1:PORT", "pages": [{"token": "...", "connectTimeoutMs": 5000}]}
+// A page may set "uniqueId" to make the SDK's sockets carry it instead of its own.
 'use strict';
 const fs = require('node:fs');
 const http = require('node:http');
@@ -48,6 +49,7 @@ async function main() {
       page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
       page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
       await page.goto(pageUrl);
+      if (spec.uniqueId) await page.evaluate((id) => window.pb.forceUniqueId(id), spec.uniqueId);
       const outcome = await page
         .evaluate(([token, url, ms]) => window.pb.connect(token, url, ms), [
           spec.token,
@@ -71,9 +73,17 @@ async function main() {
       const observed = await page.evaluate(() => ({ closes: window.pb.closes, events: window.pb.events }));
       results.push({ outcome, published, ...observed, logs });
     }
-    // REST calls while the pages stay connected (e.g. a whisper change).
+    // REST calls while the pages stay connected (e.g. a whisper change), and
+    // {"measure": true} looks at every page's received audio energy at that moment.
+    const measures = pages.map(() => []);
     for (const a of scenario.actions || []) {
       await new Promise((r) => setTimeout(r, a.afterMs || 0));
+      if (a.measure) {
+        for (let i = 0; i < pages.length; i++) {
+          measures[i].push(await pages[i].evaluate(() => window.pb.energy()));
+        }
+        continue;
+      }
       const r = await fetch(a.url, {
         method: a.method,
         headers: { authorization: a.authorization, 'content-type': 'application/json' },
@@ -93,6 +103,7 @@ async function main() {
         socketUrls: window.pb.socketUrls(),
       }));
       results[i].final = final;
+      results[i].measures = measures[i];
       results[i].logs = results[i].logs.slice(-20);
     }
   } finally {

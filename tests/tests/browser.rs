@@ -269,11 +269,15 @@ async fn a_whisper_change_removes_the_stream_and_restoring_it_brings_it_back() {
             {"token": talker_token, "connectTimeoutMs": 5000, "publish": {"alias": "microphone"}, "settleMs": 2000},
         ]),
         json!([
+            // Before: the listener hears the talker.
+            {"afterMs": 0, "measure": true},
             // Whisper: the listener now hears only itself (nobody).
             {"afterMs": 0, "method": "PUT", "url": url, "authorization": auth,
              "body": {"participants": [{"participantId": listener}]}},
+            // During: the talker's audio no longer reaches it.
+            {"afterMs": 1000, "measure": true},
             // And back to everyone.
-            {"afterMs": 2000, "method": "PUT", "url": url, "authorization": auth, "body": {"sessionId": s}},
+            {"afterMs": 0, "method": "PUT", "url": url, "authorization": auth, "body": {"sessionId": s}},
         ]),
         2000,
     );
@@ -307,6 +311,21 @@ async fn a_whisper_change_removes_the_stream_and_restoring_it_brings_it_back() {
     let available = report["pages"][0]["final"]["events"][2].clone();
     assert_eq!(available["participantId"], talker.as_str());
     assert_eq!(available["alias"], "microphone");
+    // What the listener heard of the talker's stream: audio before, silence during the
+    // whisper, audio again after.
+    let stream = events[0].1.as_str();
+    let measures = &report["pages"][0]["measures"];
+    let before = measures[0][stream].as_f64().unwrap_or(0.0);
+    let during = measures[1][stream].as_f64().unwrap_or(0.0);
+    let after = report["pages"][0]["final"]["energy"][stream]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(before > 0.001, "heard before the whisper: {measures}");
+    assert!(
+        during < before / 20.0,
+        "still heard during the whisper: {measures}"
+    );
+    assert!(after > 0.001, "not heard after the restore: {after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,4 +612,68 @@ async fn device_events_reach_the_callback_url_with_the_sdk_unique_id() {
         assert_eq!(b["participantId"], p.as_str());
         assert_eq!(b["tag"], "web");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_participant_cannot_take_over_a_device_by_its_unique_id() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (victim, victim_token) = api.participant(json!({})).await;
+    let (listener, listener_token) = api.participant(json!({})).await;
+    let (attacker, attacker_token) = api.participant(json!({})).await;
+    // Each participant is in the session (the attacker holds a valid token of its own).
+    for p in [&victim, &listener, &attacker] {
+        api.add(&s, p, Some(json!({"sessionId": s}))).await;
+    }
+    let report = drive_with(
+        &g,
+        json!([
+            {"token": victim_token, "uniqueId": "the-victims-device", "connectTimeoutMs": 5000,
+             "publish": {"alias": "victim"}},
+            {"token": listener_token, "connectTimeoutMs": 5000, "settleMs": 1500},
+            // Another participant's SDK opens its socket with the victim's uniqueId (and
+            // keeps reconnecting, as the SDK does after a refusal).
+            {"token": attacker_token, "uniqueId": "the-victims-device", "connectTimeoutMs": 3000,
+             "settleMs": 1000},
+        ]),
+        500,
+    );
+    let pages = report["pages"].as_array().unwrap();
+    // The attacker is refused with a clear reason, every time it tries.
+    assert_eq!(pages[2]["outcome"], "timeout", "{}", pages[2]);
+    let refusals = pages[2]["final"]["closes"].as_array().unwrap();
+    assert!(!refusals.is_empty(), "{}", pages[2]);
+    for c in refusals {
+        assert_eq!(c["code"], 4409, "{}", pages[2]);
+        assert!(
+            c["reason"]
+                .as_str()
+                .unwrap()
+                .contains("uniqueId already used"),
+            "{c}"
+        );
+    }
+    // The victim keeps its device (never closed) and its media: the listener still
+    // hears its stream, published by the victim.
+    assert_eq!(pages[0]["outcome"], "connected");
+    assert!(
+        pages[0]["final"]["closes"].as_array().unwrap().is_empty(),
+        "{}",
+        pages[0]
+    );
+    let available: Vec<&Value> = stream_events(&pages[1], "available");
+    assert_eq!(available.len(), 1, "{}", pages[1]);
+    assert_eq!(available[0]["participantId"], victim.as_str());
+    assert!(
+        stream_events(&pages[1], "unavailable").is_empty(),
+        "{}",
+        pages[1]
+    );
+    let endpoint = available[0]["endpointId"].as_str().unwrap();
+    let rms = pages[1]["final"]["energy"][endpoint]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(rms > 0.001, "the listener still hears the victim: {rms}");
+    assert!(g.metric("patchbay_devices_refused_total").await >= 1.0);
 }

@@ -425,20 +425,63 @@ async fn removing_from_the_session_and_deleting_the_session_send_bye() {
     c2.assert_ok(Duration::from_secs(10));
 }
 
-#[tokio::test]
-async fn hold_and_resume_keep_the_call() {
+/// A caller holds (re-INVITE with `direction`, answered `answer`) for a second while
+/// another caller talks, then resumes: the call survives both, the held caller receives
+/// no RTP at all while held, and hears the talker again after resuming.
+async fn hold_and_resume(direction: &str, answer: &str) {
     let g = Gateway::start().await;
     let api = g.api();
     let s = api.session(None).await;
     let (p, t) = audio_participant(&api).await;
-    api.add(&s, &p, None).await;
+    let (q, tq) = audio_participant(&api).await;
+    api.add(&s, &p, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &q, Some(json!({"sessionId": s}))).await;
     let dir = g.scratch().to_path_buf();
+    let talker = tone_call("talker", &dir, 660, Law::Ulaw, 7000, &tq).spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
     write_tone_wav(&dir.join("h.wav"), 440.0, 2, Law::Ulaw);
-    SippCall::new("hold", "uac_hold.xml")
+    let holder = SippCall::new("hold", "uac_hold.xml")
         .var("WAV", "h.wav")
-        .token(&t)
-        .spawn(&g, &dir)
-        .assert_ok(Duration::from_secs(20));
+        .var("HOLD_DIR", direction)
+        .var("HELD", answer)
+        .token(&t);
+    let capture = Capture::start(&dir, &[holder.media_port]);
+    holder.spawn(&g, &dir).assert_ok(Duration::from_secs(20));
+    let packets = capture.stop();
+    talker.assert_ok(Duration::from_secs(20));
+    // The scenario: 1 s of call, 1 s held, 1 s resumed, BYE.
+    let rx = received(&packets, holder.media_port);
+    let (gap_start, gap_end) = rx
+        .windows(2)
+        .map(|w| (w[0].at, w[1].at))
+        .max_by(|a, b| (a.1 - a.0).total_cmp(&(b.1 - b.0)))
+        .expect("RTP reached the caller");
+    let before = rx.iter().filter(|p| p.at <= gap_start).count();
+    let after = rx.iter().filter(|p| p.at >= gap_end).count();
+    assert!(
+        gap_end - gap_start >= 0.8,
+        "RTP kept flowing while held ({direction}): longest gap {:.3} s",
+        gap_end - gap_start
+    );
+    assert!(before >= 30, "{before} packets before the hold");
+    assert!(after >= 30, "{after} packets after the resume");
+    let resumed = decode_window(&rx, Law::Ulaw, gap_end + 0.2, gap_end + 0.8);
+    let (tones, _) = tones_present(&resumed, &FREQS, 8000.0);
+    assert_eq!(
+        tones,
+        vec![660],
+        "the talker is heard again after the resume"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holding_with_sendonly_stops_our_media_until_the_resume() {
+    hold_and_resume("sendonly", "recvonly").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holding_with_inactive_stops_our_media_until_the_resume() {
+    hold_and_resume("inactive", "inactive").await;
 }
 
 #[tokio::test]
@@ -536,23 +579,38 @@ async fn rtcp_reports_and_rtp_injection_is_ignored() {
     let api = g.api();
     let s = api.session(None).await;
     let (a, ta) = audio_participant(&api).await;
+    let (b, tb) = audio_participant(&api).await;
     api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &b, Some(json!({"sessionId": s}))).await;
     let dir = g.scratch().to_path_buf();
     let call = tone_call("talker", &dir, 440, Law::Ulaw, 6500, &ta);
-    let capture = Capture::start(&dir, &[call.media_port + 1]);
+    // A second caller listens: what it hears shows whether injected audio got in.
+    let listener = tone_call("listener", &dir, 880, Law::Ulaw, 6000, &tb);
+    let capture = Capture::start(&dir, &[call.media_port + 1, listener.media_port]);
     let running = call.spawn(&g, &dir);
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
-    // Let the caller's own RTP start (it is the latched source), then inject RTP at the
-    // only leg's port (the range's first) from another socket.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let listening = listener.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 2.0).await;
+    // Let the caller's own RTP start (it is the latched source), then inject a 660 Hz
+    // tone at the talker's leg (the range's first port) from another socket.
+    tokio::time::sleep(Duration::from_millis(800)).await;
     let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let injected_from = now_epoch();
     for seq in 0..20u16 {
         let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef];
         pkt[2..4].copy_from_slice(&seq.to_be_bytes());
-        pkt.extend_from_slice(&[0u8; 160]);
+        pkt[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        pkt.extend((0..160).map(|i| {
+            let t = f64::from(u32::from(seq) * 160 + i) / 8000.0;
+            patchbay_tests::media::ulaw_encode(
+                (8000.0 * (2.0 * std::f64::consts::PI * 660.0 * t).sin()) as i16,
+            )
+        }));
         attacker.send_to(&pkt, "127.0.0.1:31400").unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let injected_to = now_epoch();
+    listening.assert_ok(Duration::from_secs(20));
     running.assert_ok(Duration::from_secs(20));
     let packets = capture.stop();
     let injected = g.metric("patchbay_rtp_unknown_source_total").await;
@@ -572,6 +630,27 @@ async fn rtcp_reports_and_rtp_injection_is_ignored() {
         "not an SR/RR"
     );
     assert!(g.metric("patchbay_rtcp_sent_total").await >= 1.0);
+    // The listener heard the talker throughout, and never the injected tone.
+    let windows = heard_windows(
+        &packets,
+        listener.media_port,
+        Law::Ulaw,
+        injected_from - 0.5,
+        injected_to + 0.6,
+    );
+    assert!(windows.len() >= 10, "{windows:?}");
+    assert!(
+        windows.iter().all(|(_, tones, _)| !tones.contains(&660)),
+        "injected audio reached the listener: {windows:?}"
+    );
+    assert!(
+        windows
+            .iter()
+            .filter(|(_, tones, _)| tones == &[440])
+            .count()
+            >= windows.len() - 2,
+        "the talker was not heard: {windows:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,9 +9,15 @@ const BandwidthRtc = BandwidthRtcModule.default || BandwidthRtcModule;
 // server sent: the SDK itself only reconnects).
 const closes = [];
 const sockets = [];
+// When set, the SDK's sockets carry this uniqueId instead of its own (an attacker
+// posing as another participant's device).
+let forcedUniqueId = null;
 const NativeWebSocket = window.WebSocket;
 window.WebSocket = class extends NativeWebSocket {
   constructor(...args) {
+    if (forcedUniqueId !== null && typeof args[0] === "string") {
+      args[0] = args[0].replace(/uniqueId=[^&]*/, `uniqueId=${encodeURIComponent(forcedUniqueId)}`);
+    }
     super(...args);
     sockets.push(this);
     this.addEventListener("close", (e) => closes.push({ code: e.code, reason: e.reason }));
@@ -59,6 +65,11 @@ function sleep(ms) {
 window.pb = {
   closes,
   events,
+
+  /** Make the SDK's sockets use this uniqueId. */
+  forceUniqueId(id) {
+    forcedUniqueId = id;
+  },
 
   /** The URLs of every WebSocket the SDK opened (they carry its uniqueId). */
   socketUrls() {
