@@ -10,9 +10,21 @@
 //! the target; an underrun re-buffers (the delay grows with the jitter that
 //! caused it), and when the buffer has held more than target plus a packet for
 //! a second it drops a packet every 200 ms until it is back at the target.
+//!
+//! With the pull time ([`JitterBuffer::pull_at`]) it also measures what the target
+//! only estimates (the RFC 3550 jitter counts early packets as much as late ones, so
+//! a bursty sender that is never late inflates it): when, for two seconds on end,
+//! every packet played had waited more than a packet's time (with a margin), the
+//! stream is a packet deeper than it needs, and one packet is skipped so that it
+//! plays a packet's time sooner.
 
 /// How many packets the buffer can hold (at 20 ms: 1.28 s).
 const CAPACITY: usize = 64;
+/// Consecutive pulls (≈ 2 s at 20 ms) whose packet had waited more than a packet's
+/// time plus [`EARLY_MARGIN_US`] before playing one packet sooner.
+const EARLY_AFTER: u32 = 100;
+/// The margin that wait must exceed a packet's time by.
+const EARLY_MARGIN_US: u64 = 4_000;
 /// Consecutive over-full pulls (≈ 1 s at 20 ms) before dropping a packet…
 const SHRINK_AFTER: u32 = 50;
 /// …and then one more every this many pulls while still over-full.
@@ -56,6 +68,8 @@ pub struct JitterStats {
     pub duplicates: u64,
     pub dropped_to_shrink: u64,
     pub resets: u64,
+    /// Pulls that found nothing while playing (the buffer re-buffers).
+    pub underruns: u64,
 }
 
 #[derive(Debug)]
@@ -73,6 +87,8 @@ pub struct JitterBuffer {
     jitter: f64,
     last_transit: Option<i64>,
     over_full: u32,
+    /// Consecutive pulls whose packet could have played a pull earlier (see `pull_at`).
+    early: u32,
     stats: JitterStats,
 }
 
@@ -90,6 +106,7 @@ impl JitterBuffer {
             jitter: 0.0,
             last_transit: None,
             over_full: 0,
+            early: 0,
             stats: JitterStats::default(),
         }
     }
@@ -130,6 +147,7 @@ impl JitterBuffer {
         self.last_ts = None;
         self.last_transit = None;
         self.over_full = 0;
+        self.early = 0;
         self.stats.resets += 1;
     }
 
@@ -209,6 +227,30 @@ impl JitterBuffer {
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
     }
 
+    /// The next packet to play, pulled at `now_us` (the clock of the arrivals): as
+    /// [`Self::pull`], and one packet sooner once every packet played for a while had
+    /// already waited more than a packet's time (it could all have played a pull earlier).
+    pub fn pull_at(&mut self, now_us: u64) -> Pull<'_> {
+        let packet_us = self.packet_ms() as u64 * 1000;
+        if let (true, Some(next)) = (self.playing, self.next) {
+            let slot = |seq: u64| &self.slots[(seq % CAPACITY as u64) as usize];
+            if self.early >= EARLY_AFTER {
+                self.early = 0;
+                // Play the following packet now (it is here: it too waited that long).
+                if slot(next + 1).seq == Some(next + 1) {
+                    self.stats.dropped_to_shrink += 1;
+                    self.next = Some(next + 1);
+                    return self.pull();
+                }
+            }
+            let now = slot(next);
+            let early = now.seq == Some(next)
+                && now_us.saturating_sub(now.arrival_us) >= packet_us + EARLY_MARGIN_US;
+            self.early = if early { self.early + 1 } else { 0 };
+        }
+        self.pull()
+    }
+
     /// The next packet to play, in order.
     pub fn pull(&mut self) -> Pull<'_> {
         let (Some(next), Some(highest)) = (self.next, self.highest) else {
@@ -216,6 +258,9 @@ impl JitterBuffer {
         };
         if highest < next {
             // Underrun: re-buffer up to the (possibly grown) target.
+            if self.playing {
+                self.stats.underruns += 1;
+            }
             self.playing = false;
             return Pull::Empty;
         }
@@ -291,6 +336,56 @@ mod tests {
             );
         }
         assert_eq!(jb.target_ms(), MIN_TARGET_MS);
+    }
+
+    /// Pull every 20 ms (the first pull skipped) from a stream whose packets arrive in
+    /// pairs, 5 ms before a pull: bursty (the RFC 3550 jitter, which counts early as
+    /// much as late, gets large) but never late. Returns how long each played packet waited.
+    fn pairs(pulls: u64) -> (JitterBuffer, Vec<Option<u64>>) {
+        let mut jb = JitterBuffer::new(8000);
+        let mut waited = Vec::new();
+        let mut sent = 0u64;
+        for i in 0..pulls {
+            let now_ms = 1000 + 20 * i + 15;
+            // Pairs of packets (2m, 2m+1) arrive at 1000 + 40m + 10.
+            while 1000 + 40 * (sent / 2) + 10 <= now_ms {
+                let at = 1000 + 40 * (sent / 2) + 10;
+                push(&mut jb, sent as u16, at);
+                sent += 1;
+            }
+            if i == 0 {
+                // The consumer starts a pull late: from then on every packet waits one
+                // packet longer than it needs to.
+                continue;
+            }
+            waited.push(match jb.pull_at(now_ms * 1000) {
+                Pull::Packet { arrival_us, .. } => Some(now_ms * 1000 - arrival_us),
+                _ => None,
+            });
+        }
+        (jb, waited)
+    }
+
+    #[test]
+    fn a_bursty_stream_that_is_never_late_is_not_buffered_deeper_than_it_needs() {
+        let (jb, waited) = pairs(400);
+        assert!(
+            jb.target_ms() >= 40,
+            "the estimate alone would keep two packets: {}",
+            jb.target_ms()
+        );
+        // Once playing, every pull has a packet: shrinking never starved the stream.
+        let first = waited.iter().position(Option::is_some).expect("plays");
+        assert!(waited[first..].iter().all(Option::is_some), "{waited:?}");
+        let mean = |w: &[Option<u64>]| w.iter().flatten().sum::<u64>() / w.len() as u64;
+        let early = mean(&waited[first..first + 50]);
+        let late = mean(&waited[349..]);
+        // The best this stream allows: the first of a pair waits 5 ms, the second 25 ms.
+        assert_eq!(late, 15_000, "waits {early} µs at first, then {late} µs");
+        assert!(
+            early >= late + 20_000,
+            "waits {early} µs at first, then {late} µs"
+        );
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub struct MediaStats {
     pub frames_mixed: AtomicU64,
     /// Packets the jitter buffers had to conceal.
     pub concealed: AtomicU64,
+    /// Pulls that found a playing jitter buffer empty (it then re-buffers).
+    pub jitter_underruns: AtomicU64,
+    /// Packets skipped to shorten a jitter buffer that was deeper than needed.
+    pub jitter_shrinks: AtomicU64,
     /// Media frames received from browsers' publishing connections.
     pub webrtc_media_in: AtomicU64,
     /// Media frames forwarded into browsers' subscribing connections.
@@ -102,6 +106,8 @@ pub struct LocalStats {
     pub mix_latency_sum_us: u64,
     pub frames_mixed: u64,
     pub concealed: u64,
+    pub jitter_underruns: u64,
+    pub jitter_shrinks: u64,
     pub webrtc_media_in: u64,
     pub webrtc_media_out: u64,
     pub signaling_connects: u64,
@@ -137,6 +143,8 @@ impl LocalStats {
         add(&into.mix_latency.sum_us, self.mix_latency_sum_us);
         add(&into.frames_mixed, self.frames_mixed);
         add(&into.concealed, self.concealed);
+        add(&into.jitter_underruns, self.jitter_underruns);
+        add(&into.jitter_shrinks, self.jitter_shrinks);
         add(&into.webrtc_media_in, self.webrtc_media_in);
         add(&into.webrtc_media_out, self.webrtc_media_out);
         add(&into.signaling_connects, self.signaling_connects);
@@ -178,6 +186,16 @@ impl MediaStats {
                 "media_concealed",
                 "Packets concealed by the jitter buffers (lost or late).",
                 &self.concealed,
+            ),
+            (
+                "media_jitter_underruns",
+                "Pulls that found a playing jitter buffer empty (it then re-buffers).",
+                &self.jitter_underruns,
+            ),
+            (
+                "media_jitter_shrinks",
+                "Packets skipped to shorten a jitter buffer deeper than its stream needs.",
+                &self.jitter_shrinks,
             ),
             (
                 "webrtc_media_in",

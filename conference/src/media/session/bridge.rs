@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::core::{Action, Now, SessionCore};
-use super::ids::{DeviceId, LegId, Source};
+use super::core::{Now, SessionCore};
+use super::ids::{DeviceId, Source};
 use crate::media::codec::{AudioCodec, Decoder, Encoder};
 use crate::media::frame_len;
 use crate::media::mixer::Mixer;
@@ -147,23 +147,7 @@ impl SessionCore {
         }
         let clock = data.params.spec().clock_rate.get();
         let key = b.key;
-        let to: Vec<LegId> = self
-            .legs
-            .iter()
-            .filter(|(k, leg)| {
-                leg.media.event_payload_type.is_some()
-                    && self.mixer.hears(k.0).is_some_and(|h| h.contains(&key))
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for leg in to {
-            self.push(Action::LegEvent {
-                leg,
-                payload: [e0, e1, e2, e3],
-                start,
-                clock,
-            });
-        }
+        self.relay_event(key, [e0, e1, e2, e3], start, clock);
     }
 
     /// Each SIP leg some browser receives: encode this tick's caller audio to Opus once,

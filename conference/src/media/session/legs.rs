@@ -12,6 +12,7 @@ use crate::media::codec::{Decoder, Encoder};
 use crate::media::frame_len;
 use crate::media::jitter::{JitterBuffer, Pull};
 use crate::media::pcm::PcmFifo;
+use crate::media::stats::LocalStats;
 
 pub(super) struct Leg {
     pub(super) participant_id: Uuid,
@@ -100,7 +101,8 @@ impl Leg {
     }
 
     /// Pull from the jitter buffer until a frame's worth is decoded; then this tick's frame.
-    fn decode_frame(&mut self, concealed: &mut u64) {
+    fn decode_frame(&mut self, now_us: u64, stats: &mut LocalStats) {
+        let before = self.jitter.stats();
         self.frame_arrival = None;
         self.framed = false;
         let Some(decoder) = self.decoder.as_mut() else {
@@ -108,7 +110,7 @@ impl Leg {
         };
         let need = self.frame.len();
         while self.pcm_in.len() < need {
-            match self.jitter.pull() {
+            match self.jitter.pull_at(now_us) {
                 Pull::Packet {
                     payload_type,
                     payload,
@@ -129,7 +131,7 @@ impl Leg {
                     decoder.conceal(samples, &mut self.pcm_in);
                     self.arrivals
                         .push_back((u64::MAX, self.pcm_in.len().saturating_sub(before)));
-                    *concealed += 1;
+                    stats.concealed += 1;
                 }
                 Pull::Empty => break,
             }
@@ -139,6 +141,9 @@ impl Leg {
             let n = self.frame.len();
             self.frame_arrival = self.consume_arrivals(n);
         }
+        let after = self.jitter.stats();
+        stats.jitter_underruns += after.underruns - before.underruns;
+        stats.jitter_shrinks += after.dropped_to_shrink - before.dropped_to_shrink;
     }
 
     /// Encode what the mix left in `pcm_out` and queue it.
@@ -293,20 +298,25 @@ impl SessionCore {
             tracing::info!(session_id = %self.session_id, leg = %id, event = e0, "DTMF event");
         }
         let clock = leg.media.codec.rtp_clock();
+        self.relay_event(id.0, [e0, e1, e2, e3], start, clock);
+    }
+
+    /// An RFC 4733 payload from the mixer stream `from` (a leg or a browser's audio) to
+    /// every leg that negotiated telephone-event and hears that stream.
+    pub(super) fn relay_event(&mut self, from: u64, payload: [u8; 4], start: bool, clock: u32) {
         let to: Vec<LegId> = self
             .legs
             .iter()
             .filter(|(k, l)| {
-                **k != id
-                    && l.media.event_payload_type.is_some()
-                    && self.mixer.hears(k.0).is_some_and(|h| h.contains(&id.0))
+                l.media.event_payload_type.is_some()
+                    && self.mixer.hears(k.0).is_some_and(|h| h.contains(&from))
             })
             .map(|(k, _)| *k)
             .collect();
         for leg in to {
             self.push(Action::LegEvent {
                 leg,
-                payload: [e0, e1, e2, e3],
+                payload,
                 start,
                 clock,
             });
@@ -326,7 +336,7 @@ impl SessionCore {
             ..
         } = self;
         for (&id, leg) in legs.iter_mut() {
-            leg.decode_frame(&mut stats.concealed);
+            leg.decode_frame(now.unix_us, stats);
             if leg.framed {
                 if let Some(f) = mixer.frame_mut(id.0) {
                     f.copy_from_slice(&leg.frame);

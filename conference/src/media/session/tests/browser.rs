@@ -53,7 +53,17 @@ impl Browser {
     ) -> Browser {
         let addr: [SocketAddr; 2] = [port, port + 1].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
         let new_rtc = |addr: SocketAddr| {
-            let mut rtc = str0m::Rtc::builder().build(rig.now.at);
+            // Like Chromium: telephone-event beside Opus, for the SDK's sendDtmf.
+            let mut config = str0m::Rtc::builder();
+            config.codec_config().add_config(
+                110.into(),
+                None,
+                str0m::format::Codec::Tele,
+                Frequency::FORTY_EIGHT_KHZ,
+                None,
+                str0m::format::FormatParams::default(),
+            );
+            let mut rtc = config.build(rig.now.at);
             if let Ok(c) = str0m::Candidate::host(addr, "udp") {
                 rtc.add_local_candidate(c);
             }
@@ -175,6 +185,25 @@ impl Browser {
         let time = MediaTime::new(self.ts, Frequency::FORTY_EIGHT_KHZ);
         self.ts += 960;
         let _ = writer.write(pt, rig.now.at, time, Arc::<[u8]>::from(payload));
+    }
+
+    /// One RFC 4733 packet of `digit` on the published audio (as `sendDtmf` sends it).
+    pub fn dtmf(&mut self, rig: &Rig, digit: u8, end: bool) {
+        let Some(mid) = self.audio_mid else { return };
+        let Some(writer) = self.publish.writer(mid) else {
+            return;
+        };
+        let Some(pt) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == str0m::format::Codec::Tele)
+            .map(|p| p.pt())
+        else {
+            panic!("telephone-event not negotiated")
+        };
+        let time = MediaTime::new(self.ts, Frequency::FORTY_EIGHT_KHZ);
+        let flags = if end { 0x8a } else { 0x0a };
+        let payload = [digit, flags, 0x03, 0xc0];
+        let _ = writer.write(pt, rig.now.at, time, Arc::<[u8]>::from(&payload[..]));
     }
 
     /// Drive both connections: datagrams to the core, events noted.
@@ -402,4 +431,60 @@ fn a_device_whose_heartbeat_dies_is_ended() {
         vec![(ConnId(1), DeviceClose::HeartbeatLost)]
     );
     assert_eq!(rig.core.counts(), (0, 0));
+}
+
+#[test]
+fn a_browsers_dtmf_reaches_the_legs_that_hear_it() {
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut rig = Rig::new();
+    rig.members(&[a, b, c]);
+    rig.join_leg(1, b);
+    rig.join_leg(2, c);
+    // c hears only b: not the browser.
+    rig.subscribe(&[a, b, c], c, &[b]);
+    let mut browser = Browser::connect(&mut rig, a, "web", 1, 41040);
+    browser.publish_audio(&mut rig, "s-web");
+    run(
+        &mut rig,
+        &mut [&mut browser],
+        &mut [],
+        Duration::from_secs(2),
+    );
+    rig.take();
+    browser.dtmf(&rig, 7, false);
+    run(
+        &mut rig,
+        &mut [&mut browser],
+        &mut [],
+        Duration::from_millis(100),
+    );
+    browser.dtmf(&rig, 7, true);
+    run(
+        &mut rig,
+        &mut [&mut browser],
+        &mut [],
+        Duration::from_millis(100),
+    );
+    let events: Vec<(LegId, u8, bool, u32)> = rig
+        .take()
+        .actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::LegEvent {
+                leg,
+                payload,
+                start,
+                clock,
+            } => Some((leg, payload[0], start, clock)),
+            _ => None,
+        })
+        .collect();
+    assert!(!events.is_empty(), "no DTMF reached a leg");
+    assert!(
+        events
+            .iter()
+            .all(|(leg, digit, _, clock)| *leg == LegId(1) && *digit == 7 && *clock == 48000),
+        "{events:?}"
+    );
+    assert!(events[0].2, "the first packet starts the event: {events:?}");
 }
