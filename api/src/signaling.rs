@@ -9,7 +9,11 @@
 //! session's media actor, which also pushes `sdpOffer` (subscribing), takes
 //! `answerSdp`, and decides a device's life: a lost socket may resume within 30 s
 //! with the same `uniqueId`; a new `uniqueId` replaces the old device (1000); a dead
-//! heartbeat or an unanswered `sdpOffer` ends it (4408); removal ends it (4403).
+//! heartbeat or an unanswered `sdpOffer` ends it (4408); removal ends it (4403); a
+//! `uniqueId` another participant's device uses in the session is refused (4409).
+//!
+//! The session core speaks typed data (`Offer`, `PublishAnswer`); the SDK's JSON-RPC
+//! is written here only.
 
 use std::collections::HashMap;
 

@@ -33,7 +33,7 @@ use super::session::SessionHandle;
 /// Largest datagram carried to a session.
 pub const MAX_DATAGRAM: usize = 1500;
 /// Addresses one peer connection (ufrag) may be reached from.
-pub const MAX_ADDRS_PER_UFRAG: usize = 4;
+pub const MAX_ADDRS_PER_UFRAG: usize = 8;
 
 /// One datagram for a session's peer connections, inline (no allocation per packet).
 pub struct WebRtcIn {
