@@ -9,7 +9,10 @@
       200, ACK, BYE, at RATE calls/s; reports completed and failed calls.
 
 Baseline printed with each run: the same machine's sipp CPU for the same load,
-so the gateway's share can be read against the load generator's own cost.
+so the gateway's share can be read against the load generator's own cost. With
+--baseline REV (default: the commit in bench/baseline.rev; `none` to skip) the same
+measurement runs again against that commit's binary (bench/baseline.sh builds it)
+and the A/B ratios are printed.
 """
 
 import argparse
@@ -40,6 +43,8 @@ def free_port():
 
 
 class Gateway:
+    binary = os.path.join(ROOT, "target/release/patchbay")
+
     def __init__(self, workdir, rtp_ports="20000-39999"):
         self.http = free_port()
         self.sip = free_port()
@@ -47,7 +52,7 @@ class Gateway:
         self.log = open(os.path.join(workdir, "patchbay.log"), "w")
         env = dict(os.environ, PATCHBAY_LOG="warn")
         self.proc = subprocess.Popen(
-            [os.path.join(ROOT, "target/release/patchbay"), "--http-listen", f"127.0.0.1:{self.http}",
+            [Gateway.binary, "--http-listen", f"127.0.0.1:{self.http}",
              "--sip-listen", f"127.0.0.1:{self.sip}", "--data-dir", self.data, "--rtp-ports", rtp_ports,
              "--webrtc-listen", "127.0.0.1:19999"],
             stdout=subprocess.DEVNULL, stderr=self.log, env=env)
@@ -237,6 +242,8 @@ def run_legs(args):
         tx = m1.get("patchbay_rtp_sent_total", 0) - m0.get("patchbay_rtp_sent_total", 0)
         dropped = m1.get("patchbay_rtp_send_dropped_total", 0) - m0.get("patchbay_rtp_send_dropped_total", 0)
         concealed = m1.get("patchbay_media_concealed_total", 0) - m0.get("patchbay_media_concealed_total", 0)
+        underruns = m1.get("patchbay_media_jitter_underruns_total", 0) - m0.get("patchbay_media_jitter_underruns_total", 0)
+        shrinks = m1.get("patchbay_media_jitter_shrinks_total", 0) - m0.get("patchbay_media_jitter_shrinks_total", 0)
         buckets = latency_buckets(m0, m1)
         p50, p99 = quantile(buckets, 0.5), quantile(buckets, 0.99)
         legs_per_core = n * 0.5 / cpu if cpu > 0 else float("inf")
@@ -248,6 +255,7 @@ def run_legs(args):
         print(f"RTP in           {rx / wall:8.0f} pkt/s of {expected / wall:.0f} expected "
               f"(loss {max(0.0, 1 - rx / expected) * 100:.3f} %)")
         print(f"RTP out          {tx / wall:8.0f} pkt/s (send drops {dropped:.0f}, concealed in {concealed:.0f})")
+        print(f"jitter buffers   {underruns:.0f} underruns, {shrinks:.0f} shrinks in {wall:.1f} s")
         if args.browsers:
             per_leg_us = cpu / n * 1e6
             bare_us = opus_us * 50
@@ -264,11 +272,16 @@ def run_legs(args):
             shares.append(f"<={bound * 1000:g}ms:{(count - prev) / total * 100:.1f}%")
             prev = count
         print("  distribution   " + " ".join(shares))
-        print(json.dumps({"legs": n, "cpu_core_fraction": round(cpu, 4), "legs_per_core_at_50pct": round(legs_per_core),
-                          "loss_in": max(0.0, 1 - rx / expected), "send_drops": dropped, "concealed": concealed,
-                          "latency_p50_ms": p50 * 1000, "latency_p99_ms": p99 * 1000,
-                          "sipp_cpu_core_fraction": round(sipp_cpu, 4),
-                          "browser_pps": round(web / wall), "opus_baseline_us_per_frame": opus_us}))
+        result = {"legs": n, "cpu_core_fraction": round(cpu, 4), "legs_per_core_at_50pct": round(legs_per_core),
+                  "loss_in": max(0.0, 1 - rx / expected), "send_drops": dropped, "concealed": concealed,
+                  "latency_p50_ms": p50 * 1000, "latency_p99_ms": p99 * 1000,
+                  "sipp_cpu_core_fraction": round(sipp_cpu, 4), "cpu_us_per_leg_s": round(cpu / n * 1e6),
+                  "jitter_underruns": underruns, "jitter_shrinks": shrinks,
+                  "browser_pps": round(web / wall), "opus_baseline_us_per_frame": opus_us}
+        if args.browsers:
+            result["opus_ratio"] = round(cpu / n * 1e6 / (opus_us * 50), 3)
+        print(json.dumps(result))
+        return result
     finally:
         subprocess.run(["pkill", "-f", "sipp 127.0.0.1"], stderr=subprocess.DEVNULL)
         subprocess.run(["pkill", "-f", "webrtc-load --base"], stderr=subprocess.DEVNULL)
@@ -306,8 +319,10 @@ def run_cps(args):
               f"{ok / wall:.0f} calls/s achieved over {wall:.1f} s (sipp exit {r.returncode})")
         print(f"gateway CPU {cpu * 100:.1f} % of one core; answered {m.get('patchbay_sip_calls_accepted_total', 0):.0f}, "
               f"refused {m.get('patchbay_sip_calls_rejected_total', 0):.0f}")
-        print(json.dumps({"rate": args.rate, "completed": ok, "failed": failed, "achieved_cps": round(ok / wall),
-                          "gateway_cpu_core_fraction": round(cpu, 3)}))
+        result = {"rate": args.rate, "completed": ok, "failed": failed, "achieved_cps": round(ok / wall),
+                  "gateway_cpu_core_fraction": round(cpu, 3)}
+        print(json.dumps(result))
+        return result
     finally:
         gw.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -325,10 +340,32 @@ def main():
     cps.add_argument("rate", type=int)
     cps.add_argument("--seconds", type=int, default=10)
     cps.add_argument("--participants", type=int, default=2000)
+    for sp in (legs, cps):
+        sp.add_argument("--baseline", default=None,
+                        help="a commit to measure the same way for A/B ratios (default: bench/baseline.rev; none: skip)")
     args = p.parse_args()
+    rev = args.baseline or open(os.path.join(ROOT, "bench/baseline.rev")).readline().strip()
+    baseline = None
+    if rev != "none":
+        baseline = subprocess.run([os.path.join(ROOT, "bench/baseline.sh"), rev], cwd=ROOT, check=True,
+                                  capture_output=True, text=True).stdout.strip().splitlines()[-1]
     subprocess.run(["cargo", "build", "--release", "-q", "--bin", "patchbay", "--bin", "webrtc-load"], cwd=ROOT,
                    check=True)
-    {"legs": run_legs, "cps": run_cps}[args.cmd](args)
+    run = {"legs": run_legs, "cps": run_cps}[args.cmd]
+    print(f"== current: {Gateway.binary}")
+    current = run(args)
+    if baseline is None:
+        return
+    Gateway.binary = baseline
+    print(f"== baseline: {baseline}")
+    base = run(args)
+    ab = {}
+    for key in ("cpu_us_per_leg_s", "legs_per_core_at_50pct", "latency_p99_ms", "opus_ratio", "achieved_cps",
+                "gateway_cpu_core_fraction"):
+        if current.get(key) and base.get(key):
+            ab[key] = round(current[key] / base[key], 3)
+    print("A/B (current / baseline): " + ", ".join(f"{k} {v}x" for k, v in ab.items()))
+    print(json.dumps({"ab": ab, "current": current, "baseline": base}))
 
 
 if __name__ == "__main__":
