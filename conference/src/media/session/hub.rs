@@ -8,16 +8,20 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::{
-    HangupReason, SessionInput, SessionSnapshot, CONTROL_QUEUE, DATAGRAM_QUEUE, PHONE_ALIAS,
+    HangupReason, SessionInput, SessionSnapshot, CONTROL_QUEUE, DATAGRAM_QUEUE, DEVICE_QUEUE,
+    PHONE_ALIAS,
 };
 use crate::events::{EventSink, LogEvents};
 use crate::media::stats::MediaStats;
 use crate::media::webrtc::{WebRtcIn, WebRtcTransport};
 
-/// A handle to a running session's shell. Both of its queues are bounded.
+/// A handle to a running session's shell. Its three queues are bounded: control
+/// (the control plane and SIP legs), devices (browsers' signaling, which a hostile
+/// client may flood: it fills only this one) and datagrams.
 #[derive(Clone)]
 pub struct SessionHandle {
     control: mpsc::Sender<SessionInput>,
+    devices: mpsc::Sender<SessionInput>,
     datagrams: mpsc::Sender<WebRtcIn>,
     end: Arc<watch::Sender<Option<HangupReason>>>,
     stats: Arc<MediaStats>,
@@ -39,10 +43,11 @@ impl SessionHandle {
         }
     }
 
-    /// Send a control input, waiting while the queue is full (a client's messages are
-    /// paced by the session instead of dropped); false when the session has ended.
+    /// Send a device's input, waiting while the devices' queue is full (a client's
+    /// messages are paced by the session instead of dropped, and never crowd out the
+    /// control plane's); false when the session has ended.
     pub async fn send_wait(&self, input: SessionInput) -> bool {
-        self.control.send(input).await.is_ok()
+        self.devices.send(input).await.is_ok()
     }
 
     /// Hand over one datagram; false when the queue is full or the session ended.
@@ -53,10 +58,12 @@ impl SessionHandle {
     /// A handle that leads nowhere (every send fails): for a call that never joined.
     pub fn closed() -> SessionHandle {
         let (control, _) = mpsc::channel(1);
+        let (devices, _) = mpsc::channel(1);
         let (datagrams, _) = mpsc::channel(1);
         let (end, _) = watch::channel(None);
         SessionHandle {
             control,
+            devices,
             datagrams,
             end: Arc::new(end),
             stats: Arc::new(MediaStats::default()),
@@ -172,10 +179,12 @@ impl MediaHub {
             return h.clone();
         }
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let (devices, devices_rx) = mpsc::channel(DEVICE_QUEUE);
         let (datagrams, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
         let (end, end_rx) = watch::channel(None);
         let handle = SessionHandle {
             control,
+            devices,
             datagrams,
             end: Arc::new(end),
             stats: self.inner.stats.clone(),
@@ -186,6 +195,7 @@ impl MediaHub {
             session_id,
             super::shell::Channels {
                 control: control_rx,
+                devices: devices_rx,
                 datagrams: datagrams_rx,
                 end: end_rx,
             },

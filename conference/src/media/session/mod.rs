@@ -53,8 +53,10 @@ pub const MAX_RTP_PAYLOAD: usize = 1400;
 pub const MAX_UNIQUE_ID_CHARS: usize = 128;
 /// Tracks one device may publish.
 pub const MAX_TRACKS_PER_DEVICE: usize = 8;
-/// Control inputs queued for one session before senders wait (async) or are refused (sync).
+/// Control-plane and SIP inputs queued for one session before they are refused (counted).
 pub const CONTROL_QUEUE: usize = 1024;
+/// Device signaling inputs queued for one session before their senders wait.
+pub const DEVICE_QUEUE: usize = 256;
 /// WebRTC datagrams queued for one session before they are dropped.
 pub const DATAGRAM_QUEUE: usize = 1024;
 /// Notes queued for one device's signaling connection before they are dropped.

@@ -11,6 +11,7 @@ use super::core::{Action, Now, SessionCore};
 use super::devices::Device;
 use super::ids::{DeviceId, Source};
 use crate::events::DeviceClose;
+use crate::media::webrtc::MAX_ADDRS_PER_UFRAG;
 
 /// A device's publishing (0) or subscribing (1) connection.
 fn rtc_of(d: &mut Device, pass: usize) -> Option<&mut str0m::Rtc> {
@@ -91,8 +92,16 @@ impl SessionCore {
                     }
                 }
             }
-            if let Some(t) = target {
-                self.by_addr.insert(from, t);
+            // Remember only addresses the connection has answered (not every address a
+            // datagram claims to come from).
+            if let Some((id, pass)) = target {
+                if self
+                    .devices
+                    .get(&id)
+                    .is_some_and(|d| d.confirmed[pass].contains(&from))
+                {
+                    self.by_addr.insert(from, (id, pass));
+                }
             }
         }
         let Some((id, pass)) = target else {
@@ -163,7 +172,9 @@ impl SessionCore {
                         Ok(str0m::Output::Transmit(t)) => {
                             // str0m answers only STUN requests whose integrity checked
                             // out: the first datagram to an address confirms it.
-                            if !confirmed[pass].contains(&t.destination) {
+                            if !confirmed[pass].contains(&t.destination)
+                                && confirmed[pass].len() < MAX_ADDRS_PER_UFRAG
+                            {
                                 if let Some(u) = &ufrag[pass] {
                                     confirmed[pass].push(t.destination);
                                     confirms.push((u.clone(), t.destination));

@@ -3,7 +3,8 @@
 //! the core and carries out its outputs. No media logic lives here.
 //!
 //! Priorities: the end of the session, then due timers (the 20 ms tick is never
-//! starved), then control inputs, then datagrams, each in bounded batches.
+//! starved), then control inputs, then devices' signaling, then datagrams, each in
+//! bounded batches.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ const BATCH: usize = 64;
 
 pub(super) struct Channels {
     pub(super) control: mpsc::Receiver<SessionInput>,
+    pub(super) devices: mpsc::Receiver<SessionInput>,
     pub(super) datagrams: mpsc::Receiver<WebRtcIn>,
     pub(super) end: watch::Receiver<Option<HangupReason>>,
 }
@@ -187,6 +189,23 @@ impl Io {
         }
     }
 
+    /// `first` and what else is queued on `rx` (bounded), at one time.
+    fn batch(
+        &mut self,
+        core: &mut SessionCore,
+        first: SessionInput,
+        rx: &mut mpsc::Receiver<SessionInput>,
+    ) {
+        let now = Now::system();
+        self.control(core, now, first);
+        for _ in 1..BATCH {
+            match rx.try_recv() {
+                Ok(input) => self.control(core, now, input),
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Hand every leg's waiting RTP to the core (before a tick).
     fn drain_legs(&self, core: &mut SessionCore, now: Now) {
         for (&leg, sink) in &self.legs {
@@ -240,15 +259,13 @@ pub(super) async fn run(session_id: Uuid, mut ch: Channels, hub: Arc<HubInner>, 
             }
             input = ch.control.recv() => {
                 let Some(input) = input else { break };
-                let now = Now::system();
-                io.control(&mut core, now, input);
-                for _ in 1..BATCH {
-                    match ch.control.try_recv() {
-                        Ok(input) => io.control(&mut core, now, input),
-                        Err(_) => break,
-                    }
-                }
+                io.batch(&mut core, input, &mut ch.control);
                 // Control inputs are rare: their counters show at once.
+                core.fold_stats(&hub.stats);
+            }
+            input = ch.devices.recv() => {
+                let Some(input) = input else { break };
+                io.batch(&mut core, input, &mut ch.devices);
                 core.fold_stats(&hub.stats);
             }
             datagram = ch.datagrams.recv(), if datagrams_open => {
@@ -278,8 +295,12 @@ pub(super) async fn run(session_id: Uuid, mut ch: Channels, hub: Arc<HubInner>, 
     hub.remove(session_id, &me);
     // Inputs that raced the end: joins are hung up, devices closed, publishes refused.
     ch.control.close();
+    ch.devices.close();
     let now = Now::system();
     while let Ok(input) = ch.control.try_recv() {
+        io.control(&mut core, now, input);
+    }
+    while let Ok(input) = ch.devices.try_recv() {
         io.control(&mut core, now, input);
     }
     core.fold_stats(&hub.stats);
