@@ -8,8 +8,9 @@
 //! devices' signaling connections, participant events; `poll_timeout`). It holds no
 //! socket, task, channel or clock, so unit tests drive it with fake time.
 //!
-//! The shell ([`shell`]) owns those: a bounded control channel, a bounded datagram
-//! channel (a full one drops and counts), the legs' RTP endpoints ([`LegSink`]), the
+//! The shell (`shell`) owns those: bounded channels for the control plane and SIP
+//! legs, for devices' signaling (its senders wait) and for datagrams (a full one drops
+//! and counts), the legs' RTP endpoints ([`LegSink`]), the
 //! devices' signaling channels, the WebRTC socket and the timer. It lives exactly as
 //! long as the session: started on the first media join, ended with the session
 //! (deleted, expired, gateway stopping) — no handoff between actors.
