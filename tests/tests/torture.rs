@@ -1,4 +1,5 @@
-//! The RFC 4475 torture corpus (../shared/conformance/rfc4475) sent to the
+//! The RFC 4475 torture corpus (tests/data/rfc4475, kept in the repository with its
+//! SHA256SUMS, checked before use) sent to the
 //! gateway over UDP and TCP, exactly as stored: it never crashes or stalls,
 //! answers what the manifest says and stays responsive after every message.
 //!
@@ -14,10 +15,7 @@ use std::time::{Duration, Instant};
 use patchbay_tests::{workspace, Gateway};
 
 fn corpus_dir() -> PathBuf {
-    workspace()
-        .parent()
-        .expect("repo has a parent")
-        .join("shared/conformance/rfc4475")
+    workspace().join("tests/data/rfc4475")
 }
 
 /// What the manifest allows for each file: the final status codes, or none (no reply).
@@ -281,4 +279,22 @@ async fn rfc4475_over_tcp() {
         }
         assert_alive(&g, &format!("{file} (TCP)"));
     }
+}
+
+/// The corpus's bytes are the tests: they must be exactly the RFC's (git's text
+/// filters or an editor would silently break the malformed ones).
+#[test]
+fn the_corpus_is_byte_exact() {
+    let out = std::process::Command::new("sha256sum")
+        .args(["--check", "--strict", "SHA256SUMS"])
+        .current_dir(corpus_dir())
+        .output()
+        .expect("run sha256sum");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let checked = String::from_utf8_lossy(&out.stdout).matches(": OK").count();
+    assert_eq!(checked, 50, "{}", String::from_utf8_lossy(&out.stdout));
 }
