@@ -62,15 +62,35 @@ pub mod close {
 /// Numbers each signaling connection, so a stale socket's close never ends a resumed device.
 static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// Largest message a device may send (an SDP offer with simulcast video is ~10 KB).
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Largest close reason a close frame can carry (RFC 6455 §5.5: 125 - the code).
+const MAX_CLOSE_REASON: usize = 123;
+
 pub async fn v3(
     ws: WebSocketUpgrade,
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    ws.on_upgrade(move |socket| device(socket, app, query))
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| device(socket, app, query))
+}
+
+/// `reason` cut to what a close frame can carry, at a character boundary.
+fn close_reason(mut reason: String) -> String {
+    if reason.len() > MAX_CLOSE_REASON {
+        let mut end = MAX_CLOSE_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 async fn close_with(mut socket: WebSocket, code: u16, reason: String) {
+    let reason = close_reason(reason);
     tracing::info!(code, %reason, "device refused");
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
@@ -293,8 +313,29 @@ async fn serve(
                 return End::Closed;
             }
         };
-        let Some(Ok(msg)) = msg else {
-            return End::Lost;
+        let msg = match msg {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                // Too big (1009) or a text frame that is not UTF-8 (1007): say so before
+                // the connection goes; anything else is a lost connection.
+                let text = e.to_string();
+                let refusal = if text.contains("too long") || text.contains("Space limit") {
+                    Some((
+                        1009,
+                        format!("message larger than {MAX_MESSAGE_BYTES} bytes"),
+                    ))
+                } else if text.contains("UTF-8") || text.contains("utf-8") {
+                    Some((1007, "text message is not valid UTF-8".to_string()))
+                } else {
+                    None
+                };
+                if let Some((code, reason)) = refusal {
+                    close_with(socket, code, reason).await;
+                    return End::Closed;
+                }
+                return End::Lost;
+            }
+            None => return End::Lost,
         };
         let text = match msg {
             Message::Text(t) => t,
@@ -478,6 +519,16 @@ mod tests {
             handle(r#"{"jsonrpc":"2.0","method":"fly"}"#),
             Outcome::Nothing
         );
+    }
+
+    #[test]
+    fn close_reasons_fit_a_close_frame_and_keep_whole_characters() {
+        assert_eq!(close_reason("short".into()), "short");
+        let long = "é".repeat(100); // 200 bytes
+        let cut = close_reason(long);
+        assert_eq!(cut.len(), 122);
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(close_reason("x".repeat(500)).len(), 123);
     }
 
     #[test]

@@ -37,6 +37,22 @@ struct Claims {
     iss: String,
 }
 
+/// A short, stable reason for a refused token (never the library's own text, which
+/// can be long and carries internal detail).
+fn reason(e: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => "bad signature",
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::MissingAlgorithm => {
+            "algorithm not allowed (HS256 only)"
+        }
+        K::InvalidIssuer => "wrong issuer",
+        K::ExpiredSignature => "expired",
+        K::MissingRequiredClaim(_) | K::InvalidClaimFormat(_) => "missing or malformed claims",
+        _ => "malformed token",
+    }
+}
+
 /// What a valid token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenClaims {
@@ -92,7 +108,7 @@ impl TokenKeys {
         // Expiry is checked below against the caller's clock.
         validation.validate_exp = false;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+            .map_err(|e| TokenError::Invalid(reason(&e).into()))?;
         let c = data.claims;
         if c.exp <= now / 1000 {
             return Err(TokenError::Expired);

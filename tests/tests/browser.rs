@@ -70,6 +70,14 @@ async fn sdk_connects_and_bad_tokens_are_refused_with_a_reason() {
     let mut parts: Vec<String> = member_token.split('.').map(String::from).collect();
     parts[2] = "A".repeat(parts[2].len());
     let tampered = parts.join(".");
+    // A forgery that says `alg: none` (the reason once outgrew a close frame, and the
+    // page saw 1006 with no reason).
+    let forged = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let claims = member_token.split('.').nth(1).unwrap();
+        format!("{}.{claims}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#))
+    };
 
     let report = drive(
         &g,
@@ -78,6 +86,7 @@ async fn sdk_connects_and_bad_tokens_are_refused_with_a_reason() {
             {"token": revoked_token, "connectTimeoutMs": 2500},
             {"token": tampered, "connectTimeoutMs": 2500},
             {"token": lonely_token, "connectTimeoutMs": 2500},
+            {"token": forged, "connectTimeoutMs": 2500},
         ]),
     );
     let pages = report["pages"].as_array().unwrap();
@@ -87,6 +96,7 @@ async fn sdk_connects_and_bad_tokens_are_refused_with_a_reason() {
         (&pages[1], 4401, "no longer exists"),
         (&pages[2], 4401, "invalid token"),
         (&pages[3], 4403, "not in a session"),
+        (&pages[4], 4401, "invalid token"),
     ] {
         // connect() never settles (the SDK retries forever); the page saw why.
         assert_eq!(page["outcome"], "timeout", "{page}");

@@ -112,8 +112,10 @@ async fn unparseable_sdp_gets_an_error_result_and_the_connection_stays() {
     )
     .await;
     assert_eq!(r["id"], 1);
-    assert!(
-        r["error"]["message"].as_str().unwrap().contains("SDP"),
+    // A stable, human message: never the parser's debug text (it once carried a heap
+    // address).
+    assert_eq!(
+        r["error"]["message"], "the SDP offer could not be parsed",
         "{r}"
     );
     let r = rpc(&mut ws, json!(2), "offerSdp", json!({"mediaMetadata": {}})).await;
@@ -194,4 +196,62 @@ async fn an_sdp_offer_is_sent_again_on_resume_and_an_unanswered_one_ends_the_dev
     );
     // The call is unaffected.
     assert_eq!(g.metric("patchbay_sip_calls_active").await, 1.0);
+}
+
+/// A token whose header says `alg: none` (a classic forgery): refused with 4401 and a
+/// reason that fits a close frame (≤ 123 bytes) and names no library internals.
+#[tokio::test]
+async fn a_forged_alg_none_token_is_refused_with_a_short_readable_reason() {
+    use base64::Engine;
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api.participant(json!({})).await;
+    api.add(&s, &p, None).await;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = token.split('.').nth(1).unwrap();
+    let forged = format!("{}.{claims}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#));
+    let mut ws = connect(&g, &forged, "dev-forged").await;
+    let (code, reason) = next(&mut ws).await.unwrap_err();
+    assert_eq!(code, 4401, "{reason}");
+    assert!(reason.len() <= 123, "{} bytes: {reason}", reason.len());
+    assert!(reason.starts_with("invalid token"), "{reason}");
+    assert!(
+        !reason.contains("Error") && !reason.contains("0x"),
+        "{reason}"
+    );
+}
+
+/// A 2 MiB message closes with 1009 (too big); a text frame that is not UTF-8 with 1007.
+#[tokio::test]
+async fn oversized_and_non_utf8_messages_close_with_their_codes() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api.participant(json!({})).await;
+    api.add(&s, &p, None).await;
+
+    let mut ws = connect(&g, &token, "dev-big").await;
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","method":"ping","params":{{"pad":"{}"}},"id":1}}"#,
+        "x".repeat(2 << 20)
+    );
+    let _ = ws.send(Message::Text(big.into())).await;
+    let (code, _) = next(&mut ws).await.unwrap_err();
+    assert_eq!(code, 1009);
+
+    let mut ws = connect(&g, &token, "dev-utf8").await;
+    // A text frame carrying invalid UTF-8, written by hand (a client library refuses to).
+    let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        vec![0xff, 0xfe, 0xfd],
+        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    );
+    let _ = ws.send(Message::Frame(frame)).await;
+    let (code, _) = next(&mut ws).await.unwrap_err();
+    assert_eq!(code, 1007);
+    // The gateway still serves others.
+    patchbay_tests::ws::assert_token_accepted(&g, &token).await;
 }
