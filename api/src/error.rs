@@ -22,6 +22,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Internal(String),
+    /// The store could not make the change durable: nothing was acknowledged.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The error text of a response whose body the middleware still has to write.
@@ -41,6 +44,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -73,7 +77,10 @@ impl From<ConferenceError> for ApiError {
             ConferenceError::Token(t) => ApiError::BadRequest(t.to_string()),
             ConferenceError::Store(s) => {
                 tracing::error!(error = %s, "store failure");
-                ApiError::Internal("internal error: the store failed".into())
+                ApiError::Unavailable(
+                    "the change could not be stored (the store cannot write now): nothing was changed durably, try again later"
+                        .into(),
+                )
             }
         }
     }

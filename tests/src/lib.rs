@@ -62,6 +62,8 @@ pub struct Gateway {
     pub webrtc_port: u16,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Where the data directory is, when not in the scratch directory.
+    data: Option<PathBuf>,
     restarts: u32,
     port_retries: u32,
 }
@@ -74,6 +76,15 @@ impl Gateway {
 
     /// Start with extra CLI flags and environment variables.
     pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_in(None, args, env).await
+    }
+
+    /// Start with its data directory at `data` (e.g. on a small tmpfs).
+    pub async fn start_with_data(data: &Path) -> Gateway {
+        Gateway::start_in(Some(data.to_path_buf()), &[], &[]).await
+    }
+
+    async fn start_in(data: Option<PathBuf>, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let mut g = Gateway {
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -85,6 +96,7 @@ impl Gateway {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            data,
             restarts: 0,
             port_retries: 0,
         };
@@ -93,7 +105,9 @@ impl Gateway {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// The scratch directory of this gateway (config files, logs).

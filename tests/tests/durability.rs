@@ -180,3 +180,126 @@ async fn graceful_shutdown_then_restart_keeps_everything() {
     assert_eq!(r.body, json!({"sessionId": s}));
     patchbay_tests::ws::assert_token_accepted(&g, &token).await;
 }
+
+/// A small tmpfs, mounted for one test and unmounted after it (the suite runs as root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount")
+            .success();
+        assert!(
+            ok,
+            "mounting a tmpfs needs root (scripts/test runs as root, as CI does)"
+        );
+        Tmpfs(dir)
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.0.path())
+            .status()
+            .expect("run mount")
+            .success();
+        assert!(ok, "remount");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// The data directory fills up: no write is acknowledged that did not reach the disk,
+/// refusals are 503 with the JSON error body, `/ready` turns unhealthy, and once there
+/// is room again writes succeed without a restart; after a restart every acknowledged
+/// participant is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_acknowledges_nothing_it_did_not_write_and_recovers() {
+    let disk = Tmpfs::mount("2m");
+    let mut g = Gateway::start_with_data(&disk.0.path().join("data")).await;
+    let api = g.api();
+    let ready = |g: &Gateway| {
+        let url = format!("{}/ready", g.base());
+        async move {
+            reqwest::get(url)
+                .await
+                .map(|r| r.status())
+                .unwrap_or(StatusCode::BAD_GATEWAY)
+        }
+    };
+    assert_eq!(ready(&g).await, StatusCode::OK);
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    let pad = "x".repeat(40);
+    for i in 0..20_000 {
+        let body = json!({
+            "tag": format!("{i:08}-{pad}"),
+            "callbackUrl": format!("https://example.com/{pad}{pad}{pad}"),
+        });
+        let r = api.call(Method::POST, "/participants", Some(body)).await;
+        if r.status.is_success() {
+            acked.push(r.body["participant"]["id"].as_str().unwrap().to_string());
+            continue;
+        }
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("could not be stored"),
+            "{}",
+            r.text
+        );
+        refused += 1;
+        if refused >= 50 {
+            break;
+        }
+    }
+    assert!(
+        refused >= 50,
+        "the disk never filled ({} created)",
+        acked.len()
+    );
+    assert_eq!(ready(&g).await, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Room again: the store writes again by itself.
+    disk.resize("64m");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ready(&g).await != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready stayed unhealthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = api
+        .call(Method::POST, "/participants", Some(json!({"tag": "after"})))
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    acked.push(r.body["participant"]["id"].as_str().unwrap().to_string());
+
+    g.kill9();
+    g.restart().await;
+    let api = g.api();
+    for id in &acked {
+        let r = api
+            .call(Method::GET, &format!("/participants/{id}"), None)
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "acknowledged participant {id} lost"
+        );
+    }
+}

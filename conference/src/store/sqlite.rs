@@ -4,6 +4,13 @@
 //! is being written are committed together in the next transaction (group
 //! commit), so many concurrent requests share one fsync and each is still
 //! acknowledged only after its own data is on disk.
+//!
+//! Transactions are driven with explicit `BEGIN IMMEDIATE` / `COMMIT` / `ROLLBACK`: a
+//! failed write (a full disk, a read-only or vanished directory) is always rolled
+//! back, so nothing after it can land inside a transaction that never commits, and
+//! every unit in it reports the failure. After a failure the store is unhealthy
+//! (readiness fails) until a write succeeds again; readiness itself then tries a
+//! small durable write, so the store recovers by itself once the disk allows it.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -95,6 +102,7 @@ impl Store for SqliteStore {
 
 async fn writer(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let mut group: Vec<(Vec<StoreOp>, Reply<()>)> = Vec::new();
+    let mut healthy = true;
     while let Some(cmd) = rx.recv().await {
         let mut next = Some(cmd);
         while let Some(cmd) = next.take() {
@@ -107,16 +115,27 @@ async fn writer(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Cmd>
                 }
                 Cmd::Load(reply) => {
                     // Keep order: write what is grouped before anything else.
-                    commit_group(&mut conn, &mut group).await;
+                    commit_group(&mut conn, &mut group, &mut healthy).await;
                     let _ = reply.send(load(&mut conn).await);
                 }
                 Cmd::Ping(reply) => {
-                    commit_group(&mut conn, &mut group).await;
-                    let r = sqlx::query("SELECT 1")
-                        .execute(&mut conn)
-                        .await
-                        .map(|_| ())
-                        .map_err(backend);
+                    commit_group(&mut conn, &mut group, &mut healthy).await;
+                    let r = if healthy {
+                        sqlx::query("SELECT 1")
+                            .execute(&mut conn)
+                            .await
+                            .map(|_| ())
+                            .map_err(backend)
+                    } else {
+                        // Unhealthy since a write failed: healthy again only once a
+                        // durable write succeeds.
+                        let r = probe(&mut conn).await;
+                        healthy = r.is_ok();
+                        if healthy {
+                            tracing::info!("store writes again");
+                        }
+                        r
+                    };
                     let _ = reply.send(r);
                 }
                 Cmd::Close(reply) => {
@@ -124,15 +143,34 @@ async fn writer(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Cmd>
                     while let Ok(Cmd::Commit(unit, r)) = rx.try_recv() {
                         group.push((unit, r));
                     }
-                    commit_group(&mut conn, &mut group).await;
+                    commit_group(&mut conn, &mut group, &mut healthy).await;
                     let r = checkpoint_and_close(conn).await;
                     let _ = reply.send(r);
                     return;
                 }
             }
         }
-        commit_group(&mut conn, &mut group).await;
+        commit_group(&mut conn, &mut group, &mut healthy).await;
     }
+}
+
+/// A durable write of 64 KiB (room for a typical group of changes): does the store
+/// write again?
+async fn probe(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    begin(conn).await?;
+    let result = sqlx::query(
+        "INSERT OR REPLACE INTO store_probe (id, at, pad) VALUES (1, ?, zeroblob(65536))",
+    )
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+    .map_err(backend);
+    finish(conn, result).await
 }
 
 async fn checkpoint_and_close(mut conn: SqliteConnection) -> Result<(), StoreError> {
@@ -144,20 +182,26 @@ async fn checkpoint_and_close(mut conn: SqliteConnection) -> Result<(), StoreErr
 }
 
 /// Write every grouped unit in one transaction; if that fails, each unit alone
-/// so that only the failing ones report an error.
-async fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<(Vec<StoreOp>, Reply<()>)>) {
+/// so that only the failing ones report an error. `healthy` follows the outcome.
+async fn commit_group(
+    conn: &mut SqliteConnection,
+    group: &mut Vec<(Vec<StoreOp>, Reply<()>)>,
+    healthy: &mut bool,
+) {
     if group.is_empty() {
         return;
     }
     let units: Vec<&[StoreOp]> = group.iter().map(|(u, _)| u.as_slice()).collect();
     match write_units(conn, &units).await {
         Ok(()) => {
+            *healthy = true;
             for (_, reply) in group.drain(..) {
                 let _ = reply.send(Ok(()));
             }
         }
         Err(e) if group.len() == 1 => {
             tracing::error!(error = %e, "store write failed");
+            *healthy = false;
             for (_, reply) in group.drain(..) {
                 let _ = reply.send(Err(e.clone()));
             }
@@ -168,6 +212,7 @@ async fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<(Vec<StoreOp>
                 if let Err(e) = &r {
                     tracing::error!(error = %e, "store write failed");
                 }
+                *healthy = r.is_ok();
                 let _ = reply.send(r);
             }
         }
@@ -175,13 +220,48 @@ async fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<(Vec<StoreOp>
 }
 
 async fn write_units(conn: &mut SqliteConnection, units: &[&[StoreOp]]) -> Result<(), StoreError> {
-    let mut tx = conn.begin().await.map_err(backend)?;
-    for unit in units {
+    begin(conn).await?;
+    let mut result = Ok(());
+    'units: for unit in units {
         for op in unit.iter() {
-            apply(&mut tx, op).await.map_err(backend)?;
+            if let Err(e) = apply(conn, op).await {
+                result = Err(backend(e));
+                break 'units;
+            }
         }
     }
-    tx.commit().await.map_err(backend)
+    finish(conn, result).await
+}
+
+async fn begin(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(backend)
+}
+
+/// COMMIT if `result` is Ok; on any failure, the commit's included, ROLLBACK so that
+/// the connection is outside any transaction again (after a failed COMMIT, SQLite may
+/// keep the transaction open).
+async fn finish(
+    conn: &mut SqliteConnection,
+    result: Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let result = match result {
+        Ok(()) => sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(backend),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            tracing::debug!(error = %e, "rollback after a failed write");
+        }
+    }
+    result
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
