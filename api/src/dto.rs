@@ -90,8 +90,34 @@ pub struct SubscriptionsBody {
     pub participants: Option<Vec<ParticipantSubscriptionBody>>,
 }
 
+/// Stream aliases one participant entry of a subscription may name.
+pub const MAX_STREAM_ALIASES: usize = 32;
+/// Characters in one stream alias.
+pub const MAX_ALIAS_CHARS: usize = 100;
+
 impl SubscriptionsBody {
     pub fn into_domain(self) -> Result<Subscriptions, ApiError> {
+        // Bounded before anything else is looked at: a body may list only what a
+        // session can hold.
+        let max = patchbay_conference::MAX_PARTICIPANTS_PER_SESSION;
+        if self.participants.as_ref().is_some_and(|p| p.len() > max) {
+            return Err(ApiError::BadRequest(format!(
+                "subscriptions.participants may list at most {max} participants (a session holds {max})"
+            )));
+        }
+        for ps in self.participants.iter().flatten() {
+            let aliases = ps.stream_aliases.as_deref().unwrap_or_default();
+            if aliases.len() > MAX_STREAM_ALIASES {
+                return Err(ApiError::BadRequest(format!(
+                    "subscriptions.participants[].streamAliases may list at most {MAX_STREAM_ALIASES} aliases"
+                )));
+            }
+            if aliases.iter().any(|a| a.chars().count() > MAX_ALIAS_CHARS) {
+                return Err(ApiError::BadRequest(format!(
+                    "a stream alias may be at most {MAX_ALIAS_CHARS} characters"
+                )));
+            }
+        }
         let session_id = self
             .session_id
             .map(|s| parse_uuid("subscriptions.sessionId", &s))

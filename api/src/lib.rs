@@ -110,6 +110,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn(remember_route))
+        // Control-API bodies are small; anything larger is refused (413, JSON body).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -121,6 +123,10 @@ pub fn router(state: AppState) -> Router {
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+/// Largest request body (a subscription naming 20 participants with 32 long aliases
+/// each fits several times over).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 async fn unknown_route() -> ApiError {
     ApiError::NotFound("no such resource".into())
@@ -147,12 +153,21 @@ async fn track_request(State(state): State<AppState>, mut req: Request, next: Ne
     let method = req.method().clone();
     let mut resp = next.run(req).await;
 
-    let pending = resp.extensions_mut().remove::<PendingError>().or_else(|| {
-        (resp.status() == StatusCode::METHOD_NOT_ALLOWED).then(|| PendingError {
-            text: format!("method {method} is not allowed on this resource"),
-            message_shape: false,
-        })
-    });
+    let pending = resp
+        .extensions_mut()
+        .remove::<PendingError>()
+        .or_else(|| match resp.status() {
+            StatusCode::METHOD_NOT_ALLOWED => Some(PendingError {
+                text: format!("method {method} is not allowed on this resource"),
+                message_shape: false,
+            }),
+            // axum's own refusal of a body over its limit is plain text: give it our shape.
+            StatusCode::PAYLOAD_TOO_LARGE => Some(PendingError {
+                text: "request body too large".into(),
+                message_shape: false,
+            }),
+            _ => None,
+        });
     if let Some(err) = pending {
         let status = resp.status();
         let headers = std::mem::take(resp.headers_mut());

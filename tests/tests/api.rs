@@ -547,3 +547,60 @@ async fn sessions_expire_after_their_ttl() {
         .unwrap();
     assert!(metrics.contains("patchbay_sessions 0"), "{metrics}");
 }
+
+/// Request bodies are bounded: lists in a subscription, each refused with a 400 that
+/// names the limit, and the body itself (413 in the same JSON shape as every error).
+#[tokio::test]
+async fn request_bodies_are_bounded_with_errors_that_name_the_limit() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, _) = api.participant(json!({})).await;
+    let (q, _) = api.participant(json!({})).await;
+    api.add(&s, &q, None).await;
+    let path = format!("/sessions/{s}/participants/{p}");
+
+    let many: Vec<Value> = (0..60_000).map(|i| json!(format!("a{i}"))).collect();
+    let r = api
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"sessionId": s, "participants": [{"participantId": q, "streamAliases": many[..40]}]})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "at most 32 aliases");
+
+    let long = "x".repeat(101);
+    let r = api
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"participants": [{"participantId": q, "streamAliases": [long]}]})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "at most 100 characters");
+
+    let crowd: Vec<Value> = (0..21)
+        .map(|_| json!({"participantId": uuid::Uuid::new_v4().to_string()}))
+        .collect();
+    let r = api
+        .call(Method::PUT, &path, Some(json!({"participants": crowd})))
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "at most 20 participants");
+
+    // 60,000 aliases is a body over the limit: 413, as JSON.
+    let r = api
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"participants": [{"participantId": q, "streamAliases": many}]})),
+        )
+        .await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "too large");
+
+    // Nothing of it was stored: p is not in the session.
+    let r = api
+        .call(Method::GET, &format!("/participants/{p}"), None)
+        .await;
+    assert_eq!(r.body["sessions"], json!([]), "{}", r.text);
+}
