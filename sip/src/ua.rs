@@ -564,6 +564,19 @@ impl Ua {
             }
             return;
         }
+        if self.calls.contains_key(&call_id) {
+            // A new INVITE (not a retransmission: the transaction layer absorbs those)
+            // without a To tag on a live call's Call-ID: a merged or looped request
+            // (RFC 3261 §8.2.2.2). It must not touch the live call.
+            tracing::info!(%call_id, "merged INVITE refused: its Call-ID belongs to a live call");
+            self.metrics.sip_calls_rejected.inc();
+            self.respond(
+                key,
+                req,
+                Reply::new(482, "Loop Detected").tag(&random_token()),
+            );
+            return;
+        }
         self.respond(key, req, Reply::new(100, "Trying"));
         let local_tag = random_token();
         let reject = |ua: &mut Ua, code: u16, reason: &str| {

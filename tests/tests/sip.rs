@@ -892,3 +892,121 @@ async fn alias_level_subscriptions_name_the_configured_sip_alias() {
         );
     }
 }
+
+/// A raw SIP client over UDP (for what sipp cannot do: reuse another call's Call-ID).
+struct RawSip {
+    sock: std::net::UdpSocket,
+    to: String,
+}
+
+impl RawSip {
+    fn new(g: &Gateway) -> RawSip {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        RawSip {
+            sock,
+            to: format!("127.0.0.1:{}", g.sip_port),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.sock.local_addr().unwrap().port()
+    }
+
+    fn send(&self, msg: &str) {
+        self.sock.send_to(msg.as_bytes(), &self.to).unwrap();
+    }
+
+    /// The first final response (≥ 200) within 5 s.
+    fn final_response(&self) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut buf = vec![0u8; 65536];
+        while std::time::Instant::now() < deadline {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                let code: u16 = text.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0);
+                if text.starts_with("SIP/2.0 ") && code >= 200 {
+                    return text;
+                }
+            }
+        }
+        panic!("no final response");
+    }
+
+    fn invite(&self, call_id: &str, branch: &str, token: &str, media_port: u16) -> String {
+        let sdp = format!(
+            "v=0\r\no=raw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {media_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        );
+        let port = self.port();
+        format!(
+            "INVITE sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{branch}\r\n\
+             From: <sip:raw@127.0.0.1:{port}>;tag=raw1\r\nTo: <sip:{to}>\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:raw@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n\
+             User-To-User: {token};encoding=jwt\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len(),
+            to = self.to
+        )
+    }
+
+    fn in_dialog(
+        &self,
+        method: &str,
+        cseq: u32,
+        call_id: &str,
+        to_tag: &str,
+        branch: &str,
+    ) -> String {
+        let port = self.port();
+        format!(
+            "{method} sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{branch}\r\n\
+             From: <sip:raw@127.0.0.1:{port}>;tag=raw1\r\nTo: <sip:{to}>;tag={to_tag}\r\nCall-ID: {call_id}\r\n\
+             CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            to = self.to
+        )
+    }
+}
+
+/// RFC 3261 §8.2.2.2: a second INVITE on a live call's Call-ID without a To tag (not
+/// a retransmission: another branch) is a merged request: 482, and the first call is
+/// unharmed (still up, and it hangs up normally).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_invite_gets_482_and_leaves_the_call_alone() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (a, ta) = audio_participant(&api).await;
+    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+    let (b, tb) = audio_participant(&api).await;
+    api.add(&s, &b, Some(json!({"sessionId": s}))).await;
+    let sip = RawSip::new(&g);
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let media_port = media.local_addr().unwrap().port();
+    let call_id = format!("merged-{}", uuid::Uuid::new_v4());
+
+    sip.send(&sip.invite(&call_id, "first", &ta, media_port));
+    let ok = sip.final_response();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let to_tag = ok
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+        .and_then(|l| l.split(";tag=").nth(1))
+        .expect("a To tag")
+        .trim()
+        .to_string();
+    sip.send(&sip.in_dialog("ACK", 1, &call_id, &to_tag, "first"));
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+
+    // Same Call-ID, From tag and CSeq, another branch, another participant's token.
+    sip.send(&sip.invite(&call_id, "second", &tb, media_port));
+    let merged = sip.final_response();
+    assert!(merged.starts_with("SIP/2.0 482"), "{merged}");
+    assert_eq!(g.metric("patchbay_sip_calls_active").await, 1.0);
+
+    // The first call is still ours to end.
+    sip.send(&sip.in_dialog("BYE", 2, &call_id, &to_tag, "bye"));
+    let bye = sip.final_response();
+    assert!(bye.starts_with("SIP/2.0 200"), "{bye}");
+    g.wait_metric("patchbay_sip_calls_active", 0.0).await;
+}
