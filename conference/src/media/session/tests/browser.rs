@@ -172,38 +172,40 @@ impl Browser {
         if opus.encode(&pcm, &mut payload).is_err() {
             return;
         }
+        let time = MediaTime::new(self.ts, Frequency::FORTY_EIGHT_KHZ);
+        self.ts += 960;
+        self.write(rig, mid, str0m::format::Codec::Opus, time, payload);
+    }
+
+    /// Write one frame of `codec` on the publishing connection's `mid`.
+    fn write(
+        &mut self,
+        rig: &Rig,
+        mid: Mid,
+        codec: str0m::format::Codec,
+        time: MediaTime,
+        data: Vec<u8>,
+    ) {
         let Some(writer) = self.publish.writer(mid) else {
-            return;
+            panic!("no writer for {mid}")
         };
         let Some(pt) = writer
             .payload_params()
-            .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+            .find(|p| p.spec().codec == codec)
             .map(|p| p.pt())
         else {
-            return;
+            panic!("{codec:?} not negotiated")
         };
-        let time = MediaTime::new(self.ts, Frequency::FORTY_EIGHT_KHZ);
-        self.ts += 960;
-        let _ = writer.write(pt, rig.now.at, time, Arc::<[u8]>::from(payload));
+        let _ = writer.write(pt, rig.now.at, time, Arc::<[u8]>::from(data));
     }
 
     /// One RFC 4733 packet of `digit` on the published audio (as `sendDtmf` sends it).
     pub fn dtmf(&mut self, rig: &Rig, digit: u8, end: bool) {
         let Some(mid) = self.audio_mid else { return };
-        let Some(writer) = self.publish.writer(mid) else {
-            return;
-        };
-        let Some(pt) = writer
-            .payload_params()
-            .find(|p| p.spec().codec == str0m::format::Codec::Tele)
-            .map(|p| p.pt())
-        else {
-            panic!("telephone-event not negotiated")
-        };
         let time = MediaTime::new(self.ts, Frequency::FORTY_EIGHT_KHZ);
         let flags = if end { 0x8a } else { 0x0a };
-        let payload = [digit, flags, 0x03, 0xc0];
-        let _ = writer.write(pt, rig.now.at, time, Arc::<[u8]>::from(&payload[..]));
+        let payload = vec![digit, flags, 0x03, 0xc0];
+        self.write(rig, mid, str0m::format::Codec::Tele, time, payload);
     }
 
     /// Drive both connections: datagrams to the core, events noted.
@@ -465,25 +467,12 @@ fn a_browsers_dtmf_reaches_the_legs_that_hear_it() {
         &mut [],
         Duration::from_millis(100),
     );
-    let events: Vec<(LegId, u8, bool, u32)> = rig
-        .take()
-        .actions
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::LegEvent {
-                leg,
-                payload,
-                start,
-                clock,
-            } => Some((leg, payload[0], start, clock)),
-            _ => None,
-        })
-        .collect();
+    let events = rig.take().leg_events();
     assert!(!events.is_empty(), "no DTMF reached a leg");
     assert!(
         events
             .iter()
-            .all(|(leg, digit, _, clock)| *leg == LegId(1) && *digit == 7 && *clock == 48000),
+            .all(|(leg, payload, _, clock)| *leg == LegId(1) && payload[0] == 7 && *clock == 48000),
         "{events:?}"
     );
     assert!(events[0].2, "the first packet starts the event: {events:?}");

@@ -81,6 +81,22 @@ impl Seen {
             .collect()
     }
 
+    /// RFC 4733 payloads sent to legs: (leg, payload, start of an event, clock).
+    pub fn leg_events(&self) -> Vec<(LegId, [u8; 4], bool, u32)> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::LegEvent {
+                    leg,
+                    payload,
+                    start,
+                    clock,
+                } => Some((*leg, *payload, *start, *clock)),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn hang_ups(&self) -> Vec<(LegId, HangupReason)> {
         self.actions
             .iter()

@@ -112,28 +112,12 @@ fn dtmf_between_legs_goes_to_those_that_hear_the_sender() {
     rig.collect();
     caller.dtmf(&mut rig.core, rig.now, 5);
     rig.collect();
-    let events: Vec<(LegId, [u8; 4], bool)> = rig
-        .take()
-        .actions
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::LegEvent {
-                leg,
-                payload,
-                start,
-                clock,
-            } => {
-                assert_eq!(clock, 8000);
-                Some((leg, payload, start))
-            }
-            _ => None,
-        })
-        .collect();
+    let events = rig.take().leg_events();
     assert_eq!(
         events,
         vec![
-            (LegId(2), [5, 0x0a, 0, 0xa0], true),
-            (LegId(2), [5, 0x0a, 0, 0xa0], false)
+            (LegId(2), [5, 0x0a, 0, 0xa0], true, 8000),
+            (LegId(2), [5, 0x0a, 0, 0xa0], false, 8000)
         ]
     );
 }
