@@ -88,6 +88,11 @@ pub struct Config {
     pub media_ip: IpAddr,
     pub rtp_ports: (u16, u16),
     pub rtp_timeout: Duration,
+    /// SIP over TCP: connections at once, in all and from one IP address, and how long
+    /// one may stay idle.
+    pub sip_tcp_max_connections: usize,
+    pub sip_tcp_max_per_source: usize,
+    pub sip_tcp_idle_timeout: Duration,
     pub sip_stream_alias: String,
     pub webrtc_listen: SocketAddr,
     /// HMAC-SHA256 key for the `X-Patchbay-Signature` header of webhooks.
@@ -125,6 +130,11 @@ struct Layer {
     media_ip: Option<String>,
     rtp_ports: Option<String>,
     rtp_timeout: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    sip_tcp_max_connections: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    sip_tcp_max_per_source: Option<String>,
+    sip_tcp_idle_timeout: Option<String>,
     sip_stream_alias: Option<String>,
     webrtc_listen: Option<String>,
     webhook_secret: Option<String>,
@@ -152,6 +162,9 @@ impl Layer {
             media_ip,
             rtp_ports,
             rtp_timeout,
+            sip_tcp_max_connections,
+            sip_tcp_max_per_source,
+            sip_tcp_idle_timeout,
             sip_stream_alias,
             webrtc_listen,
             webhook_secret,
@@ -218,6 +231,18 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub rtp_timeout: Option<String>,
 
+    /// [sip_tcp_max_connections, PATCHBAY_SIP_TCP_MAX_CONNECTIONS] SIP TCP connections at once; more are refused [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub sip_tcp_max_connections: Option<String>,
+
+    /// [sip_tcp_max_per_source, PATCHBAY_SIP_TCP_MAX_PER_SOURCE] SIP TCP connections at once from one IP address [default: 64]
+    #[arg(long, value_name = "N")]
+    pub sip_tcp_max_per_source: Option<String>,
+
+    /// [sip_tcp_idle_timeout, PATCHBAY_SIP_TCP_IDLE_TIMEOUT] Close a SIP TCP connection after this long without a byte [default: 120s]
+    #[arg(long, value_name = "DURATION")]
+    pub sip_tcp_idle_timeout: Option<String>,
+
     /// [sip_stream_alias, PATCHBAY_SIP_STREAM_ALIAS] Stream alias of SIP callers' audio (for alias-level subscriptions) [default: phone]
     #[arg(long, value_name = "ALIAS")]
     pub sip_stream_alias: Option<String>,
@@ -265,6 +290,9 @@ const ENV_KEYS: &[&str] = &[
     "PATCHBAY_MEDIA_IP",
     "PATCHBAY_RTP_PORTS",
     "PATCHBAY_RTP_TIMEOUT",
+    "PATCHBAY_SIP_TCP_MAX_CONNECTIONS",
+    "PATCHBAY_SIP_TCP_MAX_PER_SOURCE",
+    "PATCHBAY_SIP_TCP_IDLE_TIMEOUT",
     "PATCHBAY_SIP_STREAM_ALIAS",
     "PATCHBAY_WEBRTC_LISTEN",
     "PATCHBAY_WEBHOOK_SECRET",
@@ -360,6 +388,9 @@ impl Config {
             media_ip: env_get("PATCHBAY_MEDIA_IP"),
             rtp_ports: env_get("PATCHBAY_RTP_PORTS"),
             rtp_timeout: env_get("PATCHBAY_RTP_TIMEOUT"),
+            sip_tcp_max_connections: env_get("PATCHBAY_SIP_TCP_MAX_CONNECTIONS"),
+            sip_tcp_max_per_source: env_get("PATCHBAY_SIP_TCP_MAX_PER_SOURCE"),
+            sip_tcp_idle_timeout: env_get("PATCHBAY_SIP_TCP_IDLE_TIMEOUT"),
             sip_stream_alias: env_get("PATCHBAY_SIP_STREAM_ALIAS"),
             webrtc_listen: env_get("PATCHBAY_WEBRTC_LISTEN"),
             webhook_secret: env_get("PATCHBAY_WEBHOOK_SECRET"),
@@ -398,6 +429,9 @@ impl Config {
             media_ip: cli.media_ip,
             rtp_ports: cli.rtp_ports,
             rtp_timeout: cli.rtp_timeout,
+            sip_tcp_max_connections: cli.sip_tcp_max_connections,
+            sip_tcp_max_per_source: cli.sip_tcp_max_per_source,
+            sip_tcp_idle_timeout: cli.sip_tcp_idle_timeout,
             sip_stream_alias: cli.sip_stream_alias,
             webrtc_listen: cli.webrtc_listen,
             webhook_secret: cli.webhook_secret,
@@ -545,6 +579,21 @@ impl Config {
                 )
             })?;
         let rtp_timeout = parse_duration("rtp_timeout", layer.rtp_timeout.as_deref(), "60s")?;
+        let sip_tcp_max_connections = parse_count(
+            "sip_tcp_max_connections",
+            layer.sip_tcp_max_connections.as_deref(),
+            1024,
+        )?;
+        let sip_tcp_max_per_source = parse_count(
+            "sip_tcp_max_per_source",
+            layer.sip_tcp_max_per_source.as_deref(),
+            64,
+        )?;
+        let sip_tcp_idle_timeout = parse_duration(
+            "sip_tcp_idle_timeout",
+            layer.sip_tcp_idle_timeout.as_deref(),
+            "120s",
+        )?;
         let webrtc_text = layer
             .webrtc_listen
             .unwrap_or_else(|| "127.0.0.1:30000".into());
@@ -593,6 +642,9 @@ impl Config {
             media_ip,
             rtp_ports,
             rtp_timeout,
+            sip_tcp_max_connections,
+            sip_tcp_max_per_source,
+            sip_tcp_idle_timeout,
             sip_stream_alias,
             webrtc_listen,
             http_listen,
@@ -639,6 +691,33 @@ fn parse_toml(text: &str) -> Result<Layer, String> {
 }
 
 /// `9h`, `30m`, `1h 30m`, `45s` (humantime) or a bare number of seconds.
+/// A count of at least 1.
+fn parse_count(key: &str, text: Option<&str>, default: usize) -> Result<usize, ConfigError> {
+    match text {
+        None => Ok(default),
+        Some(t) => t
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| key_err(key, format!("`{t}` is not a whole number of at least 1"))),
+    }
+}
+
+/// A TOML value given as a number or as text, kept as text (parsed with the others).
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrText {
+        Number(u64),
+        Text(String),
+    }
+    Ok(Option::<NumberOrText>::deserialize(d)?.map(|v| match v {
+        NumberOrText::Number(n) => n.to_string(),
+        NumberOrText::Text(t) => t,
+    }))
+}
+
 fn parse_duration(key: &str, text: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
     let text = text.unwrap_or(default).trim();
     let d = if let Ok(secs) = text.parse::<u64>() {
@@ -736,6 +815,47 @@ mod tests {
         ] {
             let e = Config::from_toml(bad).unwrap_err().to_string();
             assert!(e.contains("sip_trunk"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sip_tcp_limits() {
+        let c = load(&[], &[]).unwrap();
+        assert_eq!(
+            (
+                c.sip_tcp_max_connections,
+                c.sip_tcp_max_per_source,
+                c.sip_tcp_idle_timeout
+            ),
+            (1024, 64, Duration::from_secs(120))
+        );
+        let c = Config::from_toml(
+            "sip_tcp_max_connections = 10\nsip_tcp_max_per_source = \"3\"\nsip_tcp_idle_timeout = \"2s\"",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.sip_tcp_max_connections,
+                c.sip_tcp_max_per_source,
+                c.sip_tcp_idle_timeout
+            ),
+            (10, 3, Duration::from_secs(2))
+        );
+        let c = load(
+            &["--sip-tcp-max-per-source", "5"],
+            &[("PATCHBAY_SIP_TCP_MAX_CONNECTIONS", "7")],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.sip_tcp_max_connections, c.sip_tcp_max_per_source),
+            (7, 5)
+        );
+        for bad in [
+            "sip_tcp_max_connections = 0",
+            "sip_tcp_max_per_source = \"many\"",
+        ] {
+            let e = Config::from_toml(bad).unwrap_err().to_string();
+            assert!(e.contains("sip_tcp_max"), "{bad}: {e}");
         }
     }
 

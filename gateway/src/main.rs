@@ -14,7 +14,7 @@ use patchbay_conference::store::SqliteStore;
 use patchbay_conference::{system_clock, Conference, Options};
 use patchbay_config::{Config, LogFormat};
 use patchbay_sip::metrics::SipMetrics;
-use patchbay_sip::{SipConfig, SipGateway, Trunk};
+use patchbay_sip::{SipConfig, SipGateway, TcpLimits, Trunk};
 
 fn main() -> ExitCode {
     let config = match Config::from_process() {
@@ -132,6 +132,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
             media_ip: config.media_ip,
             rtp_ports: config.rtp_ports,
             rtp_timeout: config.rtp_timeout,
+            tcp: TcpLimits {
+                max_connections: config.sip_tcp_max_connections,
+                max_per_source: config.sip_tcp_max_per_source,
+                idle_timeout: config.sip_tcp_idle_timeout,
+            },
             trunk: config.sip_trunk.as_ref().map(|t| Trunk {
                 host: t.host.clone(),
                 addr: t.addr,

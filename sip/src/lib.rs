@@ -8,4 +8,4 @@ pub mod rtp;
 pub mod sdp;
 pub mod ua;
 pub mod uui;
-pub use ua::{SipConfig, SipGateway, Trunk};
+pub use ua::{SipConfig, SipGateway, TcpLimits, Trunk};

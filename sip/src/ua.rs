@@ -48,6 +48,25 @@ pub struct SipConfig {
     pub rtp_timeout: Duration,
     /// Where dialogs (outbound calls) go; none: dialogs are refused.
     pub trunk: Option<Trunk>,
+    pub tcp: TcpLimits,
+}
+
+/// What one peer, or all of them, may hold of the SIP TCP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    pub max_per_source: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: 1024,
+            max_per_source: 64,
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
 }
 
 type ConnId = u64;
@@ -1086,7 +1105,7 @@ impl SipGateway {
         let (tx, rx) = mpsc::unbounded_channel();
         let (media_tx, media_rx) = mpsc::unbounded_channel();
         tokio::spawn(udp_loop(udp.clone(), tx.clone(), metrics.clone()));
-        tokio::spawn(tcp_loop(tcp, tx.clone(), metrics.clone()));
+        tokio::spawn(tcp_loop(tcp, tx.clone(), metrics.clone(), config.tcp));
         let ports = PortAllocator::new(config.rtp_ports.0, config.rtp_ports.1);
         let trunk = config.trunk.clone();
         if trunk.is_some() {
@@ -1216,10 +1235,78 @@ async fn udp_loop(socket: Arc<UdpSocket>, tx: mpsc::UnboundedSender<Input>, metr
     }
 }
 
-async fn tcp_loop(listener: TcpListener, tx: mpsc::UnboundedSender<Input>, metrics: SipMetrics) {
+/// Open TCP connections: in all, and per source IP address.
+#[derive(Default)]
+struct TcpCount {
+    total: usize,
+    by_ip: HashMap<std::net::IpAddr, usize>,
+}
+
+/// Releases its connection's place in the count when the connection ends.
+struct TcpPlace {
+    count: Arc<std::sync::Mutex<TcpCount>>,
+    ip: std::net::IpAddr,
+    metrics: SipMetrics,
+}
+
+impl Drop for TcpPlace {
+    fn drop(&mut self) {
+        let mut c = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.by_ip.remove(&self.ip);
+            }
+        }
+        self.metrics.sip_tcp_connections.dec();
+    }
+}
+
+async fn tcp_loop(
+    listener: TcpListener,
+    tx: mpsc::UnboundedSender<Input>,
+    metrics: SipMetrics,
+    limits: TcpLimits,
+) {
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+    let count = Arc::new(std::sync::Mutex::new(TcpCount::default()));
+    let mut backoff = Duration::from_millis(10);
     loop {
-        let Ok((stream, from)) = listener.accept().await else {
+        let (stream, from) = match listener.accept().await {
+            Ok(x) => {
+                backoff = Duration::from_millis(10);
+                x
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                metrics.sip_accept_errors.inc();
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "SIP TCP accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let place = {
+            let mut c = count.lock().unwrap_or_else(|e| e.into_inner());
+            let from_ip = c.by_ip.get(&from.ip()).copied().unwrap_or(0);
+            if c.total >= limits.max_connections || from_ip >= limits.max_per_source {
+                None
+            } else {
+                c.total += 1;
+                *c.by_ip.entry(from.ip()).or_default() += 1;
+                metrics.sip_tcp_connections.inc();
+                Some(TcpPlace {
+                    count: count.clone(),
+                    ip: from.ip(),
+                    metrics: metrics.clone(),
+                })
+            }
+        };
+        let Some(place) = place else {
+            metrics.sip_tcp_refused.inc();
+            tracing::debug!(%from, "SIP TCP connection refused: over the connection limits");
+            drop(stream);
             continue;
         };
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
@@ -1230,6 +1317,7 @@ async fn tcp_loop(listener: TcpListener, tx: mpsc::UnboundedSender<Input>, metri
         let tx = tx.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _place = place;
             let (mut reader, mut writer) = stream.into_split();
             let writer_task = tokio::spawn(async move {
                 while let Some(b) = out_rx.recv().await {
@@ -1245,9 +1333,15 @@ async fn tcp_loop(listener: TcpListener, tx: mpsc::UnboundedSender<Input>, metri
                 addr: from,
             };
             loop {
-                let n = match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                let n = match tokio::time::timeout(limits.idle_timeout, reader.read(&mut buf)).await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => n,
+                    Err(_) => {
+                        metrics.sip_tcp_idle_closed.inc();
+                        tracing::debug!(%from, "SIP TCP connection idle: closing");
+                        break;
+                    }
                 };
                 match parser.push(&buf[..n]) {
                     Ok(messages) => {

@@ -1010,3 +1010,74 @@ async fn a_merged_invite_gets_482_and_leaves_the_call_alone() {
     assert!(bye.starts_with("SIP/2.0 200"), "{bye}");
     g.wait_metric("patchbay_sip_calls_active", 0.0).await;
 }
+
+/// SIP over TCP is bounded: past `sip_tcp_max_per_source` connections from one address
+/// the excess is refused (closed at once), a call still goes through meanwhile, idle
+/// connections are closed after `sip_tcp_idle_timeout`, and then TCP serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_are_capped_and_idle_ones_closed() {
+    use std::io::Read;
+    let g = Gateway::start_with(
+        &[
+            "--sip-tcp-max-connections",
+            "16",
+            "--sip-tcp-max-per-source",
+            "4",
+            "--sip-tcp-idle-timeout",
+            "2s",
+        ],
+        &[],
+    )
+    .await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (a, ta) = audio_participant(&api).await;
+    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+    let dir = g.scratch().to_path_buf();
+
+    // Twice the cap from one address, holding their connections silently.
+    let mut conns: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", g.sip_port)).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Closed by the gateway: EOF or a reset; open: the read times out.
+    let closed_now = |conns: &mut Vec<std::net::TcpStream>, wait: Duration| -> usize {
+        conns
+            .iter_mut()
+            .map(|c| {
+                c.set_read_timeout(Some(wait)).unwrap();
+                let mut b = [0u8; 16];
+                match c.read(&mut b) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                }
+            })
+            .filter(|closed| *closed)
+            .count()
+    };
+    assert_eq!(
+        closed_now(&mut conns, Duration::from_millis(200)),
+        4,
+        "the excess is refused"
+    );
+    assert_eq!(g.metric("patchbay_sip_tcp_refused_total").await, 4.0);
+    assert_eq!(g.metric("patchbay_sip_tcp_connections").await, 4.0);
+
+    // A call (UDP) goes through while they are held.
+    tone_call("udp-caller", &dir, 440, Law::Ulaw, 500, &ta)
+        .spawn(&g, &dir)
+        .assert_ok(Duration::from_secs(10));
+
+    // Idle: closed after the timeout; then TCP takes a call again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(closed_now(&mut conns, Duration::from_millis(200)), 8);
+    assert_eq!(g.metric("patchbay_sip_tcp_idle_closed_total").await, 4.0);
+    tone_call("tcp-caller", &dir, 440, Law::Ulaw, 500, &ta)
+        .tcp()
+        .spawn(&g, &dir)
+        .assert_ok(Duration::from_secs(10));
+}
