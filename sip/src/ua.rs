@@ -219,13 +219,19 @@ fn first_value(req: &Request, name: &str) -> Option<String> {
 
 /// A stateless 400 for a request that did not parse, from whatever header lines can be read.
 fn crude_400(raw: &[u8]) -> Option<Bytes> {
+    crude_response(raw, "400 Bad Request")
+}
+
+/// A response with `status` (code and reason) to the request at the start of `raw`,
+/// built from its raw header lines (for requests the parser refused).
+fn crude_response(raw: &[u8], status: &str) -> Option<Bytes> {
     let text = String::from_utf8_lossy(raw);
     let mut lines = text.split("\r\n").flat_map(|l| l.split('\n'));
     let start = lines.next()?;
     if start.starts_with("SIP/") || start.split_whitespace().count() < 2 {
         return None;
     }
-    let mut out = String::from("SIP/2.0 400 Bad Request\r\n");
+    let mut out = format!("SIP/2.0 {status}\r\n");
     let mut has_via = false;
     for line in lines {
         if line.is_empty() {
@@ -1235,6 +1241,9 @@ async fn udp_loop(socket: Arc<UdpSocket>, tx: mpsc::UnboundedSender<Input>, metr
     }
 }
 
+/// Bytes kept of a message's start, to answer it when the parser refuses it.
+const HEAD_BYTES: usize = 8 * 1024;
+
 /// Open TCP connections: in all, and per source IP address.
 #[derive(Default)]
 struct TcpCount {
@@ -1311,6 +1320,7 @@ async fn tcp_loop(
         };
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+        let direct = out_tx.clone();
         if tx.send(Input::TcpOpened(id, out_tx)).is_err() {
             return;
         }
@@ -1319,7 +1329,7 @@ async fn tcp_loop(
         tokio::spawn(async move {
             let _place = place;
             let (mut reader, mut writer) = stream.into_split();
-            let writer_task = tokio::spawn(async move {
+            let mut writer_task = tokio::spawn(async move {
                 while let Some(b) = out_rx.recv().await {
                     if writer.write_all(&b).await.is_err() {
                         break;
@@ -1328,6 +1338,8 @@ async fn tcp_loop(
             });
             let mut parser = StreamParser::new(Limits::stream());
             let mut buf = vec![0u8; 16 * 1024];
+            // The first bytes of the message being read (for a 513 if it is too large).
+            let mut head: Vec<u8> = Vec::new();
             let peer = Peer {
                 transport: Transport::Tcp(id),
                 addr: from,
@@ -1345,6 +1357,15 @@ async fn tcp_loop(
                 };
                 match parser.push(&buf[..n]) {
                     Ok(messages) => {
+                        let pending = parser.pending();
+                        if !messages.is_empty() {
+                            head.clear();
+                            let tail = &buf[n.saturating_sub(pending)..n];
+                            head.extend_from_slice(&tail[..tail.len().min(HEAD_BYTES)]);
+                        } else if head.len() < HEAD_BYTES {
+                            let room = HEAD_BYTES - head.len();
+                            head.extend_from_slice(&buf[..n.min(room)]);
+                        }
                         for m in messages {
                             if tx.send(Input::Stream(Box::new(m), peer)).is_err() {
                                 break;
@@ -1352,15 +1373,33 @@ async fn tcp_loop(
                         }
                     }
                     Err(e) => {
-                        // Framing is lost on a stream: close the connection.
+                        // Framing is lost on a stream: close the connection, after a 513
+                        // when the message was too large (RFC 3261 §21.5.11).
                         metrics.sip_parse_errors.inc();
+                        if matches!(e, sipx_sip::error::ParseError::Limit { .. }) {
+                            if head.len() < HEAD_BYTES {
+                                let room = HEAD_BYTES - head.len();
+                                head.extend_from_slice(&buf[..n.min(room)]);
+                            }
+                            if let Some(reply) = crude_response(&head, "513 Message Too Large") {
+                                let _ = direct.send(reply);
+                            }
+                        }
                         tracing::debug!(%from, error = %e, "unparseable SIP on TCP: closing");
                         break;
                     }
                 }
             }
             let _ = tx.send(Input::TcpClosed(id));
-            writer_task.abort();
+            // Let what is queued (a 513) go out; the writer ends once the UA forgets the
+            // connection.
+            drop(direct);
+            if tokio::time::timeout(Duration::from_secs(1), &mut writer_task)
+                .await
+                .is_err()
+            {
+                writer_task.abort();
+            }
         });
     }
 }

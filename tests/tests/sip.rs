@@ -1081,3 +1081,48 @@ async fn tcp_connections_are_capped_and_idle_ones_closed() {
         .spawn(&g, &dir)
         .assert_ok(Duration::from_secs(10));
 }
+
+/// A message over the size limit on TCP gets 513 Message Too Large before the
+/// connection closes (its framing is lost), and the gateway serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_tcp_message_gets_513() {
+    use std::io::{Read, Write};
+    let g = Gateway::start().await;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", g.sip_port)).unwrap();
+    let local = c.local_addr().unwrap().port();
+    let head = format!(
+        "INVITE sip:127.0.0.1:{p} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{local};branch=z9hG4bKbig1\r\n\
+         From: <sip:big@127.0.0.1>;tag=b1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: big-1\r\nCSeq: 1 INVITE\r\n\
+         Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: 2000000\r\n\r\n",
+        p = g.sip_port
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    // The body follows, as a sender of such a message would send it (the gateway may
+    // close before it is all written).
+    let _ = c.write_all(&vec![b'v'; 64 * 1024]);
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = c.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.starts_with("SIP/2.0 513 Message Too Large\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Call-ID: big-1"), "{text}");
+    assert!(text.contains("branch=z9hG4bKbig1"), "{text}");
+    // Still serving.
+    let sip = RawSip::new(&g);
+    let port = sip.port();
+    sip.send(&format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKopt\r\n\
+         From: <sip:o@127.0.0.1>;tag=o\r\nTo: <sip:127.0.0.1>\r\nCall-ID: opt-1\r\nCSeq: 1 OPTIONS\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ));
+    assert!(sip.final_response().starts_with("SIP/2.0 200"));
+}
