@@ -20,7 +20,7 @@ if [ "$mode" = dialogs ]; then
   pids+=($!)
   extra=(--sip-trunk "sip:127.0.0.1:$trunk;transport=udp")
 fi
-PATCHBAY_LOG=warn ./target/release/patchbay --http-listen "127.0.0.1:$port" --data-dir "$work/data" \
+PATCHBAY_LOG=warn PATCHBAY_WEBHOOK_ALLOW=127.0.0.1 ./target/release/patchbay --http-listen "127.0.0.1:$port" --data-dir "$work/data" \
   --sip-listen "127.0.0.1:$sip" --webrtc-listen "127.0.0.1:$rtc" "${extra[@]}" &
 pids+=($!)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.05; done

@@ -18,6 +18,7 @@ use uuid::Uuid;
 pub mod auth;
 pub mod dialogs;
 pub mod dto;
+pub mod egress;
 pub mod error;
 pub mod metrics;
 mod openapi;

@@ -76,7 +76,7 @@ pub async fn create_participant(
         })
         .transpose()?;
     if let Some(url) = &req.callback_url {
-        check_callback_url(url)?;
+        check_callback_url(&app, url).await?;
     }
     let (p, token) = app
         .conference
@@ -389,16 +389,25 @@ pub async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoRe
     )
 }
 
-/// A `callbackUrl` must be an absolute http(s) URL with a host.
-fn check_callback_url(url: &str) -> Result<(), ApiError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        Ok(u) => Err(ApiError::BadRequest(format!(
-            "callbackUrl must be an http or https URL, not `{}:`",
-            u.scheme()
-        ))),
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "callbackUrl is not a URL: {e}"
-        ))),
+/// A `callbackUrl` must be an absolute http(s) URL with a host that the egress policy
+/// allows (a host name must not resolve only to refused addresses).
+async fn check_callback_url(app: &AppState, url: &str) -> Result<(), ApiError> {
+    let policy = &app.webhooks.egress;
+    let u = policy.check_url(url).map_err(ApiError::BadRequest)?;
+    let Some(host) = u.host_str() else {
+        return Ok(());
+    };
+    let literal = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
+    if !literal {
+        let port = u.port_or_known_default().unwrap_or(80);
+        // A name that does not resolve now (or not within a second) is checked again
+        // at each delivery.
+        let lookup = policy.resolve(host, port);
+        if let Ok(Err(e)) = tokio::time::timeout(std::time::Duration::from_secs(1), lookup).await {
+            if e.contains("may not reach") {
+                return Err(ApiError::BadRequest(format!("callbackUrl: {e}")));
+            }
+        }
     }
+    Ok(())
 }

@@ -37,6 +37,8 @@ pub struct WebhookOptions {
     pub policy: RetryPolicy,
     /// Most deliveries in flight at once (over all participants).
     pub concurrency: usize,
+    /// Where callbacks may go (checked at creation and at delivery).
+    pub egress: Arc<crate::egress::EgressPolicy>,
 }
 
 impl Default for WebhookOptions {
@@ -46,6 +48,7 @@ impl Default for WebhookOptions {
             timeout: Duration::from_secs(5),
             policy: RetryPolicy::default(),
             concurrency: 512,
+            egress: Arc::new(crate::egress::EgressPolicy::default()),
         }
     }
 }
@@ -127,6 +130,8 @@ enum Cmd {
 pub struct Webhooks {
     tx: mpsc::UnboundedSender<Cmd>,
     pub stats: Arc<WebhookStats>,
+    /// Where callbacks may go.
+    pub egress: Arc<crate::egress::EgressPolicy>,
 }
 
 impl Webhooks {
@@ -134,8 +139,9 @@ impl Webhooks {
     pub fn start(conference: Arc<Conference>, options: WebhookOptions) -> Webhooks {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WebhookStats::default());
+        let egress = options.egress.clone();
         tokio::spawn(run(conference, options, rx, stats.clone()));
-        Webhooks { tx, stats }
+        Webhooks { tx, stats, egress }
     }
 
     /// Enqueue `body` (a JSON object; `eventId` is added) for `url`.
@@ -252,6 +258,10 @@ async fn run(
     let client = match reqwest::Client::builder()
         .timeout(options.timeout)
         .redirect(reqwest::redirect::Policy::none())
+        // Host names resolve only to addresses the egress policy allows.
+        .dns_resolver(Arc::new(crate::egress::PolicyResolver(
+            options.egress.clone(),
+        )))
         .build()
     {
         Ok(c) => c,
@@ -272,15 +282,20 @@ async fn run(
         // Start what is due.
         outbox.due(now_ms(), &mut due);
         for w in due.drain(..) {
-            let (client, permits, done, secret) = (
+            let (client, permits, done, secret, egress) = (
                 client.clone(),
                 permits.clone(),
                 done_tx.clone(),
                 options.secret.clone(),
+                options.egress.clone(),
             );
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                let result = deliver(&client, &w, secret.as_deref()).await;
+                // IP-literal URLs never reach the resolver: check them here.
+                let result = match egress.check_url(&w.url) {
+                    Ok(_) => deliver(&client, &w, secret.as_deref()).await,
+                    Err(e) => Err(e),
+                };
                 let _ = done.send((w.participant_id, w.id, result));
             });
         }

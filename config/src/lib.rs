@@ -97,6 +97,8 @@ pub struct Config {
     pub webrtc_listen: SocketAddr,
     /// HMAC-SHA256 key for the `X-Patchbay-Signature` header of webhooks.
     pub webhook_secret: Option<String>,
+    /// Exceptions to the webhook egress policy: comma-separated CIDRs and host names.
+    pub webhook_allow: String,
     /// Where dialogs (outbound calls) go: a SIP URI `sip:host[:port][;transport=udp|tcp]`.
     pub sip_trunk: Option<SipTrunk>,
 }
@@ -138,6 +140,7 @@ struct Layer {
     sip_stream_alias: Option<String>,
     webrtc_listen: Option<String>,
     webhook_secret: Option<String>,
+    webhook_allow: Option<String>,
     sip_trunk: Option<String>,
     sip_trunk_user: Option<String>,
     sip_trunk_password: Option<String>,
@@ -168,6 +171,7 @@ impl Layer {
             sip_stream_alias,
             webrtc_listen,
             webhook_secret,
+            webhook_allow,
             sip_trunk,
             sip_trunk_user,
             sip_trunk_password
@@ -255,6 +259,10 @@ pub struct Cli {
     #[arg(long, value_name = "SECRET")]
     pub webhook_secret: Option<String>,
 
+    /// [webhook_allow, PATCHBAY_WEBHOOK_ALLOW] Webhook destinations allowed although not public: comma-separated CIDRs and host names, e.g. 10.0.0.0/8,hooks.internal [default: none: loopback, private, link-local and other non-public addresses are refused]
+    #[arg(long, value_name = "LIST")]
+    pub webhook_allow: Option<String>,
+
     /// [sip_trunk, PATCHBAY_SIP_TRUNK] SIP trunk for dialogs (outbound calls), e.g. sip:127.0.0.1:5090;transport=udp [default: none: dialogs are refused]
     #[arg(long, value_name = "SIP-URI")]
     pub sip_trunk: Option<String>,
@@ -296,6 +304,7 @@ const ENV_KEYS: &[&str] = &[
     "PATCHBAY_SIP_STREAM_ALIAS",
     "PATCHBAY_WEBRTC_LISTEN",
     "PATCHBAY_WEBHOOK_SECRET",
+    "PATCHBAY_WEBHOOK_ALLOW",
     "PATCHBAY_SIP_TRUNK",
     "PATCHBAY_SIP_TRUNK_USER",
     "PATCHBAY_SIP_TRUNK_PASSWORD",
@@ -394,6 +403,7 @@ impl Config {
             sip_stream_alias: env_get("PATCHBAY_SIP_STREAM_ALIAS"),
             webrtc_listen: env_get("PATCHBAY_WEBRTC_LISTEN"),
             webhook_secret: env_get("PATCHBAY_WEBHOOK_SECRET"),
+            webhook_allow: env_get("PATCHBAY_WEBHOOK_ALLOW"),
             sip_trunk: env_get("PATCHBAY_SIP_TRUNK"),
             sip_trunk_user: env_get("PATCHBAY_SIP_TRUNK_USER"),
             sip_trunk_password: env_get("PATCHBAY_SIP_TRUNK_PASSWORD"),
@@ -435,6 +445,7 @@ impl Config {
             sip_stream_alias: cli.sip_stream_alias,
             webrtc_listen: cli.webrtc_listen,
             webhook_secret: cli.webhook_secret,
+            webhook_allow: cli.webhook_allow,
             sip_trunk: cli.sip_trunk,
             sip_trunk_user: cli.sip_trunk_user,
             sip_trunk_password: cli.sip_trunk_password,
@@ -615,6 +626,7 @@ impl Config {
         }
 
         let webhook_secret = layer.webhook_secret.filter(|s| !s.is_empty());
+        let webhook_allow = layer.webhook_allow.clone().unwrap_or_default();
         let sip_trunk = match layer.sip_trunk.filter(|s| !s.is_empty()) {
             None => None,
             Some(uri) => Some(parse_trunk(&uri).map(|(host, addr, tcp)| SipTrunk {
@@ -637,6 +649,7 @@ impl Config {
 
         let config = Config {
             webhook_secret,
+            webhook_allow,
             sip_trunk,
             sip_listen,
             media_ip,

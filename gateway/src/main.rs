@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use patchbay_api::egress::EgressPolicy;
 use patchbay_api::webhooks::{WebhookOptions, Webhooks};
 use patchbay_api::{Accounts, AppState, Metrics};
 use patchbay_conference::media::session::HangupReason;
@@ -116,6 +117,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         conference.clone(),
         WebhookOptions {
             secret: config.webhook_secret.clone(),
+            egress: Arc::new(
+                EgressPolicy::parse(&config.webhook_allow)
+                    .map_err(|e| anyhow::anyhow!("config key `webhook_allow`: {e}"))?,
+            ),
             ..WebhookOptions::default()
         },
     );

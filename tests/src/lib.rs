@@ -139,6 +139,9 @@ impl Gateway {
             .args(&self.args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            // The suite's HTTP receivers listen on loopback, which webhooks may not reach
+            // by default; a test's own env wins.
+            .env("PATCHBAY_WEBHOOK_ALLOW", "127.0.0.1")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -217,6 +220,12 @@ impl Gateway {
     }
 
     /// Start again on the same port and data directory.
+    /// Set (or change) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     pub async fn restart(&mut self) {
         self.kill9();
         self.restarts += 1;

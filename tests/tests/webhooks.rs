@@ -306,3 +306,73 @@ async fn a_graceful_stop_ends_devices_and_their_on_leave_survives_it() {
         .await;
     assert_eq!(events(&hooks.delivered("/cb/a")), ["onConnect", "onLeave"]);
 }
+
+/// By default webhooks reach only public addresses: loopback, link-local (cloud
+/// metadata), private addresses, tricks that spell them, user info and a host name that
+/// resolves to loopback are refused at creation; a stored callback whose destination is
+/// no longer allowed is not delivered; `webhook_allow` opens the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_reach_only_allowed_destinations() {
+    let hooks = Receiver::start().await;
+    let mut g = Gateway::start_with(&[], &[("PATCHBAY_WEBHOOK_ALLOW", "")]).await;
+    let api = g.api();
+    let port = hooks
+        .url("/")
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    for bad in [
+        hooks.url("/cb/direct"),
+        format!("http://localhost:{port}/cb/by-name"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://[::1]:22/".to_string(),
+        "http://0x7f000001/".to_string(),
+        "http://10.0.0.1/".to_string(),
+        "http://user:pw@example.com/".to_string(),
+    ] {
+        let r = api
+            .call(
+                Method::POST,
+                "/participants",
+                Some(json!({"callbackUrl": bad})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad} accepted");
+        assert!(
+            r.body["error"].as_str().unwrap().contains("callbackUrl"),
+            "{}",
+            r.text
+        );
+    }
+
+    // Allowed when created, then not when delivered: nothing reaches the receiver.
+    g.set_env("PATCHBAY_WEBHOOK_ALLOW", "127.0.0.1");
+    g.restart().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api
+        .participant(json!({"callbackUrl": hooks.url("/cb/later")}))
+        .await;
+    api.add(&s, &p, None).await;
+    g.set_env("PATCHBAY_WEBHOOK_ALLOW", "");
+    g.restart().await;
+    connect_and_leave(&g, &token, "dev-egress").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(hooks.hits().is_empty(), "delivered to a refused address");
+    assert!(g.metric("patchbay_webhooks_retried_total").await >= 1.0);
+
+    // Allowed again: the stored callbacks arrive.
+    g.set_env("PATCHBAY_WEBHOOK_ALLOW", "127.0.0.1/32");
+    g.restart().await;
+    hooks
+        .wait_for(Duration::from_secs(15), "the two callbacks", |h| {
+            h.len() >= 2
+        })
+        .await;
+    assert_eq!(
+        events(&hooks.delivered("/cb/later")),
+        ["onConnect", "onLeave"]
+    );
+}
