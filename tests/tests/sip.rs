@@ -1039,7 +1039,7 @@ async fn tcp_connections_are_capped_and_idle_ones_closed() {
     let mut conns: Vec<std::net::TcpStream> = (0..8)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", g.sip_port)).unwrap())
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    g.wait_metric("patchbay_sip_tcp_refused_total", 4.0).await;
     // Closed by the gateway: EOF or a reset; open: the read times out.
     let closed_now = |conns: &mut Vec<std::net::TcpStream>, wait: Duration| -> usize {
         conns
@@ -1073,9 +1073,9 @@ async fn tcp_connections_are_capped_and_idle_ones_closed() {
         .assert_ok(Duration::from_secs(10));
 
     // Idle: closed after the timeout; then TCP takes a call again.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    g.wait_metric("patchbay_sip_tcp_idle_closed_total", 4.0)
+        .await;
     assert_eq!(closed_now(&mut conns, Duration::from_millis(200)), 8);
-    assert_eq!(g.metric("patchbay_sip_tcp_idle_closed_total").await, 4.0);
     tone_call("tcp-caller", &dir, 440, Law::Ulaw, 500, &ta)
         .tcp()
         .spawn(&g, &dir)
