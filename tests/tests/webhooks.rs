@@ -18,6 +18,26 @@ fn events(bodies: &[Value]) -> Vec<&str> {
         .collect()
 }
 
+/// Creating a participant with `url` as its callbackUrl is refused with a 400 naming it.
+async fn assert_callback_url_refused(api: &patchbay_tests::Api, url: &str) {
+    let r = api
+        .call(
+            Method::POST,
+            "/participants",
+            Some(json!({"callbackUrl": url})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url} accepted");
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("callbackUrl"),
+        "{}",
+        r.text
+    );
+}
+
 /// Connect a device and leave at once: onConnect then onLeave.
 async fn connect_and_leave(g: &Gateway, token: &str, device: &str) {
     let mut ws = connect(g, token, device).await;
@@ -132,19 +152,7 @@ async fn callback_urls_must_be_http() {
     let g = Gateway::start().await;
     let api = g.api();
     for bad in ["ftp://example.com/x", "not a url", "mailto:ops@example.com"] {
-        let r = api
-            .call(
-                Method::POST,
-                "/participants",
-                Some(json!({"callbackUrl": bad})),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
-        assert!(
-            r.body["error"].as_str().unwrap().contains("callbackUrl"),
-            "{}",
-            r.text
-        );
+        assert_callback_url_refused(&api, bad).await;
     }
 }
 
@@ -332,19 +340,7 @@ async fn callbacks_reach_only_allowed_destinations() {
         "http://10.0.0.1/".to_string(),
         "http://user:pw@example.com/".to_string(),
     ] {
-        let r = api
-            .call(
-                Method::POST,
-                "/participants",
-                Some(json!({"callbackUrl": bad})),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad} accepted");
-        assert!(
-            r.body["error"].as_str().unwrap().contains("callbackUrl"),
-            "{}",
-            r.text
-        );
+        assert_callback_url_refused(&api, &bad).await;
     }
 
     // Allowed when created, then not when delivered: nothing reaches the receiver.
