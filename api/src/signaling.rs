@@ -164,11 +164,7 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
         .send(SessionInput::DeviceJoin {
             key: device.key.clone(),
             conn,
-            owner: DeviceOwner {
-                participant_id: participant.id,
-                callback_url: participant.callback_url.as_deref().map(Into::into),
-                tag: participant.tag.as_deref().map(Into::into),
-            },
+            owner: DeviceOwner::of(&participant),
             notify,
         })
         .await;

@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use patchbay_conference::dialogs::DialogEvent;
-use patchbay_conference::events::{DeviceEvent, EventSink};
+use patchbay_conference::events::{DeviceEvent, DeviceEventKind, EventSink};
 use patchbay_conference::media::stats::LatencyHistogram;
-use patchbay_conference::store::StoreOp;
+use patchbay_conference::store::{ConnectionRecord, StoreOp};
 use patchbay_conference::webhooks::{AfterFailure, Outbox, RetryPolicy, Webhook};
 use patchbay_conference::Conference;
 
@@ -117,10 +117,12 @@ struct NewEvent {
     participant_id: Uuid,
     url: String,
     body: Map<String, Value>,
+    /// The change to the record of open connections, stored with the event.
+    track: Option<StoreOp>,
 }
 
 enum Cmd {
-    Event(NewEvent),
+    Event(Box<NewEvent>),
     /// Answer once everything enqueued so far is in the store.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -146,11 +148,16 @@ impl Webhooks {
 
     /// Enqueue `body` (a JSON object; `eventId` is added) for `url`.
     pub fn enqueue(&self, participant_id: Uuid, url: &str, body: Map<String, Value>) {
-        let _ = self.tx.send(Cmd::Event(NewEvent {
+        self.send(NewEvent {
             participant_id,
             url: url.to_string(),
             body,
-        }));
+            track: None,
+        });
+    }
+
+    fn send(&self, event: NewEvent) {
+        let _ = self.tx.send(Cmd::Event(Box::new(event)));
     }
 
     /// Wait (at most `limit`) until every callback enqueued so far is stored (shutdown:
@@ -170,18 +177,38 @@ impl EventSink for Webhooks {
         let Some(url) = e.owner.callback_url.as_deref() else {
             return;
         };
-        let mut body = Map::new();
-        body.insert("event".into(), json!(e.kind.name()));
-        body.insert("timestamp".into(), json!(e.at_ms.to_string()));
-        body.insert(
-            "participantId".into(),
-            json!(e.owner.participant_id.to_string()),
+        let body = device_body(
+            e.kind,
+            e.at_ms,
+            e.owner.participant_id,
+            &e.device_id,
+            e.owner.tag.as_deref(),
         );
-        body.insert("deviceId".into(), json!(e.device_id));
-        if let Some(tag) = &e.owner.tag {
-            body.insert("tag".into(), json!(tag.as_ref()));
-        }
-        self.enqueue(e.owner.participant_id, url, body);
+        // What a crash would leave open, written with the event.
+        let track = match e.kind {
+            DeviceEventKind::Connect | DeviceEventKind::Disconnect => {
+                StoreOp::PutConnection(ConnectionRecord {
+                    participant_id: e.owner.participant_id,
+                    source: e.source,
+                    device_id: e.device_id.clone(),
+                    callback_url: url.to_string(),
+                    tag: e.owner.tag.as_deref().map(Into::into),
+                    connected: e.kind == DeviceEventKind::Connect,
+                    since_ms: e.at_ms,
+                })
+            }
+            DeviceEventKind::Leave => StoreOp::DeleteConnection {
+                participant_id: e.owner.participant_id,
+                source: e.source,
+                device_id: e.device_id.clone(),
+            },
+        };
+        self.send(NewEvent {
+            participant_id: e.owner.participant_id,
+            url: url.to_string(),
+            body,
+            track: Some(track),
+        });
     }
 
     fn dialog_event(&self, e: DialogEvent) {
@@ -220,6 +247,62 @@ impl EventSink for Webhooks {
     }
 }
 
+/// The body of `onConnect` / `onDisconnect` / `onLeave`.
+fn device_body(
+    kind: DeviceEventKind,
+    at_ms: u64,
+    participant_id: Uuid,
+    device_id: &str,
+    tag: Option<&str>,
+) -> Map<String, Value> {
+    let mut body = Map::new();
+    body.insert("event".into(), json!(kind.name()));
+    body.insert("timestamp".into(), json!(at_ms.to_string()));
+    body.insert("participantId".into(), json!(participant_id.to_string()));
+    body.insert("deviceId".into(), json!(device_id));
+    if let Some(tag) = tag {
+        body.insert("tag".into(), json!(tag));
+    }
+    body
+}
+
+/// The reason recovery events carry (an addition to the documented body).
+pub const RESTART_REASON: &str = "the gateway restarted while it was connected";
+
+/// What ends a device or call the last run left connected: `onDisconnect` if its
+/// connection was open, then `onLeave` (which also deletes the record).
+fn recovery_events(c: ConnectionRecord, at_ms: u64) -> Vec<NewEvent> {
+    let kinds: &[DeviceEventKind] = if c.connected {
+        &[DeviceEventKind::Disconnect, DeviceEventKind::Leave]
+    } else {
+        &[DeviceEventKind::Leave]
+    };
+    kinds
+        .iter()
+        .map(|&kind| {
+            let mut body = device_body(
+                kind,
+                at_ms,
+                c.participant_id,
+                &c.device_id,
+                c.tag.as_deref(),
+            );
+            body.insert("reason".into(), json!(RESTART_REASON));
+            let track = (kind == DeviceEventKind::Leave).then(|| StoreOp::DeleteConnection {
+                participant_id: c.participant_id,
+                source: c.source,
+                device_id: c.device_id.clone(),
+            });
+            NewEvent {
+                participant_id: c.participant_id,
+                url: c.callback_url.clone(),
+                body,
+                track,
+            }
+        })
+        .collect()
+}
+
 fn now_ms() -> u64 {
     patchbay_conference::media::session::unix_us() / 1000
 }
@@ -233,6 +316,41 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
+/// Events waiting for the store: their callbacks, and the changes to the record of
+/// open connections (in event order), written together in one unit.
+#[derive(Default)]
+struct ToStore {
+    webhooks: Vec<Webhook>,
+    track: Vec<StoreOp>,
+}
+
+impl ToStore {
+    fn is_empty(&self) -> bool {
+        self.webhooks.is_empty() && self.track.is_empty()
+    }
+
+    /// Give the event its id and `eventId`.
+    fn admit(&mut self, ev: NewEvent, next_id: &mut i64, stats: &WebhookStats) {
+        let event_id = Uuid::new_v4();
+        let mut body = ev.body;
+        body.insert("eventId".into(), json!(event_id.to_string()));
+        let created_ms = now_ms();
+        self.webhooks.push(Webhook {
+            id: *next_id,
+            event_id,
+            participant_id: ev.participant_id,
+            url: ev.url,
+            body: Value::Object(body).to_string(),
+            created_ms,
+            attempts: 0,
+            next_ms: created_ms,
+        });
+        self.track.extend(ev.track);
+        *next_id += 1;
+        stats.queued.fetch_add(1, Relaxed);
+    }
+}
+
 type Stored = BoxFuture<'static, (Vec<Webhook>, bool)>;
 
 async fn run(
@@ -243,14 +361,26 @@ async fn run(
 ) {
     let mut outbox = Outbox::new(options.policy);
     let mut next_id = 1;
-    let left = conference.take_pending_webhooks();
-    if !left.is_empty() {
+    let left = conference.take_leftovers();
+    if !left.webhooks.is_empty() {
         tracing::info!(
-            count = left.len(),
+            count = left.webhooks.len(),
             "undelivered callbacks from the last run"
         );
     }
-    for w in left {
+    if !left.connections.is_empty() {
+        tracing::info!(
+            count = left.connections.len(),
+            "devices and calls left connected by the last run: ending them"
+        );
+    }
+    let at = now_ms();
+    let recovered: Vec<NewEvent> = left
+        .connections
+        .into_iter()
+        .flat_map(|c| recovery_events(c, at))
+        .collect();
+    for w in left.webhooks {
         next_id = next_id.max(w.id + 1);
         outbox.push(w);
     }
@@ -273,7 +403,10 @@ async fn run(
     let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Uuid, i64, Result<(), String>)>();
     // Events waiting for the store, and the write in progress.
-    let mut to_store: Vec<Webhook> = Vec::new();
+    let mut to_store = ToStore::default();
+    for ev in recovered {
+        to_store.admit(ev, &mut next_id, &stats);
+    }
     let mut storing: Option<Stored> = None;
     let mut due = Vec::new();
     let mut open = true;
@@ -300,8 +433,12 @@ async fn run(
             });
         }
         if storing.is_none() && !to_store.is_empty() {
-            let batch = std::mem::take(&mut to_store);
-            let ops = batch.iter().cloned().map(StoreOp::PutWebhook).collect();
+            let ToStore {
+                webhooks: batch,
+                track,
+            } = std::mem::take(&mut to_store);
+            let mut ops: Vec<StoreOp> = batch.iter().cloned().map(StoreOp::PutWebhook).collect();
+            ops.extend(track);
             let write = conference.commit(ops);
             storing = Some(
                 async move {
@@ -334,30 +471,9 @@ async fn run(
                     open = false;
                     continue;
                 };
-                let mut take = |cmd: Cmd| {
-                    let ev = match cmd {
-                        Cmd::Event(ev) => ev,
-                        Cmd::Flush(done) => {
-                            flushes.push(done);
-                            return;
-                        }
-                    };
-                    let event_id = Uuid::new_v4();
-                    let mut body = ev.body;
-                    body.insert("eventId".into(), json!(event_id.to_string()));
-                    let created_ms = now_ms();
-                    to_store.push(Webhook {
-                        id: next_id,
-                        event_id,
-                        participant_id: ev.participant_id,
-                        url: ev.url,
-                        body: Value::Object(body).to_string(),
-                        created_ms,
-                        attempts: 0,
-                        next_ms: created_ms,
-                    });
-                    next_id += 1;
-                    stats.queued.fetch_add(1, Relaxed);
+                let mut take = |cmd: Cmd| match cmd {
+                    Cmd::Event(ev) => to_store.admit(*ev, &mut next_id, &stats),
+                    Cmd::Flush(done) => flushes.push(done),
                 };
                 take(ev);
                 while let Ok(ev) = rx.try_recv() {

@@ -37,12 +37,51 @@ pub struct DeviceOwner {
     pub tag: Option<Arc<str>>,
 }
 
+/// What kind of connection an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceSource {
+    /// A browser device (the SDK's signaling connection).
+    Browser,
+    /// A SIP call (inbound with the token, or a dialog).
+    Sip,
+}
+
+impl DeviceSource {
+    /// How the store names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceSource::Browser => "browser",
+            DeviceSource::Sip => "sip",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeviceSource> {
+        match s {
+            "browser" => Some(DeviceSource::Browser),
+            "sip" => Some(DeviceSource::Sip),
+            _ => None,
+        }
+    }
+}
+
+impl DeviceOwner {
+    /// The participant as it is now.
+    pub fn of(p: &crate::model::Participant) -> DeviceOwner {
+        DeviceOwner {
+            participant_id: p.id,
+            callback_url: p.callback_url.as_deref().map(Into::into),
+            tag: p.tag.as_deref().map(Into::into),
+        }
+    }
+}
+
 /// One device event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceEvent {
     pub kind: DeviceEventKind,
+    pub source: DeviceSource,
     pub owner: DeviceOwner,
-    /// The SDK's `uniqueId`.
+    /// The SDK's `uniqueId`, or a SIP call's Call-ID.
     pub device_id: String,
     /// When it happened, ms since the Unix epoch.
     pub at_ms: u64,

@@ -104,6 +104,15 @@ pub enum JoinError {
     NotInSession(Uuid),
 }
 
+/// What the last run left undone, found at startup.
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    /// Callbacks not delivered, in outbox order.
+    pub webhooks: Vec<Webhook>,
+    /// Devices and SIP calls still connected when it stopped (a crash): to be ended.
+    pub connections: Vec<crate::store::ConnectionRecord>,
+}
+
 /// The control plane.
 pub struct Conference {
     state: Mutex<State>,
@@ -112,8 +121,8 @@ pub struct Conference {
     tokens: TokenKeys,
     session_ttl_ms: i64,
     clock: Clock,
-    /// Undelivered callbacks found at startup, for the webhook outbox to take.
-    pending_webhooks: Mutex<Vec<Webhook>>,
+    /// What the last run left for the webhook outbox to take.
+    leftovers: Mutex<Leftovers>,
     /// Dialogs, and where to send calls (set by the SIP side when a trunk is configured).
     dialog_book: Mutex<DialogBook>,
 }
@@ -188,7 +197,10 @@ impl Conference {
                 owners: HashMap::new(),
                 dialer: None,
             }),
-            pending_webhooks: Mutex::new(snap.webhooks),
+            leftovers: Mutex::new(Leftovers {
+                webhooks: snap.webhooks,
+                connections: snap.connections,
+            }),
             state: Mutex::new(state),
             media: MediaHub::new(&options.sip_stream_alias),
             store,
@@ -198,14 +210,9 @@ impl Conference {
         })
     }
 
-    /// The callbacks not delivered before the last stop (once; in outbox order).
-    pub fn take_pending_webhooks(&self) -> Vec<Webhook> {
-        std::mem::take(
-            &mut *self
-                .pending_webhooks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        )
+    /// What the last run left for the webhook outbox (once).
+    pub fn take_leftovers(&self) -> Leftovers {
+        std::mem::take(&mut *self.leftovers.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Write a unit of changes that is not part of the control plane's state (the

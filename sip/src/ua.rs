@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use patchbay_conference::events::DeviceOwner;
 use patchbay_conference::media::session::{LegId, LegMedia, SessionHandle, SessionInput};
 use patchbay_conference::{Conference, JoinError};
 use sipx_sip::headers::{Address, To};
@@ -110,7 +111,8 @@ enum TimerKind {
 
 struct Call {
     leg: LegId,
-    participant_id: uuid::Uuid,
+    /// Whose call it is (its `onConnect`/`onLeave` go to the owner's `callbackUrl`).
+    owner: DeviceOwner,
     peer: Peer,
     call_id: String,
     local_tag: String,
@@ -154,7 +156,8 @@ impl Call {
         } else {
             SessionInput::Join {
                 leg: self.leg,
-                participant_id: self.participant_id,
+                owner: self.owner.clone(),
+                call_id: self.call_id.as_str().into(),
                 media,
                 sink: self.rtp.sink.clone(),
             }
@@ -726,7 +729,7 @@ impl Ua {
 
         let mut call = Call {
             leg,
-            participant_id: participant.id,
+            owner: DeviceOwner::of(&participant),
             peer,
             call_id: call_id.clone(),
             local_tag,

@@ -219,13 +219,13 @@ impl Gateway {
         }
     }
 
-    /// Start again on the same port and data directory.
     /// Set (or change) an environment variable for the next start.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.to_string(), value.to_string()));
     }
 
+    /// Start again on the same port and data directory.
     pub async fn restart(&mut self) {
         self.kill9();
         self.restarts += 1;

@@ -19,6 +19,18 @@ fn drive_with(g: &Gateway, pages: Value, final_wait_ms: u64) -> Value {
 
 /// Like [`drive_with`], with REST `actions` run by the driver after the pages' steps.
 fn drive_full(g: &Gateway, pages: Value, actions: Value, final_wait_ms: u64) -> Value {
+    drive_in_background(g, pages, actions, final_wait_ms)
+        .join()
+        .expect("driver thread")
+}
+
+/// Start the driver on its own thread (the test may stop and restart the gateway meanwhile).
+fn drive_in_background(
+    g: &Gateway,
+    pages: Value,
+    actions: Value,
+    final_wait_ms: u64,
+) -> std::thread::JoinHandle<Value> {
     let dir = workspace().join("tests/browser");
     assert!(
         dir.join("node_modules/@bandwidth/webrtc-browser").exists()
@@ -39,19 +51,21 @@ fn drive_full(g: &Gateway, pages: Value, actions: Value, final_wait_ms: u64) -> 
         .to_string(),
     )
     .unwrap();
-    let out = Command::new("node")
-        .arg("drive.js")
-        .arg(&scenario)
-        .current_dir(&dir)
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "drive.js failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON line")
+    std::thread::spawn(move || {
+        let out = Command::new("node")
+            .arg("drive.js")
+            .arg(&scenario)
+            .current_dir(&dir)
+            .output()
+            .expect("run node");
+        assert!(
+            out.status.success(),
+            "drive.js failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("one JSON line")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,6 +636,102 @@ async fn device_events_reach_the_callback_url_with_the_sdk_unique_id() {
         assert_eq!(b["participantId"], p.as_str());
         assert_eq!(b["tag"], "web");
     }
+}
+
+/// `kill -9` while a browser device and a phone call are connected: the restarted
+/// gateway ends both for the application (`onDisconnect`, `onLeave` with a reason),
+/// delivered to the real receiver like any event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_ends_the_devices_and_calls_it_left_connected() {
+    use patchbay_tests::hooks::Receiver;
+    use patchbay_tests::media::{write_tone_wav, Law};
+    use patchbay_tests::sipp::SippCall;
+    use std::time::Duration;
+    let hooks = Receiver::start().await;
+    let mut g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (browser, browser_token) = api
+        .participant(json!({"callbackUrl": hooks.url("/cb/browser"), "tag": "web"}))
+        .await;
+    let (phone, phone_token) = api
+        .participant(
+            json!({"publishPermissions": ["AUDIO"], "callbackUrl": hooks.url("/cb/phone")}),
+        )
+        .await;
+    api.add(&s, &browser, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &phone, Some(json!({"sessionId": s}))).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("tone.wav"), 440.0, 1, Law::Ulaw);
+    let call = SippCall::new("phone", "uac_tone.xml")
+        .var("WAV", "tone.wav")
+        .var("PT", "0")
+        .var("CODEC", "PCMU")
+        .var("HOLD_MS", "30000")
+        .token(&phone_token);
+    let running = call.spawn(&g, &dir);
+    let page = drive_in_background(
+        &g,
+        json!([{"token": browser_token, "connectTimeoutMs": 5000, "publish": {"alias": "mic"},
+                "steps": [{"wait": 12000}]}]),
+        json!([]),
+        0,
+    );
+    hooks
+        .wait_for(Duration::from_secs(20), "both onConnect", |h| {
+            h.iter().filter(|h| h.body["event"] == "onConnect").count() == 2
+        })
+        .await;
+    let sip_call_id = hooks.delivered("/cb/phone")[0]["deviceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let unique_id = hooks.delivered("/cb/browser")[0]["deviceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    g.kill9();
+    g.restart().await;
+    hooks
+        .wait_for(Duration::from_secs(20), "onLeave of both", |h| {
+            h.iter().filter(|h| h.body["event"] == "onLeave").count() >= 2
+        })
+        .await;
+    drop(running);
+    for (path, participant, device) in [
+        ("/cb/phone", &phone, &sip_call_id),
+        ("/cb/browser", &browser, &unique_id),
+    ] {
+        let bodies = hooks.delivered(path);
+        let events: Vec<&str> = bodies
+            .iter()
+            .map(|b| b["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            events[..3],
+            ["onConnect", "onDisconnect", "onLeave"],
+            "{path}: {bodies:?}"
+        );
+        for b in &bodies[..3] {
+            assert_eq!(b["participantId"], participant.as_str(), "{b}");
+            assert_eq!(b["deviceId"], device.as_str(), "{b}");
+        }
+        for b in &bodies[1..3] {
+            assert_eq!(
+                b["reason"], "the gateway restarted while it was connected",
+                "{b}"
+            );
+        }
+    }
+    assert_eq!(hooks.delivered("/cb/browser")[0]["tag"], "web");
+    // Nothing is left to end at the next start.
+    let _ = page.join();
+    g.kill9();
+    g.restart().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let phone_events = hooks.delivered("/cb/phone").len();
+    assert_eq!(phone_events, 3, "{:?}", hooks.delivered("/cb/phone"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

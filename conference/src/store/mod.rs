@@ -12,6 +12,7 @@ use std::pin::Pin;
 
 use uuid::Uuid;
 
+use crate::events::DeviceSource;
 use crate::model::{Participant, Session, Subscriptions};
 use crate::webhooks::Webhook;
 
@@ -68,6 +69,29 @@ pub enum StoreOp {
     DeleteWebhook(i64),
     /// Create or replace a dialog.
     PutDialog(DialogRecord),
+    /// A device or SIP call connected (or lost its connection): create or replace.
+    PutConnection(ConnectionRecord),
+    /// A device or SIP call is gone (`onLeave` enqueued).
+    DeleteConnection {
+        participant_id: Uuid,
+        source: DeviceSource,
+        device_id: String,
+    },
+}
+
+/// A browser device or SIP call whose `onConnect` went out and whose `onLeave` has
+/// not: if the process dies, the next start ends it (`onDisconnect`, `onLeave`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    pub participant_id: Uuid,
+    pub source: DeviceSource,
+    /// The SDK's `uniqueId` or the SIP Call-ID.
+    pub device_id: String,
+    pub callback_url: String,
+    pub tag: Option<String>,
+    /// Whether its connection was open (a browser's may be lost, waiting for a resume).
+    pub connected: bool,
+    pub since_ms: u64,
 }
 
 /// A dialog as stored.
@@ -106,6 +130,8 @@ pub struct Snapshot {
     /// Callbacks not delivered yet, by id.
     pub webhooks: Vec<Webhook>,
     pub dialogs: Vec<DialogRecord>,
+    /// Devices and calls that were connected when the last run stopped.
+    pub connections: Vec<ConnectionRecord>,
 }
 
 /// Durable storage of the control plane's state.

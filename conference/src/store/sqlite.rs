@@ -20,7 +20,10 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{BoxFuture, DialogRecord, Membership, Snapshot, Store, StoreError, StoreOp};
+use super::{
+    BoxFuture, ConnectionRecord, DialogRecord, Membership, Snapshot, Store, StoreError, StoreOp,
+};
+use crate::events::DeviceSource;
 use crate::model::{DeviceApiVersion, Participant, PublishPermission, Session, Subscriptions};
 use crate::webhooks::Webhook;
 
@@ -396,6 +399,36 @@ async fn apply(conn: &mut SqliteConnection, op: &StoreOp) -> Result<(), sqlx::Er
             .execute(conn)
             .await?;
         }
+        StoreOp::PutConnection(c) => {
+            sqlx::query(
+                "INSERT INTO connections (participant_id, source, device_id, callback_url, tag, connected, since_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (participant_id, source, device_id) DO UPDATE SET \
+                 callback_url = excluded.callback_url, tag = excluded.tag, connected = excluded.connected, since_ms = excluded.since_ms",
+            )
+            .bind(c.participant_id.to_string())
+            .bind(c.source.as_str())
+            .bind(&c.device_id)
+            .bind(&c.callback_url)
+            .bind(&c.tag)
+            .bind(c.connected as i64)
+            .bind(c.since_ms as i64)
+            .execute(conn)
+            .await?;
+        }
+        StoreOp::DeleteConnection {
+            participant_id,
+            source,
+            device_id,
+        } => {
+            sqlx::query(
+                "DELETE FROM connections WHERE participant_id = ? AND source = ? AND device_id = ?",
+            )
+            .bind(participant_id.to_string())
+            .bind(source.as_str())
+            .bind(device_id)
+            .execute(conn)
+            .await?;
+        }
         StoreOp::PutMeta { key, value } => {
             sqlx::query(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -515,6 +548,25 @@ async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, StoreError> {
             details: row.try_get("details").map_err(backend)?,
             created_at: row.try_get("created_at").map_err(backend)?,
             updated_at: row.try_get("updated_at").map_err(backend)?,
+        });
+    }
+    for row in sqlx::query(
+        "SELECT participant_id, source, device_id, callback_url, tag, connected, since_ms FROM connections ORDER BY since_ms",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?
+    {
+        let source: String = row.try_get("source").map_err(backend)?;
+        snap.connections.push(ConnectionRecord {
+            participant_id: uuid_col(&row, "participant_id")?,
+            source: DeviceSource::parse(&source)
+                .ok_or_else(|| backend(format!("bad connection source {source}")))?,
+            device_id: row.try_get("device_id").map_err(backend)?,
+            callback_url: row.try_get("callback_url").map_err(backend)?,
+            tag: row.try_get("tag").map_err(backend)?,
+            connected: row.try_get::<i64, _>("connected").map_err(backend)? != 0,
+            since_ms: row.try_get::<i64, _>("since_ms").map_err(backend)?.max(0) as u64,
         });
     }
     Ok(snap)

@@ -393,7 +393,7 @@ impl Ua {
             .and_then(|t| sdp::parse(t).ok());
         let negotiated = answer.as_ref().map(sdp::negotiate);
         let media = match (negotiated, self.conference.dialog_media(out.participant_id)) {
-            (Some(Ok(n)), Ok((_, session))) => Some((n, session)),
+            (Some(Ok(n)), Ok((p, session))) => Some((n, DeviceOwner::of(&p), session)),
             (Some(Ok(_)), Err(e)) => {
                 tracing::info!(dialog_id = %out.dialog_id, error = %e, "dialog answered but its participant cannot join");
                 None
@@ -404,7 +404,7 @@ impl Ua {
             }
         };
         let leg = out.leg;
-        let Some((n, session)) = media else {
+        let Some((n, owner, session)) = media else {
             // Hang up what we cannot use.
             let call = self.call_of(out, leg, peer, remote_addr, remote_target, route_set, None);
             let dialog_id = self.call_dialogs.get(&call.call_id).copied();
@@ -427,7 +427,7 @@ impl Ua {
             remote_addr,
             remote_target,
             route_set,
-            Some(session),
+            Some((owner, session)),
         );
         let call_id = call.call_id.clone();
         call.apply(n);
@@ -453,13 +453,21 @@ impl Ua {
         remote_addr: Bytes,
         remote_target: Uri,
         route_set: Vec<Bytes>,
-        session: Option<SessionHandle>,
+        joined: Option<(DeviceOwner, SessionHandle)>,
     ) -> Call {
         self.call_dialogs.insert(out.call_id.clone(), out.dialog_id);
-        let session = session.unwrap_or_else(SessionHandle::closed);
+        // A call that never joins raises no events: no callback URL needed.
+        let (owner, session) = joined.unwrap_or_else(|| {
+            let owner = DeviceOwner {
+                participant_id: out.participant_id,
+                callback_url: None,
+                tag: None,
+            };
+            (owner, SessionHandle::closed())
+        });
         Call {
             leg,
-            participant_id: out.participant_id,
+            owner,
             peer,
             call_id: out.call_id,
             local_tag: out.local_tag,

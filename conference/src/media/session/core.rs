@@ -53,7 +53,10 @@ impl Now {
 pub enum Control {
     Join {
         leg: LegId,
-        participant_id: Uuid,
+        /// Whose call it is (its events go to the owner's `callbackUrl`).
+        owner: DeviceOwner,
+        /// The SIP Call-ID (the events' `deviceId`).
+        call_id: Arc<str>,
         media: LegMedia,
     },
     Update {
@@ -193,6 +196,8 @@ pub struct SessionCore {
     outbox_out: bool,
     pub(super) stats: LocalStats,
     pub(super) ended: bool,
+    /// Wall clock of the control input being handled, ms (for the events it raises).
+    pub(super) unix_ms: u64,
 }
 
 impl SessionCore {
@@ -226,6 +231,7 @@ impl SessionCore {
             outbox_out: false,
             stats: LocalStats::default(),
             ended: false,
+            unix_ms: 0,
         }
     }
 
@@ -249,13 +255,15 @@ impl SessionCore {
             self.refuse_after_end(input);
             return;
         }
+        self.unix_ms = now.unix_us / 1000;
         match input {
             Control::Join {
                 leg,
-                participant_id,
+                owner,
+                call_id,
                 media,
             } => {
-                self.join(leg, participant_id, media);
+                self.join(leg, owner, call_id, media);
                 self.route_devices(now);
             }
             Control::Update { leg, media } => self.update(leg, media),

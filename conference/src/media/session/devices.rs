@@ -8,7 +8,9 @@ use std::time::Instant;
 use super::core::{Action, Now, SessionCore};
 use super::ids::{ConnId, DeviceId, DeviceKey};
 use super::{HangupReason, Offer, HEARTBEAT_DEAD, OFFER_ANSWER_TIMEOUT, RESUME_GRACE};
-use crate::events::{DeviceClose, DeviceEvent, DeviceEventKind, DeviceNote, DeviceOwner};
+use crate::events::{
+    DeviceClose, DeviceEvent, DeviceEventKind, DeviceNote, DeviceOwner, DeviceSource,
+};
 
 /// A track a device publishes.
 pub(super) struct Track {
@@ -108,6 +110,7 @@ impl SessionCore {
         };
         let event = DeviceEvent {
             kind,
+            source: DeviceSource::Browser,
             owner: d.owner.clone(),
             device_id: d.key.unique_id.to_string(),
             at_ms: now.unix_us / 1000,
@@ -288,11 +291,11 @@ impl SessionCore {
 
     /// The session ended: hang up every leg, close every device (`onLeave` for each).
     pub(super) fn end(&mut self, now: Now, reason: HangupReason) {
-        let legs: Vec<_> = self.legs.keys().copied().collect();
-        for leg in legs {
+        let legs: Vec<_> = self.legs.drain().collect();
+        for (leg, l) in legs {
+            self.leg_event(DeviceEventKind::Leave, &l);
             self.push(Action::HangUp { leg, reason });
         }
-        self.legs.clear();
         let close = match reason {
             HangupReason::Removed | HangupReason::Replaced => DeviceClose::Removed,
             HangupReason::SessionEnded | HangupReason::Shutdown => DeviceClose::SessionEnded,

@@ -2,12 +2,14 @@
 //! buffers, and the 20 ms tick that decodes, mixes and encodes.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::core::{Action, Now, Queued, SessionCore};
 use super::ids::LegId;
 use super::{HangupReason, LegMedia, RtpView, MAX_RTP_PAYLOAD};
+use crate::events::{DeviceEvent, DeviceEventKind, DeviceOwner, DeviceSource};
 use crate::media::codec::{Decoder, Encoder};
 use crate::media::frame_len;
 use crate::media::jitter::{JitterBuffer, Pull};
@@ -15,7 +17,10 @@ use crate::media::pcm::PcmFifo;
 use crate::media::stats::LocalStats;
 
 pub(super) struct Leg {
-    pub(super) participant_id: Uuid,
+    /// Whose call it is.
+    pub(super) owner: DeviceOwner,
+    /// The SIP Call-ID (the `deviceId` of its `onConnect`/`onLeave`).
+    call_id: Arc<str>,
     /// The msid stream id browsers see its audio under: random, so that no client can
     /// claim it before the leg exists.
     pub(super) stream: String,
@@ -43,7 +48,7 @@ pub(super) struct Leg {
 }
 
 impl Leg {
-    fn new(participant_id: Uuid, stream: String, media: LegMedia) -> Leg {
+    fn new(owner: DeviceOwner, call_id: Arc<str>, stream: String, media: LegMedia) -> Leg {
         let rate = media.codec.pcm_rate();
         let decoder = Decoder::new(media.codec)
             .map_err(|e| tracing::error!(error = %e, "decoder"))
@@ -52,7 +57,8 @@ impl Leg {
             .map_err(|e| tracing::error!(error = %e, "encoder"))
             .ok();
         Leg {
-            participant_id,
+            owner,
+            call_id,
             stream,
             media,
             jitter: JitterBuffer::new(media.codec.rtp_clock()),
@@ -171,22 +177,30 @@ impl Leg {
 }
 
 impl SessionCore {
-    pub(super) fn join(&mut self, id: LegId, participant_id: Uuid, media: LegMedia) {
+    pub(super) fn join(
+        &mut self,
+        id: LegId,
+        owner: DeviceOwner,
+        call_id: Arc<str>,
+        media: LegMedia,
+    ) {
         if self.legs.contains_key(&id) {
             self.update(id, media);
             return;
         }
+        let participant_id = owner.participant_id;
         // One leg per participant: a new call with the same token replaces the old one.
         self.hang_up_legs(
-            |l| l.participant_id == participant_id,
+            |l| l.owner.participant_id == participant_id,
             HangupReason::Replaced,
         );
         let rate = media.codec.pcm_rate();
         self.mixer.add_stream(id.0, rate);
         self.mixer.add_listener(id.0, rate, Some(id.0));
         let stream = format!("phone-{}", Uuid::new_v4().simple());
-        self.legs
-            .insert(id, Leg::new(participant_id, stream, media));
+        let leg = Leg::new(owner, call_id, stream, media);
+        self.leg_event(DeviceEventKind::Connect, &leg);
+        self.legs.insert(id, leg);
         tracing::info!(session_id = %self.session_id, leg = %id, %participant_id, codec = ?media.codec, "leg joined");
         self.route();
     }
@@ -200,7 +214,9 @@ impl SessionCore {
             .map(|(k, _)| *k)
             .collect();
         for leg in ids {
-            self.legs.remove(&leg);
+            if let Some(l) = self.legs.remove(&leg) {
+                self.leg_event(DeviceEventKind::Leave, &l);
+            }
             self.mixer.remove_stream(leg.0);
             self.mixer.remove_listener(leg.0);
             self.push(Action::HangUp { leg, reason });
@@ -213,7 +229,7 @@ impl SessionCore {
         };
         if l.media.codec != media.codec || l.media.ptime_ms != media.ptime_ms {
             let stream = std::mem::take(&mut l.stream);
-            *l = Leg::new(l.participant_id, stream, media);
+            *l = Leg::new(l.owner.clone(), l.call_id.clone(), stream, media);
             let rate = media.codec.pcm_rate();
             self.mixer.add_stream(id.0, rate);
             self.mixer.add_listener(id.0, rate, Some(id.0));
@@ -223,8 +239,20 @@ impl SessionCore {
         }
     }
 
+    /// `onConnect` / `onLeave` of a SIP call, for its participant's application.
+    pub(super) fn leg_event(&mut self, kind: DeviceEventKind, leg: &Leg) {
+        self.push(Action::Event(DeviceEvent {
+            kind,
+            source: DeviceSource::Sip,
+            owner: leg.owner.clone(),
+            device_id: leg.call_id.to_string(),
+            at_ms: self.unix_ms,
+        }));
+    }
+
     pub(super) fn leave(&mut self, id: LegId) {
-        if self.legs.remove(&id).is_some() {
+        if let Some(l) = self.legs.remove(&id) {
+            self.leg_event(DeviceEventKind::Leave, &l);
             self.mixer.remove_stream(id.0);
             self.mixer.remove_listener(id.0);
             tracing::info!(session_id = %self.session_id, leg = %id, "leg left");
@@ -238,24 +266,27 @@ impl SessionCore {
         let gone: Vec<Uuid> = self
             .legs
             .values()
-            .map(|l| l.participant_id)
+            .map(|l| l.owner.participant_id)
             .filter(|p| !self.is_member(*p))
             .collect();
         if !gone.is_empty() {
-            self.hang_up_legs(|l| gone.contains(&l.participant_id), HangupReason::Removed);
+            self.hang_up_legs(
+                |l| gone.contains(&l.owner.participant_id),
+                HangupReason::Removed,
+            );
         }
         let mut hears = Vec::with_capacity(self.legs.len() + self.browser_audio.len());
         let mut heard = vec![false; self.browser_audio.len()];
         let listeners: Vec<(LegId, Uuid)> = self
             .legs
             .iter()
-            .map(|(k, l)| (*k, l.participant_id))
+            .map(|(k, l)| (*k, l.owner.participant_id))
             .collect();
         for (listener, pid) in listeners {
             let subs = self.subscriptions_of(pid);
             hears.clear();
             for (&speaker, s) in &self.legs {
-                if self.receives(pid, &subs, s.participant_id, Some(&self.alias)) {
+                if self.receives(pid, &subs, s.owner.participant_id, Some(&self.alias)) {
                     hears.push(speaker.0);
                 }
             }

@@ -212,7 +212,10 @@ pub enum PublishError {
 pub enum SessionInput {
     Join {
         leg: LegId,
-        participant_id: Uuid,
+        /// Whose call it is (`onConnect`/`onLeave` go to its `callbackUrl`).
+        owner: crate::events::DeviceOwner,
+        /// The SIP Call-ID: the events' `deviceId`.
+        call_id: Arc<str>,
         media: LegMedia,
         sink: Arc<dyn LegSink>,
     },

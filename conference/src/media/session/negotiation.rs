@@ -180,7 +180,7 @@ impl SessionCore {
         let has = |s: Source| d.forwards.iter().any(|f| f.source == s);
         for (&leg_id, leg) in &self.legs {
             if !has(Source::Leg(leg_id))
-                && self.receives(me, &subs, leg.participant_id, Some(&self.alias))
+                && self.receives(me, &subs, leg.owner.participant_id, Some(&self.alias))
             {
                 wanted.push(Forward {
                     source: Source::Leg(leg_id),
@@ -188,7 +188,7 @@ impl SessionCore {
                     stream: leg.stream.clone(),
                     track: format!("{}-audio", leg.stream),
                     kind: str0m::media::MediaKind::Audio,
-                    participant_id: leg.participant_id,
+                    participant_id: leg.owner.participant_id,
                     alias: Some(self.alias.to_string()),
                 });
             }
@@ -215,7 +215,7 @@ impl SessionCore {
         for f in &d.forwards {
             let still = match f.source {
                 Source::Leg(l) => self.legs.get(&l).is_some_and(|leg| {
-                    self.receives(me, &subs, leg.participant_id, Some(&self.alias))
+                    self.receives(me, &subs, leg.owner.participant_id, Some(&self.alias))
                 }),
                 Source::Track(pid, mid) => self.devices.get(&pid).is_some_and(|p| {
                     p.published.iter().any(|t| {

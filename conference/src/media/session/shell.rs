@@ -49,14 +49,16 @@ impl Io {
         let (control, after) = match input {
             SessionInput::Join {
                 leg,
-                participant_id,
+                owner,
+                call_id,
                 media,
                 sink,
             } => {
                 self.legs.insert(leg, sink);
                 let c = Control::Join {
                     leg,
-                    participant_id,
+                    owner,
+                    call_id,
                     media,
                 };
                 (c, None)

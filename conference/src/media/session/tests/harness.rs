@@ -264,7 +264,12 @@ impl Rig {
     pub fn join_leg(&mut self, leg: u64, participant_id: Uuid) {
         self.control(Control::Join {
             leg: LegId(leg),
-            participant_id,
+            owner: DeviceOwner {
+                participant_id,
+                callback_url: None,
+                tag: None,
+            },
+            call_id: format!("call-{leg}").into(),
             media: pcmu(),
         });
     }

@@ -312,6 +312,49 @@ fn an_unanswered_offer_ends_the_device() {
     assert_eq!(seen.events(), vec![(DeviceEventKind::Leave, a, "d".into())]);
 }
 
+/// A SIP call is `onConnect` when it joins and `onLeave` when it ends, however it ends
+/// (hung up, replaced by the participant's next call, participant removed), with its
+/// Call-ID as `deviceId`.
+#[test]
+fn sip_calls_raise_connect_and_leave_events() {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut rig = Rig::new();
+    rig.members(&[a, b]);
+    rig.join_leg(1, a);
+    rig.join_leg(2, b);
+    assert_eq!(
+        rig.take().events(),
+        vec![
+            (DeviceEventKind::Connect, a, "call-1".into()),
+            (DeviceEventKind::Connect, b, "call-2".into())
+        ]
+    );
+    // a calls again with its token: the first call goes.
+    rig.join_leg(3, a);
+    let seen = rig.take();
+    assert_eq!(seen.hang_ups(), vec![(LegId(1), HangupReason::Replaced)]);
+    assert_eq!(
+        seen.events(),
+        vec![
+            (DeviceEventKind::Leave, a, "call-1".into()),
+            (DeviceEventKind::Connect, a, "call-3".into())
+        ]
+    );
+    rig.control(Control::Leave { leg: LegId(3) });
+    assert_eq!(
+        rig.take().events(),
+        vec![(DeviceEventKind::Leave, a, "call-3".into())]
+    );
+    // b is removed from the session.
+    rig.members(&[a]);
+    let seen = rig.take();
+    assert_eq!(seen.hang_ups(), vec![(LegId(2), HangupReason::Removed)]);
+    assert_eq!(
+        seen.events(),
+        vec![(DeviceEventKind::Leave, b, "call-2".into())]
+    );
+}
+
 #[test]
 fn after_the_end_joins_are_refused() {
     let a = Uuid::new_v4();
@@ -327,7 +370,13 @@ fn after_the_end_joins_are_refused() {
         vec![(LegId(1), HangupReason::SessionEnded)]
     );
     assert_eq!(seen.closes(), vec![(ConnId(1), DeviceClose::SessionEnded)]);
-    assert_eq!(seen.events(), vec![(DeviceEventKind::Leave, a, "d".into())]);
+    assert_eq!(
+        seen.events(),
+        vec![
+            (DeviceEventKind::Leave, a, "call-1".into()),
+            (DeviceEventKind::Leave, a, "d".into())
+        ]
+    );
     assert!(rig.core.is_ended());
     assert_eq!(rig.core.poll_timeout(), None);
     rig.join_leg(2, a);
