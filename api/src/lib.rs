@@ -23,6 +23,7 @@ pub mod error;
 pub mod metrics;
 mod openapi;
 pub mod routes;
+pub mod server;
 pub mod signaling;
 pub mod webhooks;
 
@@ -39,6 +40,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The webhook outbox.
     pub webhooks: webhooks::Webhooks,
+    /// The listener's limits (the body timeout is applied per request here).
+    pub limits: server::HttpLimits,
+    pub http_metrics: server::HttpServerMetrics,
 }
 
 /// The request's id: in its log line, its error body and the `x-request-id` header.
@@ -146,13 +150,45 @@ async fn remember_route(req: Request, next: Next) -> Response {
     resp
 }
 
+/// The request with its whole body read (at most [`MAX_BODY_BYTES`], within the body
+/// timeout: a client trickling its body cannot hold a handler), or the refusal.
+async fn read_request_body(state: &AppState, req: Request) -> Result<Request, ApiError> {
+    use axum::http::Method;
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let timeout = state.limits.body_timeout;
+    match server::read_body(body, MAX_BODY_BYTES, timeout).await {
+        server::BodyRead::Complete(bytes) => {
+            Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        }
+        server::BodyRead::TooLarge => Err(ApiError::PayloadTooLarge(format!(
+            "request body too large: at most {MAX_BODY_BYTES} bytes"
+        ))),
+        server::BodyRead::TimedOut => {
+            state.http_metrics.body_timeouts.inc();
+            Err(ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            )))
+        }
+        server::BodyRead::Failed => Err(ApiError::BadRequest(
+            "the request body could not be read".into(),
+        )),
+    }
+}
+
 /// Per request: an id, the error body, metrics, and one structured log line.
 async fn track_request(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let id = Uuid::new_v4();
     req.extensions_mut().insert(RequestId(id));
     let method = req.method().clone();
-    let mut resp = next.run(req).await;
+    let mut resp = match read_request_body(&state, req).await {
+        Ok(req) => next.run(req).await,
+        Err(refused) => refused.into_response(),
+    };
 
     let pending = resp
         .extensions_mut()

@@ -93,6 +93,13 @@ pub struct Config {
     pub sip_tcp_max_connections: usize,
     pub sip_tcp_max_per_source: usize,
     pub sip_tcp_idle_timeout: Duration,
+    /// HTTP: a request's headers must arrive within this (also the keep-alive idle limit).
+    pub http_header_timeout: Duration,
+    /// HTTP: a request's body must arrive within this after its headers.
+    pub http_body_timeout: Duration,
+    /// HTTP connections (WebSockets included) at once, and from one IP address.
+    pub http_max_connections: usize,
+    pub http_max_per_source: usize,
     pub sip_stream_alias: String,
     pub webrtc_listen: SocketAddr,
     /// HMAC-SHA256 key for the `X-Patchbay-Signature` header of webhooks.
@@ -137,6 +144,12 @@ struct Layer {
     #[serde(default, deserialize_with = "number_or_text")]
     sip_tcp_max_per_source: Option<String>,
     sip_tcp_idle_timeout: Option<String>,
+    http_header_timeout: Option<String>,
+    http_body_timeout: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    http_max_connections: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    http_max_per_source: Option<String>,
     sip_stream_alias: Option<String>,
     webrtc_listen: Option<String>,
     webhook_secret: Option<String>,
@@ -168,6 +181,10 @@ impl Layer {
             sip_tcp_max_connections,
             sip_tcp_max_per_source,
             sip_tcp_idle_timeout,
+            http_header_timeout,
+            http_body_timeout,
+            http_max_connections,
+            http_max_per_source,
             sip_stream_alias,
             webrtc_listen,
             webhook_secret,
@@ -247,6 +264,22 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub sip_tcp_idle_timeout: Option<String>,
 
+    /// [http_header_timeout, PATCHBAY_HTTP_HEADER_TIMEOUT] An HTTP request's headers must arrive within this; also how long an idle keep-alive connection stays [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub http_header_timeout: Option<String>,
+
+    /// [http_body_timeout, PATCHBAY_HTTP_BODY_TIMEOUT] An HTTP request's body must arrive within this after its headers, or the request gets 408 [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub http_body_timeout: Option<String>,
+
+    /// [http_max_connections, PATCHBAY_HTTP_MAX_CONNECTIONS] HTTP connections at once, WebSockets included; more are refused [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub http_max_connections: Option<String>,
+
+    /// [http_max_per_source, PATCHBAY_HTTP_MAX_PER_SOURCE] HTTP connections at once from one IP address [default: 256]
+    #[arg(long, value_name = "N")]
+    pub http_max_per_source: Option<String>,
+
     /// [sip_stream_alias, PATCHBAY_SIP_STREAM_ALIAS] Stream alias of SIP callers' audio (for alias-level subscriptions) [default: phone]
     #[arg(long, value_name = "ALIAS")]
     pub sip_stream_alias: Option<String>,
@@ -301,6 +334,10 @@ const ENV_KEYS: &[&str] = &[
     "PATCHBAY_SIP_TCP_MAX_CONNECTIONS",
     "PATCHBAY_SIP_TCP_MAX_PER_SOURCE",
     "PATCHBAY_SIP_TCP_IDLE_TIMEOUT",
+    "PATCHBAY_HTTP_HEADER_TIMEOUT",
+    "PATCHBAY_HTTP_BODY_TIMEOUT",
+    "PATCHBAY_HTTP_MAX_CONNECTIONS",
+    "PATCHBAY_HTTP_MAX_PER_SOURCE",
     "PATCHBAY_SIP_STREAM_ALIAS",
     "PATCHBAY_WEBRTC_LISTEN",
     "PATCHBAY_WEBHOOK_SECRET",
@@ -400,6 +437,10 @@ impl Config {
             sip_tcp_max_connections: env_get("PATCHBAY_SIP_TCP_MAX_CONNECTIONS"),
             sip_tcp_max_per_source: env_get("PATCHBAY_SIP_TCP_MAX_PER_SOURCE"),
             sip_tcp_idle_timeout: env_get("PATCHBAY_SIP_TCP_IDLE_TIMEOUT"),
+            http_header_timeout: env_get("PATCHBAY_HTTP_HEADER_TIMEOUT"),
+            http_body_timeout: env_get("PATCHBAY_HTTP_BODY_TIMEOUT"),
+            http_max_connections: env_get("PATCHBAY_HTTP_MAX_CONNECTIONS"),
+            http_max_per_source: env_get("PATCHBAY_HTTP_MAX_PER_SOURCE"),
             sip_stream_alias: env_get("PATCHBAY_SIP_STREAM_ALIAS"),
             webrtc_listen: env_get("PATCHBAY_WEBRTC_LISTEN"),
             webhook_secret: env_get("PATCHBAY_WEBHOOK_SECRET"),
@@ -442,6 +483,10 @@ impl Config {
             sip_tcp_max_connections: cli.sip_tcp_max_connections,
             sip_tcp_max_per_source: cli.sip_tcp_max_per_source,
             sip_tcp_idle_timeout: cli.sip_tcp_idle_timeout,
+            http_header_timeout: cli.http_header_timeout,
+            http_body_timeout: cli.http_body_timeout,
+            http_max_connections: cli.http_max_connections,
+            http_max_per_source: cli.http_max_per_source,
             sip_stream_alias: cli.sip_stream_alias,
             webrtc_listen: cli.webrtc_listen,
             webhook_secret: cli.webhook_secret,
@@ -605,6 +650,26 @@ impl Config {
             layer.sip_tcp_idle_timeout.as_deref(),
             "120s",
         )?;
+        let http_header_timeout = parse_duration(
+            "http_header_timeout",
+            layer.http_header_timeout.as_deref(),
+            "10s",
+        )?;
+        let http_body_timeout = parse_duration(
+            "http_body_timeout",
+            layer.http_body_timeout.as_deref(),
+            "30s",
+        )?;
+        let http_max_connections = parse_count(
+            "http_max_connections",
+            layer.http_max_connections.as_deref(),
+            4096,
+        )?;
+        let http_max_per_source = parse_count(
+            "http_max_per_source",
+            layer.http_max_per_source.as_deref(),
+            256,
+        )?;
         let webrtc_text = layer
             .webrtc_listen
             .unwrap_or_else(|| "127.0.0.1:30000".into());
@@ -658,6 +723,10 @@ impl Config {
             sip_tcp_max_connections,
             sip_tcp_max_per_source,
             sip_tcp_idle_timeout,
+            http_header_timeout,
+            http_body_timeout,
+            http_max_connections,
+            http_max_per_source,
             sip_stream_alias,
             webrtc_listen,
             http_listen,
@@ -828,6 +897,41 @@ mod tests {
         ] {
             let e = Config::from_toml(bad).unwrap_err().to_string();
             assert!(e.contains("sip_trunk"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn http_limits() {
+        let c = load(&[], &[]).unwrap();
+        assert_eq!(
+            (
+                c.http_header_timeout,
+                c.http_body_timeout,
+                c.http_max_connections,
+                c.http_max_per_source
+            ),
+            (Duration::from_secs(10), Duration::from_secs(30), 4096, 256)
+        );
+        let c = load(
+            &["--http-header-timeout", "2s", "--http-max-per-source", "3"],
+            &[
+                ("PATCHBAY_HTTP_MAX_CONNECTIONS", "9"),
+                ("PATCHBAY_HTTP_BODY_TIMEOUT", "1m"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.http_header_timeout,
+                c.http_body_timeout,
+                c.http_max_connections,
+                c.http_max_per_source
+            ),
+            (Duration::from_secs(2), Duration::from_secs(60), 9, 3)
+        );
+        for bad in ["http_max_connections = 0", "http_header_timeout = \"soon\""] {
+            let e = Config::from_toml(bad).unwrap_err().to_string();
+            assert!(e.contains("http_"), "{bad}: {e}");
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use patchbay_api::egress::EgressPolicy;
+use patchbay_api::server::{serve, HttpLimits, HttpServerMetrics};
 use patchbay_api::webhooks::{WebhookOptions, Webhooks};
 use patchbay_api::{Accounts, AppState, Metrics};
 use patchbay_conference::media::session::HangupReason;
@@ -160,6 +161,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
 
+    let limits = HttpLimits {
+        header_timeout: config.http_header_timeout,
+        body_timeout: config.http_body_timeout,
+        max_connections: config.http_max_connections,
+        max_per_source: config.http_max_per_source,
+    };
+    let http_metrics = HttpServerMetrics::default();
     let state = AppState {
         conference: conference.clone(),
         accounts: Arc::new(Accounts::new(
@@ -168,8 +176,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .iter()
                 .map(|a| (a.id.clone(), a.user.clone(), a.password.clone())),
         )),
-        metrics: Arc::new(Metrics::with(|r| sip_metrics.register(r))),
+        metrics: Arc::new(Metrics::with(|r| {
+            sip_metrics.register(r);
+            http_metrics.register(r);
+        })),
         webhooks: webhooks.clone(),
+        limits,
+        http_metrics: http_metrics.clone(),
     };
 
     let sweeper = {
@@ -196,10 +209,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "patchbay started"
     );
 
-    axum::serve(listener, patchbay_api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")?;
+    serve(
+        listener,
+        patchbay_api::router(state),
+        limits,
+        http_metrics,
+        shutdown_signal(),
+    )
+    .await;
 
     sweeper.abort();
     // Every session's media ends: SIP legs get their BYE, devices are closed (their

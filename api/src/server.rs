@@ -1,0 +1,241 @@
+//! The HTTP listener: accepts connections under caps and serves each with hyper's
+//! HTTP/1 connection, WebSocket upgrades included.
+//!
+//! `axum::serve` has no header read timeout (its hyper connection has no timer), so a
+//! client that sends its headers one byte a minute holds a connection and a task for
+//! ever, and it caps nothing. Here:
+//! - a request's headers must arrive within `header_timeout` (hyper's
+//!   `header_read_timeout`, which also runs while a keep-alive connection waits for its
+//!   next request: the idle limit);
+//! - its body within `body_timeout` after the headers ([`read_body`], used by the router);
+//! - at most `max_connections` connections at once, `max_per_source` from one address;
+//!   more are closed at once and counted;
+//! - `accept` errors (e.g. out of file descriptors) back off instead of spinning;
+//! - on shutdown, listening stops and each connection finishes its request in flight.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Limits of the HTTP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub max_per_source: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            max_per_source: 256,
+        }
+    }
+}
+
+/// What the listener counts (registered into `/metrics`).
+#[derive(Clone, Default)]
+pub struct HttpServerMetrics {
+    pub connections: Gauge,
+    pub refused: Counter,
+    pub header_timeouts: Counter,
+    pub body_timeouts: Counter,
+    pub accept_errors: Counter,
+}
+
+impl HttpServerMetrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "http_connections",
+            "HTTP connections open now (WebSockets included)",
+            self.connections.clone(),
+        );
+        r.register(
+            "http_connections_refused",
+            "HTTP connections closed at accept (over http_max_connections or http_max_per_source)",
+            self.refused.clone(),
+        );
+        r.register(
+            "http_header_timeouts",
+            "HTTP connections closed because a request's headers did not arrive within http_header_timeout (includes idle keep-alive connections)",
+            self.header_timeouts.clone(),
+        );
+        r.register(
+            "http_body_timeouts",
+            "HTTP requests answered 408 because the body did not arrive within http_body_timeout",
+            self.body_timeouts.clone(),
+        );
+        r.register(
+            "http_accept_errors",
+            "HTTP accept errors (e.g. out of file descriptors; accepting backs off)",
+            self.accept_errors.clone(),
+        );
+    }
+}
+
+/// Connections open now, in all and per source address.
+struct Admission {
+    limits: HttpLimits,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+impl Admission {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let here = open.1.get(&ip).copied().unwrap_or(0);
+        if open.0 >= self.limits.max_connections || here >= self.limits.max_per_source {
+            return None;
+        }
+        open.0 += 1;
+        open.1.insert(ip, here + 1);
+        Some(Slot {
+            admission: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One admitted connection; released when dropped.
+struct Slot {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self
+            .admission
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serve `router` on `listener` until `shutdown` completes, then let every connection
+/// finish its request in flight (WebSockets are closed by their owners).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    metrics: HttpServerMetrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let admission = Arc::new(Admission {
+        limits,
+        open: Mutex::new((0, HashMap::new())),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(5);
+                    a
+                }
+                Err(e) => {
+                    metrics.accept_errors.inc();
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "HTTP accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Some(slot) = admission.admit(peer.ip()) else {
+            metrics.refused.inc();
+            tracing::debug!(%peer, "HTTP connection refused: over the connection caps");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let (metrics, mut stop, done) = (metrics.clone(), stop_rx.clone(), done_rx.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _done = done;
+            metrics.connections.inc();
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                if e.is_timeout() {
+                    metrics.header_timeouts.inc();
+                }
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+            metrics.connections.dec();
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_rx);
+    // Every connection task holds a receiver: wait (bounded) until they are all gone.
+    let _ = tokio::time::timeout(Duration::from_secs(10), done_tx.closed()).await;
+}
+
+/// Read a request body of at most `limit` bytes within `timeout`.
+pub enum BodyRead {
+    Complete(axum::body::Bytes),
+    TooLarge,
+    TimedOut,
+    Failed,
+}
+
+pub async fn read_body(body: axum::body::Body, limit: usize, timeout: Duration) -> BodyRead {
+    use futures_util::StreamExt;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return BodyRead::Failed;
+            };
+            if out.len() + chunk.len() > limit {
+                return BodyRead::TooLarge;
+            }
+            out.extend_from_slice(&chunk);
+        }
+        BodyRead::Complete(out.into())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(BodyRead::TimedOut)
+}
