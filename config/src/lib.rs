@@ -93,6 +93,8 @@ pub struct Config {
     pub sip_tcp_max_connections: usize,
     pub sip_tcp_max_per_source: usize,
     pub sip_tcp_idle_timeout: Duration,
+    /// SIP server transactions at once from one IP address; more get 503.
+    pub sip_max_transactions_per_source: usize,
     /// HTTP: a request's headers must arrive within this (also the keep-alive idle limit).
     pub http_header_timeout: Duration,
     /// HTTP: a request's body must arrive within this after its headers.
@@ -144,6 +146,8 @@ struct Layer {
     #[serde(default, deserialize_with = "number_or_text")]
     sip_tcp_max_per_source: Option<String>,
     sip_tcp_idle_timeout: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    sip_max_transactions_per_source: Option<String>,
     http_header_timeout: Option<String>,
     http_body_timeout: Option<String>,
     #[serde(default, deserialize_with = "number_or_text")]
@@ -181,6 +185,7 @@ impl Layer {
             sip_tcp_max_connections,
             sip_tcp_max_per_source,
             sip_tcp_idle_timeout,
+            sip_max_transactions_per_source,
             http_header_timeout,
             http_body_timeout,
             http_max_connections,
@@ -264,6 +269,10 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub sip_tcp_idle_timeout: Option<String>,
 
+    /// [sip_max_transactions_per_source, PATCHBAY_SIP_MAX_TRANSACTIONS_PER_SOURCE] SIP server transactions at once from one IP address; a new request over it gets 503 with Retry-After [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub sip_max_transactions_per_source: Option<String>,
+
     /// [http_header_timeout, PATCHBAY_HTTP_HEADER_TIMEOUT] An HTTP request's headers must arrive within this; also how long an idle keep-alive connection stays [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub http_header_timeout: Option<String>,
@@ -334,6 +343,7 @@ const ENV_KEYS: &[&str] = &[
     "PATCHBAY_SIP_TCP_MAX_CONNECTIONS",
     "PATCHBAY_SIP_TCP_MAX_PER_SOURCE",
     "PATCHBAY_SIP_TCP_IDLE_TIMEOUT",
+    "PATCHBAY_SIP_MAX_TRANSACTIONS_PER_SOURCE",
     "PATCHBAY_HTTP_HEADER_TIMEOUT",
     "PATCHBAY_HTTP_BODY_TIMEOUT",
     "PATCHBAY_HTTP_MAX_CONNECTIONS",
@@ -437,6 +447,7 @@ impl Config {
             sip_tcp_max_connections: env_get("PATCHBAY_SIP_TCP_MAX_CONNECTIONS"),
             sip_tcp_max_per_source: env_get("PATCHBAY_SIP_TCP_MAX_PER_SOURCE"),
             sip_tcp_idle_timeout: env_get("PATCHBAY_SIP_TCP_IDLE_TIMEOUT"),
+            sip_max_transactions_per_source: env_get("PATCHBAY_SIP_MAX_TRANSACTIONS_PER_SOURCE"),
             http_header_timeout: env_get("PATCHBAY_HTTP_HEADER_TIMEOUT"),
             http_body_timeout: env_get("PATCHBAY_HTTP_BODY_TIMEOUT"),
             http_max_connections: env_get("PATCHBAY_HTTP_MAX_CONNECTIONS"),
@@ -483,6 +494,7 @@ impl Config {
             sip_tcp_max_connections: cli.sip_tcp_max_connections,
             sip_tcp_max_per_source: cli.sip_tcp_max_per_source,
             sip_tcp_idle_timeout: cli.sip_tcp_idle_timeout,
+            sip_max_transactions_per_source: cli.sip_max_transactions_per_source,
             http_header_timeout: cli.http_header_timeout,
             http_body_timeout: cli.http_body_timeout,
             http_max_connections: cli.http_max_connections,
@@ -650,6 +662,11 @@ impl Config {
             layer.sip_tcp_idle_timeout.as_deref(),
             "120s",
         )?;
+        let sip_max_transactions_per_source = parse_count(
+            "sip_max_transactions_per_source",
+            layer.sip_max_transactions_per_source.as_deref(),
+            1000,
+        )?;
         let http_header_timeout = parse_duration(
             "http_header_timeout",
             layer.http_header_timeout.as_deref(),
@@ -723,6 +740,7 @@ impl Config {
             sip_tcp_max_connections,
             sip_tcp_max_per_source,
             sip_tcp_idle_timeout,
+            sip_max_transactions_per_source,
             http_header_timeout,
             http_body_timeout,
             http_max_connections,
@@ -958,6 +976,12 @@ mod tests {
             ),
             (10, 3, Duration::from_secs(2))
         );
+        assert_eq!(
+            load(&[], &[]).unwrap().sip_max_transactions_per_source,
+            1000
+        );
+        let c = load(&["--sip-max-transactions-per-source", "7"], &[]).unwrap();
+        assert_eq!(c.sip_max_transactions_per_source, 7);
         let c = load(
             &["--sip-tcp-max-per-source", "5"],
             &[("PATCHBAY_SIP_TCP_MAX_CONNECTIONS", "7")],

@@ -143,6 +143,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 max_per_source: config.sip_tcp_max_per_source,
                 idle_timeout: config.sip_tcp_idle_timeout,
             },
+            max_transactions_per_source: config.sip_max_transactions_per_source,
             trunk: config.sip_trunk.as_ref().map(|t| Trunk {
                 host: t.host.clone(),
                 addr: t.addr,

@@ -29,6 +29,7 @@ sip_metrics! {
     sip_tcp_refused: Counter => "SIP TCP connections refused (over sip_tcp_max_connections or sip_tcp_max_per_source)",
     sip_tcp_idle_closed: Counter => "SIP TCP connections closed after sip_tcp_idle_timeout without a byte",
     sip_accept_errors: Counter => "SIP TCP accept errors (e.g. out of file descriptors; accepting backs off)",
+    sip_transactions_refused: Counter => "SIP requests answered 503 because their source held sip_max_transactions_per_source server transactions",
     sip_tcp_connections: Gauge => "SIP TCP connections open now",
     sip_invalid_requests: Counter => "SIP requests refused by validation (400/405/406/415/416/420/501/505)",
     sip_calls_accepted: Counter => "Inbound calls answered with 200",

@@ -50,6 +50,8 @@ pub struct SipConfig {
     /// Where dialogs (outbound calls) go; none: dialogs are refused.
     pub trunk: Option<Trunk>,
     pub tcp: TcpLimits,
+    /// Server transactions at once from one IP address (more get 503).
+    pub max_transactions_per_source: usize,
 }
 
 /// What one peer, or all of them, may hold of the SIP TCP listener.
@@ -176,6 +178,8 @@ struct Ua {
     udp: Arc<UdpSocket>,
     tcp: HashMap<ConnId, mpsc::UnboundedSender<Bytes>>,
     tx_peers: HashMap<TransactionKey, Peer>,
+    /// Server transactions per source address, under a cap.
+    admission: admission::TxAdmission,
     timers: BTreeMap<(Instant, u64), TimerKind>,
     tx_timers: HashMap<(TransactionKey, Timer), (Instant, u64)>,
     timer_seq: u64,
@@ -193,6 +197,7 @@ struct Ua {
     acks: HashMap<String, (Bytes, Peer)>,
 }
 
+mod admission;
 mod tcp;
 mod uac;
 pub use uac::Trunk;
@@ -448,6 +453,7 @@ impl Ua {
                 Output::ToTu(ev) => self.on_tu(key, *ev),
                 Output::Terminated(_) => {
                     self.tx_peers.remove(key);
+                    self.admission.closed(key);
                     self.client_invites.remove(key);
                     for t in Timer::ALL {
                         self.clear_tx_timer(key, t);
@@ -512,10 +518,17 @@ impl Ua {
                 }
                 return;
             }
+            if self.over_transaction_cap(req, &peer) {
+                return;
+            }
         }
         let reliability = peer.reliability();
+        let request = matches!(m, Message::Request(_));
         match self.layer.receive(m, reliability) {
             Dispatch::Created { key, outputs } => {
+                if request {
+                    self.admission.opened(key.clone(), peer.addr.ip());
+                }
                 self.tx_peers.insert(key.clone(), peer);
                 self.run_outputs(&key, outputs);
             }
@@ -535,6 +548,32 @@ impl Ua {
                 Message::Response(_) => {} // stray response: dropped
             },
         }
+    }
+
+    /// A request that would open a server transaction while its source holds as many as
+    /// it may: answered 503 with Retry-After, statelessly (nothing is kept), and counted.
+    fn over_transaction_cap(&mut self, req: &Request, peer: &Peer) -> bool {
+        if req.method == Method::Ack || self.admission.has_room(peer.addr.ip()) {
+            return false;
+        }
+        let new = TransactionKey::from_request(req)
+            .is_some_and(|key| self.layer.server_state(&key).is_none());
+        if !new {
+            return false; // a retransmission: its transaction answers it
+        }
+        self.metrics.sip_transactions_refused.inc();
+        tracing::debug!(from = %peer.addr, "request refused: its source holds too many transactions");
+        let headers = [("Retry-After", "5".to_string())];
+        let tag = random_token();
+        if let Some(resp) = build_response(
+            req,
+            Reply::new(503, "Service Unavailable")
+                .tag(&tag)
+                .headers(&headers),
+        ) {
+            self.send_message(&Message::Response(resp), peer);
+        }
+        true
     }
 
     fn on_tu(&mut self, key: &TransactionKey, ev: TuEvent) {
@@ -1132,6 +1171,7 @@ impl SipGateway {
         }
         let mut config = config;
         config.listen = local;
+        let max_transactions_per_source = config.max_transactions_per_source;
         let ua = Ua {
             config,
             conference,
@@ -1141,6 +1181,7 @@ impl SipGateway {
             udp,
             tcp: HashMap::new(),
             tx_peers: HashMap::new(),
+            admission: admission::TxAdmission::new(max_transactions_per_source),
             timers: BTreeMap::new(),
             tx_timers: HashMap::new(),
             timer_seq: 0,
