@@ -5,6 +5,10 @@
 
 pub mod dialogs;
 pub mod events;
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod media;
 pub mod model;
 pub mod registry;

@@ -312,7 +312,7 @@ impl WebRtcTransport {
 }
 
 /// Our ufrag from a STUN binding request's USERNAME (`ours:theirs`), if `buf` is one.
-fn stun_local_ufrag(buf: &[u8]) -> Option<&str> {
+pub(crate) fn stun_local_ufrag(buf: &[u8]) -> Option<&str> {
     // RFC 5389: type (2, top bits 00), length (2), magic cookie, transaction id (12).
     if buf.len() < 20 || buf[0] & 0xc0 != 0 || buf[4..8] != [0x21, 0x12, 0xa4, 0x42] {
         return None;

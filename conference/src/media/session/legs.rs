@@ -176,6 +176,9 @@ impl Leg {
     }
 }
 
+/// The highest RFC 4733 event relayed between legs and browsers (16: flash).
+const MAX_RELAYED_EVENT: u8 = 16;
+
 impl SessionCore {
     pub(super) fn join(
         &mut self,
@@ -335,6 +338,11 @@ impl SessionCore {
     /// An RFC 4733 payload from the mixer stream `from` (a leg or a browser's audio) to
     /// every leg that negotiated telephone-event and hears that stream.
     pub(super) fn relay_event(&mut self, from: u64, payload: [u8; 4], start: bool, clock: u32) {
+        // Only the events every leg's answer names (`0-16`: DTMF and flash); the
+        // others (RFC 4733 tones, modem signals) would break that negotiation.
+        if payload[0] > MAX_RELAYED_EVENT {
+            return;
+        }
         let to: Vec<LegId> = self
             .legs
             .iter()

@@ -34,9 +34,11 @@ pub struct Browser {
     pub revisions: Vec<u64>,
     /// Media frames received on the subscribing connection.
     pub frames: usize,
-    /// Whether the heartbeat channel should answer PING.
+    /// Whether the heartbeat channels (one per connection) should answer PING.
     pub pong: bool,
-    heartbeat: Option<str0m::channel::ChannelId>,
+    /// Every datagram sent to the core, with its source, when set (fuzz seeds).
+    pub sent: Option<Vec<(SocketAddr, Vec<u8>)>>,
+    heartbeat: [Option<str0m::channel::ChannelId>; 2],
     audio_mid: Option<Mid>,
     opus: Option<Encoder>,
     ts: u64,
@@ -80,7 +82,8 @@ impl Browser {
             revisions: Vec::new(),
             frames: 0,
             pong: true,
-            heartbeat: None,
+            sent: None,
+            heartbeat: [None; 2],
             audio_mid: None,
             opus: None,
             ts: 0,
@@ -148,6 +151,12 @@ impl Browser {
                 .sdp_api()
                 .accept_offer(parsed)
                 .expect("offer accepted");
+            if self.revisions.is_empty() {
+                // Like the SDK: the negotiated heartbeat channel on this connection too.
+                let mut direct = self.subscribe.direct_api();
+                direct.create_data_channel(sdk_channel(0, "__heartbeat__"));
+                direct.create_data_channel(sdk_channel(1, "__diagnostics__"));
+            }
             self.revisions.push(offer.revision);
             rig.control(Control::Answer {
                 key: self.key.clone(),
@@ -222,19 +231,19 @@ impl Browser {
                 match rtc.poll_output() {
                     Ok(str0m::Output::Timeout(_)) | Err(_) => break,
                     Ok(str0m::Output::Transmit(t)) => {
+                        if let Some(sent) = self.sent.as_mut() {
+                            sent.push((self.addr[pass], t.contents.to_vec()));
+                        }
                         rig.core.handle_datagram(now, self.addr[pass], &t.contents);
                     }
                     Ok(str0m::Output::Event(e)) => match e {
                         str0m::Event::MediaData(_) if pass == 1 => self.frames += 1,
-                        str0m::Event::ChannelOpen(id, label)
-                            if pass == 0 && label == "__heartbeat__" =>
-                        {
-                            self.heartbeat = Some(id);
+                        str0m::Event::ChannelOpen(id, label) if label == "__heartbeat__" => {
+                            self.heartbeat[pass] = Some(id);
                         }
                         str0m::Event::ChannelData(d)
-                            if pass == 0
-                                && self.pong
-                                && Some(d.id) == self.heartbeat
+                            if self.pong
+                                && Some(d.id) == self.heartbeat[pass]
                                 && d.data == b"PING" =>
                         {
                             if let Some(mut ch) = rtc.channel(d.id) {

@@ -262,6 +262,10 @@ impl Rig {
     }
 
     pub fn join_leg(&mut self, leg: u64, participant_id: Uuid) {
+        self.join_leg_with(leg, participant_id, pcmu());
+    }
+
+    pub fn join_leg_with(&mut self, leg: u64, participant_id: Uuid, media: LegMedia) {
         self.control(Control::Join {
             leg: LegId(leg),
             owner: DeviceOwner {
@@ -270,7 +274,7 @@ impl Rig {
                 tag: None,
             },
             call_id: format!("call-{leg}").into(),
-            media: pcmu(),
+            media,
         });
     }
 

@@ -1,6 +1,7 @@
 //! Unit tests of the session core with fake time: no sockets, no tasks.
 
 mod browser;
+mod fuzz;
 mod harness;
 
 use std::time::Duration;

@@ -1,0 +1,213 @@
+//! Property tests of the session core under hostile network input: RTP of any shape
+//! into SIP legs of every codec (the jitter buffer, decoders, RFC 4733 handling, the
+//! mixer), and datagrams on the WebRTC socket, broken copies of a real browser's
+//! STUN/DTLS/SRTP among them, while a real (in-memory) session runs. Nothing may
+//! panic, what goes out stays within bounds, and the real session keeps working.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use uuid::Uuid;
+
+use super::super::*;
+use super::browser::{run, Browser};
+use super::harness::*;
+use crate::fuzzing::{hostile, noise};
+use crate::media::codec::AudioCodec;
+
+/// One RTP packet as a hostile caller might send it, and the time before it.
+#[derive(Debug, Clone)]
+struct Packet {
+    seq: u16,
+    ts: u32,
+    pt: u8,
+    marker: bool,
+    payload: Vec<u8>,
+    gap_ms: u64,
+}
+
+fn packet() -> impl Strategy<Value = Packet> {
+    (
+        any::<u16>(),
+        any::<u32>(),
+        prop_oneof![
+            Just(0u8),
+            Just(8),
+            Just(9),
+            Just(101),
+            Just(111),
+            any::<u8>()
+        ],
+        any::<bool>(),
+        prop_oneof![
+            3 => noise(200),
+            1 => noise(1500),
+            // RFC 4733 events, sane and not.
+            2 => (0u8..=255, any::<u8>(), any::<u16>())
+                .prop_map(|(e, f, d)| vec![e, f, (d >> 8) as u8, d as u8]),
+        ],
+        0u64..60,
+    )
+        .prop_map(|(seq, ts, pt, marker, payload, gap_ms)| Packet {
+            seq,
+            ts,
+            pt,
+            marker,
+            payload,
+            gap_ms,
+        })
+}
+
+/// A stream that mostly advances like a real one, with jumps, duplicates and reorders.
+fn stream() -> impl Strategy<Value = Vec<Packet>> {
+    prop::collection::vec((packet(), 0u8..4), 1..120).prop_map(|ps| {
+        let (mut seq, mut ts) = (1000u16, 50_000u32);
+        ps.into_iter()
+            .map(|(mut p, shape)| {
+                if shape != 0 {
+                    // Mostly in order: the next packet of the stream.
+                    seq = seq.wrapping_add(1);
+                    ts = ts.wrapping_add(160);
+                    p.seq = seq;
+                    p.ts = ts;
+                }
+                p
+            })
+            .collect()
+    })
+}
+
+fn media(codec: AudioCodec) -> LegMedia {
+    let payload_type = match codec {
+        AudioCodec::Pcmu => 0,
+        AudioCodec::Pcma => 8,
+        AudioCodec::G722 => 9,
+        AudioCodec::Opus => 111,
+    };
+    LegMedia {
+        codec,
+        payload_type,
+        event_payload_type: Some(101),
+        ptime_ms: 20,
+    }
+}
+
+proptest! {
+    #[test]
+    fn hostile_rtp_into_a_leg_of_any_codec_never_panics(
+        codec in prop_oneof![Just(AudioCodec::Pcmu), Just(AudioCodec::Pcma), Just(AudioCodec::G722), Just(AudioCodec::Opus)],
+        packets in stream(),
+    ) {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut rig = Rig::new();
+        rig.members(&[a, b]);
+        rig.join_leg_with(1, a, media(codec));
+        rig.join_leg(2, b);
+        rig.take();
+        for p in &packets {
+            rig.advance(Duration::from_millis(p.gap_ms));
+            let view = RtpView {
+                ssrc: 7,
+                seq: p.seq,
+                timestamp: p.ts,
+                payload_type: p.pt,
+                marker: p.marker,
+                arrival_us: rig.now.unix_us,
+                payload: &p.payload,
+            };
+            rig.core.handle_rtp(rig.now, LegId(1), view);
+        }
+        rig.advance(Duration::from_millis(500));
+        let seen = rig.take();
+        // What the other leg is sent stays one packet's worth of its codec.
+        for payload in seen.audio_of(LegId(2)) {
+            prop_assert!(payload.len() <= MAX_RTP_PAYLOAD);
+        }
+        for (leg, event, _, _) in seen.leg_events() {
+            prop_assert_eq!(leg, LegId(2), "DTMF goes to the others only");
+            prop_assert!(event[0] <= 16, "only DTMF and flash are relayed: {:?}", event);
+        }
+    }
+}
+
+/// Hostile datagrams on the WebRTC socket, while two in-memory browsers talk through
+/// the core: from the browser's own addresses (broken copies of what it really sent),
+/// and from addresses nobody owns. Afterwards the listener still receives media.
+#[test]
+fn hostile_datagrams_leave_a_real_session_working() {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut rig = Rig::new();
+    rig.members(&[a, b]);
+    let mut speaker = Browser::connect(&mut rig, a, "speaker", 1, 41110);
+    let mut listener = Browser::connect(&mut rig, b, "listener", 2, 41120);
+    speaker.sent = Some(Vec::new());
+    speaker.publish_audio(&mut rig, "s-speaker");
+    run(
+        &mut rig,
+        &mut [&mut speaker, &mut listener],
+        &mut [],
+        Duration::from_secs(2),
+    );
+    let sent = speaker.sent.take().unwrap_or_default();
+    assert!(
+        listener.frames > 40,
+        "the session works before: {}",
+        listener.frames
+    );
+    let mut seeds: Vec<Vec<u8>> = sent.iter().map(|(_, d)| d.clone()).collect();
+    seeds.sort();
+    seeds.dedup();
+    seeds.truncate(400);
+    let sources: Vec<SocketAddr> = {
+        let mut s: Vec<SocketAddr> = sent.iter().map(|(a, _)| *a).collect();
+        s.sort();
+        s.dedup();
+        s.push("127.0.0.1:9".parse().expect("address"));
+        s.push("[::1]:41110".parse().expect("address"));
+        s
+    };
+
+    let state = RefCell::new((rig, speaker, listener));
+    let strategy =
+        prop::collection::vec((prop::sample::select(sources), hostile(seeds, 1500)), 1..32);
+    let mut runner = TestRunner::new(Config {
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&strategy, |datagrams| {
+        let mut st = state.borrow_mut();
+        let (rig, speaker, listener) = &mut *st;
+        for (from, bytes) in &datagrams {
+            rig.core.handle_datagram(rig.now, *from, bytes);
+        }
+        rig.core.flush(rig.now);
+        run(
+            rig,
+            &mut [speaker, listener],
+            &mut [],
+            Duration::from_millis(10),
+        );
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let (mut rig, mut speaker, mut listener) = state.into_inner();
+    let before = listener.frames;
+    assert_eq!(rig.seen.closes(), vec![], "nobody was closed");
+    run(
+        &mut rig,
+        &mut [&mut speaker, &mut listener],
+        &mut [],
+        Duration::from_secs(2),
+    );
+    assert!(
+        listener.frames > before + 40,
+        "media still flows after the attack: {} → {}",
+        before,
+        listener.frames
+    );
+}
