@@ -198,6 +198,8 @@ struct Ua {
 }
 
 mod admission;
+#[cfg(test)]
+mod fuzz_tests;
 mod tcp;
 mod uac;
 pub use uac::Trunk;
@@ -267,7 +269,13 @@ fn crude_response(raw: &[u8], status: &str) -> Option<Bytes> {
         return None;
     }
     out.push_str("Server: patchbay\r\nContent-Length: 0\r\n\r\n");
-    Some(Bytes::from(out))
+    // Lines copied from a broken request may not make a valid response: send none then.
+    let out = Bytes::from(out);
+    matches!(
+        parse_datagram(out.clone(), &Limits::datagram()),
+        Ok(Message::Response(_))
+    )
+    .then_some(out)
 }
 
 /// The response `(status, reason, extra headers)` a request gets before any
