@@ -20,6 +20,8 @@ pub mod dialogs;
 pub mod dto;
 pub mod egress;
 pub mod error;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod metrics;
 mod openapi;
 pub mod routes;

@@ -78,7 +78,7 @@ pub async fn v3(
 }
 
 /// `reason` cut to what a close frame can carry, at a character boundary.
-fn close_reason(mut reason: String) -> String {
+pub(crate) fn close_reason(mut reason: String) -> String {
     if reason.len() > MAX_CLOSE_REASON {
         let mut end = MAX_CLOSE_REASON;
         while !reason.is_char_boundary(end) {
@@ -415,6 +415,19 @@ fn error(id: Value, code: i64, message: &str) -> Outcome {
     Outcome::Reply(rpc_error(id, code, message))
 }
 
+/// `text` cut to at most `max` bytes at a character boundary, marked with `…` if cut
+/// (a client's own text echoed in an error stays short).
+fn shortened(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// Handle one JSON-RPC message (sans-IO).
 pub fn handle(text: &str) -> Outcome {
     let Ok(v) = serde_json::from_str::<Value>(text) else {
@@ -469,7 +482,11 @@ pub fn handle(text: &str) -> Outcome {
             },
         },
         other => match id {
-            Some(id) => error(id, -32601, &format!("method not found: {other}")),
+            Some(id) => error(
+                id,
+                -32601,
+                &format!("method not found: {}", shortened(other, 40)),
+            ),
             None => Outcome::Nothing,
         },
     }

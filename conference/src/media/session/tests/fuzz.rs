@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::super::*;
 use super::browser::{run, Browser};
 use super::harness::*;
-use crate::fuzzing::{hostile, noise};
+use crate::fuzzing::{hostile, hostile_text, noise};
 use crate::media::codec::AudioCodec;
 
 /// One RTP packet as a hostile caller might send it, and the time before it.
@@ -210,4 +210,57 @@ fn hostile_datagrams_leave_a_real_session_working() {
         before,
         listener.frames
     );
+}
+
+/// A browser's publish offer (what the SDK sends in `offerSdp`), from a real str0m peer.
+fn publish_offer() -> String {
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let mut change = rtc.sdp_api();
+    change.add_channel("__heartbeat__".into());
+    change.add_media(
+        str0m::media::MediaKind::Audio,
+        str0m::media::Direction::SendOnly,
+        Some("s1".into()),
+        Some("t-audio".into()),
+        None,
+    );
+    change.add_media(
+        str0m::media::MediaKind::Video,
+        str0m::media::Direction::SendOnly,
+        Some("s1".into()),
+        Some("t-video".into()),
+        None,
+    );
+    match change.apply() {
+        Some((offer, _)) => offer.to_sdp_string(),
+        None => panic!("no offer"),
+    }
+}
+
+proptest! {
+    #[test]
+    fn hostile_publish_offers_are_answered_or_refused(
+        sdp in hostile_text(vec![publish_offer().into_bytes()], 2048),
+        audio: bool,
+        video: bool,
+    ) {
+        let a = Uuid::new_v4();
+        let mut rig = Rig::new();
+        rig.members(&[a]);
+        rig.device(a, "d", 1);
+        rig.control(Control::Publish {
+            key: DeviceKey::new(a, "d"),
+            conn: ConnId(1),
+            request: 5,
+            offer: PublishRequest {
+                sdp,
+                aliases: vec![("s1".into(), "mic".into())],
+                may_publish_audio: audio,
+                may_publish_video: video,
+            },
+        });
+        let answered = rig.seen.actions.iter().any(|a| matches!(a, Action::Published { request: 5, .. }));
+        prop_assert!(answered, "every publish gets an answer or a refusal");
+        rig.advance(Duration::from_secs(1));
+    }
 }
