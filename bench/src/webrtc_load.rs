@@ -74,6 +74,17 @@ enum Cmd {
         #[arg(long, default_value_t = 3600)]
         seconds: u64,
     },
+    /// Publishing clients for the participants whose tokens are listed (one per line),
+    /// each leaving cleanly and joining again every `--cycle` seconds (±20 %), until
+    /// `--seconds` pass; then all leave. Prints a JSON summary.
+    Clients {
+        #[arg(long)]
+        tokens_file: String,
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        #[arg(long, default_value_t = 60)]
+        cycle: u64,
+    },
     /// Time a bare libopus encode (the phone→browser baseline).
     OpusBaseline {
         #[arg(long, default_value_t = 8000)]
@@ -132,7 +143,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             for (i, token) in tokens.into_iter().enumerate() {
                 let (ws_base, totals) = (ws_base.clone(), totals.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = client(&ws_base, &token, i, Some(payload), totals.clone()).await
+                    if let Err(e) =
+                        client(&ws_base, &token, i, Some(payload), None, totals.clone()).await
                     {
                         totals.errors.fetch_add(1, Relaxed);
                         eprintln!("client {i}: {e:#}");
@@ -218,7 +230,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let token = api.member(s, body, json!({"sessionId": s})).await?.1;
                 let (ws_base, totals) = (ws_base.clone(), totals.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = client(&ws_base, &token, i, None, totals.clone()).await {
+                    if let Err(e) = client(&ws_base, &token, i, None, None, totals.clone()).await {
                         totals.errors.fetch_add(1, Relaxed);
                         eprintln!("listener {i}: {e:#}");
                     }
@@ -237,6 +249,47 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 );
                 last = now;
             }
+        }
+        Cmd::Clients {
+            tokens_file,
+            seconds,
+            cycle,
+        } => {
+            let text = std::fs::read_to_string(&tokens_file)?;
+            let end = Instant::now() + Duration::from_secs(seconds);
+            let cycles = Arc::new(AtomicU64::new(0));
+            let mut tasks = Vec::new();
+            for (i, token) in text.split_whitespace().map(str::to_string).enumerate() {
+                let (ws_base, totals, cycles) = (ws_base.clone(), totals.clone(), cycles.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut round = 0u64;
+                    while Instant::now() < end {
+                        // Spread the reconnections: ±20 % around the cycle.
+                        round += 1;
+                        let spread = (i as u64 * 7919 + round * 104_729) % 1000;
+                        let jitter = 0.8 + 0.4 * spread as f64 / 1000.0;
+                        let life = Duration::from_secs_f64(cycle as f64 * jitter)
+                            .min(end.saturating_duration_since(Instant::now()));
+                        let r = client(&ws_base, &token, i, Some(80), Some(life), totals.clone()).await;
+                        if let Err(e) = r {
+                            totals.errors.fetch_add(1, Relaxed);
+                            eprintln!("client {i}: {e:#}");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        cycles.fetch_add(1, Relaxed);
+                    }
+                }));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            println!(
+                "{}",
+                json!({"clients": text.split_whitespace().count(), "connections": cycles.load(Relaxed),
+                       "errors": totals.errors.load(Relaxed), "sent": totals.sent.load(Relaxed),
+                       "received": totals.received.load(Relaxed)})
+            );
         }
         Cmd::OpusBaseline { .. } => unreachable!("handled in main"),
     }
@@ -310,14 +363,17 @@ fn sdk_channels() -> [ChannelConfig; 2] {
 }
 
 /// One browser-like device: publishes (when `payload` is set) and answers the
-/// gateway's subscribe offers, until the socket closes.
+/// gateway's subscribe offers, until the socket closes or, with a `lifetime`, it
+/// leaves (`leave`, then a close) when that has passed.
 async fn client(
     ws_base: &str,
     token: &str,
     index: usize,
     payload: Option<usize>,
+    lifetime: Option<Duration>,
     totals: Arc<Totals>,
 ) -> anyhow::Result<()> {
+    let leave_at = lifetime.map(|l| Instant::now() + l);
     let url = format!(
         "{ws_base}/v3/?token={token}&client=bench&sdkVersion=0&uniqueId=bench-{index}-{}",
         std::process::id()
@@ -376,6 +432,19 @@ async fn client(
         if mid.is_some() {
             deadline = deadline.min(next_frame);
         }
+        if let Some(at) = leave_at {
+            if Instant::now() >= at {
+                ws.send(Message::Text(
+                    json!({"jsonrpc": "2.0", "method": "leave", "params": {}})
+                        .to_string()
+                        .into(),
+                ))
+                .await?;
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+            deadline = deadline.min(at);
+        }
         let sub_socket = subscriber.as_ref().map(|s| &s.socket);
         tokio::select! {
             r = publisher.socket.recv_from(&mut buf_p) => {
@@ -405,11 +474,18 @@ async fn client(
                     }
                 } else if v["method"] == "sdpOffer" {
                     let offer = SdpOffer::from_sdp_string(v["params"]["sdpOffer"].as_str().unwrap_or_default())?;
-                    if subscriber.is_none() {
+                    let fresh = subscriber.is_none();
+                    if fresh {
                         subscriber = Some(Peer::new().await?);
                     }
                     if let Some(s) = subscriber.as_mut() {
                         let answer = s.rtc.sdp_api().accept_offer(offer)?;
+                        if fresh {
+                            // Like the SDK: the negotiated heartbeat channels here too.
+                            for c in sdk_channels() {
+                                s.rtc.direct_api().create_data_channel(c);
+                            }
+                        }
                         ws.send(request("answerSdp", json!({"sdpAnswer": answer.to_sdp_string()}))).await?;
                     }
                 } else if v.get("error").is_some() {
