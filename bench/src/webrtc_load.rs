@@ -270,7 +270,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         let jitter = 0.8 + 0.4 * spread as f64 / 1000.0;
                         let life = Duration::from_secs_f64(cycle as f64 * jitter)
                             .min(end.saturating_duration_since(Instant::now()));
-                        let r = client(&ws_base, &token, i, Some(80), Some(life), totals.clone()).await;
+                        let r =
+                            client(&ws_base, &token, i, Some(80), Some(life), totals.clone()).await;
                         if let Err(e) = r {
                             totals.errors.fetch_add(1, Relaxed);
                             eprintln!("client {i}: {e:#}");

@@ -57,6 +57,18 @@ impl SippCall {
         }
     }
 
+    /// A caller (`uac_tone.xml`) playing `hz` (a 2 s WAV written into `dir`, looped) in
+    /// `law` for `hold_ms`, then hanging up.
+    pub fn tone(name: &str, dir: &Path, hz: u32, law: crate::media::Law, hold_ms: u32) -> SippCall {
+        let wav = format!("tone{hz}-{}.wav", law.name());
+        crate::media::write_tone_wav(&dir.join(&wav), hz as f64, 2, law);
+        SippCall::new(name, "uac_tone.xml")
+            .var("WAV", wav)
+            .var("PT", law.payload_type().to_string())
+            .var("CODEC", law.name())
+            .var("HOLD_MS", hold_ms.to_string())
+    }
+
     pub fn var(mut self, key: &'static str, value: impl Into<String>) -> SippCall {
         self.vars.push((key, value.into()));
         self

@@ -191,7 +191,7 @@ async fn a_subscriber_receives_the_publishers_audio_with_its_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_and_a_phone_caller_hear_each_other() {
-    use patchbay_tests::media::{decode_window, now_epoch, received, write_tone_wav, Capture, Law};
+    use patchbay_tests::media::{decode_window, now_epoch, received, Capture, Law};
     use patchbay_tests::sipp::SippCall;
     let g = Gateway::start().await;
     let api = g.api();
@@ -203,13 +203,7 @@ async fn a_browser_and_a_phone_caller_hear_each_other() {
     api.add(&s, &browser, Some(json!({"sessionId": s}))).await;
     api.add(&s, &phone, Some(json!({"sessionId": s}))).await;
     let dir = g.scratch().to_path_buf();
-    write_tone_wav(&dir.join("tone440.wav"), 440.0, 2, Law::Ulaw);
-    let call = SippCall::new("phone", "uac_tone.xml")
-        .var("WAV", "tone440.wav")
-        .var("PT", "0")
-        .var("CODEC", "PCMU")
-        .var("HOLD_MS", "12000")
-        .token(&phone_token);
+    let call = SippCall::tone("phone", &dir, 440, Law::Ulaw, 12000).token(&phone_token);
     let capture = Capture::start(&dir, &[call.media_port]);
     let running = call.spawn(&g, &dir);
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
@@ -644,7 +638,7 @@ async fn device_events_reach_the_callback_url_with_the_sdk_unique_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_ends_the_devices_and_calls_it_left_connected() {
     use patchbay_tests::hooks::Receiver;
-    use patchbay_tests::media::{write_tone_wav, Law};
+    use patchbay_tests::media::Law;
     use patchbay_tests::sipp::SippCall;
     use std::time::Duration;
     let hooks = Receiver::start().await;
@@ -662,13 +656,7 @@ async fn a_crash_ends_the_devices_and_calls_it_left_connected() {
     api.add(&s, &browser, Some(json!({"sessionId": s}))).await;
     api.add(&s, &phone, Some(json!({"sessionId": s}))).await;
     let dir = g.scratch().to_path_buf();
-    write_tone_wav(&dir.join("tone.wav"), 440.0, 1, Law::Ulaw);
-    let call = SippCall::new("phone", "uac_tone.xml")
-        .var("WAV", "tone.wav")
-        .var("PT", "0")
-        .var("CODEC", "PCMU")
-        .var("HOLD_MS", "30000")
-        .token(&phone_token);
+    let call = SippCall::tone("phone", &dir, 440, Law::Ulaw, 30000).token(&phone_token);
     let running = call.spawn(&g, &dir);
     let page = drive_in_background(
         &g,

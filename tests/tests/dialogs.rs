@@ -93,13 +93,7 @@ async fn an_answered_dialog_joins_the_session_both_ways_and_delete_sends_bye() {
     api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
     let dir = g.scratch().to_path_buf();
     write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
-    write_tone_wav(&dir.join("tone440.wav"), 440.0, 2, Law::Ulaw);
-    let phone = SippCall::new("phone", "uac_tone.xml")
-        .var("WAV", "tone440.wav")
-        .var("PT", "0")
-        .var("CODEC", "PCMU")
-        .var("HOLD_MS", "9000")
-        .token(&caller_token);
+    let phone = SippCall::tone("phone", &dir, 440, Law::Ulaw, 9000).token(&caller_token);
     let capture = Capture::start(&dir, &[trunk.media_port, phone.media_port]);
     let far_end = trunk.serve(&dir);
     let caller_call = phone.spawn(&g, &dir);

@@ -145,7 +145,7 @@ async fn a_new_unique_id_replaces_the_old_device() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sdp_offer_is_sent_again_on_resume_and_an_unanswered_one_ends_the_device() {
-    use patchbay_tests::media::{write_tone_wav, Law};
+    use patchbay_tests::media::Law;
     use patchbay_tests::sipp::SippCall;
     use patchbay_tests::ws::next_within;
     use std::time::{Duration, Instant};
@@ -159,13 +159,7 @@ async fn an_sdp_offer_is_sent_again_on_resume_and_an_unanswered_one_ends_the_dev
     api.add(&s, &p, Some(json!({"sessionId": s}))).await;
     api.add(&s, &phone, Some(json!({"sessionId": s}))).await;
     let dir = g.scratch().to_path_buf();
-    write_tone_wav(&dir.join("tone.wav"), 440.0, 2, Law::Ulaw);
-    let call = SippCall::new("phone", "uac_tone.xml")
-        .var("WAV", "tone.wav")
-        .var("PT", "0")
-        .var("CODEC", "PCMU")
-        .var("HOLD_MS", "30000")
-        .token(&phone_token);
+    let call = SippCall::tone("phone", &dir, 440, Law::Ulaw, 30000).token(&phone_token);
     let _running = call.spawn(&g, &dir);
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
 

@@ -27,14 +27,7 @@ fn tone_call(
     hold_ms: u32,
     token: &str,
 ) -> SippCall {
-    let wav = format!("tone{hz}-{}.wav", law.name());
-    write_tone_wav(&dir.join(&wav), hz as f64, 2, law);
-    SippCall::new(name, "uac_tone.xml")
-        .var("WAV", wav)
-        .var("PT", law.payload_type().to_string())
-        .var("CODEC", law.name())
-        .var("HOLD_MS", hold_ms.to_string())
-        .token(token)
+    SippCall::tone(name, dir, hz, law, hold_ms).token(token)
 }
 
 /// Tones heard by the caller on `port` in each 100 ms window of [from, to).

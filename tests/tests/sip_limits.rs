@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use patchbay_tests::media::{write_tone_wav, Law};
+use patchbay_tests::media::Law;
 use patchbay_tests::sipp::SippCall;
 use patchbay_tests::{Api, Gateway};
 use serde_json::json;
@@ -17,13 +17,7 @@ async fn audio_participant(api: &Api) -> (String, String) {
 
 /// A caller playing 440 Hz for `hold_ms`, then hanging up.
 fn tone_call(name: &str, dir: &std::path::Path, hold_ms: u32, token: &str) -> SippCall {
-    write_tone_wav(&dir.join("tone440.wav"), 440.0, 2, Law::Ulaw);
-    SippCall::new(name, "uac_tone.xml")
-        .var("WAV", "tone440.wav")
-        .var("PT", "0")
-        .var("CODEC", "PCMU")
-        .var("HOLD_MS", hold_ms.to_string())
-        .token(token)
+    SippCall::tone(name, dir, 440, Law::Ulaw, hold_ms).token(token)
 }
 
 /// A raw SIP client over UDP (for what sipp cannot do: reuse another call's Call-ID).

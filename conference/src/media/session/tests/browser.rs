@@ -364,13 +364,17 @@ fn a_browser_and_a_leg_hear_each_other_and_audio_is_decoded_only_while_heard() {
     assert_eq!(browser.revisions, vec![1]);
 }
 
-#[test]
-fn forwarding_follows_subscriptions_between_browsers() {
+/// Two members hearing each other: a speaker publishing audio (on `port`; its
+/// datagrams kept in `sent` when `capture`) and a listener, after 2 s of media.
+pub fn speaker_and_listener(port: u16, capture: bool) -> (Rig, Browser, Browser, [Uuid; 2]) {
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let mut rig = Rig::new();
     rig.members(&[a, b]);
-    let mut speaker = Browser::connect(&mut rig, a, "speaker", 1, 41010);
-    let mut listener = Browser::connect(&mut rig, b, "listener", 2, 41020);
+    let mut speaker = Browser::connect(&mut rig, a, "speaker", 1, port);
+    let mut listener = Browser::connect(&mut rig, b, "listener", 2, port + 10);
+    if capture {
+        speaker.sent = Some(Vec::new());
+    }
     speaker.publish_audio(&mut rig, "s-speaker");
     run(
         &mut rig,
@@ -378,6 +382,12 @@ fn forwarding_follows_subscriptions_between_browsers() {
         &mut [],
         Duration::from_secs(2),
     );
+    (rig, speaker, listener, [a, b])
+}
+
+#[test]
+fn forwarding_follows_subscriptions_between_browsers() {
+    let (mut rig, mut speaker, mut listener, [a, b]) = speaker_and_listener(41010, false);
     assert!(listener.frames > 40, "forwarded: {}", listener.frames);
     assert_eq!(listener.revisions, vec![1]);
     // The listener now hears nobody: forwarding stops at once and it gets a new offer.

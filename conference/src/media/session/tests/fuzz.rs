@@ -13,7 +13,7 @@ use proptest::test_runner::{Config, TestRunner};
 use uuid::Uuid;
 
 use super::super::*;
-use super::browser::{run, Browser};
+use super::browser::{run, speaker_and_listener};
 use super::harness::*;
 use crate::fuzzing::{hostile, hostile_text, noise};
 use crate::media::codec::AudioCodec;
@@ -138,19 +138,7 @@ proptest! {
 /// and from addresses nobody owns. Afterwards the listener still receives media.
 #[test]
 fn hostile_datagrams_leave_a_real_session_working() {
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    let mut rig = Rig::new();
-    rig.members(&[a, b]);
-    let mut speaker = Browser::connect(&mut rig, a, "speaker", 1, 41110);
-    let mut listener = Browser::connect(&mut rig, b, "listener", 2, 41120);
-    speaker.sent = Some(Vec::new());
-    speaker.publish_audio(&mut rig, "s-speaker");
-    run(
-        &mut rig,
-        &mut [&mut speaker, &mut listener],
-        &mut [],
-        Duration::from_secs(2),
-    );
+    let (rig, mut speaker, listener, _) = speaker_and_listener(41110, true);
     let sent = speaker.sent.take().unwrap_or_default();
     assert!(
         listener.frames > 40,
