@@ -22,6 +22,7 @@ pub mod egress;
 pub mod error;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod handover;
 pub mod metrics;
 mod openapi;
 pub mod routes;

@@ -159,6 +159,8 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
         may_publish_video: participant.may_publish(PublishPermission::Video),
         session,
     };
+    // A previous socket of this device first handles what it received (its `leave`).
+    let mut registration = crate::handover::take_over(&device.key, conn).await;
     let (notify, notifications) = tokio::sync::mpsc::channel(NOTE_QUEUE);
     device
         .send(SessionInput::DeviceJoin {
@@ -168,7 +170,15 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
             notify,
         })
         .await;
-    let end = serve(socket, &mut device, notifications).await;
+    let mut handing_over = None;
+    let end = serve(
+        socket,
+        &mut device,
+        notifications,
+        &mut registration.requests,
+        &mut handing_over,
+    )
+    .await;
     device
         .send(SessionInput::DeviceGone {
             key: device.key.clone(),
@@ -176,6 +186,8 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
             left: end == End::Left,
         })
         .await;
+    // A newer socket of this device waits for this (its join comes after our leave).
+    drop(handing_over);
     tracing::info!(participant_id = %participant.id, device_id = %unique_id, %conn, how = ?end, "signaling closed");
 }
 
@@ -288,10 +300,33 @@ async fn serve(
     mut socket: WebSocket,
     device: &mut Device,
     mut notifications: tokio::sync::mpsc::Receiver<DeviceNote>,
+    handover: &mut tokio::sync::mpsc::Receiver<crate::handover::Request>,
+    handing_over: &mut Option<crate::handover::Request>,
 ) -> End {
+    // While a newer socket of this device waits: until when frames already on their
+    // way are still read before it is let in.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
+        let drained = async {
+            match drain_until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let msg = tokio::select! {
+            biased;
             msg = socket.recv() => msg,
+            Some(request) = handover.recv() => {
+                *handing_over = Some(request);
+                drain_until = Some(tokio::time::Instant::now() + crate::handover::DRAIN_WINDOW);
+                continue;
+            }
+            _ = drained => {
+                // Nothing more came: the newer socket takes over (a resume).
+                drop(handing_over.take());
+                drain_until = None;
+                continue;
+            }
             note = notifications.recv() => {
                 let why = match note {
                     Some(DeviceNote::Offer(offer)) => {

@@ -143,6 +143,51 @@ async fn a_new_unique_id_replaces_the_old_device() {
     assert_eq!(r["result"], json!({}));
 }
 
+/// The SDK's `disconnect()` then `connect()`: `leave` on the first socket and a new
+/// socket with the same uniqueId, the new one reaching us first. The new socket is a
+/// new device (the old one ended, with its onLeave), never a resume of the old one's
+/// peer connections; a socket that just goes quiet is still resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_and_a_new_socket_of_the_same_device_make_a_new_device_whatever_the_order() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api.participant(json!({})).await;
+    api.add(&s, &p, None).await;
+    let mut first = connect(&g, &token, "dev-1").await;
+    rpc(&mut first, json!(1), "ping", json!({})).await;
+    // The new socket first, the old one's leave just after it.
+    let (t2, port) = (token.clone(), g.port);
+    let second = tokio::spawn(async move {
+        let url = format!(
+            "ws://127.0.0.1:{port}/v3/?token={t2}&client=browser&sdkVersion=test&uniqueId=dev-1"
+        );
+        tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect")
+            .0
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    first
+        .send(Message::Text(
+            json!({"jsonrpc": "2.0", "method": "leave"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let mut second = second.await.unwrap();
+    rpc(&mut second, json!(2), "ping", json!({})).await;
+    g.wait_metric("patchbay_devices_ended_total", 1.0).await;
+    assert_eq!(g.metric("patchbay_signaling_resumed_total").await, 0.0);
+    // A socket that goes quiet (no leave) and a new one: resumed, nothing ended.
+    let _quiet = second;
+    let mut third = connect(&g, &token, "dev-1").await;
+    rpc(&mut third, json!(3), "ping", json!({})).await;
+    assert_eq!(g.metric("patchbay_devices_ended_total").await, 1.0);
+    assert_eq!(g.metric("patchbay_signaling_connects_total").await, 3.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sdp_offer_is_sent_again_on_resume_and_an_unanswered_one_ends_the_device() {
     use patchbay_tests::media::Law;
