@@ -184,7 +184,7 @@ def main():
 
         # Flatness: from the end of the first round of churn on.
         settle = max(args.hold, args.cycle) + 30
-        steady = [s for s in samples if s[0] >= settle] or samples
+        steady = [s for s in samples if settle <= s[0] <= seconds - 15] or samples
         rss_ok, rss_dev = flat([s[1] for s in steady])
         fds_ok, fds_dev = flat([s[2] for s in steady])
         rx = m.get("patchbay_rtp_received_total", 0)

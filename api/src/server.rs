@@ -8,8 +8,8 @@
 //!   `header_read_timeout`, which also runs while a keep-alive connection waits for its
 //!   next request: the idle limit);
 //! - its body within `body_timeout` after the headers ([`read_body`], used by the router);
-//! - at most `max_connections` connections at once, `max_per_source` from one address;
-//!   more are closed at once and counted;
+//! - at most `max_connections` connections at once, `max_per_source` from one address,
+//!   WebSockets included for as long as they live; more are closed at once and counted;
 //! - `accept` errors (e.g. out of file descriptors) back off instead of spinning;
 //! - on shutdown, listening stops and each connection finishes its request in flight.
 
@@ -95,7 +95,7 @@ struct Admission {
 }
 
 impl Admission {
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+    fn admit(self: &Arc<Self>, ip: IpAddr, metrics: &HttpServerMetrics) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let here = open.1.get(&ip).copied().unwrap_or(0);
         if open.0 >= self.limits.max_connections || here >= self.limits.max_per_source {
@@ -103,21 +103,31 @@ impl Admission {
         }
         open.0 += 1;
         open.1.insert(ip, here + 1);
+        metrics.connections.inc();
         Some(Slot {
             admission: self.clone(),
             ip,
+            gauge: metrics.connections.clone(),
         })
     }
 }
 
-/// One admitted connection; released when dropped.
-struct Slot {
+/// One admitted connection; released when dropped. Each request carries it (as a
+/// [`ConnectionSlot`]) so that a WebSocket keeps it for as long as it lives, after
+/// its HTTP connection handed the socket over.
+pub struct Slot {
     admission: Arc<Admission>,
     ip: IpAddr,
+    gauge: Gauge,
 }
+
+/// The connection's slot, in every request's extensions.
+#[derive(Clone)]
+pub struct ConnectionSlot(pub Arc<Slot>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.gauge.dec();
         let mut open = self
             .admission
             .open
@@ -167,19 +177,24 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let Some(slot) = admission.admit(peer.ip()) else {
+        let Some(slot) = admission.admit(peer.ip(), &metrics) else {
             metrics.refused.inc();
             tracing::debug!(%peer, "HTTP connection refused: over the connection caps");
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let slot = ConnectionSlot(Arc::new(slot));
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(slot.clone());
+                req
+            },
+        ));
         let (metrics, mut stop, done) = (metrics.clone(), stop_rx.clone(), done_rx.clone());
         tokio::spawn(async move {
-            let _slot = slot;
             let _done = done;
-            metrics.connections.inc();
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -201,7 +216,6 @@ pub async fn serve(
                 }
                 tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
-            metrics.connections.dec();
         });
     }
     drop(listener);

@@ -71,10 +71,15 @@ pub async fn v3(
     ws: WebSocketUpgrade,
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
+    slot: Option<axum::Extension<crate::server::ConnectionSlot>>,
 ) -> Response {
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| device(socket, app, query))
+        .on_upgrade(move |socket| async move {
+            // The listener's connection slot is held for as long as the socket lives.
+            let _slot = slot;
+            device(socket, app, query).await
+        })
 }
 
 /// `reason` cut to what a close frame can carry, at a character boundary.

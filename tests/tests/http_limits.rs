@@ -135,3 +135,96 @@ async fn slowloris_is_cut_off_while_other_clients_are_served() {
     // Only the connection asking for /metrics is left (idle ones close after 2 s).
     g.wait_metric("patchbay_http_connections", 1.0).await;
 }
+
+/// A WebSocket keeps its connection slot for as long as it lives (its HTTP connection
+/// ended with the upgrade): devices count toward the caps like any connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_count_toward_the_connection_caps() {
+    use patchbay_tests::ws::{connect, rpc};
+    let g = Gateway::start_with(&[], &[("PATCHBAY_HTTP_MAX_PER_SOURCE", "3")]).await;
+    let bystander = reqwest::Client::builder()
+        .local_address(BYSTANDER)
+        .build()
+        .unwrap();
+    let api = |method: reqwest::Method, path: String, body: serde_json::Value| {
+        bystander
+            .request(method, format!("{}/v1/accounts/dev{path}", g.base()))
+            .basic_auth("dev", Some("dev"))
+            .json(&body)
+            .send()
+    };
+    let s: Value = api(
+        reqwest::Method::POST,
+        "/sessions".into(),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let s = s["id"].as_str().unwrap().to_string();
+    let mut devices = Vec::new();
+    for i in 0..3 {
+        let p: Value = api(
+            reqwest::Method::POST,
+            "/participants".into(),
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let id = p["participant"]["id"].as_str().unwrap();
+        let r = api(
+            reqwest::Method::PUT,
+            format!("/sessions/{s}/participants/{id}"),
+            serde_json::json!({"sessionId": s}),
+        )
+        .await
+        .unwrap();
+        assert!(r.status().is_success());
+        let mut ws = connect(&g, p["token"].as_str().unwrap(), &format!("dev-{i}")).await;
+        rpc(&mut ws, serde_json::json!(1), "ping", serde_json::json!({})).await;
+        devices.push(ws);
+    }
+    // Three devices from 127.0.0.1 hold its three slots: a fourth connection is refused.
+    let refused = reqwest::Client::new()
+        .get(format!("{}/health", g.base()))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a fourth connection was served: {refused:?}"
+    );
+    // One device goes: there is room again.
+    drop(devices.pop());
+    let mut served = false;
+    for _ in 0..50 {
+        if let Ok(r) = reqwest::Client::new()
+            .get(format!("{}/health", g.base()))
+            .send()
+            .await
+        {
+            served = r.status() == 200;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "no room after a device left");
+    let metrics = bystander
+        .get(format!("{}/metrics", g.base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused_total: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("patchbay_http_connections_refused_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused_total >= 1.0, "{metrics}");
+}
