@@ -731,16 +731,18 @@ impl Ua {
             _ => sdp::offer(self.config.media_ip, rtp.port, sdp_session_id, 1),
         };
         let contact = self.local_contact(&peer);
-        let headers = [
-            ("Contact", contact),
-            ("Allow", ALLOW.to_string()),
-            ("Content-Type", "application/sdp".to_string()),
-        ];
+        // RFC 3261 §12.1.1: every Record-Route of the request, in order, in the answer
+        // (the caller's ACK, BYE and re-INVITEs then keep to the proxies' path).
+        let record_route: Vec<(&str, String)> = header_values(req, "Record-Route")
+            .map(|v| ("Record-Route", String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        let mut headers = vec![("Contact", contact), ("Allow", ALLOW.to_string())];
+        headers.extend(record_route);
         let Some(resp) = build_response(
             req,
             Reply::new(200, "OK")
                 .tag(&local_tag)
-                .headers(&headers[..2])
+                .headers(&headers)
                 .body("application/sdp", Bytes::from(body)),
         ) else {
             return;

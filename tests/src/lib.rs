@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub mod hooks;
 pub mod media;
+pub mod rawsip;
 pub mod sipp;
 
 /// The workspace root.

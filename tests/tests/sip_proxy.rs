@@ -1,0 +1,79 @@
+//! Behind a record-routing proxy (Kamailio's `record_route()`, carriers' SBCs): what
+//! the gateway's answers and requests carry, seen on the wire with a raw SIP client.
+
+use patchbay_tests::rawsip::RawSip;
+use patchbay_tests::Gateway;
+use reqwest::Method;
+use serde_json::json;
+
+/// RFC 3261 §12.1.1 / §12.2.1.1: the 200 OK copies every Record-Route of the INVITE in
+/// order, and our own BYE goes to the first route with the route set as Route headers
+/// (loose routing) and the caller's Contact as its Request-URI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_route_is_copied_and_our_bye_follows_the_route_set() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&s, &p, Some(json!({"sessionId": s}))).await;
+    // The "proxy" is this raw client itself: routes name its own address.
+    let sip = RawSip::new(&g);
+    let port = sip.port();
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let media_port = media.local_addr().unwrap().port();
+    let rr = format!(
+        "Record-Route: <sip:127.0.0.1:{port};lr;ftag=raw1>\r\nRecord-Route: <sip:10.9.8.7;lr>,<sip:10.9.8.6;lr>\r\n"
+    );
+    sip.send(&sip.invite_with("rr-1", "rr1", &token, media_port, &rr));
+    let ok = sip.final_response();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let routes: Vec<&str> = ok
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("record-route:"))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            format!("Record-Route: <sip:127.0.0.1:{port};lr;ftag=raw1>").as_str(),
+            "Record-Route: <sip:10.9.8.7;lr>,<sip:10.9.8.6;lr>"
+        ],
+        "{ok}"
+    );
+    let to_tag = ok
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+        .and_then(|l| l.split(";tag=").nth(1))
+        .expect("a To tag")
+        .trim()
+        .to_string();
+    sip.send(&sip.in_dialog("ACK", 1, "rr-1", &to_tag, "rr1ack"));
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+
+    // Removing the participant hangs up: the BYE comes to the first route (us).
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/sessions/{s}/participants/{p}"),
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let bye = sip.request("BYE");
+    assert!(
+        bye.starts_with(&format!("BYE sip:raw@127.0.0.1:{port} SIP/2.0")),
+        "Request-URI is the caller's Contact: {bye}"
+    );
+    let route_lines: Vec<&str> = bye
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("route:"))
+        .collect();
+    let joined = route_lines.join(",");
+    let first = joined
+        .find(&format!("127.0.0.1:{port}"))
+        .expect("first route");
+    let second = joined.find("10.9.8.7").expect("second route");
+    let third = joined.find("10.9.8.6").expect("third route");
+    assert!(first < second && second < third, "route order: {bye}");
+}
