@@ -131,13 +131,38 @@ async fn an_answered_dialog_joins_the_session_both_ways_and_delete_sends_bye() {
         .map(|(s, _)| s)
         .collect();
     assert_eq!(states, ["CALLING", "RINGING", "ANSWERED", "TERMINATED"]);
-    let body = &hooks.delivered("/cb/agent")[2];
+    hooks
+        .wait_for(Duration::from_secs(10), "the call's onLeave", |h| {
+            h.iter().any(|h| h.body["event"] == "onLeave")
+        })
+        .await;
+    let bodies = hooks.delivered("/cb/agent");
+    let body = bodies
+        .iter()
+        .find(|b| b["event"] == "onSipDialogStateChange" && b["state"] == "ANSWERED")
+        .expect("the ANSWERED callback");
     assert_eq!(body["participantId"], p.as_str());
     assert_eq!(body["dialogId"], d.as_str());
     assert_eq!(body["tag"], "agent");
     assert_eq!(body["type"], "SIP");
     assert_eq!(body["dialogStateData"]["state"], "ANSWERED");
     assert_eq!(body["data"]["from"], "+15557654321");
+    // The answered call was the participant's connection: onConnect, then onLeave at the
+    // hang-up, with the call's Call-ID as deviceId.
+    let call_events: Vec<(&str, &str)> = bodies
+        .iter()
+        .filter(|b| b["event"] == "onConnect" || b["event"] == "onLeave")
+        .map(|b| {
+            (
+                b["event"].as_str().unwrap(),
+                b["deviceId"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(call_events.len(), 2, "{call_events:?}");
+    assert_eq!(call_events[0].0, "onConnect");
+    assert_eq!(call_events[1].0, "onLeave");
+    assert_eq!(call_events[0].1, call_events[1].1);
 
     // The far end heard the caller (440 Hz) and the caller heard the far end (660 Hz).
     let far = received(&packets, trunk.media_port);
