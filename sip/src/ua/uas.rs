@@ -1,0 +1,373 @@
+//! Calls we answer (UAS): INVITE with the token, its 2xx until the ACK, re-INVITE,
+//! BYE and CANCEL from the caller.
+
+use super::*;
+
+impl Ua {
+    pub(super) fn to_tag(req: &Request) -> Option<String> {
+        match req.headers.typed::<To>() {
+            Some(Ok(to)) => to.tag().map(|t| String::from_utf8_lossy(t).to_string()),
+            _ => None,
+        }
+    }
+
+    pub(super) fn call_id(req: &Request) -> String {
+        first_value(req, "Call-ID").unwrap_or_default()
+    }
+
+    pub(super) fn on_invite(&mut self, key: &TransactionKey, req: &Request) {
+        let call_id = Self::call_id(req);
+        if let Some(tag) = Self::to_tag(req) {
+            if self.calls.get(&call_id).is_some_and(|c| c.local_tag == tag) {
+                self.on_reinvite(key, req, &call_id);
+            } else {
+                self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist"));
+            }
+            return;
+        }
+        if self.calls.contains_key(&call_id) {
+            // A new INVITE (not a retransmission: the transaction layer absorbs those)
+            // without a To tag on a live call's Call-ID: a merged or looped request
+            // (RFC 3261 §8.2.2.2). It must not touch the live call.
+            tracing::info!(%call_id, "merged INVITE refused: its Call-ID belongs to a live call");
+            self.metrics.sip_calls_rejected.inc();
+            self.respond(
+                key,
+                req,
+                Reply::new(482, "Loop Detected").tag(&random_token()),
+            );
+            return;
+        }
+        self.respond(key, req, Reply::new(100, "Trying"));
+        let local_tag = random_token();
+        let reject = |ua: &mut Ua, code: u16, reason: &str| {
+            ua.metrics.sip_calls_rejected.inc();
+            ua.respond(key, req, Reply::new(code, reason).tag(&local_tag));
+        };
+        let Some(token) = uui::jwt_token(header_values(req, "User-to-User")) else {
+            tracing::info!(%call_id, "call refused: no User-to-User token");
+            return reject(self, 403, "Forbidden (no participant token)");
+        };
+        let (participant, session) = match self.conference.join_media(&token) {
+            Ok(x) => x,
+            Err(JoinError::NotInSession(p)) => {
+                tracing::info!(%call_id, participant_id = %p, "call refused: participant in no session");
+                return reject(self, 480, "Temporarily Unavailable");
+            }
+            Err(e) => {
+                tracing::info!(%call_id, reason = %e, "call refused");
+                return reject(self, 403, "Forbidden");
+            }
+        };
+        let offer = if req.body().is_empty() {
+            None
+        } else {
+            match std::str::from_utf8(req.body())
+                .map_err(|e| e.to_string())
+                .and_then(|t| sdp::parse(t).map_err(|e| e.to_string()))
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::info!(%call_id, error = %e, "call refused: bad SDP");
+                    return reject(self, 400, "Bad Request (malformed SDP)");
+                }
+            }
+        };
+        let negotiated = match &offer {
+            Some(o) => match sdp::negotiate(o) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    tracing::info!(%call_id, "call refused: no common codec");
+                    return reject(self, 488, "Not Acceptable Here");
+                }
+            },
+            None => None,
+        };
+        let (rtp_socket, rtcp_socket) = match self.ports.bind(self.config.media_ip) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "no RTP port");
+                return reject(self, 503, "Service Unavailable");
+            }
+        };
+        let leg = LegId(NEXT_LEG.fetch_add(1, Ordering::Relaxed));
+        let Some(peer) = self.tx_peers.get(key).copied() else {
+            return;
+        };
+        let rtp = match rtp::start(LegStart {
+            leg,
+            rtp: rtp_socket,
+            rtcp: rtcp_socket,
+            timeout: self.config.rtp_timeout,
+            ended: self.media_tx.clone(),
+            metrics: self.metrics.clone(),
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start RTP");
+                return reject(self, 503, "Service Unavailable");
+            }
+        };
+        let sdp_session_id = rand::random::<u32>() as u64;
+        let body = match (&offer, &negotiated) {
+            (Some(o), Some(n)) => {
+                sdp::answer(o, n, self.config.media_ip, rtp.port, sdp_session_id, 1)
+            }
+            _ => sdp::offer(self.config.media_ip, rtp.port, sdp_session_id, 1),
+        };
+        let contact = self.local_contact(&peer);
+        // RFC 3261 §12.1.1: every Record-Route of the request, in order, in the answer
+        // (the caller's ACK, BYE and re-INVITEs then keep to the proxies' path).
+        let record_route: Vec<(&str, String)> = header_values(req, "Record-Route")
+            .map(|v| ("Record-Route", String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        let mut headers = vec![("Contact", contact), ("Allow", ALLOW.to_string())];
+        headers.extend(record_route);
+        let Some(resp) = build_response(
+            req,
+            Reply::new(200, "OK")
+                .tag(&local_tag)
+                .headers(&headers)
+                .body("application/sdp", Bytes::from(body)),
+        ) else {
+            return;
+        };
+        let ok_bytes = Message::Response(resp.clone()).to_bytes();
+        let local_addr = resp
+            .headers
+            .get(&HeaderName::To)
+            .map(|h| Bytes::copy_from_slice(h.raw_value()))
+            .unwrap_or_default();
+        let remote_addr = req
+            .headers
+            .get(&HeaderName::From)
+            .map(|h| Bytes::copy_from_slice(h.raw_value()))
+            .unwrap_or_default();
+        let remote_target = match req
+            .headers
+            .get(&HeaderName::Contact)
+            .map(|h| Address::parse(h.raw_value(), "Contact"))
+        {
+            Some(Ok(a)) => a.uri,
+            _ => req.uri.clone(),
+        };
+        let route_set: Vec<Bytes> = header_values(req, "Record-Route")
+            .map(Bytes::copy_from_slice)
+            .collect();
+
+        let outputs = self.layer.send_response(key, resp);
+        self.run_outputs(key, outputs);
+        self.metrics.sip_calls_accepted.inc();
+        self.metrics.sip_calls_active.inc();
+        tracing::info!(%call_id, %leg, participant_id = %participant.id, codec = ?negotiated.map(|n| n.codec), late_offer = negotiated.is_none(), "call answered");
+
+        let mut call = Call {
+            leg,
+            owner: DeviceOwner::of(&participant),
+            peer,
+            call_id: call_id.clone(),
+            local_tag,
+            remote_addr,
+            local_addr,
+            remote_target,
+            route_set,
+            local_cseq: 0,
+            confirmed: false,
+            ok_bytes,
+            ok_sent_at: Instant::now(),
+            ok_interval: self.timers_cfg.t1,
+            late_offer: negotiated.is_none(),
+            offer,
+            negotiated: None,
+            sdp_session_id,
+            sdp_version: 1,
+            session,
+            rtp,
+        };
+        if let Some(n) = negotiated {
+            call.apply(n);
+        }
+        // Retransmit the 200 until the ACK (on UDP), give up after 64·T1.
+        let first = if peer.transport == Transport::Udp {
+            self.timers_cfg.t1
+        } else {
+            self.timers_cfg.t1 * 64
+        };
+        self.schedule(
+            Instant::now() + first,
+            TimerKind::Retransmit2xx(call_id.clone()),
+        );
+        self.legs.insert(leg, call_id.clone());
+        self.calls.insert(call_id, call);
+    }
+
+    pub(super) fn retransmit_2xx(&mut self, call_id: &str) {
+        let t1 = self.timers_cfg.t1;
+        let t2 = self.timers_cfg.t2;
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        if call.confirmed {
+            return;
+        }
+        if call.ok_sent_at.elapsed() >= t1 * 64 {
+            tracing::info!(call_id, "no ACK for our 200: ending the call");
+            self.end_call(call_id, true);
+            return;
+        }
+        let (bytes, peer) = (call.ok_bytes.clone(), call.peer);
+        call.ok_interval = (call.ok_interval * 2).min(t2);
+        let next = call.ok_interval;
+        if peer.transport == Transport::Udp {
+            self.send_bytes(&bytes, &peer);
+        }
+        self.schedule(
+            Instant::now() + next,
+            TimerKind::Retransmit2xx(call_id.to_string()),
+        );
+    }
+
+    pub(super) fn on_ack(&mut self, req: &Request) {
+        let call_id = Self::call_id(req);
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if Self::to_tag(req).as_deref() != Some(call.local_tag.as_str()) {
+            return;
+        }
+        call.confirmed = true;
+        if call.late_offer {
+            call.late_offer = false;
+            let answer = std::str::from_utf8(req.body())
+                .ok()
+                .and_then(|t| sdp::parse(t).ok());
+            match answer.as_ref().map(sdp::negotiate) {
+                Some(Ok(n)) => call.apply(n),
+                _ => {
+                    tracing::info!(call_id, "no usable SDP answer in the ACK: ending the call");
+                    self.end_call(&call_id, true);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_reinvite(&mut self, key: &TransactionKey, req: &Request, call_id: &str) {
+        let media_ip = self.config.media_ip;
+        let contact = self
+            .calls
+            .get(call_id)
+            .map(|c| self.local_contact(&c.peer))
+            .unwrap_or_default();
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        let offer = if req.body().is_empty() {
+            None
+        } else {
+            std::str::from_utf8(req.body())
+                .ok()
+                .and_then(|t| sdp::parse(t).ok())
+        };
+        let Some(offer) = offer else {
+            if req.body().is_empty() {
+                // An offerless re-INVITE: offer our current media again; the answer comes in the ACK.
+                call.sdp_version += 1;
+                call.late_offer = true;
+                call.confirmed = false;
+                let body = sdp::offer(
+                    media_ip,
+                    call.rtp.port,
+                    call.sdp_session_id,
+                    call.sdp_version,
+                );
+                let local_tag = call.local_tag.clone();
+                let headers = [("Contact", contact)];
+                return self.respond(
+                    key,
+                    req,
+                    Reply::new(200, "OK")
+                        .tag(&local_tag)
+                        .headers(&headers)
+                        .body("application/sdp", Bytes::from(body)),
+                );
+            }
+            let local_tag = call.local_tag.clone();
+            return self.respond(
+                key,
+                req,
+                Reply::new(400, "Bad Request (malformed SDP)").tag(&local_tag),
+            );
+        };
+        let n = match sdp::negotiate(&offer) {
+            Ok(n) => n,
+            Err(_) => {
+                let local_tag = call.local_tag.clone();
+                return self.respond(
+                    key,
+                    req,
+                    Reply::new(488, "Not Acceptable Here").tag(&local_tag),
+                );
+            }
+        };
+        call.apply(n);
+        tracing::info!(call_id, leg = %call.leg, direction = n.direction.as_str(), codec = ?n.codec, "call re-negotiated");
+        call.sdp_version += 1;
+        let body = sdp::answer(
+            &offer,
+            &n,
+            media_ip,
+            call.rtp.port,
+            call.sdp_session_id,
+            call.sdp_version,
+        );
+        call.offer = Some(offer);
+        let local_tag = call.local_tag.clone();
+        let headers = [("Contact", contact)];
+        self.respond(
+            key,
+            req,
+            Reply::new(200, "OK")
+                .tag(&local_tag)
+                .headers(&headers)
+                .body("application/sdp", Bytes::from(body)),
+        );
+    }
+
+    pub(super) fn on_bye(&mut self, key: &TransactionKey, req: &Request) {
+        let call_id = Self::call_id(req);
+        let matches = self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| Self::to_tag(req).as_deref() == Some(c.local_tag.as_str()));
+        if !matches {
+            return self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist"));
+        }
+        self.respond(key, req, Reply::new(200, "OK"));
+        tracing::info!(%call_id, "caller hung up");
+        self.end_call(&call_id, false);
+    }
+
+    pub(super) fn on_cancel(&mut self, key: &TransactionKey, req: &Request) {
+        let invite = TransactionKey::for_cancelled_invite(req);
+        match invite.as_ref().and_then(|k| {
+            self.layer
+                .server_request(k)
+                .cloned()
+                .map(|r| (k.clone(), r))
+        }) {
+            Some((ik, invite_req)) => {
+                self.respond(key, req, Reply::new(200, "OK"));
+                // Our INVITE answers are immediate; if one is still open, end it with 487.
+                if matches!(self.layer.server_state(&ik), Some(ServerState::Proceeding)) {
+                    let tag = random_token();
+                    self.respond(
+                        &ik,
+                        &invite_req,
+                        Reply::new(487, "Request Terminated").tag(&tag),
+                    );
+                }
+            }
+            None => self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist")),
+        }
+    }
+}
