@@ -242,7 +242,16 @@ pub(super) fn build_response(req: &Request, reply: Reply<'_>) -> Option<sipx_sip
             .ok()?
             .body(body);
     }
-    Some(b.build())
+    let resp = b.build();
+    // Headers copied from a malformed request (a To the parser took whole, say) can make a
+    // response that does not parse: send none rather than garbage (RFC 3261 §8.2: a
+    // request too malformed to answer is dropped).
+    let wire = Message::Response(resp.clone()).to_bytes();
+    matches!(
+        parse_datagram(wire, &Limits::datagram()),
+        Ok(Message::Response(_))
+    )
+    .then_some(resp)
 }
 
 #[cfg(test)]
