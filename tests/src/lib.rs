@@ -389,6 +389,14 @@ impl Api {
             .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     }
+
+    /// A new session with one new participant (`body`) in it: (session, participant, token).
+    pub async fn member(&self, body: Value) -> (String, String, String) {
+        let s = self.session(None).await;
+        let (p, token) = self.participant(body).await;
+        self.add(&s, &p, None).await;
+        (s, p, token)
+    }
 }
 
 /// Assert an error body of the `{error, requestId}` shape with the given status.

@@ -107,6 +107,17 @@ impl RawSip {
         )
     }
 
+    /// The To tag of a response.
+    pub fn to_tag(response: &str) -> String {
+        response
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+            .and_then(|l| l.split(";tag=").nth(1))
+            .expect("a To tag")
+            .trim()
+            .to_string()
+    }
+
     /// The next request of `method` within 10 s (answering nothing).
     pub fn request(&self, method: &str) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -146,45 +146,39 @@ async fn websockets_count_toward_the_connection_caps() {
         .local_address(BYSTANDER)
         .build()
         .unwrap();
-    let api = |method: reqwest::Method, path: String, body: serde_json::Value| {
-        bystander
+    let call = |method: reqwest::Method, path: String, body: serde_json::Value| {
+        let request = bystander
             .request(method, format!("{}/v1/accounts/dev{path}", g.base()))
             .basic_auth("dev", Some("dev"))
-            .json(&body)
-            .send()
+            .json(&body);
+        async move {
+            let r = request.send().await.expect("bystander request");
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<Value>().await.unwrap_or(Value::Null)
+        }
     };
-    let s: Value = api(
+    let s = call(
         reqwest::Method::POST,
         "/sessions".into(),
         serde_json::json!({}),
     )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     let s = s["id"].as_str().unwrap().to_string();
     let mut devices = Vec::new();
     for i in 0..3 {
-        let p: Value = api(
+        let p = call(
             reqwest::Method::POST,
             "/participants".into(),
             serde_json::json!({}),
         )
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
         let id = p["participant"]["id"].as_str().unwrap();
-        let r = api(
+        call(
             reqwest::Method::PUT,
             format!("/sessions/{s}/participants/{id}"),
             serde_json::json!({"sessionId": s}),
         )
-        .await
-        .unwrap();
-        assert!(r.status().is_success());
+        .await;
         let mut ws = connect(&g, p["token"].as_str().unwrap(), &format!("dev-{i}")).await;
         rpc(&mut ws, serde_json::json!(1), "ping", serde_json::json!({})).await;
         devices.push(ws);
@@ -213,18 +207,6 @@ async fn websockets_count_toward_the_connection_caps() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "no room after a device left");
-    let metrics = bystander
-        .get(format!("{}/metrics", g.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let refused_total: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("patchbay_http_connections_refused_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    assert!(refused_total >= 1.0, "{metrics}");
+    let refused_total = g.metric("patchbay_http_connections_refused_total").await;
+    assert!(refused_total >= 1.0, "{refused_total}");
 }

@@ -67,9 +67,7 @@ async fn tokens_are_checked_on_connect() {
 async fn expired_tokens_are_refused() {
     let g = Gateway::start_with(&["--token-ttl", "1s"], &[]).await;
     let api = g.api();
-    let s = api.session(None).await;
-    let (p, token) = api.participant(json!({})).await;
-    api.add(&s, &p, None).await;
+    let (_, _, token) = api.member(json!({})).await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let mut ws = connect(&g, &token, "dev-1").await;
     let (code, reason) = next(&mut ws).await.unwrap_err();
@@ -81,9 +79,7 @@ async fn expired_tokens_are_refused() {
 async fn leave_closes_normally() {
     let g = Gateway::start().await;
     let api = g.api();
-    let s = api.session(None).await;
-    let (p, token) = api.participant(json!({})).await;
-    api.add(&s, &p, None).await;
+    let (_, _, token) = api.member(json!({})).await;
     let mut ws = connect(&g, &token, "dev-1").await;
     ws.send(Message::Text(
         json!({"jsonrpc": "2.0", "method": "leave"})
@@ -100,9 +96,7 @@ async fn leave_closes_normally() {
 async fn unparseable_sdp_gets_an_error_result_and_the_connection_stays() {
     let g = Gateway::start().await;
     let api = g.api();
-    let s = api.session(None).await;
-    let (p, token) = api.participant(json!({})).await;
-    api.add(&s, &p, None).await;
+    let (_, _, token) = api.member(json!({})).await;
     let mut ws = connect(&g, &token, "dev-1").await;
     let r = rpc(
         &mut ws,
@@ -128,9 +122,7 @@ async fn unparseable_sdp_gets_an_error_result_and_the_connection_stays() {
 async fn a_new_unique_id_replaces_the_old_device() {
     let g = Gateway::start().await;
     let api = g.api();
-    let s = api.session(None).await;
-    let (p, token) = api.participant(json!({})).await;
-    api.add(&s, &p, None).await;
+    let (_, _, token) = api.member(json!({})).await;
     let mut first = connect(&g, &token, "dev-1").await;
     let r = rpc(&mut first, json!(1), "ping", json!({})).await;
     assert_eq!(r["result"], json!({}));
@@ -151,9 +143,7 @@ async fn a_new_unique_id_replaces_the_old_device() {
 async fn leave_and_a_new_socket_of_the_same_device_make_a_new_device_whatever_the_order() {
     let g = Gateway::start().await;
     let api = g.api();
-    let s = api.session(None).await;
-    let (p, token) = api.participant(json!({})).await;
-    api.add(&s, &p, None).await;
+    let (_, _, token) = api.member(json!({})).await;
     let mut first = connect(&g, &token, "dev-1").await;
     rpc(&mut first, json!(1), "ping", json!({})).await;
     // The new socket first, the old one's leave just after it.
@@ -244,9 +234,7 @@ async fn a_forged_alg_none_token_is_refused_with_a_short_readable_reason() {
     use base64::Engine;
     let g = Gateway::start().await;
     let api = g.api();
-    let s = api.session(None).await;
-    let (p, token) = api.participant(json!({})).await;
-    api.add(&s, &p, None).await;
+    let (_, _, token) = api.member(json!({})).await;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let claims = token.split('.').nth(1).unwrap();
     let forged = format!("{}.{claims}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#));
@@ -266,9 +254,7 @@ async fn a_forged_alg_none_token_is_refused_with_a_short_readable_reason() {
 async fn oversized_and_non_utf8_messages_close_with_their_codes() {
     let g = Gateway::start().await;
     let api = g.api();
-    let s = api.session(None).await;
-    let (p, token) = api.participant(json!({})).await;
-    api.add(&s, &p, None).await;
+    let (_, _, token) = api.member(json!({})).await;
 
     let mut ws = connect(&g, &token, "dev-big").await;
     let big = format!(

@@ -40,13 +40,7 @@ async fn a_merged_invite_gets_482_and_leaves_the_call_alone() {
     sip.send(&sip.invite(&call_id, "first", &ta, media_port));
     let ok = sip.final_response();
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
-    let to_tag = ok
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
-        .and_then(|l| l.split(";tag=").nth(1))
-        .expect("a To tag")
-        .trim()
-        .to_string();
+    let to_tag = RawSip::to_tag(&ok);
     sip.send(&sip.in_dialog("ACK", 1, &call_id, &to_tag, "first"));
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
 

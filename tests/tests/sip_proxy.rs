@@ -41,13 +41,7 @@ async fn record_route_is_copied_and_our_bye_follows_the_route_set() {
         ],
         "{ok}"
     );
-    let to_tag = ok
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
-        .and_then(|l| l.split(";tag=").nth(1))
-        .expect("a To tag")
-        .trim()
-        .to_string();
+    let to_tag = RawSip::to_tag(&ok);
     sip.send(&sip.in_dialog("ACK", 1, "rr-1", &to_tag, "rr1ack"));
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
 
