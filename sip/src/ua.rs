@@ -225,6 +225,25 @@ impl Ua {
         )
     }
 
+    /// A new leg's id and RTP endpoint (an even/odd port pair on `media_ip`).
+    fn start_leg(&mut self) -> Result<(LegId, RtpLeg), String> {
+        let (rtp_socket, rtcp_socket) = self
+            .ports
+            .bind(self.config.media_ip)
+            .map_err(|e| format!("no RTP port: {e}"))?;
+        let leg = LegId(NEXT_LEG.fetch_add(1, Ordering::Relaxed));
+        let rtp = rtp::start(LegStart {
+            leg,
+            rtp: rtp_socket,
+            rtcp: rtcp_socket,
+            timeout: self.config.rtp_timeout,
+            ended: self.media_tx.clone(),
+            metrics: self.metrics.clone(),
+        })
+        .map_err(|e| format!("cannot start RTP: {e}"))?;
+        Ok((leg, rtp))
+    }
+
     fn send_bytes(&self, bytes: &[u8], peer: &Peer) {
         match peer.transport {
             Transport::Udp => {

@@ -120,23 +120,9 @@ impl Ua {
         if let Some(uui) = &data.user_to_user {
             extra.push(("User-to-User", uui.clone()));
         }
-        let (rtp_socket, rtcp_socket) = match self.ports.bind(self.config.media_ip) {
-            Ok(s) => s,
-            Err(e) => return self.fail_dialog(dialog_id, "ERROR", format!("no RTP port: {e}")),
-        };
-        let leg = LegId(NEXT_LEG.fetch_add(1, Ordering::Relaxed));
-        let rtp = match rtp::start(LegStart {
-            leg,
-            rtp: rtp_socket,
-            rtcp: rtcp_socket,
-            timeout: self.config.rtp_timeout,
-            ended: self.media_tx.clone(),
-            metrics: self.metrics.clone(),
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                return self.fail_dialog(dialog_id, "ERROR", format!("cannot start RTP: {e}"))
-            }
+        let (leg, rtp) = match self.start_leg() {
+            Ok(x) => x,
+            Err(e) => return self.fail_dialog(dialog_id, "ERROR", e),
         };
         let call_id = format!("{}@{}", random_token(), host);
         let mut out = Outgoing {

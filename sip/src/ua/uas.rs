@@ -83,28 +83,13 @@ impl Ua {
             },
             None => None,
         };
-        let (rtp_socket, rtcp_socket) = match self.ports.bind(self.config.media_ip) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "no RTP port");
-                return reject(self, 503, "Service Unavailable");
-            }
-        };
-        let leg = LegId(NEXT_LEG.fetch_add(1, Ordering::Relaxed));
         let Some(peer) = self.tx_peers.get(key).copied() else {
             return;
         };
-        let rtp = match rtp::start(LegStart {
-            leg,
-            rtp: rtp_socket,
-            rtcp: rtcp_socket,
-            timeout: self.config.rtp_timeout,
-            ended: self.media_tx.clone(),
-            metrics: self.metrics.clone(),
-        }) {
-            Ok(r) => r,
+        let (leg, rtp) = match self.start_leg() {
+            Ok(x) => x,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot start RTP");
+                tracing::warn!(error = %e, "no RTP for the call");
                 return reject(self, 503, "Service Unavailable");
             }
         };
