@@ -235,7 +235,15 @@ impl Gateway {
 
     /// Current value of a metric line starting with `name` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.base()))
+        self.metric_via(&reqwest::Client::new(), name).await
+    }
+
+    /// Like [`Gateway::metric`], asking through `client` (e.g. one bound to another
+    /// loopback address while 127.0.0.1 is at its connection cap).
+    pub async fn metric_via(&self, client: &reqwest::Client, name: &str) -> f64 {
+        let text = client
+            .get(format!("{}/metrics", self.base()))
+            .send()
             .await
             .expect("metrics")
             .text()

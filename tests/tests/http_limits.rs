@@ -207,6 +207,8 @@ async fn websockets_count_toward_the_connection_caps() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "no room after a device left");
-    let refused_total = g.metric("patchbay_http_connections_refused_total").await;
+    let refused_total = g
+        .metric_via(&bystander, "patchbay_http_connections_refused_total")
+        .await;
     assert!(refused_total >= 1.0, "{refused_total}");
 }
