@@ -26,6 +26,13 @@ function serve(dir) {
 
 async function main() {
   const scenario = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+  // Never outlive the test: a page stuck on a gateway that was killed under it (or
+  // anything else) ends the driver with an error instead of hanging the suite.
+  const deadline = scenario.deadlineMs || 120000;
+  setTimeout(() => {
+    console.error(`drive.js: no result after ${deadline} ms`);
+    process.exit(2);
+  }, deadline).unref();
   const server = await serve(path.join(__dirname, 'page'));
   const pageUrl = `http://127.0.0.1:${server.address().port}/`;
   const userDataDir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'pb-chromium-'));

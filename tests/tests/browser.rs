@@ -19,7 +19,7 @@ fn drive_with(g: &Gateway, pages: Value, final_wait_ms: u64) -> Value {
 
 /// Like [`drive_with`], with REST `actions` run by the driver after the pages' steps.
 fn drive_full(g: &Gateway, pages: Value, actions: Value, final_wait_ms: u64) -> Value {
-    drive_in_background(g, pages, actions, final_wait_ms)
+    drive_in_background(g, pages, actions, final_wait_ms, 120_000)
         .join()
         .expect("driver thread")
 }
@@ -30,6 +30,7 @@ fn drive_in_background(
     pages: Value,
     actions: Value,
     final_wait_ms: u64,
+    deadline_ms: u64,
 ) -> std::thread::JoinHandle<Value> {
     let dir = workspace().join("tests/browser");
     assert!(
@@ -47,6 +48,7 @@ fn drive_in_background(
             "pages": pages,
             "actions": actions,
             "finalWaitMs": final_wait_ms,
+            "deadlineMs": deadline_ms,
         })
         .to_string(),
     )
@@ -664,6 +666,8 @@ async fn a_crash_ends_the_devices_and_calls_it_left_connected() {
                 "steps": [{"wait": 12000}]}]),
         json!([]),
         0,
+        // The page only has to connect; after the kill its report does not matter.
+        40_000,
     );
     hooks
         .wait_for(Duration::from_secs(20), "both onConnect", |h| {
@@ -720,7 +724,8 @@ async fn a_crash_ends_the_devices_and_calls_it_left_connected() {
         }
     }
     assert_eq!(hooks.delivered("/cb/browser")[0]["tag"], "web");
-    // Nothing is left to end at the next start.
+    // Nothing is left to end at the next start (the driver ends by its deadline at the
+    // latest; its report is not needed).
     let _ = page.join();
     g.kill9();
     g.restart().await;
