@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+pub mod browser;
 pub mod hooks;
 pub mod media;
 pub mod rawsip;

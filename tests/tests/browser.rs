@@ -1,74 +1,10 @@
 //! The unmodified Bandwidth browser SDK (`@bandwidth/webrtc-browser`) in headless
 //! Chromium against the real gateway: what the page observes.
 
-use std::process::Command;
-
-use patchbay_tests::{workspace, Gateway};
+use patchbay_tests::browser::{drive, drive_full, drive_in_background, drive_with, stream_events};
+use patchbay_tests::Gateway;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-/// Run `tests/browser/drive.js` with a scenario; returns its JSON report.
-fn drive(g: &Gateway, pages: Value) -> Value {
-    drive_with(g, pages, 0)
-}
-
-/// Like [`drive`], with a final look at every page `final_wait_ms` after the last one's step.
-fn drive_with(g: &Gateway, pages: Value, final_wait_ms: u64) -> Value {
-    drive_full(g, pages, json!([]), final_wait_ms)
-}
-
-/// Like [`drive_with`], with REST `actions` run by the driver after the pages' steps.
-fn drive_full(g: &Gateway, pages: Value, actions: Value, final_wait_ms: u64) -> Value {
-    drive_in_background(g, pages, actions, final_wait_ms, 120_000)
-        .join()
-        .expect("driver thread")
-}
-
-/// Start the driver on its own thread (the test may stop and restart the gateway meanwhile).
-fn drive_in_background(
-    g: &Gateway,
-    pages: Value,
-    actions: Value,
-    final_wait_ms: u64,
-    deadline_ms: u64,
-) -> std::thread::JoinHandle<Value> {
-    let dir = workspace().join("tests/browser");
-    assert!(
-        dir.join("node_modules/@bandwidth/webrtc-browser").exists()
-            && dir.join("page/bundle.js").exists(),
-        "browser test page not built: scripts/test runs `npm ci && npm run build` in tests/browser"
-    );
-    let scenario = g
-        .scratch()
-        .join(format!("scenario-{}.json", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &scenario,
-        json!({
-            "websocketUrl": format!("ws://127.0.0.1:{}", g.port),
-            "pages": pages,
-            "actions": actions,
-            "finalWaitMs": final_wait_ms,
-            "deadlineMs": deadline_ms,
-        })
-        .to_string(),
-    )
-    .unwrap();
-    std::thread::spawn(move || {
-        let out = Command::new("node")
-            .arg("drive.js")
-            .arg(&scenario)
-            .current_dir(&dir)
-            .output()
-            .expect("run node");
-        assert!(
-            out.status.success(),
-            "drive.js failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("one JSON line")
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_connects_and_bad_tokens_are_refused_with_a_reason() {
@@ -455,16 +391,6 @@ async fn video_reaches_a_subscriber_and_audio_only_participants_send_none() {
         "decoded video frames: {video}"
     );
     assert!(video["width"].as_u64().unwrap_or(0) > 0, "{video}");
-}
-
-/// The `available`/`unavailable` events a page saw at its final look.
-fn stream_events<'a>(page: &'a Value, kind: &str) -> Vec<&'a Value> {
-    page["final"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == kind)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

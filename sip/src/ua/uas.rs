@@ -266,15 +266,7 @@ impl Ua {
                     call.sdp_version,
                 );
                 let local_tag = call.local_tag.clone();
-                let headers = [("Contact", contact)];
-                return self.respond(
-                    key,
-                    req,
-                    Reply::new(200, "OK")
-                        .tag(&local_tag)
-                        .headers(&headers)
-                        .body("application/sdp", Bytes::from(body)),
-                );
+                return self.ok_with_sdp(key, req, &local_tag, contact, body);
             }
             let local_tag = call.local_tag.clone();
             return self.respond(
@@ -307,14 +299,26 @@ impl Ua {
         );
         call.offer = Some(offer);
         let local_tag = call.local_tag.clone();
+        self.ok_with_sdp(key, req, &local_tag, contact, body);
+    }
+
+    /// The 200 OK to an in-dialog INVITE, with our SDP.
+    fn ok_with_sdp(
+        &mut self,
+        key: &TransactionKey,
+        req: &Request,
+        local_tag: &str,
+        contact: String,
+        sdp: String,
+    ) {
         let headers = [("Contact", contact)];
         self.respond(
             key,
             req,
             Reply::new(200, "OK")
-                .tag(&local_tag)
+                .tag(local_tag)
                 .headers(&headers)
-                .body("application/sdp", Bytes::from(body)),
+                .body("application/sdp", Bytes::from(sdp)),
         );
     }
 

@@ -1,0 +1,273 @@
+//! Dialogs (outbound calls placed for participants): their book, their states as
+//! the SIP side reports them, and their durable records.
+
+use super::*;
+
+pub(super) fn dialog_from_record(r: &DialogRecord) -> Option<Dialog> {
+    Some(Dialog {
+        id: r.id,
+        account_id: r.account_id.clone(),
+        participant_id: r.participant_id,
+        state: DialogState::parse(&r.state)?,
+        data: serde_json::from_str(&r.data).ok()?,
+        reason: r.reason.clone(),
+        details: r.details.clone(),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    })
+}
+
+fn dialog_record(d: &Dialog) -> DialogRecord {
+    DialogRecord {
+        id: d.id,
+        account_id: d.account_id.clone(),
+        participant_id: d.participant_id,
+        state: d.state.as_str().to_string(),
+        data: serde_json::to_string(&d.data).unwrap_or_default(),
+        reason: d.reason.clone(),
+        details: d.details.clone(),
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+    }
+}
+
+impl Conference {
+    fn dialogs_lock(&self) -> MutexGuard<'_, DialogBook> {
+        self.dialog_book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where dialogs' calls go (the SIP side, when a trunk is configured).
+    pub fn set_dialer(&self, dialer: tokio::sync::mpsc::UnboundedSender<DialCommand>) {
+        self.dialogs_lock().dialer = Some(dialer);
+    }
+
+    /// Dialogs left live by the last run have no call any more: end them (reported).
+    pub fn recover_dialogs(&self) {
+        let live: Vec<(Uuid, Uuid)> = self
+            .dialogs_lock()
+            .by_id
+            .values()
+            .filter(|d| d.is_live())
+            .map(|d| (d.id, d.participant_id))
+            .collect();
+        let live: Vec<Uuid> = live
+            .into_iter()
+            .map(|(id, participant_id)| {
+                let owner = self
+                    .lock()
+                    .participants
+                    .get(&participant_id)
+                    .map(|p| (p.callback_url.clone(), p.tag.clone()))
+                    .unwrap_or_default();
+                self.dialogs_lock().owners.insert(id, owner);
+                id
+            })
+            .collect();
+        for id in live {
+            self.dialog_progress(
+                id,
+                DialogState::Terminated,
+                Some("ERROR".into()),
+                Some("the gateway restarted during the call".into()),
+            );
+        }
+    }
+
+    /// Place a call for a participant (`session`: the session the request named, if any).
+    pub async fn create_dialog(
+        &self,
+        account_id: &str,
+        participant_id: Uuid,
+        session: Option<Uuid>,
+        data: DialogData,
+    ) -> Result<Dialog> {
+        data.validate().map_err(ConferenceError::Invalid)?;
+        let p = self.get_participant(account_id, participant_id)?;
+        if self.dialogs_lock().dialer.is_none() {
+            return Err(ConferenceError::Conflict(
+                "no SIP trunk is configured (sip_trunk): dialogs cannot be placed".into(),
+            ));
+        }
+        if let Some(s) = session {
+            self.get_session(account_id, s)?;
+            if p.session_id != Some(s) {
+                return Err(ConferenceError::NotFound(format!(
+                    "participant {participant_id} is not in session {s}"
+                )));
+            }
+        }
+        if !p.may_publish(PublishPermission::Audio) {
+            return Err(ConferenceError::Conflict(format!(
+                "participant {participant_id} may not publish AUDIO: a dialog needs it"
+            )));
+        }
+        if p.session_id.is_none() {
+            return Err(ConferenceError::Conflict(format!(
+                "participant {participant_id} is not in a session: add it to one before dialing"
+            )));
+        }
+        let now = self.now();
+        let (d, unit, dialer) = {
+            let mut book = self.dialogs_lock();
+            let Some(dialer) = book.dialer.clone() else {
+                return Err(ConferenceError::Conflict(
+                    "no SIP trunk is configured (sip_trunk): dialogs cannot be placed".into(),
+                ));
+            };
+            if let Some(live) = book
+                .by_id
+                .values()
+                .find(|d| d.participant_id == participant_id && d.is_live())
+            {
+                return Err(ConferenceError::Conflict(format!(
+                    "participant {participant_id} already has a live dialog ({})",
+                    live.id
+                )));
+            }
+            let d = Dialog {
+                id: Uuid::new_v4(),
+                account_id: account_id.to_string(),
+                participant_id,
+                state: DialogState::New,
+                data,
+                reason: None,
+                details: None,
+                created_at: now,
+                updated_at: now,
+            };
+            book.by_id.insert(d.id, d.clone());
+            book.owners
+                .insert(d.id, (p.callback_url.clone(), p.tag.clone()));
+            let unit = self
+                .store
+                .commit(vec![StoreOp::PutDialog(dialog_record(&d))]);
+            (d, unit, dialer)
+        };
+        unit.await?;
+        tracing::info!(dialog_id = %d.id, %participant_id, to = %d.data.to, "dialog created");
+        let _ = dialer.send(DialCommand::Place {
+            dialog_id: d.id,
+            participant_id,
+            data: d.data.clone(),
+        });
+        Ok(d)
+    }
+
+    /// A participant's dialog.
+    pub fn get_dialog(&self, account_id: &str, participant_id: Uuid, id: Uuid) -> Result<Dialog> {
+        self.dialogs_lock()
+            .by_id
+            .get(&id)
+            .filter(|d| d.account_id == account_id && d.participant_id == participant_id)
+            .cloned()
+            .ok_or_else(|| not_found("dialog", id))
+    }
+
+    /// End a dialog (CANCEL or BYE on the SIP side); it is `TERMINATED` at once.
+    pub async fn hang_up_dialog(
+        &self,
+        account_id: &str,
+        participant_id: Uuid,
+        id: Uuid,
+    ) -> Result<Dialog> {
+        let d = self.get_dialog(account_id, participant_id, id)?;
+        if d.is_live() {
+            let dialer = self.dialogs_lock().dialer.clone();
+            if let Some(dialer) = dialer {
+                let _ = dialer.send(DialCommand::Hangup { dialog_id: id });
+            }
+            self.dialog_progress(
+                id,
+                DialogState::Terminated,
+                None,
+                Some("hung up through the API".into()),
+            );
+        }
+        self.get_dialog(account_id, participant_id, id)
+    }
+
+    /// End the live dialogs of these participants (CANCEL or BYE), reported `TERMINATED`.
+    pub(super) fn end_dialogs_of(&self, participants: &[Uuid], why: &str) {
+        let (live, dialer): (Vec<Uuid>, _) = {
+            let book = self.dialogs_lock();
+            (
+                book.by_id
+                    .values()
+                    .filter(|d| d.is_live() && participants.contains(&d.participant_id))
+                    .map(|d| d.id)
+                    .collect(),
+                book.dialer.clone(),
+            )
+        };
+        for id in live {
+            if let Some(d) = &dialer {
+                let _ = d.send(DialCommand::Hangup { dialog_id: id });
+            }
+            self.dialog_progress(id, DialogState::Terminated, None, Some(why.to_string()));
+        }
+    }
+
+    /// The SIP side reports a dialog's progress. Transitions that do not go forward
+    /// are ignored, so each state is reported once and in order. Returns whether it
+    /// took effect.
+    pub fn dialog_progress(
+        &self,
+        id: Uuid,
+        state: DialogState,
+        reason: Option<String>,
+        details: Option<String>,
+    ) -> bool {
+        let now = self.now();
+        let mut book = self.dialogs_lock();
+        let Some(d) = book
+            .by_id
+            .get_mut(&id)
+            .filter(|d| d.state.may_become(state))
+        else {
+            return false;
+        };
+        d.state = state;
+        d.reason = reason;
+        d.details = details;
+        d.updated_at = now;
+        let d = d.clone();
+        // Enqueued under the lock: the store and the callbacks see transitions in order.
+        drop(
+            self.store
+                .commit(vec![StoreOp::PutDialog(dialog_record(&d))]),
+        );
+        tracing::info!(dialog_id = %id, state = state.as_str(), reason = d.reason.as_deref(), details = d.details.as_deref(), "dialog state");
+        let (callback_url, tag) = if state == DialogState::Terminated {
+            book.owners.remove(&id)
+        } else {
+            book.owners.get(&id).cloned()
+        }
+        .unwrap_or_default();
+        self.media.event_sink().dialog_event(DialogEvent {
+            callback_url,
+            tag,
+            dialog: d,
+            at_ms: now.max(0) as u64,
+        });
+        drop(book);
+        true
+    }
+
+    /// A dialog's participant and its session's media actor, once the call is answered.
+    pub fn dialog_media(
+        &self,
+        participant_id: Uuid,
+    ) -> std::result::Result<(Participant, SessionHandle), JoinError> {
+        let st = self.lock();
+        let p = st
+            .participants
+            .get(&participant_id)
+            .ok_or_else(|| TokenError::Invalid("participant no longer exists".into()))?;
+        if !p.may_publish(PublishPermission::Audio) {
+            return Err(JoinError::NoAudioPermission(p.id));
+        }
+        let sid = p.session_id.ok_or(JoinError::NotInSession(p.id))?;
+        let handle = self.media.session(sid, || snapshot(&st, sid));
+        Ok((p.clone(), handle))
+    }
+}

@@ -1,0 +1,267 @@
+//! The configuration layers, keys and their refusals.
+
+use super::*;
+
+fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut all = vec!["patchbay"];
+    all.extend_from_slice(args);
+    Config::load(all, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+#[test]
+fn sip_trunk_and_its_credentials() {
+    let c = Config::from_toml(
+        "sip_trunk = \"sip:127.0.0.1:5090;transport=udp\"\nsip_trunk_user = \"u\"\nsip_trunk_password = \"p\"\nwebhook_secret = \"k\"",
+    )
+    .unwrap();
+    let t = c.sip_trunk.unwrap();
+    assert_eq!(t.addr, "127.0.0.1:5090".parse().unwrap());
+    assert!(!t.tcp);
+    assert_eq!(
+        (t.user.as_deref(), t.password.as_deref()),
+        (Some("u"), Some("p"))
+    );
+    assert_eq!(c.webhook_secret.as_deref(), Some("k"));
+    let c = Config::from_toml("sip_trunk = \"sip:127.0.0.1\"").unwrap();
+    assert_eq!(c.sip_trunk.unwrap().addr.port(), 5060);
+    assert!(Config::from_toml("").unwrap().sip_trunk.is_none());
+    for bad in [
+        "sip_trunk = \"http://x\"",
+        "sip_trunk = \"sip:127.0.0.1:99999\"",
+        "sip_trunk = \"sip:127.0.0.1;transport=sctp\"",
+        "sip_trunk = \"sip:127.0.0.1;transport=tcp\"",
+        "sip_trunk = \"sip:127.0.0.1\"\nsip_trunk_user = \"u\"",
+    ] {
+        let e = Config::from_toml(bad).unwrap_err().to_string();
+        assert!(e.contains("sip_trunk"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn http_limits() {
+    let c = load(&[], &[]).unwrap();
+    assert_eq!(
+        (
+            c.http_header_timeout,
+            c.http_body_timeout,
+            c.http_max_connections,
+            c.http_max_per_source
+        ),
+        (Duration::from_secs(10), Duration::from_secs(30), 4096, 256)
+    );
+    let c = load(
+        &["--http-header-timeout", "2s", "--http-max-per-source", "3"],
+        &[
+            ("PATCHBAY_HTTP_MAX_CONNECTIONS", "9"),
+            ("PATCHBAY_HTTP_BODY_TIMEOUT", "1m"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.http_header_timeout,
+            c.http_body_timeout,
+            c.http_max_connections,
+            c.http_max_per_source
+        ),
+        (Duration::from_secs(2), Duration::from_secs(60), 9, 3)
+    );
+    for bad in ["http_max_connections = 0", "http_header_timeout = \"soon\""] {
+        let e = Config::from_toml(bad).unwrap_err().to_string();
+        assert!(e.contains("http_"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn sip_tcp_limits() {
+    let c = load(&[], &[]).unwrap();
+    assert_eq!(
+        (
+            c.sip_tcp_max_connections,
+            c.sip_tcp_max_per_source,
+            c.sip_tcp_idle_timeout
+        ),
+        (1024, 64, Duration::from_secs(120))
+    );
+    let c = Config::from_toml(
+        "sip_tcp_max_connections = 10\nsip_tcp_max_per_source = \"3\"\nsip_tcp_idle_timeout = \"2s\"",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.sip_tcp_max_connections,
+            c.sip_tcp_max_per_source,
+            c.sip_tcp_idle_timeout
+        ),
+        (10, 3, Duration::from_secs(2))
+    );
+    assert_eq!(
+        load(&[], &[]).unwrap().sip_max_transactions_per_source,
+        1000
+    );
+    let c = load(&["--sip-max-transactions-per-source", "7"], &[]).unwrap();
+    assert_eq!(c.sip_max_transactions_per_source, 7);
+    let c = load(
+        &["--sip-tcp-max-per-source", "5"],
+        &[("PATCHBAY_SIP_TCP_MAX_CONNECTIONS", "7")],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.sip_tcp_max_connections, c.sip_tcp_max_per_source),
+        (7, 5)
+    );
+    for bad in [
+        "sip_tcp_max_connections = 0",
+        "sip_tcp_max_per_source = \"many\"",
+    ] {
+        let e = Config::from_toml(bad).unwrap_err().to_string();
+        assert!(e.contains("sip_tcp_max"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn defaults_run_on_loopback() {
+    let c = load(&[], &[]).expect("defaults load");
+    assert_eq!(c.http_listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.data_dir, PathBuf::from("./patchbay-data"));
+    assert_eq!(c.session_ttl, Duration::from_secs(9 * 3600));
+    assert_eq!(c.accounts.len(), 1);
+    assert_eq!(c.accounts[0].id, "dev");
+    assert!(c.accounts[0].is_default());
+    assert_eq!(c.log_format, LogFormat::Text);
+}
+
+#[test]
+fn precedence_file_env_cli() {
+    let dir = std::env::temp_dir().join(format!("pb-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p.toml");
+    std::fs::write(
+        &file,
+        "http_listen = \"127.0.0.1:1111\"\ndata_dir = \"/from-file\"\nsession_ttl = \"1h\"\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let c = load(&["--config", f], &[]).unwrap();
+    assert_eq!(c.http_listen.port(), 1111);
+    assert_eq!(c.session_ttl, Duration::from_secs(3600));
+
+    let c = load(
+        &["--config", f],
+        &[
+            ("PATCHBAY_HTTP_LISTEN", "127.0.0.1:2222"),
+            ("PATCHBAY_DATA_DIR", "/from-env"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.http_listen.port(), 2222);
+    assert_eq!(c.data_dir, PathBuf::from("/from-env"));
+
+    let c = load(
+        &["--config", f, "--http-listen", "127.0.0.1:3333"],
+        &[("PATCHBAY_HTTP_LISTEN", "127.0.0.1:2222")],
+    )
+    .unwrap();
+    assert_eq!(c.http_listen.port(), 3333);
+    assert_eq!(c.data_dir, PathBuf::from("/from-file"));
+
+    // PATCHBAY_CONFIG names the file when --config is absent.
+    let c = load(&[], &[("PATCHBAY_CONFIG", f)]).unwrap();
+    assert_eq!(c.http_listen.port(), 1111);
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = Config::from_toml("http_listen = \"127.0.0.1:1\"\nhttp_lisen = \"x\"\n").unwrap_err();
+    assert!(e.to_string().contains("http_lisen"), "{e}");
+    let e = load(&[], &[("PATCHBAY_HTTP_LISTN", "x")]).unwrap_err();
+    assert!(e.to_string().contains("PATCHBAY_HTTP_LISTN"), "{e}");
+    assert!(!e.to_string().contains('\n'));
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let e = load(&["--http-listen", "localhost"], &[]).unwrap_err();
+    assert!(e.to_string().contains("http_listen"), "{e}");
+    let e = load(&[], &[("PATCHBAY_SESSION_TTL", "soon")]).unwrap_err();
+    assert!(e.to_string().contains("session_ttl"), "{e}");
+    let e = load(&[], &[("PATCHBAY_LOG_FORMAT", "xml")]).unwrap_err();
+    assert!(e.to_string().contains("log_format"), "{e}");
+    let e = load(&["--token-secret", "short"], &[]).unwrap_err();
+    assert!(e.to_string().contains("token_secret"), "{e}");
+    let e = load(&[], &[("PATCHBAY_ACCOUNT_ID", "a")]).unwrap_err();
+    assert!(e.to_string().contains("accounts"), "{e}");
+    let e = load(&["--account", "this-is-far-too-long:u:p"], &[]).unwrap_err();
+    assert!(e.to_string().contains("accounts"), "{e}");
+}
+
+#[test]
+fn sip_keys() {
+    let c = load(&[], &[]).unwrap();
+    assert_eq!(c.sip_listen, "127.0.0.1:5060".parse().unwrap());
+    assert_eq!(c.media_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(c.rtp_ports, (20000, 29999));
+    assert_eq!(c.rtp_timeout, Duration::from_secs(60));
+    let c = load(
+        &[
+            "--sip-listen",
+            "127.0.0.2:5070",
+            "--rtp-ports",
+            "30002-30100",
+        ],
+        &[("PATCHBAY_RTP_TIMEOUT", "5s")],
+    )
+    .unwrap();
+    assert_eq!(c.media_ip, "127.0.0.2".parse::<IpAddr>().unwrap());
+    assert_eq!(c.rtp_ports, (30002, 30100));
+    assert_eq!(c.rtp_timeout, Duration::from_secs(5));
+    let e = load(&["--sip-listen", "0.0.0.0:5060"], &[]).unwrap_err();
+    assert!(e.to_string().contains("media_ip"), "{e}");
+    let e = load(&["--rtp-ports", "30000"], &[]).unwrap_err();
+    assert!(e.to_string().contains("rtp_ports"), "{e}");
+    let e = load(&["--rtp-ports", "300-200"], &[]).unwrap_err();
+    assert!(e.to_string().contains("rtp_ports"), "{e}");
+    let e = load(&[], &[("PATCHBAY_MEDIA_IP", "host")]).unwrap_err();
+    assert!(e.to_string().contains("media_ip"), "{e}");
+}
+
+#[test]
+fn durations() {
+    let c = load(&["--session-ttl", "90", "--token-ttl", "1h 30m"], &[]).unwrap();
+    assert_eq!(c.session_ttl, Duration::from_secs(90));
+    assert_eq!(c.token_ttl, Duration::from_secs(5400));
+    assert!(load(&["--session-ttl", "0s"], &[]).is_err());
+}
+
+#[test]
+fn default_credentials_only_on_loopback() {
+    let e = load(&["--http-listen", "0.0.0.0:8080"], &[]).unwrap_err();
+    assert!(e.to_string().contains("dev/dev"), "{e}");
+    assert!(load(&["--http-listen", "[::1]:8080"], &[]).is_ok());
+    let c = load(
+        &["--http-listen", "0.0.0.0:8080"],
+        &[
+            ("PATCHBAY_ACCOUNT_ID", "acme"),
+            ("PATCHBAY_API_USER", "acme-api"),
+            ("PATCHBAY_API_PASSWORD", "s3cret-s3cret"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.accounts[0].id, "acme");
+}
+
+#[test]
+fn accounts_from_toml_and_cli() {
+    let c = Config::from_toml(
+        "[[accounts]]\nid = \"a\"\nuser = \"ua\"\npassword = \"pa\"\n\n[[accounts]]\nid = \"b\"\nuser = \"ub\"\npassword = \"pb\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.accounts.len(), 2);
+    let e = Config::from_toml(
+        "[[accounts]]\nid = \"a\"\nuser = \"u\"\npassword = \"p\"\n[[accounts]]\nid = \"a\"\nuser = \"v\"\npassword = \"p\"\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("twice"), "{e}");
+    let c = load(&["--account", "x:ux:p:with:colons"], &[]).unwrap();
+    assert_eq!(c.accounts[0].password, "p:with:colons");
+}

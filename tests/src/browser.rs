@@ -1,0 +1,81 @@
+//! The unmodified Bandwidth browser SDK in headless Chromium: `tests/browser/drive.js`
+//! runs a scenario of pages (connect, publish, steps) and reports what each observed.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::{workspace, Gateway};
+
+/// Run `tests/browser/drive.js` with a scenario; returns its JSON report.
+pub fn drive(g: &Gateway, pages: Value) -> Value {
+    drive_with(g, pages, 0)
+}
+
+/// Like [`drive`], with a final look at every page `final_wait_ms` after the last one's step.
+pub fn drive_with(g: &Gateway, pages: Value, final_wait_ms: u64) -> Value {
+    drive_full(g, pages, json!([]), final_wait_ms)
+}
+
+/// Like [`drive_with`], with REST `actions` run by the driver after the pages' steps.
+pub fn drive_full(g: &Gateway, pages: Value, actions: Value, final_wait_ms: u64) -> Value {
+    drive_in_background(g, pages, actions, final_wait_ms, 120_000)
+        .join()
+        .expect("driver thread")
+}
+
+/// Start the driver on its own thread (the test may stop and restart the gateway meanwhile).
+pub fn drive_in_background(
+    g: &Gateway,
+    pages: Value,
+    actions: Value,
+    final_wait_ms: u64,
+    deadline_ms: u64,
+) -> std::thread::JoinHandle<Value> {
+    let dir = workspace().join("tests/browser");
+    assert!(
+        dir.join("node_modules/@bandwidth/webrtc-browser").exists()
+            && dir.join("page/bundle.js").exists(),
+        "browser test page not built: scripts/test runs `npm ci && npm run build` in tests/browser"
+    );
+    let scenario = g
+        .scratch()
+        .join(format!("scenario-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &scenario,
+        json!({
+            "websocketUrl": format!("ws://127.0.0.1:{}", g.port),
+            "pages": pages,
+            "actions": actions,
+            "finalWaitMs": final_wait_ms,
+            "deadlineMs": deadline_ms,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        let out = Command::new("node")
+            .arg("drive.js")
+            .arg(&scenario)
+            .current_dir(&dir)
+            .output()
+            .expect("run node");
+        assert!(
+            out.status.success(),
+            "drive.js failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("one JSON line")
+    })
+}
+
+/// The `available`/`unavailable` events a page saw at its final look.
+pub fn stream_events<'a>(page: &'a Value, kind: &str) -> Vec<&'a Value> {
+    page["final"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
