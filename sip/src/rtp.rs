@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use patchbay_conference::media::session::{
-    unix_us, HangupReason, LegId, LegSink, RtpView, MAX_RTP_PAYLOAD,
+    unix_us, HangupReason, LegId, LegMedia, LegSink, RtpView, MAX_RTP_PAYLOAD,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -291,8 +291,10 @@ struct SendState {
     first: bool,
     payload_type: u8,
     event_payload_type: Option<u8>,
-    /// The RTP clock of the leg's codec (and of its telephone-events).
+    /// The RTP clock of the leg's codec.
     clock: u32,
+    /// The RTP clock of its telephone-events (8000 beside Opus, most often).
+    event_clock: u32,
     event_ts: u32,
     packets: u32,
     octets: u32,
@@ -333,14 +335,7 @@ impl RtpSink {
     }
 
     /// Update what was negotiated (re-INVITE): where to send, whether to send, payload types.
-    pub fn configure(
-        &self,
-        remote: Option<SocketAddr>,
-        sending: bool,
-        payload_type: u8,
-        event_payload_type: Option<u8>,
-        clock: u32,
-    ) {
+    pub fn configure(&self, remote: Option<SocketAddr>, sending: bool, media: &LegMedia) {
         let mut s = self.lock();
         if remote.is_some() && remote != s.remote {
             // A new address in an offer wins over the latched one.
@@ -348,9 +343,10 @@ impl RtpSink {
             s.latched = false;
         }
         s.sending = sending;
-        s.payload_type = payload_type;
-        s.event_payload_type = event_payload_type;
-        s.clock = clock;
+        s.payload_type = media.payload_type;
+        s.event_payload_type = media.event_payload_type;
+        s.clock = media.codec.rtp_clock();
+        s.event_clock = media.event_clock;
     }
 
     fn send(&self, s: &mut SendState, marker: bool, pt: u8, ts: u32, payload: &[u8]) {
@@ -498,13 +494,13 @@ impl LegSink for RtpSink {
             return;
         };
         if start {
-            s.event_ts = s.ts;
+            // The event starts "now" on the audio timeline, told in the event's clock.
+            s.event_ts = rescale(s.ts, s.clock, s.event_clock);
         }
         let mut event = [p[0], p[1], p[2], p[3]];
-        if clock != s.clock && clock > 0 {
-            let d = u16::from_be_bytes([p[2], p[3]]) as u64 * s.clock as u64 / clock as u64;
-            event[2..4].copy_from_slice(&(d.min(u16::MAX as u64) as u16).to_be_bytes());
-        }
+        let duration = u16::from_be_bytes([p[2], p[3]]) as u32;
+        event[2..4]
+            .copy_from_slice(&rescale_duration(duration, clock, s.event_clock).to_be_bytes());
         let ts = s.event_ts;
         self.send(&mut s, start, pt, ts, &event);
     }
@@ -512,6 +508,23 @@ impl LegSink for RtpSink {
     fn hang_up(&self, reason: HangupReason) {
         let _ = self.ended.send((self.leg, MediaEnd::Session(reason)));
     }
+}
+
+/// An RTP timestamp of a `from` Hz clock told in a `to` Hz clock (wrapping like the
+/// timestamp itself).
+fn rescale(ts: u32, from: u32, to: u32) -> u32 {
+    if from == to || from == 0 {
+        return ts;
+    }
+    (ts as u64 * to as u64 / from as u64) as u32
+}
+
+/// An RFC 4733 duration of a `from` Hz clock in a `to` Hz clock, saturating at the field's 16 bits.
+fn rescale_duration(duration: u32, from: u32, to: u32) -> u16 {
+    if from == to || from == 0 {
+        return duration.min(u16::MAX as u32) as u16;
+    }
+    (duration as u64 * to as u64 / from as u64).min(u16::MAX as u64) as u16
 }
 
 /// A running leg: its media endpoint and its supervisor (RTCP, RTP timeout).
@@ -561,6 +574,7 @@ pub fn start(l: LegStart) -> std::io::Result<RtpLeg> {
             payload_type: 0,
             event_payload_type: None,
             clock: 8000,
+            event_clock: 8000,
             event_ts: 0,
             packets: 0,
             octets: 0,
@@ -681,5 +695,16 @@ mod tests {
         let mut rtcp = vec![0x80, 200];
         rtcp.extend_from_slice(&[0; 26]);
         assert!(is_rtcp(&rtcp) && parse_rtp(&rtcp).is_none());
+    }
+
+    #[test]
+    fn event_clocks_are_translated() {
+        // 100 ms of an 8 kHz event on a 48 kHz leg, and back.
+        assert_eq!(rescale_duration(800, 8000, 48000), 4800);
+        assert_eq!(rescale_duration(4800, 48000, 8000), 800);
+        assert_eq!(rescale_duration(20_000, 8000, 48000), u16::MAX);
+        assert_eq!(rescale_duration(160, 8000, 8000), 160);
+        assert_eq!(rescale(48_000, 48000, 8000), 8000);
+        assert_eq!(rescale(7, 8000, 8000), 7);
     }
 }

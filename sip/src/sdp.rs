@@ -203,6 +203,9 @@ pub struct Negotiated {
     pub codec: AudioCodec,
     pub payload_type: u8,
     pub event_payload_type: Option<u8>,
+    /// Clock of that telephone-event: the codec's if offered, else 8000 (Opus offers
+    /// from softphones), else whatever was offered.
+    pub event_clock: u32,
     pub ptime_ms: u32,
     /// Where the peer wants RTP (None: port 0 or a hold address).
     pub remote: Option<SocketAddr>,
@@ -254,10 +257,13 @@ pub fn negotiate(sdp: &Sdp) -> Result<Negotiated, SdpError> {
         let Some((codec, payload_type)) = chosen else {
             return Err(SdpError::NoCodec);
         };
-        let event_payload_type = events
+        let event = events
             .iter()
             .find(|(_, clock)| *clock == codec.rtp_clock())
-            .map(|(pt, _)| *pt);
+            .or_else(|| events.iter().find(|(_, clock)| *clock == 8000))
+            .or_else(|| events.first());
+        let event_payload_type = event.map(|(pt, _)| *pt);
+        let event_clock = event.map_or(codec.rtp_clock(), |(_, clock)| *clock);
         let ptime_ms = m.ptime.map_or(20, |p| (p.clamp(10, 60) / 10) * 10);
         let connection = m.connection.or(sdp.connection);
         let hold_address = connection.is_some_and(|ip| ip.is_unspecified());
@@ -277,6 +283,7 @@ pub fn negotiate(sdp: &Sdp) -> Result<Negotiated, SdpError> {
             codec,
             payload_type,
             event_payload_type,
+            event_clock,
             ptime_ms,
             remote,
             direction,
@@ -325,7 +332,7 @@ pub fn answer(
         if let Some(e) = n.event_payload_type {
             out.push_str(&format!(
                 "a=rtpmap:{e} telephone-event/{}\r\na=fmtp:{e} 0-16\r\n",
-                n.codec.rtp_clock()
+                n.event_clock
             ));
         }
         out.push_str(&format!(
@@ -340,7 +347,7 @@ pub fn answer(
 /// Our offer (for an INVITE without SDP, or an outbound call).
 pub fn offer(ip: IpAddr, port: u16, session_id: u64, version: u64) -> String {
     let mut out = header(ip, session_id, version);
-    out.push_str(&format!("m=audio {port} RTP/AVP 0 8 9 111 101\r\n"));
+    out.push_str(&format!("m=audio {port} RTP/AVP 0 8 9 111 101 110\r\n"));
     for (codec, pt) in [
         (AudioCodec::Pcmu, 0),
         (AudioCodec::Pcma, 8),
@@ -350,7 +357,8 @@ pub fn offer(ip: IpAddr, port: u16, session_id: u64, version: u64) -> String {
         out.push_str(&rtpmap_line(codec, pt));
     }
     out.push_str(
-        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
+         a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
     );
     out
 }
@@ -393,6 +401,29 @@ mod tests {
             (n.codec, n.payload_type, n.event_payload_type),
             (AudioCodec::Opus, 96, Some(97))
         );
+    }
+
+    #[test]
+    fn opus_with_telephone_event_at_8000() {
+        // What baresip, Linphone and most softphones offer.
+        let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 96 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let sdp = parse(offer).unwrap();
+        let n = negotiate(&sdp).unwrap();
+        assert_eq!(
+            (n.codec, n.event_payload_type, n.event_clock),
+            (AudioCodec::Opus, Some(101), 8000)
+        );
+        let a = answer(&sdp, &n, "10.0.0.1".parse().unwrap(), 20000, 1, 1);
+        assert!(a.contains("m=audio 20000 RTP/AVP 96 101\r\n"), "{a}");
+        assert!(a.contains("a=rtpmap:101 telephone-event/8000\r\n"), "{a}");
+        // Both clocks offered: the codec's wins.
+        let both = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 96 101 110\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=rtpmap:110 telephone-event/48000\r\n";
+        let n = negotiate(&parse(both).unwrap()).unwrap();
+        assert_eq!((n.event_payload_type, n.event_clock), (Some(110), 48000));
+        // PCMU beside an event at 48 kHz only: taken as offered.
+        let odd = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0 110\r\na=rtpmap:110 telephone-event/48000\r\n";
+        let n = negotiate(&parse(odd).unwrap()).unwrap();
+        assert_eq!((n.event_payload_type, n.event_clock), (Some(110), 48000));
     }
 
     #[test]

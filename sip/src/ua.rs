@@ -141,15 +141,11 @@ impl Call {
     /// Put negotiated media into effect: the leg's RTP endpoint, then its session
     /// (joined the first time, updated after).
     fn apply(&mut self, n: Negotiated) {
-        self.rtp.sink.configure(
-            n.remote,
-            n.direction.we_send(),
-            n.payload_type,
-            n.event_payload_type,
-            n.codec.rtp_clock(),
-        );
-        self.rtp.set_expecting(n.direction.we_receive());
         let media = leg_media(&n);
+        self.rtp
+            .sink
+            .configure(n.remote, n.direction.we_send(), &media);
+        self.rtp.set_expecting(n.direction.we_receive());
         let input = if self.negotiated.is_some() {
             SessionInput::Update {
                 leg: self.leg,
@@ -556,6 +552,7 @@ fn leg_media(n: &Negotiated) -> LegMedia {
         codec: n.codec,
         payload_type: n.payload_type,
         event_payload_type: n.event_payload_type,
+        event_clock: n.event_clock,
         ptime_ms: n.ptime_ms,
     }
 }

@@ -331,7 +331,7 @@ impl SessionCore {
             leg.last_event_ts = Some(p.timestamp);
             tracing::info!(session_id = %self.session_id, leg = %id, event = e0, "DTMF event");
         }
-        let clock = leg.media.codec.rtp_clock();
+        let clock = leg.media.event_clock;
         self.relay_event(id.0, [e0, e1, e2, e3], start, clock);
     }
 

@@ -123,6 +123,8 @@ pub struct LegMedia {
     pub payload_type: u8,
     /// Payload type of `telephone-event`, if negotiated.
     pub event_payload_type: Option<u8>,
+    /// RTP clock of that `telephone-event` (the codec's, or 8000 beside Opus).
+    pub event_clock: u32,
     /// Packet duration it sends and wants, in ms (10–60).
     pub ptime_ms: u32,
 }

@@ -91,6 +91,8 @@ fn media(codec: AudioCodec) -> LegMedia {
         codec,
         payload_type,
         event_payload_type: Some(101),
+        // Opus legs carry telephone-event/8000, as most softphones offer it.
+        event_clock: 8000,
         ptime_ms: 20,
     }
 }

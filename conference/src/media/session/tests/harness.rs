@@ -20,6 +20,7 @@ pub fn pcmu() -> LegMedia {
         codec: AudioCodec::Pcmu,
         payload_type: 0,
         event_payload_type: Some(101),
+        event_clock: 8000,
         ptime_ms: 20,
     }
 }
