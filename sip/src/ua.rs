@@ -532,6 +532,12 @@ impl Ua {
 
     fn on_media_end(&mut self, leg: LegId, why: MediaEnd) {
         let Some(call_id) = self.legs.get(&leg).cloned() else {
+            // A dialog still ringing with early media: its member was removed.
+            let ringing = self.outgoing.values().find(|o| o.leg() == leg);
+            if let Some(dialog_id) = ringing.map(|o| o.dialog_id()) {
+                tracing::info!(%dialog_id, %leg, ?why, "dialog: cancelled from the session");
+                self.hang_up_dialog(dialog_id);
+            }
             return;
         };
         match why {

@@ -437,3 +437,66 @@ async fn deleting_the_participant_cancels_its_ringing_dialog() {
         "the participant was deleted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_reaches_the_session_before_the_answer() {
+    let trunk = SippCall::new("trunk", "uas_early_media.xml")
+        .var("EARLY_WAV", "tone880.wav")
+        .var("EARLY_MS", "3500")
+        .var("WAV", "tone660.wav");
+    let (hooks, g, s, p) = rig(&trunk, &[]).await;
+    let api = g.api();
+    let (caller, caller_token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("tone880.wav"), 880.0, 2, Law::Ulaw);
+    write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
+    let phone = SippCall::tone("phone", &dir, 440, Law::Ulaw, 12000).token(&caller_token);
+    let capture = Capture::start(&dir, &[phone.media_port]);
+    let far_end = trunk.serve(&dir);
+    let caller_call = phone.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+
+    let r = dial(&api, &p, dial_body("+15551234567")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let d = r.body["dialogId"].as_str().unwrap().to_string();
+    wait_state(&hooks, "/cb/agent", "ANSWERED").await;
+    let answered = now_epoch();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/participants/{p}/dialogs/{d}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    far_end.assert_ok(Duration::from_secs(10));
+    drop(caller_call);
+    let packets = capture.stop();
+
+    let states: Vec<String> = dialog_states(&hooks, "/cb/agent")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(states[..3], ["CALLING", "RINGING", "ANSWERED"]);
+    // The session's caller heard the ringback before the answer, the far end after.
+    let near = received(&packets, phone.media_port);
+    let pcm = decode_window(&near, Law::Ulaw, answered - 2.5, answered - 0.5);
+    assert!(pcm.len() > 8000, "caller got {} samples early", pcm.len());
+    let (tones, rms) = tones_present(&pcm, &[440.0, 660.0, 880.0], 8000.0);
+    assert_eq!(
+        tones,
+        [880],
+        "before the answer heard {tones:?} (rms {rms:.0})"
+    );
+    let pcm = decode_window(&near, Law::Ulaw, answered + 1.0, answered + 2.8);
+    let (tones, rms) = tones_present(&pcm, &[440.0, 660.0, 880.0], 8000.0);
+    assert_eq!(
+        tones,
+        [660],
+        "after the answer heard {tones:?} (rms {rms:.0})"
+    );
+}

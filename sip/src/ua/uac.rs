@@ -42,6 +42,32 @@ pub(super) struct Outgoing {
     /// Hang up as soon as possible (CANCEL once a provisional came; BYE after a 2xx).
     cancel: bool,
     auth_tried: bool,
+    /// Early media: the leg joined its session, receive-only, on a 18x's SDP.
+    early: Option<Early>,
+}
+
+/// A leg playing early media (ringback, announcements) into the session before the answer.
+pub(super) struct Early {
+    negotiated: Negotiated,
+    owner: DeviceOwner,
+    session: SessionHandle,
+}
+
+impl Outgoing {
+    pub(super) fn leg(&self) -> LegId {
+        self.leg
+    }
+
+    pub(super) fn dialog_id(&self) -> Uuid {
+        self.dialog_id
+    }
+
+    /// The call is dropped before an answer: its early media leaves the session.
+    fn leave(self) {
+        if let Some(e) = self.early {
+            e.session.send(SessionInput::Leave { leg: self.leg });
+        }
+    }
 }
 
 impl Ua {
@@ -143,6 +169,7 @@ impl Ua {
             provisional: false,
             cancel: false,
             auth_tried: false,
+            early: None,
         };
         if !self.send_invite(&mut out, None, peer) {
             return self.fail_dialog(dialog_id, "ERROR", "could not build the INVITE".into());
@@ -244,6 +271,8 @@ impl Ua {
             }
             if out.cancel && code > 100 {
                 self.send_cancel(&out);
+            } else if code > 100 && out.early.is_none() && !resp.body().is_empty() {
+                self.start_early_media(&mut out, resp);
             }
             self.outgoing.insert(call_id, out);
             return;
@@ -273,6 +302,46 @@ impl Ua {
             failure_reason(code),
             format!("{code} {reason}").trim().to_string(),
         );
+        out.leave();
+    }
+
+    /// SDP in a 18x: the trunk plays ringback or an announcement. The leg joins its
+    /// participant's session receiving only (nothing is sent before the answer); the
+    /// 200's SDP takes over.
+    fn start_early_media(&mut self, out: &mut Outgoing, resp: &Response) {
+        let Some(Ok(n)) = std::str::from_utf8(resp.body())
+            .ok()
+            .and_then(|t| sdp::parse(t).ok())
+            .map(|s| sdp::negotiate(&s))
+        else {
+            tracing::info!(dialog_id = %out.dialog_id, "dialog: early media SDP not usable, ignored");
+            return;
+        };
+        let (p, session) = match self.conference.dialog_media(out.participant_id) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::info!(dialog_id = %out.dialog_id, error = %e, "dialog: early media has no session to go to");
+                return;
+            }
+        };
+        let media = leg_media(&n);
+        out.rtp.sink.configure(n.remote, false, &media);
+        // Silence before the answer is normal: no RTP timeout until then.
+        out.rtp.set_expecting(false);
+        let owner = DeviceOwner::of(&p);
+        session.send(SessionInput::Join {
+            leg: out.leg,
+            owner: owner.clone(),
+            call_id: out.call_id.as_str().into(),
+            media,
+            sink: out.rtp.sink.clone(),
+        });
+        tracing::info!(dialog_id = %out.dialog_id, leg = %out.leg, codec = ?n.codec, "dialog: early media");
+        out.early = Some(Early {
+            negotiated: n,
+            owner,
+            session,
+        });
     }
 
     /// The Authorization (or Proxy-Authorization) answering the response's challenge.
@@ -330,7 +399,7 @@ impl Ua {
     }
 
     /// 2xx: ACK it, then the call is an ordinary one in the participant's session.
-    fn on_answered(&mut self, out: Outgoing, resp: &Response) {
+    fn on_answered(&mut self, mut out: Outgoing, resp: &Response) {
         let Some(peer) = self.trunk_peer() else {
             return;
         };
@@ -377,17 +446,22 @@ impl Ua {
         let answer = std::str::from_utf8(resp.body())
             .ok()
             .and_then(|t| sdp::parse(t).ok());
-        let negotiated = answer.as_ref().map(sdp::negotiate);
-        let media = match (negotiated, self.conference.dialog_media(out.participant_id)) {
-            (Some(Ok(n)), Ok((p, session))) => Some((n, DeviceOwner::of(&p), session)),
-            (Some(Ok(_)), Err(e)) => {
-                tracing::info!(dialog_id = %out.dialog_id, error = %e, "dialog answered but its participant cannot join");
-                None
-            }
-            _ => {
-                tracing::info!(dialog_id = %out.dialog_id, "dialog answered without a usable SDP answer");
-                None
-            }
+        let mut negotiated = answer.as_ref().map(sdp::negotiate);
+        if let (None, Some(e)) = (&negotiated, &out.early) {
+            // The 18x carried the answer (RFC 3264 §4, no reliable provisional): it stands.
+            negotiated = Some(Ok(e.negotiated));
+        }
+        let early = out.early.take();
+        let joined = early.is_some();
+        let media = match early {
+            Some(e) => match negotiated {
+                Some(Ok(n)) => Some((n, e.owner, e.session)),
+                _ => {
+                    e.session.send(SessionInput::Leave { leg: out.leg });
+                    None
+                }
+            },
+            None => self.media_of_answer(&out, negotiated),
         };
         let leg = out.leg;
         let Some((n, owner, session)) = media else {
@@ -416,6 +490,10 @@ impl Ua {
             Some((owner, session)),
         );
         let call_id = call.call_id.clone();
+        if joined {
+            // Already in the session since the early media: an update, now sending too.
+            call.negotiated = Some(n);
+        }
         call.apply(n);
         self.metrics.sip_calls_active.inc();
         self.legs.insert(leg, call_id.clone());
@@ -428,6 +506,25 @@ impl Ua {
         tracing::info!(%dialog_id, %call_id, %leg, codec = ?n.codec, "dialog answered");
         self.conference
             .dialog_progress(dialog_id, DialogState::Answered, None, None);
+    }
+
+    /// The media of a 2xx without early media: the SDP answer and the participant's session.
+    fn media_of_answer(
+        &self,
+        out: &Outgoing,
+        negotiated: Option<Result<Negotiated, sdp::SdpError>>,
+    ) -> Option<(Negotiated, DeviceOwner, SessionHandle)> {
+        match (negotiated, self.conference.dialog_media(out.participant_id)) {
+            (Some(Ok(n)), Ok((p, session))) => Some((n, DeviceOwner::of(&p), session)),
+            (Some(Ok(_)), Err(e)) => {
+                tracing::info!(dialog_id = %out.dialog_id, error = %e, "dialog answered but its participant cannot join");
+                None
+            }
+            _ => {
+                tracing::info!(dialog_id = %out.dialog_id, "dialog answered without a usable SDP answer");
+                None
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -484,10 +581,11 @@ impl Ua {
         if let Some(out) = self.outgoing.remove(&call_id) {
             self.dialog_calls.remove(&out.dialog_id);
             self.fail_dialog(out.dialog_id, "ERROR", why.to_string());
+            out.leave();
         }
     }
 
-    fn hang_up_dialog(&mut self, dialog_id: Uuid) {
+    pub(super) fn hang_up_dialog(&mut self, dialog_id: Uuid) {
         let Some(call_id) = self.dialog_calls.get(&dialog_id).cloned() else {
             return;
         };
