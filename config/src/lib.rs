@@ -17,6 +17,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+mod sip;
+pub use sip::{SipEdge, SipHop, SipTls, SipTransport, SipTrunk, SrtpMode};
+
 /// The default account, usable only while every listener is on loopback.
 pub const DEFAULT_ACCOUNT: &str = "dev";
 const DEFAULT_USER: &str = "dev";
@@ -108,21 +111,8 @@ pub struct Config {
     pub webhook_secret: Option<String>,
     /// Exceptions to the webhook egress policy: comma-separated CIDRs and host names.
     pub webhook_allow: String,
-    /// Where dialogs (outbound calls) go: a SIP URI `sip:host[:port][;transport=udp|tcp]`.
-    pub sip_trunk: Option<SipTrunk>,
-}
-
-/// The SIP trunk dialogs are placed through.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SipTrunk {
-    /// Host (name or IP) as written, for Request-URIs.
-    pub host: String,
-    /// Where to send (resolved once at startup).
-    pub addr: SocketAddr,
-    pub tcp: bool,
-    /// Digest credentials answering 401/407 challenges.
-    pub user: Option<String>,
-    pub password: Option<String>,
+    /// The trunk, outbound proxy, TLS, SRTP and trunk pings.
+    pub sip: SipEdge,
 }
 
 /// One source's view of the keys: every field optional, unknown keys refused.
@@ -161,45 +151,89 @@ struct Layer {
     sip_trunk: Option<String>,
     sip_trunk_user: Option<String>,
     sip_trunk_password: Option<String>,
+    sip_tls_listen: Option<String>,
+    sip_tls_cert: Option<String>,
+    sip_tls_key: Option<String>,
+    sip_tls_ca: Option<String>,
+    sip_outbound_proxy: Option<String>,
+    sip_srtp: Option<String>,
+    sip_trunk_ping_interval: Option<String>,
 }
 
-impl Layer {
-    /// Overlay `top` on `self`: every key `top` sets wins.
-    fn merge(mut self, top: Layer) -> Layer {
-        macro_rules! take {
-            ($($f:ident),*) => { $( if top.$f.is_some() { self.$f = top.$f; } )* };
+/// Every scalar key, once: a TOML key `name`, the environment variable `PATCHBAY_NAME`
+/// and the command-line option `--name` (a field of [`Cli`]) all feed it.
+macro_rules! scalar_keys {
+    ($($f:ident),* $(,)?) => {
+        const SCALAR_KEYS: &[&str] = &[$(stringify!($f)),*];
+
+        impl Layer {
+            /// Overlay `top` on `self`: every key `top` sets wins.
+            fn merge(mut self, top: Layer) -> Layer {
+                $( if top.$f.is_some() { self.$f = top.$f; } )*
+                if top.accounts.is_some() {
+                    self.accounts = top.accounts;
+                }
+                self
+            }
+
+            /// The keys set in the environment (`PATCHBAY_` and the key in capitals).
+            fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Layer {
+                Layer {
+                    $( $f: get(&env_name(stringify!($f))), )*
+                    accounts: None,
+                }
+            }
+
+            /// The keys given on the command line.
+            fn from_cli(cli: &Cli) -> Layer {
+                Layer {
+                    $( $f: cli.$f.clone(), )*
+                    accounts: None,
+                }
+            }
         }
-        take!(
-            http_listen,
-            data_dir,
-            token_secret,
-            session_ttl,
-            token_ttl,
-            log_format,
-            log,
-            accounts,
-            sip_listen,
-            media_ip,
-            rtp_ports,
-            rtp_timeout,
-            sip_tcp_max_connections,
-            sip_tcp_max_per_source,
-            sip_tcp_idle_timeout,
-            sip_max_transactions_per_source,
-            http_header_timeout,
-            http_body_timeout,
-            http_max_connections,
-            http_max_per_source,
-            sip_stream_alias,
-            webrtc_listen,
-            webhook_secret,
-            webhook_allow,
-            sip_trunk,
-            sip_trunk_user,
-            sip_trunk_password
-        );
-        self
-    }
+    };
+}
+
+scalar_keys!(
+    http_listen,
+    data_dir,
+    token_secret,
+    session_ttl,
+    token_ttl,
+    log_format,
+    log,
+    sip_listen,
+    media_ip,
+    rtp_ports,
+    rtp_timeout,
+    sip_tcp_max_connections,
+    sip_tcp_max_per_source,
+    sip_tcp_idle_timeout,
+    sip_max_transactions_per_source,
+    http_header_timeout,
+    http_body_timeout,
+    http_max_connections,
+    http_max_per_source,
+    sip_stream_alias,
+    webrtc_listen,
+    webhook_secret,
+    webhook_allow,
+    sip_trunk,
+    sip_trunk_user,
+    sip_trunk_password,
+    sip_tls_listen,
+    sip_tls_cert,
+    sip_tls_key,
+    sip_tls_ca,
+    sip_outbound_proxy,
+    sip_srtp,
+    sip_trunk_ping_interval,
+);
+
+/// The environment variable of a key.
+fn env_name(key: &str) -> String {
+    format!("PATCHBAY_{}", key.to_ascii_uppercase())
 }
 
 /// Patchbay: self-hosted SIP <-> WebRTC conferencing gateway, wire-compatible with Bandwidth WebRTC.
@@ -317,6 +351,34 @@ pub struct Cli {
     #[arg(long, value_name = "PASSWORD")]
     pub sip_trunk_password: Option<String>,
 
+    /// [sip_outbound_proxy, PATCHBAY_SIP_OUTBOUND_PROXY] Send dialogs through this proxy (a loose route), e.g. sip:proxy.example:5060;transport=tcp [default: none]
+    #[arg(long, value_name = "SIP-URI")]
+    pub sip_outbound_proxy: Option<String>,
+
+    /// [sip_tls_listen, PATCHBAY_SIP_TLS_LISTEN] SIP over TLS listen address, e.g. 0.0.0.0:5061 [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub sip_tls_listen: Option<String>,
+
+    /// [sip_tls_cert, PATCHBAY_SIP_TLS_CERT] PEM certificate chain of the TLS listener (read again on SIGHUP) [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub sip_tls_cert: Option<String>,
+
+    /// [sip_tls_key, PATCHBAY_SIP_TLS_KEY] PEM private key of the TLS listener (read again on SIGHUP) [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub sip_tls_key: Option<String>,
+
+    /// [sip_tls_ca, PATCHBAY_SIP_TLS_CA] PEM CA certificates trusted for TLS trunks and proxies [default: the Web PKI roots]
+    #[arg(long, value_name = "FILE")]
+    pub sip_tls_ca: Option<String>,
+
+    /// [sip_srtp, PATCHBAY_SIP_SRTP] SRTP (SDES) on SIP legs: off, offer (dialogs offer it) or require (plain RTP gets 488) [default: off]
+    #[arg(long, value_name = "MODE")]
+    pub sip_srtp: Option<String>,
+
+    /// [sip_trunk_ping_interval, PATCHBAY_SIP_TRUNK_PING_INTERVAL] OPTIONS to the trunk this often, 0 to never [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub sip_trunk_ping_interval: Option<String>,
+
     /// [accounts] API account as ID:USER:PASSWORD (repeatable; replaces the configured list).
     /// TOML: [[accounts]] id/user/password. Env for one account: PATCHBAY_ACCOUNT_ID,
     /// PATCHBAY_API_USER, PATCHBAY_API_PASSWORD [default: dev:dev:dev, loopback only]
@@ -324,37 +386,12 @@ pub struct Cli {
     pub account: Vec<String>,
 }
 
-const ENV_KEYS: &[&str] = &[
+/// Environment variables that are not one key each.
+const OTHER_ENV: &[&str] = &[
     "PATCHBAY_CONFIG",
-    "PATCHBAY_HTTP_LISTEN",
-    "PATCHBAY_DATA_DIR",
-    "PATCHBAY_TOKEN_SECRET",
-    "PATCHBAY_SESSION_TTL",
-    "PATCHBAY_TOKEN_TTL",
-    "PATCHBAY_LOG_FORMAT",
-    "PATCHBAY_LOG",
     "PATCHBAY_ACCOUNT_ID",
     "PATCHBAY_API_USER",
     "PATCHBAY_API_PASSWORD",
-    "PATCHBAY_SIP_LISTEN",
-    "PATCHBAY_MEDIA_IP",
-    "PATCHBAY_RTP_PORTS",
-    "PATCHBAY_RTP_TIMEOUT",
-    "PATCHBAY_SIP_TCP_MAX_CONNECTIONS",
-    "PATCHBAY_SIP_TCP_MAX_PER_SOURCE",
-    "PATCHBAY_SIP_TCP_IDLE_TIMEOUT",
-    "PATCHBAY_SIP_MAX_TRANSACTIONS_PER_SOURCE",
-    "PATCHBAY_HTTP_HEADER_TIMEOUT",
-    "PATCHBAY_HTTP_BODY_TIMEOUT",
-    "PATCHBAY_HTTP_MAX_CONNECTIONS",
-    "PATCHBAY_HTTP_MAX_PER_SOURCE",
-    "PATCHBAY_SIP_STREAM_ALIAS",
-    "PATCHBAY_WEBRTC_LISTEN",
-    "PATCHBAY_WEBHOOK_SECRET",
-    "PATCHBAY_WEBHOOK_ALLOW",
-    "PATCHBAY_SIP_TRUNK",
-    "PATCHBAY_SIP_TRUNK_USER",
-    "PATCHBAY_SIP_TRUNK_PASSWORD",
 ];
 
 impl Config {
@@ -393,7 +430,9 @@ impl Config {
             .filter(|(k, _)| k.starts_with("PATCHBAY_"))
             .collect();
         for (k, _) in &env {
-            if !ENV_KEYS.contains(&k.as_str()) {
+            let known = OTHER_ENV.contains(&k.as_str())
+                || SCALAR_KEYS.iter().any(|key| env_name(key) == *k);
+            if !known {
                 return Err(ConfigError::UnknownEnv(k.clone()));
             }
         }
@@ -432,33 +471,8 @@ impl Config {
             }
         };
         let env_layer = Layer {
-            http_listen: env_get("PATCHBAY_HTTP_LISTEN"),
-            data_dir: env_get("PATCHBAY_DATA_DIR"),
-            token_secret: env_get("PATCHBAY_TOKEN_SECRET"),
-            session_ttl: env_get("PATCHBAY_SESSION_TTL"),
-            token_ttl: env_get("PATCHBAY_TOKEN_TTL"),
-            log_format: env_get("PATCHBAY_LOG_FORMAT"),
-            log: env_get("PATCHBAY_LOG"),
             accounts: env_accounts,
-            sip_listen: env_get("PATCHBAY_SIP_LISTEN"),
-            media_ip: env_get("PATCHBAY_MEDIA_IP"),
-            rtp_ports: env_get("PATCHBAY_RTP_PORTS"),
-            rtp_timeout: env_get("PATCHBAY_RTP_TIMEOUT"),
-            sip_tcp_max_connections: env_get("PATCHBAY_SIP_TCP_MAX_CONNECTIONS"),
-            sip_tcp_max_per_source: env_get("PATCHBAY_SIP_TCP_MAX_PER_SOURCE"),
-            sip_tcp_idle_timeout: env_get("PATCHBAY_SIP_TCP_IDLE_TIMEOUT"),
-            sip_max_transactions_per_source: env_get("PATCHBAY_SIP_MAX_TRANSACTIONS_PER_SOURCE"),
-            http_header_timeout: env_get("PATCHBAY_HTTP_HEADER_TIMEOUT"),
-            http_body_timeout: env_get("PATCHBAY_HTTP_BODY_TIMEOUT"),
-            http_max_connections: env_get("PATCHBAY_HTTP_MAX_CONNECTIONS"),
-            http_max_per_source: env_get("PATCHBAY_HTTP_MAX_PER_SOURCE"),
-            sip_stream_alias: env_get("PATCHBAY_SIP_STREAM_ALIAS"),
-            webrtc_listen: env_get("PATCHBAY_WEBRTC_LISTEN"),
-            webhook_secret: env_get("PATCHBAY_WEBHOOK_SECRET"),
-            webhook_allow: env_get("PATCHBAY_WEBHOOK_ALLOW"),
-            sip_trunk: env_get("PATCHBAY_SIP_TRUNK"),
-            sip_trunk_user: env_get("PATCHBAY_SIP_TRUNK_USER"),
-            sip_trunk_password: env_get("PATCHBAY_SIP_TRUNK_PASSWORD"),
+            ..Layer::from_env(&env_get)
         };
 
         let cli_accounts = if cli.account.is_empty() {
@@ -479,33 +493,8 @@ impl Config {
             Some(accounts)
         };
         let cli_layer = Layer {
-            http_listen: cli.http_listen,
-            data_dir: cli.data_dir,
-            token_secret: cli.token_secret,
-            session_ttl: cli.session_ttl,
-            token_ttl: cli.token_ttl,
-            log_format: cli.log_format,
-            log: cli.log,
             accounts: cli_accounts,
-            sip_listen: cli.sip_listen,
-            media_ip: cli.media_ip,
-            rtp_ports: cli.rtp_ports,
-            rtp_timeout: cli.rtp_timeout,
-            sip_tcp_max_connections: cli.sip_tcp_max_connections,
-            sip_tcp_max_per_source: cli.sip_tcp_max_per_source,
-            sip_tcp_idle_timeout: cli.sip_tcp_idle_timeout,
-            sip_max_transactions_per_source: cli.sip_max_transactions_per_source,
-            http_header_timeout: cli.http_header_timeout,
-            http_body_timeout: cli.http_body_timeout,
-            http_max_connections: cli.http_max_connections,
-            http_max_per_source: cli.http_max_per_source,
-            sip_stream_alias: cli.sip_stream_alias,
-            webrtc_listen: cli.webrtc_listen,
-            webhook_secret: cli.webhook_secret,
-            webhook_allow: cli.webhook_allow,
-            sip_trunk: cli.sip_trunk,
-            sip_trunk_user: cli.sip_trunk_user,
-            sip_trunk_password: cli.sip_trunk_password,
+            ..Layer::from_cli(&cli)
         };
 
         Config::validate(file_layer.merge(env_layer).merge(cli_layer))
@@ -521,6 +510,7 @@ impl Config {
     }
 
     fn validate(layer: Layer) -> Result<Config, ConfigError> {
+        let sip = sip::validate(&layer)?;
         let http_listen_text = layer.http_listen.unwrap_or_else(|| "127.0.0.1:8080".into());
         let http_listen: SocketAddr = http_listen_text.parse().map_err(|_| {
             key_err(
@@ -709,30 +699,10 @@ impl Config {
 
         let webhook_secret = layer.webhook_secret.filter(|s| !s.is_empty());
         let webhook_allow = layer.webhook_allow.clone().unwrap_or_default();
-        let sip_trunk = match layer.sip_trunk.filter(|s| !s.is_empty()) {
-            None => None,
-            Some(uri) => Some(parse_trunk(&uri).map(|(host, addr, tcp)| SipTrunk {
-                host,
-                addr,
-                tcp,
-                user: layer.sip_trunk_user.clone(),
-                password: layer.sip_trunk_password.clone(),
-            })?),
-        };
-        if sip_trunk.is_none() && layer.sip_trunk_user.is_some() {
-            return Err(key_err("sip_trunk_user", "set without sip_trunk"));
-        }
-        if layer.sip_trunk_user.is_some() != layer.sip_trunk_password.is_some() {
-            return Err(key_err(
-                "sip_trunk_password",
-                "sip_trunk_user and sip_trunk_password go together",
-            ));
-        }
-
         let config = Config {
             webhook_secret,
             webhook_allow,
-            sip_trunk,
+            sip,
             sip_listen,
             media_ip,
             rtp_ports,
@@ -837,47 +807,5 @@ fn parse_duration(key: &str, text: Option<&str>, default: &str) -> Result<Durati
 }
 
 /// `sip:host[:port][;transport=udp|tcp]` → (host, resolved address, tcp).
-fn parse_trunk(uri: &str) -> Result<(String, SocketAddr, bool), ConfigError> {
-    let bad = |why: &str| key_err("sip_trunk", format!("`{uri}`: {why}"));
-    let rest = uri
-        .strip_prefix("sip:")
-        .ok_or_else(|| bad("must start with sip:"))?;
-    let mut parts = rest.split(';');
-    let hostport = parts.next().unwrap_or_default();
-    let mut tcp = false;
-    for p in parts {
-        match p.to_ascii_lowercase().as_str() {
-            "transport=udp" => tcp = false,
-            "transport=tcp" => {
-                return Err(bad(
-                    "transport=tcp is not supported for the trunk yet (use udp)",
-                ))
-            }
-            "lr" => {}
-            other => return Err(bad(&format!("unsupported parameter `{other}`"))),
-        }
-    }
-    if hostport.contains('@') {
-        return Err(bad("name the trunk's host, without a user part"));
-    }
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (
-            h.trim_matches(|c| c == '[' || c == ']').to_string(),
-            p.parse::<u16>().map_err(|_| bad("bad port"))?,
-        ),
-        _ => (hostport.to_string(), 5060),
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
-    }
-    use std::net::ToSocketAddrs;
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| bad(&format!("cannot resolve: {e}")))?
-        .next()
-        .ok_or_else(|| bad("resolves to no address"))?;
-    Ok((host, addr, tcp))
-}
-
 #[cfg(test)]
 mod tests;

@@ -14,27 +14,89 @@ fn sip_trunk_and_its_credentials() {
         "sip_trunk = \"sip:127.0.0.1:5090;transport=udp\"\nsip_trunk_user = \"u\"\nsip_trunk_password = \"p\"\nwebhook_secret = \"k\"",
     )
     .unwrap();
-    let t = c.sip_trunk.unwrap();
-    assert_eq!(t.addr, "127.0.0.1:5090".parse().unwrap());
-    assert!(!t.tcp);
+    let t = c.sip.trunk.unwrap();
+    assert_eq!(t.hop.addr, "127.0.0.1:5090".parse().unwrap());
+    assert_eq!(t.hop.transport, SipTransport::Udp);
     assert_eq!(
         (t.user.as_deref(), t.password.as_deref()),
         (Some("u"), Some("p"))
     );
     assert_eq!(c.webhook_secret.as_deref(), Some("k"));
     let c = Config::from_toml("sip_trunk = \"sip:127.0.0.1\"").unwrap();
-    assert_eq!(c.sip_trunk.unwrap().addr.port(), 5060);
-    assert!(Config::from_toml("").unwrap().sip_trunk.is_none());
+    assert_eq!(c.sip.trunk.unwrap().hop.addr.port(), 5060);
+    assert!(Config::from_toml("").unwrap().sip.trunk.is_none());
+    for (uri, port, transport) in [
+        ("sip:127.0.0.1;transport=tcp", 5060, SipTransport::Tcp),
+        ("sip:127.0.0.1;transport=TLS", 5061, SipTransport::Tls),
+        ("sips:127.0.0.1:5071", 5071, SipTransport::Tls),
+        ("sip:[::1]:5070;lr;transport=udp", 5070, SipTransport::Udp),
+    ] {
+        let c = Config::from_toml(&format!("sip_trunk = \"{uri}\"")).unwrap();
+        let hop = c.sip.trunk.unwrap().hop;
+        assert_eq!((hop.addr.port(), hop.transport), (port, transport), "{uri}");
+    }
     for bad in [
         "sip_trunk = \"http://x\"",
         "sip_trunk = \"sip:127.0.0.1:99999\"",
         "sip_trunk = \"sip:127.0.0.1;transport=sctp\"",
-        "sip_trunk = \"sip:127.0.0.1;transport=tcp\"",
+        "sip_trunk = \"sips:127.0.0.1;transport=tcp\"",
         "sip_trunk = \"sip:127.0.0.1\"\nsip_trunk_user = \"u\"",
     ] {
         let e = Config::from_toml(bad).unwrap_err().to_string();
         assert!(e.contains("sip_trunk"), "{bad}: {e}");
     }
+}
+
+#[test]
+fn sip_tls_srtp_proxy_and_pings() {
+    let c = Config::from_toml("").unwrap();
+    assert_eq!(c.sip.srtp, SrtpMode::Off);
+    assert!(c.sip.tls.is_none() && c.sip.outbound_proxy.is_none());
+    assert_eq!(c.sip.trunk_ping_interval, Duration::from_secs(30));
+    let dir = std::env::temp_dir().join(format!("patchbay-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, "x").unwrap();
+    std::fs::write(&key, "x").unwrap();
+    let c = load(
+        &[
+            "--sip-tls-listen",
+            "127.0.0.1:5061",
+            "--sip-tls-cert",
+            cert.to_str().unwrap(),
+            "--sip-srtp",
+            "require",
+            "--sip-trunk",
+            "sip:127.0.0.1:5090",
+        ],
+        &[
+            ("PATCHBAY_SIP_TLS_KEY", key.to_str().unwrap()),
+            (
+                "PATCHBAY_SIP_OUTBOUND_PROXY",
+                "sip:127.0.0.1:5070;transport=tcp;lr",
+            ),
+            ("PATCHBAY_SIP_TRUNK_PING_INTERVAL", "0"),
+        ],
+    )
+    .unwrap();
+    let tls = c.sip.tls.unwrap();
+    assert_eq!((tls.listen.port(), tls.key), (5061, key.clone()));
+    assert_eq!(c.sip.srtp, SrtpMode::Require);
+    assert_eq!(c.sip.outbound_proxy.unwrap().transport, SipTransport::Tcp);
+    assert_eq!(c.sip.trunk_ping_interval, Duration::ZERO);
+    for (bad, key_name) in [
+        ("sip_tls_listen = \"127.0.0.1:5061\"", "sip_tls_listen"),
+        ("sip_tls_cert = \"/nonexistent.pem\"", "sip_tls_cert"),
+        ("sip_srtp = \"maybe\"", "sip_srtp"),
+        (
+            "sip_outbound_proxy = \"sip:127.0.0.1\"",
+            "sip_outbound_proxy",
+        ),
+    ] {
+        let e = Config::from_toml(bad).unwrap_err().to_string();
+        assert!(e.contains(key_name), "{bad}: {e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -14,9 +14,12 @@ use patchbay_conference::media::session::HangupReason;
 use patchbay_conference::media::webrtc::WebRtcTransport;
 use patchbay_conference::store::SqliteStore;
 use patchbay_conference::{system_clock, Conference, Options};
+use patchbay_config::SipTransport;
 use patchbay_config::{Config, LogFormat};
 use patchbay_sip::metrics::SipMetrics;
-use patchbay_sip::{SipConfig, SipGateway, TcpLimits, Trunk};
+use patchbay_sip::{
+    Hop, HopTransport, SipConfig, SipGateway, TcpLimits, TlsFiles, TlsListen, TlsServer, Trunk,
+};
 
 fn main() -> ExitCode {
     let config = match Config::from_process() {
@@ -144,12 +147,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 idle_timeout: config.sip_tcp_idle_timeout,
             },
             max_transactions_per_source: config.sip_max_transactions_per_source,
-            trunk: config.sip_trunk.as_ref().map(|t| Trunk {
-                host: t.host.clone(),
-                addr: t.addr,
+            trunk: config.sip.trunk.as_ref().map(|t| Trunk {
+                hop: hop(&t.hop),
                 user: t.user.clone(),
                 password: t.password.clone(),
             }),
+            tls: config.sip.tls.as_ref().map(|t| TlsListen {
+                listen: t.listen,
+                files: TlsFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                },
+            }),
+            tls_ca: config.sip.tls_ca.clone(),
+            outbound_proxy: config.sip.outbound_proxy.as_ref().map(hop),
+            trunk_ping_interval: config.sip.trunk_ping_interval,
         },
         conference.clone(),
         sip_metrics.clone(),
@@ -157,10 +169,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await
     .with_context(|| {
         format!(
-            "config key `sip_listen`: cannot listen on {}",
+            "SIP: cannot start on sip_listen {} (or sip_tls_listen with its sip_tls_cert/sip_tls_key, or sip_tls_ca)",
             config.sip_listen
         )
     })?;
+    if let Some(tls) = sip.tls_server() {
+        tokio::spawn(reload_on_sighup(tls, sip_metrics.clone()));
+    }
 
     let limits = HttpLimits {
         header_timeout: config.http_header_timeout,
@@ -201,7 +216,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     tracing::info!(
         http = %config.http_listen,
-                sip = %sip.local,
+        sip = %sip.local,
+        sip_tls = ?sip.tls_local,
         webrtc = %webrtc.local_addr(),
         media_ip = %config.media_ip,
         data_dir = %config.data_dir.display(),
@@ -230,6 +246,43 @@ async fn run(config: Config) -> anyhow::Result<()> {
     conference.close().await.context("flushing the store")?;
     tracing::info!("patchbay stopped");
     Ok(())
+}
+
+/// A configured hop as the SIP side takes it.
+fn hop(h: &patchbay_config::SipHop) -> Hop {
+    Hop {
+        host: h.host.clone(),
+        port: h.port,
+        addr: h.addr,
+        transport: match h.transport {
+            SipTransport::Udp => HopTransport::Udp,
+            SipTransport::Tcp => HopTransport::Tcp,
+            SipTransport::Tls => HopTransport::Tls,
+        },
+    }
+}
+
+/// SIGHUP: read the SIP TLS certificate and key again (renewed certificates take
+/// effect without a restart; a bad pair leaves the old one in use).
+async fn reload_on_sighup(tls: TlsServer, metrics: SipMetrics) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => {
+                metrics.sip_tls_reloads.inc();
+                tracing::info!("SIGHUP: SIP TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: SIP TLS certificate not reloaded, the old one stays")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -8,4 +8,6 @@ pub mod rtp;
 pub mod sdp;
 pub mod ua;
 pub mod uui;
-pub use ua::{SipConfig, SipGateway, TcpLimits, Trunk};
+pub use ua::{
+    Hop, HopTransport, SipConfig, SipGateway, TcpLimits, TlsFiles, TlsListen, TlsServer, Trunk,
+};

@@ -52,6 +52,21 @@ pub struct SipConfig {
     pub tcp: TcpLimits,
     /// Server transactions at once from one IP address (more get 503).
     pub max_transactions_per_source: usize,
+    /// The TLS listener, if any.
+    pub tls: Option<TlsListen>,
+    /// CAs trusted for TLS trunks and proxies (PEM); none: the Web PKI roots.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Dialogs go through this proxy (a pre-loaded loose route) when set.
+    pub outbound_proxy: Option<Hop>,
+    /// OPTIONS to the trunk this often (zero: never).
+    pub trunk_ping_interval: Duration,
+}
+
+/// The SIP TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    pub listen: SocketAddr,
+    pub files: TlsFiles,
 }
 
 /// What one peer, or all of them, may hold of the SIP TCP listener.
@@ -72,34 +87,12 @@ impl Default for TcpLimits {
     }
 }
 
-type ConnId = u64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    Udp,
-    Tcp(ConnId),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Peer {
-    transport: Transport,
-    addr: SocketAddr,
-}
-
-impl Peer {
-    fn reliability(&self) -> Reliability {
-        match self.transport {
-            Transport::Udp => Reliability::Unreliable,
-            Transport::Tcp(_) => Reliability::Reliable,
-        }
-    }
-}
-
 enum Input {
     Datagram(Bytes, SocketAddr),
     Stream(Box<Message>, Peer),
-    TcpOpened(ConnId, mpsc::UnboundedSender<Bytes>),
-    TcpClosed(ConnId),
+    StreamOpened(ConnId, mpsc::UnboundedSender<Bytes>),
+    /// A connection ended; why, when ours could not be opened.
+    StreamClosed(ConnId, Option<String>),
     Dial(patchbay_conference::dialogs::DialCommand),
     Shutdown(oneshot::Sender<()>),
 }
@@ -109,6 +102,8 @@ enum TimerKind {
     Tx(TransactionKey, Timer),
     /// Retransmit the 2xx of a call until its ACK (RFC 3261 §13.3.1.4).
     Retransmit2xx(String),
+    /// Time for an OPTIONS ping to the trunk.
+    TrunkPing,
 }
 
 struct Call {
@@ -172,7 +167,10 @@ struct Ua {
     layer: TransactionLayer,
     timers_cfg: Timers,
     udp: Arc<UdpSocket>,
-    tcp: HashMap<ConnId, mpsc::UnboundedSender<Bytes>>,
+    /// Writers of the open stream connections (TCP and TLS, accepted or ours).
+    streams: HashMap<ConnId, mpsc::UnboundedSender<Bytes>>,
+    /// The TLS listener's port, if it listens.
+    tls_port: Option<u16>,
     tx_peers: HashMap<TransactionKey, Peer>,
     /// Server transactions per source address, under a cap.
     admission: admission::TxAdmission,
@@ -191,36 +189,33 @@ struct Ua {
     call_dialogs: HashMap<String, uuid::Uuid>,
     /// The ACK of each answered outbound call, for 2xx retransmissions.
     acks: HashMap<String, (Bytes, Peer)>,
+    /// Opens connections to the next hop.
+    stream_io: streams::Streams,
+    /// Our connection to each next hop over TCP or TLS.
+    out_conns: HashMap<SocketAddr, ConnId>,
+    tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    health: trunk::TrunkHealth,
 }
 
+mod addressing;
 mod admission;
 #[cfg(test)]
 mod fuzz_tests;
 mod message;
-mod tcp;
+mod streams;
+mod tls;
+mod trunk;
 mod uac;
 mod uas;
+use addressing::*;
+pub use addressing::{Hop, HopTransport};
 use message::*;
-pub use uac::Trunk;
+pub use tls::{TlsFiles, TlsServer};
+pub use trunk::Trunk;
 
 static NEXT_LEG: AtomicU64 = AtomicU64::new(1);
 
 impl Ua {
-    fn local_contact(&self, peer: &Peer) -> String {
-        let t = match peer.transport {
-            Transport::Udp => "udp",
-            Transport::Tcp(_) => "tcp",
-        };
-        let host = match self.config.media_ip {
-            IpAddr::V6(v6) => format!("[{v6}]"),
-            ip => ip.to_string(),
-        };
-        format!(
-            "<sip:patchbay@{host}:{};transport={t}>",
-            self.config.listen.port()
-        )
-    }
-
     /// A new leg's id and RTP endpoint (an even/odd port pair on `media_ip`).
     fn start_leg(&mut self) -> Result<(LegId, RtpLeg), String> {
         let (rtp_socket, rtcp_socket) = self
@@ -241,12 +236,12 @@ impl Ua {
     }
 
     fn send_bytes(&self, bytes: &[u8], peer: &Peer) {
-        match peer.transport {
-            Transport::Udp => {
+        match peer.transport.conn() {
+            None => {
                 let _ = self.udp.try_send_to(bytes, peer.addr);
             }
-            Transport::Tcp(id) => {
-                if let Some(tx) = self.tcp.get(&id) {
+            Some(id) => {
+                if let Some(tx) = self.streams.get(&id) {
                     let _ = tx.send(Bytes::copy_from_slice(bytes));
                 }
             }
@@ -297,6 +292,7 @@ impl Ua {
                     self.run_outputs(&key, outputs);
                 }
                 TimerKind::Retransmit2xx(call_id) => self.retransmit_2xx(&call_id),
+                TimerKind::TrunkPing => self.ping_trunk(),
             }
         }
     }
@@ -466,10 +462,16 @@ impl Ua {
                 }
             },
             TuEvent::Ack(req) => self.on_ack(&req),
-            TuEvent::Timeout => self.on_invite_failed(key, "no answer from the SIP trunk"),
-            TuEvent::TransportError => self.on_invite_failed(key, "the SIP trunk is unreachable"),
-            // Answers to our INVITEs (dialogs); those to BYE and CANCEL need nothing.
-            TuEvent::Response(r) => self.on_invite_response(key, &r),
+            TuEvent::Timeout if !self.on_ping_result(key, None) => {
+                self.on_invite_failed(key, "no answer from the SIP trunk")
+            }
+            TuEvent::TransportError if !self.on_ping_result(key, None) => {
+                self.on_invite_failed(key, "the SIP trunk is unreachable")
+            }
+            // Answers to our INVITEs (dialogs) and pings; those to BYE and CANCEL need nothing.
+            TuEvent::Response(r) if !self.on_ping_result(key, Some(r.status.code())) => {
+                self.on_invite_response(key, &r)
+            }
             _ => {}
         }
     }
@@ -484,6 +486,9 @@ impl Ua {
         self.metrics.sip_calls_active.dec();
         if send_bye {
             call.local_cseq += 1;
+            if self.call_dialogs.contains_key(call_id) {
+                call.peer = self.refresh_peer(call.peer);
+            }
             if let Some(bye) = self.build_bye(&call) {
                 let peer = call.peer;
                 if let Some((key, outputs)) = self.layer.send_request(bye, peer.reliability()) {
@@ -497,19 +502,7 @@ impl Ua {
     }
 
     fn build_bye(&self, call: &Call) -> Option<Request> {
-        let transport = match call.peer.transport {
-            Transport::Udp => "UDP",
-            Transport::Tcp(_) => "TCP",
-        };
-        let host = match self.config.media_ip {
-            IpAddr::V6(v6) => format!("[{v6}]"),
-            ip => ip.to_string(),
-        };
-        let via = format!(
-            "SIP/2.0/{transport} {host}:{};branch=z9hG4bK{};rport",
-            self.config.listen.port(),
-            random_token()
-        );
+        let via = self.new_via(&call.peer);
         let mut b = RequestBuilder::new(Method::Bye, call.remote_target.clone())
             .header(HeaderName::Via, via)
             .ok()?
@@ -568,6 +561,9 @@ pub struct SipGateway {
     tx: mpsc::UnboundedSender<Input>,
     task: tokio::task::JoinHandle<()>,
     pub local: SocketAddr,
+    tls: Option<TlsServer>,
+    /// Where the TLS listener listens, if it does.
+    pub tls_local: Option<SocketAddr>,
 }
 
 impl SipGateway {
@@ -583,7 +579,35 @@ impl SipGateway {
         let (tx, rx) = mpsc::unbounded_channel();
         let (media_tx, media_rx) = mpsc::unbounded_channel();
         tokio::spawn(udp_loop(udp.clone(), tx.clone(), metrics.clone()));
-        tokio::spawn(tcp::tcp_loop(tcp, tx.clone(), metrics.clone(), config.tcp));
+        let stream_io = streams::Streams::new(tx.clone(), metrics.clone(), config.tcp);
+        tokio::spawn(stream_io.clone().accept_loop(tcp, None));
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let (tls, tls_local) = match &config.tls {
+            None => (None, None),
+            Some(t) => {
+                let server = TlsServer::new(t.files.clone()).map_err(invalid)?;
+                let listener = TcpListener::bind(t.listen).await?;
+                let local = listener.local_addr()?;
+                tokio::spawn(
+                    stream_io
+                        .clone()
+                        .accept_loop(listener, Some(server.clone())),
+                );
+                tracing::info!(listen = %local, "SIP TLS listening");
+                (Some(server), Some(local))
+            }
+        };
+        let tls_next_hop = config
+            .trunk
+            .iter()
+            .map(|t| &t.hop)
+            .chain(config.outbound_proxy.iter())
+            .any(|h| h.transport == HopTransport::Tls);
+        let tls_client = if tls_next_hop {
+            Some(tls::client_config(config.tls_ca.as_deref()).map_err(invalid)?)
+        } else {
+            None
+        };
         let ports = PortAllocator::new(config.rtp_ports.0, config.rtp_ports.1);
         let trunk = config.trunk.clone();
         if trunk.is_some() {
@@ -601,14 +625,15 @@ impl SipGateway {
         let mut config = config;
         config.listen = local;
         let max_transactions_per_source = config.max_transactions_per_source;
-        let ua = Ua {
+        let mut ua = Ua {
             config,
             conference,
             metrics,
             layer: TransactionLayer::new(Timers::default()),
             timers_cfg: Timers::default(),
             udp,
-            tcp: HashMap::new(),
+            streams: HashMap::new(),
+            tls_port: None,
             tx_peers: HashMap::new(),
             admission: admission::TxAdmission::new(max_transactions_per_source),
             timers: BTreeMap::new(),
@@ -624,9 +649,26 @@ impl SipGateway {
             dialog_calls: HashMap::new(),
             call_dialogs: HashMap::new(),
             acks: HashMap::new(),
+            stream_io,
+            out_conns: HashMap::new(),
+            tls_client,
+            health: trunk::TrunkHealth::default(),
         };
+        ua.tls_port = tls_local.map(|a| a.port());
+        ua.schedule(Instant::now(), TimerKind::TrunkPing);
         let task = tokio::spawn(run(ua, rx, media_rx));
-        Ok(SipGateway { tx, task, local })
+        Ok(SipGateway {
+            tx,
+            task,
+            local,
+            tls,
+            tls_local,
+        })
+    }
+
+    /// The TLS listener's certificate holder (to reload it on SIGHUP), if it listens.
+    pub fn tls_server(&self) -> Option<TlsServer> {
+        self.tls.clone()
     }
 
     /// Send BYE to every call, wait briefly for the answers, stop.
@@ -653,8 +695,8 @@ async fn run(
                 match input {
                     Input::Datagram(bytes, from) => ua.on_datagram(bytes, from),
                     Input::Stream(m, peer) => ua.on_message(*m, peer),
-                    Input::TcpOpened(id, tx) => { ua.tcp.insert(id, tx); }
-                    Input::TcpClosed(id) => { ua.tcp.remove(&id); }
+                    Input::StreamOpened(id, tx) => { ua.streams.insert(id, tx); }
+                    Input::StreamClosed(id, why) => ua.on_stream_closed(id, why),
                     Input::Dial(cmd) => ua.on_dial(cmd),
                     Input::Shutdown(done) => {
                         let ids: Vec<String> = ua.calls.keys().cloned().collect();

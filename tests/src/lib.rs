@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod media;
 pub mod rawsip;
 pub mod sipp;
+pub mod stunnel;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -144,6 +145,9 @@ impl Gateway {
             // The suite's HTTP receivers listen on loopback, which webhooks may not reach
             // by default; a test's own env wins.
             .env("PATCHBAY_WEBHOOK_ALLOW", "127.0.0.1")
+            // sipp trunks play scripts and cannot answer OPTIONS pings in the middle of
+            // one; the trunk-health test turns them on.
+            .env("PATCHBAY_SIP_TRUNK_PING_INTERVAL", "0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

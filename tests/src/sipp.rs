@@ -89,6 +89,11 @@ impl SippCall {
         self.start(Some(format!("127.0.0.1:{}", g.sip_port)), dir)
     }
 
+    /// Render the scenario into `dir` and start sipp against `remote` (`IP:port`).
+    pub fn spawn_to(&self, remote: &str, dir: &Path) -> RunningSipp {
+        self.start(Some(remote.to_string()), dir)
+    }
+
     /// Render the scenario into `dir` and start sipp as a server (a trunk) on `sip_port`.
     pub fn serve(&self, dir: &Path) -> RunningSipp {
         self.start(None, dir)
@@ -96,7 +101,8 @@ impl SippCall {
 
     /// The trunk URI of a serving sipp (`--sip-trunk`).
     pub fn trunk_uri(&self) -> String {
-        format!("sip:127.0.0.1:{};transport=udp", self.sip_port)
+        let transport = if self.transport == "t1" { "tcp" } else { "udp" };
+        format!("sip:127.0.0.1:{};transport={transport}", self.sip_port)
     }
 
     fn start(&self, remote: Option<String>, dir: &Path) -> RunningSipp {

@@ -10,16 +10,6 @@ use uuid::Uuid;
 
 use super::*;
 
-/// The SIP trunk dialogs go through.
-#[derive(Debug, Clone)]
-pub struct Trunk {
-    /// Host as configured (Request-URI host).
-    pub host: String,
-    pub addr: SocketAddr,
-    pub user: Option<String>,
-    pub password: Option<String>,
-}
-
 /// A call we placed that has no final answer yet.
 pub(super) struct Outgoing {
     dialog_id: Uuid,
@@ -71,29 +61,6 @@ impl Outgoing {
 }
 
 impl Ua {
-    fn trunk_peer(&self) -> Option<Peer> {
-        self.trunk.as_ref().map(|t| Peer {
-            transport: Transport::Udp,
-            addr: t.addr,
-        })
-    }
-
-    fn our_host(&self) -> String {
-        match self.config.media_ip {
-            IpAddr::V6(v6) => format!("[{v6}]"),
-            ip => ip.to_string(),
-        }
-    }
-
-    fn new_via(&self) -> String {
-        format!(
-            "SIP/2.0/UDP {}:{};branch=z9hG4bK{};rport",
-            self.our_host(),
-            self.config.listen.port(),
-            random_token()
-        )
-    }
-
     pub(super) fn on_dial(&mut self, cmd: DialCommand) {
         match cmd {
             DialCommand::Place {
@@ -121,12 +88,12 @@ impl Ua {
         let uri_text = if data.to.starts_with("sip:") || data.to.starts_with("sips:") {
             data.to.clone()
         } else {
-            let port = if trunk.addr.port() == 5060 {
-                String::new()
-            } else {
-                format!(":{}", trunk.addr.port())
-            };
-            format!("sip:{}@{}{port}", data.to, trunk.host)
+            format!(
+                "sip:{}@{}{}",
+                data.to,
+                trunk.hop.host_port(),
+                trunk.hop.transport_param()
+            )
         };
         let uri = match Uri::parse(Bytes::from(uri_text.clone())) {
             Ok(u) => u,
@@ -188,7 +155,8 @@ impl Ua {
         authorization: Option<(HeaderName, String)>,
         peer: Peer,
     ) -> bool {
-        let via = self.new_via();
+        let via = self.new_via(&peer);
+        let route = self.proxy_route();
         let body = sdp::offer(
             self.config.media_ip,
             out.rtp.port,
@@ -200,7 +168,11 @@ impl Ua {
             let mut b = RequestBuilder::new(Method::Invite, out.uri.clone())
                 .header(HeaderName::Via, via.clone())
                 .ok()?
-                .max_forwards(70)
+                .max_forwards(70);
+            if let Some(route) = &route {
+                b = b.header(hn("Route"), route.clone()).ok()?;
+            }
+            b = b
                 .header(HeaderName::From, out.from.clone())
                 .ok()?
                 .header(HeaderName::To, out.to.clone())
@@ -380,10 +352,15 @@ impl Ua {
         let Some(peer) = self.trunk_peer() else {
             return;
         };
-        let cancel = RequestBuilder::new(Method::Cancel, out.uri.clone())
+        let mut b = RequestBuilder::new(Method::Cancel, out.uri.clone())
             .header(HeaderName::Via, out.via.clone())
             .ok()
-            .map(|b| b.max_forwards(70))
+            .map(|b| b.max_forwards(70));
+        // RFC 3261 §9.1: the same Route as the INVITE.
+        if let Some(route) = self.proxy_route() {
+            b = b.and_then(|b| b.header(hn("Route"), route).ok());
+        }
+        let cancel = b
             .and_then(|b| b.header(HeaderName::From, out.from.clone()).ok())
             .and_then(|b| b.header(HeaderName::To, out.to.clone()).ok())
             .and_then(|b| b.header(HeaderName::CallId, out.call_id.clone()).ok())
@@ -426,7 +403,7 @@ impl Ua {
         // The ACK (its own transaction: sent by us, again for each 2xx retransmission).
         let ack = {
             let mut b = RequestBuilder::new(Method::Ack, remote_target.clone())
-                .header(HeaderName::Via, self.new_via())
+                .header(HeaderName::Via, self.new_via(&peer))
                 .ok()
                 .map(|b| b.max_forwards(70));
             for r in &route_set {

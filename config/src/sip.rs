@@ -1,0 +1,213 @@
+//! The SIP edge's keys: the trunk and its transport, the outbound proxy, TLS, SRTP
+//! and trunk pings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{key_err, parse_duration, ConfigError, Layer};
+
+/// A SIP transport named by a URI's `transport=` parameter (or `sips:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// A next hop for outbound SIP: a trunk or an outbound proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipHop {
+    /// Host (name or IP) as written, for Request-URIs, Route headers and TLS names.
+    pub host: String,
+    /// Its port as written (or the transport's default).
+    pub port: u16,
+    /// Where to send (resolved once at startup).
+    pub addr: SocketAddr,
+    pub transport: SipTransport,
+}
+
+/// The SIP trunk dialogs are placed through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipTrunk {
+    pub hop: SipHop,
+    /// Digest credentials answering 401/407 challenges.
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+/// The SIP TLS listener and its certificate (PEM files, read again on SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipTls {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// SRTP (SDES) on the calls we place; offers we receive are honoured whatever it says,
+/// but `Require` refuses plain RTP offers with 488.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SrtpMode {
+    #[default]
+    Off,
+    Offer,
+    Require,
+}
+
+/// Everything about the SIP edge beyond the UDP/TCP listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipEdge {
+    pub trunk: Option<SipTrunk>,
+    pub outbound_proxy: Option<SipHop>,
+    pub tls: Option<SipTls>,
+    /// CA certificates (PEM) trusted for TLS trunks and proxies; none: the Web PKI roots.
+    pub tls_ca: Option<PathBuf>,
+    pub srtp: SrtpMode,
+    /// OPTIONS to the trunk this often (zero: never).
+    pub trunk_ping_interval: Duration,
+}
+
+pub(crate) fn validate(layer: &Layer) -> Result<SipEdge, ConfigError> {
+    let trunk = match layer.sip_trunk.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(uri) => Some(SipTrunk {
+            hop: parse_hop("sip_trunk", uri)?,
+            user: layer.sip_trunk_user.clone(),
+            password: layer.sip_trunk_password.clone(),
+        }),
+    };
+    if trunk.is_none() && layer.sip_trunk_user.is_some() {
+        return Err(key_err("sip_trunk_user", "set without sip_trunk"));
+    }
+    if layer.sip_trunk_user.is_some() != layer.sip_trunk_password.is_some() {
+        return Err(key_err(
+            "sip_trunk_password",
+            "sip_trunk_user and sip_trunk_password go together",
+        ));
+    }
+    let outbound_proxy = match layer
+        .sip_outbound_proxy
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        None => None,
+        Some(uri) => Some(parse_hop("sip_outbound_proxy", uri)?),
+    };
+    if outbound_proxy.is_some() && trunk.is_none() {
+        return Err(key_err("sip_outbound_proxy", "set without sip_trunk"));
+    }
+    let file = |key: &str, v: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+        match v.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(p) if std::path::Path::new(p).is_file() => Ok(Some(PathBuf::from(p))),
+            Some(p) => Err(key_err(key, format!("`{p}` is not a readable file"))),
+        }
+    };
+    let cert = file("sip_tls_cert", &layer.sip_tls_cert)?;
+    let key = file("sip_tls_key", &layer.sip_tls_key)?;
+    let tls = match layer.sip_tls_listen.as_deref().filter(|s| !s.is_empty()) {
+        None => {
+            if cert.is_some() || key.is_some() {
+                return Err(key_err("sip_tls_cert", "set without sip_tls_listen"));
+            }
+            None
+        }
+        Some(text) => {
+            let listen: SocketAddr = text.parse().map_err(|_| {
+                key_err(
+                    "sip_tls_listen",
+                    format!("`{text}` is not an IP:port socket address"),
+                )
+            })?;
+            let (Some(cert), Some(key)) = (cert, key) else {
+                return Err(key_err(
+                    "sip_tls_listen",
+                    "needs sip_tls_cert and sip_tls_key (PEM files)",
+                ));
+            };
+            Some(SipTls { listen, cert, key })
+        }
+    };
+    let srtp = match layer.sip_srtp.as_deref().unwrap_or("off") {
+        "off" => SrtpMode::Off,
+        "offer" => SrtpMode::Offer,
+        "require" => SrtpMode::Require,
+        other => {
+            return Err(key_err(
+                "sip_srtp",
+                format!("`{other:.20}`: off, offer or require"),
+            ))
+        }
+    };
+    Ok(SipEdge {
+        trunk,
+        outbound_proxy,
+        tls,
+        tls_ca: file("sip_tls_ca", &layer.sip_tls_ca)?,
+        srtp,
+        trunk_ping_interval: match layer.sip_trunk_ping_interval.as_deref().map(str::trim) {
+            Some("0") | Some("0s") => Duration::ZERO,
+            text => parse_duration("sip_trunk_ping_interval", text, "30s")?,
+        },
+    })
+}
+
+/// `sip:host[:port][;transport=udp|tcp|tls][;lr]` or `sips:host[:port]`.
+pub(crate) fn parse_hop(key: &str, uri: &str) -> Result<SipHop, ConfigError> {
+    let bad = |why: &str| key_err(key, format!("`{uri:.80}`: {why}"));
+    let (rest, mut transport) = if let Some(r) = uri.strip_prefix("sips:") {
+        (r, SipTransport::Tls)
+    } else if let Some(r) = uri.strip_prefix("sip:") {
+        (r, SipTransport::Udp)
+    } else {
+        return Err(bad("must start with sip: or sips:"));
+    };
+    let sips = transport == SipTransport::Tls;
+    let mut parts = rest.split(';');
+    let hostport = parts.next().unwrap_or_default();
+    for p in parts {
+        transport = match p.to_ascii_lowercase().as_str() {
+            "transport=udp" | "transport=tcp" if sips => {
+                return Err(bad("a sips: URI goes over TLS"))
+            }
+            "transport=udp" => SipTransport::Udp,
+            "transport=tcp" => SipTransport::Tcp,
+            "transport=tls" => SipTransport::Tls,
+            "lr" => transport,
+            other => return Err(bad(&format!("unsupported parameter `{other:.30}`"))),
+        };
+    }
+    if hostport.contains('@') {
+        return Err(bad("name the host, without a user part"));
+    }
+    let default_port = if transport == SipTransport::Tls {
+        5061
+    } else {
+        5060
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (
+            h.trim_matches(|c| c == '[' || c == ']').to_string(),
+            p.parse::<u16>().map_err(|_| bad("bad port"))?,
+        ),
+        _ => (
+            hostport.trim_matches(|c| c == '[' || c == ']').to_string(),
+            default_port,
+        ),
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    use std::net::ToSocketAddrs;
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("cannot resolve: {e}")))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address"))?;
+    Ok(SipHop {
+        host,
+        port,
+        addr,
+        transport,
+    })
+}

@@ -1,0 +1,218 @@
+//! The way out: the trunk dialogs go to, the optional outbound proxy in front of it,
+//! the connections we keep to that next hop (TCP or TLS, opened on demand), and
+//! OPTIONS pings that tell whether the trunk is up.
+
+use super::*;
+
+/// The SIP trunk dialogs go through.
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    pub hop: Hop,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Whether the trunk answers our pings.
+#[derive(Debug, Default)]
+pub(super) struct TrunkHealth {
+    /// The ping in flight.
+    ping: Option<TransactionKey>,
+    up: Option<bool>,
+}
+
+impl Ua {
+    /// Where requests we originate go first: the outbound proxy, else the trunk.
+    fn next_hop(&self) -> Option<Hop> {
+        self.config
+            .outbound_proxy
+            .clone()
+            .or_else(|| self.trunk.as_ref().map(|t| t.hop.clone()))
+    }
+
+    /// The Route header that sends a request through the outbound proxy (a loose route).
+    pub(super) fn proxy_route(&self) -> Option<String> {
+        let p = self.config.outbound_proxy.as_ref()?;
+        Some(format!("<sip:{}{};lr>", p.host_port(), p.transport_param()))
+    }
+
+    /// The peer to send an out-of-dialog request (or a dialog's request) to: UDP, or
+    /// the live connection to the next hop, opened now if there is none.
+    pub(super) fn trunk_peer(&mut self) -> Option<Peer> {
+        let hop = self.next_hop()?;
+        let tls = match hop.transport {
+            HopTransport::Udp => {
+                return Some(Peer {
+                    transport: Transport::Udp,
+                    addr: hop.addr,
+                })
+            }
+            HopTransport::Tcp => false,
+            HopTransport::Tls => true,
+        };
+        let addr = hop.addr;
+        let wrap = move |id| Peer {
+            transport: if tls {
+                Transport::Tls(id)
+            } else {
+                Transport::Tcp(id)
+            },
+            addr,
+        };
+        if let Some(&id) = self.out_conns.get(&hop.addr) {
+            if self.streams.contains_key(&id) {
+                return Some(wrap(id));
+            }
+        }
+        let client = if tls {
+            match &self.tls_client {
+                Some(c) => Some(c.clone()),
+                None => {
+                    tracing::warn!(host = %hop.host, "a TLS next hop but no TLS client configuration");
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        let id = streams::next_conn_id();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.streams.insert(id, tx.clone());
+        self.out_conns.insert(hop.addr, id);
+        tracing::info!(to = %hop.addr, host = %hop.host, tls, "SIP: connecting to the next hop");
+        self.stream_io.connect(id, hop, client, (tx, rx));
+        Some(wrap(id))
+    }
+
+    /// A connection ended (ours or accepted): forget it; INVITEs waiting on it fail now
+    /// rather than at timer B.
+    pub(super) fn on_stream_closed(&mut self, id: ConnId, why: Option<String>) {
+        self.streams.remove(&id);
+        self.out_conns.retain(|_, c| *c != id);
+        let waiting: Vec<TransactionKey> = self
+            .client_invites
+            .keys()
+            .filter(|k| {
+                self.tx_peers
+                    .get(*k)
+                    .is_some_and(|p| p.transport.conn() == Some(id))
+            })
+            .cloned()
+            .collect();
+        let why = match why {
+            Some(e) => format!("cannot reach the SIP trunk: {e}"),
+            None => "the connection to the SIP trunk closed".to_string(),
+        };
+        for key in waiting {
+            self.on_invite_failed(&key, &why);
+        }
+        if self
+            .health
+            .ping
+            .as_ref()
+            .and_then(|k| self.tx_peers.get(k))
+            .is_some_and(|p| p.transport.conn() == Some(id))
+        {
+            self.health.ping = None;
+            self.trunk_is(false, &why);
+        }
+    }
+
+    /// A dialog's peer whose connection is gone gets a fresh one to the next hop.
+    pub(super) fn refresh_peer(&mut self, peer: Peer) -> Peer {
+        match peer.transport.conn() {
+            Some(id) if !self.streams.contains_key(&id) => self.trunk_peer().unwrap_or(peer),
+            _ => peer,
+        }
+    }
+
+    // ---- OPTIONS pings ----
+
+    /// Send a ping (when none is in flight) and schedule the next.
+    pub(super) fn ping_trunk(&mut self) {
+        let interval = self.config.trunk_ping_interval;
+        if interval.is_zero() || self.trunk.is_none() {
+            return;
+        }
+        self.schedule(Instant::now() + interval, TimerKind::TrunkPing);
+        if self.health.ping.is_some() {
+            return;
+        }
+        let (Some(trunk), Some(peer)) = (self.trunk.clone(), self.trunk_peer()) else {
+            return;
+        };
+        let uri_text = format!(
+            "sip:{}{}",
+            trunk.hop.host_port(),
+            trunk.hop.transport_param()
+        );
+        let Ok(uri) = Uri::parse(Bytes::from(uri_text.clone())) else {
+            return;
+        };
+        let tag = random_token();
+        let mut b = RequestBuilder::new(Method::Options, uri)
+            .header(HeaderName::Via, self.new_via(&peer))
+            .ok()
+            .map(|b| b.max_forwards(70));
+        if let Some(route) = self.proxy_route() {
+            b = b.and_then(|b| b.header(hn("Route"), route).ok());
+        }
+        let ping = b
+            .and_then(|b| {
+                b.header(
+                    HeaderName::From,
+                    format!("<sip:patchbay@{}>;tag={tag}", self.our_host()),
+                )
+                .ok()
+            })
+            .and_then(|b| b.header(HeaderName::To, format!("<{uri_text}>")).ok())
+            .and_then(|b| {
+                b.header(
+                    HeaderName::CallId,
+                    format!("{}@{}", random_token(), self.our_host()),
+                )
+                .ok()
+            })
+            .and_then(|b| b.cseq(1, &Method::Options).ok())
+            .and_then(|b| b.header(hn("User-Agent"), SERVER).ok())
+            .map(RequestBuilder::build);
+        let Some(ping) = ping else { return };
+        if let Some((key, outputs)) = self.layer.send_request(ping, peer.reliability()) {
+            self.metrics.sip_trunk_pings.inc();
+            self.tx_peers.insert(key.clone(), peer);
+            self.health.ping = Some(key.clone());
+            self.run_outputs(&key, outputs);
+        }
+    }
+
+    /// Whether `key` is the ping in flight; its end tells the trunk's health.
+    pub(super) fn on_ping_result(&mut self, key: &TransactionKey, answered: Option<u16>) -> bool {
+        if self.health.ping.as_ref() != Some(key) {
+            return false;
+        }
+        self.health.ping = None;
+        match answered {
+            // Any final answer means a live SIP peer (many trunks answer 404 or 405).
+            Some(code) if code >= 200 => self.trunk_is(true, "it answered OPTIONS"),
+            Some(_) => self.health.ping = Some(key.clone()),
+            None => self.trunk_is(false, "no answer to OPTIONS"),
+        }
+        true
+    }
+
+    fn trunk_is(&mut self, up: bool, why: &str) {
+        self.metrics.sip_trunk_up.set(up as i64);
+        if self.health.up != Some(up) {
+            let host = self
+                .trunk
+                .as_ref()
+                .map(|t| t.hop.host.clone())
+                .unwrap_or_default();
+            if up {
+                tracing::info!(%host, why, "SIP trunk is up");
+            } else {
+                tracing::warn!(%host, why, "SIP trunk is down");
+            }
+        }
+        self.health.up = Some(up);
+    }
+}
