@@ -17,6 +17,7 @@ use patchbay_conference::{system_clock, Conference, Options};
 use patchbay_config::SipTransport;
 use patchbay_config::{Config, LogFormat};
 use patchbay_sip::metrics::SipMetrics;
+use patchbay_sip::sdp::SrtpMode;
 use patchbay_sip::{
     Hop, HopTransport, SipConfig, SipGateway, TcpLimits, TlsFiles, TlsListen, TlsServer, Trunk,
 };
@@ -162,6 +163,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
             tls_ca: config.sip.tls_ca.clone(),
             outbound_proxy: config.sip.outbound_proxy.as_ref().map(hop),
             trunk_ping_interval: config.sip.trunk_ping_interval,
+            srtp: match config.sip.srtp {
+                patchbay_config::SrtpMode::Off => SrtpMode::Off,
+                patchbay_config::SrtpMode::Offer => SrtpMode::Offer,
+                patchbay_config::SrtpMode::Require => SrtpMode::Require,
+            },
         },
         conference.clone(),
         sip_metrics.clone(),

@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
+pub mod srtp;
 pub mod ua;
 pub mod uui;
 pub use ua::{

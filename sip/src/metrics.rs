@@ -41,6 +41,7 @@ sip_metrics! {
     sip_calls_active: Gauge => "SIP legs up now",
     rtp_received: Counter => "RTP packets received on SIP legs",
     rtp_malformed: Counter => "Malformed RTP or RTCP packets dropped",
+    rtp_srtp_failed: Counter => "SRTP or SRTCP packets that failed authentication or the replay check (dropped)",
     rtp_unknown_source: Counter => "RTP packets from an address other than the leg's live source (dropped)",
     rtp_sent: Counter => "RTP packets sent on SIP legs",
     rtp_send_dropped: Counter => "RTP packets dropped because the socket was full",

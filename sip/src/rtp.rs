@@ -2,8 +2,7 @@
 //! (symmetric RTP, RTP timeout) and its [`LegSink`], through which the session
 //! actor sends the leg's mix.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +14,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::metrics::SipMetrics;
+use crate::sdp::Crypto;
+use crate::srtp::{SrtpReceiver, SrtpSender, OVERHEAD};
+
+mod socket;
+use socket::{enable_timestamps, recv_batch, Batch, BATCH, DATAGRAM};
 
 /// A parsed RTP header (RFC 3550 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,155 +136,6 @@ pub enum MediaEnd {
     RtpTimeout,
 }
 
-/// Ask the kernel to stamp every datagram's arrival (`SO_TIMESTAMPNS`).
-fn enable_timestamps(socket: &std::net::UdpSocket) -> std::io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: the fd is open for the duration of the call; the option value points to a
-    // c_int of the length given.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// One received datagram's length, source, kernel arrival time (µs since the epoch)
-/// and whether it was truncated.
-#[derive(Clone, Copy)]
-struct Received {
-    len: usize,
-    from: Option<SocketAddr>,
-    arrival_us: Option<u64>,
-    truncated: bool,
-}
-
-/// Datagrams read per `recvmmsg` call.
-const BATCH: usize = 4;
-const DATAGRAM: usize = 2048;
-
-/// Receive buffers for [`recv_batch`], kept per leg so nothing is allocated per tick.
-struct Batch {
-    bufs: [[u8; DATAGRAM]; BATCH],
-    addrs: [libc::sockaddr_storage; BATCH],
-    controls: [[u64; 8]; BATCH],
-    got: [Received; BATCH],
-}
-
-impl Batch {
-    fn new() -> Box<Batch> {
-        Box::new(Batch {
-            bufs: [[0; DATAGRAM]; BATCH],
-            // SAFETY: all-zero is a valid sockaddr_storage.
-            addrs: [unsafe { std::mem::zeroed() }; BATCH],
-            controls: [[0; 8]; BATCH],
-            got: [Received {
-                len: 0,
-                from: None,
-                arrival_us: None,
-                truncated: false,
-            }; BATCH],
-        })
-    }
-}
-
-fn socket_addr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match addr.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let a: libc::sockaddr_in =
-                unsafe { std::ptr::read_unaligned((addr as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let a: libc::sockaddr_in6 =
-                unsafe { std::ptr::read_unaligned((addr as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-/// Receive up to [`BATCH`] datagrams in one `recvmmsg` call without blocking, each with
-/// its kernel timestamp; returns how many (0 when none is waiting).
-fn recv_batch(socket: &std::net::UdpSocket, b: &mut Batch) -> std::io::Result<usize> {
-    // SAFETY: all-zero is a valid value for these plain C structs.
-    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for i in 0..BATCH {
-        iovs[i] = libc::iovec {
-            iov_base: b.bufs[i].as_mut_ptr().cast(),
-            iov_len: DATAGRAM,
-        };
-        let h = &mut msgs[i].msg_hdr;
-        h.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
-        h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        h.msg_iov = &mut iovs[i];
-        h.msg_iovlen = 1;
-        h.msg_control = b.controls[i].as_mut_ptr().cast();
-        h.msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
-    }
-    // SAFETY: every header points at live buffers of the lengths it declares, for the whole call.
-    let n = unsafe {
-        libc::recvmmsg(
-            socket.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            BATCH as _,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        return if e.kind() == std::io::ErrorKind::WouldBlock {
-            Ok(0)
-        } else {
-            Err(e)
-        };
-    }
-    let n = n as usize;
-    for (i, m) in msgs.iter().enumerate().take(n) {
-        let h = &m.msg_hdr;
-        let mut arrival_us = None;
-        // SAFETY: the CMSG_* walk stays within the control buffer the kernel filled in, and
-        // the timestamp is read unaligned from its data.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(h);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                    let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                    arrival_us = Some(t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000);
-                }
-                c = libc::CMSG_NXTHDR(h, c);
-            }
-        }
-        b.got[i] = Received {
-            len: (m.msg_len as usize).min(DATAGRAM),
-            from: socket_addr(&b.addrs[i]),
-            arrival_us,
-            truncated: h.msg_flags & libc::MSG_TRUNC != 0,
-        };
-    }
-    Ok(n)
-}
-
 struct SendState {
     remote: Option<SocketAddr>,
     latched: bool,
@@ -298,6 +153,9 @@ struct SendState {
     event_ts: u32,
     packets: u32,
     octets: u32,
+    /// SRTP: our key and theirs, and what protects what we send.
+    srtp_keys: Option<(Crypto, Crypto)>,
+    srtp: Option<SrtpSender>,
 }
 
 struct RecvState {
@@ -306,6 +164,9 @@ struct RecvState {
     stats: crate::rtcp::ReceiveStats,
     rtcp_remote: Option<SocketAddr>,
     batch: Box<Batch>,
+    /// SRTP: what checks and decrypts what we receive, and where it decrypts to.
+    srtp: Option<SrtpReceiver>,
+    plain: Box<[u8; DATAGRAM + OVERHEAD]>,
 }
 
 /// The leg's media endpoint: the session actor drains its RTP and sends its mix through it.
@@ -349,6 +210,28 @@ impl RtpSink {
         s.event_clock = media.event_clock;
     }
 
+    /// SRTP keys (ours, theirs) from the negotiation, or none for plain RTP. The same
+    /// keys again (a re-INVITE) keep the running contexts (rollover counter, replay
+    /// window); new ones start new contexts.
+    pub fn set_srtp(&self, keys: Option<(Crypto, Crypto)>) -> Result<(), crate::srtp::SrtpError> {
+        let mut s = self.lock();
+        if s.srtp_keys == keys {
+            return Ok(());
+        }
+        let (tx, rx) = match &keys {
+            Some((ours, theirs)) => (
+                Some(SrtpSender::new(ours.suite, &ours.key)?),
+                Some(SrtpReceiver::new(theirs.suite, &theirs.key)?),
+            ),
+            None => (None, None),
+        };
+        s.srtp = tx;
+        s.srtp_keys = keys;
+        drop(s);
+        self.lock_recv().srtp = rx;
+        Ok(())
+    }
+
     fn send(&self, s: &mut SendState, marker: bool, pt: u8, ts: u32, payload: &[u8]) {
         let Some(remote) = s.remote else { return };
         let mut packet = [0u8; 12 + MAX_RTP_PAYLOAD];
@@ -360,7 +243,18 @@ impl RtpSink {
         s.seq = s.seq.wrapping_add(1);
         s.packets = s.packets.wrapping_add(1);
         s.octets = s.octets.wrapping_add(n as u32);
-        match self.socket.send_to(&packet[..12 + n], remote) {
+        let mut protected = [0u8; 12 + MAX_RTP_PAYLOAD + OVERHEAD];
+        let wire = match &mut s.srtp {
+            None => &packet[..12 + n],
+            Some(srtp) => match srtp.protect_rtp(&packet[..12 + n], &mut protected) {
+                Ok(len) => &protected[..len],
+                Err(_) => {
+                    self.metrics.rtp_send_dropped.inc();
+                    return;
+                }
+            },
+        };
+        match self.socket.send_to(wire, remote) {
             Ok(_) => self.metrics.rtp_sent.inc(),
             Err(_) => self.metrics.rtp_send_dropped.inc(),
         };
@@ -373,19 +267,42 @@ impl RtpSink {
             let s = self.lock();
             (s.ssrc, s.ts, s.packets, s.octets, s.remote)
         };
-        let mut r = self.lock_recv();
-        let to = r
-            .rtcp_remote
-            .or_else(|| remote.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))))?;
-        Some((
-            crate::rtcp::report(ssrc, ts, packets, octets, Some(&mut r.stats), "patchbay"),
-            to,
-        ))
+        let report = {
+            let mut r = self.lock_recv();
+            let to = r
+                .rtcp_remote
+                .or_else(|| remote.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))))?;
+            let report =
+                crate::rtcp::report(ssrc, ts, packets, octets, Some(&mut r.stats), "patchbay");
+            (report, to)
+        };
+        let mut s = self.lock();
+        match &mut s.srtp {
+            None => Some(report),
+            Some(srtp) => {
+                let mut out = vec![0u8; report.0.len() + OVERHEAD];
+                let n = srtp.protect_rtcp(&report.0, &mut out).ok()?;
+                out.truncate(n);
+                Some((out, report.1))
+            }
+        }
     }
 
+    /// RTCP from the peer (checked and decrypted first on an SRTP leg).
     fn on_rtcp(&self, from: SocketAddr, packet: &[u8]) {
+        let mut guard = self.lock_recv();
+        let r = &mut *guard;
+        let packet = match &mut r.srtp {
+            None => packet,
+            Some(srtp) => match srtp.unprotect_rtcp(packet, &mut r.plain[..]) {
+                Ok(n) => &r.plain[..n],
+                Err(_) => {
+                    self.metrics.rtp_srtp_failed.inc();
+                    return;
+                }
+            },
+        };
         self.last_rx_us.store(unix_us(), Ordering::Relaxed);
-        let mut r = self.lock_recv();
         r.rtcp_remote = Some(from);
         if let Some(ntp) = crate::rtcp::sender_report_ntp(packet) {
             r.stats.on_sender_report(ntp);
@@ -401,6 +318,8 @@ impl LegSink for RtpSink {
             source,
             stats,
             batch,
+            srtp,
+            plain,
             ..
         } = &mut *guard;
         let mut read = 0;
@@ -417,16 +336,31 @@ impl LegSink for RtpSink {
                     continue;
                 };
                 let arrival = got.arrival_us.unwrap_or_else(unix_us);
-                let packet = &batch.bufs[i][..got.len];
+                let mut packet = &batch.bufs[i][..got.len];
                 if is_rtcp(packet) {
                     // Multiplexed RTCP (RFC 5761) counts as media activity.
-                    if crate::rtcp::is_valid_rtcp(packet) {
+                    let valid = match srtp {
+                        None => crate::rtcp::is_valid_rtcp(packet),
+                        Some(srtp) => srtp.unprotect_rtcp(packet, &mut plain[..]).is_ok(),
+                    };
+                    if valid {
                         self.last_rx_us.store(arrival, Ordering::Relaxed);
                         self.metrics.rtcp_received.inc();
                     } else {
                         self.metrics.rtp_malformed.inc();
                     }
                     continue;
+                }
+                if let Some(srtp) = srtp.as_mut() {
+                    // Authenticated before anything else looks at it (the source latch
+                    // included): forged packets change nothing.
+                    match srtp.unprotect_rtp(packet, &mut plain[..]) {
+                        Ok(n) => packet = &plain[..n],
+                        Err(_) => {
+                            self.metrics.rtp_srtp_failed.inc();
+                            continue;
+                        }
+                    }
                 }
                 let Some(h) = parse_rtp(packet) else {
                     self.metrics.rtp_malformed.inc();
@@ -578,12 +512,16 @@ pub fn start(l: LegStart) -> std::io::Result<RtpLeg> {
             event_ts: 0,
             packets: 0,
             octets: 0,
+            srtp_keys: None,
+            srtp: None,
         }),
         recv: Mutex::new(RecvState {
             source: None,
             stats: crate::rtcp::ReceiveStats::default(),
             rtcp_remote: None,
             batch: Batch::new(),
+            srtp: None,
+            plain: Box::new([0; DATAGRAM + OVERHEAD]),
         }),
         last_rx_us: AtomicU64::new(unix_us()),
         ended: l.ended.clone(),

@@ -5,12 +5,19 @@ use std::net::{IpAddr, SocketAddr};
 
 use patchbay_conference::media::codec::AudioCodec;
 
+mod crypto;
+pub use crypto::{Crypto, SrtpMode};
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SdpError {
     #[error("SDP: {0}")]
     Malformed(String),
     #[error("no common codec")]
     NoCodec,
+    #[error("SRTP (RTP/SAVP) without a usable a=crypto")]
+    NoCrypto,
+    #[error("plain RTP where SRTP is required")]
+    SrtpRequired,
 }
 
 /// Media direction attribute.
@@ -70,6 +77,8 @@ pub struct Media {
     pub rtpmaps: Vec<Rtpmap>,
     pub ptime: Option<u32>,
     pub direction: Option<Direction>,
+    /// `a=crypto` values (RFC 4568), in order.
+    pub crypto: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +160,7 @@ pub fn parse(text: &str) -> Result<Sdp, SdpError> {
                     rtpmaps: Vec::new(),
                     ptime: None,
                     direction: None,
+                    crypto: Vec::new(),
                 });
             }
             "a" => {
@@ -185,6 +195,8 @@ pub fn parse(text: &str) -> Result<Sdp, SdpError> {
                         });
                     }
                     "ptime" => m.ptime = val.trim().parse().ok(),
+                    // Bounded: a peer offers a handful of suites.
+                    "crypto" if m.crypto.len() < 16 => m.crypto.push(val.trim().to_string()),
                     _ => {}
                 }
             }
@@ -213,6 +225,8 @@ pub struct Negotiated {
     pub direction: Direction,
     /// Index of the audio m-line in the offer.
     pub media_index: usize,
+    /// The peer's SRTP parameters (SDES), when the stream is SRTP.
+    pub srtp: Option<Crypto>,
 }
 
 fn rtpmap_of(m: &Media, pt: u8) -> Option<(String, u32, Option<u32>)> {
@@ -227,11 +241,32 @@ fn rtpmap_of(m: &Media, pt: u8) -> Option<(String, u32, Option<u32>)> {
     }
 }
 
-/// Pick the first codec of the peer's list that we support, on its first audio stream.
-pub fn negotiate(sdp: &Sdp) -> Result<Negotiated, SdpError> {
+/// Whether a transport protocol is one we speak, and whether it is SRTP.
+fn rtp_profile(proto: &str) -> Option<bool> {
+    match proto {
+        "RTP/AVP" | "RTP/AVPF" => Some(false),
+        "RTP/SAVP" | "RTP/SAVPF" => Some(true),
+        _ => None,
+    }
+}
+
+/// Pick the first codec of the peer's list that we support, on its first audio stream;
+/// SRTP when it is RTP/SAVP (which needs a usable `a=crypto`) or when RTP/AVP carries
+/// a usable `a=crypto` (best effort). `mode` Require refuses plain RTP.
+pub fn negotiate(sdp: &Sdp, mode: SrtpMode) -> Result<Negotiated, SdpError> {
     for (index, m) in sdp.media.iter().enumerate() {
-        if m.kind != "audio" || m.port == 0 || !(m.proto == "RTP/AVP" || m.proto == "RTP/AVPF") {
+        let Some(savp) = rtp_profile(&m.proto) else {
             continue;
+        };
+        if m.kind != "audio" || m.port == 0 {
+            continue;
+        }
+        let srtp = crypto::choose(&m.crypto);
+        if savp && srtp.is_none() {
+            return Err(SdpError::NoCrypto);
+        }
+        if mode == SrtpMode::Require && srtp.is_none() {
+            return Err(SdpError::SrtpRequired);
         }
         let mut chosen = None;
         let mut events = Vec::new();
@@ -288,6 +323,7 @@ pub fn negotiate(sdp: &Sdp) -> Result<Negotiated, SdpError> {
             remote,
             direction,
             media_index: index,
+            srtp,
         });
     }
     Err(SdpError::NoCodec)
@@ -307,15 +343,17 @@ fn header(ip: IpAddr, session_id: u64, version: u64) -> String {
     )
 }
 
-/// Our answer to `offer`, with the negotiated audio on `port` and every other stream rejected.
+/// Our answer to `offer`, with the negotiated audio on `port` and every other stream
+/// rejected; `local` is our SRTP key when the stream is SRTP.
 pub fn answer(
     offer: &Sdp,
     n: &Negotiated,
-    ip: IpAddr,
-    port: u16,
+    local: Option<&Crypto>,
+    at: (IpAddr, u16),
     session_id: u64,
     version: u64,
 ) -> String {
+    let (ip, port) = at;
     let mut out = header(ip, session_id, version);
     for (i, m) in offer.media.iter().enumerate() {
         if i != n.media_index {
@@ -340,14 +378,30 @@ pub fn answer(
             n.ptime_ms,
             n.direction.as_str()
         ));
+        if let (Some(_), Some(c)) = (n.srtp, local) {
+            out.push_str(&c.line());
+        }
     }
     out
 }
 
-/// Our offer (for an INVITE without SDP, or an outbound call).
-pub fn offer(ip: IpAddr, port: u16, session_id: u64, version: u64) -> String {
+/// Our offer (for an INVITE without SDP, or an outbound call), with `crypto` lines
+/// when SRTP is offered (RTP/SAVP when `mode` requires it).
+pub fn offer(
+    at: (IpAddr, u16),
+    crypto: &[Crypto],
+    mode: SrtpMode,
+    session_id: u64,
+    version: u64,
+) -> String {
+    let (ip, port) = at;
     let mut out = header(ip, session_id, version);
-    out.push_str(&format!("m=audio {port} RTP/AVP 0 8 9 111 101 110\r\n"));
+    let proto = if mode == SrtpMode::Require {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
+    out.push_str(&format!("m=audio {port} {proto} 0 8 9 111 101 110\r\n"));
     for (codec, pt) in [
         (AudioCodec::Pcmu, 0),
         (AudioCodec::Pcma, 8),
@@ -360,138 +414,13 @@ pub fn offer(ip: IpAddr, port: u16, session_id: u64, version: u64) -> String {
         "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
          a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
     );
+    if mode != SrtpMode::Off {
+        for c in crypto {
+            out.push_str(&c.line());
+        }
+    }
     out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SIPP_OFFER: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n";
-
-    #[test]
-    fn sipp_pcmu_with_dtmf() {
-        let sdp = parse(SIPP_OFFER).unwrap();
-        let n = negotiate(&sdp).unwrap();
-        assert_eq!(n.codec, AudioCodec::Pcmu);
-        assert_eq!(n.payload_type, 0);
-        assert_eq!(n.event_payload_type, Some(101));
-        assert_eq!(n.ptime_ms, 20);
-        assert_eq!(n.remote, Some("127.0.0.1:6000".parse().unwrap()));
-        assert_eq!(n.direction, Direction::SendRecv);
-        let a = answer(&sdp, &n, "10.0.0.1".parse().unwrap(), 20000, 1, 1);
-        assert!(a.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{a}");
-        assert!(a.contains("a=rtpmap:0 PCMU/8000\r\n"));
-        assert!(a.contains("a=rtpmap:101 telephone-event/8000\r\n"));
-        assert!(a.contains("c=IN IP4 10.0.0.1\r\n"));
-        // Our answer parses and negotiates back to the same choice.
-        let back = negotiate(&parse(&a).unwrap()).unwrap();
-        assert_eq!(back.codec, AudioCodec::Pcmu);
-    }
-
-    #[test]
-    fn first_supported_codec_of_the_callers_list() {
-        let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 18 3 9 8 0\r\na=rtpmap:18 G729/8000\r\n";
-        let n = negotiate(&parse(offer).unwrap()).unwrap();
-        assert_eq!(n.codec, AudioCodec::G722);
-        assert_eq!(n.payload_type, 9);
-        let opus = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 96 0 97\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/48000\r\n";
-        let n = negotiate(&parse(opus).unwrap()).unwrap();
-        assert_eq!(
-            (n.codec, n.payload_type, n.event_payload_type),
-            (AudioCodec::Opus, 96, Some(97))
-        );
-    }
-
-    #[test]
-    fn opus_with_telephone_event_at_8000() {
-        // What baresip, Linphone and most softphones offer.
-        let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 96 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n";
-        let sdp = parse(offer).unwrap();
-        let n = negotiate(&sdp).unwrap();
-        assert_eq!(
-            (n.codec, n.event_payload_type, n.event_clock),
-            (AudioCodec::Opus, Some(101), 8000)
-        );
-        let a = answer(&sdp, &n, "10.0.0.1".parse().unwrap(), 20000, 1, 1);
-        assert!(a.contains("m=audio 20000 RTP/AVP 96 101\r\n"), "{a}");
-        assert!(a.contains("a=rtpmap:101 telephone-event/8000\r\n"), "{a}");
-        // Both clocks offered: the codec's wins.
-        let both = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 96 101 110\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=rtpmap:110 telephone-event/48000\r\n";
-        let n = negotiate(&parse(both).unwrap()).unwrap();
-        assert_eq!((n.event_payload_type, n.event_clock), (Some(110), 48000));
-        // PCMU beside an event at 48 kHz only: taken as offered.
-        let odd = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0 110\r\na=rtpmap:110 telephone-event/48000\r\n";
-        let n = negotiate(&parse(odd).unwrap()).unwrap();
-        assert_eq!((n.event_payload_type, n.event_clock), (Some(110), 48000));
-    }
-
-    #[test]
-    fn nothing_in_common() {
-        let offer =
-            "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 18 4\r\na=rtpmap:18 G729/8000\r\n";
-        assert_eq!(negotiate(&parse(offer).unwrap()), Err(SdpError::NoCodec));
-        let srtp = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/SAVP 0\r\n";
-        assert_eq!(negotiate(&parse(srtp).unwrap()), Err(SdpError::NoCodec));
-        let video = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=video 4000 RTP/AVP 96\r\n";
-        assert_eq!(negotiate(&parse(video).unwrap()), Err(SdpError::NoCodec));
-    }
-
-    #[test]
-    fn ptime_and_hold() {
-        let offer =
-            "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 8\r\na=ptime:30\r\na=sendonly\r\n";
-        let n = negotiate(&parse(offer).unwrap()).unwrap();
-        assert_eq!(n.ptime_ms, 30);
-        assert_eq!(n.direction, Direction::RecvOnly);
-        let offer = "v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 8\r\na=ptime:100\r\n";
-        let n = negotiate(&parse(offer).unwrap()).unwrap();
-        assert_eq!(n.ptime_ms, 60);
-        assert_eq!(n.remote, None);
-        assert_eq!(n.direction, Direction::RecvOnly);
-        let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\na=inactive\r\nm=audio 4000 RTP/AVP 8\r\n";
-        assert_eq!(
-            negotiate(&parse(offer).unwrap()).unwrap().direction,
-            Direction::Inactive
-        );
-    }
-
-    #[test]
-    fn other_streams_are_rejected_in_the_answer() {
-        let offer =
-            "v=0\r\nc=IN IP4 192.0.2.1\r\nm=video 5000 RTP/AVP 96\r\nm=audio 4000 RTP/AVP 0\r\n";
-        let sdp = parse(offer).unwrap();
-        let n = negotiate(&sdp).unwrap();
-        assert_eq!(n.media_index, 1);
-        let a = answer(&sdp, &n, "127.0.0.1".parse().unwrap(), 20000, 1, 1);
-        let m: Vec<&str> = a.lines().filter(|l| l.starts_with("m=")).collect();
-        assert_eq!(m, vec!["m=video 0 RTP/AVP 96", "m=audio 20000 RTP/AVP 0"]);
-    }
-
-    #[test]
-    fn malformed() {
-        assert!(matches!(parse("garbage"), Err(SdpError::Malformed(_))));
-        assert!(matches!(
-            parse("v=0\r\nm=audio x RTP/AVP 0\r\n"),
-            Err(SdpError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse("v=0\r\nc=IN IP4 nope\r\n"),
-            Err(SdpError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse("m=audio 1 RTP/AVP 0\r\n"),
-            Err(SdpError::Malformed(_))
-        ));
-    }
-
-    #[test]
-    fn our_offer_negotiates() {
-        let o = offer("127.0.0.1".parse().unwrap(), 20002, 7, 1);
-        let n = negotiate(&parse(&o).unwrap()).unwrap();
-        assert_eq!(
-            (n.codec, n.event_payload_type),
-            (AudioCodec::Pcmu, Some(101))
-        );
-    }
-}
+mod tests;

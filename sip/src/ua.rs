@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::SipMetrics;
 use crate::rtp::{self, LegStart, MediaEnd, PortAllocator, RtpLeg};
-use crate::sdp::{self, Negotiated};
+use crate::sdp::{self, Crypto, Negotiated, SrtpMode};
 use crate::uui;
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
@@ -60,6 +60,8 @@ pub struct SipConfig {
     pub outbound_proxy: Option<Hop>,
     /// OPTIONS to the trunk this often (zero: never).
     pub trunk_ping_interval: Duration,
+    /// SRTP in our offers, and whether plain RTP is refused.
+    pub srtp: SrtpMode,
 }
 
 /// The SIP TLS listener.
@@ -130,12 +132,46 @@ struct Call {
     sdp_version: u64,
     session: SessionHandle,
     rtp: RtpLeg,
+    /// SRTP: our key in use, and the keys our last offer carried (an answer picks one).
+    srtp_local: Option<Crypto>,
+    srtp_offered: Vec<Crypto>,
+}
+
+/// Our key for the SRTP an answer chose among those we `offered`; `Err` when it chose
+/// something we did not offer.
+fn answered_key(offered: &[Crypto], n: &Negotiated) -> Result<Option<Crypto>, ()> {
+    match n.srtp {
+        None => Ok(None),
+        Some(r) => offered
+            .iter()
+            .find(|c| c.tag == r.tag && c.suite == r.suite)
+            .copied()
+            .map(Some)
+            .ok_or(()),
+    }
+}
+
+/// Our key answering an offer's SRTP: the one in use when tag and suite stay (a
+/// re-INVITE keeps the contexts running), else a fresh one.
+fn answering_key(current: Option<Crypto>, n: &Negotiated) -> Option<Crypto> {
+    let r = n.srtp?;
+    match current {
+        Some(c) if c.tag == r.tag && c.suite == r.suite => Some(c),
+        _ => Some(Crypto::ours(r.tag, r.suite)),
+    }
 }
 
 impl Call {
     /// Put negotiated media into effect: the leg's RTP endpoint, then its session
     /// (joined the first time, updated after).
     fn apply(&mut self, n: Negotiated) {
+        let keys = n
+            .srtp
+            .zip(self.srtp_local)
+            .map(|(theirs, ours)| (ours, theirs));
+        if let Err(e) = self.rtp.sink.set_srtp(keys) {
+            tracing::warn!(call_id = %self.call_id, error = %e, "SRTP keys not usable");
+        }
         let media = leg_media(&n);
         self.rtp
             .sink

@@ -56,8 +56,15 @@ fn examine(req: &Request) -> Result<(), TestCaseError> {
     let _ = uui::jwt_token(header_values(req, "User-to-User"));
     if let Ok(text) = std::str::from_utf8(req.body()) {
         if let Ok(offer) = sdp::parse(text) {
-            if let Ok(n) = sdp::negotiate(&offer) {
-                let ours = sdp::answer(&offer, &n, "127.0.0.1".parse().expect("ip"), 20000, 1, 1);
+            if let Ok(n) = sdp::negotiate(&offer, sdp::SrtpMode::Off) {
+                let ours = sdp::answer(
+                    &offer,
+                    &n,
+                    None,
+                    ("127.0.0.1".parse().expect("ip"), 20000),
+                    1,
+                    1,
+                );
                 prop_assert!(sdp::parse(&ours).is_ok(), "our answer must parse: {ours}");
             }
         }
@@ -144,9 +151,9 @@ proptest! {
     #[test]
     fn sdp_offers_through_negotiation(text in hostile_text(vec![SDP_PCMU.into(), SDP_OPUS.into()], 1024)) {
         if let Ok(offer) = sdp::parse(&text) {
-            if let Ok(n) = sdp::negotiate(&offer) {
+            if let Ok(n) = sdp::negotiate(&offer, sdp::SrtpMode::Off) {
                 prop_assert!(n.media_index < offer.media.len());
-                let ours = sdp::answer(&offer, &n, "127.0.0.1".parse().expect("ip"), 20000, 1, 1);
+                let ours = sdp::answer(&offer, &n, None, ("127.0.0.1".parse().expect("ip"), 20000), 1, 1);
                 prop_assert!(sdp::parse(&ours).is_ok(), "{ours}");
             }
         }

@@ -34,6 +34,8 @@ pub(super) struct Outgoing {
     auth_tried: bool,
     /// Early media: the leg joined its session, receive-only, on a 18x's SDP.
     early: Option<Early>,
+    /// The SRTP keys our offer carries (per `sip_srtp`).
+    offered: Vec<Crypto>,
 }
 
 /// A leg playing early media (ringback, announcements) into the session before the answer.
@@ -137,6 +139,10 @@ impl Ua {
             cancel: false,
             auth_tried: false,
             early: None,
+            offered: match self.config.srtp {
+                SrtpMode::Off => Vec::new(),
+                _ => Crypto::offer_set(),
+            },
         };
         if !self.send_invite(&mut out, None, peer) {
             return self.fail_dialog(dialog_id, "ERROR", "could not build the INVITE".into());
@@ -158,8 +164,9 @@ impl Ua {
         let via = self.new_via(&peer);
         let route = self.proxy_route();
         let body = sdp::offer(
-            self.config.media_ip,
-            out.rtp.port,
+            (self.config.media_ip, out.rtp.port),
+            &out.offered,
+            self.config.srtp,
             out.sdp_session_id,
             out.cseq as u64,
         );
@@ -284,7 +291,7 @@ impl Ua {
         let Some(Ok(n)) = std::str::from_utf8(resp.body())
             .ok()
             .and_then(|t| sdp::parse(t).ok())
-            .map(|s| sdp::negotiate(&s))
+            .map(|s| sdp::negotiate(&s, self.config.srtp))
         else {
             tracing::info!(dialog_id = %out.dialog_id, "dialog: early media SDP not usable, ignored");
             return;
@@ -296,6 +303,14 @@ impl Ua {
                 return;
             }
         };
+        let Ok(local) = answered_key(&out.offered, &n) else {
+            tracing::info!(dialog_id = %out.dialog_id, "dialog: early media with SRTP we did not offer, ignored");
+            return;
+        };
+        let keys = n.srtp.zip(local).map(|(theirs, ours)| (ours, theirs));
+        if out.rtp.sink.set_srtp(keys).is_err() {
+            return;
+        }
         let media = leg_media(&n);
         out.rtp.sink.configure(n.remote, false, &media);
         // Silence before the answer is normal: no RTP timeout until then.
@@ -423,7 +438,14 @@ impl Ua {
         let answer = std::str::from_utf8(resp.body())
             .ok()
             .and_then(|t| sdp::parse(t).ok());
-        let mut negotiated = answer.as_ref().map(sdp::negotiate);
+        let mode = self.config.srtp;
+        let mut negotiated = answer.as_ref().map(|a| sdp::negotiate(a, mode));
+        // An answer with SRTP we did not offer is no usable answer.
+        if let Some(Ok(n)) = &negotiated {
+            if answered_key(&out.offered, n).is_err() {
+                negotiated = Some(Err(sdp::SdpError::NoCrypto));
+            }
+        }
         if let (None, Some(e)) = (&negotiated, &out.early) {
             // The 18x carried the answer (RFC 3264 §4, no reliable provisional): it stands.
             negotiated = Some(Ok(e.negotiated));
@@ -467,6 +489,7 @@ impl Ua {
             Some((owner, session)),
         );
         let call_id = call.call_id.clone();
+        call.srtp_local = answered_key(&call.srtp_offered, &n).unwrap_or(None);
         if joined {
             // Already in the session since the early media: an update, now sending too.
             call.negotiated = Some(n);
@@ -547,6 +570,8 @@ impl Ua {
             sdp_version: out.cseq as u64,
             session,
             rtp: out.rtp,
+            srtp_local: None,
+            srtp_offered: out.offered,
         }
     }
 

@@ -73,11 +73,12 @@ impl Ua {
                 }
             }
         };
+        let mode = self.config.srtp;
         let negotiated = match &offer {
-            Some(o) => match sdp::negotiate(o) {
+            Some(o) => match sdp::negotiate(o, mode) {
                 Ok(n) => Some(n),
-                Err(_) => {
-                    tracing::info!(%call_id, "call refused: no common codec");
+                Err(e) => {
+                    tracing::info!(%call_id, error = %e, "call refused: offer not acceptable");
                     return reject(self, 488, "Not Acceptable Here");
                 }
             },
@@ -94,11 +95,15 @@ impl Ua {
             }
         };
         let sdp_session_id = rand::random::<u32>() as u64;
+        let at = (self.config.media_ip, rtp.port);
+        let srtp_local = negotiated.as_ref().and_then(|n| answering_key(None, n));
+        let srtp_offered = match (&negotiated, mode) {
+            (None, SrtpMode::Offer | SrtpMode::Require) => Crypto::offer_set(),
+            _ => Vec::new(),
+        };
         let body = match (&offer, &negotiated) {
-            (Some(o), Some(n)) => {
-                sdp::answer(o, n, self.config.media_ip, rtp.port, sdp_session_id, 1)
-            }
-            _ => sdp::offer(self.config.media_ip, rtp.port, sdp_session_id, 1),
+            (Some(o), Some(n)) => sdp::answer(o, n, srtp_local.as_ref(), at, sdp_session_id, 1),
+            _ => sdp::offer(at, &srtp_offered, mode, sdp_session_id, 1),
         };
         let contact = self.local_contact(&peer);
         // RFC 3261 §12.1.1: every Record-Route of the request, in order, in the answer
@@ -168,6 +173,8 @@ impl Ua {
             sdp_version: 1,
             session,
             rtp,
+            srtp_local,
+            srtp_offered,
         };
         if let Some(n) = negotiated {
             call.apply(n);
@@ -226,8 +233,17 @@ impl Ua {
             let answer = std::str::from_utf8(req.body())
                 .ok()
                 .and_then(|t| sdp::parse(t).ok());
-            match answer.as_ref().map(sdp::negotiate) {
-                Some(Ok(n)) => call.apply(n),
+            let mode = self.config.srtp;
+            let n = answer.as_ref().map(|a| sdp::negotiate(a, mode));
+            let keyed = n
+                .as_ref()
+                .and_then(|n| n.as_ref().ok())
+                .map(|n| answered_key(&call.srtp_offered, n));
+            match (n, keyed) {
+                (Some(Ok(n)), Some(Ok(local))) => {
+                    call.srtp_local = local;
+                    call.apply(n)
+                }
                 _ => {
                     tracing::info!(call_id, "no usable SDP answer in the ACK: ending the call");
                     self.end_call(&call_id, true);
@@ -238,6 +254,7 @@ impl Ua {
 
     pub(super) fn on_reinvite(&mut self, key: &TransactionKey, req: &Request, call_id: &str) {
         let media_ip = self.config.media_ip;
+        let mode = self.config.srtp;
         let contact = self
             .calls
             .get(call_id)
@@ -259,9 +276,20 @@ impl Ua {
                 call.sdp_version += 1;
                 call.late_offer = true;
                 call.confirmed = false;
+                // The key in use stays on offer (or the full set, if none is).
+                call.srtp_offered = match (call.srtp_local, mode) {
+                    (Some(c), _) => vec![c],
+                    (None, SrtpMode::Off) => Vec::new(),
+                    (None, _) => Crypto::offer_set(),
+                };
+                let offer_mode = match (call.srtp_local, mode) {
+                    (Some(_), SrtpMode::Off) => SrtpMode::Offer,
+                    (_, m) => m,
+                };
                 let body = sdp::offer(
-                    media_ip,
-                    call.rtp.port,
+                    (media_ip, call.rtp.port),
+                    &call.srtp_offered,
+                    offer_mode,
                     call.sdp_session_id,
                     call.sdp_version,
                 );
@@ -275,7 +303,7 @@ impl Ua {
                 Reply::new(400, "Bad Request (malformed SDP)").tag(&local_tag),
             );
         };
-        let n = match sdp::negotiate(&offer) {
+        let n = match sdp::negotiate(&offer, mode) {
             Ok(n) => n,
             Err(_) => {
                 let local_tag = call.local_tag.clone();
@@ -286,14 +314,15 @@ impl Ua {
                 );
             }
         };
+        call.srtp_local = answering_key(call.srtp_local, &n);
         call.apply(n);
-        tracing::info!(call_id, leg = %call.leg, direction = n.direction.as_str(), codec = ?n.codec, "call re-negotiated");
+        tracing::info!(call_id, leg = %call.leg, direction = n.direction.as_str(), codec = ?n.codec, srtp = n.srtp.is_some(), "call re-negotiated");
         call.sdp_version += 1;
         let body = sdp::answer(
             &offer,
             &n,
-            media_ip,
-            call.rtp.port,
+            call.srtp_local.as_ref(),
+            (media_ip, call.rtp.port),
             call.sdp_session_id,
             call.sdp_version,
         );

@@ -1,7 +1,7 @@
 //! SIP over TCP and TLS with independent peers: dialogs through a sipp trunk over
 //! TCP, and over TLS through stunnel in front of it; a sipp caller reaching the
 //! gateway's TLS listener through stunnel; the certificate reloaded on SIGHUP; trunk
-//! health by OPTIONS pings.
+//! health by OPTIONS pings; SRTP required.
 
 use std::time::Duration;
 
@@ -208,4 +208,28 @@ async fn options_pings_tell_whether_the_trunk_is_up() {
     let log = g.log();
     assert!(log.contains("SIP trunk is up"), "{log}");
     assert!(log.contains("SIP trunk is down"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_srtp_required_a_plain_rtp_offer_gets_488() {
+    let g = Gateway::start_with(&["--sip-srtp", "require"], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (p, token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&s, &p, Some(json!({"sessionId": s}))).await;
+    SippCall::new("plain", "uac_expect.xml")
+        .var("UUI", format!("User-to-User: {token};encoding=jwt"))
+        .var("PT", "0")
+        .var("RTPMAP", "PCMU/8000")
+        .var("CODE", "488")
+        .spawn(&g, g.scratch())
+        .assert_ok(Duration::from_secs(15));
+    assert_eq!(g.metric("patchbay_sip_calls_rejected_total").await, 1.0);
+    assert!(
+        g.log().contains("plain RTP where SRTP is required"),
+        "{}",
+        g.log()
+    );
 }
