@@ -288,6 +288,14 @@ impl RtpSink {
         }
     }
 
+    /// Too short to be SRTP at all is malformed; a failed check is an SRTP refusal.
+    fn count_srtp_refusal(&self, e: &crate::srtp::SrtpError) {
+        match e {
+            crate::srtp::SrtpError::Short => self.metrics.rtp_malformed.inc(),
+            _ => self.metrics.rtp_srtp_failed.inc(),
+        };
+    }
+
     /// RTCP from the peer (checked and decrypted first on an SRTP leg).
     fn on_rtcp(&self, from: SocketAddr, packet: &[u8]) {
         let mut guard = self.lock_recv();
@@ -296,8 +304,9 @@ impl RtpSink {
             None => packet,
             Some(srtp) => match srtp.unprotect_rtcp(packet, &mut r.plain[..]) {
                 Ok(n) => &r.plain[..n],
-                Err(_) => {
-                    self.metrics.rtp_srtp_failed.inc();
+                Err(e) => {
+                    self.count_srtp_refusal(&e);
+                    tracing::debug!(leg = %self.leg, %from, len = packet.len(), error = %e, "SRTCP refused");
                     return;
                 }
             },
@@ -356,8 +365,9 @@ impl LegSink for RtpSink {
                     // included): forged packets change nothing.
                     match srtp.unprotect_rtp(packet, &mut plain[..]) {
                         Ok(n) => packet = &plain[..n],
-                        Err(_) => {
-                            self.metrics.rtp_srtp_failed.inc();
+                        Err(e) => {
+                            self.count_srtp_refusal(&e);
+                            tracing::debug!(leg = %self.leg, %from, len = packet.len(), error = %e, "SRTP refused");
                             continue;
                         }
                     }

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+pub mod baresip;
 pub mod browser;
 pub mod hooks;
+pub mod kamailio;
 pub mod media;
 pub mod rawsip;
 pub mod sipp;
