@@ -5,8 +5,14 @@
       tone via rtp_stream) in sessions of 10, everyone hearing everyone. Reports
       the gateway's CPU, legs per core at 50 % CPU, packet loss in and out, and
       the mixer's added latency (arrival -> send, from /metrics) p50/p99.
-  bench/sip_load.py cps RATE [--seconds S]  call setup rate: INVITE with a token,
-      200, ACK, BYE, at RATE calls/s; reports completed and failed calls.
+  bench/sip_load.py cps RATE [--seconds S] [--transports udp,tls,tls-per-call]
+      call setup rate: INVITE with a token, 200, ACK, BYE, at RATE calls/s;
+      reports completed and failed calls for each transport in the same run.
+      TLS goes through stunnel (Debian's sipp has no TLS): sipp speaks TCP to a
+      local stunnel client that speaks TLS to the gateway's `sip_tls_listen`,
+      over one connection (`tls`) or a new TLS connection per call
+      (`tls-per-call`, a full handshake each). The baseline commit is measured on
+      UDP only.
 
 Baseline printed with each run: the same machine's sipp CPU for the same load,
 so the gateway's share can be read against the load generator's own cost. With
@@ -45,7 +51,7 @@ def free_port():
 class Gateway:
     binary = os.path.join(ROOT, "target/release/patchbay")
 
-    def __init__(self, workdir, rtp_ports="20000-39999"):
+    def __init__(self, workdir, rtp_ports="20000-39999", extra=()):
         self.http = free_port()
         self.sip = free_port()
         self.data = os.path.join(workdir, "data")
@@ -54,7 +60,7 @@ class Gateway:
         self.proc = subprocess.Popen(
             [Gateway.binary, "--http-listen", f"127.0.0.1:{self.http}",
              "--sip-listen", f"127.0.0.1:{self.sip}", "--data-dir", self.data, "--rtp-ports", rtp_ports,
-             "--webrtc-listen", "127.0.0.1:19999"],
+             "--webrtc-listen", "127.0.0.1:19999", *extra],
             stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         for _ in range(200):
             try:
@@ -289,10 +295,46 @@ def run_legs(args):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_cps(args):
+def tls_files():
+    d = os.path.join(ROOT, "tests/data/tls")
+    return os.path.join(d, "server.pem"), os.path.join(d, "server.key"), os.path.join(d, "ca.pem")
+
+
+def start_stunnel_client(work, accept, connect):
+    """stunnel accepting TCP on `accept`, speaking TLS (checked against the test CA) to `connect`."""
+    _, _, ca = tls_files()
+    conf = os.path.join(work, "stunnel.conf")
+    with open(conf, "w") as f:
+        f.write(f"foreground = yes\npid =\noutput = {work}/stunnel.log\n[sip]\nclient = yes\n"
+                f"accept = 127.0.0.1:{accept}\nconnect = 127.0.0.1:{connect}\nCAfile = {ca}\n"
+                "verifyChain = yes\ncheckIP = 127.0.0.1\n")
+    proc = subprocess.Popen(["stunnel4", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", accept), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("stunnel did not start")
+
+
+def run_cps_over(args, transport):
     work = tempfile.mkdtemp(prefix="pb-sipcps-")
-    gw = Gateway(work)
+    extra, stunnel = (), None
+    if transport != "udp":
+        cert, key, _ = tls_files()
+        tls_port = free_port()
+        extra = ("--sip-tls-listen", f"127.0.0.1:{tls_port}", "--sip-tls-cert", cert, "--sip-tls-key", key,
+                 "--sip-tcp-max-per-source", "100000", "--sip-tcp-max-connections", "100000")
+    gw = Gateway(work, extra=extra)
     try:
+        target, sipp_transport = f"127.0.0.1:{gw.sip}", "u1"
+        if transport != "udp":
+            local = free_port()
+            stunnel = start_stunnel_client(work, local, tls_port)
+            target = f"127.0.0.1:{local}"
+            sipp_transport = "t1" if transport == "tls" else "tn"
         tokens = participants(gw, args.participants, 20)
         with open(os.path.join(work, "tokens.csv"), "w") as f:
             f.write("SEQUENTIAL\n" + "".join(f"{t};\n" for t in tokens))
@@ -301,8 +343,9 @@ def run_cps(args):
         c0 = gw.cpu_seconds()
         t0 = time.time()
         r = subprocess.run(
-            ["sipp", f"127.0.0.1:{gw.sip}", "-sf", "uac_cps.xml", "-inf", "tokens.csv", "-m", str(total),
+            ["sipp", target, "-sf", "uac_cps.xml", "-inf", "tokens.csv", "-m", str(total),
              "-r", str(args.rate), "-l", str(args.rate * 2), "-i", "127.0.0.1", "-p", str(free_port()),
+             "-t", sipp_transport,
              "-mp", "45000", "-nostdin", "-trace_stat", "-stf", "stats.csv", "-timeout", str(args.seconds + 30),
              "-timeout_error", "-max_socket", "2000"],
             cwd=work, capture_output=True, text=True)
@@ -315,17 +358,35 @@ def run_cps(args):
         failed = int(row.get("FailedCall(C)", 0))
         m = gw.metrics()
         print(f"machine: {machine()}")
-        print(f"target {args.rate} calls/s for {args.seconds} s: {ok} completed, {failed} failed, "
+        print(f"[{transport}] target {args.rate} calls/s for {args.seconds} s: {ok} completed, {failed} failed, "
               f"{ok / wall:.0f} calls/s achieved over {wall:.1f} s (sipp exit {r.returncode})")
-        print(f"gateway CPU {cpu * 100:.1f} % of one core; answered {m.get('patchbay_sip_calls_accepted_total', 0):.0f}, "
-              f"refused {m.get('patchbay_sip_calls_rejected_total', 0):.0f}")
-        result = {"rate": args.rate, "completed": ok, "failed": failed, "achieved_cps": round(ok / wall),
-                  "gateway_cpu_core_fraction": round(cpu, 3)}
+        print(f"[{transport}] gateway CPU {cpu * 100:.1f} % of one core; answered "
+              f"{m.get('patchbay_sip_calls_accepted_total', 0):.0f}, "
+              f"refused {m.get('patchbay_sip_calls_rejected_total', 0):.0f}, "
+              f"TLS handshake failures {m.get('patchbay_sip_tls_handshake_failures_total', 0):.0f}")
+        result = {"transport": transport, "rate": args.rate, "completed": ok, "failed": failed,
+                  "achieved_cps": round(ok / wall), "gateway_cpu_core_fraction": round(cpu, 3)}
         print(json.dumps(result))
         return result
     finally:
+        if stunnel:
+            stunnel.kill()
         gw.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_cps(args):
+    """Every transport asked for, in this run; the first one's result is the A/B figure."""
+    results = [run_cps_over(args, t) for t in args.transports.split(",")]
+    first = dict(results[0])
+    if len(results) > 1:
+        udp = next((r for r in results if r["transport"] == "udp"), None)
+        for r in results:
+            if udp and r is not udp and udp["gateway_cpu_core_fraction"]:
+                ratio = (r["gateway_cpu_core_fraction"] / max(r["achieved_cps"], 1)) / \
+                    (udp["gateway_cpu_core_fraction"] / max(udp["achieved_cps"], 1))
+                print(f"[{r['transport']}] gateway CPU per call: {ratio:.2f}x UDP's (same run)")
+    return first
 
 
 def main():
@@ -340,6 +401,8 @@ def main():
     cps.add_argument("rate", type=int)
     cps.add_argument("--seconds", type=int, default=10)
     cps.add_argument("--participants", type=int, default=2000)
+    cps.add_argument("--transports", default="udp",
+                     help="comma-separated: udp, tls (one TLS connection), tls-per-call (a handshake per call)")
     for sp in (legs, cps):
         sp.add_argument("--baseline", default=None,
                         help="a commit to measure the same way for A/B ratios (default: bench/baseline.rev; none: skip)")
@@ -357,6 +420,8 @@ def main():
     if baseline is None:
         return
     Gateway.binary = baseline
+    if args.cmd == "cps":
+        args.transports = "udp"  # the baseline commit may not speak TLS
     print(f"== baseline: {baseline}")
     base = run(args)
     ab = {}
