@@ -321,11 +321,13 @@ def start_stunnel_client(work, accept, connect):
 
 def run_cps_over(args, transport):
     work = tempfile.mkdtemp(prefix="pb-sipcps-")
-    extra, stunnel = (), None
+    # One sipp is one source address: lift the per-source transaction cap (each call
+    # holds two UDP server transactions for 32 s).
+    extra, stunnel = ("--sip-max-transactions-per-source", "1000000"), None
     if transport != "udp":
         cert, key, _ = tls_files()
         tls_port = free_port()
-        extra = ("--sip-tls-listen", f"127.0.0.1:{tls_port}", "--sip-tls-cert", cert, "--sip-tls-key", key,
+        extra += ("--sip-tls-listen", f"127.0.0.1:{tls_port}", "--sip-tls-cert", cert, "--sip-tls-key", key,
                  "--sip-tcp-max-per-source", "100000", "--sip-tcp-max-connections", "100000")
     gw = Gateway(work, extra=extra)
     try:
