@@ -18,7 +18,7 @@ use bytes::Bytes;
 use patchbay_conference::events::DeviceOwner;
 use patchbay_conference::media::session::{LegId, LegMedia, SessionHandle, SessionInput};
 use patchbay_conference::{Conference, JoinError};
-use sipx_sip::headers::{Address, To};
+use sipx_sip::headers::To;
 use sipx_sip::transaction::{Dispatch, ServerState};
 use sipx_sip::{
     parse_datagram, validate_request, HeaderName, Limits, Message, Method, Output, Reliability,
@@ -108,25 +108,14 @@ enum TimerKind {
     TrunkPing,
 }
 
+/// One SIP call with its dialog: an inbound call we answered or a dialog we placed.
 struct Call {
     leg: LegId,
     /// Whose call it is (its `onConnect`/`onLeave` go to the owner's `callbackUrl`).
     owner: DeviceOwner,
     peer: Peer,
-    call_id: String,
-    local_tag: String,
-    /// Their address (the INVITE's From, with their tag) and ours (its To, with our tag).
-    remote_addr: Bytes,
-    local_addr: Bytes,
-    remote_target: Uri,
-    route_set: Vec<Bytes>,
-    local_cseq: u32,
-    confirmed: bool,
-    ok_bytes: Bytes,
-    ok_sent_at: Instant,
-    ok_interval: Duration,
-    late_offer: bool,
-    offer: Option<sdp::Sdp>,
+    /// The SIP dialog: identity, route set, CSeq, offer/answer and 2xx state.
+    dialog: dialog::Dialog,
     negotiated: Option<Negotiated>,
     sdp_session_id: u64,
     sdp_version: u64,
@@ -135,6 +124,10 @@ struct Call {
     /// SRTP: our key in use, and the keys our last offer carried (an answer picks one).
     srtp_local: Option<Crypto>,
     srtp_offered: Vec<Crypto>,
+    /// The REST dialog (`POST …/dialogs`) this call was placed for.
+    placed_for: Option<uuid::Uuid>,
+    /// Our ACK of its 2xx (calls we placed), sent again for each retransmitted 2xx.
+    ack: Option<Bytes>,
 }
 
 /// Our key for the SRTP an answer chose among those we `offered`; `Err` when it chose
@@ -170,7 +163,7 @@ impl Call {
             .zip(self.srtp_local)
             .map(|(theirs, ours)| (ours, theirs));
         if let Err(e) = self.rtp.sink.set_srtp(keys) {
-            tracing::warn!(call_id = %self.call_id, error = %e, "SRTP keys not usable");
+            tracing::warn!(call_id = %self.dialog.call_id, error = %e, "SRTP keys not usable");
         }
         let media = leg_media(&n);
         self.rtp
@@ -186,7 +179,7 @@ impl Call {
             SessionInput::Join {
                 leg: self.leg,
                 owner: self.owner.clone(),
-                call_id: self.call_id.as_str().into(),
+                call_id: self.dialog.call_id.as_str().into(),
                 media,
                 sink: self.rtp.sink.clone(),
             }
@@ -222,9 +215,6 @@ struct Ua {
     outgoing: HashMap<String, uac::Outgoing>,
     client_invites: HashMap<TransactionKey, String>,
     dialog_calls: HashMap<uuid::Uuid, String>,
-    call_dialogs: HashMap<String, uuid::Uuid>,
-    /// The ACK of each answered outbound call, for 2xx retransmissions.
-    acks: HashMap<String, (Bytes, Peer)>,
     /// Opens connections to the next hop.
     stream_io: streams::Streams,
     /// Our connection to each next hop over TCP or TLS.
@@ -235,6 +225,7 @@ struct Ua {
 
 mod addressing;
 mod admission;
+mod dialog;
 #[cfg(test)]
 mod fuzz_tests;
 mod message;
@@ -521,11 +512,10 @@ impl Ua {
         call.session.send(SessionInput::Leave { leg: call.leg });
         self.metrics.sip_calls_active.dec();
         if send_bye {
-            call.local_cseq += 1;
-            if self.call_dialogs.contains_key(call_id) {
+            if call.placed_for.is_some() {
                 call.peer = self.refresh_peer(call.peer);
             }
-            if let Some(bye) = self.build_bye(&call) {
+            if let Some(bye) = self.build_bye(&mut call) {
                 let peer = call.peer;
                 if let Some((key, outputs)) = self.layer.send_request(bye, peer.reliability()) {
                     self.tx_peers.insert(key.clone(), peer);
@@ -533,26 +523,30 @@ impl Ua {
                 }
             }
         }
-        tracing::info!(call_id, leg = %call.leg, bye = send_bye, "call ended");
-        self.dialog_call_ended(call_id, send_bye);
+        tracing::info!(call_id, leg = %call.leg, role = ?call.dialog.role, bye = send_bye, "call ended");
+        self.dialog_call_ended(call.placed_for, send_bye);
     }
 
-    fn build_bye(&self, call: &Call) -> Option<Request> {
+    /// Our BYE: to the remote target through the route set (loose routing), with the
+    /// dialog's next CSeq.
+    fn build_bye(&self, call: &mut Call) -> Option<Request> {
         let via = self.new_via(&call.peer);
-        let mut b = RequestBuilder::new(Method::Bye, call.remote_target.clone())
+        let d = &mut call.dialog;
+        let cseq = d.next_cseq();
+        let mut b = RequestBuilder::new(Method::Bye, d.remote_target.clone())
             .header(HeaderName::Via, via)
             .ok()?
             .max_forwards(70);
-        for route in &call.route_set {
+        for route in &d.route_set {
             b = b.header(hn("Route"), route.clone()).ok()?;
         }
-        b.header(HeaderName::From, call.local_addr.clone())
+        b.header(HeaderName::From, d.local_addr.clone())
             .ok()?
-            .header(HeaderName::To, call.remote_addr.clone())
+            .header(HeaderName::To, d.remote_addr.clone())
             .ok()?
-            .header(HeaderName::CallId, call.call_id.clone())
+            .header(HeaderName::CallId, d.call_id.clone())
             .ok()?
-            .cseq(call.local_cseq, &Method::Bye)
+            .cseq(cseq, &Method::Bye)
             .ok()?
             .header(hn("User-Agent"), SERVER)
             .ok()
@@ -683,8 +677,6 @@ impl SipGateway {
             outgoing: HashMap::new(),
             client_invites: HashMap::new(),
             dialog_calls: HashMap::new(),
-            call_dialogs: HashMap::new(),
-            acks: HashMap::new(),
             stream_io,
             out_conns: HashMap::new(),
             tls_client,

@@ -8,6 +8,7 @@ use sipx_sip::auth::{self, Challenge, Credentials};
 use sipx_sip::Response;
 use uuid::Uuid;
 
+use super::dialog::Dialog;
 use super::*;
 
 /// A call we placed that has no final answer yet.
@@ -227,11 +228,13 @@ impl Ua {
         };
         let code = resp.status.code();
         // A 2xx again (retransmitted, the ACK was lost): ACK again.
-        if resp.status.is_success() && self.calls.contains_key(&call_id) {
-            if let Some((bytes, peer)) = self.acks.get(&call_id).cloned() {
-                self.send_bytes(&bytes, &peer);
+        if resp.status.is_success() {
+            if let Some(call) = self.calls.get(&call_id) {
+                if let Some(bytes) = &call.ack {
+                    self.send_bytes(bytes, &call.peer);
+                }
+                return;
             }
-            return;
         }
         let Some(mut out) = self.outgoing.remove(&call_id) else {
             return;
@@ -395,45 +398,32 @@ impl Ua {
         let Some(peer) = self.trunk_peer() else {
             return;
         };
-        let remote_target = match resp
-            .headers
-            .get(&HeaderName::Contact)
-            .map(|h| Address::parse(h.raw_value(), "Contact"))
-        {
-            Some(Ok(a)) => a.uri,
-            _ => out.uri.clone(),
-        };
-        let remote_addr = resp
-            .headers
-            .get(&HeaderName::To)
-            .map(|h| Bytes::copy_from_slice(h.raw_value()))
-            .unwrap_or_default();
-        let mut route_set: Vec<Bytes> = resp
-            .headers
-            .iter()
-            .filter(|h| h.name().canonical().eq_ignore_ascii_case(b"Record-Route"))
-            .map(|h| Bytes::copy_from_slice(h.raw_value()))
-            .collect();
-        route_set.reverse();
+        let dialog = Dialog::as_uac(
+            &out.call_id,
+            &out.local_tag,
+            Bytes::from(out.from.clone()),
+            out.cseq,
+            out.uri.clone(),
+            resp,
+        );
         // The ACK (its own transaction: sent by us, again for each 2xx retransmission).
         let ack = {
-            let mut b = RequestBuilder::new(Method::Ack, remote_target.clone())
+            let mut b = RequestBuilder::new(Method::Ack, dialog.remote_target.clone())
                 .header(HeaderName::Via, self.new_via(&peer))
                 .ok()
                 .map(|b| b.max_forwards(70));
-            for r in &route_set {
+            for r in &dialog.route_set {
                 b = b.and_then(|b| b.header(hn("Route"), r.clone()).ok());
             }
-            b.and_then(|b| b.header(HeaderName::From, out.from.clone()).ok())
-                .and_then(|b| b.header(HeaderName::To, remote_addr.clone()).ok())
+            b.and_then(|b| b.header(HeaderName::From, dialog.local_addr.clone()).ok())
+                .and_then(|b| b.header(HeaderName::To, dialog.remote_addr.clone()).ok())
                 .and_then(|b| b.header(HeaderName::CallId, out.call_id.clone()).ok())
                 .and_then(|b| b.cseq(out.cseq, &Method::Ack).ok())
                 .map(RequestBuilder::build)
         };
-        if let Some(ack) = ack {
-            let bytes = Message::Request(ack).to_bytes();
-            self.send_bytes(&bytes, &peer);
-            self.acks.insert(out.call_id.clone(), (bytes, peer));
+        let ack = ack.map(|ack| Message::Request(ack).to_bytes());
+        if let Some(bytes) = &ack {
+            self.send_bytes(bytes, &peer);
         }
         let answer = std::str::from_utf8(resp.body())
             .ok()
@@ -465,30 +455,20 @@ impl Ua {
         let leg = out.leg;
         let Some((n, owner, session)) = media else {
             // Hang up what we cannot use.
-            let call = self.call_of(out, leg, peer, remote_addr, remote_target, route_set, None);
-            let dialog_id = self.call_dialogs.get(&call.call_id).copied();
-            let call_id = call.call_id.clone();
+            let dialog_id = out.dialog_id;
+            let call = self.call_of(out, leg, peer, dialog, ack, None);
+            let call_id = call.dialog.call_id.clone();
             self.calls.insert(call_id.clone(), call);
             self.legs.insert(leg, call_id.clone());
             self.metrics.sip_calls_active.inc();
-            if let Some(d) = dialog_id {
-                self.fail_dialog(d, "ERROR", "the answer could not be used".into());
-            }
+            self.fail_dialog(dialog_id, "ERROR", "the answer could not be used".into());
             self.end_call(&call_id, true);
             return;
         };
         let cancel = out.cancel;
         let dialog_id = out.dialog_id;
-        let mut call = self.call_of(
-            out,
-            leg,
-            peer,
-            remote_addr,
-            remote_target,
-            route_set,
-            Some((owner, session)),
-        );
-        let call_id = call.call_id.clone();
+        let mut call = self.call_of(out, leg, peer, dialog, ack, Some((owner, session)));
+        let call_id = call.dialog.call_id.clone();
         call.srtp_local = answered_key(&call.srtp_offered, &n).unwrap_or(None);
         if joined {
             // Already in the session since the early media: an update, now sending too.
@@ -527,18 +507,15 @@ impl Ua {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn call_of(
         &mut self,
         out: Outgoing,
         leg: LegId,
         peer: Peer,
-        remote_addr: Bytes,
-        remote_target: Uri,
-        route_set: Vec<Bytes>,
+        dialog: Dialog,
+        ack: Option<Bytes>,
         joined: Option<(DeviceOwner, SessionHandle)>,
     ) -> Call {
-        self.call_dialogs.insert(out.call_id.clone(), out.dialog_id);
         // A call that never joins raises no events: no callback URL needed.
         let (owner, session) = joined.unwrap_or_else(|| {
             let owner = DeviceOwner {
@@ -552,19 +529,7 @@ impl Ua {
             leg,
             owner,
             peer,
-            call_id: out.call_id,
-            local_tag: out.local_tag,
-            remote_addr,
-            local_addr: Bytes::from(out.from),
-            remote_target,
-            route_set,
-            local_cseq: out.cseq,
-            confirmed: true,
-            ok_bytes: Bytes::new(),
-            ok_sent_at: Instant::now(),
-            ok_interval: self.timers_cfg.t1,
-            late_offer: false,
-            offer: None,
+            dialog,
             negotiated: None,
             sdp_session_id: out.sdp_session_id,
             sdp_version: out.cseq as u64,
@@ -572,6 +537,8 @@ impl Ua {
             rtp: out.rtp,
             srtp_local: None,
             srtp_offered: out.offered,
+            placed_for: Some(out.dialog_id),
+            ack,
         }
     }
 
@@ -607,10 +574,9 @@ impl Ua {
         self.outgoing.insert(call_id, out);
     }
 
-    /// A call ended (either side): its dialog, if it has one, is over.
-    pub(super) fn dialog_call_ended(&mut self, call_id: &str, we_hung_up: bool) {
-        self.acks.remove(call_id);
-        let Some(dialog_id) = self.call_dialogs.remove(call_id) else {
+    /// A call ended (either side): the REST dialog it was placed for, if any, is over.
+    pub(super) fn dialog_call_ended(&mut self, placed_for: Option<Uuid>, we_hung_up: bool) {
+        let Some(dialog_id) = placed_for else {
             return;
         };
         self.dialog_calls.remove(&dialog_id);

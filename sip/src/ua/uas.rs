@@ -1,6 +1,7 @@
 //! Calls we answer (UAS): INVITE with the token, its 2xx until the ACK, re-INVITE,
 //! BYE and CANCEL from the caller.
 
+use super::dialog::{cseq_number, Ack, Dialog, Retransmit};
 use super::*;
 
 impl Ua {
@@ -18,7 +19,11 @@ impl Ua {
     pub(super) fn on_invite(&mut self, key: &TransactionKey, req: &Request) {
         let call_id = Self::call_id(req);
         if let Some(tag) = Self::to_tag(req) {
-            if self.calls.get(&call_id).is_some_and(|c| c.local_tag == tag) {
+            if self
+                .calls
+                .get(&call_id)
+                .is_some_and(|c| c.dialog.is_ours(Some(&tag)))
+            {
                 self.on_reinvite(key, req, &call_id);
             } else {
                 self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist"));
@@ -128,22 +133,17 @@ impl Ua {
             .get(&HeaderName::To)
             .map(|h| Bytes::copy_from_slice(h.raw_value()))
             .unwrap_or_default();
-        let remote_addr = req
-            .headers
-            .get(&HeaderName::From)
-            .map(|h| Bytes::copy_from_slice(h.raw_value()))
-            .unwrap_or_default();
-        let remote_target = match req
-            .headers
-            .get(&HeaderName::Contact)
-            .map(|h| Address::parse(h.raw_value(), "Contact"))
-        {
-            Some(Ok(a)) => a.uri,
-            _ => req.uri.clone(),
-        };
-        let route_set: Vec<Bytes> = header_values(req, "Record-Route")
-            .map(Bytes::copy_from_slice)
-            .collect();
+        let mut dialog = Dialog::as_uas(req, &local_tag, local_addr);
+        // The 2xx goes again until its ACK (our offer in it, when the INVITE had none,
+        // is answered there).
+        let now = Instant::now();
+        dialog.answering(
+            cseq_number(req).unwrap_or(0),
+            ok_bytes,
+            negotiated.is_none(),
+            now,
+            self.timers_cfg.t1,
+        );
 
         let outputs = self.layer.send_response(key, resp);
         self.run_outputs(key, outputs);
@@ -155,19 +155,7 @@ impl Ua {
             leg,
             owner: DeviceOwner::of(&participant),
             peer,
-            call_id: call_id.clone(),
-            local_tag,
-            remote_addr,
-            local_addr,
-            remote_target,
-            route_set,
-            local_cseq: 0,
-            confirmed: false,
-            ok_bytes,
-            ok_sent_at: Instant::now(),
-            ok_interval: self.timers_cfg.t1,
-            late_offer: negotiated.is_none(),
-            offer,
+            dialog,
             negotiated: None,
             sdp_session_id,
             sdp_version: 1,
@@ -175,48 +163,55 @@ impl Ua {
             rtp,
             srtp_local,
             srtp_offered,
+            placed_for: None,
+            ack: None,
         };
         if let Some(n) = negotiated {
             call.apply(n);
         }
-        // Retransmit the 200 until the ACK (on UDP), give up after 64·T1.
-        let first = if peer.transport == Transport::Udp {
-            self.timers_cfg.t1
-        } else {
-            self.timers_cfg.t1 * 64
-        };
-        self.schedule(
-            Instant::now() + first,
-            TimerKind::Retransmit2xx(call_id.clone()),
-        );
+        self.schedule_2xx(&call);
         self.legs.insert(leg, call_id.clone());
         self.calls.insert(call_id, call);
     }
 
+    /// The retransmission timer of a call's 2xx, when one waits for its ACK.
+    fn schedule_2xx(&mut self, call: &Call) {
+        if let Some(at) = call.dialog.retransmit_at() {
+            self.schedule(at, TimerKind::Retransmit2xx(call.dialog.call_id.clone()));
+        }
+    }
+
     pub(super) fn retransmit_2xx(&mut self, call_id: &str) {
-        let t1 = self.timers_cfg.t1;
         let t2 = self.timers_cfg.t2;
         let Some(call) = self.calls.get_mut(call_id) else {
             return;
         };
-        if call.confirmed {
-            return;
+        let reliable = call.peer.reliability() == Reliability::Reliable;
+        match call
+            .dialog
+            .on_retransmit_timer(Instant::now(), t2, reliable)
+        {
+            Retransmit::GiveUp => {
+                tracing::info!(call_id, "no ACK for our 200: ending the call");
+                self.end_call(call_id, true);
+            }
+            Retransmit::Send(bytes) => {
+                let peer = call.peer;
+                self.send_bytes(&bytes, &peer);
+                self.reschedule_2xx(call_id);
+            }
+            Retransmit::Wait => self.reschedule_2xx(call_id),
         }
-        if call.ok_sent_at.elapsed() >= t1 * 64 {
-            tracing::info!(call_id, "no ACK for our 200: ending the call");
-            self.end_call(call_id, true);
-            return;
+    }
+
+    fn reschedule_2xx(&mut self, call_id: &str) {
+        if let Some(at) = self
+            .calls
+            .get(call_id)
+            .and_then(|c| c.dialog.retransmit_at())
+        {
+            self.schedule(at, TimerKind::Retransmit2xx(call_id.to_string()));
         }
-        let (bytes, peer) = (call.ok_bytes.clone(), call.peer);
-        call.ok_interval = (call.ok_interval * 2).min(t2);
-        let next = call.ok_interval;
-        if peer.transport == Transport::Udp {
-            self.send_bytes(&bytes, &peer);
-        }
-        self.schedule(
-            Instant::now() + next,
-            TimerKind::Retransmit2xx(call_id.to_string()),
-        );
     }
 
     pub(super) fn on_ack(&mut self, req: &Request) {
@@ -224,30 +219,30 @@ impl Ua {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
-        if Self::to_tag(req).as_deref() != Some(call.local_tag.as_str()) {
+        if !call.dialog.is_ours(Self::to_tag(req).as_deref()) {
             return;
         }
-        call.confirmed = true;
-        if call.late_offer {
-            call.late_offer = false;
-            let answer = std::str::from_utf8(req.body())
-                .ok()
-                .and_then(|t| sdp::parse(t).ok());
-            let mode = self.config.srtp;
-            let n = answer.as_ref().map(|a| sdp::negotiate(a, mode));
-            let keyed = n
-                .as_ref()
-                .and_then(|n| n.as_ref().ok())
-                .map(|n| answered_key(&call.srtp_offered, n));
-            match (n, keyed) {
-                (Some(Ok(n)), Some(Ok(local))) => {
-                    call.srtp_local = local;
-                    call.apply(n)
-                }
-                _ => {
-                    tracing::info!(call_id, "no usable SDP answer in the ACK: ending the call");
-                    self.end_call(&call_id, true);
-                }
+        let Ack::Confirmed { answer: true } = call.dialog.on_ack(cseq_number(req)) else {
+            return;
+        };
+        // The ACK answers the offer our 2xx made.
+        let answer = std::str::from_utf8(req.body())
+            .ok()
+            .and_then(|t| sdp::parse(t).ok());
+        let mode = self.config.srtp;
+        let n = answer.as_ref().map(|a| sdp::negotiate(a, mode));
+        let keyed = n
+            .as_ref()
+            .and_then(|n| n.as_ref().ok())
+            .map(|n| answered_key(&call.srtp_offered, n));
+        match (n, keyed) {
+            (Some(Ok(n)), Some(Ok(local))) => {
+                call.srtp_local = local;
+                call.apply(n)
+            }
+            _ => {
+                tracing::info!(call_id, "no usable SDP answer in the ACK: ending the call");
+                self.end_call(&call_id, true);
             }
         }
     }
@@ -263,6 +258,18 @@ impl Ua {
         let Some(call) = self.calls.get_mut(call_id) else {
             return;
         };
+        let local_tag = call.dialog.local_tag.clone();
+        // CSeq order, and no new offer while ours waits for its answer (491).
+        if let Err(r) = call.dialog.check_request(req) {
+            tracing::info!(call_id, code = r.code, "re-INVITE refused");
+            let retry = r.retry_after.map(|s| [("Retry-After", s.to_string())]);
+            let reply = Reply::new(r.code, r.reason).tag(&local_tag);
+            let reply = match &retry {
+                Some(h) => reply.headers(h),
+                None => reply,
+            };
+            return self.respond(key, req, reply);
+        }
         let offer = if req.body().is_empty() {
             None
         } else {
@@ -274,8 +281,6 @@ impl Ua {
             if req.body().is_empty() {
                 // An offerless re-INVITE: offer our current media again; the answer comes in the ACK.
                 call.sdp_version += 1;
-                call.late_offer = true;
-                call.confirmed = false;
                 // The key in use stays on offer (or the full set, if none is).
                 call.srtp_offered = match (call.srtp_local, mode) {
                     (Some(c), _) => vec![c],
@@ -293,10 +298,8 @@ impl Ua {
                     call.sdp_session_id,
                     call.sdp_version,
                 );
-                let local_tag = call.local_tag.clone();
-                return self.ok_with_sdp(key, req, &local_tag, contact, body);
+                return self.ok_with_sdp(key, req, call_id, contact, body, true);
             }
-            let local_tag = call.local_tag.clone();
             return self.respond(
                 key,
                 req,
@@ -306,7 +309,6 @@ impl Ua {
         let n = match sdp::negotiate(&offer, mode) {
             Ok(n) => n,
             Err(_) => {
-                let local_tag = call.local_tag.clone();
                 return self.respond(
                     key,
                     req,
@@ -326,39 +328,57 @@ impl Ua {
             call.sdp_session_id,
             call.sdp_version,
         );
-        call.offer = Some(offer);
-        let local_tag = call.local_tag.clone();
-        self.ok_with_sdp(key, req, &local_tag, contact, body);
+        self.ok_with_sdp(key, req, call_id, contact, body, false);
     }
 
-    /// The 200 OK to an in-dialog INVITE, with our SDP.
+    /// The 200 OK to an in-dialog INVITE, with our SDP (`offer`: ours, answered in the
+    /// ACK); the re-INVITE is a target refresh, and the 2xx goes again until its ACK.
     fn ok_with_sdp(
         &mut self,
         key: &TransactionKey,
         req: &Request,
-        local_tag: &str,
+        call_id: &str,
         contact: String,
         sdp: String,
+        offer: bool,
     ) {
+        let t1 = self.timers_cfg.t1;
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
         let headers = [("Contact", contact)];
-        self.respond(
-            key,
+        let Some(resp) = build_response(
             req,
             Reply::new(200, "OK")
-                .tag(local_tag)
+                .tag(&call.dialog.local_tag)
                 .headers(&headers)
                 .body("application/sdp", Bytes::from(sdp)),
-        );
+        ) else {
+            return;
+        };
+        call.dialog.refresh_target(req);
+        let bytes = Message::Response(resp.clone()).to_bytes();
+        let cseq = cseq_number(req).unwrap_or(0);
+        call.dialog
+            .answering(cseq, bytes, offer, Instant::now(), t1);
+        let outputs = self.layer.send_response(key, resp);
+        self.run_outputs(key, outputs);
+        self.reschedule_2xx(call_id);
     }
 
     pub(super) fn on_bye(&mut self, key: &TransactionKey, req: &Request) {
         let call_id = Self::call_id(req);
-        let matches = self
+        let to_tag = Self::to_tag(req);
+        let Some(call) = self
             .calls
-            .get(&call_id)
-            .is_some_and(|c| Self::to_tag(req).as_deref() == Some(c.local_tag.as_str()));
-        if !matches {
+            .get_mut(&call_id)
+            .filter(|c| c.dialog.is_ours(to_tag.as_deref()))
+        else {
             return self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist"));
+        };
+        if let Err(r) = call.dialog.check_request(req) {
+            let tag = call.dialog.local_tag.clone();
+            return self.respond(key, req, Reply::new(r.code, r.reason).tag(&tag));
         }
         self.respond(key, req, Reply::new(200, "OK"));
         tracing::info!(%call_id, "caller hung up");
