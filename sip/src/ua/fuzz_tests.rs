@@ -1,7 +1,8 @@
 //! Property tests of everything the SIP side parses from the network: datagrams and
 //! TCP streams through the parser and our prechecks (and the responses we build from
-//! hostile requests), `User-to-User`, SDP offers through negotiation to our answer,
-//! RTP and RTCP headers. Nothing may panic; what we send back must itself parse.
+//! hostile requests), `User-to-User`, SDP offers (with `a=crypto`) through negotiation
+//! to our answer, RTP and RTCP headers, SRTP and SRTCP packets, in-dialog requests
+//! through the dialog core. Nothing may panic; what we send back must itself parse.
 
 use patchbay_conference::fuzzing::{hostile, hostile_text, noise};
 use proptest::prelude::*;
@@ -15,6 +16,28 @@ const SDP_OPUS: &str = "v=0\r\no=- 1 2 IN IP4 10.0.0.5\r\ns=baresip\r\nc=IN IP4 
 m=audio 10010 RTP/AVP 96 9 0 8 101\r\nb=AS:64\r\na=rtpmap:96 opus/48000/2\r\na=fmtp:96 stereo=1;sprop-stereo=1\r\n\
 a=rtpmap:9 G722/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n\
 m=video 10020 RTP/AVP 100\r\na=rtpmap:100 H264/90000\r\n";
+
+const SDP_SAVP: &str =
+    "v=0\r\no=- 1 2 IN IP4 10.0.0.5\r\ns=baresip\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
+m=audio 10010 RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^31\r\n\
+a=crypto:2 AEAD_AES_256_GCM inline:MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDEy\r\n";
+
+/// An SRTP packet (AES_CM_128_HMAC_SHA1_80 with the key of seven-bytes) and an SRTCP one.
+fn srtp_seeds() -> Vec<Vec<u8>> {
+    let key = crate::srtp::MasterKey::from_bytes(&[7u8; 30]).expect("key");
+    let mut tx =
+        crate::srtp::SrtpSender::new(crate::srtp::Suite::AesCm128HmacSha1_80, &key).expect("tx");
+    let mut out = vec![0u8; 512];
+    let rtp = [
+        0x80u8, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8,
+    ];
+    let n = tx.protect_rtp(&rtp, &mut out).expect("protect");
+    let first = out[..n].to_vec();
+    let rtcp = [0x80u8, 201, 0, 1, 0, 0, 0, 7];
+    let n = tx.protect_rtcp(&rtcp, &mut out).expect("protect");
+    vec![first, out[..n].to_vec()]
+}
 
 fn invite(sdp: &str) -> String {
     format!(
@@ -156,6 +179,62 @@ proptest! {
                 let ours = sdp::answer(&offer, &n, None, ("127.0.0.1".parse().expect("ip"), 20000), 1, 1);
                 prop_assert!(sdp::parse(&ours).is_ok(), "{ours}");
             }
+        }
+    }
+
+    #[test]
+    fn sdes_offers_through_negotiation(text in hostile_text(vec![SDP_SAVP.into()], 1024)) {
+        if let Ok(offer) = sdp::parse(&text) {
+            for mode in [sdp::SrtpMode::Off, sdp::SrtpMode::Offer, sdp::SrtpMode::Require] {
+                if let Ok(n) = sdp::negotiate(&offer, mode) {
+                    let ours = n.srtp.map(|r| sdp::Crypto::ours(r.tag, r.suite));
+                    let a = sdp::answer(&offer, &n, ours.as_ref(), ("127.0.0.1".parse().expect("ip"), 20000), 1, 1);
+                    let back = sdp::parse(&a);
+                    prop_assert!(back.is_ok(), "{a}");
+                    if let (Some(ours), Ok(back)) = (ours, back) {
+                        // Our answer's key is what we will use, and it parses back.
+                        let again = sdp::negotiate(&back, sdp::SrtpMode::Off).ok().and_then(|n| n.srtp);
+                        prop_assert_eq!(again, Some(ours));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn srtp_and_srtcp_packets(buf in hostile(srtp_seeds(), 300)) {
+        let key = crate::srtp::MasterKey::from_bytes(&[7u8; 30]).expect("key");
+        let mut rx = crate::srtp::SrtpReceiver::new(crate::srtp::Suite::AesCm128HmacSha1_80, &key).expect("rx");
+        let mut out = vec![0u8; buf.len() + crate::srtp::OVERHEAD];
+        if let Ok(n) = rx.unprotect_rtp(&buf, &mut out) {
+            prop_assert!(n <= buf.len());
+        }
+        if let Ok(n) = rx.unprotect_rtcp(&buf, &mut out) {
+            prop_assert!(n <= buf.len());
+        }
+        for suite in crate::srtp::Suite::ALL {
+            let key = crate::srtp::MasterKey::random(suite);
+            let mut rx = crate::srtp::SrtpReceiver::new(suite, &key).expect("rx");
+            // A forged packet never authenticates.
+            prop_assert!(rx.unprotect_rtp(&buf, &mut out).is_err());
+            prop_assert!(rx.unprotect_rtcp(&buf, &mut out).is_err());
+        }
+    }
+
+    #[test]
+    fn in_dialog_requests_through_the_dialog_core(bytes in hostile(seeds(), 1024)) {
+        let Ok(Message::Request(invite)) = parse_datagram(Bytes::from(invite(SDP_PCMU)), &Limits::datagram()) else {
+            return Err(TestCaseError::fail("seed INVITE"));
+        };
+        let mut d = dialog::Dialog::as_uas(&invite, "abc", Bytes::from_static(b"<sip:c@127.0.0.1>;tag=abc"));
+        if let Ok(Message::Request(req)) = parse_datagram(Bytes::from(bytes), &Limits::datagram()) {
+            let before = d.next_cseq();
+            match d.check_request(&req) {
+                Ok(()) => d.refresh_target(&req),
+                Err(r) => prop_assert!((400..600).contains(&r.code)),
+            }
+            let _ = d.on_ack(dialog::cseq_number(&req));
+            prop_assert_eq!(d.next_cseq(), before + 1);
         }
     }
 
