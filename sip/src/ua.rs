@@ -206,15 +206,13 @@ struct Ua {
     timers: BTreeMap<(Instant, u64), TimerKind>,
     tx_timers: HashMap<(TransactionKey, Timer), (Instant, u64)>,
     timer_seq: u64,
-    calls: HashMap<String, Call>,
-    legs: HashMap<LegId, String>,
+    /// Every call and its indexes.
+    calls: calls::CallTable,
     ports: PortAllocator,
     media_tx: mpsc::UnboundedSender<(LegId, MediaEnd)>,
     /// Dialogs (outbound calls).
     trunk: Option<Trunk>,
-    outgoing: HashMap<String, uac::Outgoing>,
-    client_invites: HashMap<TransactionKey, String>,
-    dialog_calls: HashMap<uuid::Uuid, String>,
+
     /// Opens connections to the next hop.
     stream_io: streams::Streams,
     /// Our connection to each next hop over TCP or TLS.
@@ -225,6 +223,7 @@ struct Ua {
 
 mod addressing;
 mod admission;
+mod calls;
 mod dialog;
 #[cfg(test)]
 mod fuzz_tests;
@@ -340,7 +339,7 @@ impl Ua {
                 Output::Terminated(_) => {
                     self.tx_peers.remove(key);
                     self.admission.closed(key);
-                    self.client_invites.remove(key);
+                    self.calls.invite_done(key);
                     for t in Timer::ALL {
                         self.clear_tx_timer(key, t);
                     }
@@ -508,7 +507,6 @@ impl Ua {
         let Some(mut call) = self.calls.remove(call_id) else {
             return;
         };
-        self.legs.remove(&call.leg);
         call.session.send(SessionInput::Leave { leg: call.leg });
         self.metrics.sip_calls_active.dec();
         if send_bye {
@@ -554,15 +552,19 @@ impl Ua {
     }
 
     fn on_media_end(&mut self, leg: LegId, why: MediaEnd) {
-        let Some(call_id) = self.legs.get(&leg).cloned() else {
+        let Some(call_id) = self.calls.of_leg(leg).map(str::to_string) else {
+            return;
+        };
+        if !self.calls.contains(&call_id) {
             // A dialog still ringing with early media: its member was removed.
-            let ringing = self.outgoing.values().find(|o| o.leg() == leg);
-            if let Some(dialog_id) = ringing.map(|o| o.dialog_id()) {
+            if let Some(out) = self.calls.take_ringing(&call_id) {
+                let dialog_id = out.dialog_id();
+                self.calls.put_back(out);
                 tracing::info!(%dialog_id, %leg, ?why, "dialog: cancelled from the session");
                 self.hang_up_dialog(dialog_id);
             }
             return;
-        };
+        }
         match why {
             MediaEnd::RtpTimeout => {
                 self.metrics.rtp_timeouts.inc();
@@ -669,14 +671,11 @@ impl SipGateway {
             timers: BTreeMap::new(),
             tx_timers: HashMap::new(),
             timer_seq: 0,
-            calls: HashMap::new(),
-            legs: HashMap::new(),
+            calls: calls::CallTable::default(),
             ports,
             media_tx,
             trunk,
-            outgoing: HashMap::new(),
-            client_invites: HashMap::new(),
-            dialog_calls: HashMap::new(),
+
             stream_io,
             out_conns: HashMap::new(),
             tls_client,
@@ -727,7 +726,7 @@ async fn run(
                     Input::StreamClosed(id, why) => ua.on_stream_closed(id, why),
                     Input::Dial(cmd) => ua.on_dial(cmd),
                     Input::Shutdown(done) => {
-                        let ids: Vec<String> = ua.calls.keys().cloned().collect();
+                        let ids = ua.calls.ids();
                         tracing::info!(calls = ids.len(), "SIP shutdown: sending BYE to every call");
                         for id in ids {
                             ua.end_call(&id, true);

@@ -88,16 +88,12 @@ impl Ua {
     pub(super) fn on_stream_closed(&mut self, id: ConnId, why: Option<String>) {
         self.streams.remove(&id);
         self.out_conns.retain(|_, c| *c != id);
-        let waiting: Vec<TransactionKey> = self
-            .client_invites
-            .keys()
-            .filter(|k| {
-                self.tx_peers
-                    .get(*k)
-                    .is_some_and(|p| p.transport.conn() == Some(id))
-            })
-            .cloned()
-            .collect();
+        let tx_peers = &self.tx_peers;
+        let waiting = self.calls.invites_where(|k| {
+            tx_peers
+                .get(k)
+                .is_some_and(|p| p.transport.conn() == Some(id))
+        });
         let why = match why {
             Some(e) => format!("cannot reach the SIP trunk: {e}"),
             None => "the connection to the SIP trunk closed".to_string(),

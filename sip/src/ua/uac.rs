@@ -55,6 +55,10 @@ impl Outgoing {
         self.dialog_id
     }
 
+    pub(super) fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
     /// The call is dropped before an answer: its early media leaves the session.
     fn leave(self) {
         if let Some(e) = self.early {
@@ -149,8 +153,7 @@ impl Ua {
             return self.fail_dialog(dialog_id, "ERROR", "could not build the INVITE".into());
         }
         tracing::info!(%dialog_id, %call_id, to = %out.uri_text, "dialog: INVITE sent");
-        self.dialog_calls.insert(dialog_id, call_id.clone());
-        self.outgoing.insert(call_id, out);
+        self.calls.ring(out);
         self.conference
             .dialog_progress(dialog_id, DialogState::Calling, None, None);
     }
@@ -216,14 +219,14 @@ impl Ua {
         };
         out.via = via;
         self.tx_peers.insert(key.clone(), peer);
-        self.client_invites.insert(key.clone(), out.call_id.clone());
+        self.calls.invite_sent(key.clone(), &out.call_id);
         self.run_outputs(&key, outputs);
         true
     }
 
     /// A response to one of our INVITEs.
     pub(super) fn on_invite_response(&mut self, key: &TransactionKey, resp: &Response) {
-        let Some(call_id) = self.client_invites.get(key).cloned() else {
+        let Some(call_id) = self.calls.invite_of(key).map(str::to_string) else {
             return;
         };
         let code = resp.status.code();
@@ -236,7 +239,7 @@ impl Ua {
                 return;
             }
         }
-        let Some(mut out) = self.outgoing.remove(&call_id) else {
+        let Some(mut out) = self.calls.take_ringing(&call_id) else {
             return;
         };
         if resp.status.is_provisional() {
@@ -256,7 +259,7 @@ impl Ua {
             } else if code > 100 && out.early.is_none() && !resp.body().is_empty() {
                 self.start_early_media(&mut out, resp);
             }
-            self.outgoing.insert(call_id, out);
+            self.calls.put_back(out);
             return;
         }
         if resp.status.is_success() {
@@ -270,7 +273,7 @@ impl Ua {
                 if let Some(peer) = self.trunk_peer() {
                     if self.send_invite(&mut out, Some(auth), peer) {
                         tracing::info!(dialog_id = %out.dialog_id, "dialog: INVITE sent again with credentials");
-                        self.outgoing.insert(call_id, out);
+                        self.calls.put_back(out);
                         return;
                     }
                 }
@@ -278,7 +281,7 @@ impl Ua {
         }
         let reason = String::from_utf8_lossy(&resp.reason).to_string();
         tracing::info!(dialog_id = %out.dialog_id, code, %reason, "dialog: call failed");
-        self.dialog_calls.remove(&out.dialog_id);
+        self.calls.forget(&out);
         self.fail_dialog(
             out.dialog_id,
             failure_reason(code),
@@ -458,8 +461,7 @@ impl Ua {
             let dialog_id = out.dialog_id;
             let call = self.call_of(out, leg, peer, dialog, ack, None);
             let call_id = call.dialog.call_id.clone();
-            self.calls.insert(call_id.clone(), call);
-            self.legs.insert(leg, call_id.clone());
+            self.calls.insert(call);
             self.metrics.sip_calls_active.inc();
             self.fail_dialog(dialog_id, "ERROR", "the answer could not be used".into());
             self.end_call(&call_id, true);
@@ -476,8 +478,7 @@ impl Ua {
         }
         call.apply(n);
         self.metrics.sip_calls_active.inc();
-        self.legs.insert(leg, call_id.clone());
-        self.calls.insert(call_id.clone(), call);
+        self.calls.insert(call);
         if cancel {
             // Hung up while it rang: answered anyway, so end it now.
             self.end_call(&call_id, true);
@@ -544,26 +545,26 @@ impl Ua {
 
     /// Our INVITE got no answer at all (timer B) or could not be sent.
     pub(super) fn on_invite_failed(&mut self, key: &TransactionKey, why: &str) {
-        let Some(call_id) = self.client_invites.remove(key) else {
+        let Some(call_id) = self.calls.invite_done(key) else {
             return;
         };
-        if let Some(out) = self.outgoing.remove(&call_id) {
-            self.dialog_calls.remove(&out.dialog_id);
+        if let Some(out) = self.calls.take_ringing(&call_id) {
+            self.calls.forget(&out);
             self.fail_dialog(out.dialog_id, "ERROR", why.to_string());
             out.leave();
         }
     }
 
     pub(super) fn hang_up_dialog(&mut self, dialog_id: Uuid) {
-        let Some(call_id) = self.dialog_calls.get(&dialog_id).cloned() else {
+        let Some(call_id) = self.calls.of_dialog(dialog_id).map(str::to_string) else {
             return;
         };
-        if self.calls.contains_key(&call_id) {
+        if self.calls.contains(&call_id) {
             tracing::info!(%dialog_id, "dialog: hanging up (BYE)");
             self.end_call(&call_id, true);
             return;
         }
-        let Some(mut out) = self.outgoing.remove(&call_id) else {
+        let Some(mut out) = self.calls.take_ringing(&call_id) else {
             return;
         };
         out.cancel = true;
@@ -571,7 +572,7 @@ impl Ua {
         if out.provisional {
             self.send_cancel(&out);
         }
-        self.outgoing.insert(call_id, out);
+        self.calls.put_back(out);
     }
 
     /// A call ended (either side): the REST dialog it was placed for, if any, is over.
@@ -579,7 +580,6 @@ impl Ua {
         let Some(dialog_id) = placed_for else {
             return;
         };
-        self.dialog_calls.remove(&dialog_id);
         let details = if we_hung_up {
             "hung up by the gateway"
         } else {

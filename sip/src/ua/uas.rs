@@ -30,7 +30,7 @@ impl Ua {
             }
             return;
         }
-        if self.calls.contains_key(&call_id) {
+        if self.calls.contains(&call_id) {
             // A new INVITE (not a retransmission: the transaction layer absorbs those)
             // without a To tag on a live call's Call-ID: a merged or looped request
             // (RFC 3261 §8.2.2.2). It must not touch the live call.
@@ -170,8 +170,7 @@ impl Ua {
             call.apply(n);
         }
         self.schedule_2xx(&call);
-        self.legs.insert(leg, call_id.clone());
-        self.calls.insert(call_id, call);
+        self.calls.insert(call);
     }
 
     /// The retransmission timer of a call's 2xx, when one waits for its ACK.
