@@ -1,5 +1,13 @@
-//! The user agent: one task owns the sipx transaction layer, the calls (our
-//! UAS dialogs) and the timers; transport tasks feed it messages.
+//! The user agent: one task owns the sipx transaction layer, the call table and
+//! the timers; transport tasks feed it messages (`runner.rs` starts it all).
+//!
+//! Where things are: this file routes messages and transaction outputs and ends
+//! calls; `dialog.rs` is the sans-IO RFC 3261 dialog (route set, CSeq, glare, 2xx
+//! retransmission); `calls.rs` the one call table; `call.rs` a call's media;
+//! `uas.rs` calls we answer; `uac.rs` dialogs we place; `trunk.rs` the next hop,
+//! its connections and OPTIONS pings; `streams.rs` TCP/TLS, `tls.rs` certificates;
+//! `addressing.rs` transports and the one Via/Contact formatter; `message.rs`
+//! prechecks and response building; `admission.rs` the per-source cap.
 //!
 //! Inbound INVITEs authenticate by the `User-to-User` token, negotiate SDP,
 //! start the leg's RTP and join the session's media actor. Strictness the
@@ -108,87 +116,6 @@ enum TimerKind {
     TrunkPing,
 }
 
-/// One SIP call with its dialog: an inbound call we answered or a dialog we placed.
-struct Call {
-    leg: LegId,
-    /// Whose call it is (its `onConnect`/`onLeave` go to the owner's `callbackUrl`).
-    owner: DeviceOwner,
-    peer: Peer,
-    /// The SIP dialog: identity, route set, CSeq, offer/answer and 2xx state.
-    dialog: dialog::Dialog,
-    negotiated: Option<Negotiated>,
-    sdp_session_id: u64,
-    sdp_version: u64,
-    session: SessionHandle,
-    rtp: RtpLeg,
-    /// SRTP: our key in use, and the keys our last offer carried (an answer picks one).
-    srtp_local: Option<Crypto>,
-    srtp_offered: Vec<Crypto>,
-    /// The REST dialog (`POST …/dialogs`) this call was placed for.
-    placed_for: Option<uuid::Uuid>,
-    /// Our ACK of its 2xx (calls we placed), sent again for each retransmitted 2xx.
-    ack: Option<Bytes>,
-}
-
-/// Our key for the SRTP an answer chose among those we `offered`; `Err` when it chose
-/// something we did not offer.
-fn answered_key(offered: &[Crypto], n: &Negotiated) -> Result<Option<Crypto>, ()> {
-    match n.srtp {
-        None => Ok(None),
-        Some(r) => offered
-            .iter()
-            .find(|c| c.tag == r.tag && c.suite == r.suite)
-            .copied()
-            .map(Some)
-            .ok_or(()),
-    }
-}
-
-/// Our key answering an offer's SRTP: the one in use when tag and suite stay (a
-/// re-INVITE keeps the contexts running), else a fresh one.
-fn answering_key(current: Option<Crypto>, n: &Negotiated) -> Option<Crypto> {
-    let r = n.srtp?;
-    match current {
-        Some(c) if c.tag == r.tag && c.suite == r.suite => Some(c),
-        _ => Some(Crypto::ours(r.tag, r.suite)),
-    }
-}
-
-impl Call {
-    /// Put negotiated media into effect: the leg's RTP endpoint, then its session
-    /// (joined the first time, updated after).
-    fn apply(&mut self, n: Negotiated) {
-        let keys = n
-            .srtp
-            .zip(self.srtp_local)
-            .map(|(theirs, ours)| (ours, theirs));
-        if let Err(e) = self.rtp.sink.set_srtp(keys) {
-            tracing::warn!(call_id = %self.dialog.call_id, error = %e, "SRTP keys not usable");
-        }
-        let media = leg_media(&n);
-        self.rtp
-            .sink
-            .configure(n.remote, n.direction.we_send(), &media);
-        self.rtp.set_expecting(n.direction.we_receive());
-        let input = if self.negotiated.is_some() {
-            SessionInput::Update {
-                leg: self.leg,
-                media,
-            }
-        } else {
-            SessionInput::Join {
-                leg: self.leg,
-                owner: self.owner.clone(),
-                call_id: self.dialog.call_id.as_str().into(),
-                media,
-                sink: self.rtp.sink.clone(),
-            }
-        };
-        self.session.send(input);
-        self.negotiated = Some(n);
-    }
-}
-
 struct Ua {
     config: SipConfig,
     conference: Arc<Conference>,
@@ -223,11 +150,13 @@ struct Ua {
 
 mod addressing;
 mod admission;
+mod call;
 mod calls;
 mod dialog;
 #[cfg(test)]
 mod fuzz_tests;
 mod message;
+mod runner;
 mod streams;
 mod tls;
 mod trunk;
@@ -235,7 +164,9 @@ mod uac;
 mod uas;
 use addressing::*;
 pub use addressing::{Hop, HopTransport};
+use call::*;
 use message::*;
+pub use runner::SipGateway;
 pub use tls::{TlsFiles, TlsServer};
 pub use trunk::Trunk;
 
@@ -575,211 +506,5 @@ impl Ua {
             }
         }
         self.end_call(&call_id, true);
-    }
-}
-
-fn leg_media(n: &Negotiated) -> LegMedia {
-    LegMedia {
-        codec: n.codec,
-        payload_type: n.payload_type,
-        event_payload_type: n.event_payload_type,
-        event_clock: n.event_clock,
-        ptime_ms: n.ptime_ms,
-    }
-}
-
-/// A running SIP gateway.
-pub struct SipGateway {
-    tx: mpsc::UnboundedSender<Input>,
-    task: tokio::task::JoinHandle<()>,
-    pub local: SocketAddr,
-    tls: Option<TlsServer>,
-    /// Where the TLS listener listens, if it does.
-    pub tls_local: Option<SocketAddr>,
-}
-
-impl SipGateway {
-    /// Bind UDP and TCP on `config.listen` and start serving.
-    pub async fn start(
-        config: SipConfig,
-        conference: Arc<Conference>,
-        metrics: SipMetrics,
-    ) -> std::io::Result<SipGateway> {
-        let udp = Arc::new(UdpSocket::bind(config.listen).await?);
-        let local = udp.local_addr()?;
-        let tcp = TcpListener::bind(local).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (media_tx, media_rx) = mpsc::unbounded_channel();
-        tokio::spawn(udp_loop(udp.clone(), tx.clone(), metrics.clone()));
-        let stream_io = streams::Streams::new(tx.clone(), metrics.clone(), config.tcp);
-        tokio::spawn(stream_io.clone().accept_loop(tcp, None));
-        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-        let (tls, tls_local) = match &config.tls {
-            None => (None, None),
-            Some(t) => {
-                let server = TlsServer::new(t.files.clone()).map_err(invalid)?;
-                let listener = TcpListener::bind(t.listen).await?;
-                let local = listener.local_addr()?;
-                tokio::spawn(
-                    stream_io
-                        .clone()
-                        .accept_loop(listener, Some(server.clone())),
-                );
-                tracing::info!(listen = %local, "SIP TLS listening");
-                (Some(server), Some(local))
-            }
-        };
-        let tls_next_hop = config
-            .trunk
-            .iter()
-            .map(|t| &t.hop)
-            .chain(config.outbound_proxy.iter())
-            .any(|h| h.transport == HopTransport::Tls);
-        let tls_client = if tls_next_hop {
-            Some(tls::client_config(config.tls_ca.as_deref()).map_err(invalid)?)
-        } else {
-            None
-        };
-        let ports = PortAllocator::new(config.rtp_ports.0, config.rtp_ports.1);
-        let trunk = config.trunk.clone();
-        if trunk.is_some() {
-            let (dial_tx, mut dial_rx) = mpsc::unbounded_channel();
-            conference.set_dialer(dial_tx);
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(cmd) = dial_rx.recv().await {
-                    if tx.send(Input::Dial(cmd)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        let mut config = config;
-        config.listen = local;
-        let max_transactions_per_source = config.max_transactions_per_source;
-        let mut ua = Ua {
-            config,
-            conference,
-            metrics,
-            layer: TransactionLayer::new(Timers::default()),
-            timers_cfg: Timers::default(),
-            udp,
-            streams: HashMap::new(),
-            tls_port: None,
-            tx_peers: HashMap::new(),
-            admission: admission::TxAdmission::new(max_transactions_per_source),
-            timers: BTreeMap::new(),
-            tx_timers: HashMap::new(),
-            timer_seq: 0,
-            calls: calls::CallTable::default(),
-            ports,
-            media_tx,
-            trunk,
-
-            stream_io,
-            out_conns: HashMap::new(),
-            tls_client,
-            health: trunk::TrunkHealth::default(),
-        };
-        ua.tls_port = tls_local.map(|a| a.port());
-        ua.schedule(Instant::now(), TimerKind::TrunkPing);
-        let task = tokio::spawn(run(ua, rx, media_rx));
-        Ok(SipGateway {
-            tx,
-            task,
-            local,
-            tls,
-            tls_local,
-        })
-    }
-
-    /// The TLS listener's certificate holder (to reload it on SIGHUP), if it listens.
-    pub fn tls_server(&self) -> Option<TlsServer> {
-        self.tls.clone()
-    }
-
-    /// Send BYE to every call, wait briefly for the answers, stop.
-    pub async fn shutdown(self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Input::Shutdown(done)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
-        }
-        self.task.abort();
-    }
-}
-
-async fn run(
-    mut ua: Ua,
-    mut rx: mpsc::UnboundedReceiver<Input>,
-    mut media_rx: mpsc::UnboundedReceiver<(LegId, MediaEnd)>,
-) {
-    let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
-    loop {
-        let deadline = ua.next_deadline();
-        tokio::select! {
-            input = rx.recv() => {
-                let Some(input) = input else { return };
-                match input {
-                    Input::Datagram(bytes, from) => ua.on_datagram(bytes, from),
-                    Input::Stream(m, peer) => ua.on_message(*m, peer),
-                    Input::StreamOpened(id, tx) => { ua.streams.insert(id, tx); }
-                    Input::StreamClosed(id, why) => ua.on_stream_closed(id, why),
-                    Input::Dial(cmd) => ua.on_dial(cmd),
-                    Input::Shutdown(done) => {
-                        let ids = ua.calls.ids();
-                        tracing::info!(calls = ids.len(), "SIP shutdown: sending BYE to every call");
-                        for id in ids {
-                            ua.end_call(&id, true);
-                        }
-                        // Give the BYEs a moment to be answered.
-                        stopping = Some((done, Instant::now() + Duration::from_millis(500)));
-                    }
-                }
-            }
-            ended = media_rx.recv() => {
-                if let Some((leg, why)) = ended {
-                    ua.on_media_end(leg, why);
-                }
-            }
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            } => ua.fire_timers(),
-            _ = tokio::time::sleep(Duration::from_millis(50)), if stopping.is_some() => {}
-        }
-        if let Some((_, until)) = &stopping {
-            if Instant::now() >= *until || ua.layer.is_empty() {
-                if let Some((done, _)) = stopping.take() {
-                    let _ = done.send(());
-                }
-                return;
-            }
-        }
-    }
-}
-
-async fn udp_loop(socket: Arc<UdpSocket>, tx: mpsc::UnboundedSender<Input>, metrics: SipMetrics) {
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                if n > MAX_DATAGRAM {
-                    metrics.sip_oversized.inc();
-                    continue;
-                }
-                if tx
-                    .send(Input::Datagram(Bytes::copy_from_slice(&buf[..n]), from))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Err(e) => {
-                // ICMP errors surface here on some systems; keep serving.
-                tracing::debug!(error = %e, "UDP receive error");
-            }
-        }
     }
 }

@@ -8,8 +8,8 @@ use patchbay_conference::media::session::LegId;
 use sipx_sip::TransactionKey;
 use uuid::Uuid;
 
+use super::call::Call;
 use super::uac::Outgoing;
-use super::Call;
 
 #[derive(Default)]
 pub(super) struct CallTable {

@@ -1,0 +1,95 @@
+//! A call's media side: what one SIP call negotiated and how it is put into effect
+//! (its RTP endpoint, SRTP keys, its place in the session).
+
+use super::*;
+
+/// One SIP call with its dialog: an inbound call we answered or a dialog we placed.
+pub(super) struct Call {
+    pub(super) leg: LegId,
+    /// Whose call it is (its `onConnect`/`onLeave` go to the owner's `callbackUrl`).
+    pub(super) owner: DeviceOwner,
+    pub(super) peer: Peer,
+    /// The SIP dialog: identity, route set, CSeq, offer/answer and 2xx state.
+    pub(super) dialog: dialog::Dialog,
+    pub(super) negotiated: Option<Negotiated>,
+    pub(super) sdp_session_id: u64,
+    pub(super) sdp_version: u64,
+    pub(super) session: SessionHandle,
+    pub(super) rtp: RtpLeg,
+    /// SRTP: our key in use, and the keys our last offer carried (an answer picks one).
+    pub(super) srtp_local: Option<Crypto>,
+    pub(super) srtp_offered: Vec<Crypto>,
+    /// The REST dialog (`POST …/dialogs`) this call was placed for.
+    pub(super) placed_for: Option<uuid::Uuid>,
+    /// Our ACK of its 2xx (calls we placed), sent again for each retransmitted 2xx.
+    pub(super) ack: Option<Bytes>,
+}
+
+/// Our key for the SRTP an answer chose among those we `offered`; `Err` when it chose
+/// something we did not offer.
+pub(super) fn answered_key(offered: &[Crypto], n: &Negotiated) -> Result<Option<Crypto>, ()> {
+    match n.srtp {
+        None => Ok(None),
+        Some(r) => offered
+            .iter()
+            .find(|c| c.tag == r.tag && c.suite == r.suite)
+            .copied()
+            .map(Some)
+            .ok_or(()),
+    }
+}
+
+/// Our key answering an offer's SRTP: the one in use when tag and suite stay (a
+/// re-INVITE keeps the contexts running), else a fresh one.
+pub(super) fn answering_key(current: Option<Crypto>, n: &Negotiated) -> Option<Crypto> {
+    let r = n.srtp?;
+    match current {
+        Some(c) if c.tag == r.tag && c.suite == r.suite => Some(c),
+        _ => Some(Crypto::ours(r.tag, r.suite)),
+    }
+}
+
+impl Call {
+    /// Put negotiated media into effect: the leg's RTP endpoint, then its session
+    /// (joined the first time, updated after).
+    pub(super) fn apply(&mut self, n: Negotiated) {
+        let keys = n
+            .srtp
+            .zip(self.srtp_local)
+            .map(|(theirs, ours)| (ours, theirs));
+        if let Err(e) = self.rtp.sink.set_srtp(keys) {
+            tracing::warn!(call_id = %self.dialog.call_id, error = %e, "SRTP keys not usable");
+        }
+        let media = leg_media(&n);
+        self.rtp
+            .sink
+            .configure(n.remote, n.direction.we_send(), &media);
+        self.rtp.set_expecting(n.direction.we_receive());
+        let input = if self.negotiated.is_some() {
+            SessionInput::Update {
+                leg: self.leg,
+                media,
+            }
+        } else {
+            SessionInput::Join {
+                leg: self.leg,
+                owner: self.owner.clone(),
+                call_id: self.dialog.call_id.as_str().into(),
+                media,
+                sink: self.rtp.sink.clone(),
+            }
+        };
+        self.session.send(input);
+        self.negotiated = Some(n);
+    }
+}
+
+pub(super) fn leg_media(n: &Negotiated) -> LegMedia {
+    LegMedia {
+        codec: n.codec,
+        payload_type: n.payload_type,
+        event_payload_type: n.event_payload_type,
+        event_clock: n.event_clock,
+        ptime_ms: n.ptime_ms,
+    }
+}
