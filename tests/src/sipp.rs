@@ -202,7 +202,7 @@ impl RunningSipp {
             std::fs::read_to_string(&self.errors).unwrap_or_default(),
             tail(
                 &std::fs::read_to_string(&self.messages).unwrap_or_default(),
-                60
+                200
             )
         );
         (status, log)

@@ -1,7 +1,7 @@
 //! SIP over TCP and TLS with independent peers: dialogs through a sipp trunk over
 //! TCP, and over TLS through stunnel in front of it; a sipp caller reaching the
 //! gateway's TLS listener through stunnel; the certificate reloaded on SIGHUP; trunk
-//! health by OPTIONS pings; SRTP required.
+//! health by OPTIONS pings; SRTP required; the outbound proxy.
 
 use std::time::Duration;
 
@@ -24,8 +24,9 @@ fn tls_args(port: u16) -> Vec<String> {
 }
 
 /// Place a dialog through the gateway's trunk (served by `trunk`), check it is
-/// answered, hang it up with DELETE and check the trunk got the BYE.
-async fn dial_through(trunk: &SippCall, g: &Gateway, hooks: &Receiver) {
+/// answered, hang it up with DELETE and check the trunk got the BYE; the trunk's
+/// message log.
+async fn dial_through(trunk: &SippCall, g: &Gateway, hooks: &Receiver) -> String {
     let api = g.api();
     let s = api.session(None).await;
     let (p, _) = api
@@ -63,12 +64,13 @@ async fn dial_through(trunk: &SippCall, g: &Gateway, hooks: &Receiver) {
         )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
-    far_end.assert_ok(Duration::from_secs(10));
+    let log = far_end.assert_ok(Duration::from_secs(10));
     hooks
         .wait_for(Duration::from_secs(10), "TERMINATED", |h| {
             h.iter().any(|h| h.body["state"] == "TERMINATED")
         })
         .await;
+    log
 }
 
 fn trunk() -> SippCall {
@@ -231,5 +233,36 @@ async fn with_srtp_required_a_plain_rtp_offer_gets_488() {
         g.log().contains("plain RTP where SRTP is required"),
         "{}",
         g.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialogs_go_through_the_outbound_proxy_with_a_route() {
+    // sipp plays the proxy (over TCP); the trunk behind it is never contacted directly.
+    let proxy = trunk();
+    let hooks = Receiver::start().await;
+    let route = format!("sip:127.0.0.1:{};transport=tcp", proxy.sip_port);
+    let g = Gateway::start_with(
+        &[
+            "--sip-trunk",
+            "sip:127.0.0.2:5999",
+            "--sip-outbound-proxy",
+            &route,
+        ],
+        &[],
+    )
+    .await;
+    let log = dial_through(&proxy, &g, &hooks).await;
+    // The INVITE named the trunk and carried the proxy as a loose route.
+    assert!(
+        log.contains("INVITE sip:+15551234567@127.0.0.2:5999 SIP/2.0"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "Route: <sip:127.0.0.1:{};transport=tcp;lr>",
+            proxy.sip_port
+        )),
+        "{log}"
     );
 }
