@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub mod baresip;
 pub mod browser;
+pub mod dialing;
 pub mod hooks;
 pub mod kamailio;
 pub mod media;
@@ -403,6 +404,18 @@ impl Api {
             )
             .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    }
+
+    /// A new session with one new participant that may publish audio, subscribed to
+    /// the whole session: (session, participant, token).
+    pub async fn audio_member(&self) -> (String, String, String) {
+        let s = self.session(None).await;
+        let (p, token) = self
+            .participant(serde_json::json!({"publishPermissions": ["AUDIO"]}))
+            .await;
+        self.add(&s, &p, Some(serde_json::json!({"sessionId": s})))
+            .await;
+        (s, p, token)
     }
 
     /// A new session with one new participant (`body`) in it: (session, participant, token).

@@ -3,61 +3,15 @@
 
 use std::time::Duration;
 
+use patchbay_tests::dialing::{dial, dial_body, dialer, dialog_states, wait_state};
 use patchbay_tests::hooks::Receiver;
 use patchbay_tests::media::{
     decode_window, now_epoch, received, tones_present, write_tone_wav, Capture, Law,
 };
 use patchbay_tests::sipp::SippCall;
-use patchbay_tests::{assert_error, Api, Gateway, Resp};
+use patchbay_tests::{assert_error, Gateway};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
-
-/// The `onSipDialogStateChange` callbacks delivered at `path`: (state, eventData).
-fn dialog_states(hooks: &Receiver, path: &str) -> Vec<(String, Value)> {
-    hooks
-        .delivered(path)
-        .into_iter()
-        .filter(|b| b["event"] == "onSipDialogStateChange")
-        .map(|b| {
-            (
-                b["state"].as_str().unwrap().to_string(),
-                b["eventData"].clone(),
-            )
-        })
-        .collect()
-}
-
-async fn wait_state(hooks: &Receiver, path: &str, state: &str) {
-    hooks
-        .wait_for(
-            Duration::from_secs(15),
-            &format!("{state} at {path}"),
-            |h| {
-                h.iter()
-                    .any(|h| h.path == path && h.status == 200 && h.body["state"] == state)
-            },
-        )
-        .await;
-}
-
-/// A participant that may publish audio, in session `s` hearing it, with a callback.
-async fn dialer(api: &Api, s: &str, hooks: &Receiver, name: &str) -> String {
-    let (p, _) = api
-        .participant(json!({"publishPermissions": ["AUDIO"], "callbackUrl": hooks.url(&format!("/cb/{name}")), "tag": name}))
-        .await;
-    api.add(s, &p, Some(json!({"sessionId": s}))).await;
-    p
-}
-
-/// POST a dialog for participant `p`.
-async fn dial(api: &Api, p: &str, body: Value) -> Resp {
-    api.call(
-        Method::POST,
-        &format!("/participants/{p}/dialogs"),
-        Some(body),
-    )
-    .await
-}
+use serde_json::json;
 
 /// A gateway whose trunk is `trunk`, a session, and a dialing participant whose
 /// callbacks go to `/cb/agent` of the returned receiver.
@@ -71,10 +25,6 @@ async fn rig(trunk: &SippCall, extra: &[&str]) -> (Receiver, Gateway, String, St
     let s = api.session(None).await;
     let p = dialer(&api, &s, &hooks, "agent").await;
     (hooks, g, s, p)
-}
-
-fn dial_body(to: &str) -> Value {
-    json!({"type": "SIP", "data": {"to": to, "from": "+15557654321", "userToUser": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln;encoding=jwt"}})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

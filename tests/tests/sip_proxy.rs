@@ -5,7 +5,6 @@
 use patchbay_tests::rawsip::RawSip;
 use patchbay_tests::Gateway;
 use reqwest::Method;
-use serde_json::json;
 
 /// RFC 3261 §12.1.1 / §12.2.1.1: the 200 OK copies every Record-Route of the INVITE in
 /// order, and our own BYE goes to the first route with the route set as Route headers
@@ -14,11 +13,7 @@ use serde_json::json;
 async fn record_route_is_copied_and_our_bye_follows_the_route_set() {
     let g = Gateway::start().await;
     let api = g.api();
-    let s = api.session(None).await;
-    let (p, token) = api
-        .participant(json!({"publishPermissions": ["AUDIO"]}))
-        .await;
-    api.add(&s, &p, Some(json!({"sessionId": s}))).await;
+    let (s, p, token) = api.audio_member().await;
     // The "proxy" is this raw client itself: routes name its own address.
     let sip = RawSip::new(&g);
     let port = sip.port();
@@ -79,12 +74,7 @@ async fn record_route_is_copied_and_our_bye_follows_the_route_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn glare_gets_491_and_a_cseq_going_back_gets_500() {
     let g = Gateway::start().await;
-    let api = g.api();
-    let s = api.session(None).await;
-    let (p, token) = api
-        .participant(json!({"publishPermissions": ["AUDIO"]}))
-        .await;
-    api.add(&s, &p, Some(json!({"sessionId": s}))).await;
+    let (_, _, token) = g.api().audio_member().await;
     let sip = RawSip::new(&g);
     let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let media_port = media.local_addr().unwrap().port();

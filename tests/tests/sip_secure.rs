@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
+use patchbay_tests::dialing::{dial, dial_body, dialer, wait_state};
 use patchbay_tests::hooks::Receiver;
 use patchbay_tests::sipp::{free_udp_ports, SippCall};
 use patchbay_tests::stunnel::{tls_file, Stunnel};
 use patchbay_tests::{free_port, Gateway};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
 
 fn tls_args(port: u16) -> Vec<String> {
     vec![
@@ -29,10 +29,7 @@ fn tls_args(port: u16) -> Vec<String> {
 async fn dial_through(trunk: &SippCall, g: &Gateway, hooks: &Receiver) -> String {
     let api = g.api();
     let s = api.session(None).await;
-    let (p, _) = api
-        .participant(json!({"publishPermissions": ["AUDIO"], "callbackUrl": hooks.url("/cb")}))
-        .await;
-    api.add(&s, &p, Some(json!({"sessionId": s}))).await;
+    let p = dialer(&api, &s, hooks, "cb").await;
     let dir = g.scratch().to_path_buf();
     patchbay_tests::media::write_tone_wav(
         &dir.join("tone660.wav"),
@@ -42,20 +39,10 @@ async fn dial_through(trunk: &SippCall, g: &Gateway, hooks: &Receiver) -> String
     );
     let far_end = trunk.serve(&dir);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = api
-        .call(
-            Method::POST,
-            &format!("/participants/{p}/dialogs"),
-            Some(json!({"type": "SIP", "data": {"to": "+15551234567", "from": "+15557654321"}})),
-        )
-        .await;
+    let r = dial(&api, &p, dial_body("+15551234567")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let d = r.body["dialogId"].as_str().unwrap().to_string();
-    hooks
-        .wait_for(Duration::from_secs(15), "ANSWERED", |h| {
-            h.iter().any(|h| h.body["state"] == "ANSWERED")
-        })
-        .await;
+    wait_state(hooks, "/cb/cb", "ANSWERED").await;
     let r = api
         .call(
             Method::DELETE,
@@ -65,11 +52,7 @@ async fn dial_through(trunk: &SippCall, g: &Gateway, hooks: &Receiver) -> String
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     let log = far_end.assert_ok(Duration::from_secs(10));
-    hooks
-        .wait_for(Duration::from_secs(10), "TERMINATED", |h| {
-            h.iter().any(|h| h.body["state"] == "TERMINATED")
-        })
-        .await;
+    wait_state(hooks, "/cb/cb", "TERMINATED").await;
     log
 }
 
@@ -125,24 +108,11 @@ async fn a_tls_trunk_with_an_untrusted_certificate_fails_the_dialog() {
     let g = Gateway::start_with(&["--sip-trunk", &uri], &[]).await;
     let api = g.api();
     let s = api.session(None).await;
-    let (p, _) = api
-        .participant(json!({"publishPermissions": ["AUDIO"], "callbackUrl": hooks.url("/cb")}))
-        .await;
-    api.add(&s, &p, Some(json!({"sessionId": s}))).await;
-    let r = api
-        .call(
-            Method::POST,
-            &format!("/participants/{p}/dialogs"),
-            Some(json!({"type": "SIP", "data": {"to": "+15551234567", "from": "+15557654321"}})),
-        )
-        .await;
+    let p = dialer(&api, &s, &hooks, "cb").await;
+    let r = dial(&api, &p, dial_body("+15551234567")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    hooks
-        .wait_for(Duration::from_secs(15), "TERMINATED", |h| {
-            h.iter().any(|h| h.body["state"] == "TERMINATED")
-        })
-        .await;
-    let bodies = hooks.delivered("/cb");
+    wait_state(&hooks, "/cb/cb", "TERMINATED").await;
+    let bodies = hooks.delivered("/cb/cb");
     let last = bodies.last().unwrap();
     assert_eq!(last["state"], "TERMINATED", "{last}");
     assert_eq!(last["eventData"]["reason"], "ERROR", "{last}");
@@ -160,12 +130,7 @@ async fn a_call_over_tls_joins_and_the_certificate_reloads_on_sighup() {
     let args = tls_args(tls_port);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let g = Gateway::start_with(&args, &[]).await;
-    let api = g.api();
-    let s = api.session(None).await;
-    let (caller, token) = api
-        .participant(json!({"publishPermissions": ["AUDIO"]}))
-        .await;
-    api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
+    let (_, _, token) = g.api().audio_member().await;
     let dir = g.scratch().to_path_buf();
     let plain = free_udp_ports(1);
     let _stunnel = Stunnel::client(&dir, "caller", plain, tls_port);
@@ -215,12 +180,7 @@ async fn options_pings_tell_whether_the_trunk_is_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_srtp_required_a_plain_rtp_offer_gets_488() {
     let g = Gateway::start_with(&["--sip-srtp", "require"], &[]).await;
-    let api = g.api();
-    let s = api.session(None).await;
-    let (p, token) = api
-        .participant(json!({"publishPermissions": ["AUDIO"]}))
-        .await;
-    api.add(&s, &p, Some(json!({"sessionId": s}))).await;
+    let (_, _, token) = g.api().audio_member().await;
     SippCall::new("plain", "uac_expect.xml")
         .var("UUI", format!("User-to-User: {token};encoding=jwt"))
         .var("PT", "0")

@@ -149,7 +149,7 @@ impl Ua {
         self.run_outputs(key, outputs);
         self.metrics.sip_calls_accepted.inc();
         self.metrics.sip_calls_active.inc();
-        tracing::info!(%call_id, %leg, participant_id = %participant.id, codec = ?negotiated.map(|n| n.codec), late_offer = negotiated.is_none(), "call answered");
+        tracing::info!(%call_id, %leg, participant_id = %participant.id, codec = ?negotiated.map(|n| n.codec), late_offer = negotiated.is_none(), srtp = ?negotiated.and_then(|n| n.srtp).map(|c| c.suite), "call answered");
 
         let mut call = Call {
             leg,
