@@ -6,8 +6,9 @@
 
 use std::sync::OnceLock;
 
+// RFC 7714's IVs are the same for both key sizes: AeadAes128Gcm's serve both.
 use str0m::crypto::{
-    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, Aes128CmSha1_80,
+    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256GcmCipher, Aes128CmSha1_80,
     Aes128CmSha1_80Cipher, CryptoProvider,
 };
 
@@ -174,15 +175,40 @@ enum Keys {
         salt: [u8; 14],
         cipher: Box<dyn Aes128CmSha1_80Cipher>,
     },
-    Gcm128 {
+    /// AEAD_AES_128_GCM or AEAD_AES_256_GCM: the same IVs and layouts (RFC 7714).
+    Gcm {
         salt: [u8; 12],
-        cipher: Box<dyn AeadAes128GcmCipher>,
-    },
-    Gcm256 {
-        salt: [u8; 12],
-        cipher: Box<dyn AeadAes256GcmCipher>,
+        cipher: Box<dyn Aead>,
     },
 }
+
+/// AES-GCM of either key size.
+trait Aead: Send + Sync {
+    fn seal(&mut self, iv: &[u8; 12], aad: &[u8], input: &[u8], out: &mut [u8]) -> bool;
+    fn open(&mut self, iv: &[u8; 12], aad: &[&[u8]], input: &[u8], out: &mut [u8])
+        -> Option<usize>;
+}
+
+macro_rules! aead {
+    ($t:ty) => {
+        impl Aead for Box<$t> {
+            fn seal(&mut self, iv: &[u8; 12], aad: &[u8], input: &[u8], out: &mut [u8]) -> bool {
+                self.encrypt(iv, aad, input, out).is_ok()
+            }
+            fn open(
+                &mut self,
+                iv: &[u8; 12],
+                aad: &[&[u8]],
+                input: &[u8],
+                out: &mut [u8],
+            ) -> Option<usize> {
+                self.decrypt(iv, aad, input, out).ok()
+            }
+        }
+    };
+}
+aead!(dyn AeadAes128GcmCipher);
+aead!(dyn AeadAes256GcmCipher);
 
 impl Keys {
     fn new(master: &MasterKey, suite: Suite, rtcp: bool, encrypt: bool) -> Keys {
@@ -208,18 +234,18 @@ impl Keys {
                 let (mut key, mut salt) = ([0u8; 16], [0u8; 12]);
                 derive(master, suite, lk, &mut key);
                 derive(master, suite, ls, &mut salt);
-                Keys::Gcm128 {
+                Keys::Gcm {
                     salt,
-                    cipher: crypto.aead_aes_128_gcm().create_cipher(key, encrypt),
+                    cipher: Box::new(crypto.aead_aes_128_gcm().create_cipher(key, encrypt)),
                 }
             }
             Suite::AeadAes256Gcm => {
                 let (mut key, mut salt) = ([0u8; 32], [0u8; 12]);
                 derive(master, suite, lk, &mut key);
                 derive(master, suite, ls, &mut salt);
-                Keys::Gcm256 {
+                Keys::Gcm {
                     salt,
-                    cipher: crypto.aead_aes_256_gcm().create_cipher(key, encrypt),
+                    cipher: Box::new(crypto.aead_aes_256_gcm().create_cipher(key, encrypt)),
                 }
             }
         }
@@ -342,18 +368,11 @@ impl SrtpSender {
                 out[p.len()..p.len() + tag].copy_from_slice(&mac[..tag]);
                 p.len() + tag
             }
-            Keys::Gcm128 { salt, cipher } => {
+            Keys::Gcm { salt, cipher } => {
                 let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, self.roc, seq);
-                cipher
-                    .encrypt(&iv, header, body, &mut out[hlen..p.len() + tag])
-                    .map_err(|_| SrtpError::Key)?;
-                p.len() + tag
-            }
-            Keys::Gcm256 { salt, cipher } => {
-                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, self.roc, seq);
-                cipher
-                    .encrypt(&iv, header, body, &mut out[hlen..p.len() + tag])
-                    .map_err(|_| SrtpError::Key)?;
+                if !cipher.seal(&iv, header, body, &mut out[hlen..p.len() + tag]) {
+                    return Err(SrtpError::Key);
+                }
                 p.len() + tag
             }
         };
@@ -381,20 +400,12 @@ impl SrtpSender {
                 let mac = hmac(auth, &[&out[..p.len() + 4]]);
                 out[p.len() + 4..p.len() + 4 + tag].copy_from_slice(&mac[..tag]);
             }
-            Keys::Gcm128 { salt, cipher } => {
+            Keys::Gcm { salt, cipher } => {
                 let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
                 let aad = rtcp_aad(p, e_and_index);
-                cipher
-                    .encrypt(&iv, &aad, &p[8..], &mut out[8..p.len() + tag])
-                    .map_err(|_| SrtpError::Key)?;
-                out[p.len() + tag..p.len() + tag + 4].copy_from_slice(&e_and_index);
-            }
-            Keys::Gcm256 { salt, cipher } => {
-                let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
-                let aad = rtcp_aad(p, e_and_index);
-                cipher
-                    .encrypt(&iv, &aad, &p[8..], &mut out[8..p.len() + tag])
-                    .map_err(|_| SrtpError::Key)?;
+                if !cipher.seal(&iv, &aad, &p[8..], &mut out[8..p.len() + tag]) {
+                    return Err(SrtpError::Key);
+                }
                 out[p.len() + tag..p.len() + tag + 4].copy_from_slice(&e_and_index);
             }
         }
@@ -487,19 +498,12 @@ impl SrtpReceiver {
                     .map_err(|_| SrtpError::Auth)?;
                 body.len()
             }
-            Keys::Gcm128 { salt, cipher } => {
+            Keys::Gcm { salt, cipher } => {
                 let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, roc, seq);
                 let n = rest.len() - tag;
                 cipher
-                    .decrypt(&iv, &[header], rest, &mut out[hlen..hlen + n])
-                    .map_err(|_| SrtpError::Auth)?
-            }
-            Keys::Gcm256 { salt, cipher } => {
-                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, roc, seq);
-                let n = rest.len() - tag;
-                cipher
-                    .decrypt(&iv, &[header], rest, &mut out[hlen..hlen + n])
-                    .map_err(|_| SrtpError::Auth)?
+                    .open(&iv, &[header], rest, &mut out[hlen..hlen + n])
+                    .ok_or(SrtpError::Auth)?
             }
         };
         self.ssrc = Some(ssrc);
@@ -544,19 +548,12 @@ impl SrtpReceiver {
                     out[8..len].copy_from_slice(&p[8..len]);
                 }
             }
-            Keys::Gcm128 { salt, cipher } => {
+            Keys::Gcm { salt, cipher } => {
                 let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
                 let aad = rtcp_aad(p, e_and_index);
                 cipher
-                    .decrypt(&iv, &[&aad], &p[8..index_at], &mut out[8..len])
-                    .map_err(|_| SrtpError::Auth)?;
-            }
-            Keys::Gcm256 { salt, cipher } => {
-                let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
-                let aad = rtcp_aad(p, e_and_index);
-                cipher
-                    .decrypt(&iv, &[&aad], &p[8..index_at], &mut out[8..len])
-                    .map_err(|_| SrtpError::Auth)?;
+                    .open(&iv, &[&aad], &p[8..index_at], &mut out[8..len])
+                    .ok_or(SrtpError::Auth)?;
             }
         }
         self.rtcp_window.accept(index as u64);
