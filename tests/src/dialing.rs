@@ -60,3 +60,15 @@ pub async fn dial(api: &Api, p: &str, body: Value) -> Resp {
 pub fn dial_body(to: &str) -> Value {
     json!({"type": "SIP", "data": {"to": to, "from": "+15557654321", "userToUser": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln;encoding=jwt"}})
 }
+
+/// `DELETE` the dialog `d` of participant `p` (hang up), expecting 204.
+pub async fn hang_up(api: &Api, p: &str, d: &str) {
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/participants/{p}/dialogs/{d}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::NO_CONTENT, "{}", r.text);
+}

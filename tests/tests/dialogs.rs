@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use patchbay_tests::dialing::{dial, dial_body, dialer, dialog_states, wait_state};
+use patchbay_tests::dialing::{dial, dial_body, dialer, dialog_states, hang_up, wait_state};
 use patchbay_tests::hooks::Receiver;
 use patchbay_tests::media::{
     decode_window, now_epoch, received, tones_present, write_tone_wav, Capture, Law,
@@ -27,6 +27,15 @@ async fn rig(trunk: &SippCall, extra: &[&str]) -> (Receiver, Gateway, String, St
     (hooks, g, s, p)
 }
 
+/// Another member of session `s` who may publish audio: its token.
+async fn caller(api: &patchbay_tests::Api, s: &str) -> String {
+    let (caller, token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(s, &caller, Some(json!({"sessionId": s}))).await;
+    token
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answered_dialog_joins_the_session_both_ways_and_delete_sends_bye() {
     let trunk = SippCall::new("trunk", "uas_answer.xml")
@@ -37,10 +46,7 @@ async fn an_answered_dialog_joins_the_session_both_ways_and_delete_sends_bye() {
         .var("CHECK_UUI", "true");
     let (hooks, g, s, p) = rig(&trunk, &[]).await;
     let api = g.api();
-    let (caller, caller_token) = api
-        .participant(json!({"publishPermissions": ["AUDIO"]}))
-        .await;
-    api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
+    let caller_token = caller(&api, &s).await;
     let dir = g.scratch().to_path_buf();
     write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
     let phone = SippCall::tone("phone", &dir, 440, Law::Ulaw, 9000).token(&caller_token);
@@ -63,14 +69,7 @@ async fn an_answered_dialog_joins_the_session_both_ways_and_delete_sends_bye() {
     // Let audio flow both ways for a while, then hang up with DELETE.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let until = now_epoch();
-    let r = api
-        .call(
-            Method::DELETE,
-            &format!("/participants/{p}/dialogs/{d}"),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    hang_up(&api, &p, &d).await;
     far_end.assert_ok(Duration::from_secs(10));
     drop(caller_call);
     let packets = capture.stop();
@@ -396,10 +395,7 @@ async fn early_media_reaches_the_session_before_the_answer() {
         .var("WAV", "tone660.wav");
     let (hooks, g, s, p) = rig(&trunk, &[]).await;
     let api = g.api();
-    let (caller, caller_token) = api
-        .participant(json!({"publishPermissions": ["AUDIO"]}))
-        .await;
-    api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
+    let caller_token = caller(&api, &s).await;
     let dir = g.scratch().to_path_buf();
     write_tone_wav(&dir.join("tone880.wav"), 880.0, 2, Law::Ulaw);
     write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
@@ -415,14 +411,7 @@ async fn early_media_reaches_the_session_before_the_answer() {
     wait_state(&hooks, "/cb/agent", "ANSWERED").await;
     let answered = now_epoch();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let r = api
-        .call(
-            Method::DELETE,
-            &format!("/participants/{p}/dialogs/{d}"),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    hang_up(&api, &p, &d).await;
     far_end.assert_ok(Duration::from_secs(10));
     drop(caller_call);
     let packets = capture.stop();

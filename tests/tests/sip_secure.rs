@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use patchbay_tests::dialing::{dial, dial_body, dialer, wait_state};
+use patchbay_tests::dialing::{dial, dial_body, dialer, hang_up, wait_state};
 use patchbay_tests::hooks::Receiver;
 use patchbay_tests::sipp::{free_udp_ports, SippCall};
 use patchbay_tests::stunnel::{tls_file, Stunnel};
 use patchbay_tests::{free_port, Gateway};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 
 fn tls_args(port: u16) -> Vec<String> {
     vec![
@@ -43,14 +43,7 @@ async fn dial_through(trunk: &SippCall, g: &Gateway, hooks: &Receiver) -> String
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let d = r.body["dialogId"].as_str().unwrap().to_string();
     wait_state(hooks, "/cb/cb", "ANSWERED").await;
-    let r = api
-        .call(
-            Method::DELETE,
-            &format!("/participants/{p}/dialogs/{d}"),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    hang_up(&api, &p, &d).await;
     let log = far_end.assert_ok(Duration::from_secs(10));
     wait_state(hooks, "/cb/cb", "TERMINATED").await;
     log
