@@ -179,9 +179,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             config.sip_listen
         )
     })?;
-    if let Some(tls) = sip.tls_server() {
-        tokio::spawn(reload_on_sighup(tls, sip_metrics.clone()));
-    }
+    tokio::spawn(reload_on_sighup(sip.tls_server(), sip_metrics.clone()));
 
     let limits = HttpLimits {
         header_timeout: config.http_header_timeout,
@@ -269,8 +267,10 @@ fn hop(h: &patchbay_config::SipHop) -> Hop {
 }
 
 /// SIGHUP: read the SIP TLS certificate and key again (renewed certificates take
-/// effect without a restart; a bad pair leaves the old one in use).
-async fn reload_on_sighup(tls: TlsServer, metrics: SipMetrics) {
+/// effect without a restart; a bad pair leaves the old one in use). Without a TLS
+/// listener it is logged and ignored (never the default action, which would end
+/// the process).
+async fn reload_on_sighup(tls: Option<TlsServer>, metrics: SipMetrics) {
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
@@ -279,6 +279,10 @@ async fn reload_on_sighup(tls: TlsServer, metrics: SipMetrics) {
         }
     };
     while hup.recv().await.is_some() {
+        let Some(tls) = &tls else {
+            tracing::info!("SIGHUP: nothing to reload (no sip_tls_listen)");
+            continue;
+        };
         match tls.reload() {
             Ok(()) => {
                 metrics.sip_tls_reloads.inc();

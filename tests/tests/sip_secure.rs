@@ -219,3 +219,21 @@ async fn dialogs_go_through_the_outbound_proxy_with_a_route() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_without_a_tls_listener_is_harmless() {
+    let g = Gateway::start().await;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &g.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !g.log().contains("nothing to reload") {
+        assert!(std::time::Instant::now() < deadline, "{}", g.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still serving.
+    let (s, _, _) = g.api().audio_member().await;
+    assert!(!s.is_empty());
+}
