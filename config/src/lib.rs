@@ -17,7 +17,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+mod cli;
 mod sip;
+pub use cli::Cli;
 pub use sip::{SipEdge, SipHop, SipTls, SipTransport, SipTrunk, SrtpMode};
 
 /// The default account, usable only while every listener is on loopback.
@@ -234,156 +236,6 @@ scalar_keys!(
 /// The environment variable of a key.
 fn env_name(key: &str) -> String {
     format!("PATCHBAY_{}", key.to_ascii_uppercase())
-}
-
-/// Patchbay: self-hosted SIP <-> WebRTC conferencing gateway, wire-compatible with Bandwidth WebRTC.
-///
-/// Every option is also a TOML key (the name in brackets) and a PATCHBAY_* environment
-/// variable. Precedence: defaults < TOML file < environment < command line.
-#[derive(Debug, Parser)]
-#[command(name = "patchbay", version, about, long_about = None)]
-pub struct Cli {
-    /// TOML config file [env: PATCHBAY_CONFIG]
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// [http_listen, PATCHBAY_HTTP_LISTEN] REST API + WebSocket listen address [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "ADDR")]
-    pub http_listen: Option<String>,
-
-    /// [data_dir, PATCHBAY_DATA_DIR] Directory of the SQLite store [default: ./patchbay-data]
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<String>,
-
-    /// [token_secret, PATCHBAY_TOKEN_SECRET] HS256 secret for participant tokens [default: generated on first start and kept in the store]
-    #[arg(long, value_name = "SECRET")]
-    pub token_secret: Option<String>,
-
-    /// [session_ttl, PATCHBAY_SESSION_TTL] Sessions are deleted this long after creation, e.g. 9h, 30m, 45s [default: 9h]
-    #[arg(long, value_name = "DURATION")]
-    pub session_ttl: Option<String>,
-
-    /// [token_ttl, PATCHBAY_TOKEN_TTL] Lifetime of a participant token [default: 24h]
-    #[arg(long, value_name = "DURATION")]
-    pub token_ttl: Option<String>,
-
-    /// [log_format, PATCHBAY_LOG_FORMAT] text or json [default: text]
-    #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<String>,
-
-    /// [log, PATCHBAY_LOG] Log filter in tracing's EnvFilter syntax [default: info]
-    #[arg(long, value_name = "FILTER")]
-    pub log: Option<String>,
-
-    /// [sip_listen, PATCHBAY_SIP_LISTEN] SIP listen address, UDP and TCP [default: 127.0.0.1:5060]
-    #[arg(long, value_name = "ADDR")]
-    pub sip_listen: Option<String>,
-
-    /// [media_ip, PATCHBAY_MEDIA_IP] Address advertised in SIP Contact and SDP, and bound for RTP [default: the sip_listen IP]
-    #[arg(long, value_name = "IP")]
-    pub media_ip: Option<String>,
-
-    /// [rtp_ports, PATCHBAY_RTP_PORTS] UDP port range for SIP legs' RTP/RTCP, LOW-HIGH [default: 20000-29999]
-    #[arg(long, value_name = "LOW-HIGH")]
-    pub rtp_ports: Option<String>,
-
-    /// [rtp_timeout, PATCHBAY_RTP_TIMEOUT] Hang up a SIP leg after this long without any RTP or RTCP [default: 60s]
-    #[arg(long, value_name = "DURATION")]
-    pub rtp_timeout: Option<String>,
-
-    /// [sip_tcp_max_connections, PATCHBAY_SIP_TCP_MAX_CONNECTIONS] SIP TCP connections at once; more are refused [default: 1024]
-    #[arg(long, value_name = "N")]
-    pub sip_tcp_max_connections: Option<String>,
-
-    /// [sip_tcp_max_per_source, PATCHBAY_SIP_TCP_MAX_PER_SOURCE] SIP TCP connections at once from one IP address [default: 64]
-    #[arg(long, value_name = "N")]
-    pub sip_tcp_max_per_source: Option<String>,
-
-    /// [sip_tcp_idle_timeout, PATCHBAY_SIP_TCP_IDLE_TIMEOUT] Close a SIP TCP connection after this long without a byte [default: 120s]
-    #[arg(long, value_name = "DURATION")]
-    pub sip_tcp_idle_timeout: Option<String>,
-
-    /// [sip_max_transactions_per_source, PATCHBAY_SIP_MAX_TRANSACTIONS_PER_SOURCE] SIP server transactions at once from one IP address; a new request over it gets 503 with Retry-After [default: 1000]
-    #[arg(long, value_name = "N")]
-    pub sip_max_transactions_per_source: Option<String>,
-
-    /// [http_header_timeout, PATCHBAY_HTTP_HEADER_TIMEOUT] An HTTP request's headers must arrive within this; also how long an idle keep-alive connection stays [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    pub http_header_timeout: Option<String>,
-
-    /// [http_body_timeout, PATCHBAY_HTTP_BODY_TIMEOUT] An HTTP request's body must arrive within this after its headers, or the request gets 408 [default: 30s]
-    #[arg(long, value_name = "DURATION")]
-    pub http_body_timeout: Option<String>,
-
-    /// [http_max_connections, PATCHBAY_HTTP_MAX_CONNECTIONS] HTTP connections at once, WebSockets included; more are refused [default: 4096]
-    #[arg(long, value_name = "N")]
-    pub http_max_connections: Option<String>,
-
-    /// [http_max_per_source, PATCHBAY_HTTP_MAX_PER_SOURCE] HTTP connections at once from one IP address [default: 256]
-    #[arg(long, value_name = "N")]
-    pub http_max_per_source: Option<String>,
-
-    /// [sip_stream_alias, PATCHBAY_SIP_STREAM_ALIAS] Stream alias of SIP callers' audio (for alias-level subscriptions) [default: phone]
-    #[arg(long, value_name = "ALIAS")]
-    pub sip_stream_alias: Option<String>,
-
-    /// [webrtc_listen, PATCHBAY_WEBRTC_LISTEN] The one UDP address of all WebRTC media (ICE-lite host candidate) [default: 127.0.0.1:30000]
-    #[arg(long, value_name = "ADDR")]
-    pub webrtc_listen: Option<String>,
-
-    /// [webhook_secret, PATCHBAY_WEBHOOK_SECRET] Sign webhook bodies: header X-Patchbay-Signature: sha256=HMAC-SHA256(secret, body) in hex [default: unsigned]
-    #[arg(long, value_name = "SECRET")]
-    pub webhook_secret: Option<String>,
-
-    /// [webhook_allow, PATCHBAY_WEBHOOK_ALLOW] Webhook destinations allowed although not public: comma-separated CIDRs and host names, e.g. 10.0.0.0/8,hooks.internal [default: none: loopback, private, link-local and other non-public addresses are refused]
-    #[arg(long, value_name = "LIST")]
-    pub webhook_allow: Option<String>,
-
-    /// [sip_trunk, PATCHBAY_SIP_TRUNK] SIP trunk for dialogs (outbound calls), e.g. sip:127.0.0.1:5090;transport=udp [default: none: dialogs are refused]
-    #[arg(long, value_name = "SIP-URI")]
-    pub sip_trunk: Option<String>,
-
-    /// [sip_trunk_user, PATCHBAY_SIP_TRUNK_USER] Digest user name for the trunk's 401/407 challenges [default: none]
-    #[arg(long, value_name = "USER")]
-    pub sip_trunk_user: Option<String>,
-
-    /// [sip_trunk_password, PATCHBAY_SIP_TRUNK_PASSWORD] Digest password for the trunk [default: none]
-    #[arg(long, value_name = "PASSWORD")]
-    pub sip_trunk_password: Option<String>,
-
-    /// [sip_outbound_proxy, PATCHBAY_SIP_OUTBOUND_PROXY] Send dialogs through this proxy (a loose route), e.g. sip:proxy.example:5060;transport=tcp [default: none]
-    #[arg(long, value_name = "SIP-URI")]
-    pub sip_outbound_proxy: Option<String>,
-
-    /// [sip_tls_listen, PATCHBAY_SIP_TLS_LISTEN] SIP over TLS listen address, e.g. 0.0.0.0:5061 [default: off]
-    #[arg(long, value_name = "ADDR")]
-    pub sip_tls_listen: Option<String>,
-
-    /// [sip_tls_cert, PATCHBAY_SIP_TLS_CERT] PEM certificate chain of the TLS listener (read again on SIGHUP) [default: none]
-    #[arg(long, value_name = "FILE")]
-    pub sip_tls_cert: Option<String>,
-
-    /// [sip_tls_key, PATCHBAY_SIP_TLS_KEY] PEM private key of the TLS listener (read again on SIGHUP) [default: none]
-    #[arg(long, value_name = "FILE")]
-    pub sip_tls_key: Option<String>,
-
-    /// [sip_tls_ca, PATCHBAY_SIP_TLS_CA] PEM CA certificates trusted for TLS trunks and proxies [default: the Web PKI roots]
-    #[arg(long, value_name = "FILE")]
-    pub sip_tls_ca: Option<String>,
-
-    /// [sip_srtp, PATCHBAY_SIP_SRTP] SRTP (SDES) on SIP legs: off, offer (dialogs offer it) or require (plain RTP gets 488) [default: off]
-    #[arg(long, value_name = "MODE")]
-    pub sip_srtp: Option<String>,
-
-    /// [sip_trunk_ping_interval, PATCHBAY_SIP_TRUNK_PING_INTERVAL] OPTIONS to the trunk this often, 0 to never [default: 30s]
-    #[arg(long, value_name = "DURATION")]
-    pub sip_trunk_ping_interval: Option<String>,
-
-    /// [accounts] API account as ID:USER:PASSWORD (repeatable; replaces the configured list).
-    /// TOML: [[accounts]] id/user/password. Env for one account: PATCHBAY_ACCOUNT_ID,
-    /// PATCHBAY_API_USER, PATCHBAY_API_PASSWORD [default: dev:dev:dev, loopback only]
-    #[arg(long, value_name = "ID:USER:PASSWORD")]
-    pub account: Vec<String>,
 }
 
 /// Environment variables that are not one key each.
