@@ -243,17 +243,21 @@ impl RtpSink {
         s.seq = s.seq.wrapping_add(1);
         s.packets = s.packets.wrapping_add(1);
         s.octets = s.octets.wrapping_add(n as u32);
-        let mut protected = [0u8; 12 + MAX_RTP_PAYLOAD + OVERHEAD];
-        let wire = match &mut s.srtp {
-            None => &packet[..12 + n],
-            Some(srtp) => match srtp.protect_rtp(&packet[..12 + n], &mut protected) {
-                Ok(len) => &protected[..len],
+        if let Some(srtp) = &mut s.srtp {
+            // Protected into a second buffer only on SRTP legs.
+            let mut protected = [0u8; 12 + MAX_RTP_PAYLOAD + OVERHEAD];
+            match srtp.protect_rtp(&packet[..12 + n], &mut protected) {
+                Ok(len) => self.transmit(&protected[..len], remote),
                 Err(_) => {
                     self.metrics.rtp_send_dropped.inc();
-                    return;
                 }
-            },
-        };
+            }
+            return;
+        }
+        self.transmit(&packet[..12 + n], remote);
+    }
+
+    fn transmit(&self, wire: &[u8], remote: SocketAddr) {
         match self.socket.send_to(wire, remote) {
             Ok(_) => self.metrics.rtp_sent.inc(),
             Err(_) => self.metrics.rtp_send_dropped.inc(),
