@@ -113,6 +113,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v3", get(signaling::v3))
         .route("/v3/", get(signaling::v3))
+        .route("/v2", get(signaling::v2))
+        .route("/v2/", get(signaling::v2))
         .route("/v1/openapi.json", get(openapi_json))
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -144,8 +144,12 @@ impl DeviceClose {
 /// What the session actor tells a device's signaling connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceNote {
-    /// An offer for the device's subscribing connection.
+    /// An offer for the device's subscribing connection (v3).
     Offer(crate::media::session::Offer),
+    /// A stream to receive on a connection of its own: the client offers for it (v2).
+    SdpNeeded(crate::media::session::EndpointRequest),
+    /// A receiving endpoint is gone: its stream is no longer available (v2).
+    EndpointRemoved(std::sync::Arc<str>),
     /// Close the connection with this reason.
     Close(DeviceClose),
 }

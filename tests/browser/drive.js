@@ -2,7 +2,8 @@
 // prints one JSON line with what the pages observed. Usage:
 //   node drive.js SCENARIO.json
 // SCENARIO: {"websocketUrl": "ws://127.0.0.1:PORT", "pages": [{"token": "...", "connectTimeoutMs": 5000}]}
-// A page may set "uniqueId" to make the SDK's sockets carry it instead of its own.
+// A page may set "uniqueId" to make the SDK's sockets carry it instead of its own, and
+// "sdk": "0.9.2" to run @bandwidth/webrtc-browser 0.9.2-beta.1 instead of 0.12.0-beta.1.
 'use strict';
 const fs = require('node:fs');
 const http = require('node:http');
@@ -11,7 +12,8 @@ const { chromium } = require('playwright-core');
 
 function serve(dir) {
   const server = http.createServer((req, res) => {
-    const file = path.join(dir, req.url === '/' ? 'index.html' : path.normalize(req.url).replace(/^(\.\.[/\\])+/, ''));
+    const url = req.url.split('?')[0];
+    const file = path.join(dir, url === '/' ? 'index.html' : path.normalize(url).replace(/^(\.\.[/\\])+/, ''));
     fs.readFile(file, (err, data) => {
       if (err) {
         res.writeHead(404);
@@ -55,7 +57,9 @@ async function main() {
       const logs = [];
       page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
       page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
-      await page.goto(pageUrl);
+      // "sdk": "0.9.2" runs the page built against that SDK version (default 0.12.0-beta.1).
+      await page.goto(spec.sdk ? `${pageUrl}?sdk=${encodeURIComponent(spec.sdk)}` : pageUrl);
+      await page.waitForFunction(() => window.pb);
       if (spec.uniqueId) await page.evaluate((id) => window.pb.forceUniqueId(id), spec.uniqueId);
       const outcome = await page
         .evaluate(([token, url, ms]) => window.pb.connect(token, url, ms), [

@@ -138,6 +138,66 @@ pub fn offered_streams(sdp: &str) -> Vec<(String, Vec<MediaType>)> {
     out
 }
 
+/// The m-lines of an offer that receive (`recvonly` or `sendrecv`, not refused): mid and
+/// kind, in order (a v2 client's offer for a receiving endpoint).
+pub fn offered_receivers(sdp: &str) -> Vec<(String, MediaType)> {
+    let mut out = Vec::new();
+    // The current section: kind, refused or not receiving, mid.
+    let mut cur: Option<(MediaType, bool, Option<String>)> = None;
+    let mut flush = |cur: Option<(MediaType, bool, Option<String>)>| {
+        if let Some((kind, false, Some(mid))) = cur {
+            out.push((mid, kind));
+        }
+    };
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            flush(cur.take());
+            let mut f = m.split_whitespace();
+            let kind = match f.next() {
+                Some("audio") => Some(MediaType::Audio),
+                Some("video") => Some(MediaType::Video),
+                _ => None,
+            };
+            let refused = f.next() == Some("0");
+            cur = kind.map(|k| (k, refused, None));
+        } else if let Some((_, off, mid)) = cur.as_mut() {
+            if line == "a=inactive" || line == "a=sendonly" {
+                *off = true;
+            } else if let Some(v) = line.strip_prefix("a=mid:") {
+                *mid = Some(v.to_string());
+            }
+        }
+    }
+    flush(cur.take());
+    out
+}
+
+/// `sdp` with every track in the msid stream `stream` (`a=msid`, `a=ssrc … msid` and the
+/// session's `a=msid-semantic`), so a receiver sees one MediaStream whose id is `stream`.
+pub fn with_msid_stream(sdp: &str, stream: &str) -> String {
+    let mut out = String::with_capacity(sdp.len() + 64);
+    for line in sdp.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let eol = &line[body.len()..];
+        if let Some(v) = body.strip_prefix("a=msid:") {
+            let track = v.split_whitespace().nth(1).unwrap_or("");
+            out.push_str(&format!("a=msid:{stream} {track}"));
+        } else if let Some((ssrc, track)) = body
+            .strip_prefix("a=ssrc:")
+            .and_then(|v| v.split_once(" msid:"))
+            .map(|(ssrc, v)| (ssrc, v.split_whitespace().nth(1).unwrap_or("")))
+        {
+            out.push_str(&format!("a=ssrc:{ssrc} msid:{stream} {track}"));
+        } else if body.starts_with("a=msid-semantic:") {
+            out.push_str(&format!("a=msid-semantic: WMS {stream}"));
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(eol);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +230,32 @@ mod tests {
                 stream: "s1".into(),
                 track: "t1".into()
             }]
+        );
+    }
+
+    #[test]
+    fn receiving_sections_of_a_v2_offer() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=recvonly\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n\
+                   m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=recvonly\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:3\r\na=sendonly\r\n";
+        assert_eq!(
+            offered_receivers(sdp),
+            vec![
+                ("0".to_string(), MediaType::Audio),
+                ("1".to_string(), MediaType::Video)
+            ]
+        );
+    }
+
+    #[test]
+    fn every_track_into_one_stream() {
+        let sdp = "v=0\r\na=msid-semantic: WMS a b\r\nm=audio 9 X 111\r\na=msid:a ta\r\n\
+                   a=ssrc:1 cname:x\r\na=ssrc:1 msid:a ta\r\nm=video 9 X 96\r\na=msid:b tv\r\n";
+        assert_eq!(
+            with_msid_stream(sdp, "ep"),
+            "v=0\r\na=msid-semantic: WMS ep\r\nm=audio 9 X 111\r\na=msid:ep ta\r\n\
+             a=ssrc:1 cname:x\r\na=ssrc:1 msid:ep ta\r\nm=video 9 X 96\r\na=msid:ep tv\r\n"
         );
     }
 }

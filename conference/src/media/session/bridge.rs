@@ -7,7 +7,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::core::{Now, SessionCore};
-use super::ids::{DeviceId, Source};
+use super::ids::{DeviceId, PcId, Source};
 use crate::media::codec::{AudioCodec, Decoder, Encoder};
 use crate::media::frame_len;
 use crate::media::mixer::Mixer;
@@ -20,6 +20,7 @@ pub(super) const BROWSER_KEY_BASE: u64 = 1 << 62;
 pub(super) struct BrowserAudio {
     pub(super) key: u64,
     pub(super) device: DeviceId,
+    pub(super) pc: PcId,
     pub(super) mid: str0m::media::Mid,
     pub(super) participant_id: Uuid,
     pub(super) alias: Option<String>,
@@ -68,24 +69,24 @@ impl SessionCore {
                 .iter()
                 .filter(|t| t.kind == str0m::media::MediaKind::Audio)
             {
-                keep.push((id, t.mid, d.key.participant_id, t.alias.clone()));
+                keep.push((id, t.pc, t.mid, d.key.participant_id, t.alias.clone()));
             }
         }
         let mixer = &mut self.mixer;
         self.browser_audio.retain(|b| {
             let alive = keep
                 .iter()
-                .any(|(d, m, _, _)| *d == b.device && *m == b.mid);
+                .any(|(d, pc, m, _, _)| (*d, *pc, *m) == (b.device, b.pc, b.mid));
             if !alive {
                 mixer.remove_stream(b.key);
             }
             alive
         });
-        for (device, mid, participant_id, alias) in keep {
+        for (device, pc, mid, participant_id, alias) in keep {
             if self
                 .browser_audio
                 .iter()
-                .any(|b| b.device == device && b.mid == mid)
+                .any(|b| (b.device, b.pc, b.mid) == (device, pc, mid))
             {
                 continue;
             }
@@ -99,6 +100,7 @@ impl SessionCore {
             self.browser_audio.push(BrowserAudio {
                 key,
                 device,
+                pc,
                 mid,
                 participant_id,
                 alias,
@@ -113,11 +115,16 @@ impl SessionCore {
     }
 
     /// Decode a browser's audio frame for the legs (if any hears it).
-    pub(super) fn browser_audio_in(&mut self, from: DeviceId, data: &str0m::media::MediaData) {
+    pub(super) fn browser_audio_in(
+        &mut self,
+        from: DeviceId,
+        pc: PcId,
+        data: &str0m::media::MediaData,
+    ) {
         if let Some(b) = self
             .browser_audio
             .iter_mut()
-            .find(|b| b.device == from && b.mid == data.mid)
+            .find(|b| (b.device, b.pc, b.mid) == (from, pc, data.mid))
         {
             if b.decode(&data.data) {
                 self.stats.browser_audio_decoded += 1;
@@ -127,11 +134,16 @@ impl SessionCore {
 
     /// An RFC 4733 telephone-event from a browser's audio: to every SIP leg that hears
     /// that audio (as RFC 4733 on the leg, like DTMF between callers).
-    pub(super) fn browser_dtmf(&mut self, from: DeviceId, data: &str0m::media::MediaData) {
+    pub(super) fn browser_dtmf(
+        &mut self,
+        from: DeviceId,
+        pc: PcId,
+        data: &str0m::media::MediaData,
+    ) {
         let Some(b) = self
             .browser_audio
             .iter_mut()
-            .find(|b| b.device == from && b.mid == data.mid)
+            .find(|b| (b.device, b.pc, b.mid) == (from, pc, data.mid))
         else {
             return;
         };

@@ -9,9 +9,12 @@ use uuid::Uuid;
 
 use super::bridge::BrowserAudio;
 use super::devices::Device;
-use super::ids::{ConnId, DeviceId, DeviceKey, LegId, Source};
+use super::ids::{ConnId, DeviceId, DeviceKey, LegId, PcId, Source};
 use super::legs::Leg;
-use super::{HangupReason, LegMedia, PublishAnswer, PublishError, PublishRequest, SessionSnapshot};
+use super::sfu::Target;
+use super::{
+    HangupReason, LegMedia, Protocol, PublishAnswer, PublishError, PublishRequest, SessionSnapshot,
+};
 use crate::events::{DeviceEvent, DeviceNote, DeviceOwner};
 use crate::media::mixer::Mixer;
 use crate::media::stats::{LocalStats, MediaStats};
@@ -70,6 +73,7 @@ pub enum Control {
         key: DeviceKey,
         conn: ConnId,
         owner: DeviceOwner,
+        protocol: Protocol,
     },
     /// Answered by [`Action::Published`] with the same `request`.
     Publish {
@@ -77,6 +81,21 @@ pub enum Control {
         conn: ConnId,
         request: u64,
         offer: PublishRequest,
+    },
+    /// v2: the client's offer for a receiving endpoint; answered by
+    /// [`Action::Published`] with the same `request`.
+    Receive {
+        key: DeviceKey,
+        conn: ConnId,
+        request: u64,
+        endpoint: Arc<str>,
+        sdp: String,
+    },
+    /// v2: the client stops publishing an endpoint.
+    Unpublish {
+        key: DeviceKey,
+        conn: ConnId,
+        endpoint: Arc<str>,
     },
     Answer {
         key: DeviceKey,
@@ -111,7 +130,7 @@ pub enum Action {
         conn: ConnId,
         note: DeviceNote,
     },
-    /// The answer to [`Control::Publish`].
+    /// The answer to [`Control::Publish`] or [`Control::Receive`].
     Published {
         request: u64,
         result: Result<PublishAnswer, PublishError>,
@@ -155,6 +174,14 @@ pub(super) enum Queued {
     Action(Action),
 }
 
+/// A subscriber's keyframe request: its device, connection, mid there, and kind.
+pub(super) type KeyframeRequest = (
+    DeviceId,
+    PcId,
+    str0m::media::Mid,
+    str0m::media::KeyframeRequestKind,
+);
+
 /// A session's media state. See the module docs of [`super`].
 pub struct SessionCore {
     pub(super) session_id: Uuid,
@@ -172,18 +199,15 @@ pub struct SessionCore {
     pub(super) devices: HashMap<DeviceId, Device>,
     pub(super) by_key: HashMap<DeviceKey, DeviceId>,
     pub(super) next_device: u32,
-    /// Per source, the subscribing connections (device, mid there) it is written into.
-    pub(super) fanout: HashMap<Source, Vec<(DeviceId, str0m::media::Mid)>>,
-    /// Which peer connection (device, 0 publishing / 1 subscribing) an address reaches.
-    pub(super) by_addr: HashMap<SocketAddr, (DeviceId, usize)>,
+    /// Per source, the subscribing connections (device, connection, mid there) it is
+    /// written into.
+    pub(super) fanout: HashMap<Source, Vec<Target>>,
+    /// Which peer connection (device, connection) an address reaches.
+    pub(super) by_addr: HashMap<SocketAddr, (DeviceId, PcId)>,
     /// Media frames read from publishers during one drive, then forwarded.
-    pub(super) frames: Vec<(DeviceId, str0m::media::MediaData)>,
+    pub(super) frames: Vec<(DeviceId, PcId, str0m::media::MediaData)>,
     /// Keyframe requests from subscribers during one drive, sent upstream.
-    pub(super) keyframe_requests: Vec<(
-        DeviceId,
-        str0m::media::Mid,
-        str0m::media::KeyframeRequestKind,
-    )>,
+    pub(super) keyframe_requests: Vec<KeyframeRequest>,
     /// The earliest peer-connection timeout.
     pub(super) next_rtc: Option<Instant>,
     /// Some peer connection took input that has not been driven yet.
@@ -271,7 +295,12 @@ impl SessionCore {
                 self.leave(leg);
                 self.route_devices(now);
             }
-            Control::DeviceJoin { key, conn, owner } => self.device_join(now, key, conn, owner),
+            Control::DeviceJoin {
+                key,
+                conn,
+                owner,
+                protocol,
+            } => self.device_join(now, key, conn, owner, protocol),
             Control::Publish {
                 key,
                 conn,
@@ -283,6 +312,21 @@ impl SessionCore {
                 self.sync_browser_audio();
                 self.route_devices(now);
             }
+            Control::Receive {
+                key,
+                conn,
+                request,
+                endpoint,
+                sdp,
+            } => {
+                let result = self.accept_receive(now, &key, conn, &endpoint, &sdp);
+                self.push(Action::Published { request, result });
+            }
+            Control::Unpublish {
+                key,
+                conn,
+                endpoint,
+            } => self.unpublish(now, &key, conn, &endpoint),
             Control::Answer { key, conn, sdp } => self.answer(now, &key, conn, &sdp),
             Control::DeviceGone { key, conn, left } => self.device_closed(now, &key, conn, left),
             Control::Snapshot(s) => {
@@ -308,10 +352,12 @@ impl SessionCore {
                 conn,
                 note: DeviceNote::Close(crate::events::DeviceClose::SessionEnded),
             }),
-            Control::Publish { request, .. } => self.push(Action::Published {
-                request,
-                result: Err(PublishError::SessionEnded),
-            }),
+            Control::Publish { request, .. } | Control::Receive { request, .. } => {
+                self.push(Action::Published {
+                    request,
+                    result: Err(PublishError::SessionEnded),
+                })
+            }
             _ => {}
         }
     }

@@ -3,17 +3,23 @@
 //! removal and the session's end.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::core::{Action, Now, SessionCore};
-use super::ids::{ConnId, DeviceId, DeviceKey};
-use super::{HangupReason, Offer, HEARTBEAT_DEAD, OFFER_ANSWER_TIMEOUT, RESUME_GRACE};
+use super::ids::{ConnId, DeviceId, DeviceKey, PcId};
+use super::{
+    EndpointRequest, HangupReason, Offer, Protocol, HEARTBEAT_DEAD, OFFER_ANSWER_TIMEOUT,
+    RESUME_GRACE,
+};
 use crate::events::{
     DeviceClose, DeviceEvent, DeviceEventKind, DeviceNote, DeviceOwner, DeviceSource,
 };
 
 /// A track a device publishes.
 pub(super) struct Track {
+    /// The connection it arrives on.
+    pub(super) pc: PcId,
     pub(super) mid: str0m::media::Mid,
     pub(super) kind: str0m::media::MediaKind,
     pub(super) stream: String,
@@ -21,11 +27,13 @@ pub(super) struct Track {
     pub(super) alias: Option<String>,
 }
 
-/// One source forwarded into a subscriber's connection.
+/// One source forwarded into a subscribing connection of a device.
 pub(super) struct Forward {
     pub(super) source: super::ids::Source,
-    /// Its mid in the subscriber's connection.
-    pub(super) to_mid: str0m::media::Mid,
+    /// The connection it goes out on.
+    pub(super) pc: PcId,
+    /// Its mid there (v2: None until the client's offer for the endpoint is answered).
+    pub(super) to_mid: Option<str0m::media::Mid>,
     /// The msid stream and track it is offered as (the stream is the metadata key).
     pub(super) stream: String,
     pub(super) track: String,
@@ -34,12 +42,60 @@ pub(super) struct Forward {
     pub(super) alias: Option<String>,
 }
 
-/// A browser device: its publishing connection (the client offers) and subscribing
-/// connection (we offer, with revisions counting from 1). Index 0 of the per-connection
-/// arrays is the publishing connection, 1 the subscribing one.
+/// A peer connection of a device: publishing (media from it) or subscribing (media to it).
+pub(super) struct Pc {
+    pub(super) id: PcId,
+    pub(super) publishing: bool,
+    /// v2: the endpoint id the client names it by.
+    pub(super) endpoint: Option<Arc<str>>,
+    pub(super) rtc: str0m::Rtc,
+    pub(super) ufrag: Option<String>,
+    /// Addresses it answered (confirmed to the transport).
+    pub(super) confirmed: Vec<SocketAddr>,
+    pub(super) heartbeat: Option<str0m::channel::ChannelId>,
+    /// It has input or media to send since it was last driven.
+    pub(super) dirty: bool,
+    /// When it next wants a timeout.
+    pub(super) next: Option<Instant>,
+}
+
+impl Pc {
+    pub(super) fn new(
+        id: PcId,
+        publishing: bool,
+        endpoint: Option<Arc<str>>,
+        rtc: str0m::Rtc,
+    ) -> Pc {
+        Pc {
+            id,
+            publishing,
+            endpoint,
+            rtc,
+            ufrag: None,
+            confirmed: Vec::new(),
+            heartbeat: None,
+            dirty: false,
+            next: None,
+        }
+    }
+}
+
+/// v2: a receiving endpoint announced with `sdpNeeded`, waiting for the client's offer.
+pub(super) struct Asked {
+    /// The connection it will be (its forwards already name it).
+    pub(super) pc: PcId,
+    /// When it was (last) sent.
+    pub(super) at: Instant,
+    pub(super) request: EndpointRequest,
+}
+
+/// A browser device and its peer connections. v3: one publishing connection (the
+/// client offers) and one subscribing (we offer, revisions counting from 1). v2: one
+/// connection per published stream and per received stream, the client offering.
 pub(super) struct Device {
     pub(super) key: DeviceKey,
     pub(super) owner: DeviceOwner,
+    pub(super) protocol: Protocol,
     /// The current signaling connection.
     pub(super) conn: ConnId,
     /// Whether that connection is open.
@@ -48,51 +104,66 @@ pub(super) struct Device {
     pub(super) lost_at: Option<Instant>,
     /// When the last `PONG` (or the heartbeat channel's opening) was seen.
     pub(super) last_pong: Option<Instant>,
-    /// The offer out for an answer, and when it was sent (sent again on resume).
-    pub(super) offer_sent: Option<(Instant, Offer)>,
-    pub(super) publish: Option<str0m::Rtc>,
+    pub(super) pcs: Vec<Pc>,
+    next_pc: u16,
     pub(super) published: Vec<Track>,
-    pub(super) subscribe: Option<str0m::Rtc>,
-    pub(super) pending: Option<str0m::change::SdpPendingOffer>,
-    pub(super) revision: u64,
     pub(super) forwards: Vec<Forward>,
-    pub(super) ufrag: [Option<String>; 2],
-    /// Addresses each connection answered (confirmed to the transport).
-    pub(super) confirmed: [Vec<SocketAddr>; 2],
-    pub(super) heartbeat: [Option<str0m::channel::ChannelId>; 2],
-    /// It has input or media to send since it was last driven.
-    pub(super) dirty: [bool; 2],
-    /// When it next wants a timeout.
-    pub(super) next: [Option<Instant>; 2],
+    /// v3: the offer out for an answer, and when it was sent (sent again on resume).
+    pub(super) offer_sent: Option<(Instant, Offer)>,
+    /// v3: our offer's pending state on the subscribing connection.
+    pub(super) pending: Option<str0m::change::SdpPendingOffer>,
+    /// v3: the subscribing connection's offer revision.
+    pub(super) revision: u64,
+    /// v2: endpoints announced and not yet offered for.
+    pub(super) asked: Vec<Asked>,
 }
 
 impl Device {
-    fn new(key: DeviceKey, owner: DeviceOwner, conn: ConnId) -> Device {
+    fn new(key: DeviceKey, owner: DeviceOwner, conn: ConnId, protocol: Protocol) -> Device {
         Device {
             key,
             owner,
+            protocol,
             conn,
             connected: true,
             lost_at: None,
             last_pong: None,
-            offer_sent: None,
-            publish: None,
+            pcs: Vec::new(),
+            next_pc: PcId::FIRST_V2.0,
             published: Vec::new(),
-            subscribe: None,
+            forwards: Vec::new(),
+            offer_sent: None,
             pending: None,
             revision: 0,
-            forwards: Vec::new(),
-            ufrag: [None, None],
-            confirmed: [Vec::new(), Vec::new()],
-            heartbeat: [None, None],
-            dirty: [false; 2],
-            next: [None; 2],
+            asked: Vec::new(),
         }
     }
 
     /// Whether `conn` is this device's open signaling connection.
     pub(super) fn speaks_for(&self, conn: ConnId) -> bool {
         self.connected && self.conn == conn
+    }
+
+    pub(super) fn pc(&self, id: PcId) -> Option<&Pc> {
+        self.pcs.iter().find(|p| p.id == id)
+    }
+
+    pub(super) fn pc_mut(&mut self, id: PcId) -> Option<&mut Pc> {
+        self.pcs.iter_mut().find(|p| p.id == id)
+    }
+
+    /// A new v2 connection id.
+    pub(super) fn new_pc_id(&mut self) -> PcId {
+        let id = PcId(self.next_pc);
+        self.next_pc = self.next_pc.wrapping_add(1).max(PcId::FIRST_V2.0);
+        id
+    }
+
+    /// The v2 connection of `endpoint`.
+    pub(super) fn endpoint(&self, endpoint: &str) -> Option<&Pc> {
+        self.pcs
+            .iter()
+            .find(|p| p.endpoint.as_deref() == Some(endpoint))
     }
 }
 
@@ -135,6 +206,7 @@ impl SessionCore {
         key: DeviceKey,
         conn: ConnId,
         owner: DeviceOwner,
+        protocol: Protocol,
     ) {
         if owner.participant_id != key.participant_id {
             self.close(conn, DeviceClose::DuplicateDevice);
@@ -149,10 +221,14 @@ impl SessionCore {
             self.close(conn, DeviceClose::DuplicateDevice);
             return;
         }
+        // Other devices of the participant (and this one, if it spoke another protocol).
         let others: Vec<DeviceId> = self
             .devices
             .iter()
-            .filter(|(_, d)| d.key.participant_id == key.participant_id && d.key != key)
+            .filter(|(_, d)| {
+                d.key.participant_id == key.participant_id
+                    && (d.key != key || d.protocol != protocol)
+            })
             .map(|(id, _)| *id)
             .collect();
         for other in others {
@@ -165,7 +241,7 @@ impl SessionCore {
                 self.next_device += 1;
                 self.by_key.insert(key.clone(), id);
                 self.devices
-                    .insert(id, Device::new(key.clone(), owner.clone(), conn));
+                    .insert(id, Device::new(key.clone(), owner.clone(), conn, protocol));
                 id
             }
         };
@@ -176,20 +252,27 @@ impl SessionCore {
         let resumed = d.lost_at.take().is_some();
         d.conn = conn;
         d.connected = true;
-        // An offer that was out when the connection dropped is sent again.
-        let resend = d.offer_sent.as_mut().map(|(at, offer)| {
-            *at = now.at;
-            offer.clone()
-        });
+        // An offer (v3) or endpoints (v2) that were out when the connection dropped are
+        // sent again.
+        let mut resend: Vec<DeviceNote> = d
+            .offer_sent
+            .as_mut()
+            .map(|(at, offer)| {
+                *at = now.at;
+                DeviceNote::Offer(offer.clone())
+            })
+            .into_iter()
+            .collect();
+        for a in &mut d.asked {
+            a.at = now.at;
+            resend.push(DeviceNote::SdpNeeded(a.request.clone()));
+        }
         if let Some(old) = old {
             // The same device on a second socket: the newer one wins.
             self.close(old, DeviceClose::Replaced);
         }
-        if let Some(offer) = resend {
-            self.push(Action::Note {
-                conn,
-                note: DeviceNote::Offer(offer),
-            });
+        for note in resend {
+            self.push(Action::Note { conn, note });
         }
         self.stats.signaling_connects += 1;
         if resumed {
@@ -230,7 +313,7 @@ impl SessionCore {
         if let (true, Some(why)) = (d.connected, close) {
             self.close(d.conn, why);
         }
-        for ufrag in d.ufrag.into_iter().flatten() {
+        for ufrag in d.pcs.into_iter().filter_map(|p| p.ufrag) {
             self.push(Action::Ufrag {
                 ufrag,
                 registered: false,
@@ -256,9 +339,11 @@ impl SessionCore {
                 } else if d.last_pong.is_some_and(|p| t > p + HEARTBEAT_DEAD) {
                     Some(Some(DeviceClose::HeartbeatLost))
                 } else if d.connected
-                    && d.offer_sent
+                    && (d
+                        .offer_sent
                         .as_ref()
                         .is_some_and(|(s, _)| t > *s + OFFER_ANSWER_TIMEOUT)
+                        || d.asked.iter().any(|a| t > a.at + OFFER_ANSWER_TIMEOUT))
                 {
                     Some(Some(DeviceClose::OfferUnanswered))
                 } else {
@@ -272,19 +357,13 @@ impl SessionCore {
         }
     }
 
-    /// Every 5 s, PING on each device's heartbeat channel (the SDK answers PONG).
+    /// Every 5 s, PING on each device's heartbeat channel (the SDK answers PONG; v2
+    /// devices have none).
     pub(super) fn heartbeat(&mut self) {
-        for d in self.devices.values_mut() {
-            for (rtc, id) in [d.publish.as_mut(), d.subscribe.as_mut()]
-                .into_iter()
-                .zip(d.heartbeat)
-            {
-                let (Some(rtc), Some(id)) = (rtc, id) else {
-                    continue;
-                };
-                if let Some(mut ch) = rtc.channel(id) {
-                    let _ = ch.write(false, b"PING");
-                }
+        for pc in self.devices.values_mut().flat_map(|d| d.pcs.iter_mut()) {
+            let Some(id) = pc.heartbeat else { continue };
+            if let Some(mut ch) = pc.rtc.channel(id) {
+                let _ = ch.write(false, b"PING");
             }
         }
     }
@@ -307,7 +386,7 @@ impl SessionCore {
                 if d.connected {
                     self.close(d.conn, close);
                 }
-                for ufrag in d.ufrag.into_iter().flatten() {
+                for ufrag in d.pcs.into_iter().filter_map(|p| p.ufrag) {
                     self.push(Action::Ufrag {
                         ufrag,
                         registered: false,

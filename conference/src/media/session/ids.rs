@@ -46,11 +46,23 @@ impl DeviceKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct DeviceId(pub(super) u32);
 
+/// A peer connection of a device (stable while it lives, never reused by that device).
+/// A v3 device's connections are [`PcId::V3_PUBLISH`] and [`PcId::V3_SUBSCRIBE`]; a v2
+/// device's count up from 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct PcId(pub(super) u16);
+
+impl PcId {
+    pub(super) const V3_PUBLISH: PcId = PcId(0);
+    pub(super) const V3_SUBSCRIBE: PcId = PcId(1);
+    pub(super) const FIRST_V2: PcId = PcId(2);
+}
+
 /// Where forwarded media comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Source {
     /// A SIP leg's audio (encoded to Opus for browsers).
     Leg(LegId),
-    /// A track a device publishes.
-    Track(DeviceId, str0m::media::Mid),
+    /// A track a device publishes (its connection and mid there).
+    Track(DeviceId, PcId, str0m::media::Mid),
 }

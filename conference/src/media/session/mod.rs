@@ -28,6 +28,7 @@
 mod bridge;
 mod core;
 mod devices;
+mod endpoints;
 mod hub;
 mod ids;
 mod legs;
@@ -45,6 +46,9 @@ use uuid::Uuid;
 pub use self::core::{Action, Control, Now, Output, SessionCore};
 pub use hub::{MediaHub, SessionHandle};
 pub use ids::{ConnId, DeviceKey, LegId};
+
+/// Publishing endpoints (v2 connections) one device may have.
+pub const MAX_PUBLISH_ENDPOINTS: usize = 8;
 
 use crate::model::Subscriptions;
 
@@ -152,6 +156,27 @@ impl MediaType {
     }
 }
 
+/// The device protocol a device speaks (its token's `v`): v3 has one publishing and
+/// one subscribing connection per device (we offer on the latter); v2 has one
+/// connection per published stream and one per received stream (its endpoint), the
+/// client always offering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    V3,
+    V2,
+}
+
+/// A v2 receiving endpoint announced to a device (`sdpNeeded`): the client creates a
+/// connection for it and offers to receive `media_types`; its answer carries the
+/// stream of `participant_id` published under `alias`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointRequest {
+    pub endpoint: Arc<str>,
+    pub media_types: Vec<MediaType>,
+    pub participant_id: Uuid,
+    pub alias: Option<String>,
+}
+
 /// A stream as a device sees it in an offer or answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamInfo {
@@ -176,6 +201,11 @@ pub struct PublishRequest {
     pub sdp: String,
     /// Stream aliases the client gave: msid stream id → alias.
     pub aliases: Vec<(String, String)>,
+    /// The alias of streams `aliases` does not name (v2: one alias per publish request).
+    pub default_alias: Option<String>,
+    /// v2: the publishing endpoint this offer is for (a connection of its own); v3: None,
+    /// the device's one publishing connection.
+    pub endpoint: Option<Arc<str>>,
     /// What the participant may publish; other kinds are refused in the answer.
     pub may_publish_audio: bool,
     pub may_publish_video: bool,
@@ -208,6 +238,10 @@ pub enum PublishError {
     Busy,
     #[error("the session ended")]
     SessionEnded,
+    #[error("the endpointId names no endpoint of this device")]
+    UnknownEndpoint,
+    #[error("too many publishing endpoints: a device may have at most 8")]
+    TooManyEndpoints,
 }
 
 /// What the shell receives on its control channel.
@@ -235,6 +269,7 @@ pub enum SessionInput {
         key: DeviceKey,
         conn: ConnId,
         owner: crate::events::DeviceOwner,
+        protocol: Protocol,
         notify: tokio::sync::mpsc::Sender<crate::events::DeviceNote>,
     },
     /// A device publishes (or re-publishes) with this offer.
@@ -243,6 +278,20 @@ pub enum SessionInput {
         conn: ConnId,
         request: PublishRequest,
         reply: tokio::sync::oneshot::Sender<Result<PublishAnswer, PublishError>>,
+    },
+    /// v2: a device's offer for a receiving endpoint we announced (`sdpNeeded`).
+    Receive {
+        key: DeviceKey,
+        conn: ConnId,
+        endpoint: Arc<str>,
+        sdp: String,
+        reply: tokio::sync::oneshot::Sender<Result<PublishAnswer, PublishError>>,
+    },
+    /// v2: a device stops publishing an endpoint.
+    Unpublish {
+        key: DeviceKey,
+        conn: ConnId,
+        endpoint: Arc<str>,
     },
     /// A device's answer to our last offer.
     Answer {

@@ -1,20 +1,21 @@
 //! SDP negotiation with devices, as typed data: answers to publishing offers (with
-//! the kinds a participant may not publish refused), and offers for subscribing
-//! connections carrying what the device's subscriptions allow.
+//! the kinds a participant may not publish refused; v3's one publishing connection or
+//! a v2 endpoint's own), what a device may receive, and v3's offers for the
+//! subscribing connection carrying it. v2's receiving endpoints are in `endpoints`.
 
 use super::core::{Action, Now, SessionCore};
-use super::devices::{Forward, Track};
-use super::ids::{ConnId, DeviceId, DeviceKey, Source};
+use super::devices::{Forward, Pc, Track};
+use super::ids::{ConnId, DeviceId, DeviceKey, PcId, Source};
 use super::{
-    MediaType, Offer, PublishAnswer, PublishError, PublishRequest, StreamInfo,
-    MAX_TRACKS_PER_DEVICE,
+    MediaType, Offer, Protocol, PublishAnswer, PublishError, PublishRequest, StreamInfo,
+    MAX_PUBLISH_ENDPOINTS, MAX_TRACKS_PER_DEVICE,
 };
 use crate::events::{DeviceClose, DeviceNote};
 use crate::media::sdp::{offered_streams, offered_tracks, reject_kinds, sdp_ufrag};
 
 /// A peer connection of ours; `dtmf` accepts RFC 4733 telephone-events (publishing
 /// connections: the SDK's `sendDtmf` uses the audio sender's `RTCDTMFSender`).
-fn new_rtc(local: std::net::SocketAddr, dtmf: bool, now: Now) -> Option<str0m::Rtc> {
+pub(super) fn new_rtc(local: std::net::SocketAddr, dtmf: bool, now: Now) -> Option<str0m::Rtc> {
     let mut config = str0m::Rtc::builder().set_ice_lite(true);
     if dtmf {
         for (pt, rate) in [
@@ -56,14 +57,14 @@ fn sdk_channels() -> [str0m::channel::ChannelConfig; 2] {
     })
 }
 
-fn kind_of(t: MediaType) -> str0m::media::MediaKind {
+pub(super) fn kind_of(t: MediaType) -> str0m::media::MediaKind {
     match t {
         MediaType::Audio => str0m::media::MediaKind::Audio,
         MediaType::Video => str0m::media::MediaKind::Video,
     }
 }
 
-fn type_of(k: str0m::media::MediaKind) -> MediaType {
+pub(super) fn type_of(k: str0m::media::MediaKind) -> MediaType {
     match k {
         str0m::media::MediaKind::Video => MediaType::Video,
         _ => MediaType::Audio,
@@ -71,7 +72,8 @@ fn type_of(k: str0m::media::MediaKind) -> MediaType {
 }
 
 impl SessionCore {
-    /// Answer a device's publish offer with its (possibly new) publishing connection.
+    /// Answer a device's publish offer with its (possibly new) publishing connection:
+    /// v3's one, or the v2 endpoint's own.
     pub(super) fn accept_publish(
         &mut self,
         now: Now,
@@ -83,17 +85,36 @@ impl SessionCore {
         let id = self
             .device_of(key, conn)
             .ok_or(PublishError::NotConnected)?;
+        let d = self
+            .devices
+            .get_mut(&id)
+            .ok_or(PublishError::NotConnected)?;
+        let pc_id = match (d.protocol, offer.endpoint.as_deref()) {
+            (Protocol::V3, None) => PcId::V3_PUBLISH,
+            (Protocol::V2, Some(endpoint)) => match d.endpoint(endpoint) {
+                Some(p) if p.publishing => p.id,
+                Some(_) => return Err(PublishError::UnknownEndpoint),
+                None if d.pcs.iter().filter(|p| p.publishing).count() >= MAX_PUBLISH_ENDPOINTS => {
+                    return Err(PublishError::TooManyEndpoints)
+                }
+                None => d.new_pc_id(),
+            },
+            _ => return Err(PublishError::UnknownEndpoint),
+        };
         // Publish permissions: refuse the kinds this participant may not publish.
         let allowed = reject_kinds(&offer.sdp, offer.may_publish_audio, offer.may_publish_video);
         let tracks = offered_tracks(&allowed);
-        if tracks.len() > MAX_TRACKS_PER_DEVICE {
+        let elsewhere = d.published.iter().filter(|t| t.pc != pc_id).count();
+        if elsewhere + tracks.len() > MAX_TRACKS_PER_DEVICE {
             return Err(PublishError::TooManyTracks);
         }
         // A stream id is the subscribers' metadata key: it may not name another source.
         let taken = tracks.iter().any(|t| {
             self.legs.values().any(|l| l.stream == t.stream)
                 || self.devices.iter().any(|(other, d)| {
-                    *other != id && d.published.iter().any(|p| p.stream == t.stream)
+                    d.published
+                        .iter()
+                        .any(|p| p.stream == t.stream && (*other, p.pc) != (id, pc_id))
                 })
         });
         if taken {
@@ -106,27 +127,38 @@ impl SessionCore {
         let Some(device) = self.devices.get_mut(&id) else {
             return Err(PublishError::NotConnected);
         };
-        let fresh = device.publish.is_none();
-        if fresh {
-            device.publish = Some(new_rtc(local, true, now).ok_or(PublishError::NoWebRtc)?);
-        }
-        let Some(rtc) = device.publish.as_mut() else {
-            return Err(PublishError::NotConnected);
+        let protocol = device.protocol;
+        let mut fresh = match device.pc(pc_id) {
+            Some(_) => None,
+            None => Some(new_rtc(local, true, now).ok_or(PublishError::NoWebRtc)?),
+        };
+        let rtc = match fresh.as_mut() {
+            Some(rtc) => rtc,
+            None => match device.pc_mut(pc_id) {
+                Some(p) => &mut p.rtc,
+                None => return Err(PublishError::NotConnected),
+            },
         };
         let answer = rtc.sdp_api().accept_offer(parsed).map_err(|e| {
             tracing::info!(error = %e, "publish offer not answerable");
             PublishError::Unanswerable
         })?;
         let sdp = answer.to_sdp_string();
-        if fresh {
-            for config in sdk_channels() {
-                rtc.direct_api().create_data_channel(config);
+        if let Some(mut rtc) = fresh {
+            if protocol == Protocol::V3 {
+                for config in sdk_channels() {
+                    rtc.direct_api().create_data_channel(config);
+                }
             }
+            let mut pc = Pc::new(pc_id, true, offer.endpoint.clone(), rtc);
             if let Some(ufrag) = sdp_ufrag(&sdp) {
-                device.ufrag[0] = Some(ufrag.to_string());
+                pc.ufrag = Some(ufrag.to_string());
                 self.queue_ufrag(ufrag.to_string());
             }
-            tracing::info!(session_id = %self.session_id, device = %key.unique_id, participant_id = %key.participant_id, "device publishing connection created");
+            if let Some(device) = self.devices.get_mut(&id) {
+                device.pcs.push(pc);
+            }
+            tracing::info!(session_id = %self.session_id, device = %key.unique_id, participant_id = %key.participant_id, connection = pc_id.0, endpoint = offer.endpoint.as_deref(), "device publishing connection created");
         }
         let alias_of = |stream: &str| {
             offer
@@ -134,20 +166,20 @@ impl SessionCore {
                 .iter()
                 .find(|(s, _)| s == stream)
                 .map(|(_, a)| a.clone())
+                .or_else(|| offer.default_alias.clone())
         };
         let Some(device) = self.devices.get_mut(&id) else {
             return Err(PublishError::NotConnected);
         };
-        device.published = tracks
-            .into_iter()
-            .map(|t| Track {
-                mid: str0m::media::Mid::from(t.mid.as_str()),
-                kind: kind_of(t.kind),
-                alias: alias_of(&t.stream),
-                stream: t.stream,
-                track: t.track,
-            })
-            .collect();
+        device.published.retain(|t| t.pc != pc_id);
+        device.published.extend(tracks.into_iter().map(|t| Track {
+            pc: pc_id,
+            mid: str0m::media::Mid::from(t.mid.as_str()),
+            kind: kind_of(t.kind),
+            alias: alias_of(&t.stream),
+            stream: t.stream,
+            track: t.track,
+        }));
         let streams = offered_streams(&allowed)
             .into_iter()
             .map(|(stream, media_types)| StreamInfo {
@@ -160,31 +192,28 @@ impl SessionCore {
         Ok(PublishAnswer { sdp, streams })
     }
 
-    fn queue_ufrag(&mut self, ufrag: String) {
+    pub(super) fn queue_ufrag(&mut self, ufrag: String) {
         self.push(Action::Ufrag {
             ufrag,
             registered: true,
         });
     }
 
-    /// What `id` should receive and does not yet, and the mids it receives that it
-    /// should no longer.
-    fn wanted(&self, id: DeviceId) -> (Vec<Forward>, Vec<str0m::media::Mid>) {
-        let mut wanted = Vec::new();
-        let mut unwanted = Vec::new();
+    /// Every source `id` may receive now (its subscriptions, the session's members):
+    /// SIP legs and other devices' tracks, as forwards not yet placed on a connection.
+    pub(super) fn receivable(&self, id: DeviceId) -> Vec<Forward> {
+        let mut out = Vec::new();
         let Some(d) = self.devices.get(&id) else {
-            return (wanted, unwanted);
+            return out;
         };
         let me = d.key.participant_id;
         let subs = self.subscriptions_of(me);
-        let has = |s: Source| d.forwards.iter().any(|f| f.source == s);
         for (&leg_id, leg) in &self.legs {
-            if !has(Source::Leg(leg_id))
-                && self.receives(me, &subs, leg.owner.participant_id, Some(&self.alias))
-            {
-                wanted.push(Forward {
+            if self.receives(me, &subs, leg.owner.participant_id, Some(&self.alias)) {
+                out.push(Forward {
                     source: Source::Leg(leg_id),
-                    to_mid: str0m::media::Mid::from("phone"),
+                    pc: PcId::V3_SUBSCRIBE,
+                    to_mid: None,
                     stream: leg.stream.clone(),
                     track: format!("{}-audio", leg.stream),
                     kind: str0m::media::MediaKind::Audio,
@@ -195,13 +224,11 @@ impl SessionCore {
         }
         for (&pid, p) in self.devices.iter().filter(|(k, _)| **k != id) {
             for t in &p.published {
-                let source = Source::Track(pid, t.mid);
-                if !has(source)
-                    && self.receives(me, &subs, p.key.participant_id, t.alias.as_deref())
-                {
-                    wanted.push(Forward {
-                        source,
-                        to_mid: t.mid,
+                if self.receives(me, &subs, p.key.participant_id, t.alias.as_deref()) {
+                    out.push(Forward {
+                        source: Source::Track(pid, t.pc, t.mid),
+                        pc: PcId::V3_SUBSCRIBE,
+                        to_mid: None,
                         stream: t.stream.clone(),
                         track: t.track.clone(),
                         kind: t.kind,
@@ -211,29 +238,13 @@ impl SessionCore {
                 }
             }
         }
-        // Forwarded sources that are gone or no longer allowed.
-        for f in &d.forwards {
-            let still = match f.source {
-                Source::Leg(l) => self.legs.get(&l).is_some_and(|leg| {
-                    self.receives(me, &subs, leg.owner.participant_id, Some(&self.alias))
-                }),
-                Source::Track(pid, mid) => self.devices.get(&pid).is_some_and(|p| {
-                    p.published.iter().any(|t| {
-                        t.mid == mid
-                            && self.receives(me, &subs, p.key.participant_id, t.alias.as_deref())
-                    })
-                }),
-            };
-            if !still {
-                unwanted.push(f.to_mid);
-            }
-        }
-        (wanted, unwanted)
+        out
     }
 
-    /// Offer every device what its subscriptions allow that it does not receive yet, and
-    /// take away what they no longer allow (one offer in flight per device; the next
-    /// waits for its answer). Devices of participants no longer in the session are closed.
+    /// Give every device what its subscriptions allow that it does not receive yet, and
+    /// take away what they no longer allow (v3: one offer in flight per device, the next
+    /// waits for its answer; v2: endpoints announced and removed). Devices of
+    /// participants no longer in the session are closed.
     pub(super) fn route_devices(&mut self, now: Now) {
         let stale: Vec<DeviceId> = self
             .devices
@@ -252,12 +263,13 @@ impl SessionCore {
             let mut ids: Vec<DeviceId> = self.devices.keys().copied().collect();
             ids.sort();
             for id in ids {
-                let ready = self
-                    .devices
-                    .get(&id)
-                    .is_some_and(|d| d.pending.is_none() && d.connected);
-                if ready {
-                    self.offer(now, local, id);
+                let Some(d) = self.devices.get(&id).filter(|d| d.connected) else {
+                    continue;
+                };
+                match d.protocol {
+                    Protocol::V3 if d.pending.is_none() => self.offer(now, local, id),
+                    Protocol::V3 => {}
+                    Protocol::V2 => self.route_endpoints(now, id),
                 }
             }
         }
@@ -265,26 +277,37 @@ impl SessionCore {
         self.drive(now, true);
     }
 
-    /// Offer one device what it lacks (if anything).
+    /// v3: offer one device what it lacks (if anything).
     fn offer(&mut self, now: Now, local: std::net::SocketAddr, id: DeviceId) {
-        let (wanted, unwanted) = self.wanted(id);
-        if wanted.is_empty() && unwanted.is_empty() {
-            return;
-        }
+        let all = self.receivable(id);
         let Some(d) = self.devices.get_mut(&id) else {
             return;
         };
-        let fresh = d.subscribe.is_none();
+        let unwanted: Vec<str0m::media::Mid> = d
+            .forwards
+            .iter()
+            .filter(|f| !all.iter().any(|a| a.source == f.source))
+            .filter_map(|f| f.to_mid)
+            .collect();
+        let wanted: Vec<Forward> = all
+            .into_iter()
+            .filter(|f| !d.forwards.iter().any(|h| h.source == f.source))
+            .collect();
+        if wanted.is_empty() && unwanted.is_empty() {
+            return;
+        }
+        let fresh = d.pc(PcId::V3_SUBSCRIBE).is_none();
         if fresh {
             match new_rtc(local, false, now) {
-                Some(rtc) => d.subscribe = Some(rtc),
+                Some(rtc) => d.pcs.push(Pc::new(PcId::V3_SUBSCRIBE, false, None, rtc)),
                 None => return,
             }
         }
-        let Some(rtc) = d.subscribe.as_mut() else {
+        let revision = d.revision;
+        let Some(pc) = d.pc_mut(PcId::V3_SUBSCRIBE) else {
             return;
         };
-        let mut change = rtc.sdp_api();
+        let mut change = pc.rtc.sdp_api();
         if fresh {
             for config in sdk_channels() {
                 change.add_channel_with_config(config);
@@ -298,24 +321,29 @@ impl SessionCore {
         for mut f in wanted {
             // A fresh track id every time: a stream re-added after removal must look new
             // to the browser (same stream id, the metadata key).
-            let track = format!("{}-{}", f.track, d.revision + 1);
-            f.to_mid = change.add_media(
+            let track = format!("{}-{}", f.track, revision + 1);
+            f.to_mid = Some(change.add_media(
                 f.kind,
                 str0m::media::Direction::SendOnly,
                 Some(f.stream.clone()),
                 Some(track),
                 None,
-            );
+            ));
             added.push(f);
         }
         let Some((offer, pending)) = change.apply() else {
             return;
         };
-        d.forwards.retain(|f| !unwanted.contains(&f.to_mid));
+        let sdp = offer.to_sdp_string();
+        let ufrag = fresh.then(|| sdp_ufrag(&sdp).map(str::to_string)).flatten();
+        if let Some(u) = &ufrag {
+            pc.ufrag = Some(u.clone());
+        }
+        d.forwards
+            .retain(|f| !f.to_mid.is_some_and(|m| unwanted.contains(&m)));
         d.forwards.extend(added);
         d.pending = Some(pending);
         d.revision += 1;
-        let sdp = offer.to_sdp_string();
         let mut streams: Vec<StreamInfo> = Vec::new();
         for f in &d.forwards {
             let kind = type_of(f.kind);
@@ -338,12 +366,6 @@ impl SessionCore {
         d.offer_sent = Some((now.at, offer.clone()));
         let conn = d.conn;
         let revision = d.revision;
-        let ufrag = fresh
-            .then(|| sdp_ufrag(&offer.sdp).map(str::to_string))
-            .flatten();
-        if let Some(u) = &ufrag {
-            d.ufrag[1] = Some(u.clone());
-        }
         let unique_id = d.key.unique_id.clone();
         if let Some(u) = ufrag {
             self.queue_ufrag(u);
@@ -355,7 +377,7 @@ impl SessionCore {
         tracing::info!(session_id = %self.session_id, device = %unique_id, revision, "sdpOffer sent");
     }
 
-    /// A device's answer to our last offer.
+    /// v3: a device's answer to our last offer.
     pub(super) fn answer(&mut self, now: Now, key: &DeviceKey, conn: ConnId, sdp: &str) {
         let Some(id) = self.device_of(key, conn) else {
             return;
@@ -363,30 +385,40 @@ impl SessionCore {
         let Some(d) = self.devices.get_mut(&id) else {
             return;
         };
-        let (Some(rtc), Some(pending)) = (d.subscribe.as_mut(), d.pending.take()) else {
+        let Some(pending) = d.pending.take() else {
             return;
         };
         d.offer_sent = None;
+        let Some(pc) = d.pc_mut(PcId::V3_SUBSCRIBE) else {
+            return;
+        };
         match str0m::change::SdpAnswer::from_sdp_string(sdp) {
             Ok(answer) => {
-                if let Err(e) = rtc.sdp_api().accept_answer(pending, answer) {
+                if let Err(e) = pc.rtc.sdp_api().accept_answer(pending, answer) {
                     tracing::info!(device = %key.unique_id, error = %e, "answer refused");
                 }
             }
             Err(e) => tracing::info!(device = %key.unique_id, error = %e, "unparseable answer"),
         }
-        d.dirty[1] = true;
-        // A new video subscriber needs a keyframe to start decoding.
-        let video: Vec<str0m::media::Mid> = d
-            .forwards
-            .iter()
-            .filter(|f| f.kind == str0m::media::MediaKind::Video)
-            .map(|f| f.to_mid)
-            .collect();
-        for mid in video {
-            self.request_keyframe(id, mid, str0m::media::KeyframeRequestKind::Pli);
-        }
+        pc.dirty = true;
+        self.keyframes_for(id, PcId::V3_SUBSCRIBE);
         // Streams that appeared while the offer was out go in the next one.
         self.route_devices(now);
+    }
+
+    /// A new video subscriber needs a keyframe to start decoding: ask the publishers of
+    /// the video forwarded on `pc`.
+    pub(super) fn keyframes_for(&mut self, id: DeviceId, pc: PcId) {
+        let video: Vec<str0m::media::Mid> = self
+            .devices
+            .get(&id)
+            .into_iter()
+            .flat_map(|d| d.forwards.iter())
+            .filter(|f| f.pc == pc && f.kind == str0m::media::MediaKind::Video)
+            .filter_map(|f| f.to_mid)
+            .collect();
+        for mid in video {
+            self.request_keyframe(id, pc, mid, str0m::media::KeyframeRequestKind::Pli);
+        }
     }
 }

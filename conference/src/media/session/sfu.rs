@@ -9,41 +9,36 @@ use std::time::Instant;
 
 use super::core::{Action, Now, SessionCore};
 use super::devices::Device;
-use super::ids::{DeviceId, Source};
+use super::ids::{DeviceId, PcId, Source};
+use super::Protocol;
 use crate::events::DeviceClose;
 use crate::media::webrtc::MAX_ADDRS_PER_UFRAG;
 
-/// A device's publishing (0) or subscribing (1) connection.
-fn rtc_of(d: &mut Device, pass: usize) -> Option<&mut str0m::Rtc> {
-    if pass == 0 {
-        d.publish.as_mut()
-    } else {
-        d.subscribe.as_mut()
-    }
-}
+/// Where a forwarded source goes: a device's subscribing connection and the mid there.
+pub(super) type Target = (DeviceId, PcId, str0m::media::Mid);
 
-/// Write one frame into each target (device, mid in its subscribing connection);
-/// `pt_for` picks the payload type there. Returns how many connections took it.
+/// Write one frame into each target; `pt_for` picks the payload type there. Returns
+/// how many connections took it.
 pub(super) fn write_to(
     devices: &mut HashMap<DeviceId, Device>,
-    targets: &[(DeviceId, str0m::media::Mid)],
+    targets: &[Target],
     pt_for: impl Fn(&str0m::media::Writer<'_>) -> Option<str0m::media::Pt>,
     wallclock: Instant,
     time: str0m::media::MediaTime,
     data: &Arc<[u8]>,
 ) -> u64 {
     let mut written = 0;
-    for (device, mid) in targets {
-        let Some(d) = devices.get_mut(device) else {
+    for (device, pc, mid) in targets {
+        let Some(pc) = devices.get_mut(device).and_then(|d| d.pc_mut(*pc)) else {
             continue;
         };
-        let Some(writer) = d.subscribe.as_mut().and_then(|rtc| rtc.writer(*mid)) else {
+        let Some(writer) = pc.rtc.writer(*mid) else {
             continue;
         };
         let Some(pt) = pt_for(&writer) else { continue };
         if writer.write(pt, wallclock, time, data.clone()).is_ok() {
             written += 1;
-            d.dirty[1] = true;
+            pc.dirty = true;
         }
     }
     written
@@ -57,10 +52,12 @@ impl SessionCore {
         }
         for (&id, d) in &self.devices {
             for f in &d.forwards {
-                self.fanout
-                    .entry(f.source)
-                    .or_default()
-                    .push((id, f.to_mid));
+                if let Some(mid) = f.to_mid {
+                    self.fanout
+                        .entry(f.source)
+                        .or_default()
+                        .push((id, f.pc, mid));
+                }
             }
         }
         self.fanout.retain(|_, t| !t.is_empty());
@@ -77,45 +74,40 @@ impl SessionCore {
             return;
         };
         let input = str0m::Input::Receive(now.at, receive);
-        let mut target = self.by_addr.get(&from).copied().filter(|(id, pass)| {
+        let mut target = self.by_addr.get(&from).copied().filter(|(id, pc)| {
             self.devices
-                .get_mut(id)
-                .and_then(|d| rtc_of(d, *pass))
-                .is_some_and(|r| r.accepts(&input))
+                .get(id)
+                .and_then(|d| d.pc(*pc))
+                .is_some_and(|p| p.rtc.accepts(&input))
         });
         if target.is_none() {
-            'search: for (&id, d) in self.devices.iter_mut() {
-                for pass in 0..2 {
-                    if rtc_of(d, pass).is_some_and(|r| r.accepts(&input)) {
-                        target = Some((id, pass));
-                        break 'search;
-                    }
-                }
-            }
+            target = self.devices.iter().find_map(|(&id, d)| {
+                let p = d.pcs.iter().find(|p| p.rtc.accepts(&input))?;
+                Some((id, p.id))
+            });
             // Remember only addresses the connection has answered (not every address a
             // datagram claims to come from).
-            if let Some((id, pass)) = target {
+            if let Some((id, pc)) = target {
                 if self
                     .devices
                     .get(&id)
-                    .is_some_and(|d| d.confirmed[pass].contains(&from))
+                    .and_then(|d| d.pc(pc))
+                    .is_some_and(|p| p.confirmed.contains(&from))
                 {
-                    self.by_addr.insert(from, (id, pass));
+                    self.by_addr.insert(from, (id, pc));
                 }
             }
         }
-        let Some((id, pass)) = target else {
+        let Some((id, pc)) = target else {
             self.stats.datagrams_unaccepted += 1;
             return;
         };
-        let Some(d) = self.devices.get_mut(&id) else {
+        let Some(p) = self.devices.get_mut(&id).and_then(|d| d.pc_mut(pc)) else {
             return;
         };
-        d.dirty[pass] = true;
-        if let Some(rtc) = rtc_of(d, pass) {
-            if let Err(e) = rtc.handle_input(input) {
-                tracing::debug!(error = %e, "peer connection input");
-            }
+        p.dirty = true;
+        if let Err(e) = p.rtc.handle_input(input) {
+            tracing::debug!(error = %e, "peer connection input");
         }
         // Driven once the shell has handed over the datagrams already queued.
         self.drive_pending = true;
@@ -127,150 +119,111 @@ impl SessionCore {
     /// O(devices).
     pub(super) fn drive(&mut self, now: Now, all: bool) {
         self.drive_pending = false;
-        let mut dead = Vec::new();
+        let mut dead: Vec<(DeviceId, PcId)> = Vec::new();
         self.frames.clear();
-        for pass in 0..2 {
+        // Publishing connections first: what they produced is written into the
+        // subscribing ones, which run second.
+        for publishing in [true, false] {
             let mut confirms = Vec::new();
             for (&id, d) in self.devices.iter_mut() {
-                let timed_out = all || d.next[pass].is_some_and(|t| t <= now.at);
-                if !timed_out && !d.dirty[pass] {
-                    continue;
-                }
-                d.dirty[pass] = false;
-                let Device {
-                    publish,
-                    subscribe,
-                    heartbeat,
-                    last_pong,
-                    next,
-                    confirmed,
-                    ufrag,
-                    ..
-                } = d;
-                let rtc = if pass == 0 { publish } else { subscribe };
-                let Some(rtc) = rtc.as_mut() else { continue };
-                if timed_out && rtc.handle_input(str0m::Input::Timeout(now.at)).is_err() {
-                    dead.push(id);
-                    continue;
-                }
-                let mut ran_timeout = timed_out;
-                loop {
-                    match rtc.poll_output() {
-                        // A timeout already due (media queued by a write waits for one):
-                        // run it now rather than on another wake-up.
-                        Ok(str0m::Output::Timeout(t)) if t <= now.at && !ran_timeout => {
-                            ran_timeout = true;
-                            if rtc.handle_input(str0m::Input::Timeout(now.at)).is_err() {
-                                dead.push(id);
-                                break;
-                            }
-                        }
-                        Ok(str0m::Output::Timeout(t)) => {
-                            next[pass] = Some(t);
-                            break;
-                        }
-                        Ok(str0m::Output::Transmit(t)) => {
-                            // str0m answers only STUN requests whose integrity checked
-                            // out: the first datagram to an address confirms it.
-                            if !confirmed[pass].contains(&t.destination)
-                                && confirmed[pass].len() < MAX_ADDRS_PER_UFRAG
-                            {
-                                if let Some(u) = &ufrag[pass] {
-                                    confirmed[pass].push(t.destination);
-                                    confirms.push((u.clone(), t.destination));
-                                }
-                            }
-                            self.outbox.push((t.destination, t.contents.into()));
-                        }
-                        Ok(str0m::Output::Event(e)) => match e {
-                            str0m::Event::Connected => {
-                                tracing::info!(session_id = %self.session_id, device = id.0, subscribing = pass == 1, "device connection up");
-                            }
-                            str0m::Event::ChannelOpen(cid, label) if label == "__heartbeat__" => {
-                                heartbeat[pass] = Some(cid);
-                                last_pong.get_or_insert(now.at);
-                            }
-                            str0m::Event::ChannelData(data)
-                                if Some(data.id) == heartbeat[pass] && data.data == b"PONG" =>
-                            {
-                                *last_pong = Some(now.at);
-                            }
-                            str0m::Event::MediaData(data) if pass == 0 => {
-                                self.stats.webrtc_media_in += 1;
-                                self.frames.push((id, data));
-                            }
-                            str0m::Event::KeyframeRequest(req) if pass == 1 => {
-                                self.keyframe_requests.push((id, req.mid, req.kind));
-                            }
-                            _ => {}
-                        },
-                        Err(e) => {
-                            tracing::info!(device = id.0, error = %e, "peer connection failed");
-                            dead.push(id);
-                            break;
-                        }
+                let Device { pcs, last_pong, .. } = d;
+                for pc in pcs.iter_mut().filter(|p| p.publishing == publishing) {
+                    let timed_out = all || pc.next.is_some_and(|t| t <= now.at);
+                    if !timed_out && !pc.dirty {
+                        continue;
                     }
-                }
-                if !rtc.is_alive() {
-                    dead.push(id);
+                    pc.dirty = false;
+                    if !drive_pc(
+                        pc,
+                        id,
+                        now,
+                        timed_out,
+                        last_pong,
+                        &mut self.outbox,
+                        &mut confirms,
+                        &mut self.frames,
+                        &mut self.keyframe_requests,
+                        self.session_id,
+                    ) {
+                        dead.push((id, pc.id));
+                    }
                 }
             }
             // Confirmations go out before the datagrams that answered those addresses.
             for (ufrag, addr) in confirms {
                 self.push(Action::Confirm { ufrag, addr });
             }
-            if pass == 0 {
+            if publishing {
+                self.stats.webrtc_media_in += self.frames.len() as u64;
                 self.forward(now);
             }
         }
         let requests = std::mem::take(&mut self.keyframe_requests);
-        for (device, mid, kind) in &requests {
-            self.request_keyframe(*device, *mid, *kind);
+        for (device, pc, mid, kind) in &requests {
+            self.request_keyframe(*device, *pc, *mid, *kind);
         }
         self.keyframe_requests = requests;
         self.keyframe_requests.clear();
         dead.sort();
         dead.dedup();
-        for id in dead {
-            self.remove_device(now, id, Some(DeviceClose::MediaLost));
+        for (id, pc) in dead {
+            // A v3 device is its two connections; a v2 connection is one stream.
+            match self.devices.get(&id).map(|d| d.protocol) {
+                Some(Protocol::V3) => self.remove_device(now, id, Some(DeviceClose::MediaLost)),
+                Some(Protocol::V2) => self.remove_pc(now, id, pc),
+                None => {}
+            }
         }
-        self.next_rtc = self.devices.values().flat_map(|d| d.next).flatten().min();
+        self.next_rtc = self
+            .devices
+            .values()
+            .flat_map(|d| d.pcs.iter().filter_map(|p| p.next))
+            .min();
     }
 
     /// A subscriber wants a keyframe on its `mid`: ask the publisher of that track.
     pub(super) fn request_keyframe(
         &mut self,
         device: DeviceId,
+        pc: PcId,
         mid: str0m::media::Mid,
         kind: str0m::media::KeyframeRequestKind,
     ) {
-        let Some(Source::Track(publisher, from_mid)) = self
+        let Some(Source::Track(publisher, from_pc, from_mid)) = self
             .devices
             .get(&device)
-            .and_then(|d| d.forwards.iter().find(|f| f.to_mid == mid))
+            .and_then(|d| {
+                d.forwards
+                    .iter()
+                    .find(|f| f.pc == pc && f.to_mid == Some(mid))
+            })
             .map(|f| f.source)
         else {
             return;
         };
-        let Some(p) = self.devices.get_mut(&publisher) else {
+        let Some(p) = self
+            .devices
+            .get_mut(&publisher)
+            .and_then(|d| d.pc_mut(from_pc))
+        else {
             return;
         };
-        if let Some(mut writer) = p.publish.as_mut().and_then(|rtc| rtc.writer(from_mid)) {
+        if let Some(mut writer) = p.rtc.writer(from_mid) {
             let _ = writer.request_keyframe(None, kind);
-            p.dirty[0] = true;
+            p.dirty = true;
         }
     }
 
     /// Write the publishers' media into the subscribers' connections.
     fn forward(&mut self, _now: Now) {
         let frames = std::mem::take(&mut self.frames);
-        for (from, data) in &frames {
+        for (from, pc, data) in &frames {
             if data.params.spec().codec == str0m::format::Codec::Tele {
-                self.browser_dtmf(*from, data);
+                self.browser_dtmf(*from, *pc, data);
                 continue;
             }
-            self.browser_audio_in(*from, data);
-            let Some(targets) = self.fanout.get(&Source::Track(*from, data.mid)) else {
+            self.browser_audio_in(*from, *pc, data);
+            let Some(targets) = self.fanout.get(&Source::Track(*from, *pc, data.mid)) else {
                 continue;
             };
             let written = write_to(
@@ -286,4 +239,81 @@ impl SessionCore {
         self.frames = frames;
         self.frames.clear();
     }
+}
+
+/// Run one peer connection until it waits: queue what it transmits, collect what it
+/// received and its keyframe requests, note its next timeout. False: it is dead.
+#[allow(clippy::too_many_arguments)]
+fn drive_pc(
+    pc: &mut super::devices::Pc,
+    id: DeviceId,
+    now: Now,
+    timed_out: bool,
+    last_pong: &mut Option<Instant>,
+    outbox: &mut Vec<(SocketAddr, Vec<u8>)>,
+    confirms: &mut Vec<(String, SocketAddr)>,
+    frames: &mut Vec<(DeviceId, PcId, str0m::media::MediaData)>,
+    keyframe_requests: &mut Vec<super::core::KeyframeRequest>,
+    session_id: uuid::Uuid,
+) -> bool {
+    let rtc = &mut pc.rtc;
+    if timed_out && rtc.handle_input(str0m::Input::Timeout(now.at)).is_err() {
+        return false;
+    }
+    let mut ran_timeout = timed_out;
+    loop {
+        match rtc.poll_output() {
+            // A timeout already due (media queued by a write waits for one): run it now
+            // rather than on another wake-up.
+            Ok(str0m::Output::Timeout(t)) if t <= now.at && !ran_timeout => {
+                ran_timeout = true;
+                if rtc.handle_input(str0m::Input::Timeout(now.at)).is_err() {
+                    return false;
+                }
+            }
+            Ok(str0m::Output::Timeout(t)) => {
+                pc.next = Some(t);
+                break;
+            }
+            Ok(str0m::Output::Transmit(t)) => {
+                // str0m answers only STUN requests whose integrity checked out: the
+                // first datagram to an address confirms it.
+                if !pc.confirmed.contains(&t.destination)
+                    && pc.confirmed.len() < MAX_ADDRS_PER_UFRAG
+                {
+                    if let Some(u) = &pc.ufrag {
+                        pc.confirmed.push(t.destination);
+                        confirms.push((u.clone(), t.destination));
+                    }
+                }
+                outbox.push((t.destination, t.contents.into()));
+            }
+            Ok(str0m::Output::Event(e)) => match e {
+                str0m::Event::Connected => {
+                    tracing::info!(%session_id, device = id.0, connection = pc.id.0, publishing = pc.publishing, "device connection up");
+                }
+                str0m::Event::ChannelOpen(cid, label) if label == "__heartbeat__" => {
+                    pc.heartbeat = Some(cid);
+                    last_pong.get_or_insert(now.at);
+                }
+                str0m::Event::ChannelData(data)
+                    if Some(data.id) == pc.heartbeat && data.data == b"PONG" =>
+                {
+                    *last_pong = Some(now.at);
+                }
+                str0m::Event::MediaData(data) if pc.publishing => {
+                    frames.push((id, pc.id, data));
+                }
+                str0m::Event::KeyframeRequest(req) if !pc.publishing => {
+                    keyframe_requests.push((id, pc.id, req.mid, req.kind));
+                }
+                _ => {}
+            },
+            Err(e) => {
+                tracing::info!(device = id.0, connection = pc.id.0, error = %e, "peer connection failed");
+                return false;
+            }
+        }
+    }
+    rtc.is_alive()
 }

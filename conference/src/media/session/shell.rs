@@ -69,10 +69,17 @@ impl Io {
                 key,
                 conn,
                 owner,
+                protocol,
                 notify,
             } => {
                 self.notes.insert(conn, notify);
-                (Control::DeviceJoin { key, conn, owner }, None)
+                let c = Control::DeviceJoin {
+                    key,
+                    conn,
+                    owner,
+                    protocol,
+                };
+                (c, None)
             }
             SessionInput::Publish {
                 key,
@@ -91,6 +98,37 @@ impl Io {
                 };
                 (c, None)
             }
+            SessionInput::Receive {
+                key,
+                conn,
+                endpoint,
+                sdp,
+                reply,
+            } => {
+                let id = self.next_request;
+                self.next_request += 1;
+                self.replies.insert(id, reply);
+                let c = Control::Receive {
+                    key,
+                    conn,
+                    request: id,
+                    endpoint,
+                    sdp,
+                };
+                (c, None)
+            }
+            SessionInput::Unpublish {
+                key,
+                conn,
+                endpoint,
+            } => (
+                Control::Unpublish {
+                    key,
+                    conn,
+                    endpoint,
+                },
+                None,
+            ),
             SessionInput::Answer { key, conn, sdp } => (Control::Answer { key, conn, sdp }, None),
             SessionInput::DeviceGone { key, conn, left } => (
                 Control::DeviceGone { key, conn, left },

@@ -116,6 +116,8 @@ impl Browser {
                 aliases: vec![(stream.to_string(), "mic".to_string())],
                 may_publish_audio: true,
                 may_publish_video: true,
+                default_alias: None,
+                endpoint: None,
             },
         });
         let result = rig.seen.actions.iter().find_map(|a| match a {

@@ -266,6 +266,8 @@ proptest! {
                 aliases: vec![("s1".into(), "mic".into())],
                 may_publish_audio: audio,
                 may_publish_video: video,
+                default_alias: None,
+                endpoint: None,
             },
         });
         let answered = rig.seen.actions.iter().any(|a| matches!(a, Action::Published { request: 5, .. }));

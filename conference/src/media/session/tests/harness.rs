@@ -280,6 +280,16 @@ impl Rig {
     }
 
     pub fn device(&mut self, participant_id: Uuid, unique_id: &str, conn: u64) {
+        self.device_with(participant_id, unique_id, conn, Protocol::V3);
+    }
+
+    pub fn device_with(
+        &mut self,
+        participant_id: Uuid,
+        unique_id: &str,
+        conn: u64,
+        protocol: Protocol,
+    ) {
         self.control(Control::DeviceJoin {
             key: DeviceKey::new(participant_id, unique_id),
             conn: ConnId(conn),
@@ -288,6 +298,7 @@ impl Rig {
                 callback_url: None,
                 tag: None,
             },
+            protocol,
         });
     }
 

@@ -197,6 +197,8 @@ fn a_device_named_like_a_leg_aliases_nothing() {
             aliases: vec![],
             may_publish_audio: true,
             may_publish_video: true,
+            default_alias: None,
+            endpoint: None,
         },
     });
     let published = rig.take().actions.into_iter().find_map(|a| match a {

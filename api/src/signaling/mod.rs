@@ -1,19 +1,26 @@
-//! Device signaling for the Bandwidth browser SDK (v3): a WebSocket at `/v3`
-//! and `/v3/` speaking JSON-RPC 2.0.
+//! Device signaling for the Bandwidth browser SDK: WebSockets at `/v3` and `/v3/`
+//! (the v3 protocol, [`v3`]) and at `/v2` and `/v2/` (the legacy v2 protocol, [`v2`]),
+//! speaking JSON-RPC 2.0. The path picks the protocol (the SDK picks the path from its
+//! token's `v` claim); both are adapters over the same session core.
 //!
-//! The token is checked on connect (close 4401 with the reason for a bad, expired or
-//! revoked token; 4403 when the participant is in no session; 4400 without
-//! `uniqueId`). `setMediaPreferences`, `ping`, `leave` and `deviceDiagnostics` are
-//! answered here, with JSON-RPC errors for garbage (-32700), malformed requests
-//! (-32600) and unknown methods (-32601). `offerSdp` (publishing) is answered by the
-//! session's media actor, which also pushes `sdpOffer` (subscribing), takes
-//! `answerSdp`, and decides a device's life: a lost socket may resume within 30 s
-//! with the same `uniqueId`; a new `uniqueId` replaces the old device (1000); a dead
-//! heartbeat or an unanswered `sdpOffer` ends it (4408); removal ends it (4403); a
-//! `uniqueId` another participant's device uses in the session is refused (4409).
+//! Shared here: the token is checked on connect (close 4401 with the reason for a bad,
+//! expired or revoked token; 4403 when the participant is in no session; 4400 without
+//! `uniqueId`); JSON-RPC errors for garbage (-32700), malformed requests (-32600) and
+//! unknown methods (-32601); the connection loop, which carries the session's notes to
+//! the client and its messages to the protocol's adapter. The session's media decides a
+//! device's life: a lost socket may resume within 30 s with the same `uniqueId`; a new
+//! `uniqueId` replaces the old device (1000); a dead heartbeat or an unanswered offer
+//! request ends it (4408); removal ends it (4403); a `uniqueId` another participant's
+//! device uses in the session is refused (4409).
 //!
-//! The session core speaks typed data (`Offer`, `PublishAnswer`); the SDK's JSON-RPC
-//! is written here only.
+//! The session core speaks typed data (`Offer`, `EndpointRequest`, `PublishAnswer`);
+//! the SDK's JSON-RPC is written in `v3` and `v2` only.
+
+mod v2;
+mod v3;
+
+#[cfg(test)]
+pub(crate) use v3::{handle, Outcome};
 
 use std::collections::HashMap;
 
@@ -24,8 +31,8 @@ use serde_json::{json, Value};
 
 use patchbay_conference::events::{DeviceClose, DeviceNote, DeviceOwner};
 use patchbay_conference::media::session::{
-    ConnId, DeviceKey, Offer, PublishRequest, SessionHandle, SessionInput, MAX_UNIQUE_ID_CHARS,
-    NOTE_QUEUE,
+    ConnId, DeviceKey, Protocol, PublishAnswer, PublishError, SessionHandle, SessionInput,
+    MAX_UNIQUE_ID_CHARS, NOTE_QUEUE,
 };
 use patchbay_conference::{JoinError, PublishPermission};
 
@@ -67,18 +74,39 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Largest close reason a close frame can carry (RFC 6455 §5.5: 125 - the code).
 const MAX_CLOSE_REASON: usize = 123;
 
+/// `/v3`: the v3 device protocol.
 pub async fn v3(
     ws: WebSocketUpgrade,
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     slot: Option<axum::Extension<crate::server::ConnectionSlot>>,
 ) -> Response {
+    upgrade(ws, app, query, slot, Protocol::V3)
+}
+
+/// `/v2`: the legacy v2 device protocol.
+pub async fn v2(
+    ws: WebSocketUpgrade,
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    slot: Option<axum::Extension<crate::server::ConnectionSlot>>,
+) -> Response {
+    upgrade(ws, app, query, slot, Protocol::V2)
+}
+
+fn upgrade(
+    ws: WebSocketUpgrade,
+    app: AppState,
+    query: HashMap<String, String>,
+    slot: Option<axum::Extension<crate::server::ConnectionSlot>>,
+    protocol: Protocol,
+) -> Response {
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
             // The listener's connection slot is held for as long as the socket lives.
             let _slot = slot;
-            device(socket, app, query).await
+            device(socket, app, query, protocol).await
         })
 }
 
@@ -116,7 +144,12 @@ async fn close_with(mut socket: WebSocket, code: u16, reason: String) {
     .await;
 }
 
-async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>) {
+async fn device(
+    socket: WebSocket,
+    app: AppState,
+    query: HashMap<String, String>,
+    protocol: Protocol,
+) {
     let Some(unique_id) = query.get("uniqueId").filter(|u| !u.is_empty()).cloned() else {
         return close_with(
             socket,
@@ -156,7 +189,7 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
         }
     };
     let conn = ConnId(CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    tracing::info!(participant_id = %participant.id, device_id = %unique_id, %conn, "signaling connected");
+    tracing::info!(participant_id = %participant.id, device_id = %unique_id, %conn, ?protocol, "signaling connected");
     let mut device = Device {
         key: DeviceKey::new(participant.id, &unique_id),
         conn,
@@ -172,13 +205,19 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
             key: device.key.clone(),
             conn,
             owner: DeviceOwner::of(&participant),
+            protocol,
             notify,
         })
         .await;
     let mut handing_over = None;
+    let wire = match protocol {
+        Protocol::V3 => Wire::V3,
+        Protocol::V2 => Wire::V2(v2::State::default()),
+    };
     let end = serve(
         socket,
         &mut device,
+        wire,
         notifications,
         &mut registration.requests,
         &mut handing_over,
@@ -197,7 +236,7 @@ async fn device(socket: WebSocket, app: AppState, query: HashMap<String, String>
 }
 
 /// A connected device and the session whose media it joins.
-struct Device {
+pub(crate) struct Device {
     key: DeviceKey,
     conn: ConnId,
     may_publish_audio: bool,
@@ -212,82 +251,47 @@ impl Device {
     async fn send(&mut self, input: SessionInput) -> bool {
         self.session.send_wait(input).await
     }
+
+    /// Send an input that carries `reply` and wait (bounded) for the session's answer.
+    async fn ask(
+        &mut self,
+        input: SessionInput,
+        answer: tokio::sync::oneshot::Receiver<Result<PublishAnswer, PublishError>>,
+    ) -> Result<PublishAnswer, String> {
+        if !self.send(input).await {
+            return Err("the session ended".into());
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
+            Ok(Ok(Ok(a))) => Ok(a),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(_)) => Err("the session ended".into()),
+            Err(_) => Err("the session's media did not answer in time".into()),
+        }
+    }
 }
 
-/// The JSON-RPC `sdpOffer` notification for an [`Offer`].
-fn sdp_offer(device: &DeviceKey, offer: &Offer) -> Value {
-    let mut metadata = serde_json::Map::new();
-    for s in &offer.streams {
-        let mut m = json!({
-            "endpointId": s.stream,
-            "mediaTypes": s.media_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-            "participantId": s.participant_id.to_string(),
-        });
-        if let Some(a) = &s.alias {
-            m["alias"] = json!(a);
-        }
-        metadata.insert(s.stream.clone(), m);
-    }
-    json!({"jsonrpc": "2.0", "method": "sdpOffer", "params": {
-        "endpointId": &*device.unique_id,
-        "sdpOffer": offer.sdp,
-        "sdpRevision": offer.revision,
-        "streamMetadata": metadata,
-    }})
+/// The protocol spoken on a connection, with its state.
+enum Wire {
+    V3,
+    V2(v2::State),
 }
 
-/// Hand an `offerSdp` to the session actor and build the SDK's `PublishSdpAnswer`.
-async fn publish(device: &mut Device, id: Value, params: &Value) -> Value {
-    let sdp = params["sdpOffer"].as_str().unwrap_or_default().to_string();
-    let aliases = params["mediaMetadata"]["mediaStreams"]
-        .as_object()
-        .map(|streams| {
-            streams
-                .iter()
-                .filter_map(|(msid, m)| Some((msid.clone(), m["alias"].as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let sent = device
-        .send(SessionInput::Publish {
-            key: device.key.clone(),
-            conn: device.conn,
-            request: PublishRequest {
-                sdp,
-                aliases,
-                may_publish_audio: device.may_publish_audio,
-                may_publish_video: device.may_publish_video,
-            },
-            reply,
-        })
-        .await;
-    if !sent {
-        return rpc_error(id, -32000, "the session ended");
-    }
-    let answer = match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
-        Ok(Ok(Ok(a))) => a,
-        Ok(Ok(Err(e))) => return rpc_error(id, -32000, &e.to_string()),
-        Ok(Err(_)) => return rpc_error(id, -32000, "the session ended"),
-        Err(_) => return rpc_error(id, -32000, "the session's media did not answer in time"),
-    };
-    let mut metadata = serde_json::Map::new();
-    for s in answer.streams {
-        let mut m = json!({
-            "endpointId": s.stream,
-            "mediaTypes": s.media_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-            "participantId": s.participant_id.to_string(),
-        });
-        if let Some(alias) = s.alias {
-            m["alias"] = json!(alias);
+impl Wire {
+    /// A note from the session as a message for the client (None: nothing to send).
+    fn note(&self, device: &DeviceKey, note: &DeviceNote) -> Option<Value> {
+        match self {
+            Wire::V3 => v3::note(device, note),
+            Wire::V2(_) => v2::note(note),
         }
-        metadata.insert(s.stream, m);
     }
-    json!({"jsonrpc": "2.0", "id": id, "result": {
-        "endpointId": &*device.key.unique_id,
-        "sdpAnswer": answer.sdp,
-        "streamMetadata": metadata,
-    }})
+
+    /// One client message.
+    async fn message(&mut self, device: &mut Device, text: &str) -> Step {
+        match self {
+            Wire::V3 => v3::message(device, text).await,
+            Wire::V2(state) => v2::message(state, device, text).await,
+        }
+    }
 }
 
 /// How a signaling connection ended.
@@ -304,6 +308,7 @@ enum End {
 async fn serve(
     mut socket: WebSocket,
     device: &mut Device,
+    mut wire: Wire,
     mut notifications: tokio::sync::mpsc::Receiver<DeviceNote>,
     handover: &mut tokio::sync::mpsc::Receiver<crate::handover::Request>,
     handing_over: &mut Option<crate::handover::Request>,
@@ -334,14 +339,15 @@ async fn serve(
             }
             note = notifications.recv() => {
                 let why = match note {
-                    Some(DeviceNote::Offer(offer)) => {
-                        let text = sdp_offer(&device.key, &offer).to_string();
-                        if socket.send(Message::Text(text.into())).await.is_err() {
-                            return End::Lost;
+                    Some(DeviceNote::Close(why)) => why,
+                    Some(note) => {
+                        if let Some(v) = wire.note(&device.key, &note) {
+                            if socket.send(Message::Text(v.to_string().into())).await.is_err() {
+                                return End::Lost;
+                            }
                         }
                         continue;
                     }
-                    Some(DeviceNote::Close(why)) => why,
                     // The session's media stopped.
                     None => DeviceClose::SessionEnded,
                 };
@@ -387,26 +393,8 @@ async fn serve(
             }
             _ => continue,
         };
-        let outcome = match handle(text.as_str()) {
-            Outcome::OfferSdp { id, params } => Outcome::Reply(publish(device, id, &params).await),
-            Outcome::AnswerSdp { id, sdp } => {
-                device
-                    .send(SessionInput::Answer {
-                        key: device.key.clone(),
-                        conn: device.conn,
-                        sdp,
-                    })
-                    .await;
-                match id {
-                    Some(id) => Outcome::Reply(json!({"jsonrpc": "2.0", "result": {}, "id": id})),
-                    None => Outcome::Nothing,
-                }
-            }
-            other => other,
-        };
-        match outcome {
-            Outcome::OfferSdp { .. } | Outcome::AnswerSdp { .. } => {}
-            Outcome::Reply(v) => {
+        match wire.message(device, text.as_str()).await {
+            Step::Reply(v) => {
                 if socket
                     .send(Message::Text(v.to_string().into()))
                     .await
@@ -415,8 +403,8 @@ async fn serve(
                     return End::Lost;
                 }
             }
-            Outcome::Nothing => {}
-            Outcome::Leave => {
+            Step::Nothing => {}
+            Step::Leave => {
                 let _ = socket
                     .send(Message::Close(Some(CloseFrame {
                         code: 1000,
@@ -429,35 +417,21 @@ async fn serve(
     }
 }
 
-/// What one client message asks of us.
+/// What the connection loop does after a client message.
 #[derive(Debug, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Step {
     Reply(Value),
     Nothing,
     Leave,
-    /// A publish offer for the session's media.
-    OfferSdp {
-        id: Value,
-        params: Value,
-    },
-    /// The answer to our last `sdpOffer`.
-    AnswerSdp {
-        id: Option<Value>,
-        sdp: String,
-    },
 }
 
-fn rpc_error(id: Value, code: i64, message: &str) -> Value {
+pub(crate) fn rpc_error(id: Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": id})
-}
-
-fn error(id: Value, code: i64, message: &str) -> Outcome {
-    Outcome::Reply(rpc_error(id, code, message))
 }
 
 /// `text` cut to at most `max` bytes at a character boundary, marked with `…` if cut
 /// (a client's own text echoed in an error stays short).
-fn shortened(text: &str, max: usize) -> String {
+pub(crate) fn shortened(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
@@ -468,111 +442,9 @@ fn shortened(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// Handle one JSON-RPC message (sans-IO).
-pub fn handle(text: &str) -> Outcome {
-    let Ok(v) = serde_json::from_str::<Value>(text) else {
-        return error(Value::Null, -32700, "parse error: not JSON");
-    };
-    let Some(obj) = v.as_object() else {
-        return error(Value::Null, -32600, "invalid request: not an object");
-    };
-    let id = obj.get("id").cloned();
-    let Some(method) = obj.get("method").and_then(Value::as_str) else {
-        return error(
-            id.unwrap_or(Value::Null),
-            -32600,
-            "invalid request: no method",
-        );
-    };
-    let result = |r: Value| match &id {
-        Some(id) => Outcome::Reply(json!({"jsonrpc": "2.0", "result": r, "id": id})),
-        None => Outcome::Nothing,
-    };
-    match method {
-        "setMediaPreferences" | "ping" => result(json!({})),
-        "deviceDiagnostics" => {
-            tracing::debug!("device diagnostics received");
-            result(json!({}))
-        }
-        "leave" => Outcome::Leave,
-        "offerSdp" => match (id, obj.get("params")) {
-            (Some(id), Some(params)) if params["sdpOffer"].is_string() => Outcome::OfferSdp {
-                id,
-                params: params.clone(),
-            },
-            (Some(id), _) => error(
-                id,
-                -32602,
-                "invalid params: sdpOffer (a string) is required",
-            ),
-            (None, _) => Outcome::Nothing,
-        },
-        "answerSdp" => match obj.get("params").and_then(|p| p["sdpAnswer"].as_str()) {
-            Some(sdp) => Outcome::AnswerSdp {
-                id,
-                sdp: sdp.to_string(),
-            },
-            None => match id {
-                Some(id) => error(
-                    id,
-                    -32602,
-                    "invalid params: sdpAnswer (a string) is required",
-                ),
-                None => Outcome::Nothing,
-            },
-        },
-        other => match id {
-            Some(id) => error(
-                id,
-                -32601,
-                &format!("method not found: {}", shortened(other, 40)),
-            ),
-            None => Outcome::Nothing,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn echoes_integer_and_string_ids() {
-        assert_eq!(
-            handle(
-                r#"{"jsonrpc":"2.0","method":"setMediaPreferences","params":{"protocol":"WEBRTC"},"id":1}"#
-            ),
-            Outcome::Reply(json!({"jsonrpc":"2.0","result":{},"id":1}))
-        );
-        assert_eq!(
-            handle(r#"{"jsonrpc":"2.0","method":"ping","params":{},"id":"6f1c"}"#),
-            Outcome::Reply(json!({"jsonrpc":"2.0","result":{},"id":"6f1c"}))
-        );
-    }
-
-    #[test]
-    fn errors() {
-        assert_eq!(
-            handle("}{"),
-            Outcome::Reply(
-                json!({"jsonrpc":"2.0","error":{"code":-32700,"message":"parse error: not JSON"},"id":null})
-            )
-        );
-        let Outcome::Reply(v) = handle(r#"{"jsonrpc":"2.0","method":"fly","id":7}"#) else {
-            panic!()
-        };
-        assert_eq!(v["error"]["code"], -32601);
-        assert_eq!(v["id"], 7);
-        let Outcome::Reply(v) = handle("[1]") else {
-            panic!()
-        };
-        assert_eq!(v["error"]["code"], -32600);
-        // Unknown notifications are ignored.
-        assert_eq!(
-            handle(r#"{"jsonrpc":"2.0","method":"fly"}"#),
-            Outcome::Nothing
-        );
-    }
 
     #[test]
     fn close_reasons_fit_a_close_frame_and_keep_whole_characters() {
@@ -582,17 +454,5 @@ mod tests {
         assert_eq!(cut.len(), 122);
         assert!(cut.chars().all(|c| c == 'é'));
         assert_eq!(close_reason("x".repeat(500)).len(), 123);
-    }
-
-    #[test]
-    fn leave_and_diagnostics() {
-        assert_eq!(
-            handle(r#"{"jsonrpc":"2.0","method":"leave"}"#),
-            Outcome::Leave
-        );
-        assert_eq!(
-            handle(r#"{"jsonrpc":"2.0","method":"deviceDiagnostics","params":{"logs":[]}}"#),
-            Outcome::Nothing
-        );
     }
 }
