@@ -13,11 +13,11 @@ use patchbay_conference::fuzzing::{hostile, hostile_text};
 use patchbay_conference::store::SqliteStore;
 use patchbay_conference::{system_clock, Conference, Options};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::signaling::{close_reason, handle, Outcome};
+use crate::signaling::{close_reason, handle, handle_v2, Outcome, OutcomeV2};
 
 /// Debug output that must never reach a client.
 fn looks_internal(text: &str) -> bool {
@@ -44,7 +44,43 @@ const RPC_SEEDS: &[&str] = &[
     r#"{"jsonrpc":"2.0","id":[1,{"a":null}],"method":"deviceDiagnostics","params":[1e999]}"#,
 ];
 
+const RPC_V2_SEEDS: &[&str] = &[
+    r#"{"jsonrpc":"2.0","id":1,"method":"requestToPublish","params":{"mediaTypes":["AUDIO","VIDEO"],"alias":"cam"}}"#,
+    r#"{"jsonrpc":"2.0","id":2,"method":"offerSdp","params":{"sdpOffer":"v=0\r\n","endpointId":"e1"}}"#,
+    r#"{"jsonrpc":"2.0","method":"addIceCandidate","params":{"endpointId":"e1","candidate":"candidate:1 1 udp 1 203.0.113.1 5 typ srflx","sdpMid":"0","sdpMLineIndex":0}}"#,
+    r#"{"jsonrpc":"2.0","method":"unpublish","params":{"endpointId":"e1"}}"#,
+    r#"{"jsonrpc":"2.0","id":3,"method":"setMediaPreferences","params":{"sendRecv":false,"aggregationType":"NONE","protocol":"WEB_RTC"}}"#,
+];
+
+/// A JSON-RPC reply of ours is well formed and its error text is short and human.
+fn check_reply(v: &Value) -> Result<(), TestCaseError> {
+    prop_assert_eq!(&v["jsonrpc"], "2.0");
+    if let Some(err) = v.get("error") {
+        prop_assert!(err["code"].is_i64(), "{v}");
+        let message = err["message"].as_str().unwrap_or_default();
+        prop_assert!(
+            !message.is_empty() && message.len() < 200 && !looks_internal(message),
+            "{message}"
+        );
+    } else {
+        prop_assert!(v.get("result").is_some(), "{v}");
+    }
+    Ok(())
+}
+
 proptest! {
+    #[test]
+    fn v2_jsonrpc_messages_get_json_rpc_answers(text in hostile_text(RPC_V2_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect(), 512)) {
+        match handle_v2(&text) {
+            OutcomeV2::Reply(v) => check_reply(&v)?,
+            OutcomeV2::RequestToPublish { media_types, alias, .. } => {
+                prop_assert!(!media_types.is_empty() && media_types.len() <= 2);
+                prop_assert!(alias.is_none_or(|a| a.chars().count() <= crate::dto::MAX_ALIAS_CHARS));
+            }
+            _ => {}
+        }
+    }
+
     #[test]
     fn jsonrpc_messages_get_json_rpc_answers(text in hostile_text(RPC_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect(), 512)) {
         if let Outcome::Reply(v) = handle(&text) {

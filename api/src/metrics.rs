@@ -33,6 +33,8 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     sessions: Gauge<i64, std::sync::atomic::AtomicI64>,
     participants: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Device signaling requests refused by a bound (e.g. v2 publishing endpoints).
+    pub signaling_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -68,7 +70,14 @@ impl Metrics {
         );
         registry.register("sessions", "Live sessions", sessions.clone());
         registry.register("participants", "Participants", participants.clone());
+        let signaling_refused = Counter::default();
+        registry.register(
+            "signaling_refused",
+            "Device signaling requests refused by a bound (e.g. v2 publishing endpoints)",
+            signaling_refused.clone(),
+        );
         Metrics {
+            signaling_refused,
             registry,
             requests,
             latency,

@@ -20,6 +20,8 @@ mod v2;
 mod v3;
 
 #[cfg(test)]
+pub(crate) use v2::{handle as handle_v2, Outcome as OutcomeV2};
+#[cfg(test)]
 pub(crate) use v3::{handle, Outcome};
 
 use std::collections::HashMap;
@@ -196,6 +198,7 @@ async fn device(
         may_publish_audio: participant.may_publish(PublishPermission::Audio),
         may_publish_video: participant.may_publish(PublishPermission::Video),
         session,
+        metrics: app.metrics.clone(),
     };
     // A previous socket of this device first handles what it received (its `leave`).
     let mut registration = crate::handover::take_over(&device.key, conn).await;
@@ -242,6 +245,7 @@ pub(crate) struct Device {
     may_publish_audio: bool,
     may_publish_video: bool,
     session: SessionHandle,
+    metrics: std::sync::Arc<crate::Metrics>,
 }
 
 impl Device {

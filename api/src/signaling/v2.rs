@@ -252,6 +252,7 @@ fn request_to_publish(
         );
     }
     if state.published.len() >= MAX_PUBLISH_ENDPOINTS {
+        device.metrics.signaling_refused.inc();
         return rpc_error(
             id,
             -32000,

@@ -87,6 +87,9 @@ pub struct MediaStats {
     pub dtmf_from_browsers: AtomicU64,
     /// Devices refused because another participant's device uses their `uniqueId`.
     pub devices_refused: AtomicU64,
+    /// Devices' SDP offers refused (publishing or, v2, receiving): limits, unknown
+    /// endpoints, stream ids of others, unparseable SDP.
+    pub offers_refused: AtomicU64,
     /// Browser audio frames decoded for SIP legs (only while a leg hears them).
     pub browser_audio_decoded: AtomicU64,
     /// Datagrams routed to a session that none of its peer connections accepted.
@@ -116,6 +119,7 @@ pub struct LocalStats {
     pub devices_ended: u64,
     pub dtmf_from_browsers: u64,
     pub devices_refused: u64,
+    pub offers_refused: u64,
     pub browser_audio_decoded: u64,
     pub datagrams_unaccepted: u64,
 }
@@ -153,6 +157,7 @@ impl LocalStats {
         add(&into.devices_ended, self.devices_ended);
         add(&into.dtmf_from_browsers, self.dtmf_from_browsers);
         add(&into.devices_refused, self.devices_refused);
+        add(&into.offers_refused, self.offers_refused);
         add(&into.browser_audio_decoded, self.browser_audio_decoded);
         add(&into.datagrams_unaccepted, self.datagrams_unaccepted);
     }
@@ -236,6 +241,11 @@ impl MediaStats {
                 "devices_refused",
                 "Devices refused because a device of another participant uses their uniqueId.",
                 &self.devices_refused,
+            ),
+            (
+                "webrtc_offers_refused",
+                "Devices' SDP offers refused (limits, unknown endpoints, others' stream ids, bad SDP).",
+                &self.offers_refused,
             ),
             (
                 "browser_audio_decoded",

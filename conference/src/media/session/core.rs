@@ -308,6 +308,7 @@ impl SessionCore {
                 offer,
             } => {
                 let result = self.accept_publish(now, &key, conn, &offer);
+                self.stats.offers_refused += u64::from(result.is_err());
                 self.push(Action::Published { request, result });
                 self.sync_browser_audio();
                 self.route_devices(now);
@@ -320,6 +321,7 @@ impl SessionCore {
                 sdp,
             } => {
                 let result = self.accept_receive(now, &key, conn, &endpoint, &sdp);
+                self.stats.offers_refused += u64::from(result.is_err());
                 self.push(Action::Published { request, result });
             }
             Control::Unpublish {

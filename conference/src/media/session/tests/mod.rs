@@ -3,6 +3,7 @@
 mod browser;
 mod fuzz;
 mod harness;
+mod v2;
 
 use std::time::Duration;
 
