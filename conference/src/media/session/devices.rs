@@ -105,7 +105,7 @@ pub(super) struct Device {
     /// When the last `PONG` (or the heartbeat channel's opening) was seen.
     pub(super) last_pong: Option<Instant>,
     pub(super) pcs: Vec<Pc>,
-    next_pc: u16,
+    next_pc: u32,
     pub(super) published: Vec<Track>,
     pub(super) forwards: Vec<Forward>,
     /// v3: the offer out for an answer, and when it was sent (sent again on resume).

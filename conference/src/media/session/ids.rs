@@ -50,7 +50,7 @@ pub(super) struct DeviceId(pub(super) u32);
 /// A v3 device's connections are [`PcId::V3_PUBLISH`] and [`PcId::V3_SUBSCRIBE`]; a v2
 /// device's count up from 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) struct PcId(pub(super) u16);
+pub(super) struct PcId(pub(super) u32);
 
 impl PcId {
     pub(super) const V3_PUBLISH: PcId = PcId(0);

@@ -133,18 +133,15 @@ impl SessionCore {
                         continue;
                     }
                     pc.dirty = false;
-                    if !drive_pc(
-                        pc,
-                        id,
-                        now,
-                        timed_out,
+                    let mut out = Driven {
+                        outbox: &mut self.outbox,
+                        confirms: &mut confirms,
+                        frames: &mut self.frames,
+                        keyframe_requests: &mut self.keyframe_requests,
                         last_pong,
-                        &mut self.outbox,
-                        &mut confirms,
-                        &mut self.frames,
-                        &mut self.keyframe_requests,
-                        self.session_id,
-                    ) {
+                        session_id: self.session_id,
+                    };
+                    if !drive_pc(pc, id, now, timed_out, &mut out) {
                         dead.push((id, pc.id));
                     }
                 }
@@ -241,20 +238,28 @@ impl SessionCore {
     }
 }
 
+/// Where one drive of a peer connection puts what it produced.
+struct Driven<'a> {
+    /// Datagrams to send.
+    outbox: &'a mut Vec<(SocketAddr, Vec<u8>)>,
+    /// Addresses to confirm to the transport (ufrag, address).
+    confirms: &'a mut Vec<(String, SocketAddr)>,
+    /// Media received from publishers.
+    frames: &'a mut Vec<(DeviceId, PcId, str0m::media::MediaData)>,
+    keyframe_requests: &'a mut Vec<super::core::KeyframeRequest>,
+    /// The device's last heartbeat.
+    last_pong: &'a mut Option<Instant>,
+    session_id: uuid::Uuid,
+}
+
 /// Run one peer connection until it waits: queue what it transmits, collect what it
 /// received and its keyframe requests, note its next timeout. False: it is dead.
-#[allow(clippy::too_many_arguments)]
 fn drive_pc(
     pc: &mut super::devices::Pc,
     id: DeviceId,
     now: Now,
     timed_out: bool,
-    last_pong: &mut Option<Instant>,
-    outbox: &mut Vec<(SocketAddr, Vec<u8>)>,
-    confirms: &mut Vec<(String, SocketAddr)>,
-    frames: &mut Vec<(DeviceId, PcId, str0m::media::MediaData)>,
-    keyframe_requests: &mut Vec<super::core::KeyframeRequest>,
-    session_id: uuid::Uuid,
+    out: &mut Driven<'_>,
 ) -> bool {
     let rtc = &mut pc.rtc;
     if timed_out && rtc.handle_input(str0m::Input::Timeout(now.at)).is_err() {
@@ -283,29 +288,29 @@ fn drive_pc(
                 {
                     if let Some(u) = &pc.ufrag {
                         pc.confirmed.push(t.destination);
-                        confirms.push((u.clone(), t.destination));
+                        out.confirms.push((u.clone(), t.destination));
                     }
                 }
-                outbox.push((t.destination, t.contents.into()));
+                out.outbox.push((t.destination, t.contents.into()));
             }
             Ok(str0m::Output::Event(e)) => match e {
                 str0m::Event::Connected => {
-                    tracing::info!(%session_id, device = id.0, connection = pc.id.0, publishing = pc.publishing, "device connection up");
+                    tracing::info!(session_id = %out.session_id, device = id.0, connection = pc.id.0, publishing = pc.publishing, "device connection up");
                 }
                 str0m::Event::ChannelOpen(cid, label) if label == "__heartbeat__" => {
                     pc.heartbeat = Some(cid);
-                    last_pong.get_or_insert(now.at);
+                    out.last_pong.get_or_insert(now.at);
                 }
                 str0m::Event::ChannelData(data)
                     if Some(data.id) == pc.heartbeat && data.data == b"PONG" =>
                 {
-                    *last_pong = Some(now.at);
+                    *out.last_pong = Some(now.at);
                 }
                 str0m::Event::MediaData(data) if pc.publishing => {
-                    frames.push((id, pc.id, data));
+                    out.frames.push((id, pc.id, data));
                 }
                 str0m::Event::KeyframeRequest(req) if !pc.publishing => {
-                    keyframe_requests.push((id, pc.id, req.mid, req.kind));
+                    out.keyframe_requests.push((id, pc.id, req.mid, req.kind));
                 }
                 _ => {}
             },
