@@ -5,8 +5,8 @@
 # being measured). The binary is cached in target/baseline/patchbay-<sha>.
 #
 # It is built in a temporary git worktree with this tree's target directory: the
-# dependencies are shared, the workspace crates of the two trees do not collide (their
-# paths differ), and only the uplifted binary is copied aside.
+# dependencies are shared; the binary is copied aside and the worktree's workspace
+# crates are cleaned out again (they would otherwise pass for the current tree's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rev=${1:-$(head -n1 bench/baseline.rev)}
@@ -20,7 +20,12 @@ if [ ! -x "$out" ]; then
     mkdir -p target/baseline
     cp target/release/patchbay "$out.tmp"
     mv "$out.tmp" "$out"
-    # The current tree's binary is rebuilt (relinked) by whoever runs it next.
+    # The workspace crates of the two trees share names and metadata hashes in the
+    # release directory (cargo hashes path packages by their path inside the workspace),
+    # so the baseline's build outputs would pass for the current tree's: remove them, and
+    # whoever runs next rebuilds the current workspace crates (not the dependencies).
+    cargo clean --release -q -p patchbay-config -p patchbay-conference -p patchbay-api \
+        -p patchbay-sip -p patchbay-gateway
     rm -f target/release/patchbay
 fi
 echo "$PWD/$out"

@@ -289,6 +289,11 @@ pub fn now_epoch() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Root mean square of `x` (0 for no samples).
+pub fn rms(x: &[i16]) -> f64 {
+    (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
+}
+
 /// Goertzel power of `hz` in `x` sampled at `rate`.
 pub fn goertzel(x: &[i16], hz: f64, rate: f64) -> f64 {
     let k = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
@@ -319,7 +324,7 @@ pub fn tone_shares(x: &[i16], freqs: &[f64], rate: f64) -> HashMap<u32, f64> {
 
 /// The set of `freqs` present (share > 0.1) in a window; also returns the window's RMS.
 pub fn tones_present(x: &[i16], freqs: &[f64], rate: f64) -> (Vec<u32>, f64) {
-    let rms = (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt();
+    let rms = rms(x);
     let mut present: Vec<u32> = tone_shares(x, freqs, rate)
         .into_iter()
         .filter(|(_, s)| *s > 0.1)

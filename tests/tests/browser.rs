@@ -129,7 +129,7 @@ async fn a_subscriber_receives_the_publishers_audio_with_its_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_and_a_phone_caller_hear_each_other() {
-    use patchbay_tests::media::{decode_window, now_epoch, received, Capture, Law};
+    use patchbay_tests::media::{decode_window, now_epoch, received, rms, Capture, Law};
     use patchbay_tests::sipp::SippCall;
     let g = Gateway::start().await;
     let api = g.api();
@@ -177,8 +177,7 @@ async fn a_browser_and_a_phone_caller_hear_each_other() {
     // The phone hears the browser's fake microphone (it beeps): energy in what sipp received.
     let rx = received(&packets, call.media_port);
     let pcm = decode_window(&rx, Law::Ulaw, until - 3.0, until);
-    let rms =
-        (pcm.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt();
+    let rms = rms(&pcm);
     assert!(
         pcm.len() > 8000,
         "the phone received too little audio ({} samples)",

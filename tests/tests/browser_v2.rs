@@ -182,7 +182,9 @@ async fn a_subscription_change_removes_and_restores_a_v2_stream_sdk_0_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_caller_and_v2_browsers_hear_each_other() {
     use patchbay_tests::hooks::Receiver;
-    use patchbay_tests::media::{decode_window, now_epoch, received, tones_present, Capture, Law};
+    use patchbay_tests::media::{
+        decode_window, now_epoch, received, rms, tones_present, Capture, Law,
+    };
     use patchbay_tests::sipp::SippCall;
     let hooks = Receiver::start().await;
     let g = Gateway::start().await;
@@ -230,8 +232,7 @@ async fn a_phone_caller_and_v2_browsers_hear_each_other() {
     // The caller hears the browsers' fake microphones.
     let rx = received(&packets, call.media_port);
     let pcm = decode_window(&rx, Law::Ulaw, until - 3.0, until);
-    let rms =
-        (pcm.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt();
+    let rms = rms(&pcm);
     assert!(
         pcm.len() > 8000,
         "the caller received {} samples",

@@ -106,10 +106,7 @@ impl SessionCore {
         endpoint: &str,
         sdp: &str,
     ) -> Result<PublishAnswer, PublishError> {
-        let local = self.webrtc.ok_or(PublishError::NoWebRtc)?;
-        let id = self
-            .device_of(key, conn)
-            .ok_or(PublishError::NotConnected)?;
+        let (local, id) = self.offering_device(key, conn)?;
         let d = self
             .devices
             .get_mut(&id)

@@ -81,10 +81,7 @@ impl SessionCore {
         conn: ConnId,
         offer: &PublishRequest,
     ) -> Result<PublishAnswer, PublishError> {
-        let local = self.webrtc.ok_or(PublishError::NoWebRtc)?;
-        let id = self
-            .device_of(key, conn)
-            .ok_or(PublishError::NotConnected)?;
+        let (local, id) = self.offering_device(key, conn)?;
         let d = self
             .devices
             .get_mut(&id)
@@ -190,6 +187,19 @@ impl SessionCore {
             })
             .collect();
         Ok(PublishAnswer { sdp, streams })
+    }
+
+    /// Our WebRTC address and the device `conn` speaks for, for an offer it made.
+    pub(super) fn offering_device(
+        &self,
+        key: &DeviceKey,
+        conn: ConnId,
+    ) -> Result<(std::net::SocketAddr, DeviceId), PublishError> {
+        let local = self.webrtc.ok_or(PublishError::NoWebRtc)?;
+        let id = self
+            .device_of(key, conn)
+            .ok_or(PublishError::NotConnected)?;
+        Ok((local, id))
     }
 
     pub(super) fn queue_ufrag(&mut self, ufrag: String) {

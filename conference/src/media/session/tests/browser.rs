@@ -40,9 +40,42 @@ pub struct Browser {
     pub sent: Option<Vec<(SocketAddr, Vec<u8>)>>,
     heartbeat: [Option<str0m::channel::ChannelId>; 2],
     audio_mid: Option<Mid>,
+    tone: Tone,
+}
+
+/// A 440 Hz tone as 20 ms Opus frames stamped in 48 kHz RTP time (what the tests'
+/// clients publish).
+pub struct Tone {
     opus: Option<Encoder>,
-    ts: u64,
+    /// The RTP time of the next frame.
+    pub ts: u64,
     phase: f64,
+}
+
+impl Tone {
+    pub fn new() -> Tone {
+        Tone {
+            opus: Encoder::opus_at(16000).ok(),
+            ts: 0,
+            phase: 0.0,
+        }
+    }
+
+    /// The next frame and its RTP time.
+    pub fn next_frame(&mut self) -> Option<(MediaTime, Vec<u8>)> {
+        let opus = self.opus.as_mut()?;
+        let pcm: Vec<i16> = (0..320)
+            .map(|_| {
+                self.phase += 2.0 * std::f64::consts::PI * 440.0 / 16000.0;
+                (self.phase.sin() * 8000.0) as i16
+            })
+            .collect();
+        let mut payload = Vec::new();
+        opus.encode(&pcm, &mut payload).ok()?;
+        let time = MediaTime::new(self.ts, Frequency::FORTY_EIGHT_KHZ);
+        self.ts += 960;
+        Some((time, payload))
+    }
 }
 
 impl Browser {
@@ -85,9 +118,7 @@ impl Browser {
             sent: None,
             heartbeat: [None; 2],
             audio_mid: None,
-            opus: None,
-            ts: 0,
-            phase: 0.0,
+            tone: Tone::new(),
         }
     }
 
@@ -136,56 +167,6 @@ impl Browser {
             .sdp_api()
             .accept_answer(pending, answer)
             .expect("answer accepted");
-        self.opus = Encoder::opus_at(16000).ok();
-    }
-
-    /// Answer every offer the core sent this device.
-    fn answer_offers(&mut self, rig: &mut Rig) {
-        let conn = self.conn;
-        let offers: Vec<Offer> = rig.seen.offers(conn);
-        rig.seen.actions.retain(
-            |a| !matches!(a, Action::Note { conn: c, note: DeviceNote::Offer(_) } if *c == conn),
-        );
-        for offer in offers {
-            let parsed = str0m::change::SdpOffer::from_sdp_string(&offer.sdp).expect("offer SDP");
-            let answer = self
-                .subscribe
-                .sdp_api()
-                .accept_offer(parsed)
-                .expect("offer accepted");
-            if self.revisions.is_empty() {
-                // Like the SDK: the negotiated heartbeat channel on this connection too.
-                let mut direct = self.subscribe.direct_api();
-                direct.create_data_channel(sdk_channel(0, "__heartbeat__"));
-                direct.create_data_channel(sdk_channel(1, "__diagnostics__"));
-            }
-            self.revisions.push(offer.revision);
-            rig.control(Control::Answer {
-                key: self.key.clone(),
-                conn,
-                sdp: answer.to_sdp_string(),
-            });
-        }
-    }
-
-    /// One 20 ms Opus frame of a 440 Hz tone, if publishing.
-    fn speak(&mut self, rig: &Rig) {
-        let (Some(mid), Some(opus)) = (self.audio_mid, self.opus.as_mut()) else {
-            return;
-        };
-        let pcm: Vec<i16> = (0..320)
-            .map(|_| {
-                self.phase += 2.0 * std::f64::consts::PI * 440.0 / 16000.0;
-                (self.phase.sin() * 8000.0) as i16
-            })
-            .collect();
-        let mut payload = Vec::new();
-        if opus.encode(&pcm, &mut payload).is_err() {
-            return;
-        }
-        let time = MediaTime::new(self.ts, Frequency::FORTY_EIGHT_KHZ);
-        self.ts += 960;
-        self.write(rig, mid, str0m::format::Codec::Opus, time, payload);
     }
 
     /// Write one frame of `codec` on the publishing connection's `mid`.
@@ -213,12 +194,62 @@ impl Browser {
     /// One RFC 4733 packet of `digit` on the published audio (as `sendDtmf` sends it).
     pub fn dtmf(&mut self, rig: &Rig, digit: u8, end: bool) {
         let Some(mid) = self.audio_mid else { return };
-        let time = MediaTime::new(self.ts, Frequency::FORTY_EIGHT_KHZ);
+        let time = MediaTime::new(self.tone.ts, Frequency::FORTY_EIGHT_KHZ);
         let flags = if end { 0x8a } else { 0x0a };
         let payload = vec![digit, flags, 0x03, 0xc0];
         self.write(rig, mid, str0m::format::Codec::Tele, time, payload);
     }
+}
 
+/// A client of the core in these tests (a v3 [`Browser`], a v2 client).
+pub trait Client {
+    /// Act on what the core told this device (offers, endpoints).
+    fn react(&mut self, rig: &mut Rig);
+    /// One 20 ms frame of its tone on what it publishes, if it publishes.
+    fn speak(&mut self, rig: &Rig);
+    /// Drive its connections: datagrams to the core, events noted.
+    fn drive(&mut self, rig: &mut Rig);
+    /// Take the core's datagrams for its connections.
+    fn receive(&mut self, rig: &mut Rig);
+}
+
+impl Client for Browser {
+    /// Answer every offer the core sent this device.
+    fn react(&mut self, rig: &mut Rig) {
+        let conn = self.conn;
+        let offers: Vec<Offer> = rig.seen.offers(conn);
+        rig.seen.actions.retain(
+            |a| !matches!(a, Action::Note { conn: c, note: DeviceNote::Offer(_) } if *c == conn),
+        );
+        for offer in offers {
+            let parsed = str0m::change::SdpOffer::from_sdp_string(&offer.sdp).expect("offer SDP");
+            let answer = self
+                .subscribe
+                .sdp_api()
+                .accept_offer(parsed)
+                .expect("offer accepted");
+            if self.revisions.is_empty() {
+                // Like the SDK: the negotiated heartbeat channel on this connection too.
+                let mut direct = self.subscribe.direct_api();
+                direct.create_data_channel(sdk_channel(0, "__heartbeat__"));
+                direct.create_data_channel(sdk_channel(1, "__diagnostics__"));
+            }
+            self.revisions.push(offer.revision);
+            rig.control(Control::Answer {
+                key: self.key.clone(),
+                conn,
+                sdp: answer.to_sdp_string(),
+            });
+        }
+    }
+    /// One 20 ms Opus frame of a 440 Hz tone, if publishing.
+    fn speak(&mut self, rig: &Rig) {
+        let Some(mid) = self.audio_mid else { return };
+        let Some((time, payload)) = self.tone.next_frame() else {
+            return;
+        };
+        self.write(rig, mid, str0m::format::Codec::Opus, time, payload);
+    }
     /// Drive both connections: datagrams to the core, events noted.
     fn drive(&mut self, rig: &mut Rig) {
         let now = rig.now;
@@ -260,7 +291,6 @@ impl Browser {
         rig.core.flush(now);
         rig.collect();
     }
-
     /// Take the core's datagrams for this browser.
     fn receive(&mut self, rig: &mut Rig) {
         let core: SocketAddr = CORE_ADDR.parse().expect("address");
@@ -289,17 +319,22 @@ impl Browser {
     }
 }
 
-/// Run the core and `browsers` for `d` in 5 ms steps, callers sending every 20 ms.
-pub fn run(rig: &mut Rig, browsers: &mut [&mut Browser], callers: &mut [&mut Caller], d: Duration) {
-    let steps = d.as_millis() / 5;
-    for step in 0..steps {
-        for b in browsers.iter_mut() {
-            b.answer_offers(rig);
+/// Run the core and `clients` for `d` in 5 ms steps, clients speaking and callers
+/// sending every 20 ms.
+pub fn run(
+    rig: &mut Rig,
+    clients: &mut [&mut dyn Client],
+    callers: &mut [&mut Caller],
+    d: Duration,
+) {
+    for step in 0..d.as_millis() / 5 {
+        for c in clients.iter_mut() {
+            c.react(rig);
             if step % 4 == 0 {
-                b.speak(rig);
+                c.speak(rig);
             }
-            b.drive(rig);
-            b.receive(rig);
+            c.drive(rig);
+            c.receive(rig);
         }
         if step % 4 == 0 {
             for c in callers.iter_mut() {
@@ -307,8 +342,8 @@ pub fn run(rig: &mut Rig, browsers: &mut [&mut Browser], callers: &mut [&mut Cal
             }
         }
         rig.advance(Duration::from_millis(5));
-        for b in browsers.iter_mut() {
-            b.receive(rig);
+        for c in clients.iter_mut() {
+            c.receive(rig);
         }
     }
 }

@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, Mid};
 use uuid::Uuid;
 
 use super::super::*;
+use super::browser::{run, Browser, Client, Tone};
 use super::harness::*;
 use crate::events::{DeviceClose, DeviceNote};
-use crate::media::codec::Encoder;
 
 /// One of the client's peer connections.
 struct Conn {
@@ -33,9 +33,7 @@ pub struct V2Browser {
     /// Endpoints announced with `sdpNeeded`, in order, and those removed.
     pub needed: Vec<EndpointRequest>,
     pub removed: Vec<String>,
-    opus: Option<Encoder>,
-    ts: u64,
-    phase: f64,
+    tone: Tone,
 }
 
 fn client_rtc(rig: &Rig, addr: SocketAddr) -> str0m::Rtc {
@@ -80,9 +78,7 @@ impl V2Browser {
             publishing: None,
             needed: Vec::new(),
             removed: Vec::new(),
-            opus: None,
-            ts: 0,
-            phase: 0.0,
+            tone: Tone::new(),
         }
     }
 
@@ -139,7 +135,6 @@ impl V2Browser {
                 },
             );
             self.publishing = Some((endpoint.to_string(), mid));
-            self.opus = Encoder::opus_at(16000).ok();
         }
         result
     }
@@ -186,8 +181,15 @@ impl V2Browser {
         result
     }
 
+    /// Frames received on endpoint `e`.
+    pub fn frames(&self, e: &str) -> usize {
+        self.conns.get(e).map_or(0, |c| c.frames)
+    }
+}
+
+impl Client for V2Browser {
     /// Act on what the core told this device: offer for new endpoints, drop removed ones.
-    fn notes(&mut self, rig: &mut Rig) {
+    fn react(&mut self, rig: &mut Rig) {
         let conn = self.conn;
         let mut notes = Vec::new();
         rig.seen.actions.retain(|a| match a {
@@ -214,30 +216,14 @@ impl V2Browser {
             }
         }
     }
-
-    /// Frames received on endpoint `e`.
-    pub fn frames(&self, e: &str) -> usize {
-        self.conns.get(e).map_or(0, |c| c.frames)
-    }
-
     /// One 20 ms Opus frame of a 440 Hz tone on the published audio.
     fn speak(&mut self, rig: &Rig) {
-        let (Some((endpoint, mid)), Some(opus)) = (self.publishing.clone(), self.opus.as_mut())
-        else {
+        let Some((endpoint, mid)) = self.publishing.clone() else {
             return;
         };
-        let pcm: Vec<i16> = (0..320)
-            .map(|_| {
-                self.phase += 2.0 * std::f64::consts::PI * 440.0 / 16000.0;
-                (self.phase.sin() * 8000.0) as i16
-            })
-            .collect();
-        let mut payload = Vec::new();
-        if opus.encode(&pcm, &mut payload).is_err() {
+        let Some((time, payload)) = self.tone.next_frame() else {
             return;
-        }
-        let time = MediaTime::new(self.ts, Frequency::FORTY_EIGHT_KHZ);
-        self.ts += 960;
+        };
         let Some(c) = self.conns.get_mut(&endpoint) else {
             return;
         };
@@ -253,7 +239,6 @@ impl V2Browser {
         };
         let _ = writer.write(pt, rig.now.at, time, Arc::<[u8]>::from(payload));
     }
-
     /// Drive every connection: datagrams to the core, received frames counted.
     fn drive(&mut self, rig: &mut Rig) {
         let now = rig.now;
@@ -273,7 +258,6 @@ impl V2Browser {
         rig.core.flush(now);
         rig.collect();
     }
-
     /// Take the core's datagrams for this client's connections.
     fn receive(&mut self, rig: &mut Rig) {
         let core: SocketAddr = CORE_ADDR.parse().expect("address");
@@ -292,29 +276,6 @@ impl V2Browser {
                     let _ = c.rtc.handle_input(str0m::Input::Receive(rig.now.at, r));
                 }
             }
-        }
-    }
-}
-
-/// Run the core and the clients for `d` in 5 ms steps, callers sending every 20 ms.
-fn run(rig: &mut Rig, browsers: &mut [&mut V2Browser], callers: &mut [&mut Caller], d: Duration) {
-    for step in 0..d.as_millis() / 5 {
-        for b in browsers.iter_mut() {
-            b.notes(rig);
-            if step % 4 == 0 {
-                b.speak(rig);
-            }
-            b.drive(rig);
-            b.receive(rig);
-        }
-        if step % 4 == 0 {
-            for c in callers.iter_mut() {
-                c.send(&mut rig.core, rig.now);
-            }
-        }
-        rig.advance(Duration::from_millis(5));
-        for b in browsers.iter_mut() {
-            b.receive(rig);
         }
     }
 }
@@ -548,4 +509,29 @@ fn an_unanswered_sdp_needed_is_sent_again_on_resume_and_then_ends_the_device() {
         .seen
         .closes()
         .contains(&(ConnId(5), DeviceClose::OfferUnanswered)));
+}
+
+#[test]
+fn a_v2_and_a_v3_device_hear_each_other() {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut rig = Rig::new();
+    rig.members(&[a, b]);
+    let mut v3 = Browser::connect(&mut rig, a, "v3", 1, 43000);
+    v3.publish_audio(&mut rig, "s-v3");
+    let mut v2 = V2Browser::connect(&mut rig, b, "v2", 2, 43100);
+    v2.publish(&mut rig, "pub-v2", "mic").expect("published");
+    run(
+        &mut rig,
+        &mut [&mut v3, &mut v2],
+        &mut [],
+        Duration::from_secs(2),
+    );
+    // The v3 device got one offer with the v2 device's stream and receives it.
+    assert_eq!(v3.revisions, vec![1], "one sdpOffer");
+    assert!(v3.frames > 50, "v3 received {} frames", v3.frames);
+    // The v2 device got one endpoint for the v3 device's stream and receives it.
+    assert_eq!(v2.needed.len(), 1);
+    assert_eq!(v2.needed[0].participant_id, a);
+    let e = v2.needed[0].endpoint.to_string();
+    assert!(v2.frames(&e) > 50, "v2 received {} frames", v2.frames(&e));
 }
