@@ -3,7 +3,8 @@
 //!
 //! `webrtc-load sfu --sessions S` creates S sessions of `--per-session` (20)
 //! participants, all subscribed to the whole session; each publishes one Opus
-//! stream (50 packets/s of `--payload` bytes) and receives everyone else's. After a
+//! stream (50 packets/s of `--payload` bytes) and receives everyone else's. With
+//! `--protocol v2` the clients speak the v2 protocol (`v2`: a connection per stream). After a
 //! warm-up it measures for `--seconds`: packets the gateway forwarded (from its
 //! /metrics), packets the clients received, and the gateway's CPU (from
 //! /proc/PID/stat): forwarded packets per second per core, CPU per subscriber.
@@ -37,6 +38,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use patchbay_bench::common::{metrics, proc_cpu, Api, Target};
 
+#[path = "webrtc_load/v2.rs"]
+mod v2;
+
 #[derive(Parser, Debug)]
 struct Args {
     #[command(flatten)]
@@ -66,6 +70,10 @@ enum Cmd {
         warmup: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// The device protocol the clients speak: v3 (two connections per device) or
+        /// v2 (one connection per published and per received stream)
+        #[arg(long, default_value = "v3", value_parser = ["v3", "v2"])]
+        protocol: String,
     },
     /// One subscribe-only participant in each listed session.
     Listen {
@@ -127,8 +135,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             pid,
             warmup,
             seconds,
+            protocol,
         } => {
-            let body = json!({"publishPermissions": ["AUDIO"], "tag": "bench"});
+            let version = protocol.to_uppercase();
+            let body = json!({"publishPermissions": ["AUDIO"], "tag": "bench", "deviceApiVersion": version});
             let tokens: Vec<String> = api
                 .members(sessions * per_session, per_session, body, true)
                 .await?
@@ -141,11 +151,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let floor_us =
                 tokio::task::spawn_blocking(|| udp_floor(per_session_fanout(), 200_000)).await??;
             for (i, token) in tokens.into_iter().enumerate() {
-                let (ws_base, totals) = (ws_base.clone(), totals.clone());
+                let (ws_base, totals, v2) = (ws_base.clone(), totals.clone(), protocol == "v2");
                 tokio::spawn(async move {
-                    if let Err(e) =
+                    let r = if v2 {
+                        v2::client(&ws_base, &token, i, Some(payload), totals.clone()).await
+                    } else {
                         client(&ws_base, &token, i, Some(payload), None, totals.clone()).await
-                    {
+                    };
+                    if let Err(e) = r {
                         totals.errors.fetch_add(1, Relaxed);
                         eprintln!("client {i}: {e:#}");
                     }
@@ -182,7 +195,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let expected = (n * (per_session - 1) * 50) as f64;
             let per_core = if cpu > 0.0 { fwd / cpu } else { f64::INFINITY };
             println!(
-                "{sessions} sessions x {per_session} participants, all subscribed to all, Opus {payload} B x 50/s each, {wall:.1} s measured"
+                "{sessions} sessions x {per_session} participants ({protocol} devices), all subscribed to all, Opus {payload} B x 50/s each, {wall:.1} s measured"
             );
             println!(
                 "publishing {} of {n}; client errors {}",
@@ -212,7 +225,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
             println!(
                 "{}",
-                json!({"sessions": sessions, "participants": n, "forwarded_pps": fwd.round(),
+                json!({"sessions": sessions, "participants": n, "protocol": protocol, "forwarded_pps": fwd.round(),
                        "received_pps": rx.round(), "expected_pps": expected, "cpu_core_fraction": cpu,
                        "forwarded_pps_per_core": per_core.round(),
                        "cpu_us_per_subscriber_s": (cpu / n as f64 * 1e6).round(),
@@ -497,19 +510,27 @@ async fn client(
                 let now = Instant::now();
                 if let (Some(m), true) = (mid, now >= next_frame) {
                     next_frame += Duration::from_millis(20);
-                    if let Some(w) = publisher.rtc.writer(m) {
-                        let pt = w.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt());
-                        if let Some(pt) = pt {
-                            let t = MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ);
-                            if w.write(pt, now, t, frame.clone()).is_ok() {
-                                totals.sent.fetch_add(1, Relaxed);
-                            }
-                        }
-                    }
+                    write_opus(&mut publisher.rtc, m, ts, &frame, now, &totals);
                     ts += 960;
                 }
             }
         }
+    }
+}
+
+/// Write one Opus frame stamped `ts` (48 kHz) on `mid`, counted as sent.
+fn write_opus(rtc: &mut Rtc, mid: Mid, ts: u64, frame: &[u8], now: Instant, totals: &Totals) {
+    let Some(w) = rtc.writer(mid) else { return };
+    let Some(pt) = w
+        .payload_params()
+        .find(|p| p.spec().codec == Codec::Opus)
+        .map(|p| p.pt())
+    else {
+        return;
+    };
+    let t = MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ);
+    if w.write(pt, now, t, frame.to_vec()).is_ok() {
+        totals.sent.fetch_add(1, Relaxed);
     }
 }
 
