@@ -467,6 +467,18 @@ pub mod ws {
         socket
     }
 
+    /// Open `/v2/?token=…&sdkVersion=…&uniqueId=…` as the browser SDK's v2 code does.
+    pub async fn connect_v2(g: &Gateway, token: &str, unique_id: &str) -> Socket {
+        let url = format!(
+            "ws://127.0.0.1:{}/v2/?token={token}&sdkVersion=test&uniqueId={unique_id}",
+            g.port
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
+        socket
+    }
+
     /// The next message within 5 s: `Ok(text)` or `Err((close code, reason))`.
     pub async fn next(socket: &mut Socket) -> Result<String, (u16, String)> {
         next_within(socket, Duration::from_secs(5)).await

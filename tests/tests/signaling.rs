@@ -1,4 +1,4 @@
-//! Device signaling (`/v3`): token checks on connect and JSON-RPC basics, over a real WebSocket.
+//! Device signaling (`/v3`, and `/v2` for the legacy protocol): token checks on connect and JSON-RPC basics, over a real WebSocket.
 
 use futures_util::SinkExt;
 use patchbay_tests::ws::{connect, next, rpc};
@@ -279,4 +279,113 @@ async fn oversized_and_non_utf8_messages_close_with_their_codes() {
     assert_eq!(code, 1007);
     // The gateway still serves others.
     patchbay_tests::ws::assert_token_accepted(&g, &token).await;
+}
+
+/// `/v2`: the same token checks and close codes as `/v3`, and the v2 methods on the wire.
+#[tokio::test]
+async fn v2_checks_tokens_like_v3_and_speaks_its_methods() {
+    use patchbay_tests::ws::connect_v2;
+    let g = Gateway::start().await;
+    let api = g.api();
+    let mut ws = connect_v2(&g, "not.a.jwt", "dev-1").await;
+    let (code, reason) = next(&mut ws).await.unwrap_err();
+    assert_eq!(
+        (code, reason.contains("invalid token")),
+        (4401, true),
+        "{reason}"
+    );
+    let (_, lonely) = api.participant(json!({"deviceApiVersion": "V2"})).await;
+    let mut ws = connect_v2(&g, &lonely, "dev-2").await;
+    assert_eq!(next(&mut ws).await.unwrap_err().0, 4403);
+
+    // An AUDIO-only V2 participant in a session.
+    let (s, p, token) = api
+        .member(json!({"deviceApiVersion": "V2", "publishPermissions": ["AUDIO"]}))
+        .await;
+    let mut ws = connect_v2(&g, &token, "dev-3").await;
+    let r = rpc(
+        &mut ws,
+        json!(1),
+        "setMediaPreferences",
+        json!({"sendRecv": false, "aggregationType": "NONE", "protocol": "WEB_RTC"}),
+    )
+    .await;
+    assert_eq!(r, json!({"jsonrpc": "2.0", "result": {}, "id": 1}));
+    // Audio and video asked for: an endpoint for the audio it may publish.
+    let r = rpc(
+        &mut ws,
+        json!(2),
+        "requestToPublish",
+        json!({"mediaTypes": ["AUDIO", "VIDEO"], "alias": "mic"}),
+    )
+    .await;
+    let endpoint = r["result"]["endpointId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!endpoint.is_empty(), "{r}");
+    assert_eq!(r["result"]["mediaTypes"], json!(["AUDIO"]));
+    assert_eq!(r["result"]["direction"], "sendonly");
+    assert_eq!(r["result"]["alias"], "mic");
+    assert_eq!(r["result"]["participantId"], p.as_str());
+    // Video only: nothing it may publish.
+    let r = rpc(
+        &mut ws,
+        json!(3),
+        "requestToPublish",
+        json!({"mediaTypes": ["VIDEO"]}),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], -32000, "{r}");
+    // An endpoint nobody announced, and SDP that does not parse, are refused; the
+    // connection stays.
+    let r = rpc(
+        &mut ws,
+        json!(4),
+        "offerSdp",
+        json!({"sdpOffer": "v=0\r\n", "endpointId": "made-up"}),
+    )
+    .await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("endpointId"),
+        "{r}"
+    );
+    let r = rpc(
+        &mut ws,
+        json!(5),
+        "offerSdp",
+        json!({"sdpOffer": "garbage", "endpointId": endpoint}),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], -32000, "{r}");
+    // The client's trickled candidates and an unknown endpoint's unpublish need nothing.
+    for text in [
+        json!({"jsonrpc": "2.0", "method": "addIceCandidate", "params": {"endpointId": endpoint,
+               "candidate": "candidate:1 1 udp 1 203.0.113.7 5000 typ srflx", "sdpMid": "0", "sdpMLineIndex": 0}}),
+        json!({"jsonrpc": "2.0", "method": "unpublish", "params": {"endpointId": "made-up"}}),
+    ] {
+        ws.send(Message::Text(text.to_string().into()))
+            .await
+            .unwrap();
+    }
+    let r = rpc(&mut ws, json!(6), "ping", json!({})).await;
+    assert_eq!(r["result"], json!({}));
+    // v3's methods are not v2's.
+    let r = rpc(&mut ws, json!(7), "answerSdp", json!({"sdpAnswer": "v=0"})).await;
+    assert_eq!(r["error"]["code"], -32601);
+    // Removal from the session closes it like a v3 device.
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/sessions/{s}/participants/{p}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::NO_CONTENT);
+    let (code, reason) = next(&mut ws).await.unwrap_err();
+    assert_eq!(code, 4403, "{reason}");
+    assert!(g.metric("patchbay_webrtc_offers_refused_total").await >= 2.0);
 }
