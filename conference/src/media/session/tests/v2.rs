@@ -535,3 +535,45 @@ fn a_v2_and_a_v3_device_hear_each_other() {
     let e = v2.needed[0].endpoint.to_string();
     assert!(v2.frames(&e) > 50, "v2 received {} frames", v2.frames(&e));
 }
+
+#[test]
+fn alias_level_subscriptions_pick_a_v2_devices_stream_by_its_alias() {
+    use crate::model::{ParticipantSubscription, Subscriptions};
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut rig = Rig::new();
+    let hears = |aliases: &[&str]| Subscriptions {
+        session_id: Some(rig.session_id),
+        participants: Some(vec![ParticipantSubscription {
+            participant_id: b,
+            stream_aliases: Some(aliases.iter().map(|s| s.to_string()).collect()),
+        }]),
+    };
+    let (cam, mic) = (hears(&["cam"]), hears(&["mic"]));
+    let snapshot = |subs: &Subscriptions| SessionSnapshot {
+        members: vec![(a, subs.clone()), (b, Subscriptions::default())],
+    };
+    let (only_cam, only_mic) = (snapshot(&cam), snapshot(&mic));
+    rig.control(Control::Snapshot(only_cam));
+    let mut listener = V2Browser::connect(&mut rig, a, "l", 1, 43200);
+    let mut talker = V2Browser::connect(&mut rig, b, "t", 2, 43300);
+    talker.publish(&mut rig, "pub-t", "mic").expect("published");
+    run(
+        &mut rig,
+        &mut [&mut listener, &mut talker],
+        &mut [],
+        Duration::from_millis(300),
+    );
+    assert!(listener.needed.is_empty(), "{:?}", listener.needed);
+    // Subscribed to the "mic" alias: the stream published under it arrives.
+    rig.control(Control::Snapshot(only_mic));
+    run(
+        &mut rig,
+        &mut [&mut listener, &mut talker],
+        &mut [],
+        Duration::from_secs(1),
+    );
+    assert_eq!(listener.needed.len(), 1);
+    assert_eq!(listener.needed[0].alias.as_deref(), Some("mic"));
+    let e = listener.needed[0].endpoint.to_string();
+    assert!(listener.frames(&e) > 20, "{}", listener.frames(&e));
+}
