@@ -65,10 +65,12 @@ impl SessionCore {
         let conn = d.conn;
         let mut notes = Vec::new();
         for (stream, forwards) in desired {
+            let Some(first) = forwards.first() else {
+                continue;
+            };
             if d.forwards.iter().any(|f| f.stream == stream) {
                 continue;
             }
-            let pc = d.new_pc_id();
             let mut media_types: Vec<MediaType> = Vec::new();
             for t in [MediaType::Audio, MediaType::Video] {
                 if forwards.iter().any(|f| type_of(f.kind) == t) {
@@ -78,9 +80,10 @@ impl SessionCore {
             let request = EndpointRequest {
                 endpoint: Arc::from(uuid::Uuid::new_v4().to_string()),
                 media_types,
-                participant_id: forwards[0].participant_id,
-                alias: forwards[0].alias.clone(),
+                participant_id: first.participant_id,
+                alias: first.alias.clone(),
             };
+            let pc = d.new_pc_id();
             d.forwards
                 .extend(forwards.into_iter().map(|f| Forward { pc, ..f }));
             d.asked.push(Asked {
