@@ -246,7 +246,68 @@ fn publish_offer() -> String {
     }
 }
 
+/// A v2 client's offer to receive one audio stream (what the SDK sends for `sdpNeeded`).
+fn receive_offer() -> String {
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let mut change = rtc.sdp_api();
+    change.add_media(
+        str0m::media::MediaKind::Audio,
+        str0m::media::Direction::RecvOnly,
+        None,
+        None,
+        None,
+    );
+    match change.apply() {
+        Some((offer, _)) => offer.to_sdp_string(),
+        None => panic!("no offer"),
+    }
+}
+
 proptest! {
+    #[test]
+    fn hostile_v2_offers_are_answered_or_refused(
+        publish in hostile_text(vec![publish_offer().into_bytes()], 2048),
+        receive in hostile_text(vec![receive_offer().into_bytes()], 2048),
+    ) {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut rig = Rig::new();
+        rig.members(&[a, b]);
+        rig.join_leg(1, b);
+        rig.device_with(a, "d", 1, Protocol::V2);
+        // The leg's stream was announced: a hostile offer to receive it, and a hostile
+        // offer to publish on an endpoint of the device's own.
+        let endpoint = rig.seen.actions.iter().find_map(|a| match a {
+            Action::Note { note: crate::events::DeviceNote::SdpNeeded(r), .. } => Some(r.endpoint.clone()),
+            _ => None,
+        });
+        prop_assert!(endpoint.is_some(), "the leg's stream is announced");
+        rig.control(Control::Receive {
+            key: DeviceKey::new(a, "d"),
+            conn: ConnId(1),
+            request: 6,
+            endpoint: endpoint.unwrap_or_default(),
+            sdp: receive,
+        });
+        rig.control(Control::Publish {
+            key: DeviceKey::new(a, "d"),
+            conn: ConnId(1),
+            request: 7,
+            offer: PublishRequest {
+                sdp: publish,
+                aliases: Vec::new(),
+                may_publish_audio: true,
+                may_publish_video: false,
+                default_alias: Some("mic".into()),
+                endpoint: Some("pub".into()),
+            },
+        });
+        for id in [6, 7] {
+            let answered = rig.seen.actions.iter().any(|a| matches!(a, Action::Published { request, .. } if *request == id));
+            prop_assert!(answered, "every offer gets an answer or a refusal");
+        }
+        rig.advance(Duration::from_secs(1));
+    }
+
     #[test]
     fn hostile_publish_offers_are_answered_or_refused(
         sdp in hostile_text(vec![publish_offer().into_bytes()], 2048),
