@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use patchbay_conference::fuzzing::{hostile, hostile_text};
-use patchbay_conference::store::SqliteStore;
+use patchbay_conference::store::SqlStore;
 use patchbay_conference::{system_clock, Conference, Options};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -118,7 +118,7 @@ impl Api {
             .expect("runtime");
         let dir = tempfile::tempdir().expect("tempdir");
         let router = rt.block_on(async {
-            let store = SqliteStore::open(&dir.path().join("p.db"))
+            let store = SqlStore::sqlite(&dir.path().join("p.db"))
                 .await
                 .expect("store");
             let conference = Arc::new(

@@ -1,33 +1,50 @@
-//! The control plane over a real SQLite store, with a controllable clock.
+//! The control plane over a real store, with a controllable clock: every test runs on
+//! the embedded SQLite store and on PostgreSQL (the test server `scripts/test` starts).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use patchbay_conference::store::SqliteStore;
+use patchbay_conference::store::{SqlStore, Store};
 use patchbay_conference::{
     Conference, ConferenceError, NewParticipant, Options, ParticipantSubscription,
     PublishPermission, Subscriptions,
 };
 use uuid::Uuid;
 
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A store that survives reopening: a SQLite file, or a fresh PostgreSQL database.
 struct Fixture {
     dir: tempfile::TempDir,
+    database: Option<String>,
     time: Arc<AtomicI64>,
 }
 
 impl Fixture {
-    fn new() -> Self {
+    fn new(backend: Backend) -> Self {
         Fixture {
             dir: tempfile::tempdir().unwrap(),
+            database: matches!(backend, Backend::Postgres).then(patchbay_tests::postgres::database),
             time: Arc::new(AtomicI64::new(1_790_000_000_000)),
         }
     }
 
+    async fn store(&self) -> SqlStore {
+        match &self.database {
+            Some(url) => SqlStore::postgres(url).await.unwrap(),
+            None => SqlStore::sqlite(&self.dir.path().join("p.db"))
+                .await
+                .unwrap(),
+        }
+    }
+
     async fn open(&self) -> Conference {
-        let store = SqliteStore::open(&self.dir.path().join("p.db"))
-            .await
-            .unwrap();
+        let store = self.store().await;
         let t = self.time.clone();
         Conference::open(
             Arc::new(store),
@@ -56,9 +73,8 @@ async fn participant(c: &Conference) -> (Uuid, String) {
     (p.id, t)
 }
 
-#[tokio::test]
-async fn state_and_tokens_survive_reopen() {
-    let f = Fixture::new();
+async fn state_and_tokens_survive_reopen(backend: Backend) {
+    let f = Fixture::new(backend);
     let (s, a, b, ta) = {
         let c = f.open().await;
         let s = c
@@ -96,9 +112,8 @@ async fn state_and_tokens_survive_reopen() {
     assert_eq!(c.verify_token(&ta).unwrap().id, a);
 }
 
-#[tokio::test]
-async fn deleting_a_participant_revokes_its_token_and_prunes_subscriptions() {
-    let f = Fixture::new();
+async fn deleting_a_participant_revokes_its_token_and_prunes_subscriptions(backend: Backend) {
+    let f = Fixture::new(backend);
     let c = f.open().await;
     let s = c.create_session("dev", None).await.unwrap().id;
     let (a, ta) = participant(&c).await;
@@ -128,9 +143,8 @@ async fn deleting_a_participant_revokes_its_token_and_prunes_subscriptions() {
     assert_eq!(c.get_session("dev", s).unwrap().members, vec![b]);
 }
 
-#[tokio::test]
-async fn sessions_expire_with_their_memberships() {
-    let f = Fixture::new();
+async fn sessions_expire_with_their_memberships(backend: Backend) {
+    let f = Fixture::new(backend);
     let c = f.open().await;
     let s = c.create_session("dev", None).await.unwrap().id;
     let (a, _) = participant(&c).await;
@@ -158,9 +172,8 @@ async fn sessions_expire_with_their_memberships() {
     assert_eq!(c.get_participant("dev", a).unwrap().session_id, Some(s2));
 }
 
-#[tokio::test]
-async fn limits_and_conflicts() {
-    let f = Fixture::new();
+async fn limits_and_conflicts(backend: Backend) {
+    let f = Fixture::new(backend);
     let c = f.open().await;
     let s = c.create_session("dev", None).await.unwrap().id;
     for _ in 0..20 {
@@ -221,9 +234,8 @@ async fn limits_and_conflicts() {
     ));
 }
 
-#[tokio::test]
-async fn concurrent_creations_are_all_durable() {
-    let f = Fixture::new();
+async fn concurrent_creations_are_all_durable(backend: Backend) {
+    let f = Fixture::new(backend);
     let c = Arc::new(f.open().await);
     let mut tasks = Vec::new();
     for _ in 0..200 {
@@ -240,3 +252,139 @@ async fn concurrent_creations_are_all_durable() {
         c.get_participant("dev", id).unwrap();
     }
 }
+
+/// Every kind of change, committed and read back as it was written.
+async fn every_operation_round_trips(backend: Backend) {
+    use patchbay_conference::events::DeviceSource;
+    use patchbay_conference::store::{ConnectionRecord, DialogRecord, StoreOp};
+    use patchbay_conference::webhooks::Webhook;
+    let f = Fixture::new(backend);
+    let store = f.store().await;
+    let (p, q) = (Uuid::new_v4(), Uuid::new_v4());
+    let webhook = |id: i64| Webhook {
+        id,
+        event_id: Uuid::new_v4(),
+        participant_id: p,
+        url: "http://127.0.0.1:9/cb".into(),
+        body: format!("{{\"n\":{id}}}"),
+        created_ms: 1_790_000_000_000 + id as u64,
+        attempts: 0,
+        next_ms: 1_790_000_000_000,
+    };
+    let (w1, w2, w3) = (webhook(1), webhook(2), webhook(3));
+    let dialog = DialogRecord {
+        id: Uuid::new_v4(),
+        account_id: "dev".into(),
+        participant_id: p,
+        state: "CALLING".into(),
+        data: r#"{"to":"sip:a@b","from":"sip:c@d"}"#.into(),
+        reason: None,
+        details: None,
+        created_at: 1,
+        updated_at: 2,
+    };
+    let connection = |device: &str, connected: bool| ConnectionRecord {
+        participant_id: q,
+        source: DeviceSource::Browser,
+        device_id: device.into(),
+        callback_url: "http://127.0.0.1:9/cb".into(),
+        tag: Some("t".into()),
+        connected,
+        since_ms: 1_790_000_000_123,
+    };
+    let units = vec![
+        vec![
+            StoreOp::PutMeta {
+                key: "k".into(),
+                value: "v1".into(),
+            },
+            StoreOp::PutMeta {
+                key: "k".into(),
+                value: "v2".into(),
+            },
+        ],
+        vec![
+            StoreOp::PutWebhook(w1.clone()),
+            StoreOp::PutWebhook(w2.clone()),
+            StoreOp::PutWebhook(w3.clone()),
+        ],
+        vec![
+            StoreOp::RetryWebhook {
+                id: 2,
+                attempts: 7,
+                next_ms: 1_790_000_999_999,
+            },
+            StoreOp::DeleteWebhook(1),
+        ],
+        vec![StoreOp::PutDialog(dialog.clone())],
+        vec![StoreOp::PutDialog(DialogRecord {
+            state: "TERMINATED".into(),
+            reason: Some("FAR END BUSY".into()),
+            details: Some("486 Busy Here".into()),
+            updated_at: 3,
+            ..dialog.clone()
+        })],
+        vec![
+            StoreOp::PutConnection(connection("gone", true)),
+            StoreOp::PutConnection(connection("web", true)),
+            StoreOp::PutConnection(connection("web", false)),
+            StoreOp::DeleteConnection {
+                participant_id: q,
+                source: DeviceSource::Browser,
+                device_id: "gone".into(),
+            },
+        ],
+    ];
+    for unit in units {
+        store.commit(unit).await.unwrap();
+    }
+    store.ping().await.unwrap();
+    store.close().await.unwrap();
+    let store = f.store().await;
+    let snap = store.load().await.unwrap();
+    assert_eq!(snap.meta.get("k").map(String::as_str), Some("v2"));
+    let ids: Vec<(i64, u32, u64)> = snap
+        .webhooks
+        .iter()
+        .map(|w| (w.id, w.attempts, w.next_ms))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![(2, 7, 1_790_000_999_999), (3, 0, 1_790_000_000_000)]
+    );
+    assert_eq!(snap.webhooks[1].event_id, w3.event_id);
+    assert_eq!(snap.webhooks[1].body, w3.body);
+    assert_eq!(snap.dialogs.len(), 1);
+    assert_eq!(snap.dialogs[0].state, "TERMINATED");
+    assert_eq!(snap.dialogs[0].reason.as_deref(), Some("FAR END BUSY"));
+    assert_eq!(snap.dialogs[0].data, dialog.data);
+    assert_eq!(snap.connections, vec![connection("web", false)]);
+}
+
+/// Each test on both stores: `name::sqlite` and `name::postgres`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+on_both_stores!(
+    state_and_tokens_survive_reopen,
+    deleting_a_participant_revokes_its_token_and_prunes_subscriptions,
+    sessions_expire_with_their_memberships,
+    limits_and_conflicts,
+    concurrent_creations_are_all_durable,
+    every_operation_round_trips,
+);

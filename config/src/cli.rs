@@ -24,6 +24,10 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
 
+    /// [database_url, PATCHBAY_DATABASE_URL] PostgreSQL database for the durable state, e.g. postgres://patchbay@127.0.0.1/patchbay [default: the embedded SQLite store in data_dir]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+
     /// [token_secret, PATCHBAY_TOKEN_SECRET] HS256 secret for participant tokens [default: generated on first start and kept in the store]
     #[arg(long, value_name = "SECRET")]
     pub token_secret: Option<String>,

@@ -83,6 +83,9 @@ impl Account {
 pub struct Config {
     pub http_listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// A PostgreSQL database for the durable state (`postgres://user@host/db`); unset:
+    /// the embedded SQLite store in `data_dir`.
+    pub database_url: Option<String>,
     pub token_secret: Option<String>,
     pub session_ttl: Duration,
     pub token_ttl: Duration,
@@ -123,6 +126,7 @@ pub struct Config {
 struct Layer {
     http_listen: Option<String>,
     data_dir: Option<String>,
+    database_url: Option<String>,
     token_secret: Option<String>,
     session_ttl: Option<String>,
     token_ttl: Option<String>,
@@ -200,6 +204,7 @@ macro_rules! scalar_keys {
 scalar_keys!(
     http_listen,
     data_dir,
+    database_url,
     token_secret,
     session_ttl,
     token_ttl,
@@ -374,6 +379,16 @@ impl Config {
         let data_dir = PathBuf::from(layer.data_dir.unwrap_or_else(|| "./patchbay-data".into()));
         if data_dir.as_os_str().is_empty() {
             return Err(key_err("data_dir", "must not be empty"));
+        }
+
+        let database_url = layer.database_url.filter(|u| !u.is_empty());
+        if let Some(url) = &database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(key_err(
+                    "database_url",
+                    "must be a PostgreSQL URL (postgres://user@host:port/database)",
+                ));
+            }
         }
 
         let token_secret = layer.token_secret;
@@ -571,6 +586,7 @@ impl Config {
             webrtc_listen,
             http_listen,
             data_dir,
+            database_url,
             token_secret,
             session_ttl,
             token_ttl,

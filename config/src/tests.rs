@@ -327,3 +327,24 @@ fn accounts_from_toml_and_cli() {
     let c = load(&["--account", "x:ux:p:with:colons"], &[]).unwrap();
     assert_eq!(c.accounts[0].password, "p:with:colons");
 }
+
+#[test]
+fn database_url_selects_postgresql_and_must_be_one() {
+    assert_eq!(load(&[], &[]).unwrap().database_url, None);
+    let c = load(
+        &[],
+        &[(
+            "PATCHBAY_DATABASE_URL",
+            "postgres://patchbay@127.0.0.1/patchbay",
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        c.database_url.as_deref(),
+        Some("postgres://patchbay@127.0.0.1/patchbay")
+    );
+    let c = load(&["--database-url", "postgresql://h/db"], &[]).unwrap();
+    assert_eq!(c.database_url.as_deref(), Some("postgresql://h/db"));
+    let e = load(&["--database-url", "mysql://h/db"], &[]).unwrap_err();
+    assert!(e.to_string().contains("database_url"), "{e}");
+}

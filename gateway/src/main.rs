@@ -12,7 +12,7 @@ use patchbay_api::webhooks::{WebhookOptions, Webhooks};
 use patchbay_api::{Accounts, AppState, Metrics};
 use patchbay_conference::media::session::HangupReason;
 use patchbay_conference::media::webrtc::WebRtcTransport;
-use patchbay_conference::store::SqliteStore;
+use patchbay_conference::store::SqlStore;
 use patchbay_conference::{system_clock, Conference, Options};
 use patchbay_config::SipTransport;
 use patchbay_config::{Config, LogFormat};
@@ -64,6 +64,20 @@ fn init_tracing(config: &Config) {
     }
 }
 
+/// A database URL fit for a log line: any password replaced by `***`.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// The data directory must exist (created if missing) and be writable.
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     let err = |e: std::io::Error| {
@@ -78,13 +92,23 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     prepare_data_dir(&config.data_dir)?;
-    let db = config.data_dir.join("patchbay.db");
-    let store = SqliteStore::open(&db).await.with_context(|| {
-        format!(
-            "config key `data_dir`: cannot open the store {}",
-            db.display()
-        )
-    })?;
+    let store = match &config.database_url {
+        Some(url) => SqlStore::postgres(url).await.with_context(|| {
+            format!(
+                "config key `database_url`: cannot open the store at {}",
+                without_password(url)
+            )
+        })?,
+        None => {
+            let db = config.data_dir.join("patchbay.db");
+            SqlStore::sqlite(&db).await.with_context(|| {
+                format!(
+                    "config key `data_dir`: cannot open the store {}",
+                    db.display()
+                )
+            })?
+        }
+    };
     let conference = Arc::new(
         Conference::open(
             Arc::new(store),
@@ -225,6 +249,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         webrtc = %webrtc.local_addr(),
         media_ip = %config.media_ip,
         data_dir = %config.data_dir.display(),
+        store = %config.database_url.as_deref().map_or_else(|| "sqlite".to_string(), without_password),
         accounts = ?config.accounts.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
         version = env!("CARGO_PKG_VERSION"),
         "patchbay started"
@@ -321,4 +346,18 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        use super::without_password as w;
+        assert_eq!(
+            w("postgres://pb:s3cret@db:5432/pb"),
+            "postgres://pb:***@db:5432/pb"
+        );
+        assert_eq!(w("postgres://pb@db/pb"), "postgres://pb@db/pb");
+        assert_eq!(w("postgres://db/pb"), "postgres://db/pb");
+    }
 }

@@ -16,6 +16,7 @@ pub mod dialing;
 pub mod hooks;
 pub mod kamailio;
 pub mod media;
+pub mod postgres;
 pub mod rawsip;
 pub mod sipp;
 pub mod stunnel;
@@ -91,6 +92,17 @@ impl Gateway {
     }
 
     async fn start_in(data: Option<PathBuf>, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        // The suite's PostgreSQL pass: every gateway on a database of its own (kept across
+        // its restarts), unless the test picks its store (a data directory of its own is
+        // a test of the embedded store).
+        let on_postgres = std::env::var("PATCHBAY_TEST_STORE").as_deref() == Ok("postgres");
+        if on_postgres && data.is_none() && !env.iter().any(|(k, _)| k == "PATCHBAY_DATABASE_URL") {
+            env.push(("PATCHBAY_DATABASE_URL".into(), postgres::database()));
+        }
         let mut g = Gateway {
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -98,10 +110,7 @@ impl Gateway {
             sip_port: sipp::free_udp_ports(1),
             webrtc_port: sipp::free_udp_ports(1),
             args: args.iter().map(|s| s.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env,
             data,
             restarts: 0,
             port_retries: 0,

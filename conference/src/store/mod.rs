@@ -1,4 +1,5 @@
-//! Durable state behind a trait: SQLite today, PostgreSQL later with the same schema.
+//! Durable state behind a trait: embedded SQLite for one node, PostgreSQL (the one
+//! distributed engine a cluster shares), the same schema and statements on both.
 //!
 //! The control plane keeps its state in memory and writes every change through
 //! the store before acknowledging it. A change is a unit of [`StoreOp`]s that
@@ -16,8 +17,10 @@ use crate::events::DeviceSource;
 use crate::model::{Participant, Session, Subscriptions};
 use crate::webhooks::Webhook;
 
+mod postgres;
+mod sql;
 mod sqlite;
-pub use sqlite::SqliteStore;
+pub use sql::SqlStore;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
