@@ -192,7 +192,17 @@ async fn track_request(State(state): State<AppState>, mut req: Request, next: Ne
     let method = req.method().clone();
     let mut resp = match read_request_body(&state, req).await {
         Ok(req) => next.run(req).await,
-        Err(refused) => refused.into_response(),
+        Err(refused) => {
+            // The body was not read to its end (too large, too slow): this connection
+            // ends with the response (RFC 9112 §9.6), and says so, so that no client
+            // sends its next request on it.
+            let mut r = refused.into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+            r
+        }
     };
 
     let pending = resp
