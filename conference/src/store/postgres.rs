@@ -4,6 +4,11 @@
 //! PostgreSQL has no `BLOB`, so a domain of that name over `bytea` is created first.
 //! A commit returns once the server has flushed its WAL (`synchronous_commit` on, the
 //! server's default): only then is a write acknowledged.
+//!
+//! One node per database until clustering exists: the writer's connection holds a
+//! session advisory lock ([`NODE_LOCK`]); a second node on the same database is refused
+//! at start, and after a lost connection the writer connects again (while unhealthy,
+//! before each write and each readiness probe) and takes the lock again before writing.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -27,6 +32,15 @@ impl SqlStore {
             .map_err(backend)?
             .disable_statement_logging();
         let mut conn = options.connect().await.map_err(backend)?;
+        // A previous process of this node that just died may hold the lock for a moment
+        // (until the server notices its connection is gone).
+        let since = std::time::Instant::now();
+        while let Err(e) = take_node_lock(&mut conn).await {
+            if since.elapsed() > LOCK_PATIENCE {
+                return Err(e);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
         sqlx::query(
             "DO $$ BEGIN CREATE DOMAIN blob AS bytea; \
              EXCEPTION WHEN duplicate_object THEN NULL; END $$",
@@ -39,7 +53,7 @@ impl SqlStore {
             .await
             .map_err(backend)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(conn, rx));
+        tokio::spawn(writer(conn, options, rx));
         Ok(SqlStore { tx })
     }
 }
@@ -61,11 +75,55 @@ fn sql(s: &'static str) -> Cow<'static, str> {
     Cow::Owned(out)
 }
 
+/// How long a start waits for [`NODE_LOCK`] before refusing.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The advisory lock key of "the node writing this database" (`pg_locks.objid`).
+pub const NODE_LOCK: i64 = 0x7061_7463_6862; // "patchb"
+
+/// Hold [`NODE_LOCK`] on `conn` for as long as it lives, or fail: another node has it.
+async fn take_node_lock(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(NODE_LOCK)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+    if taken {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(
+            "another Patchbay node is using this database (one node per database: a \
+             cluster of nodes sharing one is not built yet)"
+                .into(),
+        ))
+    }
+}
+
+/// Connect again if the connection is gone (the server restarted, the network broke).
+async fn revive(options: &PgConnectOptions, conn: &mut PgConnection) -> Result<(), StoreError> {
+    if conn.ping().await.is_ok() {
+        return Ok(());
+    }
+    let mut fresh = options.connect().await.map_err(backend)?;
+    take_node_lock(&mut fresh).await?;
+    *conn = fresh;
+    tracing::info!("store connected to PostgreSQL again");
+    Ok(())
+}
+
 async fn close(conn: PgConnection) -> Result<(), StoreError> {
     conn.close().await.map_err(backend)
 }
 
-sql_store!(PgConnection, sqlx::postgres::PgRow, sql, "BEGIN", close);
+sql_store!(
+    PgConnection,
+    sqlx::postgres::PgRow,
+    PgConnectOptions,
+    sql,
+    "BEGIN",
+    revive,
+    close
+);
 
 #[cfg(test)]
 mod tests {

@@ -78,12 +78,14 @@ impl Store for SqlStore {
     }
 }
 
-/// `$conn`, `$row`: the backend's connection and row; `$sql`: `fn(&'static str) ->
-/// Cow<'static, str>` (placeholders); `$begin`: the statement that opens a write
-/// transaction; `$close`: `async fn($conn) -> Result<(), StoreError>` (flush and close).
+/// `$conn`, `$row`: the backend's connection and row; `$ctx`: what it needs to connect
+/// again; `$sql`: `fn(&'static str) -> Cow<'static, str>` (placeholders); `$begin`: the
+/// statement that opens a write transaction; `$revive`: `async fn(&$ctx, &mut $conn) ->
+/// Result<(), StoreError>`, run before writing while unhealthy (a server that went away
+/// is connected to again); `$close`: `async fn($conn) -> Result<(), StoreError>`.
 macro_rules! sql_store {
-    ($conn:ty, $row:ty, $sql:path, $begin:expr, $close:path) => {
-async fn writer(mut conn: $conn, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    ($conn:ty, $row:ty, $ctx:ty, $sql:path, $begin:expr, $revive:path, $close:path) => {
+async fn writer(mut conn: $conn, ctx: $ctx, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let mut group: Vec<(Vec<StoreOp>, Reply<()>)> = Vec::new();
     let mut healthy = true;
     while let Some(cmd) = rx.recv().await {
@@ -98,11 +100,11 @@ async fn writer(mut conn: $conn, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                 }
                 Cmd::Load(reply) => {
                     // Keep order: write what is grouped before anything else.
-                    commit_group(&mut conn, &mut group, &mut healthy).await;
+                    commit_group(&mut conn, &ctx, &mut group, &mut healthy).await;
                     let _ = reply.send(load(&mut conn).await);
                 }
                 Cmd::Ping(reply) => {
-                    commit_group(&mut conn, &mut group, &mut healthy).await;
+                    commit_group(&mut conn, &ctx, &mut group, &mut healthy).await;
                     let r = if healthy {
                         sqlx::query(&$sql("SELECT 1"))
                             .execute(&mut conn)
@@ -112,7 +114,10 @@ async fn writer(mut conn: $conn, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                     } else {
                         // Unhealthy since a write failed: healthy again only once a
                         // durable write succeeds.
-                        let r = probe(&mut conn).await;
+                        let r = match $revive(&ctx, &mut conn).await {
+                            Ok(()) => probe(&mut conn).await,
+                            Err(e) => Err(e),
+                        };
                         healthy = r.is_ok();
                         if healthy {
                             tracing::info!("store writes again");
@@ -126,14 +131,14 @@ async fn writer(mut conn: $conn, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                     while let Ok(Cmd::Commit(unit, r)) = rx.try_recv() {
                         group.push((unit, r));
                     }
-                    commit_group(&mut conn, &mut group, &mut healthy).await;
+                    commit_group(&mut conn, &ctx, &mut group, &mut healthy).await;
                     let r = $close(conn).await;
                     let _ = reply.send(r);
                     return;
                 }
             }
         }
-        commit_group(&mut conn, &mut group, &mut healthy).await;
+        commit_group(&mut conn, &ctx, &mut group, &mut healthy).await;
     }
 }
 
@@ -163,11 +168,21 @@ async fn probe(conn: &mut $conn) -> Result<(), StoreError> {
 /// so that only the failing ones report an error. `healthy` follows the outcome.
 async fn commit_group(
     conn: &mut $conn,
+    ctx: &$ctx,
     group: &mut Vec<(Vec<StoreOp>, Reply<()>)>,
     healthy: &mut bool,
 ) {
     if group.is_empty() {
         return;
+    }
+    if !*healthy {
+        if let Err(e) = $revive(ctx, conn).await {
+            tracing::error!(error = %e, "store unreachable");
+            for (_, reply) in group.drain(..) {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
     }
     let units: Vec<&[StoreOp]> = group.iter().map(|(u, _)| u.as_slice()).collect();
     match write_units(conn, &units).await {

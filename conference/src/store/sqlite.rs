@@ -35,7 +35,7 @@ impl SqlStore {
             .await
             .map_err(backend)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(conn, rx));
+        tokio::spawn(writer(conn, (), rx));
         Ok(SqlStore { tx })
     }
 }
@@ -53,10 +53,17 @@ async fn checkpoint_and_close(mut conn: SqliteConnection) -> Result<(), StoreErr
     conn.close().await.map_err(backend)
 }
 
+/// The file stays open across failures (a full disk recovers on the same connection).
+async fn revive(_: &(), _: &mut SqliteConnection) -> Result<(), StoreError> {
+    Ok(())
+}
+
 sql_store!(
     SqliteConnection,
     sqlx::sqlite::SqliteRow,
+    (),
     sql,
     "BEGIN IMMEDIATE",
+    revive,
     checkpoint_and_close
 );
