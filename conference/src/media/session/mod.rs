@@ -21,9 +21,12 @@
 //! a client chooses can alias another participant's device or a SIP leg.
 //!
 //! The core by concern: `legs` (jitter, decode, mix, encode), `devices` (device
-//! lifecycle), `negotiation` (publishing answers, subscribing offers), `sfu` (peer
-//! connections, fan-out, forwarding), `bridge` (phone⇄browser audio and DTMF),
-//! `core` (the state machine: dispatch, outputs, timers).
+//! lifecycle and each device's peer connections), `negotiation` (publishing answers,
+//! what a device may receive, v3's subscribing offers), `endpoints` (v2: a connection per
+//! published and per received stream, the client always offering), `sfu` (driving the
+//! peer connections, fan-out, forwarding), `bridge` (phone⇄browser audio and DTMF),
+//! `core` (the state machine: dispatch, outputs, timers). Both device protocols (v3 and
+//! v2, [`Protocol`]) are served by the same core; only the API's adapters differ.
 
 mod bridge;
 mod core;
