@@ -250,6 +250,14 @@ impl Gateway {
         self.spawn().await;
     }
 
+    /// The status of `GET /ready` (502 when nothing answered).
+    pub async fn ready(&self) -> reqwest::StatusCode {
+        reqwest::get(format!("{}/ready", self.base()))
+            .await
+            .map(|r| r.status())
+            .unwrap_or(reqwest::StatusCode::BAD_GATEWAY)
+    }
+
     /// Current value of a metric line starting with `name` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
         self.metric_via(&reqwest::Client::new(), name).await

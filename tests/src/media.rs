@@ -294,6 +294,17 @@ pub fn rms(x: &[i16]) -> f64 {
     (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }
 
+/// `who` received at least a second of audio (8 kHz) in `pcm` and it was not silence.
+pub fn assert_audible(pcm: &[i16], who: &str) {
+    assert!(
+        pcm.len() > 8000,
+        "{who} received too little audio ({} samples)",
+        pcm.len()
+    );
+    let rms = rms(pcm);
+    assert!(rms > 100.0, "{who} heard silence (rms {rms:.0})");
+}
+
 /// Goertzel power of `hz` in `x` sampled at `rate`.
 pub fn goertzel(x: &[i16], hz: f64, rate: f64) -> f64 {
     let k = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();

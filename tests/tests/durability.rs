@@ -229,16 +229,7 @@ async fn a_full_disk_acknowledges_nothing_it_did_not_write_and_recovers() {
     let disk = Tmpfs::mount("2m");
     let mut g = Gateway::start_with_data(&disk.0.path().join("data")).await;
     let api = g.api();
-    let ready = |g: &Gateway| {
-        let url = format!("{}/ready", g.base());
-        async move {
-            reqwest::get(url)
-                .await
-                .map(|r| r.status())
-                .unwrap_or(StatusCode::BAD_GATEWAY)
-        }
-    };
-    assert_eq!(ready(&g).await, StatusCode::OK);
+    assert_eq!(g.ready().await, StatusCode::OK);
     let mut acked = Vec::new();
     let mut refused = 0;
     let pad = "x".repeat(40);
@@ -271,12 +262,12 @@ async fn a_full_disk_acknowledges_nothing_it_did_not_write_and_recovers() {
         "the disk never filled ({} created)",
         acked.len()
     );
-    assert_eq!(ready(&g).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(g.ready().await, StatusCode::SERVICE_UNAVAILABLE);
 
     // Room again: the store writes again by itself.
     disk.resize("64m");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while ready(&g).await != StatusCode::OK {
+    while g.ready().await != StatusCode::OK {
         assert!(
             std::time::Instant::now() < deadline,
             "/ready stayed unhealthy"

@@ -77,17 +77,8 @@ async fn the_store_rides_out_a_postgresql_restart() {
     assert!(created.success());
     let g = Gateway::start_with(&[], &[("PATCHBAY_DATABASE_URL", &format!("{server}/pb"))]).await;
     let api = g.api();
-    let ready = |g: &Gateway| {
-        let url = format!("{}/ready", g.base());
-        async move {
-            reqwest::get(url)
-                .await
-                .map(|r| r.status())
-                .unwrap_or(StatusCode::BAD_GATEWAY)
-        }
-    };
     let (before, _) = api.participant(json!({"tag": "before"})).await;
-    assert_eq!(ready(&g).await, StatusCode::OK);
+    assert_eq!(g.ready().await, StatusCode::OK);
 
     run("stop");
     let r = api
@@ -106,11 +97,11 @@ async fn the_store_rides_out_a_postgresql_restart() {
         "{}",
         r.text
     );
-    assert_eq!(ready(&g).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(g.ready().await, StatusCode::SERVICE_UNAVAILABLE);
 
     run("resume");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ready(&g).await != StatusCode::OK {
+    while g.ready().await != StatusCode::OK {
         assert!(Instant::now() < deadline, "not ready again:\n{}", g.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
