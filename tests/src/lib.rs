@@ -13,6 +13,7 @@ use serde_json::Value;
 pub mod baresip;
 pub mod browser;
 pub mod dialing;
+pub mod hearing;
 pub mod hooks;
 pub mod kamailio;
 pub mod media;
