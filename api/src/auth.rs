@@ -27,7 +27,7 @@ impl Accounts {
     }
 
     /// The account the `Authorization` header's credentials belong to.
-    fn authenticate(&self, header: Option<&str>) -> Result<&str, ApiError> {
+    pub(crate) fn authenticate(&self, header: Option<&str>) -> Result<&str, ApiError> {
         let unauthorized = || ApiError::Unauthorized("Unauthorized".into());
         let encoded = header
             .and_then(|h| {

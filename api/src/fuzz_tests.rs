@@ -130,6 +130,7 @@ impl Api {
                         token_secret: None,
                         clock: system_clock(),
                         sip_stream_alias: "phone".into(),
+                        cluster: None,
                     },
                 )
                 .await
@@ -147,6 +148,12 @@ impl Api {
                 webhooks,
                 limits: Default::default(),
                 http_metrics: Default::default(),
+                cluster: crate::cluster::ClusterApi {
+                    operator: None,
+                    lease: Duration::from_secs(10),
+                    node_id: "fuzz".into(),
+                    info: Arc::new(|| serde_json::Value::Null),
+                },
             })
         });
         Api {

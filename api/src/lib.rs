@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 use uuid::Uuid;
 
 pub mod auth;
+pub mod cluster;
 pub mod dialogs;
 pub mod dto;
 pub mod egress;
@@ -46,6 +47,8 @@ pub struct AppState {
     /// The listener's limits (the body timeout is applied per request here).
     pub limits: server::HttpLimits,
     pub http_metrics: server::HttpServerMetrics,
+    /// The cluster view (`GET /v1/cluster`).
+    pub cluster: cluster::ClusterApi,
 }
 
 /// The request's id: in its log line, its error body and the `x-request-id` header.
@@ -119,6 +122,11 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/v1/cluster", get(cluster::cluster))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster::catch_up,
+        ))
         .route_layer(axum::middleware::from_fn(remember_route))
         // Control-API bodies are small; anything larger is refused (413, JSON body).
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -39,7 +39,12 @@ pub struct WebhookOptions {
     pub concurrency: usize,
     /// Where callbacks may go (checked at creation and at delivery).
     pub egress: Arc<crate::egress::EgressPolicy>,
+    /// In a cluster: a node silent this long is dead and its outbox is taken over.
+    pub cluster_lease: Duration,
 }
+
+/// How often a node of a cluster looks for stopped nodes' outboxes.
+const TAKE_OVER_EVERY: Duration = Duration::from_secs(2);
 
 impl Default for WebhookOptions {
     fn default() -> Self {
@@ -49,6 +54,7 @@ impl Default for WebhookOptions {
             policy: RetryPolicy::default(),
             concurrency: 512,
             egress: Arc::new(crate::egress::EgressPolicy::default()),
+            cluster_lease: Duration::from_secs(10),
         }
     }
 }
@@ -268,10 +274,13 @@ fn device_body(
 
 /// The reason recovery events carry (an addition to the documented body).
 pub const RESTART_REASON: &str = "the gateway restarted while it was connected";
+/// The `reason` of the `onLeave` (and `onDisconnect`) a live node of a cluster sends
+/// for a device or call of a node that stopped beating.
+pub const NODE_LOST_REASON: &str = "the cluster node it was connected to stopped";
 
 /// What ends a device or call the last run left connected: `onDisconnect` if its
 /// connection was open, then `onLeave` (which also deletes the record).
-fn recovery_events(c: ConnectionRecord, at_ms: u64) -> Vec<NewEvent> {
+fn recovery_events(c: ConnectionRecord, at_ms: u64, reason: &str) -> Vec<NewEvent> {
     let kinds: &[DeviceEventKind] = if c.connected {
         &[DeviceEventKind::Disconnect, DeviceEventKind::Leave]
     } else {
@@ -287,7 +296,7 @@ fn recovery_events(c: ConnectionRecord, at_ms: u64) -> Vec<NewEvent> {
                 &c.device_id,
                 c.tag.as_deref(),
             );
-            body.insert("reason".into(), json!(RESTART_REASON));
+            body.insert("reason".into(), json!(reason));
             let track = (kind == DeviceEventKind::Leave).then(|| StoreOp::DeleteConnection {
                 participant_id: c.participant_id,
                 source: c.source,
@@ -378,7 +387,7 @@ async fn run(
     let recovered: Vec<NewEvent> = left
         .connections
         .into_iter()
-        .flat_map(|c| recovery_events(c, at))
+        .flat_map(|c| recovery_events(c, at, RESTART_REASON))
         .collect();
     for w in left.webhooks {
         next_id = next_id.max(w.id + 1);
@@ -411,6 +420,8 @@ async fn run(
     let mut due = Vec::new();
     let mut open = true;
     let mut flushes: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
+    let cluster = conference.cluster();
+    let mut take_over = tokio::time::interval(TAKE_OVER_EVERY);
     loop {
         // Start what is due.
         outbox.due(now_ms(), &mut due);
@@ -515,6 +526,29 @@ async fn run(
                 }
             }
             _ = async { match wake { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+            _ = take_over.tick(), if cluster.is_some() && open => {
+                let Some(cluster) = &cluster else { continue };
+                let taken = match tokio::time::timeout(TAKE_OVER_EVERY, cluster.take_over(options.cluster_lease, next_id)).await {
+                    Ok(Ok(taken)) => taken,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "taking over the outbox of stopped nodes");
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                if !taken.webhooks.is_empty() || !taken.connections.is_empty() {
+                    tracing::info!(webhooks = taken.webhooks.len(), connections = taken.connections.len(), "took over the outbox and connections of a stopped node");
+                }
+                stats.pending.fetch_add(taken.webhooks.len() as u64, Relaxed);
+                for w in taken.webhooks {
+                    next_id = next_id.max(w.id + 1);
+                    outbox.push(w);
+                }
+                let at = now_ms();
+                for ev in taken.connections.into_iter().flat_map(|c| recovery_events(c, at, NODE_LOST_REASON)) {
+                    to_store.admit(ev, &mut next_id, &stats);
+                }
+            }
         }
     }
 }

@@ -16,11 +16,12 @@ use crate::media::session::{HangupReason, MediaHub, SessionHandle, SessionInput,
 use crate::model::{
     DeviceApiVersion, Participant, PublishPermission, Session, Subscriptions, UnixMillis,
 };
-use crate::store::{DialogRecord, Store, StoreError, StoreOp};
+use crate::store::{Cluster, DialogRecord, Membership, Store, StoreError, StoreOp};
 use crate::token::{TokenError, TokenKeys};
 use crate::webhooks::Webhook;
 
 mod dialogs;
+mod follow;
 use dialogs::dialog_from_record;
 
 /// A session holds at most this many participants.
@@ -76,6 +77,8 @@ pub struct Options {
     pub clock: Clock,
     /// Stream alias of SIP legs (default `phone`).
     pub sip_stream_alias: String,
+    /// The cluster this node is one of (PostgreSQL), if any.
+    pub cluster: Option<Arc<dyn Cluster>>,
 }
 
 /// A request to create a participant.
@@ -128,6 +131,9 @@ pub struct Conference {
     leftovers: Mutex<Leftovers>,
     /// Dialogs, and where to send calls (set by the SIP side when a trunk is configured).
     dialog_book: Mutex<DialogBook>,
+    cluster: Option<Arc<dyn Cluster>>,
+    /// The change feed's number this node's memory is up to (held while catching up).
+    applied: tokio::sync::Mutex<i64>,
 }
 
 #[derive(Default)]
@@ -142,43 +148,43 @@ struct DialogBook {
 impl Conference {
     /// Load state from `store` and get ready to serve.
     pub async fn open(store: Arc<dyn Store>, options: Options) -> Result<Conference> {
-        let snap = store.load().await?;
+        // The feed's head before the load: catching up from there re-reads at worst
+        // what the load already has.
+        let applied = match &options.cluster {
+            Some(c) => c.head().await?,
+            None => 0,
+        };
+        let mut snap = store.load().await?;
         let secret = match (&options.token_secret, snap.meta.get(META_TOKEN_SECRET)) {
             (Some(s), _) => s.clone(),
             (None, Some(s)) => s.clone(),
             (None, None) => {
+                // Nodes of a cluster starting together each propose one; the first
+                // stored is everyone's.
                 let bytes: [u8; 32] = rand::random();
                 let s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 store
-                    .commit(vec![StoreOp::PutMeta {
+                    .commit(vec![StoreOp::InitMeta {
                         key: META_TOKEN_SECRET.into(),
-                        value: s.clone(),
+                        value: s,
                     }])
                     .await?;
+                snap = store.load().await?;
+                let stored = snap.meta.get(META_TOKEN_SECRET).cloned();
                 tracing::info!("generated a token secret and stored it");
-                s
+                stored.ok_or_else(|| {
+                    StoreError::Backend("the stored token secret did not read back".into())
+                })?
             }
         };
 
         let mut state = State::default();
-        for s in snap.sessions {
-            state.sessions.insert(s.id, s);
-        }
-        for p in snap.participants {
-            state.participants.insert(p.id, p);
-        }
-        for m in snap.memberships {
-            state.next_seq = state.next_seq.max(m.joined_seq + 1);
-            let (Some(p), Some(s)) = (
-                state.participants.get_mut(&m.participant_id),
-                state.sessions.get_mut(&m.session_id),
-            ) else {
-                continue;
-            };
-            p.session_id = Some(s.id);
-            p.subscriptions = m.subscriptions;
-            s.members.push(p.id);
-        }
+        fill(
+            &mut state,
+            snap.sessions,
+            snap.participants,
+            snap.memberships,
+        );
         tracing::info!(
             sessions = state.sessions.len(),
             participants = state.participants.len(),
@@ -210,6 +216,8 @@ impl Conference {
             tokens: TokenKeys::new(secret.as_bytes(), options.token_ttl),
             session_ttl_ms: i64::try_from(options.session_ttl.as_millis()).unwrap_or(i64::MAX / 2),
             clock: options.clock,
+            cluster: options.cluster,
+            applied: tokio::sync::Mutex::new(applied),
         })
     }
 
@@ -591,6 +599,34 @@ impl Conference {
             }])
         };
         Ok(durable.await?)
+    }
+}
+
+/// Memory from stored rows (participants and sessions without members, memberships
+/// in joining order).
+fn fill(
+    state: &mut State,
+    sessions: Vec<Session>,
+    participants: Vec<Participant>,
+    memberships: Vec<Membership>,
+) {
+    for s in sessions {
+        state.sessions.insert(s.id, s);
+    }
+    for p in participants {
+        state.participants.insert(p.id, p);
+    }
+    for m in memberships {
+        state.next_seq = state.next_seq.max(m.joined_seq + 1);
+        let (Some(p), Some(s)) = (
+            state.participants.get_mut(&m.participant_id),
+            state.sessions.get_mut(&m.session_id),
+        ) else {
+            continue;
+        };
+        p.session_id = Some(s.id);
+        p.subscriptions = m.subscriptions;
+        s.members.push(p.id);
     }
 }
 

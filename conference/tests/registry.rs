@@ -36,7 +36,7 @@ impl Fixture {
 
     async fn store(&self) -> SqlStore {
         match &self.database {
-            Some(url) => SqlStore::postgres(url).await.unwrap(),
+            Some(url) => SqlStore::postgres(url, "test-node").await.unwrap(),
             None => SqlStore::sqlite(&self.dir.path().join("p.db"))
                 .await
                 .unwrap(),
@@ -54,6 +54,7 @@ impl Fixture {
                 token_secret: None,
                 clock: Arc::new(move || t.load(Ordering::SeqCst)),
                 sip_stream_alias: "phone".into(),
+                cluster: None,
             },
         )
         .await

@@ -28,6 +28,18 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
 
+    /// [node_id, PATCHBAY_NODE_ID] This node's name in a cluster (with database_url): stable across restarts, unique among the nodes [default: HOSTNAME-HTTPPORT]
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
+
+    /// [cluster_lease, PATCHBAY_CLUSTER_LEASE] A node silent this long is dead: live nodes take over its undelivered webhooks and end its devices and calls [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub cluster_lease: Option<String>,
+
+    /// [operator, PATCHBAY_OPERATOR] Operator credentials USER:PASSWORD (Basic auth) for GET /v1/cluster [default: none: /v1/cluster is refused]
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub operator: Option<String>,
+
     /// [token_secret, PATCHBAY_TOKEN_SECRET] HS256 secret for participant tokens [default: generated on first start and kept in the store]
     #[arg(long, value_name = "SECRET")]
     pub token_secret: Option<String>,

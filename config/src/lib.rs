@@ -18,8 +18,10 @@ use clap::Parser;
 use serde::Deserialize;
 
 mod cli;
+mod cluster;
 mod sip;
 pub use cli::Cli;
+pub use cluster::ClusterConfig;
 pub use sip::{SipEdge, SipHop, SipTls, SipTransport, SipTrunk, SrtpMode};
 
 /// The default account, usable only while every listener is on loopback.
@@ -86,6 +88,8 @@ pub struct Config {
     /// A PostgreSQL database for the durable state (`postgres://user@host/db`); unset:
     /// the embedded SQLite store in `data_dir`.
     pub database_url: Option<String>,
+    /// This node in a cluster (used with `database_url`).
+    pub cluster: ClusterConfig,
     pub token_secret: Option<String>,
     pub session_ttl: Duration,
     pub token_ttl: Duration,
@@ -127,6 +131,9 @@ struct Layer {
     http_listen: Option<String>,
     data_dir: Option<String>,
     database_url: Option<String>,
+    node_id: Option<String>,
+    cluster_lease: Option<String>,
+    operator: Option<String>,
     token_secret: Option<String>,
     session_ttl: Option<String>,
     token_ttl: Option<String>,
@@ -205,6 +212,9 @@ scalar_keys!(
     http_listen,
     data_dir,
     database_url,
+    node_id,
+    cluster_lease,
+    operator,
     token_secret,
     session_ttl,
     token_ttl,
@@ -368,6 +378,7 @@ impl Config {
 
     fn validate(layer: Layer) -> Result<Config, ConfigError> {
         let sip = sip::validate(&layer)?;
+        let cluster = cluster::validate(&layer)?;
         let http_listen_text = layer.http_listen.unwrap_or_else(|| "127.0.0.1:8080".into());
         let http_listen: SocketAddr = http_listen_text.parse().map_err(|_| {
             key_err(
@@ -587,6 +598,7 @@ impl Config {
             http_listen,
             data_dir,
             database_url,
+            cluster,
             token_secret,
             session_ttl,
             token_ttl,

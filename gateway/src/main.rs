@@ -1,18 +1,21 @@
 //! `patchbay`: wiring, startup, graceful shutdown. Nothing else.
 
+mod cluster;
+
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use patchbay_api::cluster::{ClusterApi, NodeInfo};
 use patchbay_api::egress::EgressPolicy;
 use patchbay_api::server::{serve, HttpLimits, HttpServerMetrics};
 use patchbay_api::webhooks::{WebhookOptions, Webhooks};
 use patchbay_api::{Accounts, AppState, Metrics};
 use patchbay_conference::media::session::HangupReason;
 use patchbay_conference::media::webrtc::WebRtcTransport;
-use patchbay_conference::store::SqlStore;
+use patchbay_conference::store::{Cluster, SqlStore};
 use patchbay_conference::{system_clock, Conference, Options};
 use patchbay_config::SipTransport;
 use patchbay_config::{Config, LogFormat};
@@ -78,6 +81,26 @@ fn without_password(url: &str) -> String {
     }
 }
 
+/// What this node says about itself in its heartbeat and in `GET /v1/cluster`.
+fn node_info(config: &Config, placed: Arc<std::sync::OnceLock<Arc<Conference>>>) -> NodeInfo {
+    let fixed = serde_json::json!({
+        "httpUrl": format!("http://{}", config.http_listen),
+        "sipUri": format!("sip:{}", config.sip_listen),
+        "webrtcAddress": config.webrtc_listen.to_string(),
+        "mediaIp": config.media_ip.to_string(),
+    });
+    Arc::new(move || {
+        let mut v = fixed.clone();
+        if let Some(c) = placed.get() {
+            let (sessions, participants) = c.counts();
+            v["sessions"] = serde_json::json!(sessions);
+            v["participants"] = serde_json::json!(participants);
+            v["mediaSessions"] = serde_json::json!(c.media().active());
+        }
+        v
+    })
+}
+
 /// The data directory must exist (created if missing) and be writable.
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     let err = |e: std::io::Error| {
@@ -92,21 +115,34 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     prepare_data_dir(&config.data_dir)?;
-    let store = match &config.database_url {
-        Some(url) => SqlStore::postgres(url).await.with_context(|| {
-            format!(
-                "config key `database_url`: cannot open the store at {}",
-                without_password(url)
-            )
-        })?,
+    let node_id = cluster::node_id(&config);
+    let placed: Arc<std::sync::OnceLock<Arc<Conference>>> = Arc::default();
+    let info = node_info(&config, placed.clone());
+    let (store, joined) = match &config.database_url {
+        Some(url) => {
+            let context = || {
+                format!(
+                    "config key `database_url`: cannot open the store at {}",
+                    without_password(url)
+                )
+            };
+            let store = SqlStore::postgres(url, &node_id)
+                .await
+                .with_context(context)?;
+            let joined = cluster::join(url, &node_id, &info)
+                .await
+                .with_context(context)?;
+            (store, Some(joined))
+        }
         None => {
             let db = config.data_dir.join("patchbay.db");
-            SqlStore::sqlite(&db).await.with_context(|| {
+            let store = SqlStore::sqlite(&db).await.with_context(|| {
                 format!(
                     "config key `data_dir`: cannot open the store {}",
                     db.display()
                 )
-            })?
+            })?;
+            (store, None)
         }
     };
     let conference = Arc::new(
@@ -118,11 +154,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 token_secret: config.token_secret.clone(),
                 clock: system_clock(),
                 sip_stream_alias: config.sip_stream_alias.clone(),
+                cluster: joined.clone().map(|c| c as Arc<dyn Cluster>),
             },
         )
         .await
         .context("loading state from the store")?,
     );
+    let _ = placed.set(conference.clone());
+    if let Some(joined) = joined {
+        cluster::run(conference.clone(), joined, info.clone());
+    }
 
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
@@ -150,6 +191,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 EgressPolicy::parse(&config.webhook_allow)
                     .map_err(|e| anyhow::anyhow!("config key `webhook_allow`: {e}"))?,
             ),
+            cluster_lease: config.cluster.lease,
             ..WebhookOptions::default()
         },
     );
@@ -227,6 +269,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         webhooks: webhooks.clone(),
         limits,
         http_metrics: http_metrics.clone(),
+        cluster: ClusterApi {
+            operator: config.cluster.operator.as_ref().map(|(user, password)| {
+                Arc::new(Accounts::new([(
+                    "operator".to_string(),
+                    user.clone(),
+                    password.clone(),
+                )]))
+            }),
+            lease: config.cluster.lease,
+            node_id: node_id.clone(),
+            info,
+        },
     };
 
     let sweeper = {

@@ -1,5 +1,5 @@
-//! The PostgreSQL store of one node (`database_url`): a second node on the same database
-//! is refused, and the store rides out a PostgreSQL restart by itself.
+//! The PostgreSQL store (`database_url`): a second process under a node id that a live
+//! process has is refused, and the store rides out a PostgreSQL restart by itself.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -8,12 +8,17 @@ use patchbay_tests::{free_port, patchbay_bin, postgres, workspace, Gateway};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-/// Until clustering exists, one node per database: the second is refused at start with
-/// the reason, and the first carries on.
+/// Nodes of one database are told apart by their ids: a second process under the id of a
+/// live one is refused at start with the reason (two processes would take each other's
+/// outbox and connections), and the first carries on.
 #[tokio::test]
-async fn a_second_node_on_the_same_database_is_refused() {
+async fn a_second_process_under_a_live_node_id_is_refused() {
     let url = postgres::database();
-    let g = Gateway::start_with(&[], &[("PATCHBAY_DATABASE_URL", &url)]).await;
+    let g = Gateway::start_with(
+        &[],
+        &[("PATCHBAY_DATABASE_URL", &url), ("PATCHBAY_NODE_ID", "n1")],
+    )
+    .await;
     let scratch = tempfile::tempdir().unwrap();
     let mut second = Command::new(patchbay_bin())
         .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
@@ -25,7 +30,7 @@ async fn a_second_node_on_the_same_database_is_refused() {
         ])
         .arg("--data-dir")
         .arg(scratch.path())
-        .args(["--database-url", &url])
+        .args(["--database-url", &url, "--node-id", "n1"])
         .env_clear()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -43,7 +48,8 @@ async fn a_second_node_on_the_same_database_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!status.success());
     assert!(
-        stderr.contains("database_url") && stderr.contains("another Patchbay node"),
+        stderr.contains("database_url")
+            && stderr.contains("another Patchbay process is running as node n1"),
         "{stderr}"
     );
     // The first node is unaffected.

@@ -17,9 +17,11 @@ use crate::events::DeviceSource;
 use crate::model::{Participant, Session, Subscriptions};
 use crate::webhooks::Webhook;
 
+mod cluster;
 mod postgres;
 mod sql;
 mod sqlite;
+pub use cluster::PgCluster;
 pub use sql::SqlStore;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -58,8 +60,11 @@ pub enum StoreOp {
     },
     /// End a participant's membership.
     DeleteMembership(Uuid),
-    /// Set a metadata value (e.g. the generated token secret).
+    /// Set a metadata value.
     PutMeta { key: String, value: String },
+    /// Set a metadata value unless one is set (e.g. the generated token secret, which
+    /// nodes starting together must agree on).
+    InitMeta { key: String, value: String },
     /// Add a callback to the webhook outbox.
     PutWebhook(Webhook),
     /// A callback failed: its attempts so far and when it is tried next.
@@ -147,4 +152,65 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Finish every enqueued unit, flush and close.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// A node as the cluster sees it.
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    pub id: String,
+    /// JSON the node wrote with its heartbeat (addresses, load).
+    pub info: String,
+    pub started_ms: i64,
+    /// How long ago its last heartbeat was, by the database's clock.
+    pub heartbeat_age_ms: i64,
+}
+
+/// One committed transaction of the change feed and what it touched.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub seq: i64,
+    /// The node that wrote it.
+    pub node: String,
+    pub participants: Vec<Uuid>,
+    pub sessions: Vec<Uuid>,
+}
+
+/// What a live node took over from dead ones.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Undelivered callbacks, renumbered into the taker's outbox, in order.
+    pub webhooks: Vec<Webhook>,
+    /// Devices and calls that were connected on a dead node: to be ended.
+    pub connections: Vec<ConnectionRecord>,
+}
+
+/// What the nodes of a cluster share beside the [`Store`]: their rows and heartbeats,
+/// the change feed, and the takeover of dead nodes' outbox and connections.
+pub trait Cluster: Send + Sync + 'static {
+    /// This node's id.
+    fn node(&self) -> &str;
+    /// Upsert this node's row with a fresh heartbeat.
+    fn heartbeat(&self, info: String) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The nodes whose last heartbeat is within `lease`.
+    fn nodes(&self, lease: std::time::Duration) -> BoxFuture<'_, Result<Vec<NodeRow>, StoreError>>;
+    /// The feed's last number.
+    fn head(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
+    /// The feed after `seq`, in order (at most 10,000 entries).
+    fn changes_since(&self, seq: i64) -> BoxFuture<'_, Result<Vec<Change>, StoreError>>;
+    /// The named participants and sessions as stored now, with the sessions the named
+    /// participants are in and those sessions' members and memberships.
+    fn read(
+        &self,
+        participants: Vec<Uuid>,
+        sessions: Vec<Uuid>,
+    ) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
+    /// Take over the outbox and connections of nodes silent for longer than `lease`,
+    /// numbering the callbacks from `base_id + 1`.
+    fn take_over(
+        &self,
+        lease: std::time::Duration,
+        base_id: i64,
+    ) -> BoxFuture<'_, Result<Taken, StoreError>>;
+    /// Resolves at the next change notification (a wake-up only: it may be lost).
+    fn changed(&self) -> BoxFuture<'_, ()>;
 }

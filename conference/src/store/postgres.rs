@@ -5,10 +5,13 @@
 //! A commit returns once the server has flushed its WAL (`synchronous_commit` on, the
 //! server's default): only then is a write acknowledged.
 //!
-//! One node per database until clustering exists: the writer's connection holds a
-//! session advisory lock ([`NODE_LOCK`]); a second node on the same database is refused
-//! at start, and after a lost connection the writer connects again (while unhealthy,
-//! before each write and each readiness probe) and takes the lock again before writing.
+//! Several nodes share one database ([`super::cluster`]): outbox rows and connection
+//! records carry the node that wrote them, and every transaction that changes
+//! sessions, participants or memberships also appends to the change feed (locking
+//! `change_head`, so the feed's numbers are gap-free and in commit order) and
+//! notifies `patchbay_changes` (a wake-up only: the feed is the truth). After a lost
+//! connection the writer connects again (while unhealthy, before each write and each
+//! readiness probe).
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -25,22 +28,13 @@ use crate::model::{DeviceApiVersion, Participant, PublishPermission, Session, Su
 use crate::webhooks::Webhook;
 
 impl SqlStore {
-    /// Connect to the PostgreSQL database at `url` (`postgres://user@host/db`) and
-    /// apply migrations.
-    pub async fn postgres(url: &str) -> Result<SqlStore, StoreError> {
+    /// Connect to the PostgreSQL database at `url` (`postgres://user@host/db`) as node
+    /// `node`, apply migrations, and take the rows a single node left without a node.
+    pub async fn postgres(url: &str, node: &str) -> Result<SqlStore, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(backend)?
             .disable_statement_logging();
         let mut conn = options.connect().await.map_err(backend)?;
-        // A previous process of this node that just died may hold the lock for a moment
-        // (until the server notices its connection is gone).
-        let since = std::time::Instant::now();
-        while let Err(e) = take_node_lock(&mut conn).await {
-            if since.elapsed() > LOCK_PATIENCE {
-                return Err(e);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
         sqlx::query(
             "DO $$ BEGIN CREATE DOMAIN blob AS bytea; \
              EXCEPTION WHEN duplicate_object THEN NULL; END $$",
@@ -52,8 +46,15 @@ impl SqlStore {
             .run(&mut conn)
             .await
             .map_err(backend)?;
+        for table in ["webhooks", "connections"] {
+            sqlx::query(&format!("UPDATE {table} SET node = $1 WHERE node = ''"))
+                .bind(node)
+                .execute(&mut conn)
+                .await
+                .map_err(backend)?;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(conn, options, rx));
+        tokio::spawn(writer(conn, options, node.to_string(), rx));
         Ok(SqlStore { tx })
     }
 }
@@ -75,28 +76,63 @@ fn sql(s: &'static str) -> Cow<'static, str> {
     Cow::Owned(out)
 }
 
-/// How long a start waits for [`NODE_LOCK`] before refusing.
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The advisory lock key of "the node writing this database" (`pg_locks.objid`).
-pub const NODE_LOCK: i64 = 0x7061_7463_6862; // "patchb"
-
-/// Hold [`NODE_LOCK`] on `conn` for as long as it lives, or fail: another node has it.
-async fn take_node_lock(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(NODE_LOCK)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(backend)?;
-    if taken {
-        Ok(())
-    } else {
-        Err(StoreError::Backend(
-            "another Patchbay node is using this database (one node per database: a \
-             cluster of nodes sharing one is not built yet)"
-                .into(),
-        ))
+/// The ids a unit names among sessions, participants and memberships.
+pub(super) fn touched(units: &[&[StoreOp]]) -> (Vec<String>, Vec<String>) {
+    let (mut participants, mut sessions) = (Vec::new(), Vec::new());
+    for op in units.iter().flat_map(|u| u.iter()) {
+        match op {
+            StoreOp::InsertParticipant(p) => participants.push(p.id.to_string()),
+            StoreOp::DeleteParticipant(id)
+            | StoreOp::DeleteMembership(id)
+            | StoreOp::SetSubscriptions {
+                participant_id: id, ..
+            } => participants.push(id.to_string()),
+            StoreOp::InsertSession(s) => sessions.push(s.id.to_string()),
+            StoreOp::DeleteSession(id) => sessions.push(id.to_string()),
+            StoreOp::PutMembership {
+                participant_id,
+                session_id,
+                ..
+            } => {
+                participants.push(participant_id.to_string());
+                sessions.push(session_id.to_string());
+            }
+            _ => {}
+        }
     }
+    for ids in [&mut participants, &mut sessions] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    (participants, sessions)
+}
+
+/// Append what the transaction touched to the change feed and wake the other nodes.
+async fn feed(
+    conn: &mut PgConnection,
+    node: &str,
+    units: &[&[StoreOp]],
+) -> Result<(), sqlx::Error> {
+    let (participants, sessions) = touched(units);
+    if participants.is_empty() && sessions.is_empty() {
+        return Ok(());
+    }
+    let seq: i64 =
+        sqlx::query_scalar("UPDATE change_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+            .fetch_one(&mut *conn)
+            .await?;
+    sqlx::query("INSERT INTO changes (seq, node, participants, sessions) VALUES ($1, $2, $3, $4)")
+        .bind(seq)
+        .bind(node)
+        .bind(json(&participants))
+        .bind(json(&sessions))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("SELECT pg_notify('patchbay_changes', $1)")
+        .bind(seq.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Connect again if the connection is gone (the server restarted, the network broke).
@@ -104,9 +140,7 @@ async fn revive(options: &PgConnectOptions, conn: &mut PgConnection) -> Result<(
     if conn.ping().await.is_ok() {
         return Ok(());
     }
-    let mut fresh = options.connect().await.map_err(backend)?;
-    take_node_lock(&mut fresh).await?;
-    *conn = fresh;
+    *conn = options.connect().await.map_err(backend)?;
     tracing::info!("store connected to PostgreSQL again");
     Ok(())
 }
@@ -122,7 +156,8 @@ sql_store!(
     sql,
     "BEGIN",
     revive,
-    close
+    close,
+    feed
 );
 
 #[cfg(test)]

@@ -82,10 +82,16 @@ impl Store for SqlStore {
 /// again; `$sql`: `fn(&'static str) -> Cow<'static, str>` (placeholders); `$begin`: the
 /// statement that opens a write transaction; `$revive`: `async fn(&$ctx, &mut $conn) ->
 /// Result<(), StoreError>`, run before writing while unhealthy (a server that went away
-/// is connected to again); `$close`: `async fn($conn) -> Result<(), StoreError>`.
+/// is connected to again); `$close`: `async fn($conn) -> Result<(), StoreError>`;
+/// `$changes`: `async fn(&mut $conn, &str, &[&[StoreOp]]) -> Result<(), sqlx::Error>`,
+/// run in each write transaction after its units (the cluster's change feed).
+///
+/// `node` is the node the writer writes for: outbox rows and connection records are
+/// its own (`""` on a single node).
 macro_rules! sql_store {
-    ($conn:ty, $row:ty, $ctx:ty, $sql:path, $begin:expr, $revive:path, $close:path) => {
-async fn writer(mut conn: $conn, ctx: $ctx, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    ($conn:ty, $row:ty, $ctx:ty, $sql:path, $begin:expr, $revive:path, $close:path, $changes:path) => {
+async fn writer(mut conn: $conn, ctx: $ctx, node: String, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let node = node.as_str();
     let mut group: Vec<(Vec<StoreOp>, Reply<()>)> = Vec::new();
     let mut healthy = true;
     while let Some(cmd) = rx.recv().await {
@@ -100,17 +106,21 @@ async fn writer(mut conn: $conn, ctx: $ctx, mut rx: mpsc::UnboundedReceiver<Cmd>
                 }
                 Cmd::Load(reply) => {
                     // Keep order: write what is grouped before anything else.
-                    commit_group(&mut conn, &ctx, &mut group, &mut healthy).await;
-                    let _ = reply.send(load(&mut conn).await);
+                    commit_group(&mut conn, &ctx, node, &mut group, &mut healthy).await;
+                    let _ = reply.send(load(&mut conn, node).await);
                 }
                 Cmd::Ping(reply) => {
-                    commit_group(&mut conn, &ctx, &mut group, &mut healthy).await;
+                    commit_group(&mut conn, &ctx, node, &mut group, &mut healthy).await;
                     let r = if healthy {
-                        sqlx::query(&$sql("SELECT 1"))
+                        let r = sqlx::query(&$sql("SELECT 1"))
                             .execute(&mut conn)
                             .await
                             .map(|_| ())
-                            .map_err(backend)
+                            .map_err(backend);
+                        // A connection that broke with no write on it: the next probe
+                        // connects again.
+                        healthy = r.is_ok();
+                        r
                     } else {
                         // Unhealthy since a write failed: healthy again only once a
                         // durable write succeeds.
@@ -131,14 +141,14 @@ async fn writer(mut conn: $conn, ctx: $ctx, mut rx: mpsc::UnboundedReceiver<Cmd>
                     while let Ok(Cmd::Commit(unit, r)) = rx.try_recv() {
                         group.push((unit, r));
                     }
-                    commit_group(&mut conn, &ctx, &mut group, &mut healthy).await;
+                    commit_group(&mut conn, &ctx, node, &mut group, &mut healthy).await;
                     let r = $close(conn).await;
                     let _ = reply.send(r);
                     return;
                 }
             }
         }
-        commit_group(&mut conn, &ctx, &mut group, &mut healthy).await;
+        commit_group(&mut conn, &ctx, node, &mut group, &mut healthy).await;
     }
 }
 
@@ -169,6 +179,7 @@ async fn probe(conn: &mut $conn) -> Result<(), StoreError> {
 async fn commit_group(
     conn: &mut $conn,
     ctx: &$ctx,
+    node: &str,
     group: &mut Vec<(Vec<StoreOp>, Reply<()>)>,
     healthy: &mut bool,
 ) {
@@ -185,7 +196,7 @@ async fn commit_group(
         }
     }
     let units: Vec<&[StoreOp]> = group.iter().map(|(u, _)| u.as_slice()).collect();
-    match write_units(conn, &units).await {
+    match write_units(conn, node, &units).await {
         Ok(()) => {
             *healthy = true;
             for (_, reply) in group.drain(..) {
@@ -201,7 +212,7 @@ async fn commit_group(
         }
         Err(_) => {
             for (unit, reply) in group.drain(..) {
-                let r = write_units(conn, &[unit.as_slice()]).await;
+                let r = write_units(conn, node, &[unit.as_slice()]).await;
                 if let Err(e) = &r {
                     tracing::error!(error = %e, "store write failed");
                 }
@@ -212,16 +223,19 @@ async fn commit_group(
     }
 }
 
-async fn write_units(conn: &mut $conn, units: &[&[StoreOp]]) -> Result<(), StoreError> {
+async fn write_units(conn: &mut $conn, node: &str, units: &[&[StoreOp]]) -> Result<(), StoreError> {
     begin(conn).await?;
     let mut result = Ok(());
     'units: for unit in units {
         for op in unit.iter() {
-            if let Err(e) = apply(conn, op).await {
+            if let Err(e) = apply(conn, node, op).await {
                 result = Err(backend(e));
                 break 'units;
             }
         }
+    }
+    if result.is_ok() {
+        result = $changes(conn, node, units).await.map_err(backend);
     }
     finish(conn, result).await
 }
@@ -258,7 +272,7 @@ async fn finish(
 }
 
 
-async fn apply(conn: &mut $conn, op: &StoreOp) -> Result<(), sqlx::Error> {
+async fn apply(conn: &mut $conn, node: &str, op: &StoreOp) -> Result<(), sqlx::Error> {
     match op {
         StoreOp::InsertParticipant(p) => {
             sqlx::query(&$sql("INSERT INTO participants (id, account_id, callback_url, publish_permissions, tag, device_api_version, created_at) \
@@ -331,9 +345,10 @@ async fn apply(conn: &mut $conn, op: &StoreOp) -> Result<(), sqlx::Error> {
                 .await?;
         }
         StoreOp::PutWebhook(w) => {
-            sqlx::query(&$sql("INSERT INTO webhooks (id, event_id, participant_id, url, body, created_ms, attempts, next_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+            sqlx::query(&$sql("INSERT INTO webhooks (node, id, event_id, participant_id, url, body, created_ms, attempts, next_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             )
+            .bind(node)
             .bind(w.id)
             .bind(w.event_id.to_string())
             .bind(w.participant_id.to_string())
@@ -350,15 +365,17 @@ async fn apply(conn: &mut $conn, op: &StoreOp) -> Result<(), sqlx::Error> {
             attempts,
             next_ms,
         } => {
-            sqlx::query(&$sql("UPDATE webhooks SET attempts = ?, next_ms = ? WHERE id = ?"))
+            sqlx::query(&$sql("UPDATE webhooks SET attempts = ?, next_ms = ? WHERE node = ? AND id = ?"))
                 .bind(*attempts as i64)
                 .bind(*next_ms as i64)
+                .bind(node)
                 .bind(id)
                 .execute(conn)
                 .await?;
         }
         StoreOp::DeleteWebhook(id) => {
-            sqlx::query(&$sql("DELETE FROM webhooks WHERE id = ?"))
+            sqlx::query(&$sql("DELETE FROM webhooks WHERE node = ? AND id = ?"))
+                .bind(node)
                 .bind(id)
                 .execute(conn)
                 .await?;
@@ -381,9 +398,10 @@ async fn apply(conn: &mut $conn, op: &StoreOp) -> Result<(), sqlx::Error> {
             .await?;
         }
         StoreOp::PutConnection(c) => {
-            sqlx::query(&$sql("INSERT INTO connections (participant_id, source, device_id, callback_url, tag, connected, since_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (participant_id, source, device_id) DO UPDATE SET \
-                 callback_url = excluded.callback_url, tag = excluded.tag, connected = excluded.connected, since_ms = excluded.since_ms"),
+            sqlx::query(&$sql("INSERT INTO connections (participant_id, source, device_id, callback_url, tag, connected, since_ms, node) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (participant_id, source, device_id) DO UPDATE SET \
+                 callback_url = excluded.callback_url, tag = excluded.tag, connected = excluded.connected, \
+                 since_ms = excluded.since_ms, node = excluded.node"),
             )
             .bind(c.participant_id.to_string())
             .bind(c.source.as_str())
@@ -392,6 +410,7 @@ async fn apply(conn: &mut $conn, op: &StoreOp) -> Result<(), sqlx::Error> {
             .bind(&c.tag)
             .bind(c.connected as i64)
             .bind(c.since_ms as i64)
+            .bind(node)
             .execute(conn)
             .await?;
         }
@@ -416,16 +435,99 @@ async fn apply(conn: &mut $conn, op: &StoreOp) -> Result<(), sqlx::Error> {
             .execute(conn)
             .await?;
         }
+        StoreOp::InitMeta { key, value } => {
+            sqlx::query(&$sql("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"))
+                .bind(key)
+                .bind(value)
+                .execute(conn)
+                .await?;
+        }
     }
     Ok(())
 }
 
-fn uuid_col(row: &$row, col: &str) -> Result<Uuid, StoreError> {
+pub(super) fn uuid_col(row: &$row, col: &str) -> Result<Uuid, StoreError> {
     let s: String = row.try_get(col).map_err(backend)?;
     Uuid::parse_str(&s).map_err(|e| backend(format!("bad uuid in {col}: {e}")))
 }
 
-async fn load(conn: &mut $conn) -> Result<Snapshot, StoreError> {
+/// Columns: `id, account_id, tag, created_at, expires_at` (members left empty).
+pub(super) fn session_row(row: &$row) -> Result<Session, StoreError> {
+    Ok(Session {
+        id: uuid_col(row, "id")?,
+        account_id: row.try_get("account_id").map_err(backend)?,
+        tag: row.try_get("tag").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        members: Vec::new(),
+    })
+}
+
+/// Columns: `id, account_id, callback_url, publish_permissions, tag,
+/// device_api_version, created_at` (no membership).
+pub(super) fn participant_row(row: &$row) -> Result<Participant, StoreError> {
+    let perms: String = row.try_get("publish_permissions").map_err(backend)?;
+    let publish_permissions: Vec<PublishPermission> =
+        serde_json::from_str(&perms).map_err(backend)?;
+    let version: String = row.try_get("device_api_version").map_err(backend)?;
+    Ok(Participant {
+        id: uuid_col(row, "id")?,
+        account_id: row.try_get("account_id").map_err(backend)?,
+        callback_url: row.try_get("callback_url").map_err(backend)?,
+        publish_permissions,
+        tag: row.try_get("tag").map_err(backend)?,
+        device_api_version: DeviceApiVersion::parse(&version)
+            .ok_or_else(|| backend(format!("bad device_api_version {version}")))?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        session_id: None,
+        subscriptions: Subscriptions::default(),
+    })
+}
+
+/// Columns: `participant_id, session_id, joined_seq, subscriptions`.
+pub(super) fn membership_row(row: &$row) -> Result<Membership, StoreError> {
+    let subs: String = row.try_get("subscriptions").map_err(backend)?;
+    Ok(Membership {
+        participant_id: uuid_col(row, "participant_id")?,
+        session_id: uuid_col(row, "session_id")?,
+        joined_seq: row.try_get("joined_seq").map_err(backend)?,
+        subscriptions: serde_json::from_str(&subs).map_err(backend)?,
+    })
+}
+
+/// Columns: `id, event_id, participant_id, url, body, created_ms, attempts, next_ms`
+/// (`attempts` as BIGINT).
+pub(super) fn webhook_row(row: &$row) -> Result<Webhook, StoreError> {
+    let int = |c: &str| row.try_get::<i64, _>(c).map_err(backend);
+    Ok(Webhook {
+        id: int("id")?,
+        event_id: uuid_col(row, "event_id")?,
+        participant_id: uuid_col(row, "participant_id")?,
+        url: row.try_get("url").map_err(backend)?,
+        body: row.try_get("body").map_err(backend)?,
+        created_ms: int("created_ms")?.max(0) as u64,
+        attempts: int("attempts")?.clamp(0, u32::MAX as i64) as u32,
+        next_ms: int("next_ms")?.max(0) as u64,
+    })
+}
+
+/// Columns: `participant_id, source, device_id, callback_url, tag, connected`
+/// (as BIGINT), `since_ms`.
+pub(super) fn connection_row(row: &$row) -> Result<ConnectionRecord, StoreError> {
+    let source: String = row.try_get("source").map_err(backend)?;
+    Ok(ConnectionRecord {
+        participant_id: uuid_col(row, "participant_id")?,
+        source: DeviceSource::parse(&source)
+            .ok_or_else(|| backend(format!("bad connection source {source}")))?,
+        device_id: row.try_get("device_id").map_err(backend)?,
+        callback_url: row.try_get("callback_url").map_err(backend)?,
+        tag: row.try_get("tag").map_err(backend)?,
+        connected: row.try_get::<i64, _>("connected").map_err(backend)? != 0,
+        since_ms: row.try_get::<i64, _>("since_ms").map_err(backend)?.max(0) as u64,
+    })
+}
+
+async fn load(conn: &mut $conn, node: &str) -> Result<Snapshot, StoreError> {
     let mut snap = Snapshot::default();
     for row in sqlx::query(&$sql("SELECT key, value FROM meta"))
         .fetch_all(&mut *conn)
@@ -442,14 +544,7 @@ async fn load(conn: &mut $conn) -> Result<Snapshot, StoreError> {
         .await
         .map_err(backend)?
     {
-        snap.sessions.push(Session {
-            id: uuid_col(&row, "id")?,
-            account_id: row.try_get("account_id").map_err(backend)?,
-            tag: row.try_get("tag").map_err(backend)?,
-            created_at: row.try_get("created_at").map_err(backend)?,
-            expires_at: row.try_get("expires_at").map_err(backend)?,
-            members: Vec::new(),
-        });
+        snap.sessions.push(session_row(&row)?);
     }
     for row in sqlx::query(&$sql("SELECT id, account_id, callback_url, publish_permissions, tag, device_api_version, created_at FROM participants"),
     )
@@ -457,22 +552,7 @@ async fn load(conn: &mut $conn) -> Result<Snapshot, StoreError> {
     .await
     .map_err(backend)?
     {
-        let perms: String = row.try_get("publish_permissions").map_err(backend)?;
-        let publish_permissions: Vec<PublishPermission> =
-            serde_json::from_str(&perms).map_err(backend)?;
-        let version: String = row.try_get("device_api_version").map_err(backend)?;
-        snap.participants.push(Participant {
-            id: uuid_col(&row, "id")?,
-            account_id: row.try_get("account_id").map_err(backend)?,
-            callback_url: row.try_get("callback_url").map_err(backend)?,
-            publish_permissions,
-            tag: row.try_get("tag").map_err(backend)?,
-            device_api_version: DeviceApiVersion::parse(&version)
-                .ok_or_else(|| backend(format!("bad device_api_version {version}")))?,
-            created_at: row.try_get("created_at").map_err(backend)?,
-            session_id: None,
-            subscriptions: Subscriptions::default(),
-        });
+        snap.participants.push(participant_row(&row)?);
     }
     for row in sqlx::query(&$sql("SELECT participant_id, session_id, joined_seq, subscriptions FROM memberships ORDER BY joined_seq"),
     )
@@ -480,31 +560,16 @@ async fn load(conn: &mut $conn) -> Result<Snapshot, StoreError> {
     .await
     .map_err(backend)?
     {
-        let subs: String = row.try_get("subscriptions").map_err(backend)?;
-        snap.memberships.push(Membership {
-            participant_id: uuid_col(&row, "participant_id")?,
-            session_id: uuid_col(&row, "session_id")?,
-            joined_seq: row.try_get("joined_seq").map_err(backend)?,
-            subscriptions: serde_json::from_str(&subs).map_err(backend)?,
-        });
+        snap.memberships.push(membership_row(&row)?);
     }
-    for row in sqlx::query(&$sql("SELECT id, event_id, participant_id, url, body, created_ms, CAST(attempts AS BIGINT) AS attempts, next_ms FROM webhooks ORDER BY id"),
+    for row in sqlx::query(&$sql("SELECT id, event_id, participant_id, url, body, created_ms, CAST(attempts AS BIGINT) AS attempts, next_ms FROM webhooks WHERE node = ? ORDER BY id"),
     )
+    .bind(node)
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?
     {
-        let int = |c: &str| row.try_get::<i64, _>(c).map_err(backend);
-        snap.webhooks.push(Webhook {
-            id: int("id")?,
-            event_id: uuid_col(&row, "event_id")?,
-            participant_id: uuid_col(&row, "participant_id")?,
-            url: row.try_get("url").map_err(backend)?,
-            body: row.try_get("body").map_err(backend)?,
-            created_ms: int("created_ms")?.max(0) as u64,
-            attempts: int("attempts")?.clamp(0, u32::MAX as i64) as u32,
-            next_ms: int("next_ms")?.max(0) as u64,
-        });
+        snap.webhooks.push(webhook_row(&row)?);
     }
     for row in sqlx::query(&$sql("SELECT id, account_id, participant_id, state, data, reason, details, created_at, updated_at FROM dialogs"),
     )
@@ -524,23 +589,14 @@ async fn load(conn: &mut $conn) -> Result<Snapshot, StoreError> {
             updated_at: row.try_get("updated_at").map_err(backend)?,
         });
     }
-    for row in sqlx::query(&$sql("SELECT participant_id, source, device_id, callback_url, tag, CAST(connected AS BIGINT) AS connected, since_ms FROM connections ORDER BY since_ms"),
+    for row in sqlx::query(&$sql("SELECT participant_id, source, device_id, callback_url, tag, CAST(connected AS BIGINT) AS connected, since_ms FROM connections WHERE node = ? ORDER BY since_ms"),
     )
+    .bind(node)
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?
     {
-        let source: String = row.try_get("source").map_err(backend)?;
-        snap.connections.push(ConnectionRecord {
-            participant_id: uuid_col(&row, "participant_id")?,
-            source: DeviceSource::parse(&source)
-                .ok_or_else(|| backend(format!("bad connection source {source}")))?,
-            device_id: row.try_get("device_id").map_err(backend)?,
-            callback_url: row.try_get("callback_url").map_err(backend)?,
-            tag: row.try_get("tag").map_err(backend)?,
-            connected: row.try_get::<i64, _>("connected").map_err(backend)? != 0,
-            since_ms: row.try_get::<i64, _>("since_ms").map_err(backend)?.max(0) as u64,
-        });
+        snap.connections.push(connection_row(&row)?);
     }
     Ok(snap)
 }

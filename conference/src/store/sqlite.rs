@@ -35,7 +35,7 @@ impl SqlStore {
             .await
             .map_err(backend)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(conn, (), rx));
+        tokio::spawn(writer(conn, (), String::new(), rx));
         Ok(SqlStore { tx })
     }
 }
@@ -58,6 +58,15 @@ async fn revive(_: &(), _: &mut SqliteConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// One node: no change feed.
+async fn no_changes(
+    _: &mut SqliteConnection,
+    _: &str,
+    _: &[&[StoreOp]],
+) -> Result<(), sqlx::Error> {
+    Ok(())
+}
+
 sql_store!(
     SqliteConnection,
     sqlx::sqlite::SqliteRow,
@@ -65,5 +74,6 @@ sql_store!(
     sql,
     "BEGIN IMMEDIATE",
     revive,
-    checkpoint_and_close
+    checkpoint_and_close,
+    no_changes
 );

@@ -1,0 +1,248 @@
+//! Two nodes' control planes on one PostgreSQL database (the test server `scripts/test`
+//! starts): what one acknowledges, the other answers after catching up with the feed;
+//! concurrent changes converge on what the database committed; a dead node's outbox and
+//! connections are taken over with their event ids, in order; two processes under one
+//! node id are refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use patchbay_conference::events::DeviceSource;
+use patchbay_conference::store::{Cluster, ConnectionRecord, PgCluster, SqlStore, Store, StoreOp};
+use patchbay_conference::webhooks::Webhook;
+use patchbay_conference::{
+    system_clock, Conference, ConferenceError, NewParticipant, Options, ParticipantSubscription,
+    Subscriptions,
+};
+use uuid::Uuid;
+
+struct Node {
+    conference: Conference,
+    cluster: Arc<PgCluster>,
+    store: Arc<SqlStore>,
+}
+
+async fn node(url: &str, id: &str) -> Node {
+    let store = Arc::new(SqlStore::postgres(url, id).await.expect("store"));
+    let cluster = Arc::new(PgCluster::connect(url, id).await.expect("cluster"));
+    cluster.heartbeat("{}".into()).await.expect("heartbeat");
+    let conference = Conference::open(
+        store.clone(),
+        Options {
+            session_ttl: Duration::from_secs(3600),
+            token_ttl: Duration::from_secs(3600),
+            token_secret: None,
+            clock: system_clock(),
+            sip_stream_alias: "phone".into(),
+            cluster: Some(cluster.clone() as Arc<dyn Cluster>),
+        },
+    )
+    .await
+    .expect("conference");
+    Node {
+        conference,
+        cluster,
+        store,
+    }
+}
+
+fn hears(participant: Uuid) -> Subscriptions {
+    Subscriptions {
+        session_id: None,
+        participants: Some(vec![ParticipantSubscription {
+            participant_id: participant,
+            stream_aliases: None,
+        }]),
+    }
+}
+
+#[tokio::test]
+async fn what_one_node_acknowledges_the_other_answers() {
+    let url = patchbay_tests::postgres::database();
+    let (a, b) = (node(&url, "a").await, node(&url, "b").await);
+    let (ca, cb) = (&a.conference, &b.conference);
+
+    // One token secret for both: a token minted by one is accepted by the other.
+    let s = ca.create_session("acct", Some("t".into())).await.unwrap();
+    let (p, token) = ca
+        .create_participant("acct", NewParticipant::default())
+        .await
+        .unwrap();
+    let (q, _) = cb
+        .create_participant("acct", NewParticipant::default())
+        .await
+        .unwrap();
+    assert!(
+        cb.get_session("acct", s.id).is_err(),
+        "b has not caught up yet"
+    );
+    cb.sync().await.unwrap();
+    assert_eq!(
+        cb.get_session("acct", s.id).unwrap().tag.as_deref(),
+        Some("t")
+    );
+    assert_eq!(cb.verify_token(&token).unwrap().id, p.id);
+
+    // Membership and subscriptions written on b, read on a.
+    cb.add_participant_to_session("acct", s.id, p.id, None)
+        .await
+        .unwrap();
+    cb.add_participant_to_session("acct", s.id, q.id, Some(hears(p.id)))
+        .await
+        .unwrap();
+    ca.sync().await.unwrap();
+    let members: Vec<Uuid> = ca
+        .list_session_participants("acct", s.id)
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(members, [p.id, q.id]);
+    assert_eq!(
+        ca.get_subscriptions("acct", s.id, q.id).unwrap(),
+        hears(p.id)
+    );
+
+    // A change on a (removing p drops q's subscription to it) reaches b.
+    ca.remove_participant_from_session("acct", s.id, p.id)
+        .await
+        .unwrap();
+    cb.sync().await.unwrap();
+    assert_eq!(
+        cb.get_subscriptions("acct", s.id, q.id).unwrap(),
+        Subscriptions {
+            session_id: None,
+            participants: Some(vec![]),
+        }
+    );
+    assert!(cb.get_subscriptions("acct", s.id, p.id).is_err());
+
+    // Deleting on b: gone on a, the token with it.
+    cb.delete_participant("acct", p.id).await.unwrap();
+    cb.delete_session("acct", s.id).await.unwrap();
+    ca.sync().await.unwrap();
+    assert!(matches!(
+        ca.get_session("acct", s.id),
+        Err(ConferenceError::NotFound(_))
+    ));
+    assert!(ca.verify_token(&token).is_err());
+    assert!(ca
+        .get_participant("acct", q.id)
+        .unwrap()
+        .session_id
+        .is_none());
+}
+
+#[tokio::test]
+async fn concurrent_writes_on_two_nodes_converge_on_the_database() {
+    let url = patchbay_tests::postgres::database();
+    let (a, b) = (node(&url, "a").await, node(&url, "b").await);
+    let (ca, cb) = (&a.conference, &b.conference);
+    let s1 = ca.create_session("acct", None).await.unwrap();
+    let s2 = ca.create_session("acct", None).await.unwrap();
+    let (p, _) = ca
+        .create_participant("acct", NewParticipant::default())
+        .await
+        .unwrap();
+    cb.sync().await.unwrap();
+    // Both nodes put p in a different session before either has seen the other's.
+    let (ra, rb) = tokio::join!(
+        ca.add_participant_to_session("acct", s1.id, p.id, None),
+        cb.add_participant_to_session("acct", s2.id, p.id, None),
+    );
+    ra.unwrap();
+    rb.unwrap();
+    ca.sync().await.unwrap();
+    cb.sync().await.unwrap();
+    let fresh = node(&url, "c").await;
+    let stored = fresh.conference.get_participant("acct", p.id).unwrap();
+    let in_a = ca.get_participant("acct", p.id).unwrap();
+    let in_b = cb.get_participant("acct", p.id).unwrap();
+    assert_eq!(in_a.session_id, stored.session_id);
+    assert_eq!(in_b.session_id, stored.session_id);
+    for c in [ca, cb] {
+        let other = if stored.session_id == Some(s1.id) {
+            s2.id
+        } else {
+            s1.id
+        };
+        assert!(c
+            .list_session_participants("acct", other)
+            .unwrap()
+            .is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_dead_nodes_outbox_and_connections_are_taken_over_in_order() {
+    let url = patchbay_tests::postgres::database();
+    let dead = node(&url, "dead").await;
+    let p = Uuid::new_v4();
+    let webhook = |id: i64| Webhook {
+        id,
+        event_id: Uuid::new_v4(),
+        participant_id: p,
+        url: "http://127.0.0.1:9/cb".into(),
+        body: format!("{{\"n\":{id}}}"),
+        created_ms: 1_790_000_000_000 + id as u64,
+        attempts: 0,
+        next_ms: 1_790_000_000_000,
+    };
+    let written: Vec<Webhook> = (1..=3).map(webhook).collect();
+    let mut unit: Vec<StoreOp> = written.iter().cloned().map(StoreOp::PutWebhook).collect();
+    unit.push(StoreOp::PutConnection(ConnectionRecord {
+        participant_id: p,
+        source: DeviceSource::Browser,
+        device_id: "d1".into(),
+        callback_url: "http://127.0.0.1:9/cb".into(),
+        tag: None,
+        connected: true,
+        since_ms: 1,
+    }));
+    dead.store.commit(unit).await.unwrap();
+    let live = node(&url, "live").await;
+    let lease = Duration::from_secs(3);
+    let early = live.cluster.take_over(lease, 100).await.unwrap();
+    assert!(
+        early.webhooks.is_empty(),
+        "taken over before its lease ran out"
+    );
+    // A second process under the dead node's id is refused while it lives.
+    let twin = PgCluster::connect(&url, "dead").await;
+    assert!(
+        matches!(&twin, Err(e) if e.to_string().contains("another Patchbay process")),
+        "a second process as node `dead` was not refused"
+    );
+
+    drop(dead);
+    tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    let taken = live.cluster.take_over(lease, 100).await.unwrap();
+    let ids: Vec<Uuid> = taken.webhooks.iter().map(|w| w.event_id).collect();
+    let expected: Vec<Uuid> = written.iter().map(|w| w.event_id).collect();
+    assert_eq!(ids, expected, "same event ids, same order");
+    assert_eq!(
+        taken.webhooks.iter().map(|w| w.id).collect::<Vec<_>>(),
+        [101, 102, 103]
+    );
+    assert_eq!(taken.connections.len(), 1);
+    assert_eq!(taken.connections[0].device_id, "d1");
+    // They are the live node's now: delivering one deletes its row.
+    live.store
+        .commit(vec![StoreOp::DeleteWebhook(101)])
+        .await
+        .unwrap();
+    let again = live.cluster.take_over(lease, 200).await.unwrap();
+    assert!(again.webhooks.is_empty() && again.connections.is_empty());
+    let snap = live.store.load().await.unwrap();
+    assert_eq!(
+        snap.webhooks.iter().map(|w| w.id).collect::<Vec<_>>(),
+        [102, 103]
+    );
+    // The dead node's row is gone from the live nodes.
+    live.cluster.heartbeat("{}".into()).await.unwrap();
+    let nodes = live.cluster.nodes(lease).await.unwrap();
+    assert_eq!(
+        nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["live"]
+    );
+}

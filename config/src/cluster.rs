@@ -1,0 +1,54 @@
+//! The keys of a node in a cluster: its id, the lease after which a silent node is
+//! dead, and the operator's credentials for the cluster view.
+
+use std::time::Duration;
+
+use crate::{key_err, parse_duration, ConfigError, Layer};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Unique among the nodes and stable across restarts; `None`: `HOSTNAME-HTTPPORT`.
+    pub node_id: Option<String>,
+    pub lease: Duration,
+    /// `(user, password)` for `GET /v1/cluster`.
+    pub operator: Option<(String, String)>,
+}
+
+pub(crate) fn validate(layer: &Layer) -> Result<ClusterConfig, ConfigError> {
+    let node_id = layer.node_id.clone().filter(|s| !s.is_empty());
+    if let Some(id) = &node_id {
+        if id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(key_err(
+                "node_id",
+                "must be 1-64 characters of letters, digits, '-', '_' and '.'",
+            ));
+        }
+    }
+    let lease = parse_duration("cluster_lease", layer.cluster_lease.as_deref(), "10s")?;
+    if lease < Duration::from_secs(3) || lease > Duration::from_secs(300) {
+        return Err(key_err("cluster_lease", "must be between 3s and 300s"));
+    }
+    let operator = match layer.operator.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => match text.split_once(':') {
+            Some((user, password)) if !user.is_empty() && password.len() >= 8 => {
+                Some((user.to_string(), password.to_string()))
+            }
+            _ => {
+                return Err(key_err(
+                    "operator",
+                    "must be USER:PASSWORD with a password of at least 8 characters",
+                ))
+            }
+        },
+    };
+    Ok(ClusterConfig {
+        node_id,
+        lease,
+        operator,
+    })
+}

@@ -1,0 +1,73 @@
+//! A node of a cluster: its id, its heartbeat, and the task that follows the change
+//! feed (on each notification, and every second in case one was lost).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use patchbay_api::cluster::NodeInfo;
+use patchbay_conference::store::{Cluster, PgCluster};
+use patchbay_conference::Conference;
+use patchbay_config::Config;
+
+/// How often a node writes its heartbeat.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// How often the feed is read when no notification came.
+const RESYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// The configured node id, or `HOSTNAME-HTTPPORT`.
+pub fn node_id(config: &Config) -> String {
+    if let Some(id) = &config.cluster.node_id {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(50)
+        .collect();
+    format!("{host}-{}", config.http_listen.port())
+}
+
+/// Connect this node to the cluster and write its first heartbeat (refused while
+/// another live process has the same node id).
+pub async fn join(url: &str, node: &str, info: &NodeInfo) -> anyhow::Result<Arc<PgCluster>> {
+    let cluster = PgCluster::connect(url, node)
+        .await
+        .context("connecting to the cluster's database")?;
+    cluster
+        .heartbeat(info().to_string())
+        .await
+        .context("registering this node")?;
+    Ok(Arc::new(cluster))
+}
+
+/// Beat every [`HEARTBEAT_EVERY`], and catch up with the feed at each notification
+/// and every [`RESYNC_EVERY`].
+pub fn run(conference: Arc<Conference>, cluster: Arc<PgCluster>, info: NodeInfo) {
+    let beating = cluster.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            tick.tick().await;
+            if let Err(e) = beating.heartbeat(info().to_string()).await {
+                tracing::error!(error = %e, "cluster heartbeat failed");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cluster.changed() => {}
+                _ = tokio::time::sleep(RESYNC_EVERY) => {}
+            }
+            if let Err(e) = conference.sync().await {
+                tracing::warn!(error = %e, "catching up with the cluster's changes");
+            }
+        }
+    });
+}

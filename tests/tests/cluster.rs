@@ -1,0 +1,264 @@
+//! Three `patchbay` processes on one PostgreSQL database (the test server `scripts/test`
+//! starts): what any node acknowledges every node answers at once; a subscription
+//! changed through one node is heard by callers on another within a second; `kill -9`
+//! of a node loses no acknowledged write, and a survivor delivers its pending webhooks
+//! with their original event ids, in order, then ends its calls (`onLeave` with a
+//! reason); `GET /v1/cluster` lists the live nodes to the operator only.
+
+use std::time::Duration;
+
+use patchbay_tests::hearing::assert_hears;
+use patchbay_tests::hooks::{Answer, Receiver};
+use patchbay_tests::media::{now_epoch, Capture, Law};
+use patchbay_tests::sipp::SippCall;
+use patchbay_tests::{postgres, Api, Gateway};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const OPERATOR: (&str, &str) = ("ops", "operator-secret");
+
+async fn nodes(url: &str, lease: &str) -> Vec<Gateway> {
+    let mut out = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let operator = format!("{}:{}", OPERATOR.0, OPERATOR.1);
+        out.push(
+            Gateway::start_with(
+                &[],
+                &[
+                    ("PATCHBAY_DATABASE_URL", url),
+                    ("PATCHBAY_NODE_ID", id),
+                    ("PATCHBAY_CLUSTER_LEASE", lease),
+                    ("PATCHBAY_OPERATOR", &operator),
+                    ("PATCHBAY_LOG", "info"),
+                ],
+            )
+            .await,
+        );
+    }
+    out
+}
+
+/// `GET /v1/cluster` on `g` with the operator's credentials: the live node ids.
+async fn live_nodes(g: &Gateway) -> Vec<String> {
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/cluster", g.base()))
+        .basic_auth(OPERATOR.0, Some(OPERATOR.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn audio(api: &Api, body: Value) -> (String, String) {
+    let mut body = body;
+    body["publishPermissions"] = json!(["AUDIO"]);
+    api.participant(body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_answers_and_a_change_on_one_is_heard_on_another_within_a_second() {
+    let url = postgres::database();
+    let g = nodes(&url, "10s").await;
+    assert_eq!(live_nodes(&g[1]).await, ["n1", "n2", "n3"]);
+    // The view is the operator's: an account's credentials do not open it.
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/cluster", g[0].base()))
+        .basic_auth("dev", Some("dev"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // REST on node 1; read back at once on nodes 2 and 3.
+    let api = g[0].api();
+    let s = api.session(Some("cluster")).await;
+    let (a, ta) = audio(&api, json!({})).await;
+    let (b, tb) = audio(&api, json!({})).await;
+    let (c, tc) = audio(&api, json!({})).await;
+    for p in [&a, &b, &c] {
+        api.add(&s, p, Some(json!({"sessionId": s}))).await;
+    }
+    for node in &g[1..] {
+        let r = node
+            .api()
+            .call(Method::GET, &format!("/sessions/{s}/participants"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.body.as_array().map(Vec::len), Some(3), "{}", r.text);
+    }
+
+    // Three callers on node 3 with tokens node 1 minted.
+    let n3 = &g[2];
+    let dir = n3.scratch().to_path_buf();
+    let call = |name, hz, token: &str| SippCall::tone(name, &dir, hz, Law::Ulaw, 6000).token(token);
+    let (call_a, call_b, call_c) = (
+        call("a", 440, &ta),
+        call("b", 660, &tb),
+        call("c", 880, &tc),
+    );
+    let capture = Capture::start(
+        &dir,
+        &[call_a.media_port, call_b.media_port, call_c.media_port],
+    );
+    let running = [
+        call_a.spawn(n3, &dir),
+        call_b.spawn(n3, &dir),
+        call_c.spawn(n3, &dir),
+    ];
+    n3.wait_metric("patchbay_sip_calls_active", 3.0).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = now_epoch();
+    // The whisper, sent to node 1: B hears only A.
+    let r = api
+        .call(
+            Method::PUT,
+            &format!("/sessions/{s}/participants/{b}/subscriptions"),
+            Some(json!({"participants": [{"participantId": a}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let put = now_epoch();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let end = now_epoch();
+    for r in running {
+        r.assert_ok(Duration::from_secs(20));
+    }
+    let packets = capture.stop();
+    let port = call_b.media_port;
+    assert_hears(
+        &packets,
+        "B before",
+        port,
+        Law::Ulaw,
+        before - 1.0,
+        before,
+        &[440, 880],
+    );
+    // Within one second of the acknowledgement on node 1, on node 3:
+    assert_hears(
+        &packets,
+        "B after",
+        port,
+        Law::Ulaw,
+        put + 1.0,
+        end - 0.1,
+        &[440],
+    );
+    let port = call_c.media_port;
+    assert_hears(
+        &packets,
+        "C",
+        port,
+        Law::Ulaw,
+        put + 1.0,
+        end - 0.1,
+        &[440, 660],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_writes_webhooks_and_calls_are_taken_over() {
+    let url = postgres::database();
+    let mut g = nodes(&url, "3s").await;
+    let hooks = Receiver::start().await;
+    // The receiver refuses for now: the calls' onConnect stay in node 3's outbox.
+    hooks.answer("/cb/a", Answer::Status(503));
+    let api = g[2].api();
+    let s = api.session(None).await;
+    let (a, ta) = audio(&api, json!({"callbackUrl": hooks.url("/cb/a"), "tag": "a"})).await;
+    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+    // Writes acknowledged by the node about to die, through every kind of route.
+    let (b, _) = audio(&api, json!({"tag": "written-on-n3"})).await;
+    api.add(
+        &s,
+        &b,
+        Some(json!({"participants": [{"participantId": a}]})),
+    )
+    .await;
+
+    let n3 = &g[2];
+    let dir = n3.scratch().to_path_buf();
+    let call_a = SippCall::tone("a", &dir, 440, Law::Ulaw, 30000).token(&ta);
+    let running = call_a.spawn(n3, &dir);
+    n3.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    hooks
+        .wait_for(Duration::from_secs(10), "a refused onConnect", |h| {
+            h.iter().any(|h| h.body["event"] == "onConnect")
+        })
+        .await;
+    let refused: Vec<String> = hooks
+        .hits()
+        .iter()
+        .map(|h| h.body["eventId"].as_str().unwrap_or_default().to_string())
+        .collect();
+
+    g[2].kill9();
+    hooks.answer("/cb/a", Answer::Status(200));
+    let killed = std::time::Instant::now();
+
+    // Every acknowledged write is readable from the survivors.
+    for node in &g[..2] {
+        let r = node
+            .api()
+            .call(
+                Method::GET,
+                &format!("/sessions/{s}/participants/{b}/subscriptions"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.body["participants"][0]["participantId"], json!(a));
+        let r = node
+            .api()
+            .call(Method::GET, &format!("/participants/{b}"), None)
+            .await;
+        assert_eq!(r.body["tag"], json!("written-on-n3"), "{}", r.text);
+    }
+
+    // A survivor delivers the pending onConnect (same event id), then ends the call.
+    hooks
+        .wait_for(
+            Duration::from_secs(30),
+            "onConnect then onLeave from a survivor",
+            |h| {
+                h.iter()
+                    .any(|h| h.status == 200 && h.body["event"] == "onLeave")
+            },
+        )
+        .await;
+    let delivered = hooks.delivered("/cb/a");
+    let events: Vec<&str> = delivered
+        .iter()
+        .map(|b| b["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["onConnect", "onDisconnect", "onLeave"],
+        "{delivered:#?}"
+    );
+    assert!(
+        refused.contains(&delivered[0]["eventId"].as_str().unwrap().to_string()),
+        "the survivor sent onConnect under a new event id: {delivered:#?} vs {refused:?}"
+    );
+    for ended in &delivered[1..] {
+        assert_eq!(
+            ended["reason"],
+            json!("the cluster node it was connected to stopped")
+        );
+    }
+    assert!(
+        killed.elapsed() >= Duration::from_secs(3),
+        "taken over before the lease ran out"
+    );
+    drop(running);
+
+    // The dead node leaves the cluster view once its lease ran out.
+    assert_eq!(live_nodes(&g[0]).await, ["n1", "n2"]);
+}
