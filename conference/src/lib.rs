@@ -23,5 +23,5 @@ pub use model::{
 };
 pub use registry::{
     system_clock, Clock, Conference, ConferenceError, JoinError, NewParticipant, Options,
-    MAX_PARTICIPANTS_PER_SESSION, MAX_TAG_CHARS,
+    Placement, MAX_PARTICIPANTS_PER_SESSION, MAX_TAG_CHARS,
 };

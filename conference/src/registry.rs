@@ -22,7 +22,9 @@ use crate::webhooks::Webhook;
 
 mod dialogs;
 mod follow;
+mod owners;
 use dialogs::dialog_from_record;
+pub use owners::Placement;
 
 /// A session holds at most this many participants.
 pub const MAX_PARTICIPANTS_PER_SESSION: usize = 20;
@@ -108,6 +110,12 @@ pub enum JoinError {
     NoAudioPermission(Uuid),
     #[error("participant {0} is not in a session")]
     NotInSession(Uuid),
+    /// In a cluster: another node runs the session's media.
+    #[error("the session's media runs on node {node}")]
+    Elsewhere {
+        node: String,
+        sip_uri: Option<String>,
+    },
 }
 
 /// What the last run left undone, found at startup.
@@ -134,6 +142,8 @@ pub struct Conference {
     cluster: Option<Arc<dyn Cluster>>,
     /// The change feed's number this node's memory is up to (held while catching up).
     applied: tokio::sync::Mutex<i64>,
+    /// The sessions whose media this node owns (in a cluster).
+    owned: Mutex<owners::Owned>,
 }
 
 #[derive(Default)]
@@ -218,6 +228,7 @@ impl Conference {
             clock: options.clock,
             cluster: options.cluster,
             applied: tokio::sync::Mutex::new(applied),
+            owned: Mutex::default(),
         })
     }
 
@@ -284,6 +295,9 @@ impl Conference {
             return Err(JoinError::NoAudioPermission(p.id));
         }
         let sid = p.session_id.ok_or(JoinError::NotInSession(p.id))?;
+        if let Some((node, sip_uri)) = self.owner_elsewhere(sid) {
+            return Err(JoinError::Elsewhere { node, sip_uri });
+        }
         let handle = self.media.session(sid, || snapshot(&st, sid));
         Ok((p.clone(), handle))
     }

@@ -24,7 +24,11 @@ struct Node {
 
 async fn node(url: &str, id: &str) -> Node {
     let store = Arc::new(SqlStore::postgres(url, id).await.expect("store"));
-    let cluster = Arc::new(PgCluster::connect(url, id).await.expect("cluster"));
+    let cluster = Arc::new(
+        PgCluster::connect(url, id, Duration::from_secs(3))
+            .await
+            .expect("cluster"),
+    );
     cluster.heartbeat("{}".into()).await.expect("heartbeat");
     let conference = Conference::open(
         store.clone(),
@@ -208,7 +212,7 @@ async fn a_dead_nodes_outbox_and_connections_are_taken_over_in_order() {
         "taken over before its lease ran out"
     );
     // A second process under the dead node's id is refused while it lives.
-    let twin = PgCluster::connect(&url, "dead").await;
+    let twin = PgCluster::connect(&url, "dead", Duration::from_secs(3)).await;
     assert!(
         matches!(&twin, Err(e) if e.to_string().contains("another Patchbay process")),
         "a second process as node `dead` was not refused"
@@ -245,4 +249,73 @@ async fn a_dead_nodes_outbox_and_connections_are_taken_over_in_order() {
         nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
         ["live"]
     );
+}
+
+#[tokio::test]
+async fn racing_owners_end_with_one_and_a_fenced_old_owner_changes_nothing() {
+    let url = patchbay_tests::postgres::database();
+    let (a, b) = (node(&url, "a").await, node(&url, "b").await);
+    let s = a.conference.create_session("acct", None).await.unwrap();
+    // Concurrent first joins on both nodes, many times over (a fresh session each).
+    for _ in 0..20 {
+        let s = a.conference.create_session("acct", None).await.unwrap();
+        let (oa, ob) = tokio::join!(a.cluster.own(s.id), b.cluster.own(s.id));
+        let (oa, ob) = (oa.unwrap(), ob.unwrap());
+        assert_eq!(oa, ob, "both nodes see the same single owner");
+        assert_eq!(oa.epoch, 1);
+    }
+    let first = a.cluster.own(s.id).await.unwrap();
+    assert_eq!((first.node.as_str(), first.epoch), ("a", 1));
+    // While a renews, b cannot take it.
+    let fence = |epoch| StoreOp::Fence {
+        session_id: s.id,
+        epoch,
+    };
+    let put = |store: &SqlStore, epoch, device: &str| {
+        store.commit(vec![
+            fence(epoch),
+            StoreOp::PutConnection(ConnectionRecord {
+                participant_id: Uuid::new_v4(),
+                source: DeviceSource::Sip,
+                device_id: device.into(),
+                callback_url: "http://127.0.0.1:9/cb".into(),
+                tag: None,
+                connected: true,
+                since_ms: 1,
+            }),
+        ])
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(a.cluster.renew(vec![(s.id, 1)]).await.unwrap(), [s.id]);
+        assert_eq!(b.cluster.own(s.id).await.unwrap().node, "a");
+    }
+    put(&a.store, 1, "by-a-while-owner").await.unwrap();
+    // a pauses (no renewals) past its lease: b takes over at epoch 2.
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let second = b.cluster.own(s.id).await.unwrap();
+    assert_eq!((second.node.as_str(), second.epoch), ("b", 2));
+    // a wakes up: its renewal says the session is lost, its fenced writes fail.
+    assert!(a.cluster.renew(vec![(s.id, 1)]).await.unwrap().is_empty());
+    let refused = put(&a.store, 1, "by-a-after-losing").await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("fenced")),
+        "{refused:?}"
+    );
+    put(&b.store, 2, "by-b").await.unwrap();
+    // b's write at a's old epoch is refused too (epochs, not nodes, are fenced).
+    assert!(put(&b.store, 1, "by-b-old-epoch").await.is_err());
+    // Released, it is taken again at a higher epoch.
+    b.cluster.release(s.id, 2).await.unwrap();
+    assert_eq!(a.cluster.own(s.id).await.unwrap().epoch, 3);
+    let devices: Vec<String> = b
+        .store
+        .load()
+        .await
+        .unwrap()
+        .connections
+        .iter()
+        .map(|c| c.device_id.clone())
+        .collect();
+    assert_eq!(devices, ["by-b"]);
 }

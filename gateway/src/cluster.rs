@@ -35,8 +35,13 @@ pub fn node_id(config: &Config) -> String {
 
 /// Connect this node to the cluster and write its first heartbeat (refused while
 /// another live process has the same node id).
-pub async fn join(url: &str, node: &str, info: &NodeInfo) -> anyhow::Result<Arc<PgCluster>> {
-    let cluster = PgCluster::connect(url, node)
+pub async fn join(
+    url: &str,
+    node: &str,
+    lease: Duration,
+    info: &NodeInfo,
+) -> anyhow::Result<Arc<PgCluster>> {
+    let cluster = PgCluster::connect(url, node, lease)
         .await
         .context("connecting to the cluster's database")?;
     cluster
@@ -46,9 +51,9 @@ pub async fn join(url: &str, node: &str, info: &NodeInfo) -> anyhow::Result<Arc<
     Ok(Arc::new(cluster))
 }
 
-/// Beat every [`HEARTBEAT_EVERY`], and catch up with the feed at each notification
-/// and every [`RESYNC_EVERY`].
-pub fn run(conference: Arc<Conference>, cluster: Arc<PgCluster>, info: NodeInfo) {
+/// Beat every [`HEARTBEAT_EVERY`], renew session leases three times per lease, and
+/// catch up with the feed at each notification and every [`RESYNC_EVERY`].
+pub fn run(conference: Arc<Conference>, cluster: Arc<PgCluster>, lease: Duration, info: NodeInfo) {
     let beating = cluster.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
@@ -56,6 +61,16 @@ pub fn run(conference: Arc<Conference>, cluster: Arc<PgCluster>, info: NodeInfo)
             tick.tick().await;
             if let Err(e) = beating.heartbeat(info().to_string()).await {
                 tracing::error!(error = %e, "cluster heartbeat failed");
+            }
+        }
+    });
+    let owning = conference.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(lease / 3);
+        loop {
+            tick.tick().await;
+            if let Err(e) = owning.keep_ownership(lease).await {
+                tracing::error!(error = %e, "renewing session leases failed");
             }
         }
     });

@@ -96,6 +96,7 @@ fn node_info(config: &Config, placed: Arc<std::sync::OnceLock<Arc<Conference>>>)
             v["sessions"] = serde_json::json!(sessions);
             v["participants"] = serde_json::json!(participants);
             v["mediaSessions"] = serde_json::json!(c.media().active());
+            v["ownedSessions"] = serde_json::json!(c.owned_sessions());
         }
         v
     })
@@ -129,7 +130,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let store = SqlStore::postgres(url, &node_id)
                 .await
                 .with_context(context)?;
-            let joined = cluster::join(url, &node_id, &info)
+            let joined = cluster::join(url, &node_id, config.cluster.lease, &info)
                 .await
                 .with_context(context)?;
             (store, Some(joined))
@@ -162,7 +163,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let _ = placed.set(conference.clone());
     if let Some(joined) = joined {
-        cluster::run(conference.clone(), joined, info.clone());
+        cluster::run(
+            conference.clone(),
+            joined,
+            config.cluster.lease,
+            info.clone(),
+        );
     }
 
     let listener = tokio::net::TcpListener::bind(config.http_listen)

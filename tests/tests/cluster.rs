@@ -262,3 +262,82 @@ async fn a_killed_nodes_writes_webhooks_and_calls_are_taken_over() {
     // The dead node leaves the cluster view once its lease ran out.
     assert_eq!(live_nodes(&g[0]).await, ["n1", "n2"]);
 }
+
+/// The session's media runs on the node its first call reached (n3); a browser whose
+/// socket lands on n2 is relayed there, and its media goes to n3 directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_on_one_node_and_a_caller_on_another_hear_each_other() {
+    use patchbay_tests::browser::drive_with;
+    use patchbay_tests::media::{assert_audible, decode_window, received};
+    let url = postgres::database();
+    let g = nodes(&url, "10s").await;
+    let api = g[0].api();
+    let s = api.session(None).await;
+    let (browser, browser_token) = api.participant(json!({})).await;
+    let (phone, phone_token) = audio(&api, json!({})).await;
+    api.add(&s, &browser, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &phone, Some(json!({"sessionId": s}))).await;
+
+    let n3 = &g[2];
+    let dir = n3.scratch().to_path_buf();
+    let call = SippCall::tone("phone", &dir, 440, Law::Ulaw, 12000).token(&phone_token);
+    let capture = Capture::start(&dir, &[call.media_port]);
+    let running = call.spawn(n3, &dir);
+    n3.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let report = drive_with(
+        &g[1],
+        json!([{"token": browser_token, "connectTimeoutMs": 8000, "publish": {"alias": "microphone"},
+                "steps": [{"wait": 2500}], "settleMs": 1500}]),
+        500,
+    );
+    let until = now_epoch();
+    drop(running);
+    let packets = capture.stop();
+
+    let page = &report["pages"][0];
+    let available: Vec<&Value> = page["final"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "available")
+        .collect();
+    assert_eq!(available.len(), 1, "{page}");
+    assert_eq!(available[0]["participantId"], phone.as_str());
+    let endpoint = available[0]["endpointId"].as_str().unwrap();
+    let peak = page["final"]["peaks"][endpoint].as_f64().unwrap_or(0.0);
+    assert!(
+        (400.0..480.0).contains(&peak),
+        "browser's strongest frequency {peak} Hz: {page}"
+    );
+    let rx = received(&packets, call.media_port);
+    let pcm = decode_window(&rx, Law::Ulaw, until - 2.5, until);
+    assert_audible(&pcm, "the phone");
+
+    // Signaling took the hop; media did not: n2 runs no media, n3 sent to the browser.
+    assert!(g[1].log().contains("device relayed to its session's node"));
+    assert_eq!(g[1].metric("patchbay_webrtc_media_out_total").await, 0.0);
+    assert!(n3.metric("patchbay_webrtc_media_out_total").await > 20.0);
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/cluster", g[0].base()))
+        .basic_auth(OPERATOR.0, Some(OPERATOR.1))
+        .send()
+        .await
+        .unwrap();
+    let view: Value = r.json().await.unwrap();
+    let owned: Vec<(String, u64)> = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_string(),
+                n["ownedSessions"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    assert_eq!(
+        owned,
+        [("n1".into(), 0), ("n2".into(), 0), ("n3".into(), 1)],
+        "{view}"
+    );
+}

@@ -16,6 +16,7 @@
 //! The session core speaks typed data (`Offer`, `EndpointRequest`, `PublishAnswer`);
 //! the SDK's JSON-RPC is written in `v3` and `v2` only.
 
+mod relay;
 mod v2;
 mod v3;
 
@@ -36,7 +37,7 @@ use patchbay_conference::media::session::{
     ConnId, DeviceKey, Protocol, PublishAnswer, PublishError, SessionHandle, SessionInput,
     MAX_UNIQUE_ID_CHARS, NOTE_QUEUE,
 };
-use patchbay_conference::{JoinError, PublishPermission};
+use patchbay_conference::{JoinError, Placement, PublishPermission};
 
 use crate::AppState;
 
@@ -176,6 +177,34 @@ async fn device(
         )
         .await;
     };
+    // In a cluster, the session's media may run on another node: relay there.
+    match app.conference.place(token).await {
+        Ok(Placement::Here) => {}
+        Ok(Placement::Elsewhere {
+            node,
+            http_url: Some(url),
+            ..
+        }) if !query.contains_key(relay::HOP) => {
+            return relay::relay(socket, &url, &node, protocol, &query).await;
+        }
+        Ok(Placement::Elsewhere { node, .. }) => {
+            return close_with(
+                socket,
+                relay::TRY_AGAIN,
+                format!("the session is served by node {node} now; connect again"),
+            )
+            .await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "placing a device failed");
+            return close_with(
+                socket,
+                relay::TRY_AGAIN,
+                "the gateway's store cannot be reached; connect again".into(),
+            )
+            .await;
+        }
+    }
     let (participant, session) = match app.conference.join_device(token) {
         Ok(x) => x,
         Err(JoinError::NotInSession(p)) => {

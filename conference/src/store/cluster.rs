@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::postgres::{connection_row, membership_row, participant_row, session_row, webhook_row};
 use super::sql::backend;
-use super::{BoxFuture, Change, Cluster, NodeRow, Snapshot, StoreError, Taken};
+use super::{BoxFuture, Change, Cluster, NodeRow, Owner, Snapshot, StoreError, Taken};
 
 /// The server's clock in ms.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
@@ -27,6 +27,8 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// The PostgreSQL side of a cluster node (its own connection, apart from the writer's).
 pub struct PgCluster {
     node: String,
+    /// How long a session lease lasts unless renewed.
+    lease: Duration,
     instance: String,
     options: PgConnectOptions,
     conn: Mutex<Option<PgConnection>>,
@@ -34,8 +36,9 @@ pub struct PgCluster {
 }
 
 impl PgCluster {
-    /// Connect as node `node` and start listening for change notifications.
-    pub async fn connect(url: &str, node: &str) -> Result<PgCluster, StoreError> {
+    /// Connect as node `node` (its session leases last `lease`) and start listening
+    /// for change notifications.
+    pub async fn connect(url: &str, node: &str, lease: Duration) -> Result<PgCluster, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(backend)?
             .disable_statement_logging();
@@ -55,6 +58,7 @@ impl PgCluster {
         tokio::spawn(listen(listener, changed.clone()));
         Ok(PgCluster {
             node: node.to_string(),
+            lease,
             instance: Uuid::new_v4().to_string(),
             options,
             conn: Mutex::new(Some(conn)),
@@ -268,6 +272,120 @@ impl Cluster for PgCluster {
 
     fn changed(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.changed.notified())
+    }
+
+    fn own(&self, session: Uuid) -> BoxFuture<'_, Result<Owner, StoreError>> {
+        let (node, lease_ms) = (self.node.clone(), self.lease.as_millis() as i64);
+        Box::pin(self.with(move |c| {
+            Box::pin(async move {
+                // One statement: of two nodes racing, the row lock lets one insert or
+                // take the expired lease; the other's `WHERE` then sees a live lease.
+                let take = format!(
+                    "INSERT INTO session_owners (session_id, node, epoch, expires_ms) \
+                     VALUES ($1, $2, 1, {NOW_MS} + $3) ON CONFLICT (session_id) DO UPDATE \
+                     SET node = excluded.node, epoch = session_owners.epoch + 1, \
+                     expires_ms = excluded.expires_ms \
+                     WHERE session_owners.expires_ms <= {NOW_MS}"
+                );
+                sqlx::query(&take)
+                    .bind(session.to_string())
+                    .bind(&node)
+                    .bind(lease_ms)
+                    .execute(&mut *c)
+                    .await?;
+                let row = sqlx::query(
+                    "SELECT o.node, o.epoch, COALESCE(n.info, '{}') AS info FROM session_owners o \
+                     LEFT JOIN nodes n ON n.id = o.node WHERE o.session_id = $1",
+                )
+                .bind(session.to_string())
+                .fetch_one(&mut *c)
+                .await?;
+                Ok(Owner {
+                    node: row.try_get("node")?,
+                    epoch: row.try_get("epoch")?,
+                    info: row.try_get("info")?,
+                })
+            })
+        }))
+    }
+
+    fn renew(&self, held: Vec<(Uuid, i64)>) -> BoxFuture<'_, Result<Vec<Uuid>, StoreError>> {
+        let (node, lease_ms) = (self.node.clone(), self.lease.as_millis() as i64);
+        Box::pin(self.with(move |c| {
+            Box::pin(async move {
+                if held.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let (ids, epochs): (Vec<String>, Vec<i64>) =
+                    held.iter().map(|(s, e)| (s.to_string(), *e)).unzip();
+                // Only a lease still held: one that expired and was taken is lost.
+                let q = format!(
+                    "UPDATE session_owners o SET expires_ms = {NOW_MS} + $2 \
+                     FROM unnest($3::text[], $4::bigint[]) AS h(session_id, epoch) \
+                     WHERE o.session_id = h.session_id AND o.epoch = h.epoch AND o.node = $1 \
+                     AND o.expires_ms > {NOW_MS} RETURNING o.session_id"
+                );
+                let kept: Vec<String> = sqlx::query_scalar(&q)
+                    .bind(&node)
+                    .bind(lease_ms)
+                    .bind(&ids)
+                    .bind(&epochs)
+                    .fetch_all(&mut *c)
+                    .await?;
+                Ok(kept
+                    .iter()
+                    .filter_map(|s| Uuid::parse_str(s).ok())
+                    .collect())
+            })
+        }))
+    }
+
+    fn owners(&self) -> BoxFuture<'_, Result<Vec<(Uuid, Owner)>, StoreError>> {
+        Box::pin(self.with(|c| {
+            Box::pin(async move {
+                let q = format!(
+                    "SELECT o.session_id, o.node, o.epoch, COALESCE(n.info, '{{}}') AS info \
+                     FROM session_owners o LEFT JOIN nodes n ON n.id = o.node \
+                     WHERE o.expires_ms > {NOW_MS}"
+                );
+                let rows = sqlx::query(&q).fetch_all(&mut *c).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let id: String = r.try_get("session_id")?;
+                    let Ok(id) = Uuid::parse_str(&id) else {
+                        continue;
+                    };
+                    out.push((
+                        id,
+                        Owner {
+                            node: r.try_get("node")?,
+                            epoch: r.try_get("epoch")?,
+                            info: r.try_get("info")?,
+                        },
+                    ));
+                }
+                Ok(out)
+            })
+        }))
+    }
+
+    fn release(&self, session: Uuid, epoch: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        let node = self.node.clone();
+        Box::pin(self.with(move |c| {
+            Box::pin(async move {
+                // Expired, not deleted: the next owner's epoch is still higher.
+                sqlx::query(
+                    "UPDATE session_owners SET expires_ms = 0 \
+                     WHERE session_id = $1 AND node = $2 AND epoch = $3",
+                )
+                .bind(session.to_string())
+                .bind(&node)
+                .bind(epoch)
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            })
+        }))
     }
 }
 

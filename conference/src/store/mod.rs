@@ -79,6 +79,9 @@ pub enum StoreOp {
     PutDialog(DialogRecord),
     /// A device or SIP call connected (or lost its connection): create or replace.
     PutConnection(ConnectionRecord),
+    /// Fails the unit unless this node holds `session_id`'s lease at `epoch` (writes of
+    /// a session's owner: an owner that lost its lease changes nothing).
+    Fence { session_id: Uuid, epoch: i64 },
     /// A device or SIP call is gone (`onLeave` enqueued).
     DeleteConnection {
         participant_id: Uuid,
@@ -213,4 +216,23 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Taken, StoreError>>;
     /// Resolves at the next change notification (a wake-up only: it may be lost).
     fn changed(&self) -> BoxFuture<'_, ()>;
+    /// Take the lease on `session`'s media if it has no live owner (the epoch grows at
+    /// each new owner), and answer who owns it now.
+    fn own(&self, session: Uuid) -> BoxFuture<'_, Result<Owner, StoreError>>;
+    /// Extend the leases this node holds at these epochs; answers the ones it still
+    /// holds (a missing one was taken by another node: its media must stop here).
+    fn renew(&self, held: Vec<(Uuid, i64)>) -> BoxFuture<'_, Result<Vec<Uuid>, StoreError>>;
+    /// Every live lease with its owner.
+    fn owners(&self) -> BoxFuture<'_, Result<Vec<(Uuid, Owner)>, StoreError>>;
+    /// Give up a lease held at `epoch` (the session's media ended here).
+    fn release(&self, session: Uuid, epoch: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// Who owns a session's media.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub node: String,
+    pub epoch: i64,
+    /// What the owner said about itself with its heartbeat (JSON; addresses).
+    pub info: String,
 }

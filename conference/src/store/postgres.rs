@@ -157,7 +157,8 @@ sql_store!(
     "BEGIN",
     revive,
     close,
-    feed
+    feed,
+    "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 );
 
 #[cfg(test)]

@@ -84,12 +84,13 @@ impl Store for SqlStore {
 /// Result<(), StoreError>`, run before writing while unhealthy (a server that went away
 /// is connected to again); `$close`: `async fn($conn) -> Result<(), StoreError>`;
 /// `$changes`: `async fn(&mut $conn, &str, &[&[StoreOp]]) -> Result<(), sqlx::Error>`,
-/// run in each write transaction after its units (the cluster's change feed).
+/// run in each write transaction after its units (the cluster's change feed);
+/// `$now_ms`: a SQL expression of the database's clock in ms (for fences).
 ///
 /// `node` is the node the writer writes for: outbox rows and connection records are
 /// its own (`""` on a single node).
 macro_rules! sql_store {
-    ($conn:ty, $row:ty, $ctx:ty, $sql:path, $begin:expr, $revive:path, $close:path, $changes:path) => {
+    ($conn:ty, $row:ty, $ctx:ty, $sql:path, $begin:expr, $revive:path, $close:path, $changes:path, $now_ms:expr) => {
 async fn writer(mut conn: $conn, ctx: $ctx, node: String, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let node = node.as_str();
     let mut group: Vec<(Vec<StoreOp>, Reply<()>)> = Vec::new();
@@ -434,6 +435,24 @@ async fn apply(conn: &mut $conn, node: &str, op: &StoreOp) -> Result<(), sqlx::E
             .bind(value)
             .execute(conn)
             .await?;
+        }
+        StoreOp::Fence { session_id, epoch } => {
+            // Compared with the lease's expiry by the clock in ms the backend gives
+            // (`$now_ms`); a single node has no leases and no fences.
+            let held: Option<i64> = sqlx::query_scalar(&$sql(concat!(
+                "SELECT epoch FROM session_owners WHERE session_id = ? AND node = ? AND epoch = ? AND expires_ms > ",
+                $now_ms
+            )))
+            .bind(session_id.to_string())
+            .bind(node)
+            .bind(epoch)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if held.is_none() {
+                return Err(sqlx::Error::Protocol(format!(
+                    "fenced: this node no longer owns session {session_id} at epoch {epoch}"
+                )));
+            }
         }
         StoreOp::InitMeta { key, value } => {
             sqlx::query(&$sql("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"))

@@ -75,5 +75,6 @@ sql_store!(
     "BEGIN IMMEDIATE",
     revive,
     checkpoint_and_close,
-    no_changes
+    no_changes,
+    "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 );

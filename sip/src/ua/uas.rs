@@ -54,10 +54,29 @@ impl Ua {
             return reject(self, 403, "Forbidden (no participant token)");
         };
         let (participant, session) = match self.conference.join_media(&token) {
-            Ok(x) => x,
+            Ok(x) => {
+                if let Some(s) = x.0.session_id {
+                    self.conference.claim(s);
+                }
+                x
+            }
             Err(JoinError::NotInSession(p)) => {
                 tracing::info!(%call_id, participant_id = %p, "call refused: participant in no session");
                 return reject(self, 480, "Temporarily Unavailable");
+            }
+            // In a cluster, another node runs the session's media: redirect there (a
+            // carrier-side proxy such as Kamailio follows 3xx; see docs/cluster.md).
+            Err(JoinError::Elsewhere {
+                node,
+                sip_uri: Some(uri),
+            }) => {
+                tracing::info!(%call_id, %node, "call redirected to the session's node");
+                self.metrics.sip_calls_rejected.inc();
+                let contact = [("Contact", format!("<{uri}>"))];
+                let reply = Reply::new(302, "Moved Temporarily")
+                    .tag(&local_tag)
+                    .headers(&contact);
+                return self.respond(key, req, reply);
             }
             Err(e) => {
                 tracing::info!(%call_id, reason = %e, "call refused");

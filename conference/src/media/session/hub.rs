@@ -227,6 +227,11 @@ impl MediaHub {
         }
     }
 
+    /// Whether `session_id`'s media runs here.
+    pub fn has(&self, session_id: Uuid) -> bool {
+        self.inner.sessions().contains_key(&session_id)
+    }
+
     /// Number of sessions with running media.
     pub fn active(&self) -> usize {
         self.inner.sessions().len()

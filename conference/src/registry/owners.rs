@@ -1,0 +1,208 @@
+//! Which node runs a session's media. In a cluster, the node a session's first device
+//! or call reaches takes the session's lease (PostgreSQL, with an epoch that grows at
+//! each new owner) and runs its media until the session ends there; joins reaching
+//! another node are sent to the owner. The owner renews its leases in one statement;
+//! a lease it could not renew was taken by another node after it expired, and the
+//! media stops here at once. If renewals keep failing (the database is unreachable),
+//! the media stops before the lease can run out, so two nodes never serve one session.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::{Conference, Result};
+use crate::media::session::HangupReason;
+
+/// Where a device or call must be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// On this node (one node, or this node owns the session now).
+    Here,
+    /// On the owner: its id and what it advertises.
+    Elsewhere {
+        node: String,
+        http_url: Option<String>,
+        sip_uri: Option<String>,
+    },
+}
+
+/// A lease a node must not give up right after taking it: the join that took it has
+/// not started the media yet.
+const FRESH: Duration = Duration::from_secs(5);
+/// Media stops this long before a lease that could not be renewed runs out.
+const MARGIN: Duration = Duration::from_secs(2);
+
+/// The sessions this node owns: epoch and when the lease was taken; and the owners
+/// other nodes had when last looked at.
+#[derive(Default)]
+pub(super) struct Owned {
+    held: HashMap<Uuid, (i64, Instant)>,
+    elsewhere: HashMap<Uuid, Placement>,
+    /// The last renewal that succeeded.
+    renewed: Option<Instant>,
+}
+
+impl Conference {
+    fn owned(&self) -> std::sync::MutexGuard<'_, Owned> {
+        self.owned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the device or call holding `token` must be served (the token and the
+    /// membership are checked again by the join itself).
+    pub async fn place(&self, token: &str) -> Result<Placement> {
+        if self.cluster.is_none() {
+            return Ok(Placement::Here);
+        }
+        let Ok(claims) = self.tokens.verify(token, self.now()) else {
+            return Ok(Placement::Here);
+        };
+        let session = self
+            .lock()
+            .participants
+            .get(&claims.participant_id)
+            .and_then(|p| p.session_id);
+        match session {
+            Some(session) => self.place_session(session).await,
+            None => Ok(Placement::Here),
+        }
+    }
+
+    /// Take `session`'s lease unless another node holds it; where its media runs.
+    pub async fn place_session(&self, session: Uuid) -> Result<Placement> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(Placement::Here);
+        };
+        if self.owned().held.contains_key(&session) {
+            return Ok(Placement::Here);
+        }
+        let owner = cluster.own(session).await?;
+        let mut owned = self.owned();
+        if owner.node == cluster.node() {
+            tracing::info!(session_id = %session, epoch = owner.epoch, "session media placed on this node");
+            owned.elsewhere.remove(&session);
+            owned.held.insert(session, (owner.epoch, Instant::now()));
+            return Ok(Placement::Here);
+        }
+        let info: serde_json::Value = serde_json::from_str(&owner.info).unwrap_or_default();
+        let text = |k: &str| info[k].as_str().map(str::to_string);
+        let placement = Placement::Elsewhere {
+            node: owner.node,
+            http_url: text("httpUrl"),
+            sip_uri: text("sipUri"),
+        };
+        owned.elsewhere.insert(session, placement.clone());
+        Ok(placement)
+    }
+
+    /// A call joined `session`'s media here without asking the cluster first (SIP
+    /// joins are answered at once): take its lease now, and if another node got it
+    /// first, end the media here (its calls are hung up; the next go to the owner).
+    pub fn claim(self: &std::sync::Arc<Self>, session: Uuid) {
+        if self.cluster.is_none() || self.owned().held.contains_key(&session) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            match me.place_session(session).await {
+                Ok(Placement::Here) => {}
+                Ok(Placement::Elsewhere { node, .. }) => {
+                    tracing::warn!(session_id = %session, %node, "a call joined here while another node owns the session; ending it here");
+                    me.media.end(session, HangupReason::Shutdown);
+                }
+                Err(e) => {
+                    tracing::warn!(session_id = %session, error = %e, "taking the session's lease failed; ending its media here");
+                    me.media.end(session, HangupReason::Shutdown);
+                }
+            }
+        });
+    }
+
+    /// The node (and its SIP URI) that owned `session` when last looked at, if not
+    /// this one.
+    pub(super) fn owner_elsewhere(&self, session: Uuid) -> Option<(String, Option<String>)> {
+        let owned = self.owned();
+        if owned.held.contains_key(&session) {
+            return None;
+        }
+        match owned.elsewhere.get(&session) {
+            Some(Placement::Elsewhere { node, sip_uri, .. }) => {
+                Some((node.clone(), sip_uri.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The epoch at which this node owns `session`, if it does.
+    pub fn epoch(&self, session: Uuid) -> Option<i64> {
+        self.owned().held.get(&session).map(|(e, _)| *e)
+    }
+
+    /// Sessions this node owns now.
+    pub fn owned_sessions(&self) -> usize {
+        self.owned().held.len()
+    }
+
+    /// Renew the leases of sessions whose media runs here, release the others, and stop
+    /// the media of any lease lost (or about to run out unrenewed after `lease`).
+    pub async fn keep_ownership(&self, lease: Duration) -> Result<()> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let (running, idle): (Vec<_>, Vec<_>) = {
+            let owned = self.owned();
+            owned
+                .held
+                .iter()
+                .map(|(s, (e, since))| (*s, *e, *since))
+                .partition(|(s, _, since)| self.media.has(*s) || since.elapsed() < FRESH)
+        };
+        for (session, epoch, _) in idle {
+            self.owned().held.remove(&session);
+            cluster.release(session, epoch).await?;
+            tracing::info!(session_id = %session, epoch, "session media ended here; lease released");
+        }
+        let held: Vec<(Uuid, i64)> = running.iter().map(|(s, e, _)| (*s, *e)).collect();
+        // Who owns what elsewhere, for calls that must be sent there.
+        let elsewhere = cluster.owners().await?;
+        self.owned().elsewhere = elsewhere
+            .into_iter()
+            .filter(|(_, o)| o.node != cluster.node())
+            .map(|(s, o)| {
+                let info: serde_json::Value = serde_json::from_str(&o.info).unwrap_or_default();
+                let text = |k: &str| info[k].as_str().map(str::to_string);
+                let placement = Placement::Elsewhere {
+                    node: o.node,
+                    http_url: text("httpUrl"),
+                    sip_uri: text("sipUri"),
+                };
+                (s, placement)
+            })
+            .collect();
+        match cluster.renew(held.clone()).await {
+            Ok(kept) => {
+                let mut owned = self.owned();
+                owned.renewed = Some(Instant::now());
+                for (session, epoch) in held.iter().filter(|(s, _)| !kept.contains(s)) {
+                    owned.held.remove(session);
+                    tracing::warn!(session_id = %session, epoch, "session lease lost to another node; its media stops here");
+                    self.media.end(*session, HangupReason::Shutdown);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let mut owned = self.owned();
+                let stale = owned
+                    .renewed
+                    .is_none_or(|at| at.elapsed() + MARGIN >= lease);
+                if stale {
+                    for (session, _) in owned.held.drain() {
+                        tracing::warn!(session_id = %session, "session lease could not be renewed in time; its media stops here");
+                        self.media.end(session, HangupReason::Shutdown);
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
