@@ -21,9 +21,9 @@ use uuid::Uuid;
 use patchbay_conference::dialogs::DialogEvent;
 use patchbay_conference::events::{DeviceEvent, DeviceEventKind, EventSink};
 use patchbay_conference::media::stats::LatencyHistogram;
-use patchbay_conference::store::{ConnectionRecord, StoreOp};
+use patchbay_conference::store::{ConnectionRecord, StoreError, StoreOp};
 use patchbay_conference::webhooks::{AfterFailure, Outbox, RetryPolicy, Webhook};
-use patchbay_conference::Conference;
+use patchbay_conference::{Conference, ConferenceError};
 
 /// The signature header: `sha256=<hex HMAC-SHA256 of the body>` under `webhook_secret`.
 pub const SIGNATURE_HEADER: &str = "X-Patchbay-Signature";
@@ -125,6 +125,9 @@ struct NewEvent {
     body: Map<String, Value>,
     /// The change to the record of open connections, stored with the event.
     track: Option<StoreOp>,
+    /// In a cluster: the session lease (session, epoch) the event's node must still
+    /// hold for the event to be stored and sent (an owner that lost it stays quiet).
+    fence: Option<(Uuid, i64)>,
 }
 
 enum Cmd {
@@ -140,6 +143,8 @@ pub struct Webhooks {
     pub stats: Arc<WebhookStats>,
     /// Where callbacks may go.
     pub egress: Arc<crate::egress::EgressPolicy>,
+    /// Whose session leases fence device events (in a cluster).
+    conference: Arc<Conference>,
 }
 
 impl Webhooks {
@@ -148,8 +153,13 @@ impl Webhooks {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WebhookStats::default());
         let egress = options.egress.clone();
-        tokio::spawn(run(conference, options, rx, stats.clone()));
-        Webhooks { tx, stats, egress }
+        tokio::spawn(run(conference.clone(), options, rx, stats.clone()));
+        Webhooks {
+            tx,
+            stats,
+            egress,
+            conference,
+        }
     }
 
     /// Enqueue `body` (a JSON object; `eventId` is added) for `url`.
@@ -159,6 +169,7 @@ impl Webhooks {
             url: url.to_string(),
             body,
             track: None,
+            fence: None,
         });
     }
 
@@ -214,6 +225,11 @@ impl EventSink for Webhooks {
             url: url.to_string(),
             body,
             track: Some(track),
+            // In a cluster, only the session's owner speaks for its devices and calls.
+            fence: self
+                .conference
+                .epoch(e.session_id)
+                .map(|epoch| (e.session_id, epoch)),
         });
     }
 
@@ -307,6 +323,7 @@ fn recovery_events(c: ConnectionRecord, at_ms: u64, reason: &str) -> Vec<NewEven
                 url: c.callback_url.clone(),
                 body,
                 track,
+                fence: None,
             }
         })
         .collect()
@@ -325,17 +342,24 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-/// Events waiting for the store: their callbacks, and the changes to the record of
-/// open connections (in event order), written together in one unit.
+/// Events waiting for the store: their callbacks and the changes to the record of
+/// open connections (in event order), one unit per fence (events of sessions this node
+/// owns carry their lease; a unit whose lease is gone is refused as a whole).
 #[derive(Default)]
 struct ToStore {
+    units: Vec<Unit>,
+}
+
+#[derive(Default)]
+struct Unit {
+    fence: Option<(Uuid, i64)>,
     webhooks: Vec<Webhook>,
     track: Vec<StoreOp>,
 }
 
 impl ToStore {
     fn is_empty(&self) -> bool {
-        self.webhooks.is_empty() && self.track.is_empty()
+        self.units.is_empty()
     }
 
     /// Give the event its id and `eventId`.
@@ -344,7 +368,18 @@ impl ToStore {
         let mut body = ev.body;
         body.insert("eventId".into(), json!(event_id.to_string()));
         let created_ms = now_ms();
-        self.webhooks.push(Webhook {
+        let unit = match self.units.iter().position(|u| u.fence == ev.fence) {
+            Some(i) => &mut self.units[i],
+            None => {
+                self.units.push(Unit {
+                    fence: ev.fence,
+                    ..Unit::default()
+                });
+                let last = self.units.len() - 1;
+                &mut self.units[last]
+            }
+        };
+        unit.webhooks.push(Webhook {
             id: *next_id,
             event_id,
             participant_id: ev.participant_id,
@@ -354,13 +389,50 @@ impl ToStore {
             attempts: 0,
             next_ms: created_ms,
         });
-        self.track.extend(ev.track);
+        unit.track.extend(ev.track);
         *next_id += 1;
         stats.queued.fetch_add(1, Relaxed);
     }
+
+    /// Write every unit (the store commits them together); resolves to the callbacks
+    /// to deliver: the stored ones, and those the store failed to keep (delivered
+    /// without durability), never those of a lost lease.
+    fn store(self, conference: &Conference) -> Stored {
+        let writes: Vec<_> = self
+            .units
+            .into_iter()
+            .map(|u| {
+                let ops: Vec<StoreOp> = u
+                    .fence
+                    .map(|(session_id, epoch)| StoreOp::Fence { session_id, epoch })
+                    .into_iter()
+                    .chain(u.webhooks.iter().cloned().map(StoreOp::PutWebhook))
+                    .chain(u.track)
+                    .collect();
+                (u.webhooks, conference.commit(ops))
+            })
+            .collect();
+        async move {
+            let mut deliver = Vec::new();
+            for (webhooks, write) in writes {
+                match write.await {
+                    Ok(()) => deliver.extend(webhooks),
+                    Err(ConferenceError::Store(StoreError::Fenced)) => {
+                        tracing::warn!(count = webhooks.len(), "callbacks of a session this node no longer owns: not sent");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "storing callbacks; delivering without durability");
+                        deliver.extend(webhooks);
+                    }
+                }
+            }
+            deliver
+        }
+        .boxed()
+    }
 }
 
-type Stored = BoxFuture<'static, (Vec<Webhook>, bool)>;
+type Stored = BoxFuture<'static, Vec<Webhook>>;
 
 async fn run(
     conference: Arc<Conference>,
@@ -444,26 +516,7 @@ async fn run(
             });
         }
         if storing.is_none() && !to_store.is_empty() {
-            let ToStore {
-                webhooks: batch,
-                track,
-            } = std::mem::take(&mut to_store);
-            let mut ops: Vec<StoreOp> = batch.iter().cloned().map(StoreOp::PutWebhook).collect();
-            ops.extend(track);
-            let write = conference.commit(ops);
-            storing = Some(
-                async move {
-                    let ok = match write.await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::error!(error = %e, "storing callbacks; delivering without durability");
-                            false
-                        }
-                    };
-                    (batch, ok)
-                }
-                .boxed(),
-            );
+            storing = Some(std::mem::take(&mut to_store).store(&conference));
         }
         if storing.is_none() && to_store.is_empty() {
             for f in flushes.drain(..) {
@@ -493,8 +546,8 @@ async fn run(
             }
             stored = async { match storing.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                 storing = None;
-                stats.pending.fetch_add(stored.0.len() as u64, Relaxed);
-                for w in stored.0 {
+                stats.pending.fetch_add(stored.len() as u64, Relaxed);
+                for w in stored {
                     outbox.push(w);
                 }
             }

@@ -78,6 +78,8 @@ impl DeviceOwner {
 /// One device event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceEvent {
+    /// The session whose media produced it.
+    pub session_id: Uuid,
     pub kind: DeviceEventKind,
     pub source: DeviceSource,
     pub owner: DeviceOwner,

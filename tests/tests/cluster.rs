@@ -341,3 +341,88 @@ async fn a_browser_on_one_node_and_a_caller_on_another_hear_each_other() {
         "{view}"
     );
 }
+
+/// The owner is paused (SIGSTOP) past its lease: the survivors end its call and another
+/// node takes the session at a higher epoch; when the old owner wakes up, it learns it
+/// lost the session and stops its media, and the `onLeave` it then emits is fenced:
+/// the application hears of the call's end once, from the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_old_owner_changes_nothing_when_it_wakes_up() {
+    let url = postgres::database();
+    let g = nodes(&url, "3s").await;
+    let hooks = Receiver::start().await;
+    let api = g[0].api();
+    let s = api.session(None).await;
+    let (a, ta) = audio(&api, json!({"callbackUrl": hooks.url("/cb/a")})).await;
+    let (b, tb) = audio(&api, json!({})).await;
+    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+    api.add(&s, &b, Some(json!({"sessionId": s}))).await;
+    let n3 = &g[2];
+    let dir = n3.scratch().to_path_buf();
+    let call_a = SippCall::tone("a", &dir, 440, Law::Ulaw, 30000).token(&ta);
+    let _running_a = call_a.spawn(n3, &dir);
+    hooks
+        .wait_for(Duration::from_secs(10), "onConnect", |h| {
+            h.iter().any(|h| h.body["event"] == "onConnect")
+        })
+        .await;
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &n3.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    // A survivor ends n3's call once n3's heartbeat is older than the lease.
+    hooks
+        .wait_for(Duration::from_secs(20), "onLeave from a survivor", |h| {
+            h.iter().any(|h| h.body["event"] == "onLeave")
+        })
+        .await;
+    // A call on n1 takes the session (n3's lease ran out): epoch 2.
+    let n1 = &g[0];
+    let dir1 = n1.scratch().to_path_buf();
+    let call_b = SippCall::tone("b", &dir1, 660, Law::Ulaw, 30000).token(&tb);
+    let _running_b = call_b.spawn(n1, &dir1);
+    n1.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !n1.log().contains("session media placed on this node") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n1 did not take the session:\n{}",
+            n1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(n1.log().contains("epoch=2"), "{}", n1.log());
+    signal("-CONT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !n3.log().contains("session lease lost to another node") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n3 did not learn it lost the session:\n{}",
+            n3.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    n3.wait_metric("patchbay_sip_calls_active", 0.0).await;
+    // Its own onLeave for the call was refused by the fence, not sent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !n3.log().contains("no longer owns: not sent") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n3's ending events were not fenced:\n{}",
+            n3.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leaves = hooks
+        .delivered("/cb/a")
+        .iter()
+        .filter(|b| b["event"] == "onLeave")
+        .count();
+    assert_eq!(leaves, 1, "{:#?}", hooks.delivered("/cb/a"));
+}

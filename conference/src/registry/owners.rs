@@ -30,6 +30,8 @@ pub enum Placement {
 /// A lease a node must not give up right after taking it: the join that took it has
 /// not started the media yet.
 const FRESH: Duration = Duration::from_secs(5);
+/// Lost leases remembered (for fencing the events of ending media) at most.
+const MAX_LOST: usize = 10_000;
 /// Media stops this long before a lease that could not be renewed runs out.
 const MARGIN: Duration = Duration::from_secs(2);
 
@@ -38,6 +40,9 @@ const MARGIN: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub(super) struct Owned {
     held: HashMap<Uuid, (i64, Instant)>,
+    /// Leases lost (or given up unrenewed) at these epochs: the events the ending media
+    /// still emits are fenced by them, and refused.
+    lost: HashMap<Uuid, i64>,
     elsewhere: HashMap<Uuid, Placement>,
     /// The last renewal that succeeded.
     renewed: Option<Instant>,
@@ -81,6 +86,7 @@ impl Conference {
         if owner.node == cluster.node() {
             tracing::info!(session_id = %session, epoch = owner.epoch, "session media placed on this node");
             owned.elsewhere.remove(&session);
+            owned.lost.remove(&session);
             owned.held.insert(session, (owner.epoch, Instant::now()));
             return Ok(Placement::Here);
         }
@@ -133,9 +139,21 @@ impl Conference {
         }
     }
 
-    /// The epoch at which this node owns `session`, if it does.
+    /// The epoch at which this node owns (or last owned, if it lost it) `session`.
     pub fn epoch(&self, session: Uuid) -> Option<i64> {
-        self.owned().held.get(&session).map(|(e, _)| *e)
+        let owned = self.owned();
+        owned
+            .held
+            .get(&session)
+            .map(|(e, _)| *e)
+            .or_else(|| owned.lost.get(&session).copied())
+    }
+
+    fn lose(owned: &mut Owned, session: Uuid, epoch: i64) {
+        if owned.lost.len() >= MAX_LOST {
+            owned.lost.clear();
+        }
+        owned.lost.insert(session, epoch);
     }
 
     /// Sessions this node owns now.
@@ -185,6 +203,7 @@ impl Conference {
                 owned.renewed = Some(Instant::now());
                 for (session, epoch) in held.iter().filter(|(s, _)| !kept.contains(s)) {
                     owned.held.remove(session);
+                    Self::lose(&mut owned, *session, *epoch);
                     tracing::warn!(session_id = %session, epoch, "session lease lost to another node; its media stops here");
                     self.media.end(*session, HangupReason::Shutdown);
                 }
@@ -196,7 +215,10 @@ impl Conference {
                     .renewed
                     .is_none_or(|at| at.elapsed() + MARGIN >= lease);
                 if stale {
-                    for (session, _) in owned.held.drain() {
+                    let held: Vec<(Uuid, i64)> =
+                        owned.held.drain().map(|(s, (e, _))| (s, e)).collect();
+                    for (session, epoch) in held {
+                        Self::lose(&mut owned, session, epoch);
                         tracing::warn!(session_id = %session, "session lease could not be renewed in time; its media stops here");
                         self.media.end(session, HangupReason::Shutdown);
                     }

@@ -32,6 +32,9 @@ pub enum StoreError {
     Backend(String),
     #[error("store is closed")]
     Closed,
+    /// A unit's [`StoreOp::Fence`] did not hold: this node lost the session.
+    #[error("this node no longer owns the session")]
+    Fenced,
 }
 
 /// One change to durable state.

@@ -204,6 +204,12 @@ async fn commit_group(
                 let _ = reply.send(Ok(()));
             }
         }
+        // A fenced unit is refused, not a failing store.
+        Err(StoreError::Fenced) if group.len() == 1 => {
+            for (_, reply) in group.drain(..) {
+                let _ = reply.send(Err(StoreError::Fenced));
+            }
+        }
         Err(e) if group.len() == 1 => {
             tracing::error!(error = %e, "store write failed");
             *healthy = false;
@@ -214,10 +220,14 @@ async fn commit_group(
         Err(_) => {
             for (unit, reply) in group.drain(..) {
                 let r = write_units(conn, node, &[unit.as_slice()]).await;
-                if let Err(e) = &r {
-                    tracing::error!(error = %e, "store write failed");
+                match &r {
+                    Err(StoreError::Fenced) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "store write failed");
+                        *healthy = false;
+                    }
+                    Ok(()) => *healthy = true,
                 }
-                *healthy = r.is_ok();
                 let _ = reply.send(r);
             }
         }
@@ -230,7 +240,10 @@ async fn write_units(conn: &mut $conn, node: &str, units: &[&[StoreOp]]) -> Resu
     'units: for unit in units {
         for op in unit.iter() {
             if let Err(e) = apply(conn, node, op).await {
-                result = Err(backend(e));
+                result = Err(match (op, &e) {
+                    (StoreOp::Fence { .. }, sqlx::Error::Protocol(_)) => StoreError::Fenced,
+                    _ => backend(e),
+                });
                 break 'units;
             }
         }

@@ -180,6 +180,7 @@ impl SessionCore {
             return;
         };
         let event = DeviceEvent {
+            session_id: self.session_id,
             kind,
             source: DeviceSource::Browser,
             owner: d.owner.clone(),

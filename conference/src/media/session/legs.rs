@@ -245,6 +245,7 @@ impl SessionCore {
     /// `onConnect` / `onLeave` of a SIP call, for its participant's application.
     pub(super) fn leg_event(&mut self, kind: DeviceEventKind, leg: &Leg) {
         self.push(Action::Event(DeviceEvent {
+            session_id: self.session_id,
             kind,
             source: DeviceSource::Sip,
             owner: leg.owner.clone(),
