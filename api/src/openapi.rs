@@ -36,6 +36,7 @@ use crate::routes;
         routes::health,
         routes::ready,
         routes::metrics,
+        crate::cluster::cluster,
     ),
     components(schemas(
         CreateParticipantRequest,

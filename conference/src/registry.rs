@@ -140,8 +140,10 @@ pub struct Conference {
     /// Dialogs, and where to send calls (set by the SIP side when a trunk is configured).
     dialog_book: Mutex<DialogBook>,
     cluster: Option<Arc<dyn Cluster>>,
-    /// The change feed's number this node's memory is up to (held while catching up).
-    applied: tokio::sync::Mutex<i64>,
+    /// How far this node's memory follows the change feed (held while catching up).
+    applied: tokio::sync::Mutex<follow::Feed>,
+    /// Catch-up requests so far (see `sync`).
+    sync_tickets: std::sync::atomic::AtomicU64,
     /// The sessions whose media this node owns (in a cluster).
     owned: Mutex<owners::Owned>,
 }
@@ -227,7 +229,11 @@ impl Conference {
             session_ttl_ms: i64::try_from(options.session_ttl.as_millis()).unwrap_or(i64::MAX / 2),
             clock: options.clock,
             cluster: options.cluster,
-            applied: tokio::sync::Mutex::new(applied),
+            applied: tokio::sync::Mutex::new(follow::Feed {
+                seq: applied,
+                covered: 0,
+            }),
+            sync_tickets: std::sync::atomic::AtomicU64::new(0),
             owned: Mutex::default(),
         })
     }

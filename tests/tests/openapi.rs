@@ -40,6 +40,7 @@ async fn openapi_document_is_complete_and_valid() {
         ("get", "/health", "health"),
         ("get", "/ready", "ready"),
         ("get", "/metrics", "metrics"),
+        ("get", "/v1/cluster", "getCluster"),
     ] {
         assert!(
             operations.iter().any(|(m, p, o)| m == method && p == path && o == id),

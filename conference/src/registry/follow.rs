@@ -10,6 +10,7 @@
 //! on two nodes converge on what the database committed last.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -17,6 +18,15 @@ use uuid::Uuid;
 use super::{end_session, Conference, Result, State};
 use crate::media::session::HangupReason;
 use crate::store::{Cluster, Membership, Snapshot};
+
+/// How far this node has followed the feed.
+#[derive(Debug, Default)]
+pub(super) struct Feed {
+    /// The last change applied.
+    pub(super) seq: i64,
+    /// Every catch-up request up to this ticket is answered.
+    pub(super) covered: u64,
+}
 
 impl Conference {
     /// The cluster this node is one of, if any.
@@ -32,22 +42,29 @@ impl Conference {
         let Some(cluster) = &self.cluster else {
             return Ok(());
         };
-        let mut applied = self.applied.lock().await;
+        // Catch-ups coalesce: one that starts after this call began covers it, so many
+        // concurrent requests share one read of the feed.
+        let ticket = self.sync_tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut feed = self.applied.lock().await;
+        if feed.covered >= ticket {
+            return Ok(());
+        }
+        let upto = self.sync_tickets.load(Ordering::SeqCst);
         loop {
-            let changes = cluster.changes_since(*applied).await?;
+            let changes = cluster.changes_since(feed.seq).await?;
             let Some(last) = changes.last().map(|c| c.seq) else {
-                return Ok(());
+                break;
             };
-            if changes[0].seq != *applied + 1 {
+            if changes[0].seq != feed.seq + 1 {
                 // The feed was pruned past us: read everything.
                 tracing::warn!(
-                    from = *applied,
+                    from = feed.seq,
                     to = last,
                     "change feed pruned past this node; reading all state"
                 );
                 let snap = self.store.load().await?;
                 self.replace_all(snap);
-                *applied = last;
+                feed.seq = last;
                 continue;
             }
             let (mut participants, mut sessions) = (HashSet::new(), HashSet::new());
@@ -63,8 +80,10 @@ impl Conference {
                 let snap = cluster.read(participants.clone(), sessions.clone()).await?;
                 self.apply(snap, &participants, &sessions);
             }
-            *applied = last;
+            feed.seq = last;
         }
+        feed.covered = upto;
+        Ok(())
     }
 
     /// Make memory what `snap` says about the named participants and sessions (and the
