@@ -131,6 +131,7 @@ impl Api {
                         clock: system_clock(),
                         sip_stream_alias: "phone".into(),
                         cluster: None,
+                        lease: Duration::from_secs(10),
                     },
                 )
                 .await

@@ -81,6 +81,8 @@ pub struct Options {
     pub sip_stream_alias: String,
     /// The cluster this node is one of (PostgreSQL), if any.
     pub cluster: Option<Arc<dyn Cluster>>,
+    /// In a cluster: a node silent this long is dead (and its session leases last it).
+    pub lease: Duration,
 }
 
 /// A request to create a participant.
@@ -146,6 +148,7 @@ pub struct Conference {
     sync_tickets: std::sync::atomic::AtomicU64,
     /// The sessions whose media this node owns (in a cluster).
     owned: Mutex<owners::Owned>,
+    lease: Duration,
 }
 
 #[derive(Default)]
@@ -235,6 +238,7 @@ impl Conference {
             }),
             sync_tickets: std::sync::atomic::AtomicU64::new(0),
             owned: Mutex::default(),
+            lease: options.lease,
         })
     }
 

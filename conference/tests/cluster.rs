@@ -41,6 +41,7 @@ async fn node(url: &str, id: &str) -> Node {
             clock: system_clock(),
             sip_stream_alias: "phone".into(),
             cluster: Some(cluster.clone() as Arc<dyn Cluster>),
+            lease: Duration::from_secs(3),
         },
     )
     .await

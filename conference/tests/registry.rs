@@ -55,6 +55,7 @@ impl Fixture {
                 clock: Arc::new(move || t.load(Ordering::SeqCst)),
                 sip_stream_alias: "phone".into(),
                 cluster: None,
+                lease: Duration::from_secs(10),
             },
         )
         .await

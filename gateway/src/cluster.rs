@@ -69,7 +69,7 @@ pub fn run(conference: Arc<Conference>, cluster: Arc<PgCluster>, lease: Duration
         let mut tick = tokio::time::interval(lease / 3);
         loop {
             tick.tick().await;
-            if let Err(e) = owning.keep_ownership(lease).await {
+            if let Err(e) = owning.keep_ownership().await {
                 tracing::error!(error = %e, "renewing session leases failed");
             }
         }

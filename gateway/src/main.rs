@@ -156,6 +156,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 clock: system_clock(),
                 sip_stream_alias: config.sip_stream_alias.clone(),
                 cluster: joined.clone().map(|c| c as Arc<dyn Cluster>),
+                lease: config.cluster.lease,
             },
         )
         .await
@@ -330,6 +331,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     conference.media().end_all(HangupReason::Shutdown);
     tokio::time::sleep(Duration::from_millis(100)).await;
     webhooks.flush(Duration::from_secs(2)).await;
+    // In a cluster, the sessions this node owned can be taken by others right away.
+    if let Err(e) = conference.release_all().await {
+        tracing::warn!(error = %e, "releasing session leases");
+    }
     webrtc_task.abort();
     sip.shutdown().await;
     conference.close().await.context("flushing the store")?;

@@ -426,3 +426,74 @@ async fn a_paused_old_owner_changes_nothing_when_it_wakes_up() {
         .count();
     assert_eq!(leaves, 1, "{:#?}", hooks.delivered("/cb/a"));
 }
+
+/// A session without an owner goes to the least loaded live node: the first device of
+/// a second session connecting to a node that already owns one is relayed to a node
+/// that owns none, which takes it; a ping answered through the relay shows the device
+/// is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_is_placed_on_the_least_loaded_node() {
+    use patchbay_tests::ws;
+    let url = postgres::database();
+    let g = nodes(&url, "10s").await;
+    let api = g[0].api();
+    let (s1, s2) = (api.session(None).await, api.session(None).await);
+    let (p1, t1) = api.participant(json!({})).await;
+    let (p2, t2) = api.participant(json!({})).await;
+    api.add(&s1, &p1, None).await;
+    api.add(&s2, &p2, None).await;
+
+    let _first = ws::connect(&g[0], &t1, "first").await;
+    let placed = |g: &Gateway, s: &str| {
+        g.log()
+            .lines()
+            .any(|l| l.contains("session media placed on this node") && l.contains(s))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !placed(&g[0], &s1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n1 did not take s1:\n{}",
+            g[0].log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // n1's heartbeat tells the cluster it owns one session.
+    let owned = |view: &Value, id: &str| {
+        view["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["id"] == id))
+            .and_then(|n| n["ownedSessions"].as_u64())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let view: Value = reqwest::Client::new()
+            .get(format!("{}/v1/cluster", g[0].base()))
+            .basic_auth(OPERATOR.0, Some(OPERATOR.1))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if owned(&view, "n1") == Some(1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut second = ws::connect(&g[0], &t2, "second").await;
+    let pong = ws::rpc(&mut second, json!(7), "ping", json!({})).await;
+    assert_eq!(pong["id"], json!(7), "{pong}");
+    assert!(
+        placed(&g[1], &s2),
+        "s2 not on n2 (the least loaded, first by id):\n{}",
+        g[1].log()
+    );
+    assert!(!placed(&g[0], &s2));
+    assert!(g[0]
+        .log()
+        .contains("new session placed on a less loaded node"));
+    assert!(g[0].log().contains("device relayed to its session's node"));
+}

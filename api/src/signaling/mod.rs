@@ -178,13 +178,14 @@ async fn device(
         .await;
     };
     // In a cluster, the session's media may run on another node: relay there.
-    match app.conference.place(token).await {
+    let relayed = query.contains_key(relay::HOP);
+    match app.conference.place(token, relayed).await {
         Ok(Placement::Here) => {}
         Ok(Placement::Elsewhere {
             node,
             http_url: Some(url),
             ..
-        }) if !query.contains_key(relay::HOP) => {
+        }) if !relayed => {
             return relay::relay(socket, &url, &node, protocol, &query).await;
         }
         Ok(Placement::Elsewhere { node, .. }) => {

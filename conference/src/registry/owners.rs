@@ -27,6 +27,17 @@ pub enum Placement {
     },
 }
 
+/// Another node, with the addresses its heartbeat advertises (`info`).
+fn elsewhere(node: String, info: &str) -> Placement {
+    let info: serde_json::Value = serde_json::from_str(info).unwrap_or_default();
+    let text = |k: &str| info[k].as_str().map(str::to_string);
+    Placement::Elsewhere {
+        node,
+        http_url: text("httpUrl"),
+        sip_uri: text("sipUri"),
+    }
+}
+
 /// A lease a node must not give up right after taking it: the join that took it has
 /// not started the media yet.
 const FRESH: Duration = Duration::from_secs(5);
@@ -53,12 +64,14 @@ impl Conference {
         self.owned.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Where the device or call holding `token` must be served (the token and the
-    /// membership are checked again by the join itself).
-    pub async fn place(&self, token: &str) -> Result<Placement> {
-        if self.cluster.is_none() {
+    /// Where the device holding `token` must be served (the token and the membership
+    /// are checked again by the join itself). A session without a live owner goes to
+    /// the least loaded live node (this one on a tie); `relayed`: another node already
+    /// chose this one, which takes the session if it can.
+    pub async fn place(&self, token: &str, relayed: bool) -> Result<Placement> {
+        let Some(cluster) = &self.cluster else {
             return Ok(Placement::Here);
-        }
+        };
         let Ok(claims) = self.tokens.verify(token, self.now()) else {
             return Ok(Placement::Here);
         };
@@ -67,9 +80,38 @@ impl Conference {
             .participants
             .get(&claims.participant_id)
             .and_then(|p| p.session_id);
-        match session {
-            Some(session) => self.place_session(session).await,
-            None => Ok(Placement::Here),
+        let Some(session) = session else {
+            return Ok(Placement::Here);
+        };
+        if relayed || self.owned().held.contains_key(&session) {
+            return self.place_session(session).await;
+        }
+        if let Some(owner) = cluster.owner(session).await? {
+            if owner.node != cluster.node() {
+                return Ok(elsewhere(owner.node, &owner.info));
+            }
+            return self.place_session(session).await;
+        }
+        let nodes = cluster.nodes(self.lease).await?;
+        let load = |info: &str| -> u64 {
+            let v: serde_json::Value = serde_json::from_str(info).unwrap_or_default();
+            v["ownedSessions"].as_u64().unwrap_or(u64::MAX)
+        };
+        let mine = nodes
+            .iter()
+            .find(|n| n.id == cluster.node())
+            .map_or(0, |n| load(&n.info));
+        let least = nodes
+            .iter()
+            .filter(|n| n.id != cluster.node())
+            .map(|n| (load(&n.info), n))
+            .min_by_key(|(l, n)| (*l, n.id.clone()));
+        match least {
+            Some((l, n)) if l < mine => {
+                tracing::info!(session_id = %session, node = %n.id, load = l, own_load = mine, "new session placed on a less loaded node");
+                Ok(elsewhere(n.id.clone(), &n.info))
+            }
+            _ => self.place_session(session).await,
         }
     }
 
@@ -90,13 +132,7 @@ impl Conference {
             owned.held.insert(session, (owner.epoch, Instant::now()));
             return Ok(Placement::Here);
         }
-        let info: serde_json::Value = serde_json::from_str(&owner.info).unwrap_or_default();
-        let text = |k: &str| info[k].as_str().map(str::to_string);
-        let placement = Placement::Elsewhere {
-            node: owner.node,
-            http_url: text("httpUrl"),
-            sip_uri: text("sipUri"),
-        };
+        let placement = elsewhere(owner.node, &owner.info);
         owned.elsewhere.insert(session, placement.clone());
         Ok(placement)
     }
@@ -161,9 +197,30 @@ impl Conference {
         self.owned().held.len()
     }
 
+    /// Give up every lease (a graceful stop, once the media ended and its events are
+    /// stored): other nodes may take the sessions at once instead of after the lease.
+    pub async fn release_all(&self) -> Result<()> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let held: Vec<(Uuid, i64)> = {
+            let mut owned = self.owned();
+            let held: Vec<(Uuid, i64)> = owned.held.drain().map(|(s, (e, _))| (s, e)).collect();
+            for (s, e) in &held {
+                Self::lose(&mut owned, *s, *e);
+            }
+            held
+        };
+        for (session, epoch) in held {
+            cluster.release(session, epoch).await?;
+        }
+        Ok(())
+    }
+
     /// Renew the leases of sessions whose media runs here, release the others, and stop
     /// the media of any lease lost (or about to run out unrenewed after `lease`).
-    pub async fn keep_ownership(&self, lease: Duration) -> Result<()> {
+    pub async fn keep_ownership(&self) -> Result<()> {
+        let lease = self.lease;
         let Some(cluster) = &self.cluster else {
             return Ok(());
         };
@@ -182,20 +239,11 @@ impl Conference {
         }
         let held: Vec<(Uuid, i64)> = running.iter().map(|(s, e, _)| (*s, *e)).collect();
         // Who owns what elsewhere, for calls that must be sent there.
-        let elsewhere = cluster.owners().await?;
-        self.owned().elsewhere = elsewhere
+        let owners = cluster.owners().await?;
+        self.owned().elsewhere = owners
             .into_iter()
             .filter(|(_, o)| o.node != cluster.node())
-            .map(|(s, o)| {
-                let info: serde_json::Value = serde_json::from_str(&o.info).unwrap_or_default();
-                let text = |k: &str| info[k].as_str().map(str::to_string);
-                let placement = Placement::Elsewhere {
-                    node: o.node,
-                    http_url: text("httpUrl"),
-                    sip_uri: text("sipUri"),
-                };
-                (s, placement)
-            })
+            .map(|(s, o)| (s, elsewhere(o.node, &o.info)))
             .collect();
         match cluster.renew(held.clone()).await {
             Ok(kept) => {

@@ -340,6 +340,30 @@ impl Cluster for PgCluster {
         }))
     }
 
+    fn owner(&self, session: Uuid) -> BoxFuture<'_, Result<Option<Owner>, StoreError>> {
+        Box::pin(self.with(move |c| {
+            Box::pin(async move {
+                let q = format!(
+                    "SELECT o.node, o.epoch, COALESCE(n.info, '{{}}') AS info \
+                     FROM session_owners o LEFT JOIN nodes n ON n.id = o.node \
+                     WHERE o.session_id = $1 AND o.expires_ms > {NOW_MS}"
+                );
+                let row = sqlx::query(&q)
+                    .bind(session.to_string())
+                    .fetch_optional(&mut *c)
+                    .await?;
+                row.map(|r| {
+                    Ok(Owner {
+                        node: r.try_get("node")?,
+                        epoch: r.try_get("epoch")?,
+                        info: r.try_get("info")?,
+                    })
+                })
+                .transpose()
+            })
+        }))
+    }
+
     fn owners(&self) -> BoxFuture<'_, Result<Vec<(Uuid, Owner)>, StoreError>> {
         Box::pin(self.with(|c| {
             Box::pin(async move {
@@ -454,11 +478,21 @@ async fn take_over(
     let dead = format!(
         "SELECT id FROM nodes WHERE id <> $1 AND heartbeat_ms < {NOW_MS} - $2 FOR UPDATE SKIP LOCKED"
     );
-    let dead: Vec<String> = sqlx::query_scalar(&dead)
+    let mut dead: Vec<String> = sqlx::query_scalar(&dead)
         .bind(&node)
         .bind(lease_ms)
         .fetch_all(&mut *tx)
         .await?;
+    // Rows of a node that has no row at all (it died before its first heartbeat, or
+    // its row was removed by an earlier takeover and it never came back).
+    let orphans: Vec<String> = sqlx::query_scalar(
+        "SELECT node FROM webhooks WHERE node <> $1 AND node NOT IN (SELECT id FROM nodes) \
+         UNION SELECT node FROM connections WHERE node <> $1 AND node NOT IN (SELECT id FROM nodes)",
+    )
+    .bind(&node)
+    .fetch_all(&mut *tx)
+    .await?;
+    dead.extend(orphans);
     if dead.is_empty() {
         tx.commit().await?;
         return Ok((Vec::new(), Vec::new()));

@@ -225,6 +225,8 @@ pub trait Cluster: Send + Sync + 'static {
     /// Extend the leases this node holds at these epochs; answers the ones it still
     /// holds (a missing one was taken by another node: its media must stop here).
     fn renew(&self, held: Vec<(Uuid, i64)>) -> BoxFuture<'_, Result<Vec<Uuid>, StoreError>>;
+    /// `session`'s owner if its lease is live.
+    fn owner(&self, session: Uuid) -> BoxFuture<'_, Result<Option<Owner>, StoreError>>;
     /// Every live lease with its owner.
     fn owners(&self) -> BoxFuture<'_, Result<Vec<(Uuid, Owner)>, StoreError>>;
     /// Give up a lease held at `epoch` (the session's media ended here).
