@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use patchbay_conference::events::DeviceSource;
-use patchbay_conference::store::{
-    Cluster, ConnectionRecord, PgCluster, SqlStore, Store, StoreError, StoreOp,
-};
+use patchbay_conference::store::{Cluster, PgCluster, SqlStore, Store, StoreError, StoreOp};
 use patchbay_conference::webhooks::Webhook;
 use patchbay_conference::{
     system_clock, Conference, ConferenceError, NewParticipant, Options, ParticipantSubscription,
     Subscriptions,
 };
 use uuid::Uuid;
+
+mod common;
 
 struct Node {
     conference: Conference,
@@ -185,27 +185,14 @@ async fn a_dead_nodes_outbox_and_connections_are_taken_over_in_order() {
     let url = patchbay_tests::postgres::database();
     let dead = node(&url, "dead").await;
     let p = Uuid::new_v4();
-    let webhook = |id: i64| Webhook {
-        id,
-        event_id: Uuid::new_v4(),
-        participant_id: p,
-        url: "http://127.0.0.1:9/cb".into(),
-        body: format!("{{\"n\":{id}}}"),
-        created_ms: 1_790_000_000_000 + id as u64,
-        attempts: 0,
-        next_ms: 1_790_000_000_000,
-    };
-    let written: Vec<Webhook> = (1..=3).map(webhook).collect();
+    let written: Vec<Webhook> = (1..=3).map(|id| common::webhook(p, id)).collect();
     let mut unit: Vec<StoreOp> = written.iter().cloned().map(StoreOp::PutWebhook).collect();
-    unit.push(StoreOp::PutConnection(ConnectionRecord {
-        participant_id: p,
-        source: DeviceSource::Browser,
-        device_id: "d1".into(),
-        callback_url: "http://127.0.0.1:9/cb".into(),
-        tag: None,
-        connected: true,
-        since_ms: 1,
-    }));
+    unit.push(StoreOp::PutConnection(common::connection(
+        p,
+        DeviceSource::Browser,
+        "d1",
+        true,
+    )));
     dead.store.commit(unit).await.unwrap();
     let live = node(&url, "live").await;
     let lease = Duration::from_secs(3);
@@ -277,15 +264,12 @@ async fn racing_owners_end_with_one_and_a_fenced_old_owner_changes_nothing() {
     let put = |store: &SqlStore, epoch, device: &str| {
         store.commit(vec![
             fence(epoch),
-            StoreOp::PutConnection(ConnectionRecord {
-                participant_id: Uuid::new_v4(),
-                source: DeviceSource::Sip,
-                device_id: device.into(),
-                callback_url: "http://127.0.0.1:9/cb".into(),
-                tag: None,
-                connected: true,
-                since_ms: 1,
-            }),
+            StoreOp::PutConnection(common::connection(
+                Uuid::new_v4(),
+                DeviceSource::Sip,
+                device,
+                true,
+            )),
         ])
     };
     for _ in 0..3 {

@@ -12,6 +12,8 @@ use patchbay_conference::{
 };
 use uuid::Uuid;
 
+mod common;
+
 #[derive(Debug, Clone, Copy)]
 enum Backend {
     Sqlite,
@@ -258,21 +260,11 @@ async fn concurrent_creations_are_all_durable(backend: Backend) {
 /// Every kind of change, committed and read back as it was written.
 async fn every_operation_round_trips(backend: Backend) {
     use patchbay_conference::events::DeviceSource;
-    use patchbay_conference::store::{ConnectionRecord, DialogRecord, StoreOp};
-    use patchbay_conference::webhooks::Webhook;
+    use patchbay_conference::store::{DialogRecord, StoreOp};
     let f = Fixture::new(backend);
     let store = f.store().await;
     let (p, q) = (Uuid::new_v4(), Uuid::new_v4());
-    let webhook = |id: i64| Webhook {
-        id,
-        event_id: Uuid::new_v4(),
-        participant_id: p,
-        url: "http://127.0.0.1:9/cb".into(),
-        body: format!("{{\"n\":{id}}}"),
-        created_ms: 1_790_000_000_000 + id as u64,
-        attempts: 0,
-        next_ms: 1_790_000_000_000,
-    };
+    let webhook = |id: i64| common::webhook(p, id);
     let (w1, w2, w3) = (webhook(1), webhook(2), webhook(3));
     let dialog = DialogRecord {
         id: Uuid::new_v4(),
@@ -285,14 +277,8 @@ async fn every_operation_round_trips(backend: Backend) {
         created_at: 1,
         updated_at: 2,
     };
-    let connection = |device: &str, connected: bool| ConnectionRecord {
-        participant_id: q,
-        source: DeviceSource::Browser,
-        device_id: device.into(),
-        callback_url: "http://127.0.0.1:9/cb".into(),
-        tag: Some("t".into()),
-        connected,
-        since_ms: 1_790_000_000_123,
+    let connection = |device: &str, connected: bool| {
+        common::connection(q, DeviceSource::Browser, device, connected)
     };
     let units = vec![
         vec![

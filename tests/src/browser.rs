@@ -79,3 +79,18 @@ pub fn stream_events<'a>(page: &'a Value, kind: &str) -> Vec<&'a Value> {
         .filter(|e| e["type"] == kind)
         .collect()
 }
+
+/// The page's one available stream at its final look: from `participant`, with its
+/// strongest received frequency within 40 Hz of `hz`. Returns the stream's event.
+pub fn assert_one_stream_heard<'a>(page: &'a Value, participant: &str, hz: f64) -> &'a Value {
+    let available = stream_events(page, "available");
+    assert_eq!(available.len(), 1, "{page}");
+    assert_eq!(available[0]["participantId"], participant);
+    let endpoint = available[0]["endpointId"].as_str().unwrap_or_default();
+    let peak = page["final"]["peaks"][endpoint].as_f64().unwrap_or(0.0);
+    assert!(
+        (hz - 40.0..hz + 40.0).contains(&peak),
+        "browser's strongest frequency {peak} Hz: {page}"
+    );
+    available[0]
+}

@@ -1,7 +1,9 @@
 //! The unmodified Bandwidth browser SDK (`@bandwidth/webrtc-browser`) in headless
 //! Chromium against the real gateway: what the page observes.
 
-use patchbay_tests::browser::{drive, drive_full, drive_in_background, drive_with, stream_events};
+use patchbay_tests::browser::{
+    assert_one_stream_heard, drive, drive_full, drive_in_background, drive_with, stream_events,
+};
 use patchbay_tests::Gateway;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -157,22 +159,9 @@ async fn a_browser_and_a_phone_caller_hear_each_other() {
 
     // The browser got the phone's stream, with the phone participant's metadata, and hears 440 Hz.
     let page = &report["pages"][0];
-    let available: Vec<&Value> = page["final"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "available")
-        .collect();
-    assert_eq!(available.len(), 1, "{page}");
-    assert_eq!(available[0]["participantId"], phone.as_str());
-    assert_eq!(available[0]["alias"], "phone");
-    assert_eq!(available[0]["mediaTypes"], json!(["AUDIO"]));
-    let endpoint = available[0]["endpointId"].as_str().unwrap();
-    let peak = page["final"]["peaks"][endpoint].as_f64().unwrap_or(0.0);
-    assert!(
-        (400.0..480.0).contains(&peak),
-        "browser's strongest frequency {peak} Hz: {page}"
-    );
+    let stream = assert_one_stream_heard(page, &phone, 440.0);
+    assert_eq!(stream["alias"], "phone");
+    assert_eq!(stream["mediaTypes"], json!(["AUDIO"]));
 
     // The phone hears the browser's fake microphone (it beeps): energy in what sipp received.
     let rx = received(&packets, call.media_port);

@@ -267,7 +267,7 @@ async fn a_killed_nodes_writes_webhooks_and_calls_are_taken_over() {
 /// socket lands on n2 is relayed there, and its media goes to n3 directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_on_one_node_and_a_caller_on_another_hear_each_other() {
-    use patchbay_tests::browser::drive_with;
+    use patchbay_tests::browser::{assert_one_stream_heard, drive_with};
     use patchbay_tests::media::{assert_audible, decode_window, received};
     let url = postgres::database();
     let g = nodes(&url, "10s").await;
@@ -295,20 +295,7 @@ async fn a_browser_on_one_node_and_a_caller_on_another_hear_each_other() {
     let packets = capture.stop();
 
     let page = &report["pages"][0];
-    let available: Vec<&Value> = page["final"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "available")
-        .collect();
-    assert_eq!(available.len(), 1, "{page}");
-    assert_eq!(available[0]["participantId"], phone.as_str());
-    let endpoint = available[0]["endpointId"].as_str().unwrap();
-    let peak = page["final"]["peaks"][endpoint].as_f64().unwrap_or(0.0);
-    assert!(
-        (400.0..480.0).contains(&peak),
-        "browser's strongest frequency {peak} Hz: {page}"
-    );
+    assert_one_stream_heard(page, &phone, 440.0);
     let rx = received(&packets, call.media_port);
     let pcm = decode_window(&rx, Law::Ulaw, until - 2.5, until);
     assert_audible(&pcm, "the phone");
