@@ -35,6 +35,8 @@ pub struct Metrics {
     participants: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Device signaling requests refused by a bound (e.g. v2 publishing endpoints).
     pub signaling_refused: Counter,
+    /// Device sockets relayed to the node that owns their session (a cluster).
+    pub signaling_relayed: Counter,
 }
 
 impl Default for Metrics {
@@ -76,8 +78,15 @@ impl Metrics {
             "Device signaling requests refused by a bound (e.g. v2 publishing endpoints)",
             signaling_refused.clone(),
         );
+        let signaling_relayed = Counter::default();
+        registry.register(
+            "signaling_relayed",
+            "Device sockets relayed to the cluster node that owns their session",
+            signaling_relayed.clone(),
+        );
         Metrics {
             signaling_refused,
+            signaling_relayed,
             registry,
             requests,
             latency,

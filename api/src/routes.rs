@@ -383,6 +383,15 @@ pub async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoRe
                 t.render(&mut media);
             }
             app.webhooks.stats.render(&mut media);
+            if app.conference.cluster().is_some() {
+                use std::fmt::Write;
+                let _ = writeln!(
+                    media,
+                    "# HELP patchbay_cluster_owned_sessions Sessions whose media this cluster node owns.\n# TYPE patchbay_cluster_owned_sessions gauge\npatchbay_cluster_owned_sessions{{node=\"{}\"}} {}",
+                    app.cluster.node_id,
+                    app.conference.owned_sessions()
+                );
+            }
             text.insert_str(eof, &media);
             text
         },

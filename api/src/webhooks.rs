@@ -67,6 +67,8 @@ pub struct WebhookStats {
     pub retried: AtomicU64,
     pub failed: AtomicU64,
     pub pending: AtomicU64,
+    /// Callbacks of a session whose lease this node lost: refused by the fence, not sent.
+    pub fenced: AtomicU64,
     /// From enqueue to a 2xx.
     pub latency: LatencyHistogram,
 }
@@ -90,6 +92,11 @@ impl WebhookStats {
                 "webhooks_failed",
                 "Callbacks given up after the retry period.",
                 &self.failed,
+            ),
+            (
+                "webhooks_fenced",
+                "Callbacks of a session this cluster node no longer owns: not sent.",
+                &self.fenced,
             ),
         ] {
             let _ = writeln!(
@@ -397,7 +404,8 @@ impl ToStore {
     /// Write every unit (the store commits them together); resolves to the callbacks
     /// to deliver: the stored ones, and those the store failed to keep (delivered
     /// without durability), never those of a lost lease.
-    fn store(self, conference: &Conference) -> Stored {
+    fn store(self, conference: &Conference, stats: &Arc<WebhookStats>) -> Stored {
+        let stats = stats.clone();
         let writes: Vec<_> = self
             .units
             .into_iter()
@@ -418,6 +426,7 @@ impl ToStore {
                 match write.await {
                     Ok(()) => deliver.extend(webhooks),
                     Err(ConferenceError::Store(StoreError::Fenced)) => {
+                        stats.fenced.fetch_add(webhooks.len() as u64, Relaxed);
                         tracing::warn!(count = webhooks.len(), "callbacks of a session this node no longer owns: not sent");
                     }
                     Err(e) => {
@@ -516,7 +525,7 @@ async fn run(
             });
         }
         if storing.is_none() && !to_store.is_empty() {
-            storing = Some(std::mem::take(&mut to_store).store(&conference));
+            storing = Some(std::mem::take(&mut to_store).store(&conference, &stats));
         }
         if storing.is_none() && to_store.is_empty() {
             for f in flushes.drain(..) {

@@ -302,6 +302,12 @@ async fn a_browser_on_one_node_and_a_caller_on_another_hear_each_other() {
 
     // Signaling took the hop; media did not: n2 runs no media, n3 sent to the browser.
     assert!(g[1].log().contains("device relayed to its session's node"));
+    assert!(g[1].metric("patchbay_signaling_relayed_total").await >= 1.0);
+    assert_eq!(
+        n3.metric("patchbay_cluster_owned_sessions{node=\"n3\"}")
+            .await,
+        1.0
+    );
     assert_eq!(g[1].metric("patchbay_webrtc_media_out_total").await, 0.0);
     assert!(n3.metric("patchbay_webrtc_media_out_total").await > 20.0);
     let r = reqwest::Client::new()
@@ -405,6 +411,7 @@ async fn a_paused_old_owner_changes_nothing_when_it_wakes_up() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(n3.metric("patchbay_webhooks_fenced_total").await >= 1.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let leaves = hooks
         .delivered("/cb/a")

@@ -186,7 +186,7 @@ async fn device(
             http_url: Some(url),
             ..
         }) if !relayed => {
-            return relay::relay(socket, &url, &node, protocol, &query).await;
+            return relay::relay(socket, &url, &node, protocol, &query, &app.metrics).await;
         }
         Ok(Placement::Elsewhere { node, .. }) => {
             return close_with(

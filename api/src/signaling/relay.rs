@@ -34,6 +34,7 @@ pub(crate) async fn relay(
     node: &str,
     protocol: Protocol,
     query: &HashMap<String, String>,
+    metrics: &crate::Metrics,
 ) {
     let Ok(mut url) = reqwest::Url::parse(owner_http) else {
         return close_with(
@@ -83,6 +84,7 @@ pub(crate) async fn relay(
         }
     };
     tracing::info!(%node, "device relayed to its session's node");
+    metrics.signaling_relayed.inc();
     let (mut up_tx, mut up_rx) = upstream.split();
     let (mut down_tx, mut down_rx) = client.split();
     loop {
