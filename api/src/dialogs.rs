@@ -184,7 +184,10 @@ pub async fn get_dialog(
     Path(path): Path<HashMap<String, String>>,
 ) -> Result<Json<DialogBody>, ApiError> {
     let (participant, dialog) = dialog_of(&app, &account, &path)?;
-    let d = app.conference.get_dialog(&account, participant, dialog)?;
+    let d = app
+        .conference
+        .find_dialog(&account, participant, dialog)
+        .await?;
     Ok(Json(DialogBody::of(&d, true, true)))
 }
 

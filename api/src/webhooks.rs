@@ -590,7 +590,7 @@ async fn run(
             _ = async { match wake { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
             _ = take_over.tick(), if cluster.is_some() && open => {
                 let Some(cluster) = &cluster else { continue };
-                let taken = match tokio::time::timeout(TAKE_OVER_EVERY, cluster.take_over(options.cluster_lease, next_id)).await {
+                let mut taken = match tokio::time::timeout(TAKE_OVER_EVERY, cluster.take_over(options.cluster_lease, next_id)).await {
                     Ok(Ok(taken)) => taken,
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "taking over the outbox of stopped nodes");
@@ -598,9 +598,10 @@ async fn run(
                     }
                     Err(_) => continue,
                 };
-                if !taken.webhooks.is_empty() || !taken.connections.is_empty() {
-                    tracing::info!(webhooks = taken.webhooks.len(), connections = taken.connections.len(), "took over the outbox and connections of a stopped node");
+                if !taken.webhooks.is_empty() || !taken.connections.is_empty() || !taken.dialogs.is_empty() {
+                    tracing::info!(webhooks = taken.webhooks.len(), connections = taken.connections.len(), dialogs = taken.dialogs.len(), "took over the outbox, connections and dialogs of a stopped node");
                 }
+                conference.adopt_dialogs(std::mem::take(&mut taken.dialogs));
                 stats.pending.fetch_add(taken.webhooks.len() as u64, Relaxed);
                 for w in taken.webhooks {
                     next_id = next_id.max(w.id + 1);

@@ -18,12 +18,16 @@ use serde_json::{json, Value};
 const OPERATOR: (&str, &str) = ("ops", "operator-secret");
 
 async fn nodes(url: &str, lease: &str) -> Vec<Gateway> {
+    nodes_with(url, lease, &[]).await
+}
+
+async fn nodes_with(url: &str, lease: &str, args: &[&str]) -> Vec<Gateway> {
     let mut out = Vec::new();
     for id in ["n1", "n2", "n3"] {
         let operator = format!("{}:{}", OPERATOR.0, OPERATOR.1);
         out.push(
             Gateway::start_with(
-                &[],
+                args,
                 &[
                     ("PATCHBAY_DATABASE_URL", url),
                     ("PATCHBAY_NODE_ID", id),
@@ -490,4 +494,50 @@ async fn a_new_session_is_placed_on_the_least_loaded_node() {
         .log()
         .contains("new session placed on a less loaded node"));
     assert!(g[0].log().contains("device relayed to its session's node"));
+}
+
+/// A dialog placed by n3 is readable through any node; when n3 dies, a survivor reports
+/// it ended (its call was on n3) to the participant's callbackUrl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_dialog_is_readable_everywhere_and_ended_by_a_survivor() {
+    use patchbay_tests::dialing::{dial, dial_body, dialer, dialog_states, wait_state};
+    let trunk = SippCall::new("trunk", "uas_answer.xml")
+        .var("RING_MS", "200")
+        .var("HANGUP", "wait")
+        .var("HOLD_MS", "0")
+        .var("WAV", "tone660.wav")
+        .var("CHECK_UUI", "false");
+    let url = postgres::database();
+    let trunk_uri = trunk.trunk_uri();
+    let mut g = nodes_with(&url, "3s", &["--sip-trunk", &trunk_uri]).await;
+    let hooks = Receiver::start().await;
+    let api3 = g[2].api();
+    let s = api3.session(None).await;
+    let p = dialer(&api3, &s, &hooks, "agent").await;
+    let dir = g[2].scratch().to_path_buf();
+    patchbay_tests::media::write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
+    let _far_end = trunk.serve(&dir);
+    let r = dial(&api3, &p, dial_body("+15551234567")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let d = r.body["dialogId"].as_str().unwrap().to_string();
+    wait_state(&hooks, "/cb/agent", "ANSWERED").await;
+    let path = format!("/participants/{p}/dialogs/{d}");
+    let r = g[0].api().call(Method::GET, &path, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["state"], "ANSWERED", "{}", r.text);
+
+    g[2].kill9();
+    wait_state(&hooks, "/cb/agent", "TERMINATED").await;
+    let ended = dialog_states(&hooks, "/cb/agent")
+        .into_iter()
+        .find(|(state, _)| state == "TERMINATED")
+        .map(|(_, body)| body)
+        .unwrap();
+    assert_eq!(
+        ended["details"],
+        json!("the cluster node that placed the call stopped"),
+        "{ended}"
+    );
+    let r = g[1].api().call(Method::GET, &path, None).await;
+    assert_eq!(r.body["state"], "TERMINATED", "{}", r.text);
 }

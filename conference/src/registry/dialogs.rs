@@ -43,32 +43,51 @@ impl Conference {
 
     /// Dialogs left live by the last run have no call any more: end them (reported).
     pub fn recover_dialogs(&self) {
-        let live: Vec<(Uuid, Uuid)> = self
+        let live: Vec<Uuid> = self
             .dialogs_lock()
             .by_id
             .values()
             .filter(|d| d.is_live())
-            .map(|d| (d.id, d.participant_id))
+            .map(|d| d.id)
             .collect();
-        let live: Vec<Uuid> = live
-            .into_iter()
-            .map(|(id, participant_id)| {
-                let owner = self
-                    .lock()
-                    .participants
-                    .get(&participant_id)
-                    .map(|p| (p.callback_url.clone(), p.tag.clone()))
-                    .unwrap_or_default();
-                self.dialogs_lock().owners.insert(id, owner);
-                id
-            })
-            .collect();
+        self.end_orphaned_dialogs(live, "the gateway restarted during the call");
+    }
+
+    /// Dialogs a stopped node of the cluster placed (taken over by this one): their
+    /// calls are gone with that node; end them (reported).
+    pub fn adopt_dialogs(&self, records: Vec<DialogRecord>) {
+        let mut live = Vec::new();
+        {
+            let mut book = self.dialogs_lock();
+            for d in records.iter().filter_map(dialog_from_record) {
+                if d.is_live() {
+                    live.push(d.id);
+                }
+                book.by_id.insert(d.id, d);
+            }
+        }
+        self.end_orphaned_dialogs(live, "the cluster node that placed the call stopped");
+    }
+
+    fn end_orphaned_dialogs(&self, live: Vec<Uuid>, why: &str) {
+        for id in &live {
+            let participant_id = self.dialogs_lock().by_id.get(id).map(|d| d.participant_id);
+            let owner = participant_id
+                .and_then(|p| {
+                    self.lock()
+                        .participants
+                        .get(&p)
+                        .map(|p| (p.callback_url.clone(), p.tag.clone()))
+                })
+                .unwrap_or_default();
+            self.dialogs_lock().owners.insert(*id, owner);
+        }
         for id in live {
             self.dialog_progress(
                 id,
                 DialogState::Terminated,
                 Some("ERROR".into()),
-                Some("the gateway restarted during the call".into()),
+                Some(why.into()),
             );
         }
     }
@@ -161,6 +180,29 @@ impl Conference {
             .filter(|d| d.account_id == account_id && d.participant_id == participant_id)
             .cloned()
             .ok_or_else(|| not_found("dialog", id))
+    }
+
+    /// A participant's dialog, from this node's book or, in a cluster, as another node
+    /// stored it (a dialog is placed and driven by one node; any node can read it).
+    pub async fn find_dialog(
+        &self,
+        account_id: &str,
+        participant_id: Uuid,
+        id: Uuid,
+    ) -> Result<Dialog> {
+        match (
+            self.get_dialog(account_id, participant_id, id),
+            &self.cluster,
+        ) {
+            (Err(ConferenceError::NotFound(_)), Some(cluster)) => cluster
+                .dialog(id)
+                .await?
+                .as_ref()
+                .and_then(dialog_from_record)
+                .filter(|d| d.account_id == account_id && d.participant_id == participant_id)
+                .ok_or_else(|| not_found("dialog", id)),
+            (r, _) => r,
+        }
     }
 
     /// End a dialog (CANCEL or BYE on the SIP side); it is `TERMINATED` at once.

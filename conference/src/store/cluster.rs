@@ -17,9 +17,13 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::{Mutex, Notify};
 use uuid::Uuid;
 
-use super::postgres::{connection_row, membership_row, participant_row, session_row, webhook_row};
+use super::postgres::{
+    connection_row, dialog_row, membership_row, participant_row, session_row, webhook_row,
+};
 use super::sql::backend;
-use super::{BoxFuture, Change, Cluster, NodeRow, Owner, Snapshot, StoreError, Taken};
+use super::{
+    BoxFuture, Change, Cluster, DialogRecord, NodeRow, Owner, Snapshot, StoreError, Taken,
+};
 
 /// The server's clock in ms.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
@@ -255,7 +259,7 @@ impl Cluster for PgCluster {
     fn take_over(&self, lease: Duration, base_id: i64) -> BoxFuture<'_, Result<Taken, StoreError>> {
         let (node, lease_ms) = (self.node.clone(), lease.as_millis() as i64);
         Box::pin(async move {
-            let (webhooks, connections) = self
+            let (webhooks, connections, dialogs) = self
                 .with(move |c| Box::pin(take_over(c, node, lease_ms, base_id)))
                 .await?;
             let mut taken = Taken::default();
@@ -264,6 +268,9 @@ impl Cluster for PgCluster {
             }
             for r in &connections {
                 taken.connections.push(connection_row(r)?);
+            }
+            for r in &dialogs {
+                taken.dialogs.push(dialog_row(r)?);
             }
             taken.webhooks.sort_by_key(|w| w.id);
             Ok(taken)
@@ -362,6 +369,25 @@ impl Cluster for PgCluster {
                 .transpose()
             })
         }))
+    }
+
+    fn dialog(&self, id: Uuid) -> BoxFuture<'_, Result<Option<DialogRecord>, StoreError>> {
+        Box::pin(async move {
+            let row = self
+                .with(move |c| {
+                    Box::pin(async move {
+                        sqlx::query(
+                            "SELECT id, account_id, participant_id, state, data, reason, details, \
+                             created_at, updated_at FROM dialogs WHERE id = $1",
+                        )
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *c)
+                        .await
+                    })
+                })
+                .await?;
+            row.as_ref().map(dialog_row).transpose()
+        })
     }
 
     fn owners(&self) -> BoxFuture<'_, Result<Vec<(Uuid, Owner)>, StoreError>> {
@@ -473,7 +499,7 @@ async fn take_over(
     node: String,
     lease_ms: i64,
     base_id: i64,
-) -> Result<(Rows, Rows), sqlx::Error> {
+) -> Result<(Rows, Rows, Rows), sqlx::Error> {
     let mut tx = c.begin().await?;
     let dead = format!(
         "SELECT id FROM nodes WHERE id <> $1 AND heartbeat_ms < {NOW_MS} - $2 FOR UPDATE SKIP LOCKED"
@@ -495,7 +521,7 @@ async fn take_over(
     dead.extend(orphans);
     if dead.is_empty() {
         tx.commit().await?;
-        return Ok((Vec::new(), Vec::new()));
+        return Ok((Vec::new(), Vec::new(), Vec::new()));
     }
     let webhooks = sqlx::query(
         "UPDATE webhooks w SET node = $1, id = $2 + o.n FROM \
@@ -517,10 +543,18 @@ async fn take_over(
     .bind(&dead)
     .fetch_all(&mut *tx)
     .await?;
+    let dialogs = sqlx::query(
+        "UPDATE dialogs SET node = $1 WHERE node = ANY($2) AND state <> 'TERMINATED' RETURNING id, \
+         account_id, participant_id, state, data, reason, details, created_at, updated_at",
+    )
+    .bind(&node)
+    .bind(&dead)
+    .fetch_all(&mut *tx)
+    .await?;
     sqlx::query("DELETE FROM nodes WHERE id = ANY($1)")
         .bind(&dead)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok((webhooks, connections))
+    Ok((webhooks, connections, dialogs))
 }

@@ -188,6 +188,8 @@ pub struct Taken {
     pub webhooks: Vec<Webhook>,
     /// Devices and calls that were connected on a dead node: to be ended.
     pub connections: Vec<ConnectionRecord>,
+    /// Dialogs a dead node placed (their calls are gone): to be ended.
+    pub dialogs: Vec<DialogRecord>,
 }
 
 /// What the nodes of a cluster share beside the [`Store`]: their rows and heartbeats,
@@ -227,6 +229,8 @@ pub trait Cluster: Send + Sync + 'static {
     fn renew(&self, held: Vec<(Uuid, i64)>) -> BoxFuture<'_, Result<Vec<Uuid>, StoreError>>;
     /// `session`'s owner if its lease is live.
     fn owner(&self, session: Uuid) -> BoxFuture<'_, Result<Option<Owner>, StoreError>>;
+    /// A dialog's record, whichever node placed it.
+    fn dialog(&self, id: Uuid) -> BoxFuture<'_, Result<Option<DialogRecord>, StoreError>>;
     /// Every live lease with its owner.
     fn owners(&self) -> BoxFuture<'_, Result<Vec<(Uuid, Owner)>, StoreError>>;
     /// Give up a lease held at `epoch` (the session's media ended here).

@@ -46,7 +46,7 @@ impl SqlStore {
             .run(&mut conn)
             .await
             .map_err(backend)?;
-        for table in ["webhooks", "connections"] {
+        for table in ["webhooks", "connections", "dialogs"] {
             sqlx::query(&format!("UPDATE {table} SET node = $1 WHERE node = ''"))
                 .bind(node)
                 .execute(&mut conn)

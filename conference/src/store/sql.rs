@@ -395,9 +395,9 @@ async fn apply(conn: &mut $conn, node: &str, op: &StoreOp) -> Result<(), sqlx::E
                 .await?;
         }
         StoreOp::PutDialog(d) => {
-            sqlx::query(&$sql("INSERT INTO dialogs (id, account_id, participant_id, state, data, reason, details, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
-                 reason = excluded.reason, details = excluded.details, updated_at = excluded.updated_at"),
+            sqlx::query(&$sql("INSERT INTO dialogs (id, account_id, participant_id, state, data, reason, details, created_at, updated_at, node) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+                 reason = excluded.reason, details = excluded.details, updated_at = excluded.updated_at, node = excluded.node"),
             )
             .bind(d.id.to_string())
             .bind(&d.account_id)
@@ -408,6 +408,7 @@ async fn apply(conn: &mut $conn, node: &str, op: &StoreOp) -> Result<(), sqlx::E
             .bind(&d.details)
             .bind(d.created_at)
             .bind(d.updated_at)
+            .bind(node)
             .execute(conn)
             .await?;
         }
@@ -543,6 +544,22 @@ pub(super) fn webhook_row(row: &$row) -> Result<Webhook, StoreError> {
     })
 }
 
+/// Columns: `id, account_id, participant_id, state, data, reason, details, created_at,
+/// updated_at`.
+pub(super) fn dialog_row(row: &$row) -> Result<DialogRecord, StoreError> {
+    Ok(DialogRecord {
+        id: uuid_col(row, "id")?,
+        account_id: row.try_get("account_id").map_err(backend)?,
+        participant_id: uuid_col(row, "participant_id")?,
+        state: row.try_get("state").map_err(backend)?,
+        data: row.try_get("data").map_err(backend)?,
+        reason: row.try_get("reason").map_err(backend)?,
+        details: row.try_get("details").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        updated_at: row.try_get("updated_at").map_err(backend)?,
+    })
+}
+
 /// Columns: `participant_id, source, device_id, callback_url, tag, connected`
 /// (as BIGINT), `since_ms`.
 pub(super) fn connection_row(row: &$row) -> Result<ConnectionRecord, StoreError> {
@@ -603,23 +620,14 @@ async fn load(conn: &mut $conn, node: &str) -> Result<Snapshot, StoreError> {
     {
         snap.webhooks.push(webhook_row(&row)?);
     }
-    for row in sqlx::query(&$sql("SELECT id, account_id, participant_id, state, data, reason, details, created_at, updated_at FROM dialogs"),
+    for row in sqlx::query(&$sql("SELECT id, account_id, participant_id, state, data, reason, details, created_at, updated_at FROM dialogs WHERE node = ?"),
     )
+    .bind(node)
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?
     {
-        snap.dialogs.push(DialogRecord {
-            id: uuid_col(&row, "id")?,
-            account_id: row.try_get("account_id").map_err(backend)?,
-            participant_id: uuid_col(&row, "participant_id")?,
-            state: row.try_get("state").map_err(backend)?,
-            data: row.try_get("data").map_err(backend)?,
-            reason: row.try_get("reason").map_err(backend)?,
-            details: row.try_get("details").map_err(backend)?,
-            created_at: row.try_get("created_at").map_err(backend)?,
-            updated_at: row.try_get("updated_at").map_err(backend)?,
-        });
+        snap.dialogs.push(dialog_row(&row)?);
     }
     for row in sqlx::query(&$sql("SELECT participant_id, source, device_id, callback_url, tag, CAST(connected AS BIGINT) AS connected, since_ms FROM connections WHERE node = ? ORDER BY since_ms"),
     )
