@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
@@ -14,6 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use patchbay_conference::dialogs::{Dialog, DialogData, DialogState};
+use patchbay_conference::Placement;
 
 use crate::auth::AccountId;
 use crate::dto::{parse_uuid, ErrorBody, MessageBody};
@@ -207,9 +210,13 @@ pub async fn update_dialog(
     State(app): State<AppState>,
     AccountId(account): AccountId,
     Path(path): Path<HashMap<String, String>>,
+    req: Parts,
     body: Bytes,
-) -> Result<Json<DialogBody>, ApiError> {
+) -> Result<Response, ApiError> {
     let (participant, dialog) = dialog_of(&app, &account, &path)?;
+    if let Some(r) = forward(&app, &account, participant, dialog, &req, body.clone()).await? {
+        return Ok(r);
+    }
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
     let state = v
@@ -234,7 +241,7 @@ pub async fn update_dialog(
         .conference
         .hang_up_dialog(&account, participant, dialog)
         .await?;
-    Ok(Json(DialogBody::of(&d, false, false)))
+    Ok(Json(DialogBody::of(&d, false, false)).into_response())
 }
 
 #[utoipa::path(
@@ -251,10 +258,83 @@ pub async fn delete_dialog(
     State(app): State<AppState>,
     AccountId(account): AccountId,
     Path(path): Path<HashMap<String, String>>,
-) -> Result<StatusCode, ApiError> {
+    req: Parts,
+) -> Result<Response, ApiError> {
     let (participant, dialog) = dialog_of(&app, &account, &path)?;
+    if let Some(r) = forward(&app, &account, participant, dialog, &req, Bytes::new()).await? {
+        return Ok(r);
+    }
     app.conference
         .hang_up_dialog(&account, participant, dialog)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Marks a request one node forwarded to another (never forwarded again).
+const FORWARDED: &str = "x-patchbay-forwarded";
+
+/// In a cluster, a dialog another live node placed is driven there: send it this
+/// request (same method, path, credentials and body) and answer what it answers.
+async fn forward(
+    app: &AppState,
+    account: &str,
+    participant: Uuid,
+    dialog: Uuid,
+    req: &Parts,
+    body: Bytes,
+) -> Result<Option<Response>, ApiError> {
+    if req.headers.contains_key(FORWARDED) {
+        return Ok(None);
+    }
+    let home = app
+        .conference
+        .dialog_home(account, participant, dialog)
+        .await?;
+    let Some(Placement::Elsewhere {
+        node,
+        http_url: Some(base),
+        ..
+    }) = home
+    else {
+        return Ok(None);
+    };
+    let url = format!(
+        "{base}{}",
+        req.uri.path_and_query().map_or("", |p| p.as_str())
+    );
+    let mut out = node_client()
+        .request(req.method.clone(), &url)
+        .header(FORWARDED, "1");
+    for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+        if let Some(v) = req.headers.get(&name) {
+            out = out.header(name, v.clone());
+        }
+    }
+    let unreachable = |e: reqwest::Error| {
+        tracing::warn!(%node, error = %e, "forwarding a dialog request failed");
+        ApiError::Unavailable(format!(
+            "the node that placed dialog {dialog} cannot be reached"
+        ))
+    };
+    let answer = out.body(body).send().await.map_err(unreachable)?;
+    let status = answer.status();
+    let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+    let bytes = answer.bytes().await.map_err(unreachable)?;
+    let mut r = (status, bytes).into_response();
+    if let Some(ct) = content_type {
+        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    Ok(Some(r))
+}
+
+/// The HTTP client for requests between nodes (no redirects, a short timeout).
+fn node_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default()
+    })
 }

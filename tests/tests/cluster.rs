@@ -541,3 +541,41 @@ async fn a_dead_nodes_dialog_is_readable_everywhere_and_ended_by_a_survivor() {
     let r = g[1].api().call(Method::GET, &path, None).await;
     assert_eq!(r.body["state"], "TERMINATED", "{}", r.text);
 }
+
+/// A dialog is driven by the node that placed it: a `DELETE` sent to another node is
+/// forwarded there, and the far end gets its BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialog_is_hung_up_through_any_node() {
+    use patchbay_tests::dialing::{dial, dial_body, dialer, hang_up, wait_state};
+    let trunk = SippCall::new("trunk", "uas_answer.xml")
+        .var("RING_MS", "200")
+        .var("HANGUP", "wait")
+        .var("HOLD_MS", "0")
+        .var("WAV", "tone660.wav")
+        .var("CHECK_UUI", "false");
+    let url = postgres::database();
+    let trunk_uri = trunk.trunk_uri();
+    let g = nodes_with(&url, "10s", &["--sip-trunk", &trunk_uri]).await;
+    let hooks = Receiver::start().await;
+    let api3 = g[2].api();
+    let s = api3.session(None).await;
+    let p = dialer(&api3, &s, &hooks, "agent").await;
+    let dir = g[2].scratch().to_path_buf();
+    patchbay_tests::media::write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
+    let far_end = trunk.serve(&dir);
+    let r = dial(&api3, &p, dial_body("+15551234567")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let d = r.body["dialogId"].as_str().unwrap().to_string();
+    wait_state(&hooks, "/cb/agent", "ANSWERED").await;
+    hang_up(&g[0].api(), &p, &d).await;
+    far_end.assert_ok(Duration::from_secs(10));
+    wait_state(&hooks, "/cb/agent", "TERMINATED").await;
+    // n1 answered 204 by forwarding: the DELETE was handled on n3.
+    assert!(
+        g[2].log()
+            .lines()
+            .any(|l| l.contains("method=DELETE") && l.contains("status=204")),
+        "{}",
+        g[2].log()
+    );
+}

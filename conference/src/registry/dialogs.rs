@@ -197,12 +197,38 @@ impl Conference {
             (Err(ConferenceError::NotFound(_)), Some(cluster)) => cluster
                 .dialog(id)
                 .await?
-                .as_ref()
-                .and_then(dialog_from_record)
+                .and_then(|(r, _)| dialog_from_record(&r))
                 .filter(|d| d.account_id == account_id && d.participant_id == participant_id)
                 .ok_or_else(|| not_found("dialog", id)),
             (r, _) => r,
         }
+    }
+
+    /// In a cluster, the live node that placed a dialog this node does not drive (its
+    /// `PATCH`/`DELETE` go there); `None`: this node answers.
+    pub async fn dialog_home(
+        &self,
+        account_id: &str,
+        participant_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<super::Placement>> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        if self.get_dialog(account_id, participant_id, id).is_ok() {
+            return Ok(None);
+        }
+        let Some((record, node)) = cluster.dialog(id).await? else {
+            return Ok(None);
+        };
+        if record.account_id != account_id || record.participant_id != participant_id {
+            return Ok(None);
+        }
+        let nodes = cluster.nodes(self.lease).await?;
+        Ok(nodes
+            .into_iter()
+            .find(|n| n.id == node && n.id != cluster.node())
+            .map(|n| super::owners::elsewhere(n.id, &n.info)))
     }
 
     /// End a dialog (CANCEL or BYE on the SIP side); it is `TERMINATED` at once.

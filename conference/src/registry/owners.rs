@@ -28,7 +28,7 @@ pub enum Placement {
 }
 
 /// Another node, with the addresses its heartbeat advertises (`info`).
-fn elsewhere(node: String, info: &str) -> Placement {
+pub(super) fn elsewhere(node: String, info: &str) -> Placement {
     let info: serde_json::Value = serde_json::from_str(info).unwrap_or_default();
     let text = |k: &str| info[k].as_str().map(str::to_string);
     Placement::Elsewhere {

@@ -371,14 +371,17 @@ impl Cluster for PgCluster {
         }))
     }
 
-    fn dialog(&self, id: Uuid) -> BoxFuture<'_, Result<Option<DialogRecord>, StoreError>> {
+    fn dialog(
+        &self,
+        id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<(DialogRecord, String)>, StoreError>> {
         Box::pin(async move {
             let row = self
                 .with(move |c| {
                     Box::pin(async move {
                         sqlx::query(
                             "SELECT id, account_id, participant_id, state, data, reason, details, \
-                             created_at, updated_at FROM dialogs WHERE id = $1",
+                             created_at, updated_at, node FROM dialogs WHERE id = $1",
                         )
                         .bind(id.to_string())
                         .fetch_optional(&mut *c)
@@ -386,7 +389,10 @@ impl Cluster for PgCluster {
                     })
                 })
                 .await?;
-            row.as_ref().map(dialog_row).transpose()
+            match row {
+                Some(r) => Ok(Some((dialog_row(&r)?, r.try_get("node").map_err(backend)?))),
+                None => Ok(None),
+            }
         })
     }
 

@@ -229,8 +229,9 @@ pub trait Cluster: Send + Sync + 'static {
     fn renew(&self, held: Vec<(Uuid, i64)>) -> BoxFuture<'_, Result<Vec<Uuid>, StoreError>>;
     /// `session`'s owner if its lease is live.
     fn owner(&self, session: Uuid) -> BoxFuture<'_, Result<Option<Owner>, StoreError>>;
-    /// A dialog's record, whichever node placed it.
-    fn dialog(&self, id: Uuid) -> BoxFuture<'_, Result<Option<DialogRecord>, StoreError>>;
+    /// A dialog's record, whichever node placed it, and that node.
+    fn dialog(&self, id: Uuid)
+        -> BoxFuture<'_, Result<Option<(DialogRecord, String)>, StoreError>>;
     /// Every live lease with its owner.
     fn owners(&self) -> BoxFuture<'_, Result<Vec<(Uuid, Owner)>, StoreError>>;
     /// Give up a lease held at `epoch` (the session's media ended here).
