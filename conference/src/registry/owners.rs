@@ -232,20 +232,17 @@ impl Conference {
                 .map(|(s, (e, since))| (*s, *e, *since))
                 .partition(|(s, _, since)| self.media.has(*s) || since.elapsed() < FRESH)
         };
-        for (session, epoch, _) in idle {
-            self.owned().held.remove(&session);
-            cluster.release(session, epoch).await?;
-            tracing::info!(session_id = %session, epoch, "session media ended here; lease released");
-        }
         let held: Vec<(Uuid, i64)> = running.iter().map(|(s, e, _)| (*s, *e)).collect();
-        // Who owns what elsewhere, for calls that must be sent there.
-        let owners = cluster.owners().await?;
-        self.owned().elsewhere = owners
-            .into_iter()
-            .filter(|(_, o)| o.node != cluster.node())
-            .map(|(s, o)| (s, elsewhere(o.node, &o.info)))
-            .collect();
-        match cluster.renew(held.clone()).await {
+        // Renewal first: nothing else this round may delay it, and it may not take
+        // longer than a round (renewals run every lease / 3).
+        let round = lease / 3;
+        let renewal = match tokio::time::timeout(round, cluster.renew(held.clone())).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::store::StoreError::Backend(
+                "renewing the session leases timed out".into(),
+            )),
+        };
+        let renewed = match renewal {
             Ok(kept) => {
                 let mut owned = self.owned();
                 owned.renewed = Some(Instant::now());
@@ -259,9 +256,10 @@ impl Conference {
             }
             Err(e) => {
                 let mut owned = self.owned();
+                // Stop now if the next round could come too late.
                 let stale = owned
                     .renewed
-                    .is_none_or(|at| at.elapsed() + MARGIN >= lease);
+                    .is_none_or(|at| at.elapsed() + round + MARGIN >= lease);
                 if stale {
                     let held: Vec<(Uuid, i64)> =
                         owned.held.drain().map(|(s, (e, _))| (s, e)).collect();
@@ -273,6 +271,28 @@ impl Conference {
                 }
                 Err(e.into())
             }
+        };
+        for (session, epoch, _) in idle {
+            self.owned().held.remove(&session);
+            match cluster.release(session, epoch).await {
+                Ok(()) => {
+                    tracing::info!(session_id = %session, epoch, "session media ended here; lease released")
+                }
+                // It runs out by itself.
+                Err(e) => tracing::warn!(session_id = %session, error = %e, "releasing a lease"),
+            }
         }
+        // Who owns what elsewhere, for calls that must be sent there.
+        match cluster.owners().await {
+            Ok(owners) => {
+                self.owned().elsewhere = owners
+                    .into_iter()
+                    .filter(|(_, o)| o.node != cluster.node())
+                    .map(|(s, o)| (s, elsewhere(o.node, &o.info)))
+                    .collect();
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the cluster's session owners"),
+        }
+        renewed
     }
 }
