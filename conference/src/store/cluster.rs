@@ -76,22 +76,37 @@ impl PgCluster {
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
     {
         let mut slot = self.conn.lock().await;
+        let timed_out =
+            || StoreError::Backend("the cluster's database did not answer in time".into());
         if slot.is_none() {
-            let mut conn = self.options.connect().await.map_err(backend)?;
-            take_node_lock(&mut conn, &self.node).await?;
+            let connect = async {
+                let mut conn = self.options.connect().await.map_err(backend)?;
+                take_node_lock(&mut conn, &self.node).await?;
+                Ok::<_, StoreError>(conn)
+            };
+            let conn = tokio::time::timeout(OP_LIMIT, connect)
+                .await
+                .map_err(|_| timed_out())??;
             *slot = Some(conn);
         }
         let Some(conn) = slot.as_mut() else {
             return Err(StoreError::Closed);
         };
-        let r = f(conn).await;
+        let r = match tokio::time::timeout(OP_LIMIT, f(conn)).await {
+            Ok(r) => r.map_err(backend),
+            Err(_) => Err(timed_out()),
+        };
         if r.is_err() {
             // Whatever went wrong, the next call starts on a fresh connection.
             *slot = None;
         }
-        r.map_err(backend)
+        r
     }
 }
+
+/// Longest a cluster statement (or connecting again) may take: the requests waiting
+/// on it fail (503) rather than hang.
+const OP_LIMIT: Duration = Duration::from_secs(5);
 
 /// How long a start waits for its node's lock before refusing.
 const LOCK_PATIENCE: Duration = Duration::from_secs(5);
