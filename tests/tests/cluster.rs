@@ -10,7 +10,7 @@ use std::time::Duration;
 use patchbay_tests::hearing::assert_hears;
 use patchbay_tests::hooks::{Answer, Receiver};
 use patchbay_tests::media::{now_epoch, Capture, Law};
-use patchbay_tests::sipp::SippCall;
+use patchbay_tests::sipp::{RunningSipp, SippCall};
 use patchbay_tests::{postgres, Api, Gateway};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -496,11 +496,13 @@ async fn a_new_session_is_placed_on_the_least_loaded_node() {
     assert!(g[0].log().contains("device relayed to its session's node"));
 }
 
-/// A dialog placed by n3 is readable through any node; when n3 dies, a survivor reports
-/// it ended (its call was on n3) to the participant's callbackUrl.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_nodes_dialog_is_readable_everywhere_and_ended_by_a_survivor() {
-    use patchbay_tests::dialing::{dial, dial_body, dialer, dialog_states, wait_state};
+/// Three nodes with a sipp trunk that answers and waits for BYE; n3 places a dialog for
+/// a participant whose callbacks go to `/cb/agent`, answered: (nodes, receiver, the
+/// trunk's run, participant, dialog).
+async fn answered_dialog_on_n3(
+    lease: &str,
+) -> (Vec<Gateway>, Receiver, RunningSipp, String, String) {
+    use patchbay_tests::dialing::{dial, dial_body, dialer, wait_state};
     let trunk = SippCall::new("trunk", "uas_answer.xml")
         .var("RING_MS", "200")
         .var("HANGUP", "wait")
@@ -509,18 +511,27 @@ async fn a_dead_nodes_dialog_is_readable_everywhere_and_ended_by_a_survivor() {
         .var("CHECK_UUI", "false");
     let url = postgres::database();
     let trunk_uri = trunk.trunk_uri();
-    let mut g = nodes_with(&url, "3s", &["--sip-trunk", &trunk_uri]).await;
+    let g = nodes_with(&url, lease, &["--sip-trunk", &trunk_uri]).await;
     let hooks = Receiver::start().await;
     let api3 = g[2].api();
     let s = api3.session(None).await;
     let p = dialer(&api3, &s, &hooks, "agent").await;
     let dir = g[2].scratch().to_path_buf();
     patchbay_tests::media::write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
-    let _far_end = trunk.serve(&dir);
+    let far_end = trunk.serve(&dir);
     let r = dial(&api3, &p, dial_body("+15551234567")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let d = r.body["dialogId"].as_str().unwrap().to_string();
     wait_state(&hooks, "/cb/agent", "ANSWERED").await;
+    (g, hooks, far_end, p, d)
+}
+
+/// A dialog placed by n3 is readable through any node; when n3 dies, a survivor reports
+/// it ended (its call was on n3) to the participant's callbackUrl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_dialog_is_readable_everywhere_and_ended_by_a_survivor() {
+    use patchbay_tests::dialing::{dialog_states, wait_state};
+    let (mut g, hooks, _far_end, p, d) = answered_dialog_on_n3("3s").await;
     let path = format!("/participants/{p}/dialogs/{d}");
     let r = g[0].api().call(Method::GET, &path, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -546,27 +557,8 @@ async fn a_dead_nodes_dialog_is_readable_everywhere_and_ended_by_a_survivor() {
 /// forwarded there, and the far end gets its BYE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dialog_is_hung_up_through_any_node() {
-    use patchbay_tests::dialing::{dial, dial_body, dialer, hang_up, wait_state};
-    let trunk = SippCall::new("trunk", "uas_answer.xml")
-        .var("RING_MS", "200")
-        .var("HANGUP", "wait")
-        .var("HOLD_MS", "0")
-        .var("WAV", "tone660.wav")
-        .var("CHECK_UUI", "false");
-    let url = postgres::database();
-    let trunk_uri = trunk.trunk_uri();
-    let g = nodes_with(&url, "10s", &["--sip-trunk", &trunk_uri]).await;
-    let hooks = Receiver::start().await;
-    let api3 = g[2].api();
-    let s = api3.session(None).await;
-    let p = dialer(&api3, &s, &hooks, "agent").await;
-    let dir = g[2].scratch().to_path_buf();
-    patchbay_tests::media::write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
-    let far_end = trunk.serve(&dir);
-    let r = dial(&api3, &p, dial_body("+15551234567")).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let d = r.body["dialogId"].as_str().unwrap().to_string();
-    wait_state(&hooks, "/cb/agent", "ANSWERED").await;
+    use patchbay_tests::dialing::{hang_up, wait_state};
+    let (g, hooks, far_end, p, d) = answered_dialog_on_n3("10s").await;
     hang_up(&g[0].api(), &p, &d).await;
     far_end.assert_ok(Duration::from_secs(10));
     wait_state(&hooks, "/cb/agent", "TERMINATED").await;
