@@ -412,6 +412,18 @@ impl Api {
         r.body["id"].as_str().expect("id").to_string()
     }
 
+    /// Replace a member's subscriptions; panics unless 204.
+    pub async fn subscribe(&self, session: &str, participant: &str, subs: Value) {
+        let r = self
+            .call(
+                Method::PUT,
+                &format!("/sessions/{session}/participants/{participant}/subscriptions"),
+                Some(subs),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    }
+
     /// Add to a session; panics unless 204.
     pub async fn add(&self, session: &str, participant: &str, subs: Option<Value>) {
         let r = self

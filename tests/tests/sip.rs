@@ -8,7 +8,7 @@ use patchbay_tests::media::{
 };
 use patchbay_tests::sipp::SippCall;
 use patchbay_tests::{Api, Gateway};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::json;
 
 use patchbay_tests::hearing::{assert_hears, assert_settles, heard_windows, FREQS};
@@ -60,14 +60,8 @@ async fn three_callers_hear_exactly_their_subscriptions_changed_live() {
 
     // The contact-centre whisper: C hears A and B, A hears B and C, B hears only A.
     let before_put = now_epoch();
-    let r = api
-        .call(
-            Method::PUT,
-            &format!("/sessions/{s}/participants/{b}/subscriptions"),
-            Some(json!({"participants": [{"participantId": a}]})),
-        )
+    api.subscribe(&s, &b, json!({"participants": [{"participantId": a}]}))
         .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT);
     let put = now_epoch();
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let end = now_epoch();
@@ -595,14 +589,12 @@ async fn alias_level_subscriptions_name_the_configured_sip_alias() {
     let joined = now_epoch();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // Another alias: B no longer hears A's stream.
-    let r = api
-        .call(
-            Method::PUT,
-            &format!("/sessions/{s}/participants/{b}/subscriptions"),
-            Some(json!({"participants": [{"participantId": a, "streamAliases": ["phone"]}]})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    api.subscribe(
+        &s,
+        &b,
+        json!({"participants": [{"participantId": a, "streamAliases": ["phone"]}]}),
+    )
+    .await;
     let put = now_epoch();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let end = now_epoch();
