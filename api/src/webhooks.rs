@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use patchbay_conference::dialogs::DialogEvent;
-use patchbay_conference::events::{DeviceEvent, DeviceEventKind, EventSink};
+use patchbay_conference::events::{DeviceEvent, DeviceEventKind, DeviceLayout, EventSink};
 use patchbay_conference::media::stats::LatencyHistogram;
-use patchbay_conference::store::{ConnectionRecord, StoreError, StoreOp};
+use patchbay_conference::store::{ConnectionRecord, LayoutRecord, StoreError, StoreOp};
 use patchbay_conference::webhooks::{AfterFailure, Outbox, RetryPolicy, Webhook};
 use patchbay_conference::{Conference, ConferenceError};
 
@@ -237,6 +237,39 @@ impl EventSink for Webhooks {
                 .conference
                 .epoch(e.session_id)
                 .map(|epoch| (e.session_id, epoch)),
+        });
+    }
+
+    /// Kept in the store (fenced like the events) for the session's next owner; not a
+    /// callback. A failed write is logged: that device's media then does not survive a
+    /// change of owner.
+    fn device_layout(&self, l: DeviceLayout) {
+        let op = match l.layout {
+            Some(layout) => StoreOp::PutLayout(LayoutRecord {
+                participant_id: l.participant_id,
+                device_id: l.device_id,
+                revision: layout.revision,
+                lines: layout.encode(),
+            }),
+            None => StoreOp::DeleteLayout {
+                participant_id: l.participant_id,
+                device_id: l.device_id,
+            },
+        };
+        let fence = self
+            .conference
+            .epoch(l.session_id)
+            .map(|epoch| StoreOp::Fence {
+                session_id: l.session_id,
+                epoch,
+            });
+        let write = self
+            .conference
+            .commit(fence.into_iter().chain([op]).collect());
+        tokio::spawn(async move {
+            if let Err(e) = write.await {
+                tracing::warn!(error = %e, "keeping a device's subscribing layout");
+            }
         });
     }
 

@@ -89,9 +89,24 @@ pub struct DeviceEvent {
     pub at_ms: u64,
 }
 
+/// A v3 device's subscribing connection after an offer (`layout`), or the device left
+/// for good (`None`): kept so that the session's next owner can go on offering on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceLayout {
+    pub session_id: Uuid,
+    pub participant_id: Uuid,
+    /// The SDK's `uniqueId`.
+    pub device_id: String,
+    pub layout: Option<crate::media::session::SubscribeLayout>,
+}
+
 /// Where device events go (the webhook outbox). Called from session actors: must not block.
 pub trait EventSink: Send + Sync + 'static {
     fn device_event(&self, event: DeviceEvent);
+    /// Keep (or forget) a device's subscribing layout.
+    fn device_layout(&self, layout: DeviceLayout) {
+        let _ = layout;
+    }
     /// A dialog changed state (`onSipDialogStateChange`).
     fn dialog_event(&self, event: crate::dialogs::DialogEvent) {
         tracing::info!(dialog_id = %event.dialog.id, state = event.dialog.state.as_str(), "dialog event");

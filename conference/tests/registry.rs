@@ -349,6 +349,60 @@ async fn every_operation_round_trips(backend: Backend) {
     assert_eq!(snap.connections, vec![connection("web", false)]);
 }
 
+/// A device's subscribing layout: kept, never replaced by an older offer's (writes of
+/// two offers may land out of order), replaced by another device's, forgotten when the
+/// device leaves or its participant is deleted.
+async fn subscribe_layouts_keep_the_newest(backend: Backend) {
+    use patchbay_conference::store::{LayoutRecord, StoreOp};
+    let f = Fixture::new(backend);
+    let c = f.open().await;
+    let (p, _) = participant(&c).await;
+    let store = f.store().await;
+    let layout = |device: &str, revision: u64, lines: &str| LayoutRecord {
+        participant_id: p,
+        device_id: device.into(),
+        revision,
+        lines: lines.into(),
+    };
+    assert_eq!(store.layout(p).await.unwrap(), None);
+    let newer = layout("web", 9, "application:a audio:b audio:c");
+    store
+        .commit(vec![StoreOp::PutLayout(newer.clone())])
+        .await
+        .unwrap();
+    store
+        .commit(vec![StoreOp::PutLayout(layout(
+            "web",
+            8,
+            "application:a audio:b",
+        ))])
+        .await
+        .unwrap();
+    assert_eq!(store.layout(p).await.unwrap(), Some(newer));
+    // Another device of the participant (a reloaded page): its own, whatever the revision.
+    let other = layout("tab-2", 1, "application:x audio:y");
+    store
+        .commit(vec![StoreOp::PutLayout(other.clone())])
+        .await
+        .unwrap();
+    assert_eq!(store.layout(p).await.unwrap(), Some(other));
+    // A leave of the older device does not forget the newer one's.
+    let leave = |device: &str| StoreOp::DeleteLayout {
+        participant_id: p,
+        device_id: device.into(),
+    };
+    store.commit(vec![leave("web")]).await.unwrap();
+    assert!(store.layout(p).await.unwrap().is_some());
+    store.commit(vec![leave("tab-2")]).await.unwrap();
+    assert_eq!(store.layout(p).await.unwrap(), None);
+    store
+        .commit(vec![StoreOp::PutLayout(layout("web", 3, "audio:q"))])
+        .await
+        .unwrap();
+    c.delete_participant("dev", p).await.unwrap();
+    assert_eq!(store.layout(p).await.unwrap(), None);
+}
+
 /// Each test on both stores: `name::sqlite` and `name::postgres`.
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -375,4 +429,5 @@ on_both_stores!(
     limits_and_conflicts,
     concurrent_creations_are_all_durable,
     every_operation_round_trips,
+    subscribe_layouts_keep_the_newest,
 );

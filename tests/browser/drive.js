@@ -60,6 +60,7 @@ async function main() {
       // "sdk": "0.9.2" runs the page built against that SDK version (default 0.12.0-beta.1).
       await page.goto(spec.sdk ? `${pageUrl}?sdk=${encodeURIComponent(spec.sdk)}` : pageUrl);
       await page.waitForFunction(() => window.pb);
+      if (spec.logLevel) await page.evaluate((l) => { window.PB_LOG = l; }, spec.logLevel);
       if (spec.uniqueId) await page.evaluate((id) => window.pb.forceUniqueId(id), spec.uniqueId);
       const outcome = await page
         .evaluate(([token, url, ms]) => window.pb.connect(token, url, ms), [
@@ -87,8 +88,21 @@ async function main() {
     // REST calls while the pages stay connected (e.g. a whisper change), and
     // {"measure": true} looks at every page's received audio energy at that moment.
     const measures = pages.map(() => []);
+    const timelines = pages.map(() => []);
     for (const a of scenario.actions || []) {
       await new Promise((r) => setTimeout(r, a.afterMs || 0));
+      // {"watch": {"everyMs": 200, "forMs": 30000}}: every page's received audio levels,
+      // sampled with the wall clock (ms since the epoch) into its timeline.
+      if (a.watch) {
+        const end = Date.now() + a.watch.forMs;
+        while (Date.now() < end) {
+          for (let i = 0; i < pages.length; i++) {
+            timelines[i].push({ at: Date.now(), levels: await pages[i].evaluate(() => window.pb.levels()) });
+          }
+          await new Promise((r) => setTimeout(r, a.watch.everyMs));
+        }
+        continue;
+      }
       if (a.measure) {
         for (let i = 0; i < pages.length; i++) {
           measures[i].push(await pages[i].evaluate(() => window.pb.energy()));
@@ -115,7 +129,8 @@ async function main() {
       }));
       results[i].final = final;
       results[i].measures = measures[i];
-      results[i].logs = results[i].logs.slice(-20);
+      results[i].timeline = timelines[i];
+      results[i].logs = results[i].logs.slice(-(scenario.pages[i].keepLogs || 20));
     }
   } finally {
     await context.close();

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub mod baresip;
 pub mod browser;
+pub mod cluster;
 pub mod dialing;
 pub mod hearing;
 pub mod hooks;

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use patchbay_tests::cluster::{live_nodes, nodes, nodes_with, owned, OPERATOR};
 use patchbay_tests::hearing::assert_hears;
 use patchbay_tests::hooks::{Answer, Receiver};
 use patchbay_tests::media::{now_epoch, Capture, Law};
@@ -14,51 +15,6 @@ use patchbay_tests::sipp::{RunningSipp, SippCall};
 use patchbay_tests::{postgres, Api, Gateway};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-const OPERATOR: (&str, &str) = ("ops", "operator-secret");
-
-async fn nodes(url: &str, lease: &str) -> Vec<Gateway> {
-    nodes_with(url, lease, &[]).await
-}
-
-async fn nodes_with(url: &str, lease: &str, args: &[&str]) -> Vec<Gateway> {
-    let mut out = Vec::new();
-    for id in ["n1", "n2", "n3"] {
-        let operator = format!("{}:{}", OPERATOR.0, OPERATOR.1);
-        out.push(
-            Gateway::start_with(
-                args,
-                &[
-                    ("PATCHBAY_DATABASE_URL", url),
-                    ("PATCHBAY_NODE_ID", id),
-                    ("PATCHBAY_CLUSTER_LEASE", lease),
-                    ("PATCHBAY_OPERATOR", &operator),
-                    ("PATCHBAY_LOG", "info"),
-                ],
-            )
-            .await,
-        );
-    }
-    out
-}
-
-/// `GET /v1/cluster` on `g` with the operator's credentials: the live node ids.
-async fn live_nodes(g: &Gateway) -> Vec<String> {
-    let r = reqwest::Client::new()
-        .get(format!("{}/v1/cluster", g.base()))
-        .basic_auth(OPERATOR.0, Some(OPERATOR.1))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let body: Value = r.json().await.unwrap();
-    body["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap().to_string())
-        .collect()
-}
 
 async fn audio(api: &Api, body: Value) -> (String, String) {
     let mut body = body;
@@ -308,28 +264,10 @@ async fn a_browser_on_one_node_and_a_caller_on_another_hear_each_other() {
     );
     assert_eq!(g[1].metric("patchbay_webrtc_media_out_total").await, 0.0);
     assert!(n3.metric("patchbay_webrtc_media_out_total").await > 20.0);
-    let r = reqwest::Client::new()
-        .get(format!("{}/v1/cluster", g[0].base()))
-        .basic_auth(OPERATOR.0, Some(OPERATOR.1))
-        .send()
-        .await
-        .unwrap();
-    let view: Value = r.json().await.unwrap();
-    let owned: Vec<(String, u64)> = view["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["id"].as_str().unwrap().to_string(),
-                n["ownedSessions"].as_u64().unwrap_or(99),
-            )
-        })
-        .collect();
+    let owned = owned(&g[0]).await;
     assert_eq!(
         owned,
-        [("n1".into(), 0), ("n2".into(), 0), ("n3".into(), 1)],
-        "{view}"
+        [("n1".into(), 0), ("n2".into(), 0), ("n3".into(), 1)]
     );
 }
 

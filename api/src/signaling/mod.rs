@@ -232,6 +232,16 @@ async fn device(
     };
     // A previous socket of this device first handles what it received (its `leave`).
     let mut registration = crate::handover::take_over(&device.key, conn).await;
+    // v3: the subscribing connection the browser may hold from the session's previous
+    // owner (a cluster node that died, or this process before a restart).
+    let prior = match (protocol, participant.session_id) {
+        (Protocol::V3, Some(session_id)) => {
+            app.conference
+                .subscribe_prior(participant.id, &unique_id, session_id)
+                .await
+        }
+        _ => None,
+    };
     let (notify, notifications) = tokio::sync::mpsc::channel(NOTE_QUEUE);
     device
         .send(SessionInput::DeviceJoin {
@@ -239,6 +249,7 @@ async fn device(
             conn,
             owner: DeviceOwner::of(&participant),
             protocol,
+            prior,
             notify,
         })
         .await;

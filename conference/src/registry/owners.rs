@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::{Conference, Result};
 use crate::media::session::HangupReason;
+use crate::media::session::SubscribeLayout;
 
 /// Where a device or call must be served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,3 +297,43 @@ impl Conference {
         renewed
     }
 }
+
+impl Conference {
+    /// What a v3 device joining `session`'s media here may hold from a previous owner
+    /// (another node, or this process before a restart): its subscribing connection's
+    /// kept layout when the same device (`uniqueId`) left one, and in a cluster at
+    /// least `epoch << 32` as the revision to count from, so that every owner's offers
+    /// are above every earlier owner's. A store that does not answer in time gives
+    /// only the floor (the browser then refuses the offers: logged).
+    pub async fn subscribe_prior(
+        &self,
+        participant: Uuid,
+        device: &str,
+        session: Uuid,
+    ) -> Option<SubscribeLayout> {
+        let floor = self
+            .epoch(session)
+            .map_or(0, |e| u64::try_from(e).unwrap_or(0) << 32);
+        let kept = match tokio::time::timeout(LAYOUT_READ_LIMIT, self.store.layout(participant))
+            .await
+        {
+            Ok(Ok(kept)) => kept.filter(|k| k.device_id == device),
+            Ok(Err(e)) => {
+                tracing::warn!(participant_id = %participant, error = %e, "reading a device's subscribing layout");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(participant_id = %participant, "reading a device's subscribing layout timed out");
+                None
+            }
+        };
+        let mut prior = kept
+            .and_then(|k| SubscribeLayout::decode(k.revision, &k.lines))
+            .unwrap_or_default();
+        prior.revision = prior.revision.max(floor);
+        (prior.revision > 0 || !prior.lines.is_empty()).then_some(prior)
+    }
+}
+
+/// How long a device's join waits for its kept layout.
+const LAYOUT_READ_LIMIT: Duration = Duration::from_secs(2);

@@ -91,6 +91,28 @@ pub enum StoreOp {
         source: DeviceSource,
         device_id: String,
     },
+    /// A v3 device's subscribing connection after an offer: replaces the participant's
+    /// record unless that one is the same device's at a higher revision (writes of two
+    /// offers may land out of order).
+    PutLayout(LayoutRecord),
+    /// The device left (its page closed the connection): forget its layout.
+    DeleteLayout {
+        participant_id: Uuid,
+        device_id: String,
+    },
+}
+
+/// A v3 browser's subscribing peer connection as the browser holds it: the m-lines of
+/// the last offer it was sent and that offer's `sdpRevision`, so that whichever node
+/// serves the device next goes on offering on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutRecord {
+    pub participant_id: Uuid,
+    /// The SDK's `uniqueId`.
+    pub device_id: String,
+    pub revision: u64,
+    /// `kind:mid` per m-line, in order, separated by spaces.
+    pub lines: String,
 }
 
 /// A browser device or SIP call whose `onConnect` went out and whose `onLeave` has
@@ -158,6 +180,15 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Finish every enqueued unit, flush and close.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The layout of `participant`'s device's subscribing connection, if one is kept
+    /// (read after every unit enqueued before it).
+    fn layout(
+        &self,
+        participant: Uuid,
+    ) -> BoxFuture<'static, Result<Option<LayoutRecord>, StoreError>> {
+        let _ = participant;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A node as the cluster sees it.

@@ -13,7 +13,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BoxFuture, Snapshot, Store, StoreError, StoreOp};
+use super::{BoxFuture, LayoutRecord, Snapshot, Store, StoreError, StoreOp};
 
 /// Most units written in one transaction.
 pub(super) const MAX_GROUP: usize = 1024;
@@ -24,6 +24,7 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub(super) enum Cmd {
     Commit(Vec<StoreOp>, Reply<()>),
     Load(Reply<Snapshot>),
+    Layout(uuid::Uuid, Reply<Option<LayoutRecord>>),
     Ping(Reply<()>),
     Close(Reply<()>),
 }
@@ -76,6 +77,13 @@ impl Store for SqlStore {
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.request(Cmd::Close)
     }
+
+    fn layout(
+        &self,
+        participant: uuid::Uuid,
+    ) -> BoxFuture<'static, Result<Option<LayoutRecord>, StoreError>> {
+        self.request(|r| Cmd::Layout(participant, r))
+    }
 }
 
 /// `$conn`, `$row`: the backend's connection and row; `$ctx`: what it needs to connect
@@ -109,6 +117,23 @@ async fn writer(mut conn: $conn, ctx: $ctx, node: String, mut rx: mpsc::Unbounde
                     // Keep order: write what is grouped before anything else.
                     commit_group(&mut conn, &ctx, node, &mut group, &mut healthy).await;
                     let _ = reply.send(load(&mut conn, node).await);
+                }
+                Cmd::Layout(participant, reply) => {
+                    commit_group(&mut conn, &ctx, node, &mut group, &mut healthy).await;
+                    let row: Result<Option<(String, i64, String)>, _> = sqlx::query_as(&$sql(
+                        "SELECT device_id, revision, lines FROM subscribe_layouts WHERE participant_id = ?",
+                    ))
+                    .bind(participant.to_string())
+                    .fetch_optional(&mut conn)
+                    .await;
+                    let _ = reply.send(row.map_err(backend).map(|r| {
+                        r.map(|(device_id, revision, lines)| crate::store::LayoutRecord {
+                            participant_id: participant,
+                            device_id,
+                            revision: revision.max(0) as u64,
+                            lines,
+                        })
+                    }));
                 }
                 Cmd::Ping(reply) => {
                     commit_group(&mut conn, &ctx, node, &mut group, &mut healthy).await;
@@ -305,6 +330,29 @@ async fn apply(conn: &mut $conn, node: &str, op: &StoreOp) -> Result<(), sqlx::E
         StoreOp::DeleteParticipant(id) => {
             sqlx::query(&$sql("DELETE FROM participants WHERE id = ?"))
                 .bind(id.to_string())
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(&$sql("DELETE FROM subscribe_layouts WHERE participant_id = ?"))
+                .bind(id.to_string())
+                .execute(conn)
+                .await?;
+        }
+        StoreOp::PutLayout(l) => {
+            sqlx::query(&$sql("INSERT INTO subscribe_layouts (participant_id, device_id, revision, lines) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (participant_id) DO UPDATE SET device_id = excluded.device_id, revision = excluded.revision, \
+                 lines = excluded.lines WHERE subscribe_layouts.device_id <> excluded.device_id \
+                 OR subscribe_layouts.revision < excluded.revision"))
+            .bind(l.participant_id.to_string())
+            .bind(&l.device_id)
+            .bind(l.revision.min(i64::MAX as u64) as i64)
+            .bind(&l.lines)
+            .execute(conn)
+            .await?;
+        }
+        StoreOp::DeleteLayout { participant_id, device_id } => {
+            sqlx::query(&$sql("DELETE FROM subscribe_layouts WHERE participant_id = ? AND device_id = ?"))
+                .bind(participant_id.to_string())
+                .bind(device_id)
                 .execute(conn)
                 .await?;
         }

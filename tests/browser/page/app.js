@@ -78,7 +78,7 @@ window.pb = {
 
   /** Connect with a bound: the SDK's connect() never rejects, it retries forever. */
   async connect(token, websocketUrl, timeoutMs) {
-    rtc = new BandwidthRtc("warn");
+    rtc = new BandwidthRtc(window.PB_LOG || "warn");
     rtc.onStreamAvailable((s) => {
       events.push({
         type: "available",
@@ -120,6 +120,17 @@ window.pb = {
         await sleep(50);
       }
       out[id] = Math.sqrt(sum / n);
+    }
+    return out;
+  },
+
+  /** RMS (0..1) of each received audio stream now (one analyser window, ~43 ms). */
+  levels() {
+    const out = {};
+    for (const [id, analyser] of Object.entries(analysers)) {
+      const buf = new Float32Array(analyser.fftSize);
+      analyser.getFloatTimeDomainData(buf);
+      out[id] = Math.sqrt(buf.reduce((s, v) => s + v * v, 0) / buf.length);
     }
     return out;
   },

@@ -15,7 +15,7 @@ use super::sfu::Target;
 use super::{
     HangupReason, LegMedia, Protocol, PublishAnswer, PublishError, PublishRequest, SessionSnapshot,
 };
-use crate::events::{DeviceEvent, DeviceNote, DeviceOwner};
+use crate::events::{DeviceEvent, DeviceLayout, DeviceNote, DeviceOwner};
 use crate::media::mixer::Mixer;
 use crate::media::stats::{LocalStats, MediaStats};
 use crate::media::FRAME_MS;
@@ -74,6 +74,7 @@ pub enum Control {
         conn: ConnId,
         owner: DeviceOwner,
         protocol: Protocol,
+        prior: Option<super::SubscribeLayout>,
     },
     /// Answered by [`Action::Published`] with the same `request`.
     Publish {
@@ -137,6 +138,8 @@ pub enum Action {
     },
     /// For the application (`onConnect`, `onDisconnect`, `onLeave`).
     Event(DeviceEvent),
+    /// A v3 device's subscribing connection changed: to be kept for the next owner.
+    Layout(DeviceLayout),
     /// STUN for this ufrag should reach this session (or no longer).
     Ufrag {
         ufrag: String,
@@ -300,7 +303,8 @@ impl SessionCore {
                 conn,
                 owner,
                 protocol,
-            } => self.device_join(now, key, conn, owner, protocol),
+                prior,
+            } => self.device_join(now, key, conn, owner, protocol, prior),
             Control::Publish {
                 key,
                 conn,

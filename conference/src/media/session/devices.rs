@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use super::core::{Action, Now, SessionCore};
 use super::ids::{ConnId, DeviceId, DeviceKey, PcId};
+use super::layout::{MidMap, SubscribeLayout};
 use super::{
     EndpointRequest, HangupReason, Offer, Protocol, HEARTBEAT_DEAD, OFFER_ANSWER_TIMEOUT,
     RESUME_GRACE,
 };
 use crate::events::{
-    DeviceClose, DeviceEvent, DeviceEventKind, DeviceNote, DeviceOwner, DeviceSource,
+    DeviceClose, DeviceEvent, DeviceEventKind, DeviceLayout, DeviceNote, DeviceOwner, DeviceSource,
 };
 
 /// A track a device publishes.
@@ -114,6 +115,10 @@ pub(super) struct Device {
     pub(super) pending: Option<str0m::change::SdpPendingOffer>,
     /// v3: the subscribing connection's offer revision.
     pub(super) revision: u64,
+    /// v3: the m-lines the browser holds from a previous owner's offers (taken by the
+    /// first offer), and our mids paired with the browser's for them.
+    pub(super) prior: Option<SubscribeLayout>,
+    pub(super) mids: MidMap,
     /// v2: endpoints announced and not yet offered for.
     pub(super) asked: Vec<Asked>,
 }
@@ -135,6 +140,8 @@ impl Device {
             offer_sent: None,
             pending: None,
             revision: 0,
+            prior: None,
+            mids: MidMap::default(),
             asked: Vec::new(),
         }
     }
@@ -208,6 +215,7 @@ impl SessionCore {
         conn: ConnId,
         owner: DeviceOwner,
         protocol: Protocol,
+        prior: Option<SubscribeLayout>,
     ) {
         if owner.participant_id != key.participant_id {
             self.close(conn, DeviceClose::DuplicateDevice);
@@ -241,8 +249,13 @@ impl SessionCore {
                 let id = DeviceId(self.next_device);
                 self.next_device += 1;
                 self.by_key.insert(key.clone(), id);
-                self.devices
-                    .insert(id, Device::new(key.clone(), owner.clone(), conn, protocol));
+                let mut d = Device::new(key.clone(), owner.clone(), conn, protocol);
+                if let (Protocol::V3, Some(prior)) = (protocol, prior) {
+                    // The browser ignores offers whose revision is not above its last.
+                    d.revision = prior.revision;
+                    d.prior = (!prior.lines.is_empty()).then_some(prior);
+                }
+                self.devices.insert(id, d);
                 id
             }
         };
@@ -291,6 +304,16 @@ impl SessionCore {
             return;
         };
         if left {
+            // The page closed its peer connections: nothing to offer on any more.
+            if let Some(d) = self.devices.get(&id).filter(|d| d.protocol == Protocol::V3) {
+                let layout = DeviceLayout {
+                    session_id: self.session_id,
+                    participant_id: d.key.participant_id,
+                    device_id: d.key.unique_id.to_string(),
+                    layout: None,
+                };
+                self.push(Action::Layout(layout));
+            }
             self.remove_device(now, id, None);
             return;
         }

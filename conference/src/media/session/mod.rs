@@ -34,6 +34,7 @@ mod devices;
 mod endpoints;
 mod hub;
 mod ids;
+mod layout;
 mod legs;
 mod negotiation;
 mod sfu;
@@ -49,6 +50,7 @@ use uuid::Uuid;
 pub use self::core::{Action, Control, Now, Output, SessionCore};
 pub use hub::{MediaHub, SessionHandle};
 pub use ids::{ConnId, DeviceKey, LegId};
+pub use layout::{LineKind, SubscribeLayout};
 
 /// Publishing endpoints (v2 connections) one device may have.
 pub const MAX_PUBLISH_ENDPOINTS: usize = 8;
@@ -273,6 +275,10 @@ pub enum SessionInput {
         conn: ConnId,
         owner: crate::events::DeviceOwner,
         protocol: Protocol,
+        /// v3: the subscribing connection the browser may still hold from a previous
+        /// owner of the session (its m-lines and revision), or only the revision to
+        /// count from (a cluster node: `epoch << 32`).
+        prior: Option<SubscribeLayout>,
         notify: tokio::sync::mpsc::Sender<crate::events::DeviceNote>,
     },
     /// A device publishes (or re-publishes) with this offer.

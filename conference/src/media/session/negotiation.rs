@@ -6,11 +6,12 @@
 use super::core::{Action, Now, SessionCore};
 use super::devices::{Forward, Pc, Track};
 use super::ids::{ConnId, DeviceId, DeviceKey, PcId, Source};
+use super::layout::{LineKind, MidMap, SubscribeLayout};
 use super::{
     MediaType, Offer, Protocol, PublishAnswer, PublishError, PublishRequest, StreamInfo,
     MAX_PUBLISH_ENDPOINTS, MAX_TRACKS_PER_DEVICE,
 };
-use crate::events::{DeviceClose, DeviceNote};
+use crate::events::{DeviceClose, DeviceLayout, DeviceNote};
 use crate::media::sdp::{offered_streams, offered_tracks, reject_kinds, sdp_ufrag};
 
 /// A peer connection of ours; `dtmf` accepts RFC 4733 telephone-events (publishing
@@ -314,6 +315,9 @@ impl SessionCore {
             }
         }
         let revision = d.revision;
+        // The m-lines the browser holds from a previous owner come first, in order,
+        // inactive here (their mids renamed to the browser's: `layout`).
+        let prior = if fresh { d.prior.take() } else { None };
         let Some(pc) = d.pc_mut(PcId::V3_SUBSCRIBE) else {
             return;
         };
@@ -322,6 +326,14 @@ impl SessionCore {
             for config in sdk_channels() {
                 change.add_channel_with_config(config);
             }
+        }
+        for (kind, _) in prior.iter().flat_map(|p| &p.lines) {
+            let kind = match kind {
+                LineKind::Application => continue,
+                LineKind::Audio => str0m::media::MediaKind::Audio,
+                LineKind::Video => str0m::media::MediaKind::Video,
+            };
+            change.add_media(kind, str0m::media::Direction::Inactive, None, None, None);
         }
         // Removed streams go inactive: the SDK reports them unavailable.
         for mid in &unwanted {
@@ -349,6 +361,26 @@ impl SessionCore {
         if let Some(u) = &ufrag {
             pc.ufrag = Some(u.clone());
         }
+        if let Some(prior) = &prior {
+            match MidMap::pair(&SubscribeLayout::of_sdp(0, &sdp), prior) {
+                Some(map) => d.mids = map,
+                None => {
+                    tracing::warn!(session_id = %self.session_id, device = %d.key.unique_id, "the browser's subscribing connection does not fit a new offer; it will refuse it")
+                }
+            }
+        }
+        if added
+            .iter()
+            .filter_map(|f| f.to_mid)
+            .any(|m| d.mids.clashes(&m.to_string()))
+        {
+            tracing::warn!(session_id = %self.session_id, device = %d.key.unique_id, "a new m-line's mid equals an old one of the browser's; it will refuse the offer");
+        }
+        let sdp = if d.mids.is_empty() {
+            sdp
+        } else {
+            d.mids.outgoing(&sdp)
+        };
         d.forwards
             .retain(|f| !f.to_mid.is_some_and(|m| unwanted.contains(&m)));
         d.forwards.extend(added);
@@ -373,6 +405,12 @@ impl SessionCore {
             sdp,
             streams,
         };
+        let layout = DeviceLayout {
+            session_id: self.session_id,
+            participant_id: d.key.participant_id,
+            device_id: d.key.unique_id.to_string(),
+            layout: Some(SubscribeLayout::of_sdp(d.revision, &offer.sdp)),
+        };
         d.offer_sent = Some((now.at, offer.clone()));
         let conn = d.conn;
         let revision = d.revision;
@@ -380,6 +418,7 @@ impl SessionCore {
         if let Some(u) = ufrag {
             self.queue_ufrag(u);
         }
+        self.push(Action::Layout(layout));
         self.push(Action::Note {
             conn,
             note: DeviceNote::Offer(offer),
@@ -399,6 +438,13 @@ impl SessionCore {
             return;
         };
         d.offer_sent = None;
+        let renamed;
+        let sdp = if d.mids.is_empty() {
+            sdp
+        } else {
+            renamed = d.mids.incoming(sdp);
+            &renamed
+        };
         let Some(pc) = d.pc_mut(PcId::V3_SUBSCRIBE) else {
             return;
         };

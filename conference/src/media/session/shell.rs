@@ -70,6 +70,7 @@ impl Io {
                 conn,
                 owner,
                 protocol,
+                prior,
                 notify,
             } => {
                 self.notes.insert(conn, notify);
@@ -78,6 +79,7 @@ impl Io {
                     conn,
                     owner,
                     protocol,
+                    prior,
                 };
                 (c, None)
             }
@@ -209,6 +211,7 @@ impl Io {
                 }
             }
             Action::Event(e) => self.sink.device_event(e),
+            Action::Layout(l) => self.sink.device_layout(l),
             Action::Ufrag { ufrag, registered } => {
                 if let Some(t) = &self.transport {
                     t.route(if registered {

@@ -32,6 +32,8 @@ pub struct Browser {
     subscribe: str0m::Rtc,
     /// The subscribing connection's answered revisions.
     pub revisions: Vec<u64>,
+    /// The last offer answered on it.
+    pub last_offer: Option<String>,
     /// Media frames received on the subscribing connection.
     pub frames: usize,
     /// Whether the heartbeat channels (one per connection) should answer PING.
@@ -113,6 +115,7 @@ impl Browser {
             publish,
             subscribe,
             revisions: Vec::new(),
+            last_offer: None,
             frames: 0,
             pong: true,
             sent: None,
@@ -120,6 +123,20 @@ impl Browser {
             audio_mid: None,
             tone: Tone::new(),
         }
+    }
+
+    /// Its signaling reconnects to `rig` (another owner of the session) as `conn`,
+    /// with what that owner read from the store; its peer connections carry on.
+    pub fn rejoin(&mut self, rig: &mut Rig, conn: u64, prior: Option<SubscribeLayout>) {
+        self.conn = ConnId(conn);
+        let key = self.key.clone();
+        rig.device_after(
+            key.participant_id,
+            &key.unique_id,
+            conn,
+            Protocol::V3,
+            prior,
+        );
     }
 
     /// Offer to publish one audio track under `stream`; takes the core's answer.
@@ -235,6 +252,7 @@ impl Client for Browser {
                 direct.create_data_channel(sdk_channel(1, "__diagnostics__"));
             }
             self.revisions.push(offer.revision);
+            self.last_offer = Some(offer.sdp.clone());
             rig.control(Control::Answer {
                 key: self.key.clone(),
                 conn,

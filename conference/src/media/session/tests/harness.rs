@@ -69,6 +69,17 @@ impl Seen {
             .collect()
     }
 
+    /// The subscribing layouts the core asked to keep (or forget: `None`), in order.
+    pub fn layouts(&self) -> Vec<Option<SubscribeLayout>> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Layout(l) => Some(l.layout.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn offers(&self, to: ConnId) -> Vec<Offer> {
         self.actions
             .iter()
@@ -290,6 +301,18 @@ impl Rig {
         conn: u64,
         protocol: Protocol,
     ) {
+        self.device_after(participant_id, unique_id, conn, protocol, None);
+    }
+
+    /// A device joins holding `prior` from a previous owner of the session.
+    pub fn device_after(
+        &mut self,
+        participant_id: Uuid,
+        unique_id: &str,
+        conn: u64,
+        protocol: Protocol,
+        prior: Option<SubscribeLayout>,
+    ) {
         self.control(Control::DeviceJoin {
             key: DeviceKey::new(participant_id, unique_id),
             conn: ConnId(conn),
@@ -299,6 +322,7 @@ impl Rig {
                 tag: None,
             },
             protocol,
+            prior,
         });
     }
 

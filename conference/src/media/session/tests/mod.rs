@@ -2,6 +2,7 @@
 
 mod browser;
 mod fuzz;
+mod handoff;
 mod harness;
 mod v2;
 
