@@ -160,15 +160,33 @@ pub async fn create_dialog(
     State(app): State<AppState>,
     AccountId(account): AccountId,
     Path(path): Path<HashMap<String, String>>,
+    req: Parts,
     body: Bytes,
-) -> Result<Json<DialogBody>, ApiError> {
+) -> Result<Response, ApiError> {
     let (participant, session, _) = ids(&path)?;
     let data = create_request(&body)?;
+    // In a cluster, the call is placed by the node that runs the session's media.
+    if !req.headers.contains_key(FORWARDED) {
+        let placement = app
+            .conference
+            .dialog_placement(&account, participant)
+            .await?;
+        if let Placement::Elsewhere {
+            node,
+            http_url: Some(base),
+            ..
+        } = placement
+        {
+            let failed =
+                format!("the node that runs the participant's session ({node}) cannot be reached");
+            return forward_to(&node, &base, &req, body, failed).await;
+        }
+    }
     let d = app
         .conference
         .create_dialog(&account, participant, session, data)
         .await?;
-    Ok(Json(DialogBody::of(&d, true, false)))
+    Ok(Json(DialogBody::of(&d, true, false)).into_response())
 }
 
 #[utoipa::path(
@@ -298,6 +316,19 @@ async fn forward(
     else {
         return Ok(None);
     };
+    let failed = format!("the node that placed dialog {dialog} cannot be reached");
+    forward_to(&node, &base, req, body, failed).await.map(Some)
+}
+
+/// Send `req` (same method, path, credentials and body) to the node at `base` and
+/// answer what it answers; `failed`: the error when it cannot be reached.
+async fn forward_to(
+    node: &str,
+    base: &str,
+    req: &Parts,
+    body: Bytes,
+    failed: String,
+) -> Result<Response, ApiError> {
     let url = format!(
         "{base}{}",
         req.uri.path_and_query().map_or("", |p| p.as_str())
@@ -312,9 +343,7 @@ async fn forward(
     }
     let unreachable = |e: reqwest::Error| {
         tracing::warn!(%node, error = %e, "forwarding a dialog request failed");
-        ApiError::Unavailable(format!(
-            "the node that placed dialog {dialog} cannot be reached"
-        ))
+        ApiError::Unavailable(failed.clone())
     };
     let answer = out.body(body).send().await.map_err(unreachable)?;
     let status = answer.status();
@@ -324,7 +353,7 @@ async fn forward(
     if let Some(ct) = content_type {
         r.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
-    Ok(Some(r))
+    Ok(r)
 }
 
 /// The HTTP client for requests between nodes (no redirects, a short timeout).

@@ -503,3 +503,63 @@ async fn a_dialog_is_hung_up_through_any_node() {
         g[2].log()
     );
 }
+
+/// A dialog is placed by the node that runs its participant's session: a `POST` sent to
+/// another node is forwarded there, and the far end joins that node's media (a caller
+/// already on it hears the far end's tone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialog_posted_to_any_node_is_placed_by_the_sessions_node() {
+    use patchbay_tests::dialing::{dial, dial_body, dialer, wait_state};
+    use patchbay_tests::hearing::assert_settles;
+    let trunk = SippCall::new("trunk", "uas_answer.xml")
+        .var("RING_MS", "200")
+        .var("HANGUP", "wait")
+        .var("HOLD_MS", "0")
+        .var("WAV", "tone660.wav")
+        .var("CHECK_UUI", "false");
+    let url = postgres::database();
+    let trunk_uri = trunk.trunk_uri();
+    let g = nodes_with(&url, "10s", &["--sip-trunk", &trunk_uri]).await;
+    let hooks = Receiver::start().await;
+    let api = g[0].api();
+    let s = api.session(None).await;
+    let (phone, phone_token) = audio(&api, json!({})).await;
+    api.add(&s, &phone, Some(json!({"sessionId": s}))).await;
+    let agent = dialer(&api, &s, &hooks, "agent").await;
+
+    // The phone's call lands on n1: n1 runs the session.
+    let n1 = &g[0];
+    let dir = n1.scratch().to_path_buf();
+    patchbay_tests::media::write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
+    let call = SippCall::tone("phone", &dir, 440, Law::Ulaw, 20000).token(&phone_token);
+    let capture = Capture::start(&dir, &[call.media_port]);
+    let running = call.spawn(n1, &dir);
+    n1.wait_metric("patchbay_sip_calls_active", 1.0).await;
+
+    // The dialog is requested from n3.
+    let _far_end = trunk.serve(&dir);
+    let r = dial(&g[2].api(), &agent, dial_body("+15551234567")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    wait_state(&hooks, "/cb/agent", "ANSWERED").await;
+    let answered = now_epoch();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let until = now_epoch();
+    drop(running);
+    let packets = capture.stop();
+    assert!(n1.log().contains("dialog created"), "{}", n1.log());
+    assert!(!g[2].log().contains("dialog created"));
+    assert!(g[2]
+        .log()
+        .lines()
+        .any(|l| l.contains("method=POST") && l.contains("dialogs")));
+    // The far end is mixed into the phone's audio on n1.
+    assert_settles(
+        &packets,
+        "the phone",
+        call.media_port,
+        Law::Ulaw,
+        answered,
+        until,
+        &[660],
+    );
+}

@@ -204,6 +204,25 @@ impl Conference {
         }
     }
 
+    /// In a cluster, where a new dialog of `participant_id` must be placed: on the node
+    /// that runs its session's media (this one takes the session when no live node
+    /// holds it), so that the call joins that media. Anything else (no session, unknown
+    /// participant): here, where `create_dialog` answers the error.
+    pub async fn dialog_placement(
+        &self,
+        account_id: &str,
+        participant_id: Uuid,
+    ) -> Result<super::Placement> {
+        let session = self
+            .get_participant(account_id, participant_id)
+            .ok()
+            .and_then(|p| p.session_id);
+        match (&self.cluster, session) {
+            (Some(_), Some(s)) => self.place_session(s).await,
+            _ => Ok(super::Placement::Here),
+        }
+    }
+
     /// In a cluster, the live node that placed a dialog this node does not drive (its
     /// `PATCH`/`DELETE` go there); `None`: this node answers.
     pub async fn dialog_home(
