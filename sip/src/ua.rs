@@ -104,6 +104,13 @@ enum Input {
     /// A connection ended; why, when ours could not be opened.
     StreamClosed(ConnId, Option<String>),
     Dial(patchbay_conference::dialogs::DialCommand),
+    /// A cluster decided where an INVITE's session runs (`placed`: the store answered).
+    Placed {
+        key: TransactionKey,
+        req: Box<Request>,
+        token: String,
+        placed: bool,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -146,6 +153,10 @@ struct Ua {
     out_conns: HashMap<SocketAddr, ConnId>,
     tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     health: trunk::TrunkHealth,
+    /// Our own inputs (answers of the cluster to INVITEs waiting for a placement).
+    inputs: mpsc::UnboundedSender<Input>,
+    /// Call-IDs of INVITEs waiting for the cluster (a merged INVITE is refused).
+    placing: std::collections::HashSet<String>,
 }
 
 mod addressing;

@@ -44,14 +44,65 @@ impl Kamailio {
                 tls_cfg.display()
             );
         }
-        let template = std::fs::read_to_string(workspace().join("tests/kamailio/proxy.cfg"))
-            .expect("proxy.cfg");
-        let cfg = template
-            .replace("@LISTEN@", &listen)
-            .replace("@MODULES@", &modules)
-            .replace("@ENABLE_TLS@", if tls { "yes" } else { "no" })
-            .replace("@GATEWAY@", gateway)
-            .replace("@TOKEN@", token);
+        let k = Kamailio::run(
+            dir,
+            "proxy.cfg",
+            &[
+                ("@LISTEN@", listen),
+                ("@MODULES@", modules),
+                ("@ENABLE_TLS@", if tls { "yes" } else { "no" }.into()),
+                ("@GATEWAY@", gateway.into()),
+                ("@TOKEN@", token.into()),
+            ],
+            port,
+            tls_port,
+        );
+        if let Some(t) = tls_port {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", t)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "kamailio TLS never listened:\n{}",
+                    k.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        k
+    }
+
+    /// `tests/kamailio/cluster.cfg` in front of the nodes at `nodes` (SIP URIs): the
+    /// dispatcher's round robin, following a node's 302 to the session's node.
+    pub fn dispatcher(dir: &Path, nodes: &[String]) -> Kamailio {
+        let port = free_udp_ports(2);
+        let list = dir.join("dispatcher.list");
+        let lines: Vec<String> = nodes.iter().map(|n| format!("1 {n}\n")).collect();
+        std::fs::write(&list, lines.concat()).expect("write dispatcher.list");
+        Kamailio::run(
+            dir,
+            "cluster.cfg",
+            &[
+                ("@LISTEN@", format!("listen=udp:127.0.0.1:{port}\n")),
+                ("@LIST@", list.display().to_string()),
+            ],
+            port,
+            None,
+        )
+    }
+
+    /// Run `tests/kamailio/<template>` with its placeholders replaced.
+    fn run(
+        dir: &Path,
+        template: &str,
+        replace: &[(&str, String)],
+        port: u16,
+        tls_port: Option<u16>,
+    ) -> Kamailio {
+        let mut cfg = std::fs::read_to_string(workspace().join("tests/kamailio").join(template))
+            .expect("kamailio template");
+        for (from, to) in replace {
+            cfg = cfg.replace(from, to);
+        }
         let path = dir.join("kamailio.cfg");
         std::fs::write(&path, cfg).expect("write kamailio.cfg");
         let log = dir.join("kamailio.log");
@@ -71,17 +122,6 @@ impl Kamailio {
             tls_port,
         };
         k.wait_log("SO_RCVBUF is finally", Duration::from_secs(10));
-        if let Some(t) = tls_port {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", t)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "kamailio TLS never listened:\n{}",
-                    k.log()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
         k
     }
 

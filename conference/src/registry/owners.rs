@@ -161,6 +161,20 @@ impl Conference {
         });
     }
 
+    /// In a cluster, the session a call with `token` would join when this node does not
+    /// run it (its placement must be decided before the call is admitted); `None` when
+    /// there is nothing to decide (one node, a bad token, no session, or ours).
+    pub fn session_to_place(&self, token: &str) -> Option<Uuid> {
+        self.cluster.as_ref()?;
+        let claims = self.tokens.verify(token, self.now()).ok()?;
+        let session = self
+            .lock()
+            .participants
+            .get(&claims.participant_id)
+            .and_then(|p| p.session_id)?;
+        (!self.owned().held.contains_key(&session)).then_some(session)
+    }
+
     /// The node (and its SIP URI) that owned `session` when last looked at, if not
     /// this one.
     pub(super) fn owner_elsewhere(&self, session: Uuid) -> Option<(String, Option<String>)> {

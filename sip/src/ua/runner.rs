@@ -95,6 +95,8 @@ impl SipGateway {
             out_conns: HashMap::new(),
             tls_client,
             health: trunk::TrunkHealth::default(),
+            inputs: tx.clone(),
+            placing: Default::default(),
         };
         ua.tls_port = tls_local.map(|a| a.port());
         ua.schedule(Instant::now(), TimerKind::TrunkPing);
@@ -140,6 +142,7 @@ async fn run(
                     Input::StreamOpened(id, tx) => { ua.streams.insert(id, tx); }
                     Input::StreamClosed(id, why) => ua.on_stream_closed(id, why),
                     Input::Dial(cmd) => ua.on_dial(cmd),
+                    Input::Placed { key, req, token, placed } => ua.on_placed(&key, &req, token, placed),
                     Input::Shutdown(done) => {
                         let ids = ua.calls.ids();
                         tracing::info!(calls = ids.len(), "SIP shutdown: sending BYE to every call");

@@ -30,7 +30,7 @@ impl Ua {
             }
             return;
         }
-        if self.calls.contains(&call_id) {
+        if self.calls.contains(&call_id) || self.placing.contains(&call_id) {
             // A new INVITE (not a retransmission: the transaction layer absorbs those)
             // without a To tag on a live call's Call-ID: a merged or looped request
             // (RFC 3261 §8.2.2.2). It must not touch the live call.
@@ -44,14 +44,66 @@ impl Ua {
             return;
         }
         self.respond(key, req, Reply::new(100, "Trying"));
+        let Some(token) = uui::jwt_token(header_values(req, "User-to-User")) else {
+            tracing::info!(%call_id, "call refused: no User-to-User token");
+            self.metrics.sip_calls_rejected.inc();
+            let tag = random_token();
+            let reply = Reply::new(403, "Forbidden (no participant token)").tag(&tag);
+            return self.respond(key, req, reply);
+        };
+        // In a cluster, a session no node runs yet is taken here, and one another node
+        // runs is redirected there: one statement against the store first (the INVITE
+        // waits, answered 100).
+        if let Some(session) = self.conference.session_to_place(&token) {
+            self.placing.insert(call_id);
+            let (conference, inputs) = (self.conference.clone(), self.inputs.clone());
+            let (key, req) = (key.clone(), Box::new(req.clone()));
+            tokio::spawn(async move {
+                let placed = match conference.place_session(session).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(session_id = %session, error = %e, "placing a call's session failed");
+                        false
+                    }
+                };
+                let _ = inputs.send(Input::Placed {
+                    key,
+                    req,
+                    token,
+                    placed,
+                });
+            });
+            return;
+        }
+        self.admit_invite(key, req, token);
+    }
+
+    /// The cluster placed an INVITE's session (or could not).
+    pub(super) fn on_placed(
+        &mut self,
+        key: &TransactionKey,
+        req: &Request,
+        token: String,
+        placed: bool,
+    ) {
+        self.placing.remove(&Self::call_id(req));
+        if placed {
+            return self.admit_invite(key, req, token);
+        }
+        self.metrics.sip_calls_rejected.inc();
+        let tag = random_token();
+        let reason = "Service Unavailable (the cluster's store cannot be reached)";
+        self.respond(key, req, Reply::new(503, reason).tag(&tag));
+    }
+
+    /// Admit an INVITE whose token was found: join its session's media here (or
+    /// redirect it to the node that runs it) and answer.
+    fn admit_invite(&mut self, key: &TransactionKey, req: &Request, token: String) {
+        let call_id = Self::call_id(req);
         let local_tag = random_token();
         let reject = |ua: &mut Ua, code: u16, reason: &str| {
             ua.metrics.sip_calls_rejected.inc();
             ua.respond(key, req, Reply::new(code, reason).tag(&local_tag));
-        };
-        let Some(token) = uui::jwt_token(header_values(req, "User-to-User")) else {
-            tracing::info!(%call_id, "call refused: no User-to-User token");
-            return reject(self, 403, "Forbidden (no participant token)");
         };
         let (participant, session) = match self.conference.join_media(&token) {
             Ok(x) => {
