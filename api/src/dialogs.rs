@@ -171,15 +171,23 @@ pub async fn create_dialog(
             .conference
             .dialog_placement(&account, participant)
             .await?;
-        if let Placement::Elsewhere {
-            node,
-            http_url: Some(base),
-            ..
-        } = placement
-        {
-            let failed =
-                format!("the node that runs the participant's session ({node}) cannot be reached");
-            return forward_to(&node, &base, &req, body, failed).await;
+        match placement {
+            Placement::Elsewhere {
+                node,
+                http_url: Some(base),
+                ..
+            } => {
+                let failed = format!(
+                    "the node that runs the participant's session ({node}) cannot be reached"
+                );
+                return forward_to(&node, &base, &req, body, failed).await;
+            }
+            Placement::Draining => {
+                return Err(ApiError::Unavailable(
+                    "this node is stopping: send the request to another node".into(),
+                ))
+            }
+            _ => {}
         }
     }
     let d = app

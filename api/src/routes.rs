@@ -352,9 +352,13 @@ pub async fn health() -> &'static str {
 #[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "Operations",
     responses(
         (status = 200, description = "The store answers", content_type = "text/plain"),
-        (status = 503, description = "The store does not answer", content_type = "text/plain"),
+        (status = 503, description = "The store does not answer, or this cluster node is stopping", content_type = "text/plain"),
     ))]
 pub async fn ready(State(app): State<AppState>) -> (StatusCode, &'static str) {
+    // A cluster node that is stopping takes no new work: load balancers take it out.
+    if app.conference.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n");
+    }
     match app.conference.ready().await {
         Ok(()) => (StatusCode::OK, "ready\n"),
         Err(e) => {

@@ -139,6 +139,8 @@ pub enum DeviceClose {
     MediaLost,
     /// Another participant's device in this session uses the same `uniqueId`.
     DuplicateDevice,
+    /// The session's node is stopping: connect again (to another node).
+    Moved,
 }
 
 impl DeviceClose {
@@ -154,6 +156,7 @@ impl DeviceClose {
             DeviceClose::DuplicateDevice => {
                 "uniqueId already used by another participant's device in this session"
             }
+            DeviceClose::Moved => "the session moved to another node; connect again",
         }
     }
 }

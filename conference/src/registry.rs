@@ -120,6 +120,9 @@ pub enum JoinError {
         node: String,
         sip_uri: Option<String>,
     },
+    /// In a cluster: this node is stopping and does not run the session.
+    #[error("this node is stopping")]
+    Draining,
 }
 
 /// What the last run left undone, found at startup.
@@ -307,6 +310,9 @@ impl Conference {
             return Err(JoinError::NoAudioPermission(p.id));
         }
         let sid = p.session_id.ok_or(JoinError::NotInSession(p.id))?;
+        if self.cluster.is_some() && self.is_draining() && !self.media.has(sid) {
+            return Err(JoinError::Draining);
+        }
         if let Some((node, sip_uri)) = self.owner_elsewhere(sid) {
             return Err(JoinError::Elsewhere { node, sip_uri });
         }

@@ -36,6 +36,10 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub cluster_lease: Option<String>,
 
+    /// [drain_timeout, PATCHBAY_DRAIN_TIMEOUT] In a cluster, how long a stopping node waits for its SIP calls to end (browser-only sessions move to other nodes at once) before ending the rest [default: 25s]
+    #[arg(long, value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
+
     /// [operator, PATCHBAY_OPERATOR] Operator credentials USER:PASSWORD (Basic auth) for GET /v1/cluster [default: none: /v1/cluster is refused]
     #[arg(long, value_name = "USER:PASSWORD")]
     pub operator: Option<String>,

@@ -10,6 +10,9 @@ pub struct ClusterConfig {
     /// Unique among the nodes and stable across restarts; `None`: `HOSTNAME-HTTPPORT`.
     pub node_id: Option<String>,
     pub lease: Duration,
+    /// How long a stopping node waits for its calls to end (its browser-only sessions
+    /// move at once); 0: it ends everything at once.
+    pub drain_timeout: Duration,
     /// `(user, password)` for `GET /v1/cluster`.
     pub operator: Option<(String, String)>,
 }
@@ -32,6 +35,10 @@ pub(crate) fn validate(layer: &Layer) -> Result<ClusterConfig, ConfigError> {
     if lease < Duration::from_secs(3) || lease > Duration::from_secs(300) {
         return Err(key_err("cluster_lease", "must be between 3s and 300s"));
     }
+    let drain_timeout = parse_duration("drain_timeout", layer.drain_timeout.as_deref(), "25s")?;
+    if drain_timeout > Duration::from_secs(3600) {
+        return Err(key_err("drain_timeout", "must be at most 1h"));
+    }
     let operator = match layer.operator.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(text) => match text.split_once(':') {
@@ -49,6 +56,7 @@ pub(crate) fn validate(layer: &Layer) -> Result<ClusterConfig, ConfigError> {
     Ok(ClusterConfig {
         node_id,
         lease,
+        drain_timeout,
         operator,
     })
 }

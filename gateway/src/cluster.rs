@@ -86,3 +86,51 @@ pub fn run(conference: Arc<Conference>, cluster: Arc<PgCluster>, lease: Duration
         }
     });
 }
+
+/// A graceful stop of a cluster node (`SIGTERM`), while it still serves HTTP: it takes
+/// no new session and says so at once in its heartbeat; sessions without SIP calls move
+/// to other nodes right away (their devices connect again and are placed elsewhere, the
+/// leases released once their events are stored), and each session whose calls all end
+/// moves the same way; after `timeout` the rest end with the process.
+pub async fn drain(
+    conference: Arc<Conference>,
+    webhooks: patchbay_api::webhooks::Webhooks,
+    info: NodeInfo,
+    timeout: Duration,
+) {
+    let Some(cluster) = conference.cluster() else {
+        return;
+    };
+    if timeout.is_zero() {
+        return;
+    }
+    conference.start_draining();
+    if let Err(e) = cluster.heartbeat(info().to_string()).await {
+        tracing::warn!(error = %e, "announcing the drain failed (the next heartbeat will)");
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if conference.move_sessions_without_calls() > 0 {
+            // The ended media's events reach the outbox, are stored under the leases,
+            // then the leases go.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            webhooks.flush(Duration::from_secs(2)).await;
+            if let Err(e) = conference.release_ended().await {
+                tracing::warn!(error = %e, "releasing the leases of moved sessions");
+            }
+        }
+        let left = conference.media().active();
+        if left == 0 {
+            tracing::info!("drained: every session moved or ended");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::info!(
+                sessions = left,
+                "drain timeout: the remaining calls end now"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -97,6 +97,7 @@ fn node_info(config: &Config, placed: Arc<std::sync::OnceLock<Arc<Conference>>>)
             v["participants"] = serde_json::json!(participants);
             v["mediaSessions"] = serde_json::json!(c.media().active());
             v["ownedSessions"] = serde_json::json!(c.owned_sessions());
+            v["draining"] = serde_json::json!(c.is_draining());
         }
         v
     })
@@ -286,9 +287,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }),
             lease: config.cluster.lease,
             node_id: node_id.clone(),
-            info,
+            info: info.clone(),
         },
     };
+    let drain_info = info;
 
     let sweeper = {
         let conference = conference.clone();
@@ -321,7 +323,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         patchbay_api::router(state),
         limits,
         http_metrics,
-        shutdown_signal(),
+        {
+            let (conference, webhooks) = (conference.clone(), webhooks.clone());
+            let timeout = config.cluster.drain_timeout;
+            async move {
+                shutdown_signal().await;
+                // In a cluster the node keeps serving while its sessions move away.
+                cluster::drain(conference, webhooks, drain_info, timeout).await;
+            }
+        },
     )
     .await;
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use patchbay_tests::browser::{drive_in_background, stream_events};
-use patchbay_tests::cluster::{nodes, owned};
+use patchbay_tests::cluster::{nodes, nodes_with, owned};
 use patchbay_tests::media::{assert_audible, decode_window, now_epoch, received, Capture, Law};
 use patchbay_tests::postgres;
 use patchbay_tests::sipp::SippCall;
@@ -166,5 +166,136 @@ async fn a_browser_gets_its_media_back_from_the_new_owner_after_kill_9() {
         taken_ms - killed_ms,
         back - killed_ms,
         published_ms - killed_ms
+    );
+}
+
+/// A graceful stop (`SIGTERM`) of the node that runs a session: it keeps serving while
+/// the session's call lasts (the call is not cut), takes nothing new (`/ready` 503, a
+/// call of another session 503 so that a dispatcher tries the next node), then hands
+/// the session over once the call ends: the browser, on the same page, gets its media
+/// from the node that takes it, and the stopping node exits by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_lets_its_call_end_then_hands_the_session_over() {
+    let url = postgres::database();
+    let mut g = nodes_with(&url, "3s", &["--drain-timeout", "40s"]).await;
+    let api = g[0].api();
+    let s = api.session(None).await;
+    let (browser, browser_token) = api.participant(json!({})).await;
+    api.add(&s, &browser, Some(json!({"sessionId": s}))).await;
+    let mut phones = Vec::new();
+    for _ in 0..2 {
+        let (id, token) = api
+            .participant(json!({"publishPermissions": ["AUDIO"]}))
+            .await;
+        api.add(&s, &id, Some(json!({"sessionId": s}))).await;
+        phones.push((id, token));
+    }
+    let other = api.session(None).await;
+    let (late, late_token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&other, &late, Some(json!({"sessionId": other})))
+        .await;
+
+    let n3_dir = g[2].scratch().to_path_buf();
+    let first = SippCall::tone("first", &n3_dir, 440, Law::Ulaw, 14000).token(&phones[0].1);
+    let first_call = first.spawn(&g[2], &n3_dir);
+    g[2].wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let driver = drive_in_background(
+        &g[1],
+        json!([{"token": browser_token, "connectTimeoutMs": 8000, "settleMs": 300}]),
+        json!([{"watch": {"everyMs": 200, "forMs": 30000}}]),
+        0,
+        110_000,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while g[2].metric("patchbay_webrtc_media_out_total").await < 100.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n3 never sent the browser media"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let stopped_ms = (now_epoch() * 1000.0) as u64;
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &g[2].pid().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -TERM");
+    // Draining: out of the load balancer, and a call of a session it does not run is
+    // refused with 503 (a dispatcher's cue to try the next node).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while g[2].ready().await != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready still 200 while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    SippCall::new("late", "uac_expect.xml")
+        .var("UUI", format!("User-To-User: {late_token};encoding=jwt"))
+        .var("PT", "0")
+        .var("RTPMAP", "PCMU/8000")
+        .var("CODE", "503")
+        .spawn(&g[2], &n3_dir)
+        .assert_ok(Duration::from_secs(15));
+    // The call that was up is not cut: it ends when its caller hangs up (sipp's BYE,
+    // answered).
+    first_call.assert_ok(Duration::from_secs(30));
+    let call_ended_ms = (now_epoch() * 1000.0) as u64;
+    assert!(call_ended_ms >= stopped_ms + 5000);
+    // Then n3 hands the session over and exits by itself.
+    assert!(g[2].terminate(), "n3 did not exit cleanly:\n{}", g[2].log());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let owner = loop {
+        let now = owned(&g[0]).await;
+        let survivor = now.iter().find(|(id, n)| *n == 1 && id != "n3");
+        if let Some(i) = survivor.and_then(|(id, _)| ["n1", "n2"].iter().position(|n| n == id)) {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no node took the session: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let n = &g[owner];
+    let dir = n.scratch().to_path_buf();
+    let second = SippCall::tone("second", &dir, 660, Law::Ulaw, 30000).token(&phones[1].1);
+    let second_call = second.spawn(n, &dir);
+    let report = tokio::task::spawn_blocking(move || driver.join().expect("driver"))
+        .await
+        .expect("join");
+    drop(second_call);
+
+    let page = &report["pages"][0];
+    assert_eq!(page["outcome"], "connected", "{page}");
+    let available = stream_events(page, "available");
+    let stream_of = |p: &str| {
+        available
+            .iter()
+            .find(|e| e["participantId"] == p)
+            .and_then(|e| e["endpointId"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (before, after) = (stream_of(&phones[0].0), stream_of(&phones[1].0));
+    assert!(!before.is_empty() && !after.is_empty(), "{page}");
+    assert!(
+        heard_at(page, &before, stopped_ms).is_some(),
+        "the call was cut at the SIGTERM: {page}"
+    );
+    let back = heard_at(page, &after, call_ended_ms);
+    let back = back.unwrap_or_else(|| panic!("no media from the new owner: {page}"));
+    let closes = page["final"]["closes"].to_string();
+    assert!(
+        closes.contains("the session moved to another node"),
+        "{closes}"
+    );
+    eprintln!(
+        "SIGTERM → the call ended {} ms later; → media from the new owner heard: {} ms after the call ended",
+        call_ended_ms - stopped_ms,
+        back - call_ended_ms
     );
 }

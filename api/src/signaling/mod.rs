@@ -65,6 +65,8 @@ pub mod close {
             Replaced => REPLACED,
             MediaLost => MEDIA_LOST,
             DuplicateDevice => CONFLICT,
+            // The SDK reconnects (any code but 1000) and is placed on another node.
+            Moved => super::relay::TRY_AGAIN,
         }
     }
 }
@@ -187,6 +189,14 @@ async fn device(
             ..
         }) if !relayed => {
             return relay::relay(socket, &url, &node, protocol, &query, &app.metrics).await;
+        }
+        Ok(Placement::Draining) => {
+            return close_with(
+                socket,
+                relay::TRY_AGAIN,
+                "this node is stopping; connect again".into(),
+            )
+            .await;
         }
         Ok(Placement::Elsewhere { node, .. }) => {
             return close_with(

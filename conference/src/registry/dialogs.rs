@@ -218,6 +218,9 @@ impl Conference {
             .ok()
             .and_then(|p| p.session_id);
         match (&self.cluster, session) {
+            (Some(_), Some(s)) if self.is_draining() && !self.media.has(s) => {
+                Ok(super::Placement::Draining)
+            }
             (Some(_), Some(s)) => self.place_session(s).await,
             _ => Ok(super::Placement::Here),
         }

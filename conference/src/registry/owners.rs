@@ -26,6 +26,9 @@ pub enum Placement {
         http_url: Option<String>,
         sip_uri: Option<String>,
     },
+    /// Nowhere yet: this node is stopping and the session does not run here (connect
+    /// again: the next try is placed on another node).
+    Draining,
 }
 
 /// Another node, with the addresses its heartbeat advertises (`info`).
@@ -58,6 +61,8 @@ pub(super) struct Owned {
     elsewhere: HashMap<Uuid, Placement>,
     /// The last renewal that succeeded.
     renewed: Option<Instant>,
+    /// A graceful stop began: no session that does not run here is taken.
+    draining: bool,
 }
 
 impl Conference {
@@ -84,6 +89,9 @@ impl Conference {
         let Some(session) = session else {
             return Ok(Placement::Here);
         };
+        if self.is_draining() && !self.media.has(session) {
+            return Ok(Placement::Draining);
+        }
         if relayed || self.owned().held.contains_key(&session) {
             return self.place_session(session).await;
         }
@@ -102,9 +110,13 @@ impl Conference {
             .iter()
             .find(|n| n.id == cluster.node())
             .map_or(0, |n| load(&n.info));
+        let draining = |info: &str| -> bool {
+            let v: serde_json::Value = serde_json::from_str(info).unwrap_or_default();
+            v["draining"].as_bool().unwrap_or(false)
+        };
         let least = nodes
             .iter()
-            .filter(|n| n.id != cluster.node())
+            .filter(|n| n.id != cluster.node() && !draining(&n.info))
             .map(|n| (load(&n.info), n))
             .min_by_key(|(l, n)| (*l, n.id.clone()));
         match least {
@@ -149,6 +161,7 @@ impl Conference {
         tokio::spawn(async move {
             match me.place_session(session).await {
                 Ok(Placement::Here) => {}
+                Ok(Placement::Draining) => {}
                 Ok(Placement::Elsewhere { node, .. }) => {
                     tracing::warn!(session_id = %session, %node, "a call joined here while another node owns the session; ending it here");
                     me.media.end(session, HangupReason::Shutdown);
@@ -166,6 +179,9 @@ impl Conference {
     /// there is nothing to decide (one node, a bad token, no session, or ours).
     pub fn session_to_place(&self, token: &str) -> Option<Uuid> {
         self.cluster.as_ref()?;
+        if self.is_draining() {
+            return None;
+        }
         let claims = self.tokens.verify(token, self.now()).ok()?;
         let session = self
             .lock()
@@ -205,6 +221,58 @@ impl Conference {
             owned.lost.clear();
         }
         owned.lost.insert(session, epoch);
+    }
+
+    /// A graceful stop begins: from now on this node takes no session whose media does
+    /// not run here (devices are told to connect again, calls get 503), its heartbeat
+    /// says so (other nodes place new sessions elsewhere) and `/ready` fails (load
+    /// balancers take it out).
+    pub fn start_draining(&self) {
+        self.owned().draining = true;
+        tracing::info!("draining: new sessions go to other nodes");
+    }
+
+    /// Whether a graceful stop began.
+    pub fn is_draining(&self) -> bool {
+        self.owned().draining
+    }
+
+    /// Draining: end here the media of every session without SIP calls (browsers only),
+    /// its devices told to connect again — they are placed on another node, where they
+    /// get their media back without a page reload. Returns how many moved.
+    pub fn move_sessions_without_calls(&self) -> usize {
+        let ids = self.media.without_calls();
+        for session in &ids {
+            tracing::info!(session_id = %session, "draining: the session moves to another node");
+            self.media.end(*session, HangupReason::Moved);
+        }
+        ids.len()
+    }
+
+    /// Give up the leases of sessions whose media no longer runs here (once the events
+    /// it emitted are stored: they were fenced by the lease).
+    pub async fn release_ended(&self) -> Result<()> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let ended: Vec<(Uuid, i64)> = {
+            let mut owned = self.owned();
+            let ended: Vec<(Uuid, i64)> = owned
+                .held
+                .iter()
+                .filter(|(s, _)| !self.media.has(**s))
+                .map(|(s, (e, _))| (*s, *e))
+                .collect();
+            for (s, e) in &ended {
+                owned.held.remove(s);
+                Self::lose(&mut owned, *s, *e);
+            }
+            ended
+        };
+        for (session, epoch) in ended {
+            cluster.release(session, epoch).await?;
+        }
+        Ok(())
     }
 
     /// Sessions this node owns now.

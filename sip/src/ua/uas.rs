@@ -130,6 +130,11 @@ impl Ua {
                     .headers(&contact);
                 return self.respond(key, req, reply);
             }
+            // A stopping node: a carrier-side proxy tries the next node on a 503.
+            Err(JoinError::Draining) => {
+                tracing::info!(%call_id, "call refused: this node is stopping");
+                return reject(self, 503, "Service Unavailable (this node is stopping)");
+            }
             Err(e) => {
                 tracing::info!(%call_id, reason = %e, "call refused");
                 return reject(self, 403, "Forbidden");

@@ -402,6 +402,7 @@ impl SessionCore {
         let close = match reason {
             HangupReason::Removed | HangupReason::Replaced => DeviceClose::Removed,
             HangupReason::SessionEnded | HangupReason::Shutdown => DeviceClose::SessionEnded,
+            HangupReason::Moved => DeviceClose::Moved,
         };
         let ids: Vec<DeviceId> = self.devices.keys().copied().collect();
         for id in ids {

@@ -2,6 +2,7 @@
 //! Touched on joins, leaves and control-plane changes only — never per packet.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, watch};
@@ -25,6 +26,8 @@ pub struct SessionHandle {
     datagrams: mpsc::Sender<WebRtcIn>,
     end: Arc<watch::Sender<Option<HangupReason>>>,
     stats: Arc<MediaStats>,
+    /// SIP legs in the session now (kept by its shell).
+    pub(super) legs: Arc<AtomicUsize>,
 }
 
 impl SessionHandle {
@@ -67,6 +70,7 @@ impl SessionHandle {
             datagrams,
             end: Arc::new(end),
             stats: Arc::new(MediaStats::default()),
+            legs: Arc::default(),
         }
     }
 
@@ -188,6 +192,7 @@ impl MediaHub {
             datagrams,
             end: Arc::new(end),
             stats: self.inner.stats.clone(),
+            legs: Arc::default(),
         };
         let _ = handle.send(SessionInput::Snapshot(snapshot()));
         map.insert(session_id, handle.clone());
@@ -230,6 +235,17 @@ impl MediaHub {
     /// Whether `session_id`'s media runs here.
     pub fn has(&self, session_id: Uuid) -> bool {
         self.inner.sessions().contains_key(&session_id)
+    }
+
+    /// Sessions whose media runs here without SIP legs (browsers only: they can move to
+    /// another node; a call cannot).
+    pub fn without_calls(&self) -> Vec<Uuid> {
+        self.inner
+            .sessions()
+            .iter()
+            .filter(|(_, h)| h.legs.load(Ordering::Relaxed) == 0)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Number of sessions with running media.

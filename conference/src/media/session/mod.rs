@@ -94,6 +94,9 @@ pub enum HangupReason {
     Replaced,
     /// The gateway is shutting down.
     Shutdown,
+    /// A stopping cluster node hands the session to the others: devices are closed to
+    /// connect again (they are placed on another node).
+    Moved,
 }
 
 /// One received RTP packet, borrowed from the leg's receive buffer.

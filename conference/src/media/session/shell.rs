@@ -44,6 +44,14 @@ struct Io {
 }
 
 impl Io {
+    /// Tell the hub how many SIP legs the session has (a stopping node moves the
+    /// sessions without any).
+    fn count_legs(&self) {
+        self.me
+            .legs
+            .store(self.legs.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Turn a control input into the core's, keeping its channels here.
     fn control(&mut self, core: &mut SessionCore, now: Now, input: SessionInput) {
         let (control, after) = match input {
@@ -55,6 +63,7 @@ impl Io {
                 sink,
             } => {
                 self.legs.insert(leg, sink);
+                self.count_legs();
                 let c = Control::Join {
                     leg,
                     owner,
@@ -144,6 +153,7 @@ impl Io {
         match after {
             Some(Forget::Leg(leg)) => {
                 self.legs.remove(&leg);
+                self.count_legs();
             }
             Some(Forget::Conn(conn)) => {
                 self.notes.remove(&conn);
@@ -191,6 +201,7 @@ impl Io {
                 if let Some(s) = self.legs.remove(&leg) {
                     s.hang_up(reason);
                 }
+                self.count_legs();
             }
             Action::Note { conn, note } => {
                 let close = matches!(note, DeviceNote::Close(_));
