@@ -476,6 +476,48 @@ impl ToStore {
 
 type Stored = BoxFuture<'static, Vec<Webhook>>;
 
+/// How long a callback waits before looking again for an older one of its participant
+/// on another node.
+const HOLD_FOR_OLDER: u64 = 500;
+
+/// Take out of `due` (deferring them in `outbox`) the callbacks of participants with an
+/// older callback pending on another node: a participant whose session moved between
+/// nodes gets its events in order. One query for the whole batch; a store that does
+/// not answer within a second delays nothing (at-least-once before order).
+async fn hold_for_older_elsewhere(
+    cluster: &dyn patchbay_conference::store::Cluster,
+    outbox: &mut Outbox,
+    due: &mut Vec<Webhook>,
+) {
+    let mut participants: Vec<Uuid> = due.iter().map(|w| w.participant_id).collect();
+    participants.sort();
+    participants.dedup();
+    let oldest = match tokio::time::timeout(
+        Duration::from_secs(1),
+        cluster.oldest_elsewhere(participants),
+    )
+    .await
+    {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "looking for older callbacks on other nodes");
+            return;
+        }
+        Err(_) => return,
+    };
+    let later = now_ms() + HOLD_FOR_OLDER;
+    due.retain(|w| {
+        let older = oldest
+            .get(&w.participant_id)
+            .is_some_and(|&at| at < w.created_ms as i64);
+        if older {
+            tracing::debug!(participant_id = %w.participant_id, id = w.id, "callback held: an older one waits on another node");
+            outbox.defer(w.participant_id, w.id, later);
+        }
+        !older
+    });
+}
+
 async fn run(
     conference: Arc<Conference>,
     options: WebhookOptions,
@@ -537,8 +579,12 @@ async fn run(
     let cluster = conference.cluster();
     let mut take_over = tokio::time::interval(TAKE_OVER_EVERY);
     loop {
-        // Start what is due.
+        // Start what is due (in a cluster, what no older callback of its participant
+        // waits for on another node).
         outbox.due(now_ms(), &mut due);
+        if let (Some(cluster), false) = (&cluster, due.is_empty()) {
+            hold_for_older_elsewhere(cluster.as_ref(), &mut outbox, &mut due).await;
+        }
         for w in due.drain(..) {
             let (client, permits, done, secret, egress) = (
                 client.clone(),
@@ -638,7 +684,8 @@ async fn run(
                 stats.pending.fetch_add(taken.webhooks.len() as u64, Relaxed);
                 for w in taken.webhooks {
                     next_id = next_id.max(w.id + 1);
-                    outbox.push(w);
+                    // Older than this node's own callbacks of the participant, if any.
+                    outbox.push_taken(w);
                 }
                 let at = now_ms();
                 for ev in taken.connections.into_iter().flat_map(|c| recovery_events(c, at, NODE_LOST_REASON)) {

@@ -112,6 +112,31 @@ impl Outbox {
         self.len += 1;
     }
 
+    /// Add a callback taken over from a stopped node: among the participant's pending
+    /// ones by when it was enqueued (it may be older than this node's own; in a cluster
+    /// those were held for it), never ahead of the one in flight.
+    pub fn push_taken(&mut self, w: Webhook) {
+        let p = w.participant_id;
+        let q = self.queues.entry(p).or_default();
+        // The head is in flight unless it waits in `ready`.
+        let head_in_flight = q
+            .front()
+            .is_some_and(|h| !self.ready.contains(&(h.next_ms, h.id, p)));
+        let first = usize::from(head_in_flight);
+        let pos = q
+            .iter()
+            .enumerate()
+            .skip(first)
+            .find(|(_, x)| (x.created_ms, x.id) > (w.created_ms, w.id))
+            .map_or(q.len(), |(i, _)| i);
+        if pos == 0 {
+            // The old head's entry goes stale (`due` skips it).
+            self.ready.insert((w.next_ms, w.id, p));
+        }
+        q.insert(pos, w);
+        self.len += 1;
+    }
+
     /// The callbacks to attempt now (each the oldest of its participant); they are
     /// in flight until [`Self::delivered`] or [`Self::failed`].
     pub fn due(&mut self, now_ms: u64, out: &mut Vec<Webhook>) {
@@ -173,6 +198,20 @@ impl Outbox {
         AfterFailure::Retry { attempts, next_ms }
     }
 
+    /// The in-flight callback `id` of `participant` may not go yet (an older one of the
+    /// participant waits elsewhere): due again at `next_ms`, not counted as an attempt.
+    pub fn defer(&mut self, participant: Uuid, id: i64, next_ms: u64) {
+        let head = self
+            .queues
+            .get_mut(&participant)
+            .and_then(|q| q.front_mut())
+            .filter(|w| w.id == id);
+        if let Some(w) = head {
+            w.next_ms = next_ms;
+            self.ready.insert((next_ms, id, participant));
+        }
+    }
+
     fn finish(&mut self, participant: Uuid, id: i64) {
         let Some(q) = self.queues.get_mut(&participant) else {
             return;
@@ -195,6 +234,42 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taken_over_callback_goes_before_newer_ones_but_never_ahead_of_one_in_flight() {
+        let p = Uuid::new_v4();
+        let mut o = Outbox::new(RetryPolicy::default());
+        o.push(hook(10, p, 5_000));
+        o.push(hook(11, p, 6_000));
+        // Waiting, not in flight: the older taken one goes first.
+        o.push_taken(hook(20, p, 1_000));
+        let mut due = Vec::new();
+        o.due(10_000, &mut due);
+        assert_eq!(due.iter().map(|w| w.id).collect::<Vec<_>>(), [20]);
+        // In flight now: another taken one waits behind it, before the newer own ones.
+        o.push_taken(hook(21, p, 2_000));
+        o.delivered(p, 20);
+        let mut order = Vec::new();
+        while !o.is_empty() {
+            let mut due = Vec::new();
+            o.due(10_000, &mut due);
+            for w in due {
+                order.push(w.id);
+                o.delivered(p, w.id);
+            }
+        }
+        assert_eq!(order, [21, 10, 11]);
+        // A deferred head is due again later, its attempts unchanged.
+        o.push(hook(12, p, 7_000));
+        let mut due = Vec::new();
+        o.due(10_000, &mut due);
+        o.defer(p, 12, 10_500);
+        due.clear();
+        o.due(10_400, &mut due);
+        assert!(due.is_empty());
+        o.due(10_500, &mut due);
+        assert_eq!((due[0].id, due[0].attempts), (12, 0));
+    }
 
     fn hook(id: i64, p: Uuid, created_ms: u64) -> Webhook {
         Webhook {

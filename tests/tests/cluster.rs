@@ -563,3 +563,87 @@ async fn a_dialog_posted_to_any_node_is_placed_by_the_sessions_node() {
         &[660],
     );
 }
+
+/// A participant's callbacks stay in order when its calls were on different nodes: the
+/// events of its call on n3 (held there by a failing receiver) are delivered before
+/// those of its next call on n1, though n1 could send its own at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participants_callbacks_from_two_nodes_arrive_in_order() {
+    let url = postgres::database();
+    let g = nodes(&url, "10s").await;
+    let hooks = Receiver::start().await;
+    hooks.answer("/cb/a", Answer::Status(503));
+    let api = g[0].api();
+    let (first_session, second_session) = (api.session(None).await, api.session(None).await);
+    let (a, ta) = audio(&api, json!({"callbackUrl": hooks.url("/cb/a")})).await;
+    api.add(
+        &first_session,
+        &a,
+        Some(json!({"sessionId": first_session})),
+    )
+    .await;
+
+    // A's first call, on n3: its onConnect and onLeave wait in n3's outbox (503s).
+    let dir = g[2].scratch().to_path_buf();
+    SippCall::tone("on-n3", &dir, 440, Law::Ulaw, 1500)
+        .token(&ta)
+        .spawn(&g[2], &dir)
+        .assert_ok(Duration::from_secs(15));
+    hooks
+        .wait_for(Duration::from_secs(10), "n3's refused onConnect", |h| {
+            h.iter().any(|h| h.body["event"] == "onConnect")
+        })
+        .await;
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/sessions/{first_session}/participants/{a}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    api.add(
+        &second_session,
+        &a,
+        Some(json!({"sessionId": second_session})),
+    )
+    .await;
+
+    // n3's retries back off (1 s, 2 s, 4 s, 8 s…): its next is seconds away when the
+    // receiver answers again. A's second call, on n1, then: n1 holds its events until
+    // n3's older ones are delivered.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    hooks.answer("/cb/a", Answer::Status(200));
+    let dir = g[0].scratch().to_path_buf();
+    SippCall::tone("on-n1", &dir, 440, Law::Ulaw, 1500)
+        .token(&ta)
+        .spawn(&g[0], &dir)
+        .assert_ok(Duration::from_secs(15));
+    hooks
+        .wait_for(Duration::from_secs(30), "four callbacks delivered", |h| {
+            h.iter().filter(|h| h.status == 200).count() >= 4
+        })
+        .await;
+    // The call on n3 is the one whose onConnect was refused first.
+    let on_n3 = hooks.hits()[0].body["deviceId"].clone();
+    let delivered = hooks.delivered("/cb/a");
+    let seen: Vec<(String, String)> = delivered
+        .iter()
+        .map(|b| {
+            (
+                b["event"].as_str().unwrap_or_default().to_string(),
+                b["deviceId"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let events: Vec<&str> = seen.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        events,
+        ["onConnect", "onLeave", "onConnect", "onLeave"],
+        "{seen:?}"
+    );
+    assert_eq!(json!(seen[0].1), on_n3, "n1's events went first: {seen:?}");
+    assert_eq!(seen[0].1, seen[1].1, "{seen:?}");
+    assert_eq!(seen[2].1, seen[3].1, "{seen:?}");
+    assert_ne!(seen[0].1, seen[2].1, "{seen:?}");
+}

@@ -8,6 +8,7 @@
 //! connection holds an advisory lock named by the id, so a second live process under
 //! the same id is refused, while a process that died releases it with its connection.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -409,6 +410,30 @@ impl Cluster for PgCluster {
                 None => Ok(None),
             }
         })
+    }
+
+    fn oldest_elsewhere(
+        &self,
+        participants: Vec<Uuid>,
+    ) -> BoxFuture<'_, Result<HashMap<Uuid, i64>, StoreError>> {
+        let ids: Vec<String> = participants.iter().map(Uuid::to_string).collect();
+        let node = self.node.clone();
+        Box::pin(self.with(move |c| {
+            Box::pin(async move {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT participant_id, MIN(created_ms) FROM webhooks \
+                     WHERE participant_id = ANY($1) AND node <> $2 GROUP BY participant_id",
+                )
+                .bind(&ids)
+                .bind(&node)
+                .fetch_all(&mut *c)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(p, at)| Uuid::parse_str(&p).ok().map(|p| (p, at)))
+                    .collect())
+            })
+        }))
     }
 
     fn owners(&self) -> BoxFuture<'_, Result<Vec<(Uuid, Owner)>, StoreError>> {

@@ -265,6 +265,12 @@ pub trait Cluster: Send + Sync + 'static {
         -> BoxFuture<'_, Result<Option<(DialogRecord, String)>, StoreError>>;
     /// Every live lease with its owner.
     fn owners(&self) -> BoxFuture<'_, Result<Vec<(Uuid, Owner)>, StoreError>>;
+    /// For each of `participants` with callbacks pending on other nodes, the oldest one's
+    /// `created_ms` (a participant's callbacks are delivered in order across nodes).
+    fn oldest_elsewhere(
+        &self,
+        participants: Vec<Uuid>,
+    ) -> BoxFuture<'_, Result<HashMap<Uuid, i64>, StoreError>>;
     /// Give up a lease held at `epoch` (the session's media ended here).
     fn release(&self, session: Uuid, epoch: i64) -> BoxFuture<'_, Result<(), StoreError>>;
 }
