@@ -567,9 +567,37 @@ impl Conference {
                     subscriptions,
                 }
             };
-            self.store.commit(vec![op])
+            let mut unit = vec![op];
+            if !already_member {
+                // The check above saw this node's memory; the store's sees every node's.
+                unit.push(StoreOp::LimitMembers {
+                    session_id,
+                    max: MAX_PARTICIPANTS_PER_SESSION,
+                });
+            }
+            (self.store.commit(unit), already_member)
         };
-        Ok(durable.await?)
+        match durable.0.await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Full) => {
+                // Another node added the last member first: this one is not a member.
+                if !durable.1 {
+                    let mut st = self.lock();
+                    if let Some(s) = st.sessions.get_mut(&session_id) {
+                        s.members.retain(|m| *m != participant_id);
+                    }
+                    if let Some(p) = st.participants.get_mut(&participant_id) {
+                        p.session_id = None;
+                        p.subscriptions = Subscriptions::default();
+                    }
+                    self.notify_media(&st, session_id);
+                }
+                Err(ConferenceError::Conflict(format!(
+                    "session {session_id} already has the maximum of {MAX_PARTICIPANTS_PER_SESSION} participants"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Remove a participant from a session; its subscriptions go, and so do

@@ -306,3 +306,56 @@ async fn racing_owners_end_with_one_and_a_fenced_old_owner_changes_nothing() {
         .collect();
     assert_eq!(devices, ["by-b"]);
 }
+
+/// Two nodes adding the 20th participant of a session at the same instant (each with
+/// 19 members in memory): the database admits one, the other is refused as over the
+/// limit and keeps no trace of it.
+#[tokio::test]
+async fn two_nodes_adding_the_last_member_at_once_admit_one() {
+    let url = patchbay_tests::postgres::database();
+    let (a, b) = (node(&url, "a").await, node(&url, "b").await);
+    let (ca, cb) = (&a.conference, &b.conference);
+    for _ in 0..20 {
+        let s = ca.create_session("acct", None).await.unwrap();
+        for _ in 0..19 {
+            let (p, _) = ca
+                .create_participant("acct", NewParticipant::default())
+                .await
+                .unwrap();
+            ca.add_participant_to_session("acct", s.id, p.id, None)
+                .await
+                .unwrap();
+        }
+        let (x, _) = ca
+            .create_participant("acct", NewParticipant::default())
+            .await
+            .unwrap();
+        let (y, _) = ca
+            .create_participant("acct", NewParticipant::default())
+            .await
+            .unwrap();
+        cb.sync().await.unwrap();
+        assert_eq!(cb.get_session("acct", s.id).unwrap().members.len(), 19);
+        let (ra, rb) = tokio::join!(
+            ca.add_participant_to_session("acct", s.id, x.id, None),
+            cb.add_participant_to_session("acct", s.id, y.id, None),
+        );
+        let refused = [&ra, &rb]
+            .iter()
+            .filter(
+                |r| matches!(r, Err(ConferenceError::Conflict(m)) if m.contains("maximum of 20")),
+            )
+            .count();
+        assert_eq!(refused, 1, "{ra:?} {rb:?}");
+        assert!(ra.is_ok() || rb.is_ok(), "{ra:?} {rb:?}");
+        ca.sync().await.unwrap();
+        cb.sync().await.unwrap();
+        for c in [ca, cb] {
+            let members = c.get_session("acct", s.id).unwrap().members;
+            assert_eq!(members.len(), 20);
+            let loser = if ra.is_ok() { y.id } else { x.id };
+            assert!(!members.contains(&loser));
+            assert_eq!(c.get_participant("acct", loser).unwrap().session_id, None);
+        }
+    }
+}

@@ -35,6 +35,10 @@ pub enum StoreError {
     /// A unit's [`StoreOp::Fence`] did not hold: this node lost the session.
     #[error("this node no longer owns the session")]
     Fenced,
+    /// A unit's [`StoreOp::LimitMembers`] did not hold (another node added members at
+    /// the same time).
+    #[error("the session is full")]
+    Full,
 }
 
 /// One change to durable state.
@@ -91,6 +95,10 @@ pub enum StoreOp {
         source: DeviceSource,
         device_id: String,
     },
+    /// Fails the unit (with [`StoreError::Full`]) if `session_id` has more than `max`
+    /// members once the unit's own changes are in, counting every committed
+    /// transaction: two nodes adding the last member at once cannot both succeed.
+    LimitMembers { session_id: Uuid, max: usize },
     /// A v3 device's subscribing connection after an offer: replaces the participant's
     /// record unless that one is the same device's at a higher revision (writes of two
     /// offers may land out of order).

@@ -149,6 +149,16 @@ async fn close(conn: PgConnection) -> Result<(), StoreError> {
     conn.close().await.map_err(backend)
 }
 
+/// Take the change feed's row lock now (it is taken anyway at the end of every
+/// control transaction): what this transaction reads next includes every control
+/// transaction committed before it.
+async fn lock_feed(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT seq FROM change_head WHERE id = 1 FOR UPDATE")
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 sql_store!(
     PgConnection,
     sqlx::postgres::PgRow,
@@ -158,6 +168,7 @@ sql_store!(
     revive,
     close,
     feed,
+    lock_feed,
     "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 );
 

@@ -93,12 +93,14 @@ impl Store for SqlStore {
 /// is connected to again); `$close`: `async fn($conn) -> Result<(), StoreError>`;
 /// `$changes`: `async fn(&mut $conn, &str, &[&[StoreOp]]) -> Result<(), sqlx::Error>`,
 /// run in each write transaction after its units (the cluster's change feed);
+/// `$lock_feed`: `async fn(&mut $conn) -> Result<(), sqlx::Error>`, taking the change
+/// feed's row lock (PostgreSQL; nothing on SQLite, whose writers are serialized);
 /// `$now_ms`: a SQL expression of the database's clock in ms (for fences).
 ///
 /// `node` is the node the writer writes for: outbox rows and connection records are
 /// its own (`""` on a single node).
 macro_rules! sql_store {
-    ($conn:ty, $row:ty, $ctx:ty, $sql:path, $begin:expr, $revive:path, $close:path, $changes:path, $now_ms:expr) => {
+    ($conn:ty, $row:ty, $ctx:ty, $sql:path, $begin:expr, $revive:path, $close:path, $changes:path, $lock_feed:path, $now_ms:expr) => {
 async fn writer(mut conn: $conn, ctx: $ctx, node: String, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let node = node.as_str();
     let mut group: Vec<(Vec<StoreOp>, Reply<()>)> = Vec::new();
@@ -229,10 +231,10 @@ async fn commit_group(
                 let _ = reply.send(Ok(()));
             }
         }
-        // A fenced unit is refused, not a failing store.
-        Err(StoreError::Fenced) if group.len() == 1 => {
+        // A fenced unit, or one over a limit, is refused, not a failing store.
+        Err(e @ (StoreError::Fenced | StoreError::Full)) if group.len() == 1 => {
             for (_, reply) in group.drain(..) {
-                let _ = reply.send(Err(StoreError::Fenced));
+                let _ = reply.send(Err(e.clone()));
             }
         }
         Err(e) if group.len() == 1 => {
@@ -246,7 +248,7 @@ async fn commit_group(
             for (unit, reply) in group.drain(..) {
                 let r = write_units(conn, node, &[unit.as_slice()]).await;
                 match &r {
-                    Err(StoreError::Fenced) => {}
+                    Err(StoreError::Fenced | StoreError::Full) => {}
                     Err(e) => {
                         tracing::error!(error = %e, "store write failed");
                         *healthy = false;
@@ -267,6 +269,7 @@ async fn write_units(conn: &mut $conn, node: &str, units: &[&[StoreOp]]) -> Resu
             if let Err(e) = apply(conn, node, op).await {
                 result = Err(match (op, &e) {
                     (StoreOp::Fence { .. }, sqlx::Error::Protocol(_)) => StoreError::Fenced,
+                    (StoreOp::LimitMembers { .. }, sqlx::Error::Protocol(_)) => StoreError::Full,
                     _ => backend(e),
                 });
                 break 'units;
@@ -514,6 +517,19 @@ async fn apply(conn: &mut $conn, node: &str, op: &StoreOp) -> Result<(), sqlx::E
                 return Err(sqlx::Error::Protocol(format!(
                     "fenced: this node no longer owns session {session_id} at epoch {epoch}"
                 )));
+            }
+        }
+        StoreOp::LimitMembers { session_id, max } => {
+            // In a cluster, every control transaction takes the change feed's row lock
+            // (at its end); taking it here, before counting, makes the count see every
+            // transaction committed before this one (SQLite: one writer at a time).
+            $lock_feed(&mut *conn).await?;
+            let members: i64 = sqlx::query_scalar(&$sql("SELECT COUNT(*) FROM memberships WHERE session_id = ?"))
+                .bind(session_id.to_string())
+                .fetch_one(&mut *conn)
+                .await?;
+            if members > *max as i64 {
+                return Err(sqlx::Error::Protocol(format!("session {session_id} has {members} members")));
             }
         }
         StoreOp::InitMeta { key, value } => {

@@ -67,6 +67,11 @@ async fn no_changes(
     Ok(())
 }
 
+/// One writer at a time already (`BEGIN IMMEDIATE`).
+async fn no_lock(_: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    Ok(())
+}
+
 sql_store!(
     SqliteConnection,
     sqlx::sqlite::SqliteRow,
@@ -76,5 +81,6 @@ sql_store!(
     revive,
     checkpoint_and_close,
     no_changes,
+    no_lock,
     "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 );
