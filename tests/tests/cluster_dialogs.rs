@@ -18,6 +18,16 @@ async fn audio(api: &Api, body: Value) -> (String, String) {
     api.participant(body).await
 }
 
+/// A sipp trunk that answers after 200 ms with a 660 Hz tone and waits for the BYE.
+fn trunk() -> SippCall {
+    SippCall::new("trunk", "uas_answer.xml")
+        .var("RING_MS", "200")
+        .var("HANGUP", "wait")
+        .var("HOLD_MS", "0")
+        .var("WAV", "tone660.wav")
+        .var("CHECK_UUI", "false")
+}
+
 /// Three nodes with a sipp trunk that answers and waits for BYE; n3 places a dialog for
 /// a participant whose callbacks go to `/cb/agent`, answered: (nodes, receiver, the
 /// trunk's run, participant, dialog).
@@ -25,12 +35,7 @@ async fn answered_dialog_on_n3(
     lease: &str,
 ) -> (Vec<Gateway>, Receiver, RunningSipp, String, String) {
     use patchbay_tests::dialing::{dial, dial_body, dialer, wait_state};
-    let trunk = SippCall::new("trunk", "uas_answer.xml")
-        .var("RING_MS", "200")
-        .var("HANGUP", "wait")
-        .var("HOLD_MS", "0")
-        .var("WAV", "tone660.wav")
-        .var("CHECK_UUI", "false");
+    let trunk = trunk();
     let url = postgres::database();
     let trunk_uri = trunk.trunk_uri();
     let g = nodes_with(&url, lease, &["--sip-trunk", &trunk_uri]).await;
@@ -101,12 +106,7 @@ async fn a_dialog_is_hung_up_through_any_node() {
 async fn a_dialog_posted_to_any_node_is_placed_by_the_sessions_node() {
     use patchbay_tests::dialing::{dial, dial_body, dialer, wait_state};
     use patchbay_tests::hearing::assert_settles;
-    let trunk = SippCall::new("trunk", "uas_answer.xml")
-        .var("RING_MS", "200")
-        .var("HANGUP", "wait")
-        .var("HOLD_MS", "0")
-        .var("WAV", "tone660.wav")
-        .var("CHECK_UUI", "false");
+    let trunk = trunk();
     let url = postgres::database();
     let trunk_uri = trunk.trunk_uri();
     let g = nodes_with(&url, "10s", &["--sip-trunk", &trunk_uri]).await;

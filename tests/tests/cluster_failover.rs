@@ -25,10 +25,46 @@ fn heard_at(page: &Value, endpoint: &str, from: u64) -> Option<u64> {
     })
 }
 
+/// The index in `g` of the survivor (n1 or n2) that owns the session, once one does
+/// (within `limit_s`; n3's last heartbeat still counts its session until n3 leaves the
+/// view, so n3 is never taken for it).
+async fn survivor_owning(g: &[patchbay_tests::Gateway], limit_s: u64) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(limit_s);
+    loop {
+        let now = owned(&g[0]).await;
+        let survivor = now.iter().find(|(id, n)| *n == 1 && id != "n3");
+        if let Some(i) = survivor.and_then(|(id, _)| ["n1", "n2"].iter().position(|n| n == id)) {
+            return i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no survivor took the session: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The endpoint id of the stream from `participant` the page saw become available.
+fn stream_of(page: &Value, participant: &str) -> String {
+    stream_events(page, "available")
+        .iter()
+        .find(|e| e["participantId"] == participant)
+        .and_then(|e| e["endpointId"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_gets_its_media_back_from_the_new_owner_after_kill_9() {
     let url = postgres::database();
-    let mut g = nodes(&url, "3s").await;
+    // bench/failover.sh measures with other leases (the default is 10 s).
+    let lease = std::env::var("PATCHBAY_FAILOVER_LEASE").unwrap_or_else(|_| "3s".into());
+    let mut g = nodes(&url, &lease).await;
+    // (The page's final look must come before the second caller's sipp times out, 30 s.)
+    let longer_lease_ms = lease
+        .trim_end_matches('s')
+        .parse::<u64>()
+        .map_or(0, |s| s.saturating_sub(3) * 1000);
     let api = g[0].api();
     let s = api.session(None).await;
     let (browser, browser_token) = api.participant(json!({})).await;
@@ -54,7 +90,7 @@ async fn a_browser_gets_its_media_back_from_the_new_owner_after_kill_9() {
         &g[1],
         json!([{"token": browser_token, "connectTimeoutMs": 8000, "publish": {"alias": "microphone"},
                 "settleMs": 300}]),
-        json!([{"watch": {"everyMs": 200, "forMs": 32000}}]),
+        json!([{"watch": {"everyMs": 200, "forMs": 32000 + longer_lease_ms}}]),
         0,
         110_000,
     );
@@ -72,22 +108,9 @@ async fn a_browser_gets_its_media_back_from_the_new_owner_after_kill_9() {
     g[2].kill9();
     drop(first_call);
 
-    // After the lease (3 s), a survivor takes the session: the browser's reconnecting
-    // socket places it (on n2, the node it reaches, on a tie).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let owner = loop {
-        let now = owned(&g[0]).await;
-        // (n3's last heartbeat still counts its session until n3 leaves the view.)
-        let survivor = now.iter().find(|(id, n)| *n == 1 && id != "n3");
-        if let Some(i) = survivor.and_then(|(id, _)| ["n1", "n2"].iter().position(|n| n == id)) {
-            break i;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no survivor took the session: {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // After the lease, a survivor takes the session: the browser's reconnecting socket
+    // places it (on n2, the node it reaches, on a tie).
+    let owner = survivor_owning(&g, 40).await;
     let taken_ms = (now_epoch() * 1000.0) as u64;
     // A second caller reaches the new owner; the browser must hear it on the same page.
     let n = &g[owner];
@@ -118,15 +141,7 @@ async fn a_browser_gets_its_media_back_from_the_new_owner_after_kill_9() {
     assert_audible(&pcm, "the browser, heard by the new owner's caller");
 
     let page = &report["pages"][0];
-    let available = stream_events(page, "available");
-    let stream_of = |p: &str| {
-        available
-            .iter()
-            .find(|e| e["participantId"] == p)
-            .and_then(|e| e["endpointId"].as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let stream_of = |p: &str| stream_of(page, p);
     let (before, after) = (stream_of(&phones[0].0), stream_of(&phones[1].0));
     let owner_log = || {
         let log = g[owner].log();
@@ -161,7 +176,7 @@ async fn a_browser_gets_its_media_back_from_the_new_owner_after_kill_9() {
     assert!(sockets >= 2, "{page}");
     assert!(g[owner].log().contains("sdpOffer sent"));
     eprintln!(
-        "kill -9 → session taken over: {} ms; → media from the new owner heard in the browser: {} ms \
+        "failover (lease {lease}): kill -9 → session taken over: {} ms; → media from the new owner heard in the browser: {} ms \
          (the second call started at the takeover); → the browser's audio reaches the new owner: {} ms",
         taken_ms - killed_ms,
         back - killed_ms,
@@ -247,19 +262,7 @@ async fn a_stopping_node_lets_its_call_end_then_hands_the_session_over() {
     assert!(call_ended_ms >= stopped_ms + 5000);
     // Then n3 hands the session over and exits by itself.
     assert!(g[2].terminate(), "n3 did not exit cleanly:\n{}", g[2].log());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let owner = loop {
-        let now = owned(&g[0]).await;
-        let survivor = now.iter().find(|(id, n)| *n == 1 && id != "n3");
-        if let Some(i) = survivor.and_then(|(id, _)| ["n1", "n2"].iter().position(|n| n == id)) {
-            break i;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no node took the session: {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let owner = survivor_owning(&g, 20).await;
     let n = &g[owner];
     let dir = n.scratch().to_path_buf();
     let second = SippCall::tone("second", &dir, 660, Law::Ulaw, 30000).token(&phones[1].1);
@@ -271,15 +274,7 @@ async fn a_stopping_node_lets_its_call_end_then_hands_the_session_over() {
 
     let page = &report["pages"][0];
     assert_eq!(page["outcome"], "connected", "{page}");
-    let available = stream_events(page, "available");
-    let stream_of = |p: &str| {
-        available
-            .iter()
-            .find(|e| e["participantId"] == p)
-            .and_then(|e| e["endpointId"].as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let stream_of = |p: &str| stream_of(page, p);
     let (before, after) = (stream_of(&phones[0].0), stream_of(&phones[1].0));
     assert!(!before.is_empty() && !after.is_empty(), "{page}");
     assert!(
