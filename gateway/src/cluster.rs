@@ -91,17 +91,39 @@ pub fn run(conference: Arc<Conference>, cluster: Arc<PgCluster>, lease: Duration
 /// no new session and says so at once in its heartbeat; sessions without SIP calls move
 /// to other nodes right away (their devices connect again and are placed elsewhere, the
 /// leases released once their events are stored), and each session whose calls all end
-/// moves the same way; after `timeout` the rest end with the process.
+/// moves the same way; after `timeout` the rest end with the process. Without another
+/// live node, nothing moves: the sessions end with the process at once.
 pub async fn drain(
     conference: Arc<Conference>,
     webhooks: patchbay_api::webhooks::Webhooks,
     info: NodeInfo,
     timeout: Duration,
+    lease: Duration,
 ) {
     let Some(cluster) = conference.cluster() else {
         return;
     };
     if timeout.is_zero() {
+        return;
+    }
+    // Alone (one node on PostgreSQL, or the last one up), there is nowhere to move to:
+    // the sessions end with the process, as on one node.
+    let others = match cluster.nodes(lease).await {
+        Ok(nodes) => nodes
+            .iter()
+            .filter(|n| n.id != cluster.node())
+            .filter(|n| {
+                let v: serde_json::Value = serde_json::from_str(&n.info).unwrap_or_default();
+                !v["draining"].as_bool().unwrap_or(false)
+            })
+            .count(),
+        Err(e) => {
+            tracing::warn!(error = %e, "listing the cluster's nodes to drain to");
+            0
+        }
+    };
+    if others == 0 {
+        tracing::info!("no other live node to move the sessions to: they end with the process");
         return;
     }
     conference.start_draining();

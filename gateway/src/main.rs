@@ -325,11 +325,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         http_metrics,
         {
             let (conference, webhooks) = (conference.clone(), webhooks.clone());
-            let timeout = config.cluster.drain_timeout;
+            let (timeout, lease) = (config.cluster.drain_timeout, config.cluster.lease);
             async move {
                 shutdown_signal().await;
                 // In a cluster the node keeps serving while its sessions move away.
-                cluster::drain(conference, webhooks, drain_info, timeout).await;
+                cluster::drain(conference, webhooks, drain_info, timeout, lease).await;
             }
         },
     )
