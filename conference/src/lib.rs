@@ -22,6 +22,6 @@ pub use model::{
     Subscriptions, UnixMillis,
 };
 pub use registry::{
-    system_clock, Clock, Conference, ConferenceError, JoinError, NewParticipant, Options,
-    Placement, MAX_PARTICIPANTS_PER_SESSION, MAX_TAG_CHARS,
+    system_clock, Change, ChangeKind, Clock, Conference, ConferenceError, JoinError,
+    NewParticipant, Options, Placement, MAX_PARTICIPANTS_PER_SESSION, MAX_TAG_CHARS,
 };

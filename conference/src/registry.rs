@@ -20,10 +20,12 @@ use crate::store::{Cluster, DialogRecord, Membership, Store, StoreError, StoreOp
 use crate::token::{TokenError, TokenKeys};
 use crate::webhooks::Webhook;
 
+mod changes;
 mod dialogs;
 mod follow;
 mod owners;
 mod state;
+pub use changes::{Change, ChangeKind};
 use dialogs::dialog_from_record;
 pub use owners::Placement;
 use state::*;
@@ -154,6 +156,8 @@ pub struct Conference {
     /// The sessions whose media this node owns (in a cluster).
     owned: Mutex<owners::Owned>,
     lease: Duration,
+    /// Announcements of changes (see `changes`).
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 #[derive(Default)]
@@ -244,6 +248,7 @@ impl Conference {
             sync_tickets: std::sync::atomic::AtomicU64::new(0),
             owned: Mutex::default(),
             lease: options.lease,
+            changes: changes::channel(),
         })
     }
 
@@ -385,6 +390,7 @@ impl Conference {
                 .commit(vec![StoreOp::InsertParticipant(p.clone())])
         };
         durable.await?;
+        self.changed(account_id, ChangeKind::Participant, p.id, None);
         Ok((p, token))
     }
 
@@ -409,7 +415,9 @@ impl Conference {
             self.store.commit(unit)
         };
         self.end_dialogs_of(&[id], "the participant was deleted");
-        Ok(durable.await?)
+        durable.await?;
+        self.changed(account_id, ChangeKind::Participant, id, None);
+        Ok(())
     }
 
     /// Check a participant token: signature, expiry, and that the participant still exists.
@@ -443,6 +451,7 @@ impl Conference {
             self.store.commit(vec![StoreOp::InsertSession(s.clone())])
         };
         durable.await?;
+        self.changed(account_id, ChangeKind::Session, s.id, Some(s.id));
         Ok(s)
     }
 
@@ -462,7 +471,9 @@ impl Conference {
             self.store.commit(vec![StoreOp::DeleteSession(id)])
         };
         self.end_dialogs_of(&members, "the session was deleted");
-        Ok(durable.await?)
+        durable.await?;
+        self.changed(account_id, ChangeKind::Session, id, Some(id));
+        Ok(())
     }
 
     /// Delete every session whose lifetime is over; returns how many.
@@ -480,6 +491,9 @@ impl Conference {
                 return Ok(0);
             }
             for id in &expired {
+                if let Some(s) = st.sessions.get(id) {
+                    self.changed(&s.account_id, ChangeKind::Session, *id, Some(*id));
+                }
                 end_session(&mut st, *id);
                 self.media.end(*id, HangupReason::SessionEnded);
             }
@@ -578,7 +592,11 @@ impl Conference {
             (self.store.commit(unit), already_member)
         };
         match durable.0.await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                let id = Some(session_id);
+                self.changed(account_id, ChangeKind::Participant, participant_id, id);
+                Ok(())
+            }
             Err(StoreError::Full) => {
                 // Another node added the last member first: this one is not a member.
                 if !durable.1 {
@@ -617,7 +635,10 @@ impl Conference {
             self.store.commit(unit)
         };
         self.end_dialogs_of(&[participant_id], "the participant left its session");
-        Ok(durable.await?)
+        durable.await?;
+        let id = Some(session_id);
+        self.changed(account_id, ChangeKind::Participant, participant_id, id);
+        Ok(())
     }
 
     pub fn get_subscriptions(
@@ -658,6 +679,9 @@ impl Conference {
                 subscriptions,
             }])
         };
-        Ok(durable.await?)
+        durable.await?;
+        let id = Some(session_id);
+        self.changed(account_id, ChangeKind::Participant, participant_id, id);
+        Ok(())
     }
 }

@@ -57,6 +57,19 @@ impl ReceiveStats {
         self.last_sr = Some((ntp_middle, std::time::Instant::now()));
     }
 
+    /// Packets expected and received since the source began, and the interarrival
+    /// jitter in timestamp units (None before the first packet).
+    pub fn totals(&self) -> Option<(u64, u64, u32)> {
+        if !self.started {
+            return None;
+        }
+        let expected = self
+            .extended_max()
+            .wrapping_sub(self.base_seq)
+            .wrapping_add(1);
+        Some((expected as u64, self.received as u64, self.jitter_q4 >> 4))
+    }
+
     fn extended_max(&self) -> u32 {
         self.cycles + self.max_seq as u32
     }
@@ -159,6 +172,51 @@ pub fn sender_report_ntp(buf: &[u8]) -> Option<u32> {
     }
 }
 
+/// The round-trip time a peer's report block about `ssrc` (our source) tells (RFC 3550
+/// §6.4.1: arrival − LSR − DLSR), if the compound packet `buf` has one that refers to
+/// a sender report of ours.
+pub fn round_trip(buf: &[u8], ssrc: u32) -> Option<Duration> {
+    round_trip_at(buf, ssrc, ntp_now())
+}
+
+fn round_trip_at(buf: &[u8], ssrc: u32, now: (u32, u32)) -> Option<Duration> {
+    let arrival = (now.0 << 16) | (now.1 >> 16);
+    let mut off = 0;
+    while off + 8 <= buf.len() {
+        let count = (buf[off] & 0x1f) as usize;
+        let pt = buf[off + 1];
+        let words = u16::from_be_bytes([buf[off + 2], buf[off + 3]]) as usize;
+        let end = (off + 4 + words * 4).min(buf.len());
+        let blocks = match pt {
+            200 => off + 28,
+            201 => off + 8,
+            _ => {
+                off = end.max(off + 4);
+                continue;
+            }
+        };
+        for i in 0..count {
+            let b = blocks + i * 24;
+            let Some(block) = buf.get(b..b + 24).filter(|_| b + 24 <= end) else {
+                break;
+            };
+            let word =
+                |k: usize| u32::from_be_bytes([block[k], block[k + 1], block[k + 2], block[k + 3]]);
+            let (lsr, dlsr) = (word(16), word(20));
+            if word(0) != ssrc || lsr == 0 {
+                continue;
+            }
+            let rtt = arrival.wrapping_sub(lsr).wrapping_sub(dlsr);
+            // Beyond a minute is a clock step or a forged report, not a round trip.
+            if rtt < 60 << 16 {
+                return Some(Duration::from_secs_f64(rtt as f64 / 65536.0));
+            }
+        }
+        off = end.max(off + 4);
+    }
+    None
+}
+
 /// Whether `buf` is a plausible RTCP compound packet (version 2, SR/RR/SDES/BYE/APP first, lengths consistent).
 pub fn is_valid_rtcp(buf: &[u8]) -> bool {
     let mut off = 0;
@@ -230,6 +288,30 @@ mod tests {
             None,
             "patchbay@127.0.0.1"
         )));
+    }
+
+    #[test]
+    fn round_trip_from_a_receiver_report_about_our_sender_report() {
+        // Our SR went out at NTP middle 0x0001_0000 (1 s); the peer held it 0.25 s and
+        // its RR arrives at 1.5 s: 250 ms round trip.
+        let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0, 9];
+        rr.extend_from_slice(&0xdead_beefu32.to_be_bytes());
+        rr.extend_from_slice(&[0; 12]);
+        rr.extend_from_slice(&0x0001_0000u32.to_be_bytes());
+        rr.extend_from_slice(&0x0000_4000u32.to_be_bytes());
+        let now = (1, 0x8000_0000);
+        let rtt = round_trip_at(&rr, 0xdead_beef, now).unwrap();
+        assert!((rtt.as_secs_f64() - 0.25).abs() < 1e-4, "{rtt:?}");
+        assert_eq!(
+            round_trip_at(&rr, 0x1234, now),
+            None,
+            "another source's block"
+        );
+        assert_eq!(
+            round_trip_at(&rr[..20], 0xdead_beef, now),
+            None,
+            "truncated"
+        );
     }
 
     #[test]

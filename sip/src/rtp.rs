@@ -163,6 +163,8 @@ struct RecvState {
     source: Option<(SocketAddr, u64)>,
     stats: crate::rtcp::ReceiveStats,
     rtcp_remote: Option<SocketAddr>,
+    /// The last round trip the peer's reports told.
+    rtt: Option<std::time::Duration>,
     batch: Box<Batch>,
     /// SRTP: what checks and decrypts what we receive, and where it decrypts to.
     srtp: Option<SrtpReceiver>,
@@ -302,6 +304,7 @@ impl RtpSink {
 
     /// RTCP from the peer (checked and decrypted first on an SRTP leg).
     fn on_rtcp(&self, from: SocketAddr, packet: &[u8]) {
+        let ours = self.lock().ssrc;
         let mut guard = self.lock_recv();
         let r = &mut *guard;
         let packet = match &mut r.srtp {
@@ -320,10 +323,25 @@ impl RtpSink {
         if let Some(ntp) = crate::rtcp::sender_report_ntp(packet) {
             r.stats.on_sender_report(ntp);
         }
+        if let Some(rtt) = crate::rtcp::round_trip(packet, ours) {
+            r.rtt = Some(rtt);
+        }
     }
 }
 
 impl LegSink for RtpSink {
+    fn quality(&self) -> Option<patchbay_conference::media::session::LegQuality> {
+        let clock = self.lock().clock.max(1) as f64;
+        let r = self.lock_recv();
+        let (expected, received, jitter) = r.stats.totals()?;
+        Some(patchbay_conference::media::session::LegQuality {
+            expected,
+            received,
+            jitter_ms: jitter as f64 * 1000.0 / clock,
+            rtt_ms: r.rtt.map(|d| d.as_secs_f64() * 1000.0),
+        })
+    }
+
     fn drain(&self, f: &mut dyn FnMut(RtpView<'_>)) {
         let clock = self.lock().clock.max(1) as u64;
         let mut guard = self.lock_recv();
@@ -533,6 +551,7 @@ pub fn start(l: LegStart) -> std::io::Result<RtpLeg> {
             source: None,
             stats: crate::rtcp::ReceiveStats::default(),
             rtcp_remote: None,
+            rtt: None,
             batch: Batch::new(),
             srtp: None,
             plain: Box::new([0; DATAGRAM + OVERHEAD]),

@@ -164,12 +164,26 @@ impl Conference {
         };
         unit.await?;
         tracing::info!(dialog_id = %d.id, %participant_id, to = %d.data.to, "dialog created");
+        self.changed(account_id, super::ChangeKind::Dialog, d.id, p.session_id);
         let _ = dialer.send(DialCommand::Place {
             dialog_id: d.id,
             participant_id,
             data: d.data.clone(),
         });
         Ok(d)
+    }
+
+    /// A participant's dialogs known to this node, newest first (the live one first).
+    pub fn list_dialogs(&self, account_id: &str, participant_id: Uuid) -> Vec<Dialog> {
+        let mut list: Vec<Dialog> = self
+            .dialogs_lock()
+            .by_id
+            .values()
+            .filter(|d| d.account_id == account_id && d.participant_id == participant_id)
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        list
     }
 
     /// A participant's dialog.
@@ -327,6 +341,7 @@ impl Conference {
                 .commit(vec![StoreOp::PutDialog(dialog_record(&d))]),
         );
         tracing::info!(dialog_id = %id, state = state.as_str(), reason = d.reason.as_deref(), details = d.details.as_deref(), "dialog state");
+        self.changed(&d.account_id, super::ChangeKind::Dialog, id, None);
         let (callback_url, tag) = if state == DialogState::Terminated {
             book.owners.remove(&id)
         } else {

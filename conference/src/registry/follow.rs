@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{end_session, Conference, Result, State};
+use super::{end_session, ChangeKind, Conference, Result, State};
 use crate::media::session::HangupReason;
 use crate::store::{Cluster, Membership, Snapshot};
 
@@ -93,15 +93,26 @@ impl Conference {
         let mut touched: HashSet<Uuid> = HashSet::new();
         let mut ended: Vec<Uuid> = Vec::new();
         let stored: HashSet<Uuid> = snap.sessions.iter().map(|s| s.id).collect();
+        let mut changed: Vec<(String, ChangeKind, Uuid, Option<Uuid>)> = Vec::new();
         for id in sessions.iter().filter(|id| !stored.contains(id)) {
-            if st.sessions.contains_key(id) {
+            if let Some(s) = st.sessions.get(id) {
+                changed.push((s.account_id.clone(), ChangeKind::Session, *id, Some(*id)));
                 end_session(&mut st, *id);
                 ended.push(*id);
             }
         }
         let present: HashSet<Uuid> = snap.participants.iter().map(|p| p.id).collect();
         for id in participants.iter().filter(|id| !present.contains(id)) {
-            if let Some(sid) = st.participants.remove(id).and_then(|p| p.session_id) {
+            let removed = st.participants.remove(id);
+            if let Some(p) = &removed {
+                changed.push((
+                    p.account_id.clone(),
+                    ChangeKind::Participant,
+                    *id,
+                    p.session_id,
+                ));
+            }
+            if let Some(sid) = removed.and_then(|p| p.session_id) {
                 if let Some(s) = st.sessions.get_mut(&sid) {
                     s.members.retain(|m| m != id);
                 }
@@ -121,6 +132,7 @@ impl Conference {
                 .map(|m| m.participant_id)
                 .collect();
             touched.insert(s.id);
+            changed.push((s.account_id.clone(), ChangeKind::Session, s.id, Some(s.id)));
             st.sessions.insert(s.id, s);
         }
         for mut p in snap.participants {
@@ -134,6 +146,12 @@ impl Conference {
                 }
                 touched.insert(old);
             }
+            changed.push((
+                p.account_id.clone(),
+                ChangeKind::Participant,
+                p.id,
+                p.session_id,
+            ));
             st.participants.insert(p.id, p);
         }
         for id in &ended {
@@ -141,6 +159,10 @@ impl Conference {
         }
         for id in touched.iter().filter(|id| st.sessions.contains_key(id)) {
             self.notify_media(&st, *id);
+        }
+        drop(st);
+        for (account, kind, id, session) in changed {
+            self.changed(&account, kind, id, session);
         }
     }
 

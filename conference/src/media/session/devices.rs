@@ -26,6 +26,9 @@ pub(super) struct Track {
     pub(super) stream: String,
     pub(super) track: String,
     pub(super) alias: Option<String>,
+    /// Its audio level (RFC 6464) and codec, from the frames that arrive.
+    pub(super) meter: super::view::Meter,
+    pub(super) codec: Option<str0m::format::Codec>,
 }
 
 /// One source forwarded into a subscribing connection of a device.
@@ -58,6 +61,10 @@ pub(super) struct Pc {
     pub(super) dirty: bool,
     /// When it next wants a timeout.
     pub(super) next: Option<Instant>,
+    /// Reception figures per mid (publishing connections), from str0m's stats.
+    pub(super) ingress: Vec<(str0m::media::Mid, super::view::TrackStats)>,
+    /// The connection's round-trip time, ms (ICE consent checks).
+    pub(super) rtt_ms: Option<f64>,
 }
 
 impl Pc {
@@ -77,6 +84,8 @@ impl Pc {
             heartbeat: None,
             dirty: false,
             next: None,
+            ingress: Vec::new(),
+            rtt_ms: None,
         }
     }
 }

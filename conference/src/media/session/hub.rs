@@ -9,8 +9,8 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::{
-    HangupReason, SessionInput, SessionSnapshot, CONTROL_QUEUE, DATAGRAM_QUEUE, DEVICE_QUEUE,
-    PHONE_ALIAS,
+    HangupReason, MediaView, SessionInput, SessionSnapshot, CONTROL_QUEUE, DATAGRAM_QUEUE,
+    DEVICE_QUEUE, PHONE_ALIAS,
 };
 use crate::events::{EventSink, LogEvents};
 use crate::media::stats::MediaStats;
@@ -28,6 +28,8 @@ pub struct SessionHandle {
     stats: Arc<MediaStats>,
     /// SIP legs in the session now (kept by its shell).
     pub(super) legs: Arc<AtomicUsize>,
+    /// What its media plane is doing (taken by its shell a few times a second).
+    pub(super) view: Arc<watch::Sender<Arc<MediaView>>>,
 }
 
 impl SessionHandle {
@@ -71,7 +73,19 @@ impl SessionHandle {
             end: Arc::new(end),
             stats: Arc::new(MediaStats::default()),
             legs: Arc::default(),
+            view: Arc::new(watch::channel(Arc::default()).0),
         }
+    }
+
+    /// The session's media view, updated while the receiver lives (4 times a second
+    /// while anyone watches, once a second otherwise).
+    pub fn watch_view(&self) -> watch::Receiver<Arc<MediaView>> {
+        self.view.subscribe()
+    }
+
+    /// The last media view taken.
+    pub fn view(&self) -> Arc<MediaView> {
+        self.view.borrow().clone()
     }
 
     /// Whether both handles lead to the same session's shell.
@@ -193,6 +207,13 @@ impl MediaHub {
             end: Arc::new(end),
             stats: self.inner.stats.clone(),
             legs: Arc::default(),
+            view: Arc::new(
+                watch::channel(Arc::new(MediaView {
+                    session_id,
+                    ..Default::default()
+                }))
+                .0,
+            ),
         };
         let _ = handle.send(SessionInput::Snapshot(snapshot()));
         map.insert(session_id, handle.clone());
@@ -246,6 +267,20 @@ impl MediaHub {
             .filter(|(_, h)| h.legs.load(Ordering::Relaxed) == 0)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// The running session's handle, if its media runs here (none is started).
+    pub fn running(&self, session_id: Uuid) -> Option<SessionHandle> {
+        self.inner
+            .sessions()
+            .get(&session_id)
+            .filter(|h| !h.is_closed())
+            .cloned()
+    }
+
+    /// The last media view of every session running here (for `/metrics`).
+    pub fn views(&self) -> Vec<Arc<MediaView>> {
+        self.inner.sessions().values().map(|h| h.view()).collect()
     }
 
     /// Number of sessions with running media.

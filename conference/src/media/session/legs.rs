@@ -20,7 +20,7 @@ pub(super) struct Leg {
     /// Whose call it is.
     pub(super) owner: DeviceOwner,
     /// The SIP Call-ID (the `deviceId` of its `onConnect`/`onLeave`).
-    call_id: Arc<str>,
+    pub(super) call_id: Arc<str>,
     /// The msid stream id browsers see its audio under: random, so that no client can
     /// claim it before the leg exists.
     pub(super) stream: String,
@@ -45,6 +45,8 @@ pub(super) struct Leg {
     pub(super) opus: Option<Encoder>,
     pub(super) opus_ts: u32,
     pub(super) opus_payload: Vec<u8>,
+    /// The caller's audio level, from the decoded frames.
+    pub(super) meter: super::view::Meter,
 }
 
 impl Leg {
@@ -77,6 +79,7 @@ impl Leg {
             opus: None,
             opus_ts: 0,
             opus_payload: Vec::with_capacity(MAX_RTP_PAYLOAD),
+            meter: Default::default(),
         }
     }
 
@@ -378,6 +381,7 @@ impl SessionCore {
         for (&id, leg) in legs.iter_mut() {
             leg.decode_frame(now.unix_us, stats);
             if leg.framed {
+                leg.meter.pcm(&leg.frame, now.unix_us);
                 if let Some(f) = mixer.frame_mut(id.0) {
                     f.copy_from_slice(&leg.frame);
                 }

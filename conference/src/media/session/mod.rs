@@ -41,6 +41,7 @@ mod sfu;
 mod shell;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,9 @@ pub use self::core::{Action, Control, Now, Output, SessionCore};
 pub use hub::{MediaHub, SessionHandle};
 pub use ids::{ConnId, DeviceKey, LegId};
 pub use layout::{LineKind, SubscribeLayout};
+pub use view::{
+    render_views, Delivery, Heard, ListenerView, MediaView, Origin, Quality, SourceView,
+};
 
 /// Publishing endpoints (v2 connections) one device may have.
 pub const MAX_PUBLISH_ENDPOINTS: usize = 8;
@@ -125,6 +129,23 @@ pub trait LegSink: Send + Sync + 'static {
     fn send_event(&self, payload: &[u8], start: bool, clock: u32);
     /// End the call (non-blocking).
     fn hang_up(&self, reason: HangupReason);
+    /// Reception figures of the leg's incoming RTP (its RTCP statistics), if kept.
+    fn quality(&self) -> Option<LegQuality> {
+        None
+    }
+}
+
+/// Reception figures of a leg's incoming RTP (RFC 3550 A.3, A.8) and the round trip
+/// from the far end's receiver reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LegQuality {
+    /// Packets expected (from the sequence numbers) and received since the call began.
+    pub expected: u64,
+    pub received: u64,
+    /// Interarrival jitter, ms.
+    pub jitter_ms: f64,
+    /// Round-trip time, ms, once the far end reported on what we sent.
+    pub rtt_ms: Option<f64>,
 }
 
 /// What a leg negotiated.

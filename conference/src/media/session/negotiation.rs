@@ -17,7 +17,10 @@ use crate::media::sdp::{offered_streams, offered_tracks, reject_kinds, sdp_ufrag
 /// A peer connection of ours; `dtmf` accepts RFC 4733 telephone-events (publishing
 /// connections: the SDK's `sendDtmf` uses the audio sender's `RTCDTMFSender`).
 pub(super) fn new_rtc(local: std::net::SocketAddr, dtmf: bool, now: Now) -> Option<str0m::Rtc> {
-    let mut config = str0m::Rtc::builder().set_ice_lite(true);
+    // RTCP figures once a second, for the console's quality rows and `/metrics`.
+    let mut config = str0m::Rtc::builder()
+        .set_ice_lite(true)
+        .set_stats_interval(Some(std::time::Duration::from_secs(1)));
     if dtmf {
         for (pt, rate) in [
             (110, str0m::media::Frequency::FORTY_EIGHT_KHZ),
@@ -177,6 +180,8 @@ impl SessionCore {
             alias: alias_of(&t.stream),
             stream: t.stream,
             track: t.track,
+            meter: Default::default(),
+            codec: None,
         }));
         let streams = offered_streams(&allowed)
             .into_iter()

@@ -212,13 +212,19 @@ impl SessionCore {
     }
 
     /// Write the publishers' media into the subscribers' connections.
-    fn forward(&mut self, _now: Now) {
+    fn forward(&mut self, now: Now) {
         let frames = std::mem::take(&mut self.frames);
         for (from, pc, data) in &frames {
             if data.params.spec().codec == str0m::format::Codec::Tele {
                 self.browser_dtmf(*from, *pc, data);
                 continue;
             }
+            self.meter_track(
+                *from,
+                Source::Track(*from, *pc, data.mid),
+                data,
+                now.unix_us,
+            );
             self.browser_audio_in(*from, *pc, data);
             let Some(targets) = self.fanout.get(&Source::Track(*from, *pc, data.mid)) else {
                 continue;
@@ -311,6 +317,19 @@ fn drive_pc(
                 }
                 str0m::Event::KeyframeRequest(req) if !pc.publishing => {
                     out.keyframe_requests.push((id, pc.id, req.mid, req.kind));
+                }
+                str0m::Event::MediaIngressStats(s) if pc.publishing => {
+                    super::view::ingress_stats(rtc, &mut pc.ingress, &s);
+                }
+                str0m::Event::PeerStats(s) => {
+                    let rtt = s.rtt.or_else(|| {
+                        s.selected_candidate_pair
+                            .as_ref()
+                            .and_then(|p| p.current_round_trip_time)
+                    });
+                    if let Some(rtt) = rtt {
+                        pc.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                    }
                 }
                 _ => {}
             },

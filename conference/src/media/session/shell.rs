@@ -260,6 +260,25 @@ impl Io {
         }
     }
 
+    /// Take the media view, as often as it is wanted.
+    fn publish_view(&self, core: &SessionCore, last: &mut Instant, changed: bool) {
+        let every = if changed {
+            Duration::ZERO
+        } else if self.me.view.receiver_count() > 0 {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(1)
+        };
+        if last.elapsed() < every {
+            return;
+        }
+        *last = Instant::now();
+        let view = core.view(Now::system(), &|leg| {
+            self.legs.get(&leg).and_then(|s| s.quality())
+        });
+        self.me.view.send_replace(Arc::new(view));
+    }
+
     /// Hand every leg's waiting RTP to the core (before a tick).
     fn drain_legs(&self, core: &mut SessionCore, now: Now) {
         for (&leg, sink) in &self.legs {
@@ -290,9 +309,12 @@ pub(super) async fn run(session_id: Uuid, mut ch: Channels, hub: Arc<HubInner>, 
         stats: hub.stats.clone(),
     };
     let mut folded = Instant::now();
+    let mut viewed = Instant::now();
     let mut datagrams_open = true;
     loop {
         let deadline = core.poll_timeout();
+        // A control or device input changes what the view shows: take it at once.
+        let mut controlled = false;
         tokio::select! {
             biased;
             changed = ch.end.changed() => {
@@ -316,11 +338,13 @@ pub(super) async fn run(session_id: Uuid, mut ch: Channels, hub: Arc<HubInner>, 
                 io.batch(&mut core, input, &mut ch.control);
                 // Control inputs are rare: their counters show at once.
                 core.fold_stats(&hub.stats);
+                controlled = true;
             }
             input = ch.devices.recv() => {
                 let Some(input) = input else { break };
                 io.batch(&mut core, input, &mut ch.devices);
                 core.fold_stats(&hub.stats);
+                controlled = true;
             }
             datagram = ch.datagrams.recv(), if datagrams_open => {
                 let Some(d) = datagram else {
@@ -345,6 +369,7 @@ pub(super) async fn run(session_id: Uuid, mut ch: Channels, hub: Arc<HubInner>, 
             folded = Instant::now();
             core.fold_stats(&hub.stats);
         }
+        io.publish_view(&core, &mut viewed, controlled);
     }
     hub.remove(session_id, &me);
     // Inputs that raced the end: joins are hung up, devices closed, publishes refused.
