@@ -55,7 +55,13 @@ pub async fn cluster(
         .and_then(|v| v.to_str().ok());
     operator.authenticate(header)?;
     let me = &app.cluster.node_id;
-    let nodes = match app.conference.cluster() {
+    Ok(Json(json!({ "nodeId": me, "nodes": nodes(&app).await? })))
+}
+
+/// Every live node of the cluster (this one alone without a cluster), with its heartbeat.
+pub async fn nodes(app: &AppState) -> Result<Vec<Value>, ApiError> {
+    let me = &app.cluster.node_id;
+    Ok(match app.conference.cluster() {
         None => vec![node_json(me, (app.cluster.info)(), None, 0, true)],
         Some(c) => c
             .nodes(app.cluster.lease)
@@ -68,8 +74,7 @@ pub async fn cluster(
                 node_json(&n.id, info, Some(n.started_ms), n.heartbeat_age_ms, this)
             })
             .collect(),
-    };
-    Ok(Json(json!({ "nodeId": me, "nodes": nodes })))
+    })
 }
 
 fn node_json(id: &str, info: Value, started_ms: Option<i64>, age_ms: i64, this: bool) -> Value {

@@ -61,7 +61,7 @@ pub struct DialogBody {
 }
 
 impl DialogBody {
-    fn of(d: &Dialog, with_id: bool, with_event_data: bool) -> DialogBody {
+    pub(crate) fn of(d: &Dialog, with_id: bool, with_event_data: bool) -> DialogBody {
         DialogBody {
             dialog_id: with_id.then(|| d.id.to_string()),
             kind: "SIP".into(),

@@ -155,6 +155,7 @@ impl Api {
                     node_id: "fuzz".into(),
                     info: Arc::new(|| serde_json::Value::Null),
                 },
+                console: crate::console::Console::new(None),
             })
         });
         Api {

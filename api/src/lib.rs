@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 pub mod auth;
 pub mod cluster;
+pub mod console;
 pub mod dialogs;
 pub mod dto;
 pub mod egress;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub http_metrics: server::HttpServerMetrics,
     /// The cluster view (`GET /v1/cluster`).
     pub cluster: cluster::ClusterApi,
+    /// The web console's files and event streams.
+    pub console: Arc<console::Console>,
 }
 
 /// The request's id: in its log line, its error body and the `x-request-id` header.
@@ -74,8 +77,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             &format!("{acct}/sessions"),
-            axum::routing::post(create_session),
+            axum::routing::post(create_session).get(console::list_sessions),
         )
+        .route(
+            &format!("{acct}/sessions/{{sessionId}}/media"),
+            get(console::session_media),
+        )
+        .route(
+            &format!("{acct}/sessions/{{sessionId}}/webhooks"),
+            get(console::webhook_log),
+        )
+        .route(&format!("{acct}/events"), get(console::events::events))
+        .route(&format!("{acct}/ops"), get(console::ops))
         .route(
             &format!("{acct}/sessions/{{sessionId}}"),
             get(get_session).delete(delete_session),
@@ -94,7 +107,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             &format!("{acct}/participants/{{participantId}}/dialogs"),
-            axum::routing::post(dialogs::create_dialog),
+            axum::routing::post(dialogs::create_dialog).get(console::list_dialogs),
         )
         .route(
             &format!("{acct}/participants/{{participantId}}/dialogs/{{dialogId}}"),
@@ -123,6 +136,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster::cluster))
+        .route("/", get(console::files::root))
+        .route("/console", get(console::files::root))
+        .route("/console/", get(console::files::index))
+        .route("/console/{*path}", get(console::files::file))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cluster::catch_up,

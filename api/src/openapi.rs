@@ -37,6 +37,12 @@ use crate::routes;
         routes::ready,
         routes::metrics,
         crate::cluster::cluster,
+        crate::console::list_sessions,
+        crate::console::session_media,
+        crate::console::list_dialogs,
+        crate::console::webhook_log,
+        crate::console::ops,
+        crate::console::events::events,
     ),
     components(schemas(
         CreateParticipantRequest,

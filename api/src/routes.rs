@@ -371,12 +371,19 @@ pub async fn ready(State(app): State<AppState>) -> (StatusCode, &'static str) {
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "Operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoResponse {
-    let (sessions, participants) = app.conference.counts();
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
+        metrics_text(&app),
+    )
+}
+
+/// Everything `/metrics` says.
+pub fn metrics_text(app: &AppState) -> String {
+    let (sessions, participants) = app.conference.counts();
+    {
         {
             let mut text = app.metrics.render(sessions, participants);
             // The media path keeps lock-free stats of its own: add them before the end marker.
@@ -387,6 +394,11 @@ pub async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoRe
                 t.render(&mut media);
             }
             app.webhooks.stats.render(&mut media);
+            patchbay_conference::media::session::render_views(
+                &app.conference.media().views(),
+                &mut media,
+            );
+            app.console.render(&mut media);
             if app.conference.cluster().is_some() {
                 use std::fmt::Write;
                 let _ = writeln!(
@@ -398,8 +410,8 @@ pub async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoRe
             }
             text.insert_str(eof, &media);
             text
-        },
-    )
+        }
+    }
 }
 
 /// A `callbackUrl` must be an absolute http(s) URL with a host that the egress policy

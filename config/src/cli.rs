@@ -24,6 +24,10 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
 
+    /// [console_dir, PATCHBAY_CONSOLE_DIR] Directory of the built web console, served at /console/ (empty: no console) [default: ./console/dist]
+    #[arg(long, value_name = "DIR")]
+    pub console_dir: Option<String>,
+
     /// [database_url, PATCHBAY_DATABASE_URL] PostgreSQL database for the durable state, e.g. postgres://patchbay@127.0.0.1/patchbay [default: the embedded SQLite store in data_dir]
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,

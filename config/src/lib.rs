@@ -85,6 +85,8 @@ impl Account {
 pub struct Config {
     pub http_listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The built web console (`console/dist`), served at `/console/`; None: no console.
+    pub console_dir: Option<PathBuf>,
     /// A PostgreSQL database for the durable state (`postgres://user@host/db`); unset:
     /// the embedded SQLite store in `data_dir`.
     pub database_url: Option<String>,
@@ -130,6 +132,7 @@ pub struct Config {
 struct Layer {
     http_listen: Option<String>,
     data_dir: Option<String>,
+    console_dir: Option<String>,
     database_url: Option<String>,
     node_id: Option<String>,
     cluster_lease: Option<String>,
@@ -212,6 +215,7 @@ macro_rules! scalar_keys {
 scalar_keys!(
     http_listen,
     data_dir,
+    console_dir,
     database_url,
     node_id,
     cluster_lease,
@@ -393,6 +397,12 @@ impl Config {
         if data_dir.as_os_str().is_empty() {
             return Err(key_err("data_dir", "must not be empty"));
         }
+
+        let console_dir = match layer.console_dir.as_deref() {
+            None => Some(PathBuf::from("./console/dist")),
+            Some("") => None,
+            Some(d) => Some(PathBuf::from(d)),
+        };
 
         let database_url = layer.database_url.filter(|u| !u.is_empty());
         if let Some(url) = &database_url {
@@ -599,6 +609,7 @@ impl Config {
             webrtc_listen,
             http_listen,
             data_dir,
+            console_dir,
             database_url,
             cluster,
             token_secret,

@@ -262,6 +262,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         max_per_source: config.http_max_per_source,
     };
     let http_metrics = HttpServerMetrics::default();
+    match &config.console_dir {
+        Some(dir) if dir.join("index.html").is_file() => {
+            tracing::info!(dir = %dir.display(), "web console at /console/");
+        }
+        Some(dir) => {
+            tracing::warn!(dir = %dir.display(), "the web console is not built there (./scripts/run builds it): /console/ answers 503")
+        }
+        None => tracing::info!("no web console (console_dir is empty)"),
+    }
     let state = AppState {
         conference: conference.clone(),
         accounts: Arc::new(Accounts::new(
@@ -289,7 +298,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             node_id: node_id.clone(),
             info: info.clone(),
         },
+        console: patchbay_api::console::Console::new(config.console_dir.clone()),
     };
+    let console = state.console.clone();
     let drain_info = info;
 
     let sweeper = {
@@ -328,6 +339,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let (timeout, lease) = (config.cluster.drain_timeout, config.cluster.lease);
             async move {
                 shutdown_signal().await;
+                console.stop();
                 // In a cluster the node keeps serving while its sessions move away.
                 cluster::drain(conference, webhooks, drain_info, timeout, lease).await;
             }

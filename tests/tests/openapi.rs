@@ -41,6 +41,13 @@ async fn openapi_document_is_complete_and_valid() {
         ("get", "/ready", "ready"),
         ("get", "/metrics", "metrics"),
         ("get", "/v1/cluster", "getCluster"),
+        // The console's additions.
+        ("get", "/v1/accounts/{accountId}/sessions", "listSessions"),
+        ("get", "/v1/accounts/{accountId}/sessions/{sessionId}/media", "getSessionMedia"),
+        ("get", "/v1/accounts/{accountId}/sessions/{sessionId}/webhooks", "listWebhooks"),
+        ("get", "/v1/accounts/{accountId}/participants/{participantId}/dialogs", "listDialogs"),
+        ("get", "/v1/accounts/{accountId}/ops", "getOps"),
+        ("get", "/v1/accounts/{accountId}/events", "events"),
     ] {
         assert!(
             operations.iter().any(|(m, p, o)| m == method && p == path && o == id),

@@ -71,6 +71,8 @@ pub struct WebhookStats {
     pub fenced: AtomicU64,
     /// From enqueue to a 2xx.
     pub latency: LatencyHistogram,
+    /// The recent callbacks and their delivery (the console's webhook log).
+    pub log: log::WebhookLog,
 }
 
 impl WebhookStats {
@@ -382,6 +384,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
+pub mod log;
 mod outbox;
 use outbox::run;
 

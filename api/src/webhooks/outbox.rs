@@ -171,6 +171,7 @@ pub(super) async fn run(
         .collect();
     for w in left.webhooks {
         next_id = next_id.max(w.id + 1);
+        stats.log.stored(&w, at);
         outbox.push(w);
     }
     stats.pending.store(outbox.len() as u64, Relaxed);
@@ -259,7 +260,9 @@ pub(super) async fn run(
             stored = async { match storing.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                 storing = None;
                 stats.pending.fetch_add(stored.len() as u64, Relaxed);
+                let at = now_ms();
                 for w in stored {
+                    stats.log.stored(&w, at);
                     outbox.push(w);
                 }
             }
@@ -271,17 +274,20 @@ pub(super) async fn run(
                             stats.latency.observe(Duration::from_millis(now.saturating_sub(created)));
                         }
                         outbox.delivered(participant, id);
+                        stats.log.delivered(id, now);
                         stats.delivered.fetch_add(1, Relaxed);
                         stats.pending.fetch_sub(1, Relaxed);
                         drop(conference.commit(vec![StoreOp::DeleteWebhook(id)]));
                     }
                     Err(why) => match outbox.failed(participant, id, now, rand::random::<f64>()) {
                         AfterFailure::Retry { attempts, next_ms } => {
+                            stats.log.retrying(id, attempts, next_ms, &why, now);
                             tracing::info!(%participant, id, attempts, retry_in_ms = next_ms.saturating_sub(now), reason = %why, "callback failed; will retry");
                             stats.retried.fetch_add(1, Relaxed);
                             drop(conference.commit(vec![StoreOp::RetryWebhook { id, attempts, next_ms }]));
                         }
                         AfterFailure::GiveUp => {
+                            stats.log.failed(id, &why, now);
                             tracing::warn!(%participant, id, reason = %why, "callback given up after the retry period");
                             stats.failed.fetch_add(1, Relaxed);
                             stats.pending.fetch_sub(1, Relaxed);
@@ -309,6 +315,7 @@ pub(super) async fn run(
                 for w in taken.webhooks {
                     next_id = next_id.max(w.id + 1);
                     // Older than this node's own callbacks of the participant, if any.
+                    stats.log.stored(&w, now_ms());
                     outbox.push_taken(w);
                 }
                 let at = now_ms();
