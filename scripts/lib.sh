@@ -21,3 +21,16 @@ ensure_packages() {
 # What building patchbay needs (a C compiler for SQLite and aws-lc; pkg-config
 # and libopus for the Opus codec).
 build_packages=(cc:build-essential pkg-config:pkg-config dpkg=libopus-dev:libopus-dev)
+
+# The web console (console/dist, served at /console/): installed from the npm registry
+# (never vendored) and built with Vite; npm ci runs only when the lockfile changed.
+build_console() {
+    ensure_packages node:nodejs npm:npm
+    (
+        cd console
+        if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+            npm ci --no-audit --no-fund --loglevel=error
+        fi
+        npm run build --silent >/dev/null
+    )
+}

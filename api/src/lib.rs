@@ -215,6 +215,12 @@ async fn track_request(State(state): State<AppState>, mut req: Request, next: Ne
     let id = Uuid::new_v4();
     req.extensions_mut().insert(RequestId(id));
     let method = req.method().clone();
+    // A page's script (the console) says so, and gets no Basic challenge: the browser
+    // would otherwise put up its own sign-in dialog over the page's.
+    let scripted = req
+        .headers()
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
     let mut resp = match read_request_body(&state, req).await {
         Ok(req) => next.run(req).await,
         Err(refused) => {
@@ -269,6 +275,10 @@ async fn track_request(State(state): State<AppState>, mut req: Request, next: Ne
     }
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         resp.headers_mut().insert("x-request-id", v);
+    }
+    if scripted {
+        resp.headers_mut()
+            .remove(axum::http::header::WWW_AUTHENTICATE);
     }
 
     let route = resp

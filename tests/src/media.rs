@@ -406,6 +406,19 @@ pub fn write_rtp_pcap(
     ts_step: u32,
     packet_ms: u32,
 ) {
+    write_lossy_rtp_pcap(path, payloads, payload_type, ts_step, packet_ms, |_| true)
+}
+
+/// Like [`write_rtp_pcap`], leaving out the packets `keep` refuses (their sequence
+/// numbers and times stay unused: the receiver sees them lost).
+pub fn write_lossy_rtp_pcap(
+    path: &Path,
+    payloads: &[Vec<u8>],
+    payload_type: u8,
+    ts_step: u32,
+    packet_ms: u32,
+    keep: impl Fn(usize) -> bool,
+) {
     let mut out = Vec::new();
     out.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
@@ -414,7 +427,7 @@ pub fn write_rtp_pcap(
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&65535u32.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
-    for (i, payload) in payloads.iter().enumerate() {
+    for (i, payload) in payloads.iter().enumerate().filter(|(i, _)| keep(*i)) {
         let mut rtp = vec![0x80, payload_type, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
         rtp[2..4].copy_from_slice(&(i as u16).to_be_bytes());
         rtp[4..8].copy_from_slice(&(i as u32 * ts_step).to_be_bytes());
