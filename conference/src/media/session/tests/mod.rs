@@ -441,3 +441,63 @@ fn timeouts_follow_the_members() {
     rig.control(Control::Leave { leg: LegId(1) });
     assert_eq!(rig.core.poll_timeout(), None);
 }
+
+#[test]
+fn the_view_shows_who_speaks_and_who_mixes_whom_as_subscriptions_change() {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut rig = Rig::new();
+    rig.members(&[a, b]);
+    rig.join_leg(1, a);
+    rig.join_leg(2, b);
+    let mut tone = Caller::new(1, 440.0);
+    let mut quiet = Caller::new(2, 0.0);
+    rig.ticks(20, &mut [&mut tone, &mut quiet]);
+    let figures = |leg: LegId| {
+        (leg == LegId(1)).then_some(LegQuality {
+            expected: 100,
+            received: 95,
+            jitter_ms: 2.0,
+            rtt_ms: Some(40.0),
+        })
+    };
+    let view = rig.core.view(rig.now, &figures);
+    let source = |v: &MediaView, p: Uuid| {
+        v.sources
+            .iter()
+            .find(|s| s.participant_id == p)
+            .cloned()
+            .unwrap()
+    };
+    let hears = |v: &MediaView, p: Uuid| {
+        v.listeners
+            .iter()
+            .find(|l| l.participant_id == p)
+            .map(|l| {
+                l.hears
+                    .iter()
+                    .map(|h| (h.participant_id, h.delivery))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+    };
+    assert!(source(&view, a).speaking, "{:?}", source(&view, a));
+    assert!(!source(&view, b).speaking, "{:?}", source(&view, b));
+    let q = source(&view, a).quality.unwrap();
+    assert_eq!(
+        (q.codec.as_str(), q.loss_percent, q.rtt_ms),
+        ("PCMU", 5.0, Some(40.0))
+    );
+    assert!(q.mos > 3.0 && q.mos < 4.2, "{q:?}");
+    assert_eq!(source(&view, b).quality, None, "no figures: no quality");
+    assert_eq!(hears(&view, b), vec![(a, Delivery::Mixing)]);
+    assert_eq!(hears(&view, a), vec![(b, Delivery::Mixing)]);
+
+    // b stops hearing a: the view says so at once; a stops sending: silence after 0.5 s.
+    rig.subscribe(&[a, b], b, &[b]);
+    let view = rig.core.view(rig.now, &figures);
+    assert_eq!(hears(&view, b), vec![]);
+    rig.ticks(30, &mut [&mut quiet]);
+    let view = rig.core.view(rig.now, &figures);
+    assert!(!source(&view, a).speaking);
+    assert_eq!(source(&view, a).level_dbov, Some(-127.0));
+}
