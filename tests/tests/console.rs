@@ -239,3 +239,228 @@ async fn a_person_routes_a_phone_to_a_browser_with_a_click_and_sees_its_quality(
     }
     assert!(r["screenshots"].as_array().unwrap().len() >= 7);
 }
+
+/// Read the event stream until an event named `name` arrives (at most `limit`).
+async fn next_event(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    name: &str,
+    limit: Duration,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        while let Some(at) = buf.find("\n\n") {
+            let block: String = buf.drain(..at + 2).collect();
+            let event = block.lines().find_map(|l| l.strip_prefix("event: "));
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+            if let (Some(e), Some(d)) = (event, data) {
+                if e == name {
+                    return serde_json::from_str(d).unwrap();
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no `{name}` event within {limit:?}; read: {buf}"))
+            .unwrap()
+            .expect("the stream ended");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+/// The console's additions are scoped like the rest of the API: an account's event stream
+/// never tells another account's changes, its lists and views hold only its objects, and
+/// the console's files are served from its directory only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_api_shows_an_account_only_its_own() {
+    let g = Gateway::start_with(
+        &[
+            "--account",
+            "acme:ua:pw-acme-1",
+            "--account",
+            "evil:ue:pw-evil-1",
+            "--console-dir",
+            "",
+        ],
+        &[],
+    )
+    .await;
+    let acme = patchbay_tests::Api::new(&g.base(), "acme", "ua", "pw-acme-1");
+    let evil = patchbay_tests::Api::new(&g.base(), "evil", "ue", "pw-evil-1");
+    let client = reqwest::Client::new();
+    let mut stream = client
+        .get(format!("{}/v1/accounts/acme/events", g.base()))
+        .basic_auth("ua", Some("pw-acme-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut buf = String::new();
+    next_event(&mut stream, &mut buf, "hello", Duration::from_secs(5)).await;
+
+    // The other account's session is not announced; ours is, first.
+    let theirs = evil.session(Some("secret-plans")).await;
+    let ours = acme.session(Some("support")).await;
+    let change = next_event(&mut stream, &mut buf, "change", Duration::from_secs(5)).await;
+    assert_eq!(
+        change,
+        json!({"kind": "session", "id": ours, "sessionId": ours})
+    );
+    let (p, _) = acme.participant(json!({"tag": "agent"})).await;
+    acme.add(&ours, &p, Some(json!({"sessionId": ours}))).await;
+    let change = next_event(&mut stream, &mut buf, "change", Duration::from_secs(5)).await;
+    assert_eq!(
+        (change["kind"].as_str(), change["id"].as_str()),
+        (Some("participant"), Some(p.as_str()))
+    );
+
+    // Lists and views: our objects only; theirs are not found.
+    let list = acme.call(reqwest::Method::GET, "/sessions", None).await;
+    assert_eq!(list.body, json!([{"id": ours, "tag": "support"}]));
+    for path in [
+        format!("/sessions/{theirs}/media"),
+        format!("/sessions/{theirs}/webhooks"),
+    ] {
+        let r = acme.call(reqwest::Method::GET, &path, None).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text);
+    }
+    let r = client
+        .get(format!(
+            "{}/v1/accounts/acme/events?sessionId={theirs}",
+            g.base()
+        ))
+        .basic_auth("ua", Some("pw-acme-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let media = acme
+        .call(
+            reqwest::Method::GET,
+            &format!("/sessions/{ours}/media"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        media.body["running"], false,
+        "nobody joined: {}",
+        media.text
+    );
+    let r = evil
+        .with_account("acme")
+        .call(reqwest::Method::GET, "/events", None)
+        .await;
+    assert_eq!(r.status, 403, "another account's stream: {}", r.text);
+    let ops = acme.call(reqwest::Method::GET, "/ops", None).await;
+    assert_eq!(ops.body["store"], "ok", "{}", ops.text);
+
+    // The files: `/` leads to the console; with no console_dir it says how to get one, in
+    // the API's error shape; a page's script gets no Basic challenge.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect
+        .get(format!("{}/", g.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()["location"].to_str().unwrap()
+        ),
+        (303, "/console/")
+    );
+    let r = client
+        .get(format!("{}/console/", g.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("./scripts/run"),
+        "{body}"
+    );
+    let r = client
+        .get(format!("{}/v1/accounts/acme/sessions", g.base()))
+        .header("x-requested-with", "XMLHttpRequest")
+        .basic_auth("ua", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("www-authenticate").is_none());
+}
+
+/// The console's files: served with a strict policy, and nothing outside its directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_files_stay_inside_their_directory() {
+    let dir = console_dir();
+    let g = Gateway::start_with(&["--console-dir", dir.to_str().unwrap()], &[]).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("{}/console/", g.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let page = r.text().await.unwrap();
+    let script = page
+        .split("src=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the page's script");
+    let r = client
+        .get(format!("{}{script}", g.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    // A route of the page gets the page; a dot segment anywhere is not found (raw paths: a
+    // client normalizing `..` would not send them).
+    let r = client
+        .get(format!("{}/console/sessions/x", g.base()))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("<div id=\"banner\""));
+    let addr = g.base().trim_start_matches("http://").to_string();
+    for raw in [
+        "/console/../Cargo.toml",
+        "/console/%2e%2e/Cargo.toml",
+        "/console/.vite/x",
+        "/console/assets/..%2f..%2fpackage.json",
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(
+            format!("GET {raw} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(
+            !out.contains("\"name\"") && !out.contains("[package]"),
+            "{raw} read a file outside: {out}"
+        );
+        let status = out.split(' ').nth(1).unwrap_or("");
+        assert!(status == "404" || status == "400", "{raw}: {status}");
+    }
+}

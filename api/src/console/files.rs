@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
+use crate::error::ApiError;
 use crate::AppState;
 
 /// Largest file served (the built console's biggest chunk is well under it).
@@ -73,7 +74,7 @@ async fn serve(app: &AppState, rel: &str) -> Response {
         return not_built("no console_dir is configured");
     };
     let Some(rel) = safe_relative(rel) else {
-        return (StatusCode::NOT_FOUND, "no such file\n").into_response();
+        return ApiError::NotFound("no such file".into()).into_response();
     };
     let asked = dir.join(&rel);
     let (path, bytes) = match read(&asked).await {
@@ -116,15 +117,12 @@ async fn serve(app: &AppState, rel: &str) -> Response {
     r
 }
 
+/// The JSON error every route answers with, saying how to get the console.
 fn not_built(why: &str) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!(
-            "The web console is not available: {why}.\nBuild it with ./scripts/run (or `npm --prefix console ci && npm --prefix console run build`) and set console_dir to console/dist.\n"
-        ),
-    )
-        .into_response()
+    ApiError::Unavailable(format!(
+        "the web console is not available: {why}; build it with ./scripts/run (or `npm --prefix console ci && npm --prefix console run build`) and set console_dir to console/dist"
+    ))
+    .into_response()
 }
 
 #[cfg(test)]
