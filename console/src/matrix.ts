@@ -163,7 +163,7 @@ export function quality(host: HTMLElement, m: MatrixModel): void {
           h("td", {}, String(s.quality!.packets)),
           h("td", { "data-field": "loss" }, fmt(s.quality!.lossPercent, "%")),
           h("td", {}, fmt(s.quality!.jitterMs, "ms")),
-          h("td", {}, fmt(s.quality!.rttMs, "ms", 0)),
+          h("td", { "data-field": "rtt" }, fmt(s.quality!.rttMs, "ms", 0)),
           h("td", { "data-field": "mos", class: mosClass(s.quality!.mos) }, s.quality!.mos.toFixed(2)),
         ),
       ),

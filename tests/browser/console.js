@@ -183,11 +183,11 @@ async function run(page) {
       const r = document.querySelector(`tr[data-quality="${k}"][data-media="AUDIO"]`);
       if (!r) return null;
       const f = (n) => r.querySelector(`[data-field="${n}"]`).textContent;
-      return { codec: f('codec'), loss: f('loss'), mos: f('mos'), text: r.textContent };
+      return { codec: f('codec'), loss: f('loss'), mos: f('mos'), rtt: f('rtt'), text: r.textContent };
     };
     const phone = row(p);
     const browser = row(b);
-    return phone && browser && Number.parseFloat(phone.loss) > 0 ? { phone, browser } : null;
+    return phone && browser && Number.parseFloat(phone.loss) > 0 && browser.rtt !== '—' ? { phone, browser } : null;
   }, [phoneCol, browserCol]);
   await page.$eval('#quality-card', (el) => el.scrollIntoView());
   await shot(page, 'quality');

@@ -200,6 +200,12 @@ async fn a_person_routes_a_phone_to_a_browser_with_a_click_and_sees_its_quality(
     );
     let mos = |q: &Value| q["mos"].as_str().unwrap().parse::<f64>().unwrap();
     assert_eq!(browser["codec"], "opus", "{browser}");
+    // The browser's round trip, from its receiver reports; sipp sends none (`—`).
+    assert!(
+        browser["rtt"].as_str().unwrap().ends_with(" ms"),
+        "{browser}"
+    );
+    assert_eq!(phone["rtt"], "—");
     assert!(
         mos(phone) < 4.0 && mos(browser) > mos(phone) + 0.3,
         "MOS {phone} vs {browser}"
@@ -394,6 +400,42 @@ async fn the_console_api_shows_an_account_only_its_own() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("www-authenticate").is_none());
+
+    // One account cannot take every event stream: the 33rd of acme's is refused (counted),
+    // evil still gets one.
+    let open = |user: &'static str, password: &'static str, account: &'static str| {
+        let (client, base) = (client.clone(), g.base());
+        async move {
+            client
+                .get(format!("{base}/v1/accounts/{account}/events"))
+                .basic_auth(user, Some(password))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let mut held = vec![stream];
+    for _ in 1..32 {
+        let r = open("ua", "pw-acme-1", "acme").await;
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    let r = open("ua", "pw-acme-1", "acme").await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 32 per account"),
+        "{body}"
+    );
+    assert_eq!(
+        g.metric("patchbay_console_streams_refused_total").await,
+        1.0
+    );
+    assert_eq!(open("ue", "pw-evil-1", "evil").await.status(), 200);
+    drop(held);
 }
 
 /// The console's files: served with a strict policy, and nothing outside its directory.
@@ -462,5 +504,140 @@ async fn the_console_files_stay_inside_their_directory() {
         );
         let status = out.split(' ').nth(1).unwrap_or("");
         assert!(status == "404" || status == "400", "{raw}: {status}");
+    }
+}
+
+/// What the console shows of a dialog and of callbacks, through its additions: the event
+/// stream tells each dialog change, the dialogs list follows its state to the hang-up,
+/// and the webhook log shows a failing callback retried (attempts, next retry, the
+/// error) and then delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_follows_a_dialog_and_its_callbacks_retries() {
+    use patchbay_tests::dialing::{dial_body, dialer};
+    use patchbay_tests::hooks::{Answer, Receiver};
+    let trunk = SippCall::new("trunk", "uas_answer.xml")
+        .var("RING_MS", "300")
+        .var("HANGUP", "wait")
+        .var("HOLD_MS", "0")
+        .var("WAV", "tone660.wav")
+        .var("CHECK_UUI", "false");
+    let hooks = Receiver::start().await;
+    hooks.answer("/cb/agent", Answer::Status(500));
+    let g = Gateway::start_with(&["--sip-trunk", &trunk.trunk_uri()], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let p = dialer(&api, &s, &hooks, "agent").await;
+    let dir = g.scratch().to_path_buf();
+    patchbay_tests::media::write_tone_wav(
+        &dir.join("tone660.wav"),
+        660.0,
+        2,
+        patchbay_tests::media::Law::Ulaw,
+    );
+    let far_end = trunk.serve(&dir);
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/v1/accounts/dev/events", g.base()))
+        .basic_auth("dev", Some("dev"))
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    next_event(&mut stream, &mut buf, "hello", Duration::from_secs(5)).await;
+
+    // The console's "Call" button: POST in the session's path.
+    let r = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/sessions/{s}/participants/{p}/dialogs"),
+            Some(dial_body("+15551234567")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let d = r.body["dialogId"].as_str().unwrap().to_string();
+    let change = next_event(&mut stream, &mut buf, "change", Duration::from_secs(5)).await;
+    assert_eq!(
+        (change["kind"].as_str(), change["id"].as_str()),
+        (Some("dialog"), Some(d.as_str()))
+    );
+    let list = |api: patchbay_tests::Api, p: String| async move {
+        api.call(
+            reqwest::Method::GET,
+            &format!("/participants/{p}/dialogs"),
+            None,
+        )
+        .await
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        next_event(&mut stream, &mut buf, "change", Duration::from_secs(10)).await;
+        let l = list(api.clone(), p.clone()).await;
+        assert_eq!(l.body[0]["dialogId"], d.as_str(), "{}", l.text);
+        if l.body[0]["state"] == "ANSWERED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ANSWERED: {}", l.text);
+    }
+    api.call(
+        reqwest::Method::DELETE,
+        &format!("/participants/{p}/dialogs/{d}"),
+        None,
+    )
+    .await;
+    far_end.assert_ok(Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list(api.clone(), p.clone()).await.body[0]["state"] != "TERMINATED" {
+        assert!(Instant::now() < deadline, "never TERMINATED");
+        next_event(&mut stream, &mut buf, "change", Duration::from_secs(10)).await;
+    }
+
+    // The receiver fails: the log shows the retry; then it answers, and it is delivered.
+    let log = |api: patchbay_tests::Api, s: String, p: String| async move {
+        api.call(
+            reqwest::Method::GET,
+            &format!("/sessions/{s}/webhooks?participantId={p}"),
+            None,
+        )
+        .await
+        .body
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let retrying = loop {
+        let l = log(api.clone(), s.clone(), p.clone()).await;
+        if let Some(e) = l
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["status"] == "retrying")
+        {
+            break e.clone();
+        }
+        assert!(Instant::now() < deadline, "no retry in the log: {l}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(retrying["attempts"].as_u64().unwrap() >= 1, "{retrying}");
+    assert!(retrying["nextAttemptMs"].as_u64().is_some(), "{retrying}");
+    assert!(
+        retrying["lastError"]
+            .as_str()
+            .unwrap()
+            .starts_with("HTTP 500"),
+        "{retrying}"
+    );
+    assert!(
+        retrying["url"].as_str().unwrap().ends_with("/cb/agent"),
+        "{retrying}"
+    );
+    hooks.answer("/cb/agent", Answer::Status(200));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let l = log(api.clone(), s.clone(), p.clone()).await;
+        let entries = l.as_array().unwrap();
+        let states: Vec<&str> = entries.iter().filter_map(|e| e["event"].as_str()).collect();
+        if !entries.is_empty() && entries.iter().all(|e| e["status"] == "delivered") {
+            assert!(states.contains(&"onSipDialogStateChange"), "{l}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all delivered: {l}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

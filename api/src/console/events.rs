@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use super::MAX_EVENT_STREAMS;
+use super::{MAX_EVENT_STREAMS, MAX_EVENT_STREAMS_PER_ACCOUNT};
 use crate::auth::AccountId;
 use crate::dto::parse_uuid;
 use crate::error::ApiError;
@@ -48,12 +48,44 @@ struct Stream {
     _slot: Slot,
 }
 
-/// A place among [`MAX_EVENT_STREAMS`], given back when the stream ends.
-struct Slot(AppState);
+/// A place among [`MAX_EVENT_STREAMS`] (and the account's), given back when the stream ends.
+struct Slot(AppState, Arc<str>);
+
+impl Slot {
+    /// A place for `account`'s stream, if there is one (refusals are counted).
+    fn take(app: &AppState, account: &str) -> Option<Slot> {
+        let console = &app.console;
+        let mut per = console
+            .per_account
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mine = per.get(account).copied().unwrap_or(0);
+        if mine >= MAX_EVENT_STREAMS_PER_ACCOUNT
+            || console.streams.load(Relaxed) >= MAX_EVENT_STREAMS
+        {
+            console.streams_refused.fetch_add(1, Relaxed);
+            return None;
+        }
+        per.insert(account.to_string(), mine + 1);
+        console.streams.fetch_add(1, Relaxed);
+        Some(Slot(app.clone(), Arc::from(account)))
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.console.streams.fetch_sub(1, Relaxed);
+        let console = &self.0.console;
+        let mut per = console
+            .per_account
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per.get_mut(&*self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per.remove(&*self.1);
+            }
+        }
+        console.streams.fetch_sub(1, Relaxed);
     }
 }
 
@@ -157,14 +189,11 @@ pub async fn events(
         }
         None => None,
     };
-    let open = app.console.streams.fetch_add(1, Relaxed);
-    let slot = Slot(app.clone());
-    if open >= MAX_EVENT_STREAMS {
-        app.console.streams_refused.fetch_add(1, Relaxed);
+    let Some(slot) = Slot::take(&app, &account) else {
         return Err(ApiError::Unavailable(format!(
-            "too many console event streams are open on this node (at most {MAX_EVENT_STREAMS})"
+            "too many console event streams are open: at most {MAX_EVENT_STREAMS_PER_ACCOUNT} per account and {MAX_EVENT_STREAMS} per node; close another console tab"
         )));
-    }
+    };
     let stopping = app.console.stopping.subscribe();
     let stream = Stream {
         changes: app.conference.changes(),

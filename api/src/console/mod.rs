@@ -24,6 +24,9 @@ pub mod files;
 
 /// Event streams open at once on this node (each holds a connection and a task).
 pub const MAX_EVENT_STREAMS: usize = 256;
+/// Event streams one account may hold open at once on this node (one account cannot take
+/// every place).
+pub const MAX_EVENT_STREAMS_PER_ACCOUNT: usize = 32;
 /// Callbacks one log request returns at most.
 const LOG_LIMIT: usize = 200;
 
@@ -32,6 +35,8 @@ pub struct Console {
     /// Where the built console is (`console_dir`), if anywhere.
     pub dir: Option<PathBuf>,
     pub(crate) streams: AtomicUsize,
+    /// Open streams per account (accounts are configured: the map is bounded by them).
+    pub(crate) per_account: Mutex<std::collections::HashMap<String, usize>>,
     /// Event streams refused over [`MAX_EVENT_STREAMS`].
     pub(crate) streams_refused: AtomicU64,
     /// The last sample for rates (packets, CPU time).
@@ -52,6 +57,7 @@ impl Console {
         Arc::new(Console {
             dir,
             streams: AtomicUsize::new(0),
+            per_account: Mutex::new(std::collections::HashMap::new()),
             streams_refused: AtomicU64::new(0),
             last: Mutex::new(None),
             stopping: tokio::sync::watch::channel(false).0,
@@ -68,7 +74,7 @@ impl Console {
         use std::fmt::Write;
         let _ = writeln!(
             out,
-            "# HELP patchbay_console_streams Console event streams open now.\n# TYPE patchbay_console_streams gauge\npatchbay_console_streams {}\n# HELP patchbay_console_streams_refused Console event streams refused (over {MAX_EVENT_STREAMS} open).\n# TYPE patchbay_console_streams_refused counter\npatchbay_console_streams_refused_total {}",
+            "# HELP patchbay_console_streams Console event streams open now.\n# TYPE patchbay_console_streams gauge\npatchbay_console_streams {}\n# HELP patchbay_console_streams_refused Console event streams refused (over {MAX_EVENT_STREAMS} open, or {MAX_EVENT_STREAMS_PER_ACCOUNT} of one account).\n# TYPE patchbay_console_streams_refused counter\npatchbay_console_streams_refused_total {}",
             self.streams.load(Relaxed),
             self.streams_refused.load(Relaxed)
         );
@@ -268,7 +274,29 @@ pub async fn ops(State(app): State<AppState>, AccountId(_): AccountId) -> Json<V
         Ok(()) => "ok",
         Err(_) => "unavailable",
     };
-    let nodes = crate::cluster::nodes(&app).await.unwrap_or_default();
+    // What an account may see of each node: not its internal addresses, only the SIP URI
+    // callers use.
+    let nodes: Vec<Value> = crate::cluster::nodes(&app)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| {
+            let keep = [
+                "id",
+                "self",
+                "heartbeatAgeMs",
+                "ownedSessions",
+                "mediaSessions",
+                "draining",
+                "sipUri",
+            ];
+            let picked: serde_json::Map<String, Value> = keep
+                .iter()
+                .filter_map(|k| n.get(*k).map(|v| (k.to_string(), v.clone())))
+                .collect();
+            Value::Object(picked)
+        })
+        .collect();
     Json(json!({
         "node": app.cluster.node_id,
         "calls": listeners(Origin::Phone),

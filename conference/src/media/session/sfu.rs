@@ -321,6 +321,12 @@ fn drive_pc(
                 str0m::Event::MediaIngressStats(s) if pc.publishing => {
                     super::view::ingress_stats(rtc, &mut pc.ingress, &s);
                 }
+                str0m::Event::MediaEgressStats(s) => {
+                    // The browser's receiver reports on what we send it.
+                    if let Some(rtt) = s.rtt {
+                        pc.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                    }
+                }
                 str0m::Event::PeerStats(s) => {
                     let rtt = s.rtt.or_else(|| {
                         s.selected_candidate_pair

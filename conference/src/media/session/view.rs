@@ -297,7 +297,11 @@ impl SessionCore {
                 let audio = t.kind == str0m::media::MediaKind::Audio;
                 let level = audio.then(|| t.meter.dbov(now.unix_us));
                 let pc = d.pc(t.pc);
-                let rtt = pc.and_then(|p| p.rtt_ms);
+                // The device's round trip: its publishing connection's, else the one its
+                // receiver reports tell on another connection of the same device.
+                let rtt = pc
+                    .and_then(|p| p.rtt_ms)
+                    .or_else(|| d.pcs.iter().find_map(|p| p.rtt_ms));
                 let stats = pc.and_then(|p| p.ingress.iter().find(|(m, _)| *m == t.mid));
                 let quality = stats.map(|(_, s)| {
                     let (codec, impairment) = match t.codec {
