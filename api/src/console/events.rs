@@ -155,10 +155,9 @@ impl Stream {
     fn media(&mut self) -> Bytes {
         let data = match (&mut self.view, self.session) {
             (Some(v), _) => {
+                // Clone the Arc: the session's shell is not held while this serializes.
                 let view = v.borrow_and_update().clone();
-                let mut json = serde_json::to_value(&*view).unwrap_or_default();
-                json["running"] = serde_json::json!(true);
-                json.to_string()
+                super::view_json(&view).to_string()
             }
             (None, Some(sid)) => super::media_json(&self.app, sid).to_string(),
             (None, None) => "{}".into(),

@@ -123,13 +123,16 @@ pub async fn session_media(
 /// The media view of a session as the console reads it.
 pub(crate) fn media_json(app: &AppState, session: uuid::Uuid) -> Value {
     match app.conference.media().running(session) {
-        Some(h) => {
-            let mut v = serde_json::to_value(&*h.view()).unwrap_or(Value::Null);
-            v["running"] = json!(true);
-            v
-        }
+        Some(h) => view_json(&h.view()),
         None => json!({ "sessionId": session, "running": false, "sources": [], "listeners": [] }),
     }
+}
+
+/// A running session's media view as JSON (`running: true`).
+pub(crate) fn view_json(view: &patchbay_conference::media::session::MediaView) -> Value {
+    let mut v = serde_json::to_value(view).unwrap_or(Value::Null);
+    v["running"] = json!(true);
+    v
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{accountId}/participants/{participantId}/dialogs",

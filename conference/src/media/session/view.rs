@@ -254,12 +254,9 @@ impl SessionCore {
     /// SIP side's RTCP).
     pub fn view(&self, now: Now, legs: &dyn Fn(LegId) -> Option<LegQuality>) -> MediaView {
         let mut sources = Vec::new();
-        let mut ids: Vec<&LegId> = self.legs.keys().collect();
-        ids.sort();
-        for id in ids {
-            let Some(leg) = self.legs.get(id) else {
-                continue;
-            };
+        let mut legs_sorted: Vec<_> = self.legs.iter().collect();
+        legs_sorted.sort_by_key(|(id, _)| **id);
+        for &(id, leg) in &legs_sorted {
             let level = leg.meter.dbov(now.unix_us);
             let (codec, impairment) = codec_of_leg(leg.media.codec);
             let quality = legs(*id).map(|q| {
@@ -345,8 +342,6 @@ impl SessionCore {
                     .collect(),
             });
         }
-        let mut legs_sorted: Vec<_> = self.legs.iter().collect();
-        legs_sorted.sort_by_key(|(id, _)| **id);
         for (id, leg) in legs_sorted {
             let hears = self
                 .mixer
