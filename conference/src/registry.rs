@@ -409,9 +409,12 @@ impl Conference {
             let mut unit = Vec::new();
             if let Some(sid) = p.session_id {
                 leave_session(&mut st, sid, id, &mut unit);
+            }
+            forget_mentions(&mut st, account_id, id, &mut unit);
+            st.participants.remove(&id);
+            if let Some(sid) = p.session_id {
                 self.notify_media(&st, sid);
             }
-            st.participants.remove(&id);
             unit.push(StoreOp::DeleteParticipant(id));
             self.store.commit(unit)
         };

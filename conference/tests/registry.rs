@@ -203,17 +203,22 @@ async fn limits_and_conflicts(backend: Backend) {
     c.add_participant_to_session("dev", s2, extra, None)
         .await
         .unwrap();
-    // Subscriptions to a non-member are refused.
+    // Subscriptions may name a participant that is not a member (yet), not one that
+    // does not exist.
     let stranger = participant(&c).await.0;
-    let subs = Subscriptions {
+    let naming = |participant_id| Subscriptions {
         session_id: None,
         participants: Some(vec![ParticipantSubscription {
-            participant_id: stranger,
+            participant_id,
             stream_aliases: None,
         }]),
     };
+    c.update_subscriptions("dev", s2, extra, Some(naming(stranger)))
+        .await
+        .unwrap();
     assert!(matches!(
-        c.update_subscriptions("dev", s2, extra, Some(subs)).await,
+        c.update_subscriptions("dev", s2, extra, Some(naming(Uuid::new_v4())))
+            .await,
         Err(ConferenceError::Invalid(_))
     ));
     // Tags are limited to 50 characters (counted as characters, not bytes).

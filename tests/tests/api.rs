@@ -211,15 +211,16 @@ async fn membership_rules() {
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "participantId");
 
-    // Subscriptions naming a non-member: 400, and the participant is not added.
+    // Subscriptions naming a participant that does not exist: 400, and the participant
+    // is not added (naming one that is not a member yet is fine: subscriptions_get_put…).
     let r = api
         .call(
             Method::PUT,
             &format!("/sessions/{s1}/participants/{a}"),
-            Some(json!({"participants": [{"participantId": outsider}]})),
+            Some(json!({"participants": [{"participantId": missing}]})),
         )
         .await;
-    assert_error(&r, StatusCode::BAD_REQUEST, &outsider);
+    assert_error(&r, StatusCode::BAD_REQUEST, &missing.to_string());
     let r = api
         .call(
             Method::PUT,
@@ -332,16 +333,26 @@ async fn subscriptions_get_put_full_replace() {
     let r = api.call(Method::GET, &path(&caller), None).await;
     assert_eq!(r.body, json!({}));
 
-    // Validation.
+    // A participant that is not a member (yet) may be named: 204, kept as given (the
+    // courtroom sample sends such updates concurrently with the add); one that does not
+    // exist, or belongs to another account, may not.
     let (stranger, _) = api.participant(json!({})).await;
+    let early = json!({"participants": [{"participantId": stranger}]});
+    let r = api
+        .call(Method::PUT, &path(&caller), Some(early.clone()))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = api.call(Method::GET, &path(&caller), None).await;
+    assert_eq!(r.body, early);
+    let nobody = uuid::Uuid::new_v4().to_string();
     let r = api
         .call(
             Method::PUT,
             &path(&caller),
-            Some(json!({"participants": [{"participantId": stranger}]})),
+            Some(json!({"participants": [{"participantId": nobody}]})),
         )
         .await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "not in session");
+    assert_error(&r, StatusCode::BAD_REQUEST, "does not exist");
     let r = api
         .call(
             Method::PUT,
@@ -359,14 +370,24 @@ async fn subscriptions_get_put_full_replace() {
         .await;
     assert_error(&r, StatusCode::NOT_FOUND, "not in session");
 
-    // Removing the supervisor prunes the subscriptions naming it.
-    api.call(Method::PUT, &path(&caller), Some(barge)).await;
+    // Removing the supervisor takes its own subscriptions; the caller's naming it stay
+    // (they apply again when it comes back). Deleting it prunes every mention.
+    api.call(Method::PUT, &path(&caller), Some(barge.clone()))
+        .await;
     api.call(
         Method::DELETE,
         &format!("/sessions/{s}/participants/{supervisor}"),
         None,
     )
     .await;
+    let r = api.call(Method::GET, &path(&caller), None).await;
+    assert_eq!(r.body, barge);
+    let r = api
+        .call(Method::GET, &format!("/participants/{supervisor}"), None)
+        .await;
+    assert_eq!(r.body["subscriptions"], json!({}));
+    api.call(Method::DELETE, &format!("/participants/{supervisor}"), None)
+        .await;
     let r = api.call(Method::GET, &path(&caller), None).await;
     assert_eq!(r.body, json!({"participants": [{"participantId": agent}]}));
 }

@@ -34,7 +34,7 @@ impl Conference {
                 None => {}
             }
             let subscriptions = subscriptions.unwrap_or_default();
-            check_subscriptions(s, participant_id, &subscriptions)?;
+            check_subscriptions(&st, s, &subscriptions)?;
             let already_member = p.session_id.is_some();
 
             let seq = st.next_seq;
@@ -99,8 +99,8 @@ impl Conference {
         }
     }
 
-    /// Remove a participant from a session; its subscriptions go, and so do
-    /// other members' subscriptions to it.
+    /// Remove a participant from a session; its subscriptions go (other members'
+    /// subscriptions naming it stay). Its calls and devices stay connected, parked.
     pub async fn remove_participant_from_session(
         &self,
         account_id: &str,
@@ -149,7 +149,7 @@ impl Conference {
             member(&st, account_id, session_id, participant_id, self.now())?;
             let subscriptions = subscriptions.unwrap_or_default();
             if let Some(s) = st.sessions.get(&session_id) {
-                check_subscriptions(s, participant_id, &subscriptions)?;
+                check_subscriptions(&st, s, &subscriptions)?;
             }
             if let Some(p) = st.participants.get_mut(&participant_id) {
                 p.subscriptions = subscriptions.clone();

@@ -90,29 +90,37 @@ pub(super) fn member<'a>(
 }
 
 /// End `participant_id`'s membership of `session_id` in memory, pushing the store ops.
+/// Its own subscriptions go (Bandwidth: removal "will automatically remove any
+/// subscriptions the participant has associated with this session"); other members'
+/// subscriptions that name it stay, and apply again if it comes back.
 pub(super) fn leave_session(
     st: &mut State,
     session_id: Uuid,
     participant_id: Uuid,
     unit: &mut Vec<StoreOp>,
 ) {
-    let members = match st.sessions.get_mut(&session_id) {
-        Some(s) => {
-            s.members.retain(|m| *m != participant_id);
-            s.members.clone()
-        }
-        None => Vec::new(),
-    };
+    if let Some(s) = st.sessions.get_mut(&session_id) {
+        s.members.retain(|m| *m != participant_id);
+    }
     if let Some(p) = st.participants.get_mut(&participant_id) {
         p.session_id = None;
         p.subscriptions = Subscriptions::default();
     }
     unit.push(StoreOp::DeleteMembership(participant_id));
-    // Subscriptions only ever name members: drop the ones naming the leaver.
-    for m in members {
-        let Some(p) = st.participants.get_mut(&m) else {
+}
+
+/// A participant is deleted: every subscription of the account that names it goes (it
+/// can never join again).
+pub(super) fn forget_mentions(
+    st: &mut State,
+    account_id: &str,
+    participant_id: Uuid,
+    unit: &mut Vec<StoreOp>,
+) {
+    for p in st.participants.values_mut() {
+        if p.account_id != account_id || p.session_id.is_none() {
             continue;
-        };
+        }
         let Some(list) = p.subscriptions.participants.as_mut() else {
             continue;
         };
@@ -120,7 +128,7 @@ pub(super) fn leave_session(
         list.retain(|ps| ps.participant_id != participant_id);
         if list.len() != before {
             unit.push(StoreOp::SetSubscriptions {
-                participant_id: m,
+                participant_id: p.id,
                 subscriptions: p.subscriptions.clone(),
             });
         }
@@ -165,10 +173,12 @@ pub(super) fn check_callback_url(url: &str) -> Result<()> {
     }
 }
 
-/// Subscriptions may only name the session itself and its members (or the subscriber).
+/// Subscriptions may name the session itself and any participant of the account: one
+/// that is not a member (yet) is heard once it joins (the courtroom sample subscribes
+/// members to a participant while adding it, concurrently).
 pub(super) fn check_subscriptions(
+    st: &State,
     s: &Session,
-    subscriber: Uuid,
     subs: &Subscriptions,
 ) -> Result<()> {
     if let Some(sid) = subs.session_id {
@@ -180,10 +190,14 @@ pub(super) fn check_subscriptions(
         }
     }
     for ps in subs.participants.iter().flatten() {
-        if ps.participant_id != subscriber && !s.members.contains(&ps.participant_id) {
+        let exists = st
+            .participants
+            .get(&ps.participant_id)
+            .is_some_and(|p| p.account_id == s.account_id);
+        if !exists {
             return Err(ConferenceError::Invalid(format!(
-                "subscriptions name participant {} which is not in session {}",
-                ps.participant_id, s.id
+                "subscriptions name participant {} which does not exist",
+                ps.participant_id
             )));
         }
         if ps.stream_aliases.iter().flatten().any(|a| a.is_empty()) {
