@@ -131,8 +131,11 @@ pub enum DeviceClose {
     SessionEnded,
     /// Another device (`uniqueId`) of the same participant connected.
     Replaced,
-    /// No `PONG` on the heartbeat data channel.
+    /// A device that answered `PING` with `PONG` stopped answering.
     HeartbeatLost,
+    /// Nothing (media, RTCP, ICE consent checks, data) arrived on any of its peer
+    /// connections for 30 s: a device that froze or vanished without closing its socket.
+    Silent,
     /// The client did not answer an `sdpOffer` in time.
     OfferUnanswered,
     /// Its peer connection failed (ICE or DTLS).
@@ -151,6 +154,9 @@ impl DeviceClose {
             DeviceClose::SessionEnded => "session ended",
             DeviceClose::Replaced => "replaced by another device of the same participant",
             DeviceClose::HeartbeatLost => "heartbeat lost: no PONG on the __heartbeat__ channel",
+            DeviceClose::Silent => {
+                "nothing arrived from the device for 30 s (no media, no ICE consent checks)"
+            }
             DeviceClose::OfferUnanswered => "sdpOffer not answered in time",
             DeviceClose::MediaLost => "peer connection failed",
             DeviceClose::DuplicateDevice => {

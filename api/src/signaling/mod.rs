@@ -61,7 +61,7 @@ pub mod close {
         use super::DeviceClose::*;
         match why {
             Removed | SessionEnded => NOT_IN_SESSION,
-            HeartbeatLost | OfferUnanswered => TIMEOUT,
+            HeartbeatLost | Silent | OfferUnanswered => TIMEOUT,
             Replaced => REPLACED,
             MediaLost => MEDIA_LOST,
             DuplicateDevice => CONFLICT,

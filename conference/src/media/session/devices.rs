@@ -11,7 +11,7 @@ use super::ids::{ConnId, DeviceId, DeviceKey, PcId};
 use super::layout::{MidMap, SubscribeLayout};
 use super::{
     EndpointRequest, HangupReason, Offer, Protocol, HEARTBEAT_DEAD, OFFER_ANSWER_TIMEOUT,
-    RESUME_GRACE,
+    RESUME_GRACE, SILENCE_DEAD,
 };
 use crate::events::{
     DeviceClose, DeviceEvent, DeviceEventKind, DeviceLayout, DeviceNote, DeviceOwner, DeviceSource,
@@ -112,8 +112,11 @@ pub(super) struct Device {
     pub(super) connected: bool,
     /// When the signaling connection was lost (the device may resume until the grace ends).
     pub(super) lost_at: Option<Instant>,
-    /// When the last `PONG` (or the heartbeat channel's opening) was seen.
+    /// When the last `PONG` was seen (none: the device never answered a `PING`).
     pub(super) last_pong: Option<Instant>,
+    /// When a datagram last reached one of its peer connections (or its first one was
+    /// created).
+    pub(super) last_rx: Option<Instant>,
     pub(super) pcs: Vec<Pc>,
     next_pc: u32,
     pub(super) published: Vec<Track>,
@@ -142,6 +145,7 @@ impl Device {
             connected: true,
             lost_at: None,
             last_pong: None,
+            last_rx: None,
             pcs: Vec::new(),
             next_pc: PcId::FIRST_V2.0,
             published: Vec::new(),
@@ -359,33 +363,48 @@ impl SessionCore {
         self.route_devices(now);
     }
 
-    /// Once a second: end devices that never resumed, whose heartbeat died, or that sit
-    /// on an unanswered offer.
+    /// Once a second: end devices that never resumed, that stopped answering the
+    /// heartbeat they used to answer, whose peer connections went silent, or that sit on
+    /// an unanswered offer.
     pub(super) fn housekeeping(&mut self, now: Now) {
         let t = now.at;
-        let ended: Vec<(DeviceId, Option<DeviceClose>)> = self
-            .devices
-            .iter()
-            .filter_map(|(id, d)| {
-                let why = if d.lost_at.is_some_and(|l| t > l + RESUME_GRACE) {
-                    Some(None)
-                } else if d.last_pong.is_some_and(|p| t > p + HEARTBEAT_DEAD) {
-                    Some(Some(DeviceClose::HeartbeatLost))
-                } else if d.connected
-                    && (d
-                        .offer_sent
-                        .as_ref()
-                        .is_some_and(|(s, _)| t > *s + OFFER_ANSWER_TIMEOUT)
-                        || d.asked.iter().any(|a| t > a.at + OFFER_ANSWER_TIMEOUT))
-                {
-                    Some(Some(DeviceClose::OfferUnanswered))
-                } else {
-                    None
-                };
-                why.map(|w| (*id, w))
-            })
-            .collect();
+        let mut ended: Vec<(DeviceId, Option<DeviceClose>)> = Vec::new();
+        for (id, d) in self.devices.iter_mut() {
+            if d.pcs.is_empty() {
+                d.last_rx = None;
+            } else if d.last_rx.is_none() {
+                // Its first connection: the silence is counted from here.
+                d.last_rx = Some(t);
+            }
+            let why = if d.lost_at.is_some_and(|l| t > l + RESUME_GRACE) {
+                Some(None)
+            } else if d.last_pong.is_some_and(|p| t > p + HEARTBEAT_DEAD) {
+                Some(Some(DeviceClose::HeartbeatLost))
+            } else if d.last_rx.is_some_and(|r| t > r + SILENCE_DEAD) {
+                Some(Some(DeviceClose::Silent))
+            } else if d.connected
+                && (d
+                    .offer_sent
+                    .as_ref()
+                    .is_some_and(|(s, _)| t > *s + OFFER_ANSWER_TIMEOUT)
+                    || d.asked.iter().any(|a| t > a.at + OFFER_ANSWER_TIMEOUT))
+            {
+                Some(Some(DeviceClose::OfferUnanswered))
+            } else {
+                None
+            };
+            if let Some(w) = why {
+                ended.push((*id, w));
+            }
+        }
         for (id, why) in ended {
+            if matches!(why, Some(DeviceClose::HeartbeatLost | DeviceClose::Silent)) {
+                // Gone without a word: the connection is lost as well as the device.
+                if self.devices.get(&id).is_some_and(|d| d.connected) {
+                    tracing::info!(session_id = %self.session_id, device = id.0, reason = why.map(DeviceClose::reason), "device presumed gone");
+                    self.device_event(DeviceEventKind::Disconnect, id, now);
+                }
+            }
             self.remove_device(now, id, why);
         }
     }

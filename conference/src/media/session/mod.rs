@@ -79,8 +79,14 @@ pub const NOTE_QUEUE: usize = 32;
 /// How long a device whose signaling connection dropped may resume it (the SDK
 /// reconnects every second; its peer connections carry on meanwhile).
 pub const RESUME_GRACE: Duration = Duration::from_secs(30);
-/// A device whose heartbeat channel has been silent this long is gone (we PING every 5 s).
+/// A device that answers our `PING`s (every 5 s) with `PONG` is gone once it has not
+/// answered for this long. Devices that never answer (Bandwidth's Android and iOS SDKs
+/// open the channel but have no handler) are judged by [`SILENCE_DEAD`] alone.
 pub const HEARTBEAT_DEAD: Duration = Duration::from_secs(16);
+/// A device whose peer connections received nothing for this long (no media, RTCP, data
+/// or ICE consent check, which every WebRTC stack sends every ~5 s, RFC 7675) is gone:
+/// RFC 7675's own consent expiry.
+pub const SILENCE_DEAD: Duration = Duration::from_secs(30);
 /// How long a client may take to answer an `sdpOffer`.
 pub const OFFER_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 

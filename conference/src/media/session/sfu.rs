@@ -102,7 +102,11 @@ impl SessionCore {
             self.stats.datagrams_unaccepted += 1;
             return;
         };
-        let Some(p) = self.devices.get_mut(&id).and_then(|d| d.pc_mut(pc)) else {
+        let Some(d) = self.devices.get_mut(&id) else {
+            return;
+        };
+        d.last_rx = Some(now.at);
+        let Some(p) = d.pc_mut(pc) else {
             return;
         };
         p.dirty = true;
@@ -305,7 +309,6 @@ fn drive_pc(
                 }
                 str0m::Event::ChannelOpen(cid, label) if label == "__heartbeat__" => {
                     pc.heartbeat = Some(cid);
-                    out.last_pong.get_or_insert(now.at);
                 }
                 str0m::Event::ChannelData(data)
                     if Some(data.id) == pc.heartbeat && data.data == b"PONG" =>

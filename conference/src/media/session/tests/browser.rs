@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::super::*;
 use super::harness::*;
-use crate::events::{DeviceClose, DeviceNote};
+use crate::events::{DeviceClose, DeviceEventKind, DeviceNote};
 use crate::media::codec::Encoder;
 
 fn sdk_channel(id: u16, label: &str) -> str0m::channel::ChannelConfig {
@@ -507,6 +507,72 @@ fn a_device_whose_heartbeat_dies_is_ended() {
         vec![(ConnId(1), DeviceClose::HeartbeatLost)]
     );
     assert_eq!(rig.core.counts(), (0, 0));
+}
+
+/// Bandwidth's Android and iOS SDKs open `__heartbeat__` and never answer PING: such a
+/// device lives as long as its peer connections hear from it (media, RTCP, consent).
+#[test]
+fn a_device_that_never_answers_ping_stays_while_its_connections_live() {
+    let (mut rig, mut speaker, mut listener, _) = speaker_and_listener(41050, false);
+    speaker.pong = false;
+    listener.pong = false;
+    let before = listener.frames;
+    run(
+        &mut rig,
+        &mut [&mut speaker, &mut listener],
+        &mut [],
+        Duration::from_secs(60),
+    );
+    assert!(rig.seen.closes().is_empty(), "{:?}", rig.seen.closes());
+    assert_eq!(rig.core.counts(), (0, 2));
+    assert!(
+        listener.frames - before > 2500,
+        "its audio kept flowing for 60 s: {} frames",
+        listener.frames - before
+    );
+}
+
+/// A device that froze (its socket open, nothing arriving) is ended 30 s after the last
+/// datagram, with `onDisconnect` and `onLeave`.
+#[test]
+fn a_frozen_device_is_ended_after_30_s_of_silence() {
+    let (mut rig, mut speaker, mut listener, [talker, _]) = speaker_and_listener(41060, false);
+    speaker.pong = false;
+    listener.pong = false;
+    run(
+        &mut rig,
+        &mut [&mut speaker, &mut listener],
+        &mut [],
+        Duration::from_secs(5),
+    );
+    rig.take();
+    // The speaker freezes: only the listener goes on.
+    run(
+        &mut rig,
+        &mut [&mut listener],
+        &mut [],
+        Duration::from_millis(29_500),
+    );
+    assert!(rig.seen.closes().is_empty(), "{:?}", rig.seen.closes());
+    run(
+        &mut rig,
+        &mut [&mut listener],
+        &mut [],
+        Duration::from_millis(2_000),
+    );
+    assert_eq!(rig.seen.closes(), vec![(speaker.conn, DeviceClose::Silent)]);
+    let events: Vec<DeviceEventKind> = rig
+        .seen
+        .events()
+        .into_iter()
+        .filter(|(_, p, _)| *p == talker)
+        .map(|(k, _, _)| k)
+        .collect();
+    assert_eq!(
+        events,
+        vec![DeviceEventKind::Disconnect, DeviceEventKind::Leave]
+    );
+    assert_eq!(rig.core.counts(), (0, 1));
 }
 
 #[test]
