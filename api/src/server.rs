@@ -11,6 +11,8 @@
 //! - at most `max_connections` connections at once, `max_per_source` from one address,
 //!   WebSockets included for as long as they live; more are closed at once and counted;
 //! - `accept` errors (e.g. out of file descriptors) back off instead of spinning;
+//! - with a certificate (`http_tls_cert`), every connection is TLS (HTTPS, WSS), its
+//!   handshake bounded by `header_timeout`; the certificate is read again on SIGHUP;
 //! - on shutdown, listening stops and each connection finishes its request in flight.
 
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use patchbay_tls::TlsServer;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -56,6 +59,7 @@ pub struct HttpServerMetrics {
     pub header_timeouts: Counter,
     pub body_timeouts: Counter,
     pub accept_errors: Counter,
+    pub tls_handshake_failures: Counter,
 }
 
 impl HttpServerMetrics {
@@ -84,6 +88,11 @@ impl HttpServerMetrics {
             "http_accept_errors",
             "HTTP accept errors (e.g. out of file descriptors; accepting backs off)",
             self.accept_errors.clone(),
+        );
+        r.register(
+            "http_tls_handshake_failures",
+            "HTTPS connections closed because their TLS handshake failed or did not finish within http_header_timeout",
+            self.tls_handshake_failures.clone(),
         );
     }
 }
@@ -143,13 +152,15 @@ impl Drop for Slot {
     }
 }
 
-/// Serve `router` on `listener` until `shutdown` completes, then let every connection
-/// finish its request in flight (WebSockets are closed by their owners).
+/// Serve `router` on `listener` (over TLS with `tls`) until `shutdown` completes, then
+/// let every connection finish its request in flight (WebSockets are closed by their
+/// owners).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
     metrics: HttpServerMetrics,
+    tls: Option<TlsServer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let admission = Arc::new(Admission {
@@ -192,29 +203,25 @@ pub async fn serve(
                 req
             },
         ));
-        let (metrics, mut stop, done) = (metrics.clone(), stop_rx.clone(), done_rx.clone());
+        let (metrics, stop, done) = (metrics.clone(), stop_rx.clone(), done_rx.clone());
+        let acceptor = tls.as_ref().map(TlsServer::acceptor);
         tokio::spawn(async move {
             let _done = done;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { drop(stop.wait_for(|s| *s).await) } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let Some(acceptor) = acceptor else {
+                return serve_connection(stream, service, limits, &metrics, stop, peer).await;
             };
-            if let Err(e) = result {
-                if e.is_timeout() {
-                    metrics.header_timeouts.inc();
+            match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    serve_connection(stream, service, limits, &metrics, stop, peer).await
                 }
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                Ok(Err(e)) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(%peer, error = %e, "HTTPS handshake failed");
+                }
+                Err(_) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(%peer, "HTTPS handshake did not finish in time");
+                }
             }
         });
     }
@@ -223,6 +230,47 @@ pub async fn serve(
     drop(done_rx);
     // Every connection task holds a receiver: wait (bounded) until they are all gone.
     let _ = tokio::time::timeout(Duration::from_secs(10), done_tx.closed()).await;
+}
+
+/// Serve one connection (plain or TLS) with hyper's HTTP/1, WebSocket upgrades included.
+async fn serve_connection<S, T>(
+    stream: S,
+    service: T,
+    limits: HttpLimits,
+    metrics: &HttpServerMetrics,
+    mut stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+        > + Send
+        + 'static,
+    T::Future: Send + 'static,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { drop(stop.wait_for(|s| *s).await) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        if e.is_timeout() {
+            metrics.header_timeouts.inc();
+        }
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
 }
 
 /// Read a request body of at most `limit` bytes within `timeout`.

@@ -125,7 +125,7 @@ impl EventSink for LogEvents {
 /// Why the server closes a device's signaling connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceClose {
-    /// The participant was removed from the session or deleted.
+    /// The participant was deleted.
     Removed,
     /// The session ended.
     SessionEnded,
@@ -150,7 +150,7 @@ impl DeviceClose {
     /// A human-readable reason (the WebSocket close reason).
     pub fn reason(self) -> &'static str {
         match self {
-            DeviceClose::Removed => "participant removed from the session",
+            DeviceClose::Removed => "the participant was deleted",
             DeviceClose::SessionEnded => "session ended",
             DeviceClose::Replaced => "replaced by another device of the same participant",
             DeviceClose::HeartbeatLost => "heartbeat lost: no PONG on the __heartbeat__ channel",

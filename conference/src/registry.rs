@@ -23,6 +23,7 @@ use crate::webhooks::Webhook;
 mod changes;
 mod dialogs;
 mod follow;
+mod homes;
 mod membership;
 mod owners;
 mod state;
@@ -282,8 +283,9 @@ impl Conference {
     }
 
     /// Admit a media leg (a SIP call) for the participant a token names: it must
-    /// exist, may publish AUDIO, and be in a session. Returns the participant and
-    /// its session's media actor.
+    /// exist and may publish AUDIO. Returns the participant and its session's media
+    /// actor, or the lobby's when it is in no session (the call is parked until it is
+    /// added to one).
     pub fn join_media(
         &self,
         token: &str,
@@ -291,8 +293,8 @@ impl Conference {
         self.admit(token, true)
     }
 
-    /// Admit a browser device: the token must name an existing participant that is in a
-    /// session. Returns the participant and its session's media actor.
+    /// Admit a browser device: the token must name an existing participant. Returns the
+    /// participant and its session's media actor (or the lobby's: see `join_media`).
     pub fn join_device(
         &self,
         token: &str,
@@ -315,7 +317,9 @@ impl Conference {
         if needs_audio && !p.may_publish(PublishPermission::Audio) {
             return Err(JoinError::NoAudioPermission(p.id));
         }
-        let sid = p.session_id.ok_or(JoinError::NotInSession(p.id))?;
+        let Some(sid) = p.session_id else {
+            return Ok((p.clone(), self.media.lobby()));
+        };
         if self.cluster.is_some() && self.is_draining() && !self.media.has(sid) {
             return Err(JoinError::Draining);
         }
@@ -415,6 +419,8 @@ impl Conference {
             if let Some(sid) = p.session_id {
                 self.notify_media(&st, sid);
             }
+            // Its parked calls and devices end too.
+            self.media.recheck(id);
             unit.push(StoreOp::DeleteParticipant(id));
             self.store.commit(unit)
         };

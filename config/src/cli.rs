@@ -72,9 +72,21 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub sip_listen: Option<String>,
 
-    /// [media_ip, PATCHBAY_MEDIA_IP] Address advertised in SIP Contact and SDP, and bound for RTP [default: the sip_listen IP]
+    /// [media_ip, PATCHBAY_MEDIA_IP] Address bound for RTP, and advertised in SIP Contact and SDP unless public_ip is set [default: the sip_listen IP]
     #[arg(long, value_name = "IP")]
     pub media_ip: Option<String>,
+
+    /// [public_ip, PATCHBAY_PUBLIC_IP] Address advertised instead of the bound ones (SIP SDP c=, Contact, Via; the browsers' ICE candidate) behind 1:1 NAT [default: none]
+    #[arg(long, value_name = "IP")]
+    pub public_ip: Option<String>,
+
+    /// [http_tls_cert, PATCHBAY_HTTP_TLS_CERT] PEM certificate chain: serve HTTPS and WSS on http_listen (read again on SIGHUP) [default: none, plain HTTP]
+    #[arg(long, value_name = "FILE")]
+    pub http_tls_cert: Option<String>,
+
+    /// [http_tls_key, PATCHBAY_HTTP_TLS_KEY] PEM private key of http_tls_cert [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub http_tls_key: Option<String>,
 
     /// [rtp_ports, PATCHBAY_RTP_PORTS] UDP port range for SIP legs' RTP/RTCP, LOW-HIGH [default: 20000-29999]
     #[arg(long, value_name = "LOW-HIGH")]
@@ -120,7 +132,7 @@ pub struct Cli {
     #[arg(long, value_name = "ALIAS")]
     pub sip_stream_alias: Option<String>,
 
-    /// [webrtc_listen, PATCHBAY_WEBRTC_LISTEN] The one UDP address of all WebRTC media (ICE-lite host candidate) [default: 127.0.0.1:30000]
+    /// [webrtc_listen, PATCHBAY_WEBRTC_LISTEN] The one UDP address of all WebRTC media (ICE-lite host candidate unless public_ip is set) [default: 127.0.0.1:30000]
     #[arg(long, value_name = "ADDR")]
     pub webrtc_listen: Option<String>,
 

@@ -17,9 +17,11 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+mod addresses;
 mod cli;
 mod cluster;
 mod sip;
+pub use addresses::{Addresses, HttpTls};
 pub use cli::Cli;
 pub use cluster::ClusterConfig;
 pub use sip::{SipEdge, SipHop, SipTls, SipTransport, SipTrunk, SrtpMode};
@@ -99,7 +101,13 @@ pub struct Config {
     pub log: String,
     pub accounts: Vec<Account>,
     pub sip_listen: SocketAddr,
+    /// Bound for RTP (advertised unless `public_ip` is set).
     pub media_ip: IpAddr,
+    /// Advertised instead of the bound addresses (SIP SDP, Contact, Via; the browsers'
+    /// ICE candidate), behind 1:1 NAT.
+    pub public_ip: Option<IpAddr>,
+    /// HTTPS and WSS on `http_listen`.
+    pub http_tls: Option<HttpTls>,
     pub rtp_ports: (u16, u16),
     pub rtp_timeout: Duration,
     /// SIP over TCP: connections at once, in all and from one IP address, and how long
@@ -146,6 +154,9 @@ struct Layer {
     accounts: Option<Vec<Account>>,
     sip_listen: Option<String>,
     media_ip: Option<String>,
+    public_ip: Option<String>,
+    http_tls_cert: Option<String>,
+    http_tls_key: Option<String>,
     rtp_ports: Option<String>,
     rtp_timeout: Option<String>,
     #[serde(default, deserialize_with = "number_or_text")]
@@ -228,6 +239,9 @@ scalar_keys!(
     log,
     sip_listen,
     media_ip,
+    public_ip,
+    http_tls_cert,
+    http_tls_key,
     rtp_ports,
     rtp_timeout,
     sip_tcp_max_connections,
@@ -385,6 +399,7 @@ impl Config {
     fn validate(layer: Layer) -> Result<Config, ConfigError> {
         let sip = sip::validate(&layer)?;
         let cluster = cluster::validate(&layer)?;
+        let (addresses, http_tls) = addresses::validate(&layer)?;
         let http_listen_text = layer.http_listen.unwrap_or_else(|| "127.0.0.1:8080".into());
         let http_listen: SocketAddr = http_listen_text.parse().map_err(|_| {
             key_err(
@@ -490,31 +505,6 @@ impl Config {
             }
         }
 
-        let sip_text = layer.sip_listen.unwrap_or_else(|| "127.0.0.1:5060".into());
-        let sip_listen: SocketAddr = sip_text.parse().map_err(|_| {
-            key_err(
-                "sip_listen",
-                format!("`{sip_text}` is not an IP:port socket address"),
-            )
-        })?;
-        let media_ip = match layer.media_ip {
-            Some(t) => t
-                .parse::<IpAddr>()
-                .map_err(|_| key_err("media_ip", format!("`{t}` is not an IP address")))?,
-            None if sip_listen.ip().is_unspecified() => {
-                return Err(key_err(
-                    "media_ip",
-                    "must be set when sip_listen is a wildcard address (it is advertised in Contact and SDP)",
-                ))
-            }
-            None => sip_listen.ip(),
-        };
-        if media_ip.is_unspecified() {
-            return Err(key_err(
-                "media_ip",
-                "must be a concrete address, not a wildcard",
-            ));
-        }
         let ports_text = layer.rtp_ports.unwrap_or_else(|| "20000-29999".into());
         let rtp_ports = ports_text
             .split_once('-')
@@ -567,21 +557,6 @@ impl Config {
             layer.http_max_per_source.as_deref(),
             256,
         )?;
-        let webrtc_text = layer
-            .webrtc_listen
-            .unwrap_or_else(|| "127.0.0.1:30000".into());
-        let webrtc_listen: SocketAddr = webrtc_text.parse().map_err(|_| {
-            key_err(
-                "webrtc_listen",
-                format!("`{webrtc_text}` is not an IP:port socket address"),
-            )
-        })?;
-        if webrtc_listen.ip().is_unspecified() {
-            return Err(key_err(
-                "webrtc_listen",
-                "must be a concrete address: it is the ICE candidate browsers send to",
-            ));
-        }
         let sip_stream_alias = layer.sip_stream_alias.unwrap_or_else(|| "phone".into());
         if sip_stream_alias.is_empty() || sip_stream_alias.chars().count() > 50 {
             return Err(key_err("sip_stream_alias", "must be 1-50 characters"));
@@ -593,8 +568,10 @@ impl Config {
             webhook_secret,
             webhook_allow,
             sip,
-            sip_listen,
-            media_ip,
+            sip_listen: addresses.sip_listen,
+            media_ip: addresses.media_ip,
+            public_ip: addresses.public_ip,
+            http_tls,
             rtp_ports,
             rtp_timeout,
             sip_tcp_max_connections,
@@ -606,7 +583,7 @@ impl Config {
             http_max_connections,
             http_max_per_source,
             sip_stream_alias,
-            webrtc_listen,
+            webrtc_listen: addresses.webrtc_listen,
             http_listen,
             data_dir,
             console_dir,
@@ -621,6 +598,16 @@ impl Config {
         };
         config.check_default_credentials()?;
         Ok(config)
+    }
+
+    /// The bound and advertised addresses.
+    pub fn addresses(&self) -> Addresses {
+        Addresses {
+            sip_listen: self.sip_listen,
+            media_ip: self.media_ip,
+            public_ip: self.public_ip,
+            webrtc_listen: self.webrtc_listen,
+        }
     }
 
     /// The built-in `dev`/`dev` credentials are public: refuse them on any

@@ -83,11 +83,15 @@ fn without_password(url: &str) -> String {
 
 /// What this node says about itself in its heartbeat and in `GET /v1/cluster`.
 fn node_info(config: &Config, placed: Arc<std::sync::OnceLock<Arc<Conference>>>) -> NodeInfo {
+    // Peers are told the advertised addresses (public_ip behind 1:1 NAT); the HTTP URL
+    // is for the other nodes' relays.
+    let addresses = config.addresses();
     let fixed = serde_json::json!({
-        "httpUrl": format!("http://{}", config.http_listen),
-        "sipUri": format!("sip:{}", config.sip_listen),
-        "webrtcAddress": config.webrtc_listen.to_string(),
+        "httpUrl": format!("{}://{}", if config.http_tls.is_some() { "https" } else { "http" }, config.http_listen),
+        "sipUri": addresses.sip_uri(),
+        "webrtcAddress": addresses.webrtc_advertised().to_string(),
         "mediaIp": config.media_ip.to_string(),
+        "publicIp": config.public_ip.map(|ip| ip.to_string()),
     });
     Arc::new(move || {
         let mut v = fixed.clone();
@@ -164,6 +168,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("loading state from the store")?,
     );
     let _ = placed.set(conference.clone());
+    // Calls and devices follow their participant between sessions (and the lobby).
+    conference.route_media();
     if let Some(joined) = joined {
         cluster::run(
             conference.clone(),
@@ -182,7 +188,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
 
-    let webrtc = WebRtcTransport::bind(config.webrtc_listen)
+    let webrtc = WebRtcTransport::bind(config.webrtc_listen, config.public_ip)
         .await
         .with_context(|| {
             format!(
@@ -214,6 +220,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         SipConfig {
             listen: config.sip_listen,
             media_ip: config.media_ip,
+            public_ip: config.public_ip,
             rtp_ports: config.rtp_ports,
             rtp_timeout: config.rtp_timeout,
             tcp: TcpLimits {
@@ -253,7 +260,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
             config.sip_listen
         )
     })?;
-    tokio::spawn(reload_on_sighup(sip.tls_server(), sip_metrics.clone()));
+    let http_tls = match &config.http_tls {
+        Some(t) => Some(
+            TlsServer::new(TlsFiles {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+            })
+            .map_err(|e| anyhow::anyhow!("config keys `http_tls_cert`/`http_tls_key`: {e}"))?,
+        ),
+        None => None,
+    };
+    tokio::spawn(reload_on_sighup(
+        sip.tls_server(),
+        http_tls.clone(),
+        sip_metrics.clone(),
+    ));
 
     let limits = HttpLimits {
         header_timeout: config.http_header_timeout,
@@ -318,10 +339,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     tracing::info!(
         http = %config.http_listen,
+        https = config.http_tls.is_some(),
         sip = %sip.local,
         sip_tls = ?sip.tls_local,
         webrtc = %webrtc.local_addr(),
         media_ip = %config.media_ip,
+        public_ip = ?config.public_ip,
         data_dir = %config.data_dir.display(),
         store = %config.database_url.as_deref().map_or_else(|| "sqlite".to_string(), without_password),
         accounts = ?config.accounts.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
@@ -334,6 +357,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         patchbay_api::router(state),
         limits,
         http_metrics,
+        http_tls,
         {
             let (conference, webhooks) = (conference.clone(), webhooks.clone());
             let (timeout, lease) = (config.cluster.drain_timeout, config.cluster.lease);
@@ -378,11 +402,11 @@ fn hop(h: &patchbay_config::SipHop) -> Hop {
     }
 }
 
-/// SIGHUP: read the SIP TLS certificate and key again (renewed certificates take
-/// effect without a restart; a bad pair leaves the old one in use). Without a TLS
-/// listener it is logged and ignored (never the default action, which would end
-/// the process).
-async fn reload_on_sighup(tls: Option<TlsServer>, metrics: SipMetrics) {
+/// SIGHUP: read the TLS certificates and keys again (the HTTP listener's and the SIP
+/// TLS listener's): renewed certificates take effect for new connections without a
+/// restart; a bad pair leaves the old one in use. Without TLS it is logged and ignored
+/// (never the default action, which would end the process).
+async fn reload_on_sighup(sip: Option<TlsServer>, http: Option<TlsServer>, metrics: SipMetrics) {
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
@@ -391,17 +415,27 @@ async fn reload_on_sighup(tls: Option<TlsServer>, metrics: SipMetrics) {
         }
     };
     while hup.recv().await.is_some() {
-        let Some(tls) = &tls else {
-            tracing::info!("SIGHUP: nothing to reload (no sip_tls_listen)");
+        if sip.is_none() && http.is_none() {
+            tracing::info!("SIGHUP: nothing to reload (no sip_tls_listen, no http_tls_cert)");
             continue;
-        };
-        match tls.reload() {
-            Ok(()) => {
-                metrics.sip_tls_reloads.inc();
-                tracing::info!("SIGHUP: SIP TLS certificate reloaded");
+        }
+        if let Some(tls) = &sip {
+            match tls.reload() {
+                Ok(()) => {
+                    metrics.sip_tls_reloads.inc();
+                    tracing::info!("SIGHUP: SIP TLS certificate reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: SIP TLS certificate not reloaded, the old one stays")
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: SIP TLS certificate not reloaded, the old one stays")
+        }
+        if let Some(tls) = &http {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: HTTPS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: HTTPS certificate not reloaded, the old one stays")
+                }
             }
         }
     }

@@ -51,8 +51,11 @@ const MAX_DATAGRAM: usize = 65_535;
 #[derive(Debug, Clone)]
 pub struct SipConfig {
     pub listen: SocketAddr,
-    /// Address advertised in Contact and SDP, and bound for RTP.
+    /// Address bound for RTP (and advertised, unless `public_ip` is set).
     pub media_ip: IpAddr,
+    /// Address advertised in SDP `c=`, Contact and Via instead of `media_ip` (a public
+    /// address behind 1:1 NAT that is not on an interface).
+    pub public_ip: Option<IpAddr>,
     pub rtp_ports: (u16, u16),
     pub rtp_timeout: Duration,
     /// Where dialogs (outbound calls) go; none: dialogs are refused.
@@ -70,6 +73,13 @@ pub struct SipConfig {
     pub trunk_ping_interval: Duration,
     /// SRTP in our offers, and whether plain RTP is refused.
     pub srtp: SrtpMode,
+}
+
+impl SipConfig {
+    /// The address peers are told to reach us at (SDP, Contact, Via).
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.public_ip.unwrap_or(self.media_ip)
+    }
 }
 
 /// The SIP TLS listener.
@@ -169,7 +179,6 @@ mod fuzz_tests;
 mod message;
 mod runner;
 mod streams;
-mod tls;
 mod trunk;
 mod uac;
 mod uas;
@@ -177,8 +186,8 @@ use addressing::*;
 pub use addressing::{Hop, HopTransport};
 use call::*;
 use message::*;
+pub use patchbay_tls::{TlsFiles, TlsServer};
 pub use runner::SipGateway;
-pub use tls::{TlsFiles, TlsServer};
 pub use trunk::Trunk;
 
 static NEXT_LEG: AtomicU64 = AtomicU64::new(1);
@@ -449,7 +458,8 @@ impl Ua {
         let Some(mut call) = self.calls.remove(call_id) else {
             return;
         };
-        call.session.send(SessionInput::Leave { leg: call.leg });
+        // Its leg leaves whatever session (or the lobby) it is in now.
+        call.media = None;
         self.metrics.sip_calls_active.dec();
         if send_bye {
             if call.placed_for.is_some() {

@@ -208,6 +208,13 @@ impl RunningSipp {
         (status, log)
     }
 
+    /// Whether sipp is still running (its call not over).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Wait and assert success.
     pub fn assert_ok(self, limit: Duration) -> String {
         let name = self.name.clone();

@@ -130,20 +130,16 @@ async fn a_softphone_through_kamailio_with_opus_and_dtmf() {
 async fn the_gateways_bye_goes_through_kamailio_on_a_g722_call() {
     let g = Gateway::start().await;
     let api = g.api();
-    let (s, a, a_token, b_token) = session(&api).await;
+    let (_, a, a_token, b_token) = session(&api).await;
     let dir = g.scratch().to_path_buf();
     let other = SippCall::tone("other", &dir, 660, Law::Ulaw, 14000).token(&b_token);
     let other_call = other.spawn(&g, &dir);
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
     let (proxy, mut phone) = softphone_through_proxy(&g, &dir, &a_token, "G722/16000/1", 2.0).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    // Removing the softphone's participant: the gateway hangs up, through the proxy.
+    // Deleting the softphone's participant: the gateway hangs up, through the proxy.
     let r = api
-        .call(
-            Method::DELETE,
-            &format!("/sessions/{s}/participants/{a}"),
-            None,
-        )
+        .call(Method::DELETE, &format!("/participants/{a}"), None)
         .await;
     assert!(r.status.is_success(), "{}", r.text);
     phone.wait_log("session closed", Duration::from_secs(10));

@@ -21,11 +21,8 @@ async fn tokens_are_checked_on_connect() {
     assert_eq!(code, 4401);
     assert!(reason.contains("invalid token"), "{reason}");
 
-    // Valid token, but not in a session.
-    let mut ws = connect(&g, &lonely_token, "dev-2").await;
-    let (code, reason) = next(&mut ws).await.unwrap_err();
-    assert_eq!(code, 4403);
-    assert!(reason.contains("not in a session"), "{reason}");
+    // Valid token, not in a session (yet): accepted, parked until it is added.
+    patchbay_tests::ws::assert_token_accepted(&g, &lonely_token).await;
 
     // In a session: accepted; ids echoed verbatim, integers and strings.
     api.add(&s, &p, None).await;
@@ -297,9 +294,17 @@ async fn v2_checks_tokens_like_v3_and_speaks_its_methods() {
         (4401, true),
         "{reason}"
     );
+    // Not in a session (yet): accepted, parked until it is added.
     let (_, lonely) = api.participant(json!({"deviceApiVersion": "V2"})).await;
     let mut ws = connect_v2(&g, &lonely, "dev-2").await;
-    assert_eq!(next(&mut ws).await.unwrap_err().0, 4403);
+    let r = rpc(
+        &mut ws,
+        json!(1),
+        "setMediaPreferences",
+        json!({"sendRecv": false, "aggregationType": "NONE", "protocol": "WEB_RTC"}),
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
 
     // An AUDIO-only V2 participant in a session.
     let (s, p, token) = api
@@ -379,7 +384,8 @@ async fn v2_checks_tokens_like_v3_and_speaks_its_methods() {
     // v3's methods are not v2's.
     let r = rpc(&mut ws, json!(7), "answerSdp", json!({"sdpAnswer": "v=0"})).await;
     assert_eq!(r["error"]["code"], -32601);
-    // Removal from the session closes it like a v3 device.
+    // Removal from the session keeps it (parked); deleting the participant closes it
+    // like a v3 device.
     let r = api
         .call(
             Method::DELETE,
@@ -388,7 +394,18 @@ async fn v2_checks_tokens_like_v3_and_speaks_its_methods() {
         )
         .await;
     assert_eq!(r.status, reqwest::StatusCode::NO_CONTENT);
+    let r = rpc(&mut ws, json!(8), "ping", json!({})).await;
+    assert_eq!(
+        r["result"],
+        json!({}),
+        "still served after the removal: {r}"
+    );
+    let r = api
+        .call(Method::DELETE, &format!("/participants/{p}"), None)
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::NO_CONTENT);
     let (code, reason) = next(&mut ws).await.unwrap_err();
     assert_eq!(code, 4403, "{reason}");
+    assert!(reason.contains("deleted"), "{reason}");
     assert!(g.metric("patchbay_webrtc_offers_refused_total").await >= 2.0);
 }

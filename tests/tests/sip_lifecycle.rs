@@ -1,7 +1,7 @@
 //! A SIP call's lifecycle with real sipp callers: every way it ends (RTP timeout,
-//! participant deleted, removed from the session, session deleted or expired, the
-//! gateway shutting down) sends BYE; a second call with the same token replaces the
-//! first; after `kill -9` the token calls in again.
+//! participant deleted, session deleted or expired, the gateway shutting down) sends
+//! BYE, and leaving the session does not; a second call with the same token replaces
+//! the first; after `kill -9` the token calls in again.
 
 use std::time::Duration;
 
@@ -64,8 +64,11 @@ async fn deleting_the_participant_sends_bye_while_the_caller_talks() {
     g.wait_metric("patchbay_sip_calls_active", 0.0).await;
 }
 
+/// Leaving a session is not hanging up: a caller removed from its session stays up
+/// (parked) when that session is then deleted, and gets BYE once its participant is
+/// deleted; a member's call gets BYE when its session is deleted.
 #[tokio::test]
-async fn removing_from_the_session_and_deleting_the_session_send_bye() {
+async fn deleting_the_session_or_the_participant_sends_bye_removing_does_not() {
     let g = Gateway::start().await;
     let api = g.api();
     let s = api.session(None).await;
@@ -76,7 +79,7 @@ async fn removing_from_the_session_and_deleting_the_session_send_bye() {
     let dir = g.scratch().to_path_buf();
     write_tone_wav(&dir.join("t.wav"), 440.0, 2, Law::Ulaw);
     let rtp = "<nop><action><exec rtp_stream=\"t.wav,-1,0\"/></action></nop>";
-    let c1 = SippCall::new("removed", "uac_wait_bye.xml")
+    let mut c1 = SippCall::new("removed", "uac_wait_bye.xml")
         .var("RTP", rtp)
         .token(&t1)
         .spawn(&g, &dir);
@@ -91,10 +94,16 @@ async fn removing_from_the_session_and_deleting_the_session_send_bye() {
         None,
     )
     .await;
-    c1.assert_ok(Duration::from_secs(10));
     api.call(Method::DELETE, &format!("/sessions/{s}"), None)
         .await;
     c2.assert_ok(Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(c1.is_running(), "the removed caller was hung up");
+    assert_eq!(g.metric("patchbay_sip_calls_active").await, 1.0);
+    api.call(Method::DELETE, &format!("/participants/{p1}"), None)
+        .await;
+    c1.assert_ok(Duration::from_secs(10));
+    g.wait_metric("patchbay_sip_calls_active", 0.0).await;
 }
 
 /// A caller holds (re-INVITE with `direction`, answered `answer`) for a second while

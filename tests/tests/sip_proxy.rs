@@ -13,7 +13,7 @@ use reqwest::Method;
 async fn record_route_is_copied_and_our_bye_follows_the_route_set() {
     let g = Gateway::start().await;
     let api = g.api();
-    let (s, p, token) = api.audio_member().await;
+    let (_, p, token) = api.audio_member().await;
     // The "proxy" is this raw client itself: routes name its own address.
     let sip = RawSip::new(&g);
     let port = sip.port();
@@ -41,13 +41,9 @@ async fn record_route_is_copied_and_our_bye_follows_the_route_set() {
     sip.send(&sip.in_dialog("ACK", 1, "rr-1", &to_tag, "rr1ack"));
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
 
-    // Removing the participant hangs up: the BYE comes to the first route (us).
+    // Deleting the participant hangs up: the BYE comes to the first route (us).
     let r = api
-        .call(
-            Method::DELETE,
-            &format!("/sessions/{s}/participants/{p}"),
-            None,
-        )
+        .call(Method::DELETE, &format!("/participants/{p}"), None)
         .await;
     assert!(r.status.is_success(), "{}", r.text);
     let bye = sip.request("BYE");

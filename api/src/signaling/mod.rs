@@ -4,14 +4,16 @@
 //! token's `v` claim); both are adapters over the same session core.
 //!
 //! Shared here: the token is checked on connect (close 4401 with the reason for a bad,
-//! expired or revoked token; 4403 when the participant is in no session; 4400 without
-//! `uniqueId`); JSON-RPC errors for garbage (-32700), malformed requests (-32600) and
-//! unknown methods (-32601); the connection loop, which carries the session's notes to
-//! the client and its messages to the protocol's adapter. The session's media decides a
-//! device's life: a lost socket may resume within 30 s with the same `uniqueId`; a new
-//! `uniqueId` replaces the old device (1000); a dead heartbeat or an unanswered offer
-//! request ends it (4408); removal ends it (4403); a `uniqueId` another participant's
-//! device uses in the session is refused (4409).
+//! expired or revoked token; 4400 without `uniqueId`); JSON-RPC errors for garbage
+//! (-32700), malformed requests (-32600) and unknown methods (-32601); the connection
+//! loop, which carries the session's notes to the client, its messages to the
+//! protocol's adapter, and WebSocket pings that keep idle proxies from cutting it. The
+//! media decides a device's life: a participant in no session is parked (the socket
+//! stays open, nothing is routed) and moves to its session when added; a lost socket
+//! may resume within 30 s with the same `uniqueId`; a new `uniqueId` replaces the old
+//! device (1000); a dead heartbeat, silent peer connections or an unanswered offer end
+//! it (4408); deleting the participant or its session ends it (4403); a `uniqueId`
+//! another participant's device uses in the session is refused (4409).
 //!
 //! The session core speaks typed data (`Offer`, `EndpointRequest`, `PublishAnswer`);
 //! the SDK's JSON-RPC is written in `v3` and `v2` only.
@@ -34,10 +36,10 @@ use serde_json::{json, Value};
 
 use patchbay_conference::events::{DeviceClose, DeviceNote, DeviceOwner};
 use patchbay_conference::media::session::{
-    ConnId, DeviceKey, Protocol, PublishAnswer, PublishError, SessionHandle, SessionInput,
-    MAX_UNIQUE_ID_CHARS, NOTE_QUEUE,
+    ConnId, DeviceInput, DeviceKey, Protocol, PublishAnswer, PublishError, SessionInput,
+    DEVICE_INPUTS, MAX_UNIQUE_ID_CHARS, NOTE_QUEUE,
 };
-use patchbay_conference::{JoinError, Placement, PublishPermission};
+use patchbay_conference::{Placement, PublishPermission};
 
 use crate::AppState;
 
@@ -76,6 +78,12 @@ static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 
 /// Largest message a device may send (an SDP offer with simulcast video is ~10 KB).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// A WebSocket ping goes to each device this often: proxies that cut idle connections
+/// (nginx's and AWS ALB's default 60 s) keep it (the SDK's own `ping` comes every 5 min).
+pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// A socket from which nothing arrived this long (not even the pong to two pings) is
+/// lost (the device may still resume).
+pub const SILENT_SOCKET: std::time::Duration = std::time::Duration::from_secs(75);
 /// Largest close reason a close frame can carry (RFC 6455 §5.5: 125 - the code).
 const MAX_CLOSE_REASON: usize = 123;
 
@@ -216,28 +224,24 @@ async fn device(
             .await;
         }
     }
+    // A participant in no session joins the lobby (parked: nothing is routed) and moves
+    // to its session once added.
     let (participant, session) = match app.conference.join_device(token) {
         Ok(x) => x,
-        Err(JoinError::NotInSession(p)) => {
-            return close_with(
-                socket,
-                close::NOT_IN_SESSION,
-                format!("participant {p} is not in a session"),
-            )
-            .await
-        }
         Err(e) => {
             return close_with(socket, close::UNAUTHORIZED, format!("invalid token: {e}")).await
         }
     };
     let conn = ConnId(CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    tracing::info!(participant_id = %participant.id, device_id = %unique_id, %conn, ?protocol, "signaling connected");
+    tracing::info!(participant_id = %participant.id, device_id = %unique_id, %conn, ?protocol, in_session = participant.session_id.is_some(), "signaling connected");
+    // The connection's own input channel: it moves with the device (between sessions
+    // and the lobby), so every input reaches the core that has the device.
+    let (inputs, inputs_rx) = tokio::sync::mpsc::channel(DEVICE_INPUTS);
     let mut device = Device {
         key: DeviceKey::new(participant.id, &unique_id),
-        conn,
         may_publish_audio: participant.may_publish(PublishPermission::Audio),
         may_publish_video: participant.may_publish(PublishPermission::Video),
-        session,
+        inputs,
         metrics: app.metrics.clone(),
     };
     // A previous socket of this device first handles what it received (its `leave`).
@@ -253,14 +257,15 @@ async fn device(
         _ => None,
     };
     let (notify, notifications) = tokio::sync::mpsc::channel(NOTE_QUEUE);
-    device
-        .send(SessionInput::DeviceJoin {
+    session
+        .send_wait(SessionInput::DeviceJoin {
             key: device.key.clone(),
             conn,
             owner: DeviceOwner::of(&participant),
             protocol,
             prior,
             notify,
+            inputs: inputs_rx,
         })
         .await;
     let mut handing_over = None;
@@ -278,9 +283,7 @@ async fn device(
     )
     .await;
     device
-        .send(SessionInput::DeviceGone {
-            key: device.key.clone(),
-            conn,
+        .send(DeviceInput::Gone {
             left: end == End::Left,
         })
         .await;
@@ -289,28 +292,28 @@ async fn device(
     tracing::info!(participant_id = %participant.id, device_id = %unique_id, %conn, how = ?end, "signaling closed");
 }
 
-/// A connected device and the session whose media it joins.
+/// A connected device and its connection's input channel to the media.
 pub(crate) struct Device {
     key: DeviceKey,
-    conn: ConnId,
     may_publish_audio: bool,
     may_publish_video: bool,
-    session: SessionHandle,
+    inputs: tokio::sync::mpsc::Sender<DeviceInput>,
     metrics: std::sync::Arc<crate::Metrics>,
 }
 
 impl Device {
-    /// Send to the session's media, waiting while its queue is full (a client that
-    /// floods is paced, not dropped). When the session ended, its notes channel closes
-    /// and the connection is closed with a reason.
-    async fn send(&mut self, input: SessionInput) -> bool {
-        self.session.send_wait(input).await
+    /// Send to the media (whichever session, or the lobby, has the device now), waiting
+    /// while the connection's queue is full (a client that floods is paced, not
+    /// dropped). When the session ended, its notes channel closes and the connection is
+    /// closed with a reason.
+    async fn send(&mut self, input: DeviceInput) -> bool {
+        self.inputs.send(input).await.is_ok()
     }
 
     /// Send an input that carries `reply` and wait (bounded) for the session's answer.
     async fn ask(
         &mut self,
-        input: SessionInput,
+        input: DeviceInput,
         answer: tokio::sync::oneshot::Receiver<Result<PublishAnswer, PublishError>>,
     ) -> Result<PublishAnswer, String> {
         if !self.send(input).await {
@@ -371,6 +374,8 @@ async fn serve(
     // While a newer socket of this device waits: until when frames already on their
     // way are still read before it is let in.
     let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut heard = tokio::time::Instant::now();
     loop {
         let drained = async {
             match drain_until {
@@ -392,6 +397,16 @@ async fn serve(
                 drain_until = None;
                 continue;
             }
+            _ = pings.tick() => {
+                if heard.elapsed() > SILENT_SOCKET {
+                    tracing::info!(device = %device.key.unique_id, "signaling socket silent: lost");
+                    return End::Lost;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return End::Lost;
+                }
+                continue;
+            }
             note = notifications.recv() => {
                 let why = match note {
                     Some(DeviceNote::Close(why)) => why,
@@ -410,6 +425,7 @@ async fn serve(
                 return End::Closed;
             }
         };
+        heard = tokio::time::Instant::now();
         let msg = match msg {
             Some(Ok(msg)) => msg,
             Some(Err(e)) => {

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use patchbay_conference::events::DeviceNote;
 use patchbay_conference::media::session::{
-    EndpointRequest, MediaType, PublishRequest, SessionInput, MAX_PUBLISH_ENDPOINTS,
+    DeviceInput, EndpointRequest, MediaType, PublishRequest, MAX_PUBLISH_ENDPOINTS,
 };
 
 use super::{rpc_error, shortened, Device, Step};
@@ -219,13 +219,7 @@ pub(super) async fn message(state: &mut State, device: &mut Device, text: &str) 
         }
         Outcome::Unpublish(endpoint) => {
             if let Some((endpoint, _)) = state.published.remove_entry(endpoint.as_str()) {
-                device
-                    .send(SessionInput::Unpublish {
-                        key: device.key.clone(),
-                        conn: device.conn,
-                        endpoint,
-                    })
-                    .await;
+                device.send(DeviceInput::Unpublish { endpoint }).await;
             }
             Step::Nothing
         }
@@ -282,9 +276,7 @@ async fn offer_sdp(
 ) -> Value {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let input = match state.published.get_key_value(endpoint.as_str()) {
-        Some((endpoint, alias)) => SessionInput::Publish {
-            key: device.key.clone(),
-            conn: device.conn,
+        Some((endpoint, alias)) => DeviceInput::Publish {
             request: PublishRequest {
                 sdp,
                 aliases: Vec::new(),
@@ -295,9 +287,7 @@ async fn offer_sdp(
             },
             reply,
         },
-        None => SessionInput::Receive {
-            key: device.key.clone(),
-            conn: device.conn,
+        None => DeviceInput::Receive {
             endpoint: Arc::from(endpoint),
             sdp,
             reply,

@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 
 use patchbay_conference::events::DeviceNote;
-use patchbay_conference::media::session::{DeviceKey, Offer, PublishRequest, SessionInput};
+use patchbay_conference::media::session::{DeviceInput, DeviceKey, Offer, PublishRequest};
 
 use super::{rpc_error, shortened, Device, Step};
 
@@ -24,13 +24,7 @@ pub(super) async fn message(device: &mut Device, text: &str) -> Step {
     match handle(text) {
         Outcome::OfferSdp { id, params } => Step::Reply(publish(device, id, &params).await),
         Outcome::AnswerSdp { id, sdp } => {
-            device
-                .send(SessionInput::Answer {
-                    key: device.key.clone(),
-                    conn: device.conn,
-                    sdp,
-                })
-                .await;
+            device.send(DeviceInput::Answer { sdp }).await;
             match id {
                 Some(id) => Step::Reply(json!({"jsonrpc": "2.0", "result": {}, "id": id})),
                 None => Step::Nothing,
@@ -77,9 +71,7 @@ async fn publish(device: &mut Device, id: Value, params: &Value) -> Value {
         })
         .unwrap_or_default();
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let input = SessionInput::Publish {
-        key: device.key.clone(),
-        conn: device.conn,
+    let input = DeviceInput::Publish {
         request: PublishRequest {
             sdp,
             aliases,

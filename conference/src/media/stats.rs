@@ -98,6 +98,8 @@ pub struct MediaStats {
     pub session_inputs_dropped: AtomicU64,
     /// Notes for a device's signaling connection dropped because it did not read them.
     pub device_notes_dropped: AtomicU64,
+    /// A participant's media (calls, devices) moved out of a session or the lobby.
+    pub media_moved: AtomicU64,
 }
 
 /// One session core's counters, plain integers folded into [`MediaStats`] periodically
@@ -122,6 +124,7 @@ pub struct LocalStats {
     pub offers_refused: u64,
     pub browser_audio_decoded: u64,
     pub datagrams_unaccepted: u64,
+    pub media_moved: u64,
 }
 
 impl LocalStats {
@@ -160,6 +163,7 @@ impl LocalStats {
         add(&into.offers_refused, self.offers_refused);
         add(&into.browser_audio_decoded, self.browser_audio_decoded);
         add(&into.datagrams_unaccepted, self.datagrams_unaccepted);
+        add(&into.media_moved, self.media_moved);
     }
 }
 
@@ -266,6 +270,11 @@ impl MediaStats {
                 "device_notes_dropped",
                 "Notes for a device's signaling connection dropped because it did not read them.",
                 &self.device_notes_dropped,
+            ),
+            (
+                "media_moved",
+                "Moves of a participant's calls and devices between a session and the lobby (parked).",
+                &self.media_moved,
             ),
         ] {
             let _ = writeln!(

@@ -134,28 +134,44 @@ pub struct WebRtcStats {
 pub struct WebRtcTransport {
     socket: UdpSocket,
     local: SocketAddr,
+    /// Our ICE candidate: the public address (behind 1:1 NAT) or the bound one, with
+    /// the bound port.
+    advertised: SocketAddr,
     changes: mpsc::UnboundedSender<RouteChange>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<RouteChange>>>,
     pub stats: WebRtcStats,
 }
 
 impl WebRtcTransport {
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<Arc<WebRtcTransport>> {
+    /// Bind `addr`; `public_ip` (if any) is what browsers are told to send to instead
+    /// of the bound address (a cloud VM's public address that is not on an interface).
+    pub async fn bind(
+        addr: SocketAddr,
+        public_ip: Option<std::net::IpAddr>,
+    ) -> std::io::Result<Arc<WebRtcTransport>> {
         let socket = UdpSocket::bind(addr).await?;
         let local = socket.local_addr()?;
+        let advertised = SocketAddr::new(public_ip.unwrap_or(local.ip()), local.port());
         let (changes, receiver) = mpsc::unbounded_channel();
         Ok(Arc::new(WebRtcTransport {
             socket,
             local,
+            advertised,
             changes,
             receiver: Mutex::new(Some(receiver)),
             stats: WebRtcStats::default(),
         }))
     }
 
-    /// The address in our ICE candidates.
+    /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The address in our ICE candidates (and the local address str0m matches
+    /// datagrams against).
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertised
     }
 
     /// Change the routing table (applied by the receiving task before its next datagram).
@@ -372,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_goes_out_in_order_and_is_drained() {
-        let t = WebRtcTransport::bind("127.0.0.1:0".parse().unwrap())
+        let t = WebRtcTransport::bind("127.0.0.1:0".parse().unwrap(), None)
             .await
             .unwrap();
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

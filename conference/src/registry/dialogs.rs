@@ -358,7 +358,8 @@ impl Conference {
         true
     }
 
-    /// A dialog's participant and its session's media actor, once the call is answered.
+    /// A dialog's participant and its session's media actor (the lobby's when it is in
+    /// none), once the call is answered.
     pub fn dialog_media(
         &self,
         participant_id: Uuid,
@@ -371,8 +372,11 @@ impl Conference {
         if !p.may_publish(PublishPermission::Audio) {
             return Err(JoinError::NoAudioPermission(p.id));
         }
-        let sid = p.session_id.ok_or(JoinError::NotInSession(p.id))?;
-        let handle = self.media.session(sid, || snapshot(&st, sid));
+        let handle = match p.session_id {
+            Some(sid) => self.media.session(sid, || snapshot(&st, sid)),
+            // Removed from its session while it rang: parked like any call.
+            None => self.media.lobby(),
+        };
         Ok((p.clone(), handle))
     }
 }

@@ -160,6 +160,10 @@ impl Conference {
         for id in touched.iter().filter(|id| st.sessions.contains_key(id)) {
             self.notify_media(&st, *id);
         }
+        // Media of these participants parked here moves where they are now (or ends).
+        for id in participants {
+            self.media.recheck(*id);
+        }
         drop(st);
         for (account, kind, id, session) in changed {
             self.changed(&account, kind, id, session);
@@ -192,5 +196,7 @@ impl Conference {
         for id in ids {
             self.notify_media(&st, id);
         }
+        // Everything parked here goes where its participant is now.
+        self.media.recheck(Uuid::nil());
     }
 }

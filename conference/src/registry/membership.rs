@@ -49,6 +49,10 @@ impl Conference {
                 p.subscriptions = subscriptions.clone();
             }
             self.notify_media(&st, session_id);
+            if !already_member {
+                // Its parked calls and devices move here.
+                self.media.recheck(participant_id);
+            }
             let op = if already_member {
                 StoreOp::SetSubscriptions {
                     participant_id,
@@ -115,7 +119,6 @@ impl Conference {
             self.notify_media(&st, session_id);
             self.store.commit(unit)
         };
-        self.end_dialogs_of(&[participant_id], "the participant left its session");
         durable.await?;
         let id = Some(session_id);
         self.changed(account_id, ChangeKind::Participant, participant_id, id);

@@ -176,11 +176,7 @@ pub(super) fn check_callback_url(url: &str) -> Result<()> {
 /// Subscriptions may name the session itself and any participant of the account: one
 /// that is not a member (yet) is heard once it joins (the courtroom sample subscribes
 /// members to a participant while adding it, concurrently).
-pub(super) fn check_subscriptions(
-    st: &State,
-    s: &Session,
-    subs: &Subscriptions,
-) -> Result<()> {
+pub(super) fn check_subscriptions(st: &State, s: &Session, subs: &Subscriptions) -> Result<()> {
     if let Some(sid) = subs.session_id {
         if sid != s.id {
             return Err(ConferenceError::Invalid(format!(

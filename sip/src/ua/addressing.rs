@@ -103,9 +103,9 @@ impl Hop {
 }
 
 impl Ua {
-    /// Our address as a URI host (IPv6 in brackets).
+    /// Our address as a URI host (IPv6 in brackets): the advertised one.
     pub(super) fn our_host(&self) -> String {
-        match self.config.media_ip {
+        match self.config.advertised_ip() {
             IpAddr::V6(v6) => format!("[{v6}]"),
             ip => ip.to_string(),
         }

@@ -14,7 +14,11 @@ pub(super) struct Call {
     pub(super) negotiated: Option<Negotiated>,
     pub(super) sdp_session_id: u64,
     pub(super) sdp_version: u64,
+    /// Where the call joins once its media is negotiated (its participant's session
+    /// then, or the lobby): it may move on from there with its participant.
     pub(super) session: SessionHandle,
+    /// Its negotiated media as the session sees it, once joined (dropped: it leaves).
+    pub(super) media: Option<tokio::sync::watch::Sender<LegMedia>>,
     pub(super) rtp: RtpLeg,
     /// SRTP: our key in use, and the keys our last offer carried (an answer picks one).
     pub(super) srtp_local: Option<Crypto>,
@@ -65,21 +69,23 @@ impl Call {
             .sink
             .configure(n.remote, n.direction.we_send(), &media);
         self.rtp.set_expecting(n.direction.we_receive());
-        let input = if self.negotiated.is_some() {
-            SessionInput::Update {
-                leg: self.leg,
-                media,
+        match &self.media {
+            // Wherever the leg is now, it takes the new media at its next tick.
+            Some(watch) => {
+                watch.send_replace(media);
             }
-        } else {
-            SessionInput::Join {
-                leg: self.leg,
-                owner: self.owner.clone(),
-                call_id: self.dialog.call_id.as_str().into(),
-                media,
-                sink: self.rtp.sink.clone(),
+            None => {
+                let (watch, media) = tokio::sync::watch::channel(media);
+                self.session.send(SessionInput::Join {
+                    leg: self.leg,
+                    owner: self.owner.clone(),
+                    call_id: self.dialog.call_id.as_str().into(),
+                    media,
+                    sink: self.rtp.sink.clone(),
+                });
+                self.media = Some(watch);
             }
-        };
-        self.session.send(input);
+        }
         self.negotiated = Some(n);
     }
 }

@@ -56,6 +56,15 @@ impl CallTable {
         self.calls.contains_key(call_id)
     }
 
+    /// The Call-IDs of a participant's inbound calls.
+    pub fn of_participant(&self, participant_id: Uuid) -> Vec<String> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| c.owner.participant_id == participant_id && c.placed_for.is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// The Call-IDs of the calls with a dialog.
     pub fn ids(&self) -> Vec<String> {
         self.calls.keys().cloned().collect()

@@ -51,7 +51,7 @@ impl SipGateway {
             .chain(config.outbound_proxy.iter())
             .any(|h| h.transport == HopTransport::Tls);
         let tls_client = if tls_next_hop {
-            Some(tls::client_config(config.tls_ca.as_deref()).map_err(invalid)?)
+            Some(patchbay_tls::client_config(config.tls_ca.as_deref()).map_err(invalid)?)
         } else {
             None
         };

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::pki_types::ServerName;
 
-use super::tls::TlsServer;
 use super::*;
+use patchbay_tls::TlsServer;
 
 /// Bytes kept of a message's start, to answer it when the parser refuses it.
 const HEAD_BYTES: usize = 8 * 1024;

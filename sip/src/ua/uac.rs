@@ -39,11 +39,19 @@ pub(super) struct Outgoing {
     offered: Vec<Crypto>,
 }
 
+/// Where an answered call's leg is: to join this session, or joined already (early
+/// media) with this media watch.
+pub(super) enum Joined {
+    Into(SessionHandle),
+    Already(tokio::sync::watch::Sender<LegMedia>),
+}
+
 /// A leg playing early media (ringback, announcements) into the session before the answer.
 pub(super) struct Early {
     negotiated: Negotiated,
     owner: DeviceOwner,
-    session: SessionHandle,
+    /// The leg's media as its session sees it (dropped: it leaves).
+    media: tokio::sync::watch::Sender<LegMedia>,
 }
 
 impl Outgoing {
@@ -59,11 +67,10 @@ impl Outgoing {
         &self.call_id
     }
 
-    /// The call is dropped before an answer: its early media leaves the session.
+    /// The call is dropped before an answer: its early media leaves the session (the
+    /// media watch goes with `self`).
     fn leave(self) {
-        if let Some(e) = self.early {
-            e.session.send(SessionInput::Leave { leg: self.leg });
-        }
+        drop(self.early);
     }
 }
 
@@ -168,7 +175,7 @@ impl Ua {
         let via = self.new_via(&peer);
         let route = self.proxy_route();
         let body = sdp::offer(
-            (self.config.media_ip, out.rtp.port),
+            (self.config.advertised_ip(), out.rtp.port),
             &out.offered,
             self.config.srtp,
             out.sdp_session_id,
@@ -322,6 +329,7 @@ impl Ua {
         // Silence before the answer is normal: no RTP timeout until then.
         out.rtp.set_expecting(false);
         let owner = DeviceOwner::of(&p);
+        let (watch, media) = tokio::sync::watch::channel(media);
         session.send(SessionInput::Join {
             leg: out.leg,
             owner: owner.clone(),
@@ -333,7 +341,7 @@ impl Ua {
         out.early = Some(Early {
             negotiated: n,
             owner,
-            session,
+            media: watch,
         });
     }
 
@@ -444,19 +452,19 @@ impl Ua {
             negotiated = Some(Ok(e.negotiated));
         }
         let early = out.early.take();
-        let joined = early.is_some();
         let media = match early {
+            // Already in the session since the early media: an update, now sending too.
             Some(e) => match negotiated {
-                Some(Ok(n)) => Some((n, e.owner, e.session)),
-                _ => {
-                    e.session.send(SessionInput::Leave { leg: out.leg });
-                    None
-                }
+                Some(Ok(n)) => Some((n, e.owner, Joined::Already(e.media))),
+                // Its leg leaves (the early media watch is dropped).
+                _ => None,
             },
-            None => self.media_of_answer(&out, negotiated),
+            None => self
+                .media_of_answer(&out, negotiated)
+                .map(|(n, owner, session)| (n, owner, Joined::Into(session))),
         };
         let leg = out.leg;
-        let Some((n, owner, session)) = media else {
+        let Some((n, owner, joined)) = media else {
             // Hang up what we cannot use.
             let dialog_id = out.dialog_id;
             let call = self.call_of(out, leg, peer, dialog, ack, None);
@@ -469,13 +477,9 @@ impl Ua {
         };
         let cancel = out.cancel;
         let dialog_id = out.dialog_id;
-        let mut call = self.call_of(out, leg, peer, dialog, ack, Some((owner, session)));
+        let mut call = self.call_of(out, leg, peer, dialog, ack, Some((owner, joined)));
         let call_id = call.dialog.call_id.clone();
         call.srtp_local = answered_key(&call.srtp_offered, &n).unwrap_or(None);
-        if joined {
-            // Already in the session since the early media: an update, now sending too.
-            call.negotiated = Some(n);
-        }
         call.apply(n);
         self.metrics.sip_calls_active.inc();
         self.calls.insert(call);
@@ -515,17 +519,21 @@ impl Ua {
         peer: Peer,
         dialog: Dialog,
         ack: Option<Bytes>,
-        joined: Option<(DeviceOwner, SessionHandle)>,
+        joined: Option<(DeviceOwner, Joined)>,
     ) -> Call {
         // A call that never joins raises no events: no callback URL needed.
-        let (owner, session) = joined.unwrap_or_else(|| {
+        let (owner, joined) = joined.unwrap_or_else(|| {
             let owner = DeviceOwner {
                 participant_id: out.participant_id,
                 callback_url: None,
                 tag: None,
             };
-            (owner, SessionHandle::closed())
+            (owner, Joined::Into(SessionHandle::closed()))
         });
+        let (session, media) = match joined {
+            Joined::Into(session) => (session, None),
+            Joined::Already(media) => (SessionHandle::closed(), Some(media)),
+        };
         Call {
             leg,
             owner,
@@ -535,6 +543,7 @@ impl Ua {
             sdp_session_id: out.sdp_session_id,
             sdp_version: out.cseq as u64,
             session,
+            media,
             rtp: out.rtp,
             srtp_local: None,
             srtp_offered: out.offered,

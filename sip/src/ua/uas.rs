@@ -112,10 +112,6 @@ impl Ua {
                 }
                 x
             }
-            Err(JoinError::NotInSession(p)) => {
-                tracing::info!(%call_id, participant_id = %p, "call refused: participant in no session");
-                return reject(self, 480, "Temporarily Unavailable");
-            }
             // In a cluster, another node runs the session's media: redirect there (a
             // carrier-side proxy such as Kamailio follows 3xx; see docs/cluster.md).
             Err(JoinError::Elsewhere {
@@ -176,7 +172,7 @@ impl Ua {
             }
         };
         let sdp_session_id = rand::random::<u32>() as u64;
-        let at = (self.config.media_ip, rtp.port);
+        let at = (self.config.advertised_ip(), rtp.port);
         let srtp_local = negotiated.as_ref().and_then(|n| answering_key(None, n));
         let srtp_offered = match (&negotiated, mode) {
             (None, SrtpMode::Offer | SrtpMode::Require) => Crypto::offer_set(),
@@ -236,6 +232,7 @@ impl Ua {
             sdp_session_id,
             sdp_version: 1,
             session,
+            media: None,
             rtp,
             srtp_local,
             srtp_offered,
@@ -246,6 +243,12 @@ impl Ua {
             call.apply(n);
         }
         self.schedule_2xx(&call);
+        // One call per participant: a second call with its token replaces the first,
+        // wherever that one is (its session, or parked).
+        for old in self.calls.of_participant(participant.id) {
+            tracing::info!(call_id = %old, new_call_id = %call_id, "call replaced by a new call of its participant");
+            self.end_call(&old, true);
+        }
         self.calls.insert(call);
     }
 
@@ -323,7 +326,7 @@ impl Ua {
     }
 
     pub(super) fn on_reinvite(&mut self, key: &TransactionKey, req: &Request, call_id: &str) {
-        let media_ip = self.config.media_ip;
+        let media_ip = self.config.advertised_ip();
         let mode = self.config.srtp;
         let contact = self
             .calls

@@ -109,6 +109,14 @@ pub enum Control {
         left: bool,
     },
     Snapshot(SessionSnapshot),
+    /// A participant's media arrives from another core (see `moving`).
+    Adopt {
+        media: super::Detached,
+        fate: super::Fate,
+    },
+    /// The lobby: this participant's session changed (its media moves on); the nil id:
+    /// every participant's.
+    Recheck(Uuid),
     End(HangupReason),
 }
 
@@ -150,6 +158,9 @@ pub enum Action {
         ufrag: String,
         addr: SocketAddr,
     },
+    /// The lobby: media of this participant arrived; check where it belongs (an add to a
+    /// session may have raced its arrival).
+    Verify(Uuid),
 }
 
 /// What the core wants done.
@@ -225,6 +236,10 @@ pub struct SessionCore {
     pub(super) ended: bool,
     /// Wall clock of the control input being handled, ms (for the events it raises).
     pub(super) unix_ms: u64,
+    /// The node's lobby: the core of media whose participant is in no session.
+    pub(super) lobby: bool,
+    /// Media that left, for the shell to send on.
+    pub(super) detached: Vec<super::Detached>,
 }
 
 impl SessionCore {
@@ -259,7 +274,21 @@ impl SessionCore {
             stats: LocalStats::default(),
             ended: false,
             unix_ms: 0,
+            lobby: false,
+            detached: Vec::new(),
         }
+    }
+
+    /// The node's lobby: a core of no session, holding the media of participants that
+    /// are in none (parked: nothing is routed, callers hear silence).
+    pub fn lobby(alias: Arc<str>, webrtc: Option<SocketAddr>, now: Now) -> Self {
+        let mut core = SessionCore::new(Uuid::nil(), alias, webrtc, now);
+        core.lobby = true;
+        core
+    }
+
+    pub fn is_lobby(&self) -> bool {
+        self.lobby
     }
 
     pub fn session_id(&self) -> Uuid {
@@ -279,7 +308,7 @@ impl SessionCore {
     /// A control input.
     pub fn handle_control(&mut self, now: Now, input: Control) {
         if self.ended {
-            self.refuse_after_end(input);
+            self.refuse_after_end(now, input);
             return;
         }
         self.unix_ms = now.unix_us / 1000;
@@ -290,8 +319,10 @@ impl SessionCore {
                 call_id,
                 media,
             } => {
+                let participant_id = owner.participant_id;
                 self.join(leg, owner, call_id, media);
                 self.route_devices(now);
+                self.arrived(now, participant_id);
             }
             Control::Update { leg, media } => self.update(leg, media),
             Control::Leave { leg } => {
@@ -304,7 +335,11 @@ impl SessionCore {
                 owner,
                 protocol,
                 prior,
-            } => self.device_join(now, key, conn, owner, protocol, prior),
+            } => {
+                let participant_id = key.participant_id;
+                self.device_join(now, key, conn, owner, protocol, prior);
+                self.arrived(now, participant_id);
+            }
             Control::Publish {
                 key,
                 conn,
@@ -337,9 +372,26 @@ impl SessionCore {
             Control::DeviceGone { key, conn, left } => self.device_closed(now, &key, conn, left),
             Control::Snapshot(s) => {
                 self.snapshot = s;
+                self.evict_strangers(now);
                 self.route();
                 self.route_devices(now);
             }
+            Control::Adopt { media, fate } => self.adopt(now, media, fate),
+            Control::Recheck(participant_id) if self.lobby => {
+                let all: Vec<Uuid> = if participant_id.is_nil() {
+                    self.legs
+                        .values()
+                        .map(|l| l.owner.participant_id)
+                        .chain(self.devices.values().map(|d| d.key.participant_id))
+                        .collect()
+                } else {
+                    vec![participant_id]
+                };
+                for p in all {
+                    self.detach(now, p);
+                }
+            }
+            Control::Recheck(_) => self.evict_strangers(now),
             Control::End(reason) => self.end(now, reason),
         }
         if self.drive_pending {
@@ -347,9 +399,26 @@ impl SessionCore {
         }
     }
 
-    /// After the end, joins are hung up or closed and publishes refused.
-    fn refuse_after_end(&mut self, input: Control) {
+    /// Media of `participant_id` joined here: in a session, it leaves again if the
+    /// participant is no member (a join that raced a removal); in the lobby, where it
+    /// belongs is checked (a join that raced an add).
+    fn arrived(&mut self, now: Now, participant_id: Uuid) {
+        if self.lobby {
+            self.push(Action::Verify(participant_id));
+        } else {
+            self.evict_strangers(now);
+        }
+    }
+
+    /// After the end, joins are hung up or closed and publishes refused; media that
+    /// moved here while the session ended ends with it.
+    fn refuse_after_end(&mut self, now: Now, input: Control) {
         match input {
+            Control::Adopt { media, .. } => {
+                self.ended = false;
+                self.adopt(now, media, super::Fate::End);
+                self.ended = true;
+            }
             Control::Join { leg, .. } => self.push(Action::HangUp {
                 leg,
                 reason: HangupReason::SessionEnded,

@@ -131,6 +131,9 @@ pub(super) struct Device {
     /// first offer), and our mids paired with the browser's for them.
     pub(super) prior: Option<SubscribeLayout>,
     pub(super) mids: MidMap,
+    /// v3: mids of what it received in the core it came from, to go inactive in its
+    /// next offer.
+    pub(super) stale: Vec<str0m::media::Mid>,
     /// v2: endpoints announced and not yet offered for.
     pub(super) asked: Vec<Asked>,
 }
@@ -155,6 +158,7 @@ impl Device {
             revision: 0,
             prior: None,
             mids: MidMap::default(),
+            stale: Vec::new(),
             asked: Vec::new(),
         }
     }
@@ -210,7 +214,7 @@ impl SessionCore {
         self.push(Action::Event(event));
     }
 
-    fn close(&mut self, conn: ConnId, why: DeviceClose) {
+    pub(super) fn close(&mut self, conn: ConnId, why: DeviceClose) {
         self.push(Action::Note {
             conn,
             note: DeviceNote::Close(why),

@@ -186,7 +186,7 @@ impl SessionCore {
     /// Forget connection `pc` of device `id` (or the endpoint announced for it), with
     /// what it publishes or receives; a receiving endpoint is reported removed. True if
     /// it was publishing.
-    fn drop_pc(&mut self, id: DeviceId, pc: PcId) -> bool {
+    pub(super) fn drop_pc(&mut self, id: DeviceId, pc: PcId) -> bool {
         let Some(d) = self.devices.get_mut(&id) else {
             return false;
         };

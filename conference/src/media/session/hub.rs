@@ -2,15 +2,16 @@
 //! Touched on joins, leaves and control-plane changes only — never per packet.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::{
-    HangupReason, MediaView, SessionInput, SessionSnapshot, CONTROL_QUEUE, DATAGRAM_QUEUE,
-    DEVICE_QUEUE, PHONE_ALIAS,
+    Fate, HangupReason, Home, Homes, MediaView, SessionInput, SessionSnapshot, CONTROL_QUEUE,
+    DATAGRAM_QUEUE, DEVICE_QUEUE, PHONE_ALIAS,
 };
 use crate::events::{EventSink, LogEvents};
 use crate::media::stats::MediaStats;
@@ -53,6 +54,24 @@ impl SessionHandle {
     /// control plane's); false when the session has ended.
     pub async fn send_wait(&self, input: SessionInput) -> bool {
         self.devices.send(input).await.is_ok()
+    }
+
+    /// Hand over a participant's media, waiting while the control queue is full (it must
+    /// not be dropped); the media comes back when the session's shell has stopped.
+    pub(super) async fn send_adopt(
+        &self,
+        moving: super::Moving,
+        fate: super::Fate,
+    ) -> Result<(), super::Moving> {
+        match self
+            .control
+            .send(SessionInput::Adopt(Box::new(moving), fate))
+            .await
+        {
+            Err(mpsc::error::SendError(SessionInput::Adopt(m, _))) => Err(*m),
+            // The channel gives back what was sent on it: nothing else.
+            Ok(()) | Err(_) => Ok(()),
+        }
     }
 
     /// Hand over one datagram; false when the queue is full or the session ended.
@@ -105,6 +124,13 @@ impl SessionHandle {
 
 pub(super) struct HubInner {
     sessions: Mutex<HashMap<Uuid, SessionHandle>>,
+    /// The core of the media whose participants are in no session (started when first
+    /// needed).
+    lobby: Mutex<Option<SessionHandle>>,
+    /// Where a participant's media belongs (the control plane).
+    homes: Mutex<Option<Arc<dyn Homes>>>,
+    /// The gateway is stopping: media that moves ends instead.
+    stopping: AtomicBool,
     pub(super) stats: Arc<MediaStats>,
     pub(super) alias: Arc<str>,
     pub(super) webrtc: Mutex<Option<Arc<WebRtcTransport>>>,
@@ -116,12 +142,152 @@ impl HubInner {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Forget `me` as the shell of `session_id` (if it still is).
-    pub(super) fn remove(&self, session_id: Uuid, me: &SessionHandle) {
+    fn lobby_slot(&self) -> MutexGuard<'_, Option<SessionHandle>> {
+        self.lobby.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn homes(&self) -> Option<Arc<dyn Homes>> {
+        self.homes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Forget `me` as the shell of `session_id` (or as the lobby), if it still is.
+    pub(super) fn remove(&self, session_id: Uuid, lobby: bool, me: &SessionHandle) {
+        if lobby {
+            let mut slot = self.lobby_slot();
+            if slot.as_ref().is_some_and(|h| h.same_session(me)) {
+                *slot = None;
+            }
+            return;
+        }
         let mut map = self.sessions();
         if map.get(&session_id).is_some_and(|h| h.same_session(me)) {
             map.remove(&session_id);
         }
+    }
+
+    /// A new shell (for `session_id`, or the lobby) and its handle.
+    fn spawn(self: &Arc<Self>, session_id: Uuid, lobby: bool) -> SessionHandle {
+        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let (devices, devices_rx) = mpsc::channel(DEVICE_QUEUE);
+        let (datagrams, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
+        let (end, end_rx) = watch::channel(None);
+        let handle = SessionHandle {
+            control,
+            devices,
+            datagrams,
+            end: Arc::new(end),
+            stats: self.stats.clone(),
+            legs: Arc::default(),
+            view: Arc::new(
+                watch::channel(Arc::new(MediaView {
+                    session_id,
+                    ..Default::default()
+                }))
+                .0,
+            ),
+        };
+        tokio::spawn(super::shell::run(
+            session_id,
+            lobby,
+            super::shell::Channels {
+                control: control_rx,
+                devices: devices_rx,
+                datagrams: datagrams_rx,
+                end: end_rx,
+            },
+            self.clone(),
+            handle.clone(),
+        ));
+        handle
+    }
+
+    /// The shell of `session_id`, started with `snapshot` if it is not running.
+    pub(super) fn session(
+        self: &Arc<Self>,
+        session_id: Uuid,
+        snapshot: impl FnOnce() -> SessionSnapshot,
+    ) -> SessionHandle {
+        let mut map = self.sessions();
+        if let Some(h) = map.get(&session_id).filter(|h| !h.is_closed()) {
+            return h.clone();
+        }
+        let handle = self.spawn(session_id, false);
+        let _ = handle.send(SessionInput::Snapshot(snapshot()));
+        map.insert(session_id, handle.clone());
+        handle
+    }
+
+    /// The lobby's shell, started if it is not running.
+    pub(super) fn lobby(self: &Arc<Self>) -> SessionHandle {
+        let mut slot = self.lobby_slot();
+        if let Some(h) = slot.as_ref().filter(|h| !h.is_closed()) {
+            return h.clone();
+        }
+        let handle = self.spawn(Uuid::nil(), true);
+        *slot = Some(handle.clone());
+        handle
+    }
+
+    /// Send media that left a core where its participant is now. A shell that stopped
+    /// meanwhile sends it back and the question is asked again; when the gateway stops
+    /// (or after a few tries) it ends.
+    pub(super) fn rehome(self: &Arc<Self>, mut moving: super::Moving) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            if moving.hops > 3 {
+                // It keeps bouncing (the control plane changing under it): let it settle.
+                let wait =
+                    Duration::from_millis(50 * u64::from(moving.hops)).min(Duration::from_secs(1));
+                tokio::time::sleep(wait).await;
+            }
+            for _ in 0..4 {
+                if hub.stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                let pid = moving.participant_id();
+                let home = match hub.homes() {
+                    Some(h) => h.home(pid).await,
+                    None => Home::Gone,
+                };
+                let (target, fate) = match home {
+                    Home::Session(sid, snapshot) => (hub.session(sid, || snapshot), Fate::Stay),
+                    Home::Lobby => (hub.lobby(), Fate::Stay),
+                    Home::Elsewhere => (hub.lobby(), Fate::Evict),
+                    Home::Gone => (hub.lobby(), Fate::End),
+                };
+                match target.send_adopt(moving, fate).await {
+                    Ok(()) => return,
+                    Err(back) => moving = back,
+                }
+            }
+            tracing::info!(participant_id = %moving.participant_id(), "media with nowhere to go ends");
+            for (_, l) in &moving.legs {
+                l.sink.hang_up(HangupReason::Shutdown);
+            }
+            for (_, c) in &moving.conns {
+                let _ = c.notes.try_send(crate::events::DeviceNote::Close(
+                    crate::events::DeviceClose::SessionEnded,
+                ));
+            }
+        });
+    }
+
+    /// Media of `participant_id` arrived in the lobby: if the participant is in a
+    /// session now, the lobby lets it go there.
+    pub(super) fn verify(self: &Arc<Self>, participant_id: Uuid) {
+        let Some(homes) = self.homes() else {
+            return;
+        };
+        let hub = self.clone();
+        tokio::spawn(async move {
+            if matches!(homes.home(participant_id).await, Home::Lobby) {
+                return;
+            }
+            let lobby = hub.lobby_slot().clone();
+            if let Some(l) = lobby {
+                l.send(SessionInput::Recheck(participant_id));
+            }
+        });
     }
 }
 
@@ -143,6 +309,9 @@ impl MediaHub {
         MediaHub {
             inner: Arc::new(HubInner {
                 sessions: Mutex::new(HashMap::new()),
+                lobby: Mutex::new(None),
+                homes: Mutex::new(None),
+                stopping: AtomicBool::new(false),
                 stats: Arc::new(MediaStats::default()),
                 alias: Arc::from(alias),
                 webrtc: Mutex::new(None),
@@ -192,43 +361,33 @@ impl MediaHub {
         session_id: Uuid,
         snapshot: impl FnOnce() -> SessionSnapshot,
     ) -> SessionHandle {
-        let mut map = self.inner.sessions();
-        if let Some(h) = map.get(&session_id).filter(|h| !h.is_closed()) {
-            return h.clone();
+        self.inner.session(session_id, snapshot)
+    }
+
+    /// The lobby: where the media of participants in no session is parked.
+    pub fn lobby(&self) -> SessionHandle {
+        self.inner.lobby()
+    }
+
+    /// Ask `homes` where a participant's media belongs whenever it moves.
+    pub fn set_homes(&self, homes: Arc<dyn Homes>) {
+        *self.inner.homes.lock().unwrap_or_else(|e| e.into_inner()) = Some(homes);
+    }
+
+    /// A participant's session changed: media of it parked in the lobby moves on.
+    pub fn recheck(&self, participant_id: Uuid) {
+        let lobby = self.inner.lobby_slot().clone();
+        if let Some(l) = lobby {
+            l.send(SessionInput::Recheck(participant_id));
         }
-        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-        let (devices, devices_rx) = mpsc::channel(DEVICE_QUEUE);
-        let (datagrams, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
-        let (end, end_rx) = watch::channel(None);
-        let handle = SessionHandle {
-            control,
-            devices,
-            datagrams,
-            end: Arc::new(end),
-            stats: self.inner.stats.clone(),
-            legs: Arc::default(),
-            view: Arc::new(
-                watch::channel(Arc::new(MediaView {
-                    session_id,
-                    ..Default::default()
-                }))
-                .0,
-            ),
-        };
-        let _ = handle.send(SessionInput::Snapshot(snapshot()));
-        map.insert(session_id, handle.clone());
-        tokio::spawn(super::shell::run(
-            session_id,
-            super::shell::Channels {
-                control: control_rx,
-                devices: devices_rx,
-                datagrams: datagrams_rx,
-                end: end_rx,
-            },
-            self.inner.clone(),
-            handle.clone(),
-        ));
-        handle
+    }
+
+    /// SIP legs parked in the lobby now.
+    pub fn parked_legs(&self) -> usize {
+        self.inner
+            .lobby_slot()
+            .as_ref()
+            .map_or(0, |h| h.legs.load(Ordering::Relaxed))
     }
 
     /// Tell a running session (if any) something; none is started.
@@ -246,9 +405,13 @@ impl MediaHub {
         }
     }
 
-    /// End every session's media (graceful shutdown).
+    /// End every session's media and the lobby's (graceful shutdown).
     pub fn end_all(&self, reason: HangupReason) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
         for (_, h) in self.inner.sessions().drain() {
+            h.end(reason);
+        }
+        if let Some(h) = self.inner.lobby_slot().take() {
             h.end(reason);
         }
     }

@@ -267,21 +267,9 @@ impl SessionCore {
         }
     }
 
-    /// Recompute who hears whom from the snapshot (the pure resolver), hang up legs
-    /// whose participant is no longer a member, and note which browser audio a leg hears.
+    /// Recompute who hears whom from the snapshot (the pure resolver) and note which
+    /// browser audio a leg hears.
     pub(super) fn route(&mut self) {
-        let gone: Vec<Uuid> = self
-            .legs
-            .values()
-            .map(|l| l.owner.participant_id)
-            .filter(|p| !self.is_member(*p))
-            .collect();
-        if !gone.is_empty() {
-            self.hang_up_legs(
-                |l| gone.contains(&l.owner.participant_id),
-                HangupReason::Removed,
-            );
-        }
         let mut hears = Vec::with_capacity(self.legs.len() + self.browser_audio.len());
         let mut heard = vec![false; self.browser_audio.len()];
         let listeners: Vec<(LegId, Uuid)> = self

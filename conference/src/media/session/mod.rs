@@ -9,11 +9,18 @@
 //! socket, task, channel or clock, so unit tests drive it with fake time.
 //!
 //! The shell (`shell`) owns those: bounded channels for the control plane and SIP
-//! legs, for devices' signaling (its senders wait) and for datagrams (a full one drops
-//! and counts), the legs' RTP endpoints ([`LegSink`]), the
-//! devices' signaling channels, the WebRTC socket and the timer. It lives exactly as
-//! long as the session: started on the first media join, ended with the session
-//! (deleted, expired, gateway stopping) — no handoff between actors.
+//! legs, for devices' joins and each device connection's inputs (their senders wait)
+//! and for datagrams (a full one drops and counts), the legs' RTP endpoints
+//! ([`LegSink`]), the devices' signaling channels, the WebRTC socket and the timer. It
+//! lives exactly as long as the session: started on the first media join, ended with
+//! the session (deleted, expired, gateway stopping).
+//!
+//! Media follows its participant (`moving`): a participant removed from its session
+//! keeps its calls and devices, parked in the node's lobby (a core of no session: it
+//! hears nothing and is heard by nobody, callers get silence); added to a session, its
+//! media moves there as it is (codecs, jitter buffers, peer connections, the device's
+//! input channel), with no new call or reload. Only a deleted participant, a deleted or
+//! expired session, or the far end ends them.
 //!
 //! Identities are typed: a leg is a [`LegId`] chosen by the SIP side, a device is a
 //! [`DeviceKey`] (participant and the SDK's `uniqueId` together), and inside the core
@@ -25,7 +32,8 @@
 //! what a device may receive, v3's subscribing offers), `endpoints` (v2: a connection per
 //! published and per received stream, the client always offering), `sfu` (driving the
 //! peer connections, fan-out, forwarding), `bridge` (phone⇄browser audio and DTMF),
-//! `core` (the state machine: dispatch, outputs, timers). Both device protocols (v3 and
+//! `moving` (detaching a participant's media, adopting it elsewhere), `core` (the state
+//! machine: dispatch, outputs, timers). Both device protocols (v3 and
 //! v2, [`Protocol`]) are served by the same core; only the API's adapters differ.
 
 mod bridge;
@@ -36,6 +44,7 @@ mod hub;
 mod ids;
 mod layout;
 mod legs;
+mod moving;
 mod negotiation;
 mod sfu;
 mod shell;
@@ -52,6 +61,7 @@ pub use self::core::{Action, Control, Now, Output, SessionCore};
 pub use hub::{MediaHub, SessionHandle};
 pub use ids::{ConnId, DeviceKey, LegId};
 pub use layout::{LineKind, SubscribeLayout};
+pub use moving::{Detached, Fate, Home, Homes, Moving};
 pub use view::{
     render_views, Delivery, Heard, ListenerView, MediaView, Origin, Quality, SourceView,
 };
@@ -69,7 +79,7 @@ pub const MAX_UNIQUE_ID_CHARS: usize = 128;
 pub const MAX_TRACKS_PER_DEVICE: usize = 8;
 /// Control-plane and SIP inputs queued for one session before they are refused (counted).
 pub const CONTROL_QUEUE: usize = 1024;
-/// Device signaling inputs queued for one session before their senders wait.
+/// Devices' joins queued for one session before their senders wait.
 pub const DEVICE_QUEUE: usize = 256;
 /// WebRTC datagrams queued for one session before they are dropped.
 pub const DATAGRAM_QUEUE: usize = 1024;
@@ -96,7 +106,7 @@ pub const PHONE_ALIAS: &str = "phone";
 /// Why a leg is being hung up by the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HangupReason {
-    /// The participant left the session or was deleted.
+    /// The participant was deleted.
     Removed,
     /// The session was deleted or expired.
     SessionEnded,
@@ -281,25 +291,21 @@ pub enum PublishError {
 
 /// What the shell receives on its control channel.
 pub enum SessionInput {
+    /// A SIP leg joins. Its negotiated media is `media`'s current value; a new value
+    /// (re-INVITE with another codec or ptime) updates the leg, and the sender's drop
+    /// (the call ended) takes the leg out — wherever the leg has moved to since.
     Join {
         leg: LegId,
         /// Whose call it is (`onConnect`/`onLeave` go to its `callbackUrl`).
         owner: crate::events::DeviceOwner,
         /// The SIP Call-ID: the events' `deviceId`.
         call_id: Arc<str>,
-        media: LegMedia,
+        media: tokio::sync::watch::Receiver<LegMedia>,
         sink: Arc<dyn LegSink>,
     },
-    /// The leg's media changed (re-INVITE with another codec or ptime).
-    Update {
-        leg: LegId,
-        media: LegMedia,
-    },
-    Leave {
-        leg: LegId,
-    },
-    /// A device's signaling connection opened (a new device or a resume); notes for
-    /// this connection go to `notify`.
+    /// A device's signaling connection opened (a new device or a resume). Notes for
+    /// this connection go to `notify`; its inputs come on `inputs` (which moves with the
+    /// device when its participant moves, so none is lost or misdirected).
     DeviceJoin {
         key: DeviceKey,
         conn: ConnId,
@@ -310,44 +316,42 @@ pub enum SessionInput {
         /// count from (a cluster node: `epoch << 32`).
         prior: Option<SubscribeLayout>,
         notify: tokio::sync::mpsc::Sender<crate::events::DeviceNote>,
-    },
-    /// A device publishes (or re-publishes) with this offer.
-    Publish {
-        key: DeviceKey,
-        conn: ConnId,
-        request: PublishRequest,
-        reply: tokio::sync::oneshot::Sender<Result<PublishAnswer, PublishError>>,
-    },
-    /// v2: a device's offer for a receiving endpoint we announced (`sdpNeeded`).
-    Receive {
-        key: DeviceKey,
-        conn: ConnId,
-        endpoint: Arc<str>,
-        sdp: String,
-        reply: tokio::sync::oneshot::Sender<Result<PublishAnswer, PublishError>>,
-    },
-    /// v2: a device stops publishing an endpoint.
-    Unpublish {
-        key: DeviceKey,
-        conn: ConnId,
-        endpoint: Arc<str>,
-    },
-    /// A device's answer to our last offer.
-    Answer {
-        key: DeviceKey,
-        conn: ConnId,
-        sdp: String,
-    },
-    /// A device's signaling connection closed (`left`: the client said `leave`).
-    DeviceGone {
-        key: DeviceKey,
-        conn: ConnId,
-        left: bool,
+        inputs: tokio::sync::mpsc::Receiver<DeviceInput>,
     },
     Snapshot(SessionSnapshot),
+    /// A participant's media moves in (it joined this session, or left one for the
+    /// lobby), with what becomes of it here.
+    Adopt(Box<Moving>, Fate),
+    /// The lobby: the participant's session changed; its parked media moves on.
+    Recheck(Uuid),
     /// The session is gone: hang up every leg, close every device, stop.
     End(HangupReason),
 }
+
+/// One input of a device's signaling connection, on that connection's own channel
+/// (the channel names the device: nothing here can name another).
+pub enum DeviceInput {
+    /// Publish (or re-publish) with this offer.
+    Publish {
+        request: PublishRequest,
+        reply: tokio::sync::oneshot::Sender<Result<PublishAnswer, PublishError>>,
+    },
+    /// v2: the device's offer for a receiving endpoint we announced (`sdpNeeded`).
+    Receive {
+        endpoint: Arc<str>,
+        sdp: String,
+        reply: tokio::sync::oneshot::Sender<Result<PublishAnswer, PublishError>>,
+    },
+    /// v2: the device stops publishing an endpoint.
+    Unpublish { endpoint: Arc<str> },
+    /// The device's answer to our last offer.
+    Answer { sdp: String },
+    /// The signaling connection closed (`left`: the client said `leave`).
+    Gone { left: bool },
+}
+
+/// Inputs a device's signaling connection may have queued before its sender waits.
+pub const DEVICE_INPUTS: usize = 32;
 
 /// Now, in microseconds since the Unix epoch (the clock of kernel receive timestamps).
 pub fn unix_us() -> u64 {

@@ -11,7 +11,7 @@ use super::{
     MediaType, Offer, Protocol, PublishAnswer, PublishError, PublishRequest, StreamInfo,
     MAX_PUBLISH_ENDPOINTS, MAX_TRACKS_PER_DEVICE,
 };
-use crate::events::{DeviceClose, DeviceLayout, DeviceNote};
+use crate::events::{DeviceLayout, DeviceNote};
 use crate::media::sdp::{offered_streams, offered_tracks, reject_kinds, sdp_ufrag};
 
 /// A peer connection of ours; `dtmf` accepts RFC 4733 telephone-events (publishing
@@ -259,22 +259,8 @@ impl SessionCore {
 
     /// Give every device what its subscriptions allow that it does not receive yet, and
     /// take away what they no longer allow (v3: one offer in flight per device, the next
-    /// waits for its answer; v2: endpoints announced and removed). Devices of
-    /// participants no longer in the session are closed.
+    /// waits for its answer; v2: endpoints announced and removed).
     pub(super) fn route_devices(&mut self, now: Now) {
-        let stale: Vec<DeviceId> = self
-            .devices
-            .iter()
-            .filter(|(_, d)| !self.is_member(d.key.participant_id))
-            .map(|(k, _)| *k)
-            .collect();
-        if !stale.is_empty() {
-            // Each removal routes the rest again.
-            for id in stale {
-                self.remove_device(now, id, Some(DeviceClose::Removed));
-            }
-            return;
-        }
         if let Some(local) = self.webrtc {
             let mut ids: Vec<DeviceId> = self.devices.keys().copied().collect();
             ids.sort();
@@ -299,11 +285,13 @@ impl SessionCore {
         let Some(d) = self.devices.get_mut(&id) else {
             return;
         };
+        // What it no longer receives, and what it received in the core it came from.
         let unwanted: Vec<str0m::media::Mid> = d
             .forwards
             .iter()
             .filter(|f| !all.iter().any(|a| a.source == f.source))
             .filter_map(|f| f.to_mid)
+            .chain(d.stale.iter().copied())
             .collect();
         let wanted: Vec<Forward> = all
             .into_iter()
@@ -389,6 +377,7 @@ impl SessionCore {
         d.forwards
             .retain(|f| !f.to_mid.is_some_and(|m| unwanted.contains(&m)));
         d.forwards.extend(added);
+        d.stale.clear();
         d.pending = Some(pending);
         d.revision += 1;
         let mut streams: Vec<StreamInfo> = Vec::new();

@@ -309,6 +309,10 @@ fn drive_pc(
                 }
                 str0m::Event::ChannelOpen(cid, label) if label == "__heartbeat__" => {
                     pc.heartbeat = Some(cid);
+                    // A first PING at once: a client that answers is known as one soon.
+                    if let Some(mut ch) = rtc.channel(cid) {
+                        let _ = ch.write(false, b"PING");
+                    }
                 }
                 str0m::Event::ChannelData(data)
                     if Some(data.id) == pc.heartbeat && data.data == b"PONG" =>

@@ -3,11 +3,16 @@
 //! the core and carries out its outputs. No media logic lives here.
 //!
 //! Priorities: the end of the session, then due timers (the 20 ms tick is never
-//! starved), then control inputs, then devices' signaling, then datagrams, each in
-//! bounded batches.
+//! starved), then control inputs, then devices' joins and their connections' inputs,
+//! then datagrams, each in bounded batches.
+//!
+//! Media that leaves the core (its participant is elsewhere now) leaves with what the
+//! shell holds for it — legs' endpoints and media watches, devices' signaling channels —
+//! and the hub sends it where it belongs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -15,14 +20,19 @@ use uuid::Uuid;
 
 use super::core::{Action, Control, Now, Output, SessionCore};
 use super::hub::{HubInner, SessionHandle};
-use super::ids::{ConnId, LegId};
-use super::{HangupReason, LegSink, PublishAnswer, PublishError, SessionInput};
+use super::ids::{ConnId, DeviceKey, LegId};
+use super::moving::Moving;
+use super::{
+    DeviceInput, HangupReason, LegMedia, LegSink, PublishAnswer, PublishError, SessionInput,
+};
 use crate::events::{DeviceNote, EventSink};
 use crate::media::stats::MediaStats;
 use crate::media::webrtc::{RouteChange, WebRtcIn, WebRtcTransport};
 
 /// Inputs taken per wake-up before timers are looked at again.
 const BATCH: usize = 64;
+/// Media that moves again within this long of its arrival counts a hop.
+const SETTLED: Duration = Duration::from_secs(1);
 
 pub(super) struct Channels {
     pub(super) control: mpsc::Receiver<SessionInput>,
@@ -31,15 +41,34 @@ pub(super) struct Channels {
     pub(super) end: watch::Receiver<Option<HangupReason>>,
 }
 
+/// A leg as the shell holds it: its RTP endpoint and the watch of its negotiated media
+/// (a new value: re-negotiated; the sender gone: the call ended).
+pub(super) struct LegEntry {
+    pub(super) sink: Arc<dyn LegSink>,
+    pub(super) media: watch::Receiver<LegMedia>,
+}
+
+/// A device's signaling connection as the shell holds it.
+pub(super) struct ConnEntry {
+    pub(super) key: DeviceKey,
+    pub(super) inputs: mpsc::Receiver<DeviceInput>,
+    pub(super) notes: mpsc::Sender<DeviceNote>,
+}
+
 /// What the shell holds for the core's outputs.
 struct Io {
-    legs: HashMap<LegId, Arc<dyn LegSink>>,
-    notes: HashMap<ConnId, mpsc::Sender<DeviceNote>>,
+    legs: HashMap<LegId, LegEntry>,
+    conns: HashMap<ConnId, ConnEntry>,
+    /// Where the next poll of the connections starts (each gets its turn).
+    poll_from: usize,
     replies: HashMap<u64, oneshot::Sender<Result<PublishAnswer, PublishError>>>,
     next_request: u64,
+    /// Participants whose media arrived lately, with the hops it made.
+    arrived: HashMap<Uuid, (u32, Instant)>,
     transport: Option<Arc<WebRtcTransport>>,
     sink: Arc<dyn EventSink>,
     me: SessionHandle,
+    hub: Arc<HubInner>,
     stats: Arc<MediaStats>,
 }
 
@@ -52,28 +81,32 @@ impl Io {
             .store(self.legs.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
+    fn request_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
+    }
+
     /// Turn a control input into the core's, keeping its channels here.
     fn control(&mut self, core: &mut SessionCore, now: Now, input: SessionInput) {
-        let (control, after) = match input {
+        let control = match input {
             SessionInput::Join {
                 leg,
                 owner,
                 call_id,
-                media,
+                mut media,
                 sink,
             } => {
-                self.legs.insert(leg, sink);
+                let current = *media.borrow_and_update();
+                self.legs.insert(leg, LegEntry { sink, media });
                 self.count_legs();
-                let c = Control::Join {
+                Control::Join {
                     leg,
                     owner,
                     call_id,
-                    media,
-                };
-                (c, None)
+                    media: current,
+                }
             }
-            SessionInput::Update { leg, media } => (Control::Update { leg, media }, None),
-            SessionInput::Leave { leg } => (Control::Leave { leg }, Some(Forget::Leg(leg))),
             SessionInput::DeviceJoin {
                 key,
                 conn,
@@ -81,88 +114,126 @@ impl Io {
                 protocol,
                 prior,
                 notify,
+                inputs,
             } => {
-                self.notes.insert(conn, notify);
-                let c = Control::DeviceJoin {
+                self.conns.insert(
+                    conn,
+                    ConnEntry {
+                        key: key.clone(),
+                        inputs,
+                        notes: notify,
+                    },
+                );
+                Control::DeviceJoin {
                     key,
                     conn,
                     owner,
                     protocol,
                     prior,
-                };
-                (c, None)
+                }
             }
-            SessionInput::Publish {
-                key,
-                conn,
-                request,
-                reply,
-            } => {
-                let id = self.next_request;
-                self.next_request += 1;
+            SessionInput::Snapshot(s) => Control::Snapshot(s),
+            SessionInput::Adopt(moving, fate) => {
+                let Moving {
+                    media,
+                    legs,
+                    conns,
+                    hops,
+                } = *moving;
+                self.arrived.retain(|_, (_, at)| at.elapsed() < SETTLED);
+                self.arrived
+                    .insert(media.participant_id(), (hops, Instant::now()));
+                self.legs.extend(legs);
+                self.conns.extend(conns);
+                self.count_legs();
+                Control::Adopt { media, fate }
+            }
+            SessionInput::Recheck(p) => Control::Recheck(p),
+            SessionInput::End(reason) => Control::End(reason),
+        };
+        core.handle_control(now, control);
+        self.outputs(core);
+    }
+
+    /// One input of a device's connection (`None`: the connection's loop ended).
+    fn device_input(
+        &mut self,
+        core: &mut SessionCore,
+        now: Now,
+        conn: ConnId,
+        input: Option<DeviceInput>,
+    ) {
+        let Some(key) = self.conns.get(&conn).map(|c| c.key.clone()) else {
+            return;
+        };
+        let control = match input {
+            None => {
+                self.conns.remove(&conn);
+                return;
+            }
+            Some(DeviceInput::Publish { request, reply }) => {
+                let id = self.request_id();
                 self.replies.insert(id, reply);
-                let c = Control::Publish {
+                Control::Publish {
                     key,
                     conn,
                     request: id,
                     offer: request,
-                };
-                (c, None)
+                }
             }
-            SessionInput::Receive {
-                key,
-                conn,
+            Some(DeviceInput::Receive {
                 endpoint,
                 sdp,
                 reply,
-            } => {
-                let id = self.next_request;
-                self.next_request += 1;
+            }) => {
+                let id = self.request_id();
                 self.replies.insert(id, reply);
-                let c = Control::Receive {
+                Control::Receive {
                     key,
                     conn,
                     request: id,
                     endpoint,
                     sdp,
-                };
-                (c, None)
+                }
             }
-            SessionInput::Unpublish {
+            Some(DeviceInput::Unpublish { endpoint }) => Control::Unpublish {
                 key,
                 conn,
                 endpoint,
-            } => (
-                Control::Unpublish {
-                    key,
-                    conn,
-                    endpoint,
-                },
-                None,
-            ),
-            SessionInput::Answer { key, conn, sdp } => (Control::Answer { key, conn, sdp }, None),
-            SessionInput::DeviceGone { key, conn, left } => (
-                Control::DeviceGone { key, conn, left },
-                Some(Forget::Conn(conn)),
-            ),
-            SessionInput::Snapshot(s) => (Control::Snapshot(s), None),
-            SessionInput::End(reason) => (Control::End(reason), None),
+            },
+            Some(DeviceInput::Answer { sdp }) => Control::Answer { key, conn, sdp },
+            Some(DeviceInput::Gone { left }) => {
+                // Nothing more comes on it.
+                self.conns.remove(&conn);
+                Control::DeviceGone { key, conn, left }
+            }
         };
         core.handle_control(now, control);
         self.outputs(core);
-        match after {
-            Some(Forget::Leg(leg)) => {
-                self.legs.remove(&leg);
-                self.count_legs();
-            }
-            Some(Forget::Conn(conn)) => {
-                self.notes.remove(&conn);
-            }
-            None => {}
-        }
     }
 
-    /// Carry out everything the core wants done.
+    /// The next input of any device connection (each connection in turn).
+    fn poll_conns(&mut self, cx: &mut Context<'_>) -> Poll<(ConnId, Option<DeviceInput>)> {
+        let n = self.conns.len();
+        if n == 0 {
+            return Poll::Pending;
+        }
+        let start = self.poll_from % n;
+        self.poll_from = self.poll_from.wrapping_add(1);
+        for pass in [true, false] {
+            for (i, (conn, c)) in self.conns.iter_mut().enumerate() {
+                if (i >= start) != pass {
+                    continue;
+                }
+                if let Poll::Ready(input) = c.inputs.poll_recv(cx) {
+                    return Poll::Ready((*conn, input));
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Carry out everything the core wants done, then send on the media that left.
     fn outputs(&mut self, core: &mut SessionCore) {
         while let Some(out) = core.poll_output() {
             match out {
@@ -176,12 +247,41 @@ impl Io {
                     payload,
                     samples,
                 } => {
-                    if let Some(s) = self.legs.get(&leg) {
-                        s.send_audio(payload, samples);
+                    if let Some(l) = self.legs.get(&leg) {
+                        l.sink.send_audio(payload, samples);
                     }
                 }
                 Output::Action(a) => self.action(a),
             }
+        }
+        while let Some(media) = core.poll_detached() {
+            let (legs, _) = media.endpoints();
+            let pid = media.participant_id();
+            let legs = legs
+                .into_iter()
+                .filter_map(|l| self.legs.remove(&l).map(|e| (l, e)))
+                .collect();
+            let conns: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.key.participant_id == pid)
+                .map(|(k, _)| *k)
+                .collect();
+            let conns = conns
+                .into_iter()
+                .filter_map(|c| self.conns.remove(&c).map(|e| (c, e)))
+                .collect();
+            let hops = match self.arrived.remove(&pid) {
+                Some((h, at)) if at.elapsed() < SETTLED => h + 1,
+                _ => 0,
+            };
+            self.count_legs();
+            self.hub.rehome(Moving {
+                media,
+                legs,
+                conns,
+                hops,
+            });
         }
     }
 
@@ -193,27 +293,27 @@ impl Io {
                 start,
                 clock,
             } => {
-                if let Some(s) = self.legs.get(&leg) {
-                    s.send_event(&payload, start, clock);
+                if let Some(l) = self.legs.get(&leg) {
+                    l.sink.send_event(&payload, start, clock);
                 }
             }
             Action::HangUp { leg, reason } => {
-                if let Some(s) = self.legs.remove(&leg) {
-                    s.hang_up(reason);
+                if let Some(l) = self.legs.remove(&leg) {
+                    l.sink.hang_up(reason);
                 }
                 self.count_legs();
             }
             Action::Note { conn, note } => {
                 let close = matches!(note, DeviceNote::Close(_));
-                if let Some(tx) = self.notes.get(&conn) {
-                    if tx.try_send(note).is_err() {
+                if let Some(c) = self.conns.get(&conn) {
+                    if c.notes.try_send(note).is_err() {
                         self.stats
                             .device_notes_dropped
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 if close {
-                    self.notes.remove(&conn);
+                    self.conns.remove(&conn);
                 }
             }
             Action::Published { request, result } => {
@@ -240,6 +340,7 @@ impl Io {
                     t.route(RouteChange::Confirm { ufrag, addr });
                 }
             }
+            Action::Verify(participant_id) => self.hub.verify(participant_id),
         }
     }
 
@@ -262,6 +363,9 @@ impl Io {
 
     /// Take the media view, as often as it is wanted.
     fn publish_view(&self, core: &SessionCore, last: &mut Instant, changed: bool) {
+        if core.is_lobby() {
+            return;
+        }
         let every = if changed {
             Duration::ZERO
         } else if self.me.view.receiver_count() > 0 {
@@ -274,38 +378,68 @@ impl Io {
         }
         *last = Instant::now();
         let view = core.view(Now::system(), &|leg| {
-            self.legs.get(&leg).and_then(|s| s.quality())
+            self.legs.get(&leg).and_then(|l| l.sink.quality())
         });
         self.me.view.send_replace(Arc::new(view));
     }
 
-    /// Hand every leg's waiting RTP to the core (before a tick).
-    fn drain_legs(&self, core: &mut SessionCore, now: Now) {
-        for (&leg, sink) in &self.legs {
-            sink.drain(&mut |packet| core.handle_rtp(now, leg, packet));
+    /// Before a tick: legs whose call re-negotiated or ended, then every leg's waiting
+    /// RTP into the core.
+    fn drain_legs(&mut self, core: &mut SessionCore, now: Now) {
+        let mut changed = Vec::new();
+        let mut ended = Vec::new();
+        for (&leg, l) in self.legs.iter_mut() {
+            match l.media.has_changed() {
+                Ok(true) => changed.push((leg, *l.media.borrow_and_update())),
+                Ok(false) => {}
+                Err(_) => ended.push(leg),
+            }
         }
+        for (leg, media) in changed {
+            core.handle_control(now, Control::Update { leg, media });
+        }
+        if !ended.is_empty() {
+            for leg in ended {
+                core.handle_control(now, Control::Leave { leg });
+                self.legs.remove(&leg);
+            }
+            self.count_legs();
+        }
+        for (&leg, l) in &self.legs {
+            l.sink
+                .drain(&mut |packet| core.handle_rtp(now, leg, packet));
+        }
+        self.outputs(core);
     }
 }
 
-enum Forget {
-    Leg(LegId),
-    Conn(ConnId),
-}
-
-/// The session's task: runs until the session ends.
-pub(super) async fn run(session_id: Uuid, mut ch: Channels, hub: Arc<HubInner>, me: SessionHandle) {
+/// The session's task (or the lobby's, `lobby`): runs until the session ends.
+pub(super) async fn run(
+    session_id: Uuid,
+    lobby: bool,
+    mut ch: Channels,
+    hub: Arc<HubInner>,
+    me: SessionHandle,
+) {
     let transport = hub.webrtc.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let sink = hub.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let local = transport.as_ref().map(|t| t.local_addr());
-    let mut core = SessionCore::new(session_id, hub.alias.clone(), local, Now::system());
+    let local = transport.as_ref().map(|t| t.advertised());
+    let mut core = if lobby {
+        SessionCore::lobby(hub.alias.clone(), local, Now::system())
+    } else {
+        SessionCore::new(session_id, hub.alias.clone(), local, Now::system())
+    };
     let mut io = Io {
         legs: HashMap::new(),
-        notes: HashMap::new(),
+        conns: HashMap::new(),
+        poll_from: 0,
         replies: HashMap::new(),
         next_request: 1,
+        arrived: HashMap::new(),
         transport,
         sink,
         me: me.clone(),
+        hub: hub.clone(),
         stats: hub.stats.clone(),
     };
     let mut folded = Instant::now();
@@ -346,6 +480,11 @@ pub(super) async fn run(session_id: Uuid, mut ch: Channels, hub: Arc<HubInner>, 
                 core.fold_stats(&hub.stats);
                 controlled = true;
             }
+            (conn, input) = std::future::poll_fn(|cx| io.poll_conns(cx)) => {
+                io.device_input(&mut core, Now::system(), conn, input);
+                core.fold_stats(&hub.stats);
+                controlled = true;
+            }
             datagram = ch.datagrams.recv(), if datagrams_open => {
                 let Some(d) = datagram else {
                     datagrams_open = false;
@@ -371,8 +510,9 @@ pub(super) async fn run(session_id: Uuid, mut ch: Channels, hub: Arc<HubInner>, 
         }
         io.publish_view(&core, &mut viewed, controlled);
     }
-    hub.remove(session_id, &me);
-    // Inputs that raced the end: joins are hung up, devices closed, publishes refused.
+    hub.remove(session_id, lobby, &me);
+    // Inputs that raced the end: joins are hung up, devices closed, publishes refused,
+    // media moving in ends with the session.
     ch.control.close();
     ch.devices.close();
     let now = Now::system();
@@ -383,5 +523,5 @@ pub(super) async fn run(session_id: Uuid, mut ch: Channels, hub: Arc<HubInner>, 
         io.control(&mut core, now, input);
     }
     core.fold_stats(&hub.stats);
-    tracing::debug!(%session_id, "session media stopped");
+    tracing::debug!(%session_id, lobby, "session media stopped");
 }

@@ -220,6 +220,41 @@ impl Rig {
         }
     }
 
+    /// The node's lobby (no session: nothing is routed), on `clock`'s time.
+    pub fn lobby(clock: &Rig) -> Rig {
+        let now = clock.now;
+        let addr = CORE_ADDR.parse().ok();
+        Rig {
+            core: SessionCore::lobby(PHONE_ALIAS.into(), addr, now),
+            now,
+            seen: Seen::default(),
+            session_id: Uuid::nil(),
+        }
+    }
+
+    /// Another session's core, on `clock`'s time.
+    pub fn beside(clock: &Rig) -> Rig {
+        let mut rig = Rig::new();
+        rig.now = clock.now;
+        rig.core = SessionCore::new(
+            rig.session_id,
+            PHONE_ALIAS.into(),
+            CORE_ADDR.parse().ok(),
+            rig.now,
+        );
+        rig
+    }
+
+    /// Hand what left this core to `to` with `fate`, as the hub does; how many moved.
+    pub fn hand_over(&mut self, to: &mut Rig, fate: Fate) -> usize {
+        let mut n = 0;
+        while let Some(media) = self.core.poll_detached() {
+            to.control(Control::Adopt { media, fate });
+            n += 1;
+        }
+        n
+    }
+
     /// Every member hears the whole session.
     pub fn members(&mut self, members: &[Uuid]) {
         let subs = Subscriptions {

@@ -1,5 +1,6 @@
-//! TLS for SIP (rustls): the listener's certificate, read from PEM files and read
-//! again on SIGHUP, and the roots trusted for trunks and proxies.
+//! TLS (rustls) for Patchbay's listeners and outbound connections: a listener's
+//! certificate, read from PEM files and read again on SIGHUP (the HTTP listener's and
+//! the SIP TLS listener's), and the roots trusted for SIP trunks and proxies.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -43,7 +44,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// The TLS listener's configuration now; [`TlsServer::reload`] swaps it for new
+/// A TLS listener's configuration now; [`TlsServer::reload`] swaps it for new
 /// connections, and a failed reload keeps the one in use.
 #[derive(Clone)]
 pub struct TlsServer {
@@ -98,3 +99,5 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
+
+pub use tokio_rustls::{server::TlsStream, TlsAcceptor};

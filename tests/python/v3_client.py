@@ -1,0 +1,183 @@
+"""An independent Bandwidth v3 device client (aiortc, not the Bandwidth SDK), behaving
+like Bandwidth's Android and iOS SDKs: it opens the negotiated `__heartbeat__` and
+`__diagnostics__` data channels on both connections and never answers `PING`.
+
+It speaks the v3 JSON-RPC the SDKs speak (setMediaPreferences, offerSdp with
+mediaMetadata, answerSdp to the server's sdpOffer), publishes a 440 Hz tone under the
+alias given, and receives whatever the server offers. Every second it prints one JSON
+line of what it observed: audio frames received, their level, WebSocket pings from the
+server (answered, as every WebSocket stack does), whether the socket is open.
+
+Usage: v3_client.py WS_URL TOKEN UNIQUE_ID ALIAS SECONDS
+"""
+
+import array
+import asyncio
+import fractions
+import json
+import math
+import sys
+import time
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from av import AudioFrame
+
+RATE = 48000
+SAMPLES = 960  # 20 ms
+
+
+class Tone(MediaStreamTrack):
+    """A 440 Hz tone, in 20 ms frames paced by the clock."""
+
+    kind = "audio"
+
+    def __init__(self):
+        super().__init__()
+        self.pts = 0
+        self.start = None
+
+    async def recv(self):
+        if self.start is None:
+            self.start = time.monotonic()
+        due = self.start + self.pts / RATE
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        frame = AudioFrame(format="s16", layout="mono", samples=SAMPLES)
+        samples = bytearray()
+        for i in range(SAMPLES):
+            v = int(8000 * math.sin(2 * math.pi * 440 * (self.pts + i) / RATE))
+            samples += v.to_bytes(2, "little", signed=True)
+        frame.planes[0].update(bytes(samples))
+        frame.sample_rate = RATE
+        frame.pts = self.pts
+        frame.time_base = fractions.Fraction(1, RATE)
+        self.pts += SAMPLES
+        return frame
+
+
+def sdk_channels(pc):
+    """The SDKs' negotiated channels; like the native SDKs, no handler answers PING."""
+    return [
+        pc.createDataChannel("__heartbeat__", negotiated=True, id=0, protocol="udp"),
+        pc.createDataChannel("__diagnostics__", negotiated=True, id=1, protocol="udp"),
+    ]
+
+
+class Client:
+    def __init__(self, ws):
+        self.ws = ws
+        self.next_id = 1
+        self.replies = {}
+        self.frames = 0
+        self.level = 0.0
+        self.pings = 0
+        self.pings_on_heartbeat = 0
+        self.revision = 0
+        self.subscribe = None
+        self.closed = None
+        self.keep = []
+
+    async def rpc(self, method, params):
+        rid = self.next_id
+        self.next_id += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.replies[rid] = fut
+        await self.ws.send_str(json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": rid}))
+        return await asyncio.wait_for(fut, 10)
+
+    async def read(self):
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.PING:
+                self.pings += 1
+                await self.ws.pong(msg.data)
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                m = json.loads(msg.data)
+                if "id" in m and m["id"] in self.replies:
+                    self.replies.pop(m["id"]).set_result(m)
+                elif m.get("method") == "sdpOffer":
+                    asyncio.create_task(self.answer(m["params"]))
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                break
+        self.closed = {"code": self.ws.close_code}
+
+    async def answer(self, params):
+        if params["sdpRevision"] <= self.revision:
+            return
+        self.revision = params["sdpRevision"]
+        if self.subscribe is None:
+            self.subscribe = RTCPeerConnection()
+            self.keep += sdk_channels(self.subscribe)
+            self.subscribe.on("track", lambda track: asyncio.create_task(self.listen(track)))
+        await self.subscribe.setRemoteDescription(RTCSessionDescription(params["sdpOffer"], "offer"))
+        answer = await self.subscribe.createAnswer()
+        await self.subscribe.setLocalDescription(answer)
+        await self.rpc("answerSdp", {"sdpAnswer": self.subscribe.localDescription.sdp})
+
+    async def listen(self, track):
+        if track.kind != "audio":
+            return
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            self.frames += 1
+            # Decoded s16 samples (numpy is not needed: the standard array module).
+            samples = array.array("h", bytes(frame.planes[0]))[::8]
+            if len(samples):
+                self.level = math.sqrt(sum(x * x for x in samples) / len(samples))
+
+
+async def main():
+    url, token, unique_id, alias, seconds = sys.argv[1:6]
+    sep = "&" if "?" in url else "?"
+    full = f"{url}/v3/{sep}token={token}&client=android&sdkVersion=aiortc&uniqueId={unique_id}"
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(full, autoping=False, heartbeat=None) as ws:
+            c = Client(ws)
+            reader = asyncio.create_task(c.read())
+            r = await c.rpc("setMediaPreferences", {"protocol": "WEBRTC"})
+            assert "result" in r, r
+            publish = RTCPeerConnection()
+            c.keep += sdk_channels(publish)
+            publish.addTransceiver(Tone(), direction="sendonly")
+            offer = await publish.createOffer()
+            await publish.setLocalDescription(offer)
+            sdp = publish.localDescription.sdp
+            msid = next(
+                (line.split(":", 1)[1].split()[0] for line in sdp.splitlines() if line.startswith("a=msid:")),
+                None,
+            )
+            streams = {msid: {"alias": alias}} if msid else {}
+            r = await c.rpc(
+                "offerSdp",
+                {"sdpOffer": sdp, "mediaMetadata": {"mediaStreams": streams, "dataChannels": {}}},
+            )
+            assert "result" in r, r
+            await publish.setRemoteDescription(RTCSessionDescription(r["result"]["sdpAnswer"], "answer"))
+            start = time.monotonic()
+            while time.monotonic() - start < float(seconds) and c.closed is None:
+                await asyncio.sleep(1)
+                print(
+                    json.dumps(
+                        {
+                            "t": round(time.monotonic() - start, 1),
+                            "frames": c.frames,
+                            "level": round(c.level, 1),
+                            "pings": c.pings,
+                            "open": c.closed is None,
+                            "publishing": publish.connectionState,
+                        }
+                    ),
+                    flush=True,
+                )
+            print(json.dumps({"done": True, "closed": c.closed, "frames": c.frames, "pings": c.pings}), flush=True)
+            reader.cancel()
+            await publish.close()
+            if c.subscribe:
+                await c.subscribe.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
