@@ -288,6 +288,73 @@ fn sip_keys() {
 }
 
 #[test]
+fn public_ip_is_advertised_while_wildcards_are_bound() {
+    let c = load(&[], &[]).unwrap();
+    assert_eq!(c.public_ip, None);
+    assert_eq!(c.addresses().sip_uri(), "sip:127.0.0.1:5060");
+    // A cloud VM behind 1:1 NAT: bind everything, advertise the public address.
+    let c = load(
+        &[
+            "--sip-listen",
+            "0.0.0.0:5060",
+            "--webrtc-listen",
+            "0.0.0.0:30000",
+        ],
+        &[("PATCHBAY_PUBLIC_IP", "203.0.113.7")],
+    )
+    .unwrap();
+    assert_eq!(c.media_ip, "0.0.0.0".parse::<IpAddr>().unwrap());
+    let a = c.addresses();
+    assert_eq!(a.advertised_ip(), "203.0.113.7".parse::<IpAddr>().unwrap());
+    assert_eq!(a.sip_uri(), "sip:203.0.113.7:5060");
+    assert_eq!(a.webrtc_advertised(), "203.0.113.7:30000".parse().unwrap());
+    let c = load(
+        &["--public-ip", "2001:db8::7", "--sip-listen", "[::]:5070"],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.addresses().sip_uri(), "sip:[2001:db8::7]:5070");
+    // Without it, wildcards are refused, naming the key and the way out.
+    for (args, key) in [
+        (&["--webrtc-listen", "0.0.0.0:30000"][..], "webrtc_listen"),
+        (&["--media-ip", "0.0.0.0"][..], "media_ip"),
+    ] {
+        let e = load(args, &[]).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains("public_ip"), "{e}");
+    }
+    for bad in ["0.0.0.0", "example.com"] {
+        let e = load(&["--public-ip", bad], &[]).unwrap_err();
+        assert!(e.to_string().contains("public_ip"), "{e}");
+    }
+}
+
+#[test]
+fn https_needs_a_certificate_and_its_key() {
+    let tls = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/tls");
+    let (cert, key) = (format!("{tls}/server.pem"), format!("{tls}/server.key"));
+    let (cert, key) = (cert.as_str(), key.as_str());
+    assert_eq!(load(&[], &[]).unwrap().http_tls, None);
+    let c = load(&["--http-tls-cert", cert, "--http-tls-key", key], &[]).unwrap();
+    assert_eq!(
+        c.http_tls,
+        Some(HttpTls {
+            cert: cert.into(),
+            key: key.into()
+        })
+    );
+    let e = load(&["--http-tls-cert", cert], &[]).unwrap_err();
+    assert!(e.to_string().contains("http_tls_key"), "{e}");
+    let e = load(&[], &[("PATCHBAY_HTTP_TLS_KEY", key)]).unwrap_err();
+    assert!(e.to_string().contains("http_tls_cert"), "{e}");
+    let e = load(
+        &["--http-tls-cert", "/nonexistent", "--http-tls-key", key],
+        &[],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("http_tls_cert"), "{e}");
+}
+
+#[test]
 fn durations() {
     let c = load(&["--session-ttl", "90", "--token-ttl", "1h 30m"], &[]).unwrap();
     assert_eq!(c.session_ttl, Duration::from_secs(90));

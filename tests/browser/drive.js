@@ -38,8 +38,21 @@ async function main() {
   const server = await serve(path.join(__dirname, 'page'));
   const pageUrl = `http://127.0.0.1:${server.address().port}/`;
   const userDataDir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'pb-chromium-'));
+  // "caFile": Chromium trusts this CA, as a user who installed it would (Chromium on
+  // Linux reads $HOME/.pki/nssdb: a HOME of its own with the CA in its NSS database).
+  let env = process.env;
+  if (scenario.caFile) {
+    const home = path.join(userDataDir, 'home');
+    const db = `sql:${path.join(home, '.pki', 'nssdb')}`;
+    fs.mkdirSync(path.join(home, '.pki', 'nssdb'), { recursive: true });
+    const { execFileSync } = require('node:child_process');
+    execFileSync('certutil', ['-d', db, '-N', '--empty-password']);
+    execFileSync('certutil', ['-d', db, '-A', '-t', 'C,,', '-n', 'patchbay-test-ca', '-i', scenario.caFile]);
+    env = { ...process.env, HOME: home };
+  }
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: process.env.PATCHBAY_CHROMIUM || '/usr/bin/chromium',
+    env,
     headless: true,
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -89,8 +102,21 @@ async function main() {
     // {"measure": true} looks at every page's received audio energy at that moment.
     const measures = pages.map(() => []);
     const timelines = pages.map(() => []);
+    const looks = pages.map(() => []);
     for (const a of scenario.actions || []) {
       await new Promise((r) => setTimeout(r, a.afterMs || 0));
+      // {"look": true}: every page's stream events and received tones now, into `looks`.
+      if (a.look) {
+        for (let i = 0; i < pages.length; i++) {
+          looks[i].push({ at: Date.now(), ...(await pages[i].evaluate(async () => ({ events: [...window.pb.events], peaks: await window.pb.peaks() }))) });
+        }
+        continue;
+      }
+      // {"page": i, "call": "disconnect"}: a page function now (the SDK leaves).
+      if (a.call) {
+        await pages[a.page].evaluate(([f, x]) => window.pb[f](x), [a.call, a.arg]);
+        continue;
+      }
       // {"watch": {"everyMs": 200, "forMs": 30000}}: every page's received audio levels,
       // sampled with the wall clock (ms since the epoch) into its timeline.
       if (a.watch) {
@@ -129,6 +155,7 @@ async function main() {
       }));
       results[i].final = final;
       results[i].measures = measures[i];
+      results[i].looks = looks[i];
       results[i].timeline = timelines[i];
       results[i].logs = results[i].logs.slice(-(scenario.pages[i].keepLogs || 20));
     }

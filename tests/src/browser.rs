@@ -38,13 +38,16 @@ pub fn drive_in_background(
             && dir.join("page/bundle.js").exists(),
         "browser test page not built: scripts/test runs `npm ci && npm run build` in tests/browser"
     );
+    let ca = workspace().join("tests/data/tls/ca.pem");
     let scenario = g
         .scratch()
         .join(format!("scenario-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(
         &scenario,
         json!({
-            "websocketUrl": format!("ws://127.0.0.1:{}", g.port),
+            "websocketUrl": g.ws_base(),
+            // With HTTPS, Chromium trusts the test CA (an NSS database of its own).
+            "caFile": g.is_https().then(|| ca.display().to_string()),
             "pages": pages,
             "actions": actions,
             "finalWaitMs": final_wait_ms,
@@ -53,13 +56,15 @@ pub fn drive_in_background(
         .to_string(),
     )
     .unwrap();
+    let https = g.is_https();
     std::thread::spawn(move || {
-        let out = Command::new("node")
-            .arg("drive.js")
-            .arg(&scenario)
-            .current_dir(&dir)
-            .output()
-            .expect("run node");
+        let mut node = Command::new("node");
+        node.arg("drive.js").arg(&scenario).current_dir(&dir);
+        if https {
+            // The driver's own REST calls trust the test CA too.
+            node.env("NODE_EXTRA_CA_CERTS", &ca);
+        }
+        let out = node.output().expect("run node");
         assert!(
             out.status.success(),
             "drive.js failed:\n{}\n{}",

@@ -75,6 +75,10 @@ pub struct Gateway {
     data: Option<PathBuf>,
     restarts: u32,
     port_retries: u32,
+    /// Bind the WebRTC socket on every address (`0.0.0.0`), as behind 1:1 NAT.
+    wildcard_webrtc: bool,
+    /// The HTTP listener speaks TLS (the test CA's `server.pem`).
+    https: bool,
 }
 
 impl Gateway {
@@ -116,9 +120,77 @@ impl Gateway {
             data,
             restarts: 0,
             port_retries: 0,
+            wildcard_webrtc: false,
+            https: false,
         };
         g.spawn().await;
         g
+    }
+
+    /// Start as on a cloud VM behind 1:1 NAT: RTP and WebRTC bound on every address,
+    /// `public_ip` advertised (on loopback, another 127.0.0.0/8 address reaches the
+    /// wildcard sockets as a public address reaches the VM).
+    pub async fn start_behind_nat(public_ip: &str, args: &[&str]) -> Gateway {
+        let mut all = vec!["--public-ip", public_ip, "--media-ip", "0.0.0.0"];
+        all.extend_from_slice(args);
+        let mut g = Gateway {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            sip_port: sipp::free_udp_ports(1),
+            webrtc_port: sipp::free_udp_ports(1),
+            args: all.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            data: None,
+            restarts: 0,
+            port_retries: 0,
+            wildcard_webrtc: true,
+            https: false,
+        };
+        g.spawn().await;
+        g
+    }
+
+    /// Start with HTTPS and WSS on the HTTP listener (`tests/data/tls/server.pem`, for
+    /// `127.0.0.1`, signed by the test CA `ca.pem` that [`Gateway::client`] trusts).
+    pub async fn start_https(args: &[&str]) -> Gateway {
+        let tls = workspace().join("tests/data/tls");
+        let (cert, key) = (tls.join("server.pem"), tls.join("server.key"));
+        let mut all: Vec<String> = vec![
+            "--http-tls-cert".into(),
+            cert.display().to_string(),
+            "--http-tls-key".into(),
+            key.display().to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let mut g = Gateway {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            sip_port: sipp::free_udp_ports(1),
+            webrtc_port: sipp::free_udp_ports(1),
+            args: all,
+            env: Vec::new(),
+            data: None,
+            restarts: 0,
+            port_retries: 0,
+            wildcard_webrtc: false,
+            https: true,
+        };
+        g.spawn().await;
+        g
+    }
+
+    /// An HTTP client for this gateway (trusting the test CA when it speaks HTTPS).
+    pub fn client(&self) -> reqwest::Client {
+        if !self.https {
+            return reqwest::Client::new();
+        }
+        let pem = std::fs::read(workspace().join("tests/data/tls/ca.pem")).expect("test CA");
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("test CA PEM"))
+            .build()
+            .expect("HTTPS client")
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -132,8 +204,20 @@ impl Gateway {
         self.dir.path()
     }
 
+    /// The device signaling base (`ws://` or `wss://`), as the SDK's `websocketUrl`.
+    pub fn ws_base(&self) -> String {
+        let scheme = if self.https { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the HTTP listener speaks TLS.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     fn log_path(&self) -> PathBuf {
@@ -152,7 +236,15 @@ impl Gateway {
             .arg("--sip-listen")
             .arg(format!("127.0.0.1:{}", self.sip_port))
             .arg("--webrtc-listen")
-            .arg(format!("127.0.0.1:{}", self.webrtc_port))
+            .arg(format!(
+                "{}:{}",
+                if self.wildcard_webrtc {
+                    "0.0.0.0"
+                } else {
+                    "127.0.0.1"
+                },
+                self.webrtc_port
+            ))
             .args(&self.args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -168,7 +260,7 @@ impl Gateway {
             .stderr(log);
         self.child = Some(cmd.spawn().expect("spawn patchbay"));
         let deadline = Instant::now() + Duration::from_secs(20);
-        let client = reqwest::Client::new();
+        let client = self.client();
         loop {
             if let Ok(r) = client.get(format!("{}/health", self.base())).send().await {
                 if r.status().is_success() {
@@ -262,7 +354,7 @@ impl Gateway {
 
     /// Current value of a metric line starting with `name` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        self.metric_via(&reqwest::Client::new(), name).await
+        self.metric_via(&self.client(), name).await
     }
 
     /// Like [`Gateway::metric`], asking through `client` (e.g. one bound to another
@@ -302,7 +394,9 @@ impl Gateway {
 
     /// An API client with the default `dev` credentials.
     pub fn api(&self) -> Api {
-        Api::new(&self.base(), "dev", "dev", "dev")
+        let mut api = Api::new(&self.base(), "dev", "dev", "dev");
+        api.client = self.client();
+        api
     }
 }
 

@@ -42,6 +42,8 @@ pub struct SippCall {
     pub transport: &'static str,
     pub sip_port: u16,
     pub media_port: u16,
+    /// sipp gives up (and fails) after this long.
+    pub timeout_s: u32,
 }
 
 impl SippCall {
@@ -54,6 +56,7 @@ impl SippCall {
             transport: "u1",
             sip_port: free_udp_ports(1),
             media_port: free_udp_ports(4),
+            timeout_s: 30,
         }
     }
 
@@ -69,6 +72,26 @@ impl SippCall {
             .var("HOLD_MS", hold_ms.to_string())
     }
 
+    /// A caller placed as Bandwidth Voice places a BXML `<Transfer>`: `uui` (the
+    /// `SipUri`'s attribute, as the Bandwidth SDK's `generateTransferBxml` wrote it) is
+    /// its `User-To-User` header, whole; it plays `hz` for `hold_ms`.
+    pub fn transfer(name: &str, dir: &Path, hz: u32, hold_ms: u32, uui: &str) -> SippCall {
+        let law = crate::media::Law::Ulaw;
+        let wav = format!("tone{hz}-{}.wav", law.name());
+        crate::media::write_tone_wav(&dir.join(&wav), hz as f64, 2, law);
+        // sipp splits an injection line at ';': join the fields back.
+        let fields: Vec<String> = (0..=uui.matches(';').count())
+            .map(|i| format!("[field{i}]"))
+            .collect();
+        SippCall::new(name, "uac_transfer.xml")
+            .var("WAV", wav)
+            .var("PT", law.payload_type().to_string())
+            .var("CODEC", law.name())
+            .var("HOLD_MS", hold_ms.to_string())
+            .var("UUI", fields.join(";"))
+            .token(uui)
+    }
+
     pub fn var(mut self, key: &'static str, value: impl Into<String>) -> SippCall {
         self.vars.push((key, value.into()));
         self
@@ -76,6 +99,12 @@ impl SippCall {
 
     pub fn token(mut self, token: &str) -> SippCall {
         self.token = Some(token.to_string());
+        self
+    }
+
+    /// A call that lasts longer than sipp's 30 s default timeout.
+    pub fn timeout(mut self, seconds: u32) -> SippCall {
+        self.timeout_s = seconds;
         self
     }
 
@@ -146,7 +175,7 @@ impl SippCall {
                 self.transport,
                 "-nostdin",
                 "-timeout",
-                "30s",
+                &format!("{}s", self.timeout_s),
                 "-timeout_error",
                 "-trace_err",
                 "-trace_msg",

@@ -252,7 +252,10 @@ impl HubInner {
                 let (target, fate) = match home {
                     Home::Session(sid, snapshot) => (hub.session(sid, || snapshot), Fate::Stay),
                     Home::Lobby => (hub.lobby(), Fate::Stay),
-                    Home::Elsewhere => (hub.lobby(), Fate::Evict),
+                    Home::Elsewhere => {
+                        tracing::info!(participant_id = %pid, legs = moving.legs.len(), "its session runs on another node: its calls stay parked here, its devices connect again");
+                        (hub.lobby(), Fate::Evict)
+                    }
                     Home::Gone => (hub.lobby(), Fate::End),
                 };
                 match target.send_adopt(moving, fate).await {
@@ -280,7 +283,12 @@ impl HubInner {
         };
         let hub = self.clone();
         tokio::spawn(async move {
-            if matches!(homes.home(participant_id).await, Home::Lobby) {
+            // Parked is right for it when it is in no session, and when its session
+            // runs on another node (its calls stay here).
+            if matches!(
+                homes.home(participant_id).await,
+                Home::Lobby | Home::Elsewhere
+            ) {
                 return;
             }
             let lobby = hub.lobby_slot().clone();

@@ -207,3 +207,34 @@ fn a_removed_browser_keeps_its_connections_and_receives_its_new_sessions_streams
         }
     )));
 }
+
+/// A subscription may name a participant that is not a member yet: it applies once the
+/// participant joins (the courtroom sample names new members before their add lands).
+#[test]
+fn a_subscription_naming_a_non_member_applies_once_it_joins() {
+    use crate::model::{ParticipantSubscription, Subscriptions};
+    let (b, c) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut rig = Rig::new();
+    let hears_c = Subscriptions {
+        session_id: None,
+        participants: Some(vec![ParticipantSubscription {
+            participant_id: c,
+            stream_aliases: None,
+        }]),
+    };
+    let snapshot = |members: Vec<(Uuid, Subscriptions)>| SessionSnapshot { members };
+    rig.control(Control::Snapshot(snapshot(vec![(b, hears_c.clone())])));
+    rig.join_leg(2, b);
+    let mut listener = Caller::new(2, 0.0);
+    rig.ticks(5, &mut [&mut listener]);
+    assert!(heard(&rig.take(), 2, 0) < 50.0, "nothing to hear yet");
+    // c joins, with its call playing 660 Hz.
+    rig.control(Control::Snapshot(snapshot(vec![
+        (b, hears_c),
+        (c, Subscriptions::default()),
+    ])));
+    rig.join_leg(3, c);
+    let mut talker = Caller::new(3, 660.0);
+    rig.ticks(20, &mut [&mut listener, &mut talker]);
+    assert!(heard(&rig.take(), 2, 10) > 2000.0, "b hears c now");
+}
