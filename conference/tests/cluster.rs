@@ -110,22 +110,28 @@ async fn what_one_node_acknowledges_the_other_answers() {
         hears(p.id)
     );
 
-    // A change on a (removing p drops q's subscription to it) reaches b.
+    // A change on a (removing p: its membership goes; q's subscription naming it stays,
+    // to apply again if p comes back) reaches b.
     ca.remove_participant_from_session("acct", s.id, p.id)
         .await
         .unwrap();
     cb.sync().await.unwrap();
     assert_eq!(
         cb.get_subscriptions("acct", s.id, q.id).unwrap(),
+        hears(p.id)
+    );
+    assert!(cb.get_subscriptions("acct", s.id, p.id).is_err());
+
+    // Deleting p on b drops q's subscription naming it, on a too; then the session.
+    cb.delete_participant("acct", p.id).await.unwrap();
+    ca.sync().await.unwrap();
+    assert_eq!(
+        ca.get_subscriptions("acct", s.id, q.id).unwrap(),
         Subscriptions {
             session_id: None,
             participants: Some(vec![]),
         }
     );
-    assert!(cb.get_subscriptions("acct", s.id, p.id).is_err());
-
-    // Deleting on b: gone on a, the token with it.
-    cb.delete_participant("acct", p.id).await.unwrap();
     cb.delete_session("acct", s.id).await.unwrap();
     ca.sync().await.unwrap();
     assert!(matches!(

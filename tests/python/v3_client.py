@@ -155,7 +155,21 @@ async def main():
                 {"sdpOffer": sdp, "mediaMetadata": {"mediaStreams": streams, "dataChannels": {}}},
             )
             assert "result" in r, r
-            await publish.setRemoteDescription(RTCSessionDescription(r["result"]["sdpAnswer"], "answer"))
+            answer = r["result"]["sdpAnswer"]
+            await publish.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            # Where the server's answer tells it to send (its candidates and c= lines).
+            print(
+                json.dumps(
+                    {
+                        "answer": [
+                            line
+                            for line in answer.splitlines()
+                            if line.startswith("a=candidate") or line.startswith("c=")
+                        ]
+                    }
+                ),
+                flush=True,
+            )
             start = time.monotonic()
             while time.monotonic() - start < float(seconds) and c.closed is None:
                 await asyncio.sleep(1)

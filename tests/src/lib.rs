@@ -18,6 +18,8 @@ pub mod hearing;
 pub mod hooks;
 pub mod kamailio;
 pub mod media;
+pub mod nat;
+pub mod native;
 pub mod postgres;
 pub mod rawsip;
 pub mod sipp;
@@ -75,8 +77,6 @@ pub struct Gateway {
     data: Option<PathBuf>,
     restarts: u32,
     port_retries: u32,
-    /// Bind the WebRTC socket on every address (`0.0.0.0`), as behind 1:1 NAT.
-    wildcard_webrtc: bool,
     /// The HTTP listener speaks TLS (the test CA's `server.pem`).
     https: bool,
 }
@@ -120,35 +120,18 @@ impl Gateway {
             data,
             restarts: 0,
             port_retries: 0,
-            wildcard_webrtc: false,
             https: false,
         };
         g.spawn().await;
         g
     }
 
-    /// Start as on a cloud VM behind 1:1 NAT: RTP and WebRTC bound on every address,
-    /// `public_ip` advertised (on loopback, another 127.0.0.0/8 address reaches the
-    /// wildcard sockets as a public address reaches the VM).
+    /// Start as on a cloud VM behind 1:1 NAT: bound to its "private" address
+    /// (127.0.0.1), advertising `public_ip` (see [`nat::Nat`] for the NAT itself).
     pub async fn start_behind_nat(public_ip: &str, args: &[&str]) -> Gateway {
-        let mut all = vec!["--public-ip", public_ip, "--media-ip", "0.0.0.0"];
+        let mut all = vec!["--public-ip", public_ip];
         all.extend_from_slice(args);
-        let mut g = Gateway {
-            child: None,
-            dir: tempfile::tempdir().expect("tempdir"),
-            port: free_port(),
-            sip_port: sipp::free_udp_ports(1),
-            webrtc_port: sipp::free_udp_ports(1),
-            args: all.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
-            data: None,
-            restarts: 0,
-            port_retries: 0,
-            wildcard_webrtc: true,
-            https: false,
-        };
-        g.spawn().await;
-        g
+        Gateway::start_with(&all, &[]).await
     }
 
     /// Start with HTTPS and WSS on the HTTP listener (`tests/data/tls/server.pem`, for
@@ -174,7 +157,6 @@ impl Gateway {
             data: None,
             restarts: 0,
             port_retries: 0,
-            wildcard_webrtc: false,
             https: true,
         };
         g.spawn().await;
@@ -236,15 +218,7 @@ impl Gateway {
             .arg("--sip-listen")
             .arg(format!("127.0.0.1:{}", self.sip_port))
             .arg("--webrtc-listen")
-            .arg(format!(
-                "{}:{}",
-                if self.wildcard_webrtc {
-                    "0.0.0.0"
-                } else {
-                    "127.0.0.1"
-                },
-                self.webrtc_port
-            ))
+            .arg(format!("127.0.0.1:{}", self.webrtc_port))
             .args(&self.args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -4,79 +4,14 @@
 //! same client frozen (SIGSTOP: its socket stays open, nothing arrives) is ended within
 //! 35 s, with `onDisconnect` and `onLeave` at a real HTTP receiver.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use patchbay_tests::hooks::Receiver;
 use patchbay_tests::media::Law;
+use patchbay_tests::native::NativeClient as Client;
 use patchbay_tests::sipp::SippCall;
-use patchbay_tests::{workspace, Gateway};
+use patchbay_tests::Gateway;
 use serde_json::{json, Value};
-
-/// The client, its stdout lines collected on a thread.
-struct Client {
-    child: Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
-}
-
-impl Client {
-    fn start(g: &Gateway, token: &str, unique_id: &str, seconds: u32) -> Client {
-        let python = std::env::var("PATCHBAY_PYTHON").unwrap_or_else(|_| "python3".into());
-        let errors = std::fs::File::create(g.scratch().join(format!("{unique_id}.err")))
-            .expect("stderr file");
-        let mut child = Command::new(python)
-            .arg(workspace().join("tests/python/v3_client.py"))
-            .arg(g.ws_base())
-            .arg(token)
-            .arg(unique_id)
-            .arg("bot")
-            .arg(seconds.to_string())
-            .stdout(Stdio::piped())
-            .stderr(errors)
-            .spawn()
-            .expect("run the aiortc client (scripts/test installs aiortc)");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let out = child.stdout.take().expect("stdout");
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    sink.lock().unwrap().push(v);
-                }
-            }
-        });
-        Client { child, lines }
-    }
-
-    fn lines(&self) -> Vec<Value> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Wait (bounded) until a status line satisfies `f`.
-    async fn wait_until(&self, limit: Duration, what: &str, f: impl Fn(&Value) -> bool) {
-        let deadline = Instant::now() + limit;
-        while !self.lines().iter().any(&f) {
-            assert!(Instant::now() < deadline, "{what}: {:?}", self.lines());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status();
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.signal("CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn events(hooks: &Receiver, path: &str) -> Vec<String> {
     hooks

@@ -8,6 +8,8 @@ use std::time::Duration;
 use patchbay_tests::browser::{assert_one_stream_heard, drive};
 use patchbay_tests::hearing::assert_settles;
 use patchbay_tests::media::{now_epoch, Capture, Law};
+use patchbay_tests::nat::Nat;
+use patchbay_tests::native::NativeClient;
 use patchbay_tests::rawsip::RawSip;
 use patchbay_tests::sipp::SippCall;
 use patchbay_tests::ws::{connect, next};
@@ -20,12 +22,31 @@ fn body(message: &str) -> &str {
     message.split("\r\n\r\n").nth(1).unwrap_or_default()
 }
 
-/// Behind 1:1 NAT (public address 127.0.0.2; the gateway binds 0.0.0.0): a caller's
-/// 200 OK, our Contact and Via, and a device's offer carry only the public address, and
-/// media sent to it flows (two sipp callers hear each other through it).
+/// Behind 1:1 NAT (public address 127.0.0.2, DNATed by nftables to the host's 127.0.0.1,
+/// replies rewritten back by conntrack; the gateway binds 127.0.0.1 and advertises
+/// 127.0.0.2, as on EC2 with its private address): a caller's
+/// 200 OK, our Contact and Via, a device's offer and the answer to an independent
+/// client's publish carry only the public address, and media sent to it flows (two sipp
+/// callers hear each other through it, the client's connection comes up and hears them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_1_to_1_nat_only_the_public_address_is_advertised_and_media_flows() {
-    let g = Gateway::start_behind_nat("127.0.0.2", &["--operator", "ops:ops-secret"]).await;
+    let rtp = patchbay_tests::sipp::free_udp_ports(40);
+    let rtp_range = format!("{rtp}-{}", rtp + 39);
+    let g = Gateway::start_behind_nat(
+        "127.0.0.2",
+        &["--operator", "ops:ops-secret", "--rtp-ports", &rtp_range],
+    )
+    .await;
+    // The NAT in front: the public address's UDP (SIP, RTP, WebRTC) to the host's.
+    let _nat = Nat::one_to_one(
+        "127.0.0.2",
+        "127.0.0.1",
+        &[
+            g.sip_port.to_string(),
+            rtp_range.clone(),
+            g.webrtc_port.to_string(),
+        ],
+    );
     let api = g.api();
     let (s, p, token) = api.audio_member().await;
 
@@ -74,8 +95,8 @@ async fn behind_1_to_1_nat_only_the_public_address_is_advertised_and_media_flows
     )
     .await;
     let dir = g.scratch().to_path_buf();
-    let call_q = SippCall::tone("q", &dir, 440, Law::Ulaw, 5000).token(&tq);
-    let call_r = SippCall::tone("r", &dir, 880, Law::Ulaw, 5000).token(&tr);
+    let call_q = SippCall::tone("q", &dir, 440, Law::Ulaw, 15000).token(&tq);
+    let call_r = SippCall::tone("r", &dir, 880, Law::Ulaw, 15000).token(&tr);
     let capture = Capture::start(&dir, &[call_q.media_port, call_r.media_port]);
     let (rq, rr) = (call_q.spawn(&g, &dir), call_r.spawn(&g, &dir));
     g.wait_metric("patchbay_sip_calls_active", 3.0).await;
@@ -99,7 +120,56 @@ async fn behind_1_to_1_nat_only_the_public_address_is_advertised_and_media_flows
     );
     assert!(!offer_sdp.contains("127.0.0.1"), "{offer_sdp}");
 
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // An independent client (aiortc) publishes: our answer names only the public
+    // address, its connection comes up through it and it hears the callers.
+    let (native_id, native_token) = api.participant(json!({})).await;
+    api.add(
+        &s,
+        &native_id,
+        Some(json!({"participants": [{"participantId": q}]})),
+    )
+    .await;
+    let native = NativeClient::start(&g, &native_token, "nat-native", 8);
+    native
+        .wait_until(Duration::from_secs(10), "the client's answer", |v| {
+            v.get("answer").is_some()
+        })
+        .await;
+    let answer = native
+        .lines()
+        .into_iter()
+        .find_map(|v| v.get("answer").cloned())
+        .unwrap_or_default();
+    let answer: Vec<&str> = answer
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    // Its candidates name the public address; `c=` is WebRTC's placeholder 0.0.0.0.
+    let candidates: Vec<&&str> = answer
+        .iter()
+        .filter(|l| l.starts_with("a=candidate"))
+        .collect();
+    assert!(!candidates.is_empty(), "{answer:?}");
+    assert!(
+        candidates
+            .iter()
+            .all(|l| l.contains(&format!(" 127.0.0.2 {} ", g.webrtc_port))),
+        "{answer:?}"
+    );
+    assert!(
+        answer.iter().all(|l| !l.contains("127.0.0.1")),
+        "{answer:?}"
+    );
+    native
+        .wait_until(
+            Duration::from_secs(10),
+            "it connects and hears the callers",
+            |v| v["publishing"] == "connected" && v["frames"].as_u64().unwrap_or(0) > 50,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let end = now_epoch();
     rq.assert_ok(Duration::from_secs(15));
     rr.assert_ok(Duration::from_secs(15));

@@ -422,11 +422,23 @@ fn a_browser_and_a_leg_hear_each_other_and_audio_is_decoded_only_while_heard() {
 /// Two members hearing each other: a speaker publishing audio (on `port`; its
 /// datagrams kept in `sent` when `capture`) and a listener, after 2 s of media.
 pub fn speaker_and_listener(port: u16, capture: bool) -> (Rig, Browser, Browser, [Uuid; 2]) {
+    speaker_and_listener_answering(port, capture, true)
+}
+
+/// Like [`speaker_and_listener`]; `pong`: whether both answer PING (Bandwidth's browser
+/// SDK does, its Android and iOS SDKs do not).
+pub fn speaker_and_listener_answering(
+    port: u16,
+    capture: bool,
+    pong: bool,
+) -> (Rig, Browser, Browser, [Uuid; 2]) {
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let mut rig = Rig::new();
     rig.members(&[a, b]);
     let mut speaker = Browser::connect(&mut rig, a, "speaker", 1, port);
     let mut listener = Browser::connect(&mut rig, b, "listener", 2, port + 10);
+    speaker.pong = pong;
+    listener.pong = pong;
     if capture {
         speaker.sent = Some(Vec::new());
     }
@@ -513,9 +525,8 @@ fn a_device_whose_heartbeat_dies_is_ended() {
 /// device lives as long as its peer connections hear from it (media, RTCP, consent).
 #[test]
 fn a_device_that_never_answers_ping_stays_while_its_connections_live() {
-    let (mut rig, mut speaker, mut listener, _) = speaker_and_listener(41050, false);
-    speaker.pong = false;
-    listener.pong = false;
+    let (mut rig, mut speaker, mut listener, _) =
+        speaker_and_listener_answering(41050, false, false);
     let before = listener.frames;
     run(
         &mut rig,
@@ -536,9 +547,8 @@ fn a_device_that_never_answers_ping_stays_while_its_connections_live() {
 /// datagram, with `onDisconnect` and `onLeave`.
 #[test]
 fn a_frozen_device_is_ended_after_30_s_of_silence() {
-    let (mut rig, mut speaker, mut listener, [talker, _]) = speaker_and_listener(41060, false);
-    speaker.pong = false;
-    listener.pong = false;
+    let (mut rig, mut speaker, mut listener, [talker, _]) =
+        speaker_and_listener_answering(41060, false, false);
     run(
         &mut rig,
         &mut [&mut speaker, &mut listener],

@@ -1,0 +1,76 @@
+//! An independent v3 device client (aiortc, `tests/python/v3_client.py`) that behaves
+//! like Bandwidth's Android and iOS SDKs (it never answers `PING`), run as a process
+//! whose one-line-per-second JSON status the tests read.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{workspace, Gateway};
+
+/// The client, its stdout lines collected on a thread.
+pub struct NativeClient {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl NativeClient {
+    pub fn start(g: &Gateway, token: &str, unique_id: &str, seconds: u32) -> NativeClient {
+        let python = std::env::var("PATCHBAY_PYTHON").unwrap_or_else(|_| "python3".into());
+        let errors = std::fs::File::create(g.scratch().join(format!("{unique_id}.err")))
+            .expect("stderr file");
+        let mut child = Command::new(python)
+            .arg(workspace().join("tests/python/v3_client.py"))
+            .arg(g.ws_base())
+            .arg(token)
+            .arg(unique_id)
+            .arg("bot")
+            .arg(seconds.to_string())
+            .stdout(Stdio::piped())
+            .stderr(errors)
+            .spawn()
+            .expect("run the aiortc client (scripts/test installs aiortc)");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        NativeClient { child, lines }
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Wait (bounded) until a status line satisfies `f`.
+    pub async fn wait_until(&self, limit: Duration, what: &str, f: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !self.lines().iter().any(&f) {
+            assert!(Instant::now() < deadline, "{what}: {:?}", self.lines());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl Drop for NativeClient {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
