@@ -399,6 +399,14 @@ pub fn metrics_text(app: &AppState) -> String {
                 &mut media,
             );
             app.console.render(&mut media);
+            {
+                use std::fmt::Write;
+                let _ = writeln!(
+                    media,
+                    "# HELP patchbay_parked_calls SIP calls parked in this node's lobby (their participant is in no session, or its session runs on another node).\n# TYPE patchbay_parked_calls gauge\npatchbay_parked_calls {}",
+                    app.conference.media().parked_legs()
+                );
+            }
             if app.conference.cluster().is_some() {
                 use std::fmt::Write;
                 let _ = writeln!(

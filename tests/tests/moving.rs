@@ -154,11 +154,13 @@ async fn a_caller_in_no_session_is_answered_parked_and_joins_once_added() {
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
     let rm = call_m.spawn(&g, &dir);
     g.wait_metric("patchbay_sip_calls_active", 2.0).await;
+    g.wait_metric("patchbay_parked_calls", 1.0).await;
     let answered = now_epoch();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let parked_until = now_epoch();
     api.add(&s, &m, Some(json!({"sessionId": s}))).await;
     let added = now_epoch();
+    g.wait_metric("patchbay_parked_calls", 0.0).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let end = now_epoch();
     for r in [rm, rb] {
