@@ -2,11 +2,13 @@
 # WebRTC SFU benchmark: sessions of 20 str0m clients, all subscribed to all, each
 # publishing Opus, against the release binary, then the same load against the
 # baseline binary (bench/baseline.sh: the commit in bench/baseline.rev), so every
-# figure is also an A/B ratio measured in the same run.
+# figure is also an A/B ratio measured in the same run (A, B, B, A: see below).
 # Usage: bench/webrtc.sh [SESSIONS] [SECONDS] [BASELINE_REV|none] [v3|v2|v2-vs-v3]
 # The fourth argument picks the clients' device protocol (default v3); v2-vs-v3 runs
 # the current binary with v3 clients, then with v2 clients (a connection per stream),
 # and prints what a v2 device costs per forwarded packet against a v3 one.
+# BENCH_CURRENT=PATH measures that binary in place of the release build (to bisect
+# between two earlier commits, each built by bench/baseline.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sessions=${1:-1}
@@ -19,6 +21,7 @@ if [ "$baseline_rev" != none ] && [ "$protocol" = v3 ]; then
 fi
 cargo build --release --locked -q --bin patchbay -p patchbay-gateway
 cargo build --release --locked -q --bin webrtc-load -p patchbay-bench
+current=${BENCH_CURRENT:-./target/release/patchbay}
 gw_pid=""
 trap '[ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null; true' EXIT
 echo "machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -59,18 +62,30 @@ print(json.dumps({"v2_per_packet_ratio": round(ratio, 3), "v3": v3, "v2": v2}))
 PY
     exit 0
 fi
-run ./target/release/patchbay current "$protocol"
-if [ -n "$baseline" ]; then
-    run "$baseline" baseline "$protocol"
-    python3 - <<'PY'
+if [ -z "$baseline" ]; then
+    run "$current" current "$protocol"
+    exit 0
+fi
+# A, B, B, A: whichever binary runs first on this machine measures up to 10 % slower
+# (an A/A run of one binary against itself gave 0.90x and 0.96x in that order), so
+# each binary runs once first and once last, and the ratio is of the two means.
+run "$current" current "$protocol"
+run "$baseline" baseline "$protocol"
+run "$baseline" baseline2 "$protocol"
+run "$current" current2 "$protocol"
+python3 - <<'PY'
 import json
-cur = json.load(open("target/bench-webrtc-current.json"))
-base = json.load(open("target/bench-webrtc-baseline.json"))
-ratio = cur["forwarded_pps_per_core"] / base["forwarded_pps_per_core"]
-print(f"A/B: forwarded per core {cur['forwarded_pps_per_core']:.0f} vs {base['forwarded_pps_per_core']:.0f} "
-      f"(baseline binary) = {ratio:.2f}x; per packet {cur['us_per_forwarded_packet']:.2f} vs "
-      f"{base['us_per_forwarded_packet']:.2f} us; bare sendmmsg {cur['baseline_us_per_packet']:.2f} us "
-      f"= {cur['us_per_forwarded_packet'] / cur['baseline_us_per_packet']:.2f}x")
+def load(label):
+    return json.load(open(f"target/bench-webrtc-{label}.json"))
+def mean(runs, key):
+    return sum(r[key] for r in runs) / len(runs)
+cur, base = [load("current"), load("current2")], [load("baseline"), load("baseline2")]
+ratio = mean(cur, "forwarded_pps_per_core") / mean(base, "forwarded_pps_per_core")
+each = lambda runs: " / ".join(f"{r['forwarded_pps_per_core']:.0f}" for r in runs)
+print(f"A/B (A,B,B,A): forwarded per core {mean(cur, 'forwarded_pps_per_core'):.0f} ({each(cur)}) vs "
+      f"{mean(base, 'forwarded_pps_per_core'):.0f} ({each(base)}) (baseline binary) = {ratio:.2f}x; "
+      f"per packet {mean(cur, 'us_per_forwarded_packet'):.2f} vs {mean(base, 'us_per_forwarded_packet'):.2f} us; "
+      f"bare sendmmsg {mean(cur, 'baseline_us_per_packet'):.2f} us = "
+      f"{mean(cur, 'us_per_forwarded_packet') / mean(cur, 'baseline_us_per_packet'):.2f}x")
 print(json.dumps({"ab_forwarded_per_core_ratio": round(ratio, 3), "current": cur, "baseline": base}))
 PY
-fi

@@ -33,7 +33,13 @@ pub struct Api {
 impl Api {
     pub fn new(t: &Target) -> Api {
         Api {
-            http: Client::new(),
+            // The gateway closes a keep-alive connection idle for `http_header_timeout`
+            // (10 s); a pooled connection idle as long as a 10 s measurement would race
+            // that close and fail the run.
+            http: Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(5))
+                .build()
+                .expect("HTTP client"),
             base: format!("{}/v1/accounts/{}", t.base, t.account),
             user: t.user.clone(),
             password: t.password.clone(),

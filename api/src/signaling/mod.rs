@@ -36,8 +36,8 @@ use serde_json::{json, Value};
 
 use patchbay_conference::events::{DeviceClose, DeviceNote, DeviceOwner};
 use patchbay_conference::media::session::{
-    ConnId, DeviceInput, DeviceKey, Protocol, PublishAnswer, PublishError, SessionInput,
-    DEVICE_INPUTS, MAX_UNIQUE_ID_CHARS, NOTE_QUEUE,
+    device_inbox, ConnId, DeviceInput, DeviceKey, InboxSender, Protocol, PublishAnswer,
+    PublishError, SessionInput, DEVICE_INPUTS, MAX_UNIQUE_ID_CHARS, NOTE_QUEUE,
 };
 use patchbay_conference::{Placement, PublishPermission};
 
@@ -236,7 +236,7 @@ async fn device(
     tracing::info!(participant_id = %participant.id, device_id = %unique_id, %conn, ?protocol, in_session = participant.session_id.is_some(), "signaling connected");
     // The connection's own input channel: it moves with the device (between sessions
     // and the lobby), so every input reaches the core that has the device.
-    let (inputs, inputs_rx) = tokio::sync::mpsc::channel(DEVICE_INPUTS);
+    let (inputs, inputs_rx) = device_inbox(conn, DEVICE_INPUTS);
     let mut device = Device {
         key: DeviceKey::new(participant.id, &unique_id),
         may_publish_audio: participant.may_publish(PublishPermission::Audio),
@@ -297,7 +297,7 @@ pub(crate) struct Device {
     key: DeviceKey,
     may_publish_audio: bool,
     may_publish_video: bool,
-    inputs: tokio::sync::mpsc::Sender<DeviceInput>,
+    inputs: InboxSender,
     metrics: std::sync::Arc<crate::Metrics>,
 }
 
@@ -307,7 +307,7 @@ impl Device {
     /// dropped). When the session ended, its notes channel closes and the connection is
     /// closed with a reason.
     async fn send(&mut self, input: DeviceInput) -> bool {
-        self.inputs.send(input).await.is_ok()
+        self.inputs.send(input).await
     }
 
     /// Send an input that carries `reply` and wait (bounded) for the session's answer.

@@ -9,9 +9,9 @@
 //! socket, task, channel or clock, so unit tests drive it with fake time.
 //!
 //! The shell (`shell`) owns those: bounded channels for the control plane and SIP
-//! legs, for devices' joins and each device connection's inputs (their senders wait)
-//! and for datagrams (a full one drops and counts), the legs' RTP endpoints
-//! ([`LegSink`]), the devices' signaling channels, the WebRTC socket and the timer. It
+//! legs, for devices' joins and each device connection's inputs (their senders wait;
+//! `inbox`: a core looks only at the queues that rang its bell) and for datagrams (a
+//! full one drops and counts), the legs' RTP endpoints ([`LegSink`]), the devices' signaling channels, the WebRTC socket and the timer. It
 //! lives exactly as long as the session: started on the first media join, ended with
 //! the session (deleted, expired, gateway stopping).
 //!
@@ -42,6 +42,7 @@ mod devices;
 mod endpoints;
 mod hub;
 mod ids;
+mod inbox;
 mod layout;
 mod legs;
 mod moving;
@@ -60,6 +61,7 @@ use uuid::Uuid;
 pub use self::core::{Action, Control, Now, Output, SessionCore};
 pub use hub::{MediaHub, SessionHandle};
 pub use ids::{ConnId, DeviceKey, LegId};
+pub use inbox::{device_inbox, Inbox, InboxSender};
 pub use layout::{LineKind, SubscribeLayout};
 pub use moving::{Detached, Fate, Home, Homes, Moving};
 pub use view::{
@@ -316,7 +318,7 @@ pub enum SessionInput {
         /// count from (a cluster node: `epoch << 32`).
         prior: Option<SubscribeLayout>,
         notify: tokio::sync::mpsc::Sender<crate::events::DeviceNote>,
-        inputs: tokio::sync::mpsc::Receiver<DeviceInput>,
+        inputs: Inbox,
     },
     Snapshot(SessionSnapshot),
     /// A participant's media moves in (it joined this session, or left one for the

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -21,6 +20,7 @@ use uuid::Uuid;
 use super::core::{Action, Control, Now, Output, SessionCore};
 use super::hub::{HubInner, SessionHandle};
 use super::ids::{ConnId, DeviceKey, LegId};
+use super::inbox::{Bell, Inbox, Taken};
 use super::moving::Moving;
 use super::{
     DeviceInput, HangupReason, LegMedia, LegSink, PublishAnswer, PublishError, SessionInput,
@@ -51,7 +51,7 @@ pub(super) struct LegEntry {
 /// A device's signaling connection as the shell holds it.
 pub(super) struct ConnEntry {
     pub(super) key: DeviceKey,
-    pub(super) inputs: mpsc::Receiver<DeviceInput>,
+    pub(super) inputs: Inbox,
     pub(super) notes: mpsc::Sender<DeviceNote>,
 }
 
@@ -59,8 +59,8 @@ pub(super) struct ConnEntry {
 struct Io {
     legs: HashMap<LegId, LegEntry>,
     conns: HashMap<ConnId, ConnEntry>,
-    /// Where the next poll of the connections starts (each gets its turn).
-    poll_from: usize,
+    /// Rung by the connections' queues (this core looks only at those that rang).
+    bell: Arc<Bell>,
     replies: HashMap<u64, oneshot::Sender<Result<PublishAnswer, PublishError>>>,
     next_request: u64,
     /// Participants whose media arrived lately, with the hops it made.
@@ -114,8 +114,9 @@ impl Io {
                 protocol,
                 prior,
                 notify,
-                inputs,
+                mut inputs,
             } => {
+                inputs.attach(&self.bell);
                 self.conns.insert(
                     conn,
                     ConnEntry {
@@ -144,7 +145,10 @@ impl Io {
                 self.arrived
                     .insert(media.participant_id(), (hops, Instant::now()));
                 self.legs.extend(legs);
-                self.conns.extend(conns);
+                for (conn, mut c) in conns {
+                    c.inputs.attach(&self.bell);
+                    self.conns.insert(conn, c);
+                }
                 self.count_legs();
                 Control::Adopt { media, fate }
             }
@@ -212,25 +216,26 @@ impl Io {
         self.outputs(core);
     }
 
-    /// The next input of any device connection (each connection in turn).
-    fn poll_conns(&mut self, cx: &mut Context<'_>) -> Poll<(ConnId, Option<DeviceInput>)> {
-        let n = self.conns.len();
-        if n == 0 {
-            return Poll::Pending;
-        }
-        let start = self.poll_from % n;
-        self.poll_from = self.poll_from.wrapping_add(1);
-        for pass in [true, false] {
-            for (i, (conn, c)) in self.conns.iter_mut().enumerate() {
-                if (i >= start) != pass {
-                    continue;
-                }
-                if let Poll::Ready(input) = c.inputs.poll_recv(cx) {
-                    return Poll::Ready((*conn, input));
-                }
+    /// Inputs of the connections whose queues rang (bounded; rings itself again when
+    /// more wait, so timers come first).
+    fn rang(&mut self, core: &mut SessionCore, now: Now) {
+        for _ in 0..BATCH {
+            let Some(conn) = self.bell.next() else {
+                return;
+            };
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            if !c.inputs.rings(&self.bell) {
+                continue;
+            }
+            match c.inputs.take() {
+                Taken::Input(input) => self.device_input(core, now, conn, Some(input)),
+                Taken::Closed => self.device_input(core, now, conn, None),
+                Taken::Empty => {}
             }
         }
-        Poll::Pending
+        self.bell.again();
     }
 
     /// Carry out everything the core wants done, then send on the media that left.
@@ -432,7 +437,7 @@ pub(super) async fn run(
     let mut io = Io {
         legs: HashMap::new(),
         conns: HashMap::new(),
-        poll_from: 0,
+        bell: Arc::new(Bell::default()),
         replies: HashMap::new(),
         next_request: 1,
         arrived: HashMap::new(),
@@ -445,6 +450,7 @@ pub(super) async fn run(
     let mut folded = Instant::now();
     let mut viewed = Instant::now();
     let mut datagrams_open = true;
+    let bell = io.bell.clone();
     loop {
         let deadline = core.poll_timeout();
         // A control or device input changes what the view shows: take it at once.
@@ -480,8 +486,8 @@ pub(super) async fn run(
                 core.fold_stats(&hub.stats);
                 controlled = true;
             }
-            (conn, input) = std::future::poll_fn(|cx| io.poll_conns(cx)) => {
-                io.device_input(&mut core, Now::system(), conn, input);
+            _ = bell.rung() => {
+                io.rang(&mut core, Now::system());
                 core.fold_stats(&hub.stats);
                 controlled = true;
             }
