@@ -89,15 +89,20 @@ impl Gateway {
 
     /// Start with extra CLI flags and environment variables.
     pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Gateway {
-        Gateway::start_in(None, args, env).await
+        Gateway::start_in(None, args, env, false).await
     }
 
     /// Start with its data directory at `data` (e.g. on a small tmpfs).
     pub async fn start_with_data(data: &Path) -> Gateway {
-        Gateway::start_in(Some(data.to_path_buf()), &[], &[]).await
+        Gateway::start_in(Some(data.to_path_buf()), &[], &[], false).await
     }
 
-    async fn start_in(data: Option<PathBuf>, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+    async fn start_in(
+        data: Option<PathBuf>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        https: bool,
+    ) -> Gateway {
         let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -120,7 +125,7 @@ impl Gateway {
             data,
             restarts: 0,
             port_retries: 0,
-            https: false,
+            https,
         };
         g.spawn().await;
         g
@@ -139,28 +144,10 @@ impl Gateway {
     pub async fn start_https(args: &[&str]) -> Gateway {
         let tls = workspace().join("tests/data/tls");
         let (cert, key) = (tls.join("server.pem"), tls.join("server.key"));
-        let mut all: Vec<String> = vec![
-            "--http-tls-cert".into(),
-            cert.display().to_string(),
-            "--http-tls-key".into(),
-            key.display().to_string(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let mut g = Gateway {
-            child: None,
-            dir: tempfile::tempdir().expect("tempdir"),
-            port: free_port(),
-            sip_port: sipp::free_udp_ports(1),
-            webrtc_port: sipp::free_udp_ports(1),
-            args: all,
-            env: Vec::new(),
-            data: None,
-            restarts: 0,
-            port_retries: 0,
-            https: true,
-        };
-        g.spawn().await;
-        g
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut all = vec!["--http-tls-cert", &cert, "--http-tls-key", &key];
+        all.extend_from_slice(args);
+        Gateway::start_in(None, &all, &[], true).await
     }
 
     /// An HTTP client for this gateway (trusting the test CA when it speaks HTTPS).
@@ -500,6 +487,18 @@ impl Api {
                 Method::PUT,
                 &format!("/sessions/{session}/participants/{participant}"),
                 subs,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    }
+
+    /// Remove from a session; panics unless 204.
+    pub async fn remove(&self, session: &str, participant: &str) {
+        let r = self
+            .call(
+                Method::DELETE,
+                &format!("/sessions/{session}/participants/{participant}"),
+                None,
             )
             .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);

@@ -458,14 +458,7 @@ async fn a_participants_callbacks_from_two_nodes_arrive_in_order() {
             h.iter().any(|h| h.body["event"] == "onConnect")
         })
         .await;
-    let r = api
-        .call(
-            Method::DELETE,
-            &format!("/sessions/{first_session}/participants/{a}"),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    api.remove(&first_session, &a).await;
     api.add(
         &second_session,
         &a,

@@ -96,7 +96,6 @@ async fn calls_through_a_dispatcher_reach_the_sessions_node_whichever_node_they_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_call_stays_on_its_node_parked_or_taking_a_free_session() {
     use patchbay_tests::hearing::{assert_hears, heard_windows};
-    use reqwest::Method;
     let url = postgres::database();
     let g = nodes(&url, "10s").await;
     let (n1, n2, n3) = (&g[0], &g[1], &g[2]);
@@ -125,14 +124,7 @@ async fn a_moved_call_stays_on_its_node_parked_or_taking_a_free_session() {
     n2.wait_metric("patchbay_sip_calls_active", 1.0).await;
 
     // Into session 2 (its media on n2), through n3's API: the call stays on n1, parked.
-    let r = api
-        .call(
-            Method::DELETE,
-            &format!("/sessions/{s1}/participants/{m}"),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, reqwest::StatusCode::NO_CONTENT);
+    api.remove(&s1, &m).await;
     api.add(&s2, &m, Some(json!({"sessionId": s2}))).await;
     let parked = now_epoch();
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -146,14 +138,7 @@ async fn a_moved_call_stays_on_its_node_parked_or_taking_a_free_session() {
 
     // Into session 3, whose media runs nowhere yet: n1 takes it; c calls n1 and the two
     // hear each other.
-    let r = api
-        .call(
-            Method::DELETE,
-            &format!("/sessions/{s2}/participants/{m}"),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, reqwest::StatusCode::NO_CONTENT);
+    api.remove(&s2, &m).await;
     api.add(&s3, &m, Some(json!({"sessionId": s3}))).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _c = SippCall::tone("c", &dir, 440, Law::Ulaw, 8000)

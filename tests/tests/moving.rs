@@ -72,14 +72,7 @@ async fn a_caller_moved_between_sessions_keeps_its_call_and_hears_the_new_sessio
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
     let before = now_epoch();
-    let r = api
-        .call(
-            Method::DELETE,
-            &format!("/sessions/{s1}/participants/{m}"),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    api.remove(&s1, &m).await;
     let r = api
         .call(
             Method::PUT,

@@ -121,6 +121,18 @@ fn stream_history(page: &Value) -> (Vec<String>, Vec<String>) {
     (available, unavailable)
 }
 
+/// Asserts that a page received a stream of each of `who` exactly once, and lost each
+/// again (a room state that took it away), and no other.
+fn heard_then_lost<const N: usize>(page: &Value, who: [&String; N]) {
+    let (mut got, mut lost) = stream_history(page);
+    let mut want: Vec<String> = who.iter().map(|s| s.to_string()).collect();
+    got.sort();
+    lost.sort();
+    want.sort();
+    assert_eq!(got, want, "streams received: {page}");
+    assert_eq!(lost, want, "streams lost: {page}");
+}
+
 /// Bandwidth-Samples/webrtc-transfer-nodejs, server.js: two agents' browsers, each in
 /// the session of its agent (`/startBrowserCall`); a phone call for agent 1
 /// (`/startPSTNCall`, then `/callAnswered` answers Voice with `generateTransferBxml`);
@@ -379,50 +391,10 @@ async fn webrtc_courtroom_demo_js_follows_the_room_states() {
         "every request succeeded: {settled}"
     );
     let pages = report["pages"].as_array().unwrap();
-    let sorted = |mut v: Vec<String>| {
-        v.sort();
-        v
-    };
     // inPrep: the judge hears translator and LEP; the translator hears the judges (the
     // judge and the judge's phone); the LEP nobody. inSession adds the LEP's judge and
     // translator, and the translator's LEP. inTervention: nobody hears anybody.
-    let (judge_got, judge_lost) = stream_history(&pages[0]);
-    assert_eq!(
-        sorted(judge_got),
-        sorted(vec![translator.clone(), lep.clone()]),
-        "{}",
-        pages[0]
-    );
-    assert_eq!(
-        sorted(judge_lost),
-        sorted(vec![translator.clone(), lep.clone()]),
-        "{}",
-        pages[0]
-    );
-    let (tr_got, tr_lost) = stream_history(&pages[1]);
-    assert_eq!(
-        sorted(tr_got),
-        sorted(vec![judge.clone(), phone_id.clone(), lep.clone()]),
-        "{}",
-        pages[1]
-    );
-    assert_eq!(
-        sorted(tr_lost.clone()),
-        sorted(vec![judge.clone(), phone_id.clone(), lep.clone()]),
-        "{}",
-        pages[1]
-    );
-    let (lep_got, lep_lost) = stream_history(&pages[2]);
-    assert_eq!(
-        sorted(lep_got),
-        sorted(vec![judge.clone(), phone_id.clone(), translator.clone()]),
-        "{}",
-        pages[2]
-    );
-    assert_eq!(
-        sorted(lep_lost),
-        sorted(vec![judge, phone_id, translator]),
-        "{}",
-        pages[2]
-    );
+    heard_then_lost(&pages[0], [&translator, &lep]);
+    heard_then_lost(&pages[1], [&judge, &phone_id, &lep]);
+    heard_then_lost(&pages[2], [&judge, &phone_id, &translator]);
 }

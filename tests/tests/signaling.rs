@@ -386,14 +386,7 @@ async fn v2_checks_tokens_like_v3_and_speaks_its_methods() {
     assert_eq!(r["error"]["code"], -32601);
     // Removal from the session keeps it (parked); deleting the participant closes it
     // like a v3 device.
-    let r = api
-        .call(
-            Method::DELETE,
-            &format!("/sessions/{s}/participants/{p}"),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, reqwest::StatusCode::NO_CONTENT);
+    api.remove(&s, &p).await;
     let r = rpc(&mut ws, json!(8), "ping", json!({})).await;
     assert_eq!(
         r["result"],
