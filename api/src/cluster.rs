@@ -37,7 +37,7 @@ pub struct ClusterApi {
 #[utoipa::path(get, path = "/v1/cluster", operation_id = "getCluster", tag = "Operations",
     security(("Basic" = [])),
     responses(
-        (status = 200, description = "`{nodeId, nodes: [{id, self, heartbeatAgeMs, startedMs?, httpUrl, sipUri, webrtcAddress, mediaIp, sessions, participants, mediaSessions, ownedSessions}]}`", content_type = "application/json"),
+        (status = 200, description = "`{nodeId, nodes: [{id, self, heartbeatAgeMs, startedMs?, httpUrl, sipUri, webrtcAddress, mediaIp, publicIp, sessions, participants, mediaSessions, ownedSessions}]}`", content_type = "application/json"),
         (status = 401, description = "Not the operator's credentials, or no `operator` configured", body = crate::dto::MessageBody),
         (status = 503, description = "The store cannot be reached", body = crate::dto::ErrorBody),
     ))]
