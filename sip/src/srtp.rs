@@ -445,9 +445,10 @@ impl SrtpReceiver {
         })
     }
 
-    /// The packet index `seq` most likely stands for (RFC 3711 Appendix A).
-    fn estimate(&self, seq: u16) -> u64 {
-        let Some(h) = self.window.highest else {
+    /// The packet index `seq` most likely stands for (RFC 3711 Appendix A), given the
+    /// replay window of its stream.
+    fn estimate(window: &ReplayWindow, seq: u16) -> u64 {
+        let Some(h) = window.highest else {
             return seq as u64;
         };
         let (roc, s_l) = ((h >> 16) as u32, (h & 0xffff) as u16);
@@ -474,13 +475,15 @@ impl SrtpReceiver {
             return Err(SrtpError::Short);
         }
         let ssrc = ssrc_at(p, 8);
-        if self.ssrc != Some(ssrc) {
-            // A new stream (another SSRC): its own index space.
-            self.window = ReplayWindow::default();
-        }
+        // A new stream (another SSRC) has its own index space: it is checked against a
+        // scratch window and replaces the current stream only once it authenticates, so
+        // a forged packet with any SSRC changes nothing.
+        let scratch = ReplayWindow::default();
+        let new_stream = self.ssrc != Some(ssrc);
+        let window = if new_stream { &scratch } else { &self.window };
         let seq = u16::from_be_bytes([p[2], p[3]]);
-        let index = self.estimate(seq);
-        self.window.check(index)?;
+        let index = Self::estimate(window, seq);
+        window.check(index)?;
         let roc = (index >> 16) as u32;
         let (header, rest) = p.split_at(hlen);
         out[..hlen].copy_from_slice(header);
@@ -506,7 +509,10 @@ impl SrtpReceiver {
                     .ok_or(SrtpError::Auth)?
             }
         };
-        self.ssrc = Some(ssrc);
+        if new_stream {
+            self.ssrc = Some(ssrc);
+            self.window = scratch;
+        }
         self.window.accept(index);
         Ok(hlen + plain)
     }

@@ -94,3 +94,113 @@ fn key_lengths_are_checked() {
     );
     assert_eq!(Suite::from_name("F8_128_HMAC_SHA1_80"), None);
 }
+
+fn with_ssrc(mut p: Vec<u8>, ssrc: u32) -> Vec<u8> {
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p
+}
+
+/// What a receiver remembers between packets.
+fn state(rx: &SrtpReceiver) -> (Option<u32>, Option<u64>, u64, Option<u64>, u64) {
+    (
+        rx.ssrc,
+        rx.window.highest,
+        rx.window.seen,
+        rx.rtcp_window.highest,
+        rx.rtcp_window.seen,
+    )
+}
+
+#[test]
+fn a_forged_packet_with_another_ssrc_does_not_reset_the_stream() {
+    // The attack of issue 23: once the sender's rollover counter is 1, a forged packet
+    // with a new SSRC used to reset the window, and every later genuine packet was then
+    // decrypted with rollover counter 0 and failed authentication.
+    for suite in Suite::ALL {
+        let key = MasterKey::random(suite);
+        let mut tx = SrtpSender::new(suite, &key).unwrap();
+        let mut rx = SrtpReceiver::new(suite, &key).unwrap();
+        let (mut wire, mut back) = ([0u8; 512], [0u8; 512]);
+        for seq in (65530u16..=65535).chain(0..=4) {
+            let n = tx.protect_rtp(&rtp(seq, b"genuine"), &mut wire).unwrap();
+            rx.unprotect_rtp(&wire[..n], &mut back).unwrap();
+        }
+        let before = state(&rx);
+        let mut forged = with_ssrc(rtp(5, b"forged"), 0x0bad_f00d);
+        forged.extend_from_slice(&[0u8; 16]);
+        assert_eq!(rx.unprotect_rtp(&forged, &mut back), Err(SrtpError::Auth));
+        assert_eq!(
+            state(&rx),
+            before,
+            "{suite:?}: a forged packet changed state"
+        );
+        let p = rtp(5, b"genuine");
+        let n = tx.protect_rtp(&p, &mut wire).unwrap();
+        let m = rx.unprotect_rtp(&wire[..n], &mut back).unwrap();
+        assert_eq!(&back[..m], &p[..], "{suite:?}");
+    }
+}
+
+#[test]
+fn a_new_stream_replaces_the_old_one_once_it_authenticates() {
+    let suite = Suite::AesCm128HmacSha1_80;
+    let key = MasterKey::random(suite);
+    let mut tx = SrtpSender::new(suite, &key).unwrap();
+    let mut rx = SrtpReceiver::new(suite, &key).unwrap();
+    let (mut wire, mut back) = ([0u8; 512], [0u8; 512]);
+    for seq in 100..110u16 {
+        let n = tx.protect_rtp(&rtp(seq, b"a"), &mut wire).unwrap();
+        rx.unprotect_rtp(&wire[..n], &mut back).unwrap();
+    }
+    // The sender restarts with another SSRC and a low sequence number (a re-INVITE).
+    let p = with_ssrc(rtp(7, b"b"), 0x1234_5678);
+    let n = tx.protect_rtp(&p, &mut wire).unwrap();
+    let m = rx.unprotect_rtp(&wire[..n], &mut back).unwrap();
+    assert_eq!(&back[..m], &p[..]);
+    assert_eq!(rx.ssrc, Some(0x1234_5678));
+    assert_eq!(rx.window.highest, Some(7));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+    /// No forged packet changes what a receiver remembers, whatever its header says.
+    #[test]
+    fn no_forged_packet_changes_srtp_state(
+        suite in 0usize..4,
+        ssrc in proptest::prelude::any::<u32>(),
+        seq in proptest::prelude::any::<u16>(),
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        first in proptest::prelude::any::<u8>(),
+        rtcp in proptest::prelude::any::<bool>(),
+    ) {
+        let suite = Suite::ALL[suite];
+        let key = MasterKey::random(suite);
+        let mut tx = SrtpSender::new(suite, &key).unwrap();
+        let mut rx = SrtpReceiver::new(suite, &key).unwrap();
+        let (mut wire, mut back) = ([0u8; 512], [0u8; 512]);
+        for s in 65530u16..=65535 {
+            let n = tx.protect_rtp(&rtp(s, b"genuine"), &mut wire).unwrap();
+            rx.unprotect_rtp(&wire[..n], &mut back).unwrap();
+        }
+        let rtcp_p = [0x80u8, 201, 0, 1, 0xca, 0xfe, 0xba, 0xbe];
+        let n = tx.protect_rtcp(&rtcp_p, &mut wire).unwrap();
+        rx.unprotect_rtcp(&wire[..n], &mut back).unwrap();
+        let before = state(&rx);
+        let mut forged = vec![first, if rtcp { 200 } else { 0 }];
+        forged.extend_from_slice(&seq.to_be_bytes());
+        forged.extend_from_slice(&[0, 0, 0, 0]);
+        forged.extend_from_slice(&ssrc.to_be_bytes());
+        forged.extend_from_slice(&body);
+        let result = if rtcp {
+            rx.unprotect_rtcp(&forged, &mut back).map(|_| ())
+        } else {
+            rx.unprotect_rtp(&forged, &mut back).map(|_| ())
+        };
+        proptest::prop_assert!(result.is_err());
+        proptest::prop_assert_eq!(state(&rx), before);
+        // The genuine stream goes on.
+        let p = rtp(0, b"after");
+        let n = tx.protect_rtp(&p, &mut wire).unwrap();
+        proptest::prop_assert!(rx.unprotect_rtp(&wire[..n], &mut back).is_ok());
+    }
+}
