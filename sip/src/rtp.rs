@@ -3,7 +3,7 @@
 //! actor sends the leg's mix.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ use crate::metrics::SipMetrics;
 use crate::sdp::Crypto;
 use crate::srtp::{SrtpReceiver, SrtpSender, OVERHEAD};
 
+mod latch;
+pub use latch::{is_private, Latch, Verdict};
 mod socket;
 use socket::{enable_timestamps, recv_batch, Batch, BATCH, DATAGRAM};
 
@@ -83,34 +85,29 @@ pub fn write_header(out: &mut [u8; 12], marker: bool, pt: u8, seq: u16, ts: u32,
     out[8..12].copy_from_slice(&ssrc.to_be_bytes());
 }
 
-/// Hands out even RTP ports (RTCP on the odd one above) from the configured range.
+/// Hands out even RTP ports (RTCP on the odd one above) from the configured range, at
+/// random: a leg's port says nothing about the next one's.
 pub struct PortAllocator {
     low: u16,
     high: u16,
-    next: AtomicU16,
 }
 
 impl PortAllocator {
     pub fn new(low: u16, high: u16) -> PortAllocator {
         let low = low + (low % 2);
-        PortAllocator {
-            low,
-            high,
-            next: AtomicU16::new(low),
-        }
+        PortAllocator { low, high }
     }
 
     /// Bind an RTP/RTCP socket pair on `ip` (must run inside a tokio runtime). The RTP
     /// socket is read by the session actor at each tick (never awaited), the RTCP one
     /// by the leg's supervisor task.
     pub fn bind(&self, ip: IpAddr) -> std::io::Result<(std::net::UdpSocket, UdpSocket)> {
-        let span = ((self.high.saturating_sub(self.low)) / 2).max(1);
-        for _ in 0..span {
-            let mut port = self.next.fetch_add(2, Ordering::Relaxed);
-            if port < self.low || port >= self.high {
-                self.next.store(self.low + 2, Ordering::Relaxed);
-                port = self.low;
-            }
+        // Even ports p with p + 1 <= high.
+        let span = (self.high.saturating_sub(self.low).saturating_add(1) / 2).max(1);
+        // From a random even port on, each one once (a full range still finds a hole).
+        let start = rand::random::<u16>() % span;
+        for i in 0..span {
+            let port = self.low + 2 * ((start + i) % span);
             let Ok(rtp) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) else {
                 continue;
             };
@@ -137,8 +134,8 @@ pub enum MediaEnd {
 }
 
 struct SendState {
+    /// Where media goes (the latch's choice).
     remote: Option<SocketAddr>,
-    latched: bool,
     sending: bool,
     ssrc: u32,
     seq: u16,
@@ -159,8 +156,8 @@ struct SendState {
 }
 
 struct RecvState {
-    /// The live source and when it last sent (µs): RTP from elsewhere is ignored while it lives.
-    source: Option<(SocketAddr, u64)>,
+    /// Which source RTP is accepted from, and where media goes.
+    latch: Latch,
     stats: crate::rtcp::ReceiveStats,
     rtcp_remote: Option<SocketAddr>,
     /// The last round trip the peer's reports told.
@@ -183,8 +180,6 @@ pub struct RtpSink {
     metrics: SipMetrics,
 }
 
-/// How long the live source must be silent before RTP from another address is accepted.
-const RELATCH_AFTER_US: u64 = 1_000_000;
 /// Most packets read from one leg in one tick (a flood cannot starve the session).
 const MAX_DRAIN: usize = 64;
 
@@ -197,14 +192,22 @@ impl RtpSink {
         self.recv.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Update what was negotiated (re-INVITE): where to send, whether to send, payload types.
-    pub fn configure(&self, remote: Option<SocketAddr>, sending: bool, media: &LegMedia) {
+    /// Update what was negotiated (re-INVITE): the SDP's media address and the
+    /// signalling source's IP (what the latch may learn), whether to send, payload types.
+    /// Call after [`RtpSink::set_srtp`]: SRTP legs latch on authenticated packets.
+    pub fn configure(
+        &self,
+        remote: Option<SocketAddr>,
+        signalling: Option<IpAddr>,
+        sending: bool,
+        media: &LegMedia,
+    ) {
+        let mut r = self.lock_recv();
+        let authenticated = r.srtp.is_some();
+        r.latch.configure(remote, signalling, authenticated);
         let mut s = self.lock();
-        if remote.is_some() && remote != s.remote {
-            // A new address in an offer wins over the latched one.
-            s.remote = remote;
-            s.latched = false;
-        }
+        s.remote = r.latch.remote();
+        drop(r);
         s.sending = sending;
         s.payload_type = media.payload_type;
         s.event_payload_type = media.event_payload_type;
@@ -302,11 +305,16 @@ impl RtpSink {
         };
     }
 
-    /// RTCP from the peer (checked and decrypted first on an SRTP leg).
+    /// RTCP from the peer (checked and decrypted first on an SRTP leg), only from the
+    /// leg's source.
     fn on_rtcp(&self, from: SocketAddr, packet: &[u8]) {
         let ours = self.lock().ssrc;
         let mut guard = self.lock_recv();
         let r = &mut *guard;
+        if !r.latch.rtcp_allowed(from) {
+            self.metrics.rtp_unknown_source.inc();
+            return;
+        }
         let packet = match &mut r.srtp {
             None => packet,
             Some(srtp) => match srtp.unprotect_rtcp(packet, &mut r.plain[..]) {
@@ -346,7 +354,7 @@ impl LegSink for RtpSink {
         let clock = self.lock().clock.max(1) as u64;
         let mut guard = self.lock_recv();
         let RecvState {
-            source,
+            latch,
             stats,
             batch,
             srtp,
@@ -370,6 +378,10 @@ impl LegSink for RtpSink {
                 let mut packet = &batch.bufs[i][..got.len];
                 if is_rtcp(packet) {
                     // Multiplexed RTCP (RFC 5761) counts as media activity.
+                    if !latch.rtcp_allowed(from) {
+                        self.metrics.rtp_unknown_source.inc();
+                        continue;
+                    }
                     let valid = match srtp {
                         None => crate::rtcp::is_valid_rtcp(packet),
                         Some(srtp) => srtp.unprotect_rtcp(packet, &mut plain[..]).is_ok(),
@@ -402,24 +414,20 @@ impl LegSink for RtpSink {
                     self.metrics.rtp_malformed.inc();
                     continue;
                 }
-                // Symmetric RTP locked to one source: another address is ignored while the
-                // live one sends (no injection) and taken over once it has gone quiet (a NAT
-                // rebinding).
-                match *source {
-                    Some((addr, seen))
-                        if addr != from && arrival.saturating_sub(seen) < RELATCH_AFTER_US =>
-                    {
+                // Only the leg's source is heard (see `latch`): nothing from elsewhere,
+                // and no new source before it proved itself.
+                match latch.on_packet(from, h.ssrc, h.seq, arrival) {
+                    Verdict::Accept => {}
+                    Verdict::Latched(to) => {
+                        self.metrics.rtp_source_latched.inc();
+                        tracing::debug!(leg = %self.leg, source = %to, "RTP source latched");
+                        self.lock().remote = latch.remote();
+                    }
+                    Verdict::Refused | Verdict::Probation => {
                         self.metrics.rtp_unknown_source.inc();
                         continue;
                     }
-                    Some((addr, _)) if addr == from => {}
-                    _ => {
-                        let mut s = self.lock();
-                        s.remote = Some(from);
-                        s.latched = true;
-                    }
                 }
-                *source = Some((from, arrival));
                 self.last_rx_us.store(arrival, Ordering::Relaxed);
                 self.metrics.rtp_received.inc();
                 stats.on_rtp(
@@ -531,7 +539,6 @@ pub fn start(l: LegStart) -> std::io::Result<RtpLeg> {
         socket: l.rtp,
         state: Mutex::new(SendState {
             remote: None,
-            latched: false,
             sending: true,
             ssrc: rand::random(),
             seq: rand::random(),
@@ -548,7 +555,7 @@ pub fn start(l: LegStart) -> std::io::Result<RtpLeg> {
             srtp: None,
         }),
         recv: Mutex::new(RecvState {
-            source: None,
+            latch: Latch::default(),
             stats: crate::rtcp::ReceiveStats::default(),
             rtcp_remote: None,
             rtt: None,

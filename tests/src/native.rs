@@ -19,20 +19,29 @@ pub struct NativeClient {
 
 impl NativeClient {
     pub fn start(g: &Gateway, token: &str, unique_id: &str, seconds: u32) -> NativeClient {
+        let args = [
+            g.ws_base(),
+            token.to_string(),
+            unique_id.to_string(),
+            "bot".to_string(),
+            seconds.to_string(),
+        ];
+        NativeClient::script(g, "v3_client.py", &args, unique_id)
+    }
+
+    /// Any script of `tests/python` that prints one JSON object per line (`name` names
+    /// its stderr file in the gateway's scratch directory).
+    pub fn script(g: &Gateway, script: &str, args: &[String], name: &str) -> NativeClient {
         let python = std::env::var("PATCHBAY_PYTHON").unwrap_or_else(|_| "python3".into());
-        let errors = std::fs::File::create(g.scratch().join(format!("{unique_id}.err")))
-            .expect("stderr file");
+        let errors =
+            std::fs::File::create(g.scratch().join(format!("{name}.err"))).expect("stderr file");
         let mut child = Command::new(python)
-            .arg(workspace().join("tests/python/v3_client.py"))
-            .arg(g.ws_base())
-            .arg(token)
-            .arg(unique_id)
-            .arg("bot")
-            .arg(seconds.to_string())
+            .arg(workspace().join("tests/python").join(script))
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(errors)
             .spawn()
-            .expect("run the aiortc client (scripts/test installs aiortc)");
+            .expect("run the Python peer (scripts/test installs aiortc and pylibsrtp)");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().expect("stdout");
         let sink = lines.clone();

@@ -365,7 +365,7 @@ async fn rtcp_reports_and_rtp_injection_is_ignored() {
     let listening = listener.spawn(&g, &dir);
     g.wait_metric("patchbay_sip_calls_active", 2.0).await;
     // Let the caller's own RTP start (it is the latched source), then inject a 660 Hz
-    // tone at the talker's leg (the range's first port) from another socket.
+    // tone at both legs (ports are drawn at random from the range) from another socket.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let injected_from = now_epoch();
@@ -380,6 +380,7 @@ async fn rtcp_reports_and_rtp_injection_is_ignored() {
             )
         }));
         attacker.send_to(&pkt, "127.0.0.1:31400").unwrap();
+        attacker.send_to(&pkt, "127.0.0.1:31402").unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let injected_to = now_epoch();
@@ -387,7 +388,7 @@ async fn rtcp_reports_and_rtp_injection_is_ignored() {
     running.assert_ok(Duration::from_secs(20));
     let packets = capture.stop();
     let injected = g.metric("patchbay_rtp_unknown_source_total").await;
-    assert_eq!(injected, 20.0, "injected packets counted as unknown source");
+    assert_eq!(injected, 40.0, "injected packets counted as unknown source");
     let reports: Vec<&RtpPacket> = packets
         .iter()
         .filter(|p| p.dst_port == call.media_port + 1)

@@ -65,9 +65,12 @@ impl Call {
             tracing::warn!(call_id = %self.dialog.call_id, error = %e, "SRTP keys not usable");
         }
         let media = leg_media(&n);
-        self.rtp
-            .sink
-            .configure(n.remote, n.direction.we_send(), &media);
+        self.rtp.sink.configure(
+            n.remote,
+            Some(self.peer.addr.ip()),
+            n.direction.we_send(),
+            &media,
+        );
         self.rtp.set_expecting(n.direction.we_receive());
         match &self.media {
             // Wherever the leg is now, it takes the new media at its next tick.

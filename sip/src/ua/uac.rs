@@ -325,7 +325,8 @@ impl Ua {
             return;
         }
         let media = leg_media(&n);
-        out.rtp.sink.configure(n.remote, false, &media);
+        let signalling = self.trunk_peer().map(|p| p.addr.ip());
+        out.rtp.sink.configure(n.remote, signalling, false, &media);
         // Silence before the answer is normal: no RTP timeout until then.
         out.rtp.set_expecting(false);
         let owner = DeviceOwner::of(&p);
