@@ -110,7 +110,7 @@ impl EgressPolicy {
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .map_err(|_| format!("cannot resolve {host}"))?
             .collect();
         if self.host_allowed(host) {
             return Ok(addrs);
@@ -121,13 +121,10 @@ impl EgressPolicy {
             .filter(|a| self.ip_allowed(a.ip()))
             .collect();
         if allowed.is_empty() {
+            // The rule, not the addresses: what internal names resolve to is not told.
+            tracing::info!(%host, addrs = ?addrs, "webhook destination refused by the egress policy");
             return Err(format!(
-                "{host} resolves only to addresses webhooks may not reach ({})",
-                addrs
-                    .iter()
-                    .map(|a| a.ip().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "{host} resolves only to addresses webhooks may not reach (loopback, private, link-local or otherwise non-public addresses); allow it with webhook_allow"
             ));
         }
         Ok(allowed)
@@ -210,13 +207,18 @@ fn is_public(ip: IpAddr) -> bool {
         ("224.0.0.0", 4),     // multicast
         ("240.0.0.0", 4),     // reserved, broadcast
     ];
-    let refused_v6: [(&str, u8); 6] = [
-        ("::", 128),        // unspecified
-        ("::1", 128),       // loopback
-        ("fc00::", 7),      // unique local
-        ("fe80::", 10),     // link-local
-        ("ff00::", 8),      // multicast
-        ("2001:db8::", 32), // documentation
+    let refused_v6: [(&str, u8); 11] = [
+        ("::", 96),           // unspecified, loopback, IPv4-compatible (::a.b.c.d)
+        ("::ffff:0:0:0", 96), // IPv4-translated (SIIT, RFC 6145)
+        ("64:ff9b::", 96),    // NAT64 well-known prefix (RFC 6052): reaches any IPv4
+        ("64:ff9b:1::", 48),  // NAT64 local-use prefixes (RFC 8215)
+        ("100::", 64),        // discard-only
+        ("2001::", 32),       // Teredo (an IPv4 address inside)
+        ("2002::", 16),       // 6to4 (an IPv4 address inside)
+        ("fc00::", 7),        // unique local
+        ("fe80::", 10),       // link-local
+        ("ff00::", 8),        // multicast
+        ("2001:db8::", 32),   // documentation
     ];
     let hit = |list: &[(&str, u8)]| {
         list.iter()
@@ -246,6 +248,15 @@ mod tests {
             "http://[fe80::1]/",
             "http://0.0.0.0/",
             "http://224.0.0.1/",
+            // IPv6 forms with an IPv4 address inside (NAT64, SIIT, 6to4, Teredo,
+            // IPv4-compatible): each may reach 127.0.0.1 or 169.254.169.254.
+            "http://[64:ff9b::7f00:1]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b:1::a9fe:a9fe]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[2002:7f00:1::1]/",
+            "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",
+            "http://[::7f00:1]/",
         ] {
             assert!(p.check_url(url).is_err(), "{url} allowed");
         }
@@ -275,7 +286,14 @@ mod tests {
     async fn names_that_resolve_to_refused_addresses_are_refused() {
         let p = EgressPolicy::default();
         let e = p.resolve("localhost", 80).await.unwrap_err();
-        assert!(e.contains("may not reach"), "{e}");
+        assert!(
+            e.contains("non-public addresses") && e.contains("webhook_allow"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("127.0.0.1") && !e.contains("::1"),
+            "the 400 tells where a name resolves: {e}"
+        );
         let p = EgressPolicy::parse("localhost").unwrap();
         assert!(!p.resolve("localhost", 80).await.unwrap().is_empty());
     }

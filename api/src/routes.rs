@@ -369,19 +369,32 @@ pub async fn ready(State(app): State<AppState>) -> (StatusCode, &'static str) {
 }
 
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "Operations",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoResponse {
+    responses((status = 200, description = "Prometheus text exposition. Per-stream series (`patchbay_stream_*`, labelled with session, participant and alias) only with the operator's credentials; without them, stream counts by origin and media.", content_type = "text/plain")))]
+pub async fn metrics(
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> impl axum::response::IntoResponse {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let operator = header.is_some()
+        && app
+            .cluster
+            .operator
+            .as_ref()
+            .is_some_and(|o| o.authenticate(header).is_ok());
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics_text(&app),
+        metrics_text(&app, operator),
     )
 }
 
-/// Everything `/metrics` says.
-pub fn metrics_text(app: &AppState) -> String {
+/// Everything `/metrics` says; with `per_stream`, the per-stream series, which name
+/// sessions, participants and client-chosen aliases (the operator's view only).
+pub fn metrics_text(app: &AppState, per_stream: bool) -> String {
     let (sessions, participants) = app.conference.counts();
     {
         {
@@ -394,10 +407,12 @@ pub fn metrics_text(app: &AppState) -> String {
                 t.render(&mut media);
             }
             app.webhooks.stats.render(&mut media);
-            patchbay_conference::media::session::render_views(
-                &app.conference.media().views(),
-                &mut media,
-            );
+            let views = app.conference.media().views();
+            if per_stream {
+                patchbay_conference::media::session::render_views(&views, &mut media);
+            } else {
+                patchbay_conference::media::session::render_stream_counts(&views, &mut media);
+            }
             app.console.render(&mut media);
             {
                 use std::fmt::Write;

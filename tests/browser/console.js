@@ -191,8 +191,12 @@ async function run(page) {
   }, [phoneCol, browserCol]);
   await page.$eval('#quality-card', (el) => el.scrollIntoView());
   await shot(page, 'quality');
-  out.metrics = await page.evaluate(async () => (await fetch('/metrics')).text()).then((t) =>
-    t.split('\n').filter((l) => l.startsWith('patchbay_stream_')),
+  // Per-stream series with the operator's credentials only.
+  out.metrics = await page
+    .evaluate(async () => (await fetch('/metrics', { headers: { Authorization: `Basic ${btoa('ops:ops-secret')}` } })).text())
+    .then((t) => t.split('\n').filter((l) => l.startsWith('patchbay_stream_')));
+  out.anonymousMetrics = await page.evaluate(async () => (await fetch('/metrics')).text()).then((t) =>
+    t.split('\n').filter((l) => l.startsWith('patchbay_stream')),
   );
 
   step('accessibility and phone width');

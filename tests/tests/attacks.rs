@@ -103,6 +103,23 @@ async fn an_off_path_sender_is_never_heard_and_never_hears_even_when_the_caller_
     let talker = py_caller(&g, &ta, 440, 9, (3, 6), false);
     let leg = leg_of(&talker).await;
     let t0 = now_epoch();
+    // Meanwhile /metrics without credentials names no session or participant.
+    let text = g
+        .client()
+        .get(format!("{}/metrics", g.base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for id in [&s, &a, &b] {
+        assert!(!text.contains(id.as_str()), "/metrics names {id}");
+    }
+    assert!(
+        text.contains("patchbay_streams{origin=\"phone\",media=\"AUDIO\"} 2"),
+        "{text}"
+    );
     // The attacker: another address, a well-formed in-sequence 660 Hz stream at the
     // talker's leg for the whole call, reading whatever comes back.
     let stop = Arc::new(AtomicBool::new(false));

@@ -30,7 +30,16 @@ fn console_dir() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_routes_a_phone_to_a_browser_with_a_click_and_sees_its_quality() {
     let dir = console_dir();
-    let g = Gateway::start_with(&["--console-dir", dir.to_str().unwrap()], &[]).await;
+    let g = Gateway::start_with(
+        &[
+            "--console-dir",
+            dir.to_str().unwrap(),
+            "--operator",
+            "ops:ops-secret",
+        ],
+        &[],
+    )
+    .await;
     let scratch = g.scratch().to_path_buf();
     let artifacts = workspace().join("target/console-artifacts");
     let _ = std::fs::remove_dir_all(&artifacts);
@@ -224,6 +233,25 @@ async fn a_person_routes_a_phone_to_a_browser_with_a_click_and_sees_its_quality(
     assert!(metrics
         .iter()
         .any(|l| l.starts_with("patchbay_stream_mos{") && l.contains("origin=\"browser\"")));
+    // Without the operator's credentials: counts, and no session, participant or alias.
+    let anonymous: Vec<&str> = r["anonymousMetrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        anonymous
+            .iter()
+            .any(|l| l.starts_with("patchbay_streams{origin=\"phone\",media=\"AUDIO\"} 1")),
+        "{anonymous:?}"
+    );
+    assert!(
+        !anonymous
+            .iter()
+            .any(|l| l.contains("participant=") || l.contains("session=")),
+        "{anonymous:?}"
+    );
 
     // Accessibility, phone width, the ops view.
     for page in ["signin", "session", "ops"] {

@@ -116,6 +116,30 @@ async fn unparseable_sdp_gets_an_error_result_and_the_connection_stays() {
 }
 
 #[tokio::test]
+async fn a_100000_character_alias_is_refused_with_a_clear_error() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let (_, _, token) = api.member(json!({"publishPermissions": ["AUDIO"]})).await;
+    let mut ws = connect(&g, &token, "dev-1").await;
+    let alias = "a".repeat(100_000);
+    let r = rpc(
+        &mut ws,
+        json!(1),
+        "offerSdp",
+        json!({"sdpOffer": "v=0\r\n", "mediaMetadata": {"mediaStreams": {"s1": {"alias": alias}}}}),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert_eq!(
+        r["error"]["message"], "invalid params: alias must be a string of at most 100 characters",
+        "{r}"
+    );
+    // The connection stays.
+    let r = rpc(&mut ws, json!(2), "ping", json!({})).await;
+    assert_eq!(r["result"], json!({}));
+}
+
+#[tokio::test]
 async fn a_new_unique_id_replaces_the_old_device() {
     let g = Gateway::start().await;
     let api = g.api();

@@ -202,7 +202,7 @@ pub async fn webhook_log(
     ),
     security(("Basic" = [])))]
 pub async fn ops(State(app): State<AppState>, AccountId(_): AccountId) -> Json<Value> {
-    let text = crate::routes::metrics_text(&app);
+    let text = crate::routes::metrics_text(&app, false);
     let figures = parse_metrics(&text);
     let sum = |names: &[&str]| -> f64 {
         names

@@ -58,8 +58,58 @@ fn sdp_offer(device: &DeviceKey, offer: &Offer) -> Value {
     }})
 }
 
+/// Most streams one publish may describe (the SDK publishes one per `MediaStream`).
+const MAX_PUBLISHED_STREAMS: usize = 32;
+/// Longest msid stream id (RFC 8830's msid-id: 1*64 token-char).
+const MAX_MSID_CHARS: usize = 64;
+
+/// What a publish may carry: a bounded number of streams with bounded ids and aliases,
+/// in the metadata and in the offer's `a=msid` lines (each is copied into every
+/// subscriber's offer and view).
+fn check_publish(params: &Value) -> Result<(), String> {
+    let alias_max = crate::dto::MAX_ALIAS_CHARS;
+    if let Some(streams) = params["mediaMetadata"]["mediaStreams"].as_object() {
+        if streams.len() > MAX_PUBLISHED_STREAMS {
+            return Err(format!(
+                "invalid params: mediaMetadata.mediaStreams may describe at most {MAX_PUBLISHED_STREAMS} streams"
+            ));
+        }
+        for (msid, m) in streams {
+            if msid.chars().count() > MAX_MSID_CHARS {
+                return Err(format!(
+                    "invalid params: a stream id may be at most {MAX_MSID_CHARS} characters"
+                ));
+            }
+            match &m["alias"] {
+                Value::Null => {}
+                Value::String(a) if a.chars().count() <= alias_max => {}
+                _ => {
+                    return Err(format!(
+                        "invalid params: alias must be a string of at most {alias_max} characters"
+                    ))
+                }
+            }
+        }
+    }
+    let sdp = params["sdpOffer"].as_str().unwrap_or_default();
+    let too_long = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=msid:"))
+        .flat_map(str::split_whitespace)
+        .any(|id| id.chars().count() > MAX_MSID_CHARS);
+    if too_long {
+        return Err(format!(
+            "invalid params: an a=msid id may be at most {MAX_MSID_CHARS} characters"
+        ));
+    }
+    Ok(())
+}
+
 /// Hand an `offerSdp` to the session's media and build the SDK's `PublishSdpAnswer`.
 async fn publish(device: &mut Device, id: Value, params: &Value) -> Value {
+    if let Err(e) = check_publish(params) {
+        return rpc_error(id, -32602, &e);
+    }
     let sdp = params["sdpOffer"].as_str().unwrap_or_default().to_string();
     let aliases = params["mediaMetadata"]["mediaStreams"]
         .as_object()
@@ -194,6 +244,26 @@ pub fn handle(text: &str) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publishes_with_long_aliases_ids_or_too_many_streams_are_refused() {
+        let ok = json!({"sdpOffer": "v=0\r\na=msid:s1 t1\r\n",
+            "mediaMetadata": {"mediaStreams": {"s1": {"alias": "usermedia"}}}});
+        assert_eq!(check_publish(&ok), Ok(()));
+        let long_alias =
+            json!({"mediaMetadata": {"mediaStreams": {"s1": {"alias": "a".repeat(100_000)}}}});
+        assert!(check_publish(&long_alias).unwrap_err().contains("alias"));
+        let long_id = json!({"mediaMetadata": {"mediaStreams": {"s".repeat(65): {}}}});
+        assert!(check_publish(&long_id).unwrap_err().contains("stream id"));
+        let sdp = format!("v=0\r\na=msid:{} t1\r\n", "m".repeat(1_000_000));
+        assert!(check_publish(&json!({"sdpOffer": sdp}))
+            .unwrap_err()
+            .contains("a=msid"));
+        let many: serde_json::Map<String, Value> =
+            (0..33).map(|i| (format!("s{i}"), json!({}))).collect();
+        let many = json!({"mediaMetadata": {"mediaStreams": many}});
+        assert!(check_publish(&many).unwrap_err().contains("at most 32"));
+    }
 
     #[test]
     fn echoes_integer_and_string_ids() {

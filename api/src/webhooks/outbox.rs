@@ -177,6 +177,8 @@ pub(super) async fn run(
     stats.pending.store(outbox.len() as u64, Relaxed);
     let client = match reqwest::Client::builder()
         .timeout(options.timeout)
+        // Never through HTTP(S)_PROXY: the proxy would resolve the name, past the policy.
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         // Host names resolve only to addresses the egress policy allows.
         .dns_resolver(Arc::new(crate::egress::PolicyResolver(

@@ -65,7 +65,8 @@ pub use inbox::{device_inbox, Inbox, InboxSender};
 pub use layout::{LineKind, SubscribeLayout};
 pub use moving::{Detached, Fate, Home, Homes, Moving};
 pub use view::{
-    render_views, Delivery, Heard, ListenerView, MediaView, Origin, Quality, SourceView,
+    render_stream_counts, render_views, Delivery, Heard, ListenerView, MediaView, Origin, Quality,
+    SourceView,
 };
 
 /// Publishing endpoints (v2 connections) one device may have.

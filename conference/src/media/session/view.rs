@@ -461,6 +461,30 @@ pub fn render_views(views: &[std::sync::Arc<MediaView>], out: &mut String) {
     }
 }
 
+/// Without the operator's credentials: how many streams run, by origin and media (no
+/// session, participant or client-chosen string).
+pub fn render_stream_counts(views: &[std::sync::Arc<MediaView>], out: &mut String) {
+    use std::fmt::Write;
+    let mut counts: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+    for s in views.iter().flat_map(|v| &v.sources) {
+        let origin = match s.origin {
+            Origin::Phone => "phone",
+            Origin::Browser => "browser",
+        };
+        *counts.entry((origin, s.media_type)).or_default() += 1;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP patchbay_streams Published streams now, by origin and media (per-stream series need the operator's credentials).\n# TYPE patchbay_streams gauge"
+    );
+    for ((origin, media), n) in counts {
+        let _ = writeln!(
+            out,
+            "patchbay_streams{{origin=\"{origin}\",media=\"{media}\"}} {n}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
