@@ -32,7 +32,7 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
 
-    /// [node_id, PATCHBAY_NODE_ID] This node's name in a cluster (with database_url): stable across restarts, unique among the nodes [default: HOSTNAME-HTTPPORT]
+    /// [node_id, PATCHBAY_NODE_ID] This node's name in a cluster (with database_url): stable across restarts, unique among the nodes [default: HOSTNAME-XXXXXX, made once and kept in data_dir/node-id]
     #[arg(long, value_name = "NAME")]
     pub node_id: Option<String>,
 

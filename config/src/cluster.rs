@@ -7,7 +7,7 @@ use crate::{key_err, parse_duration, ConfigError, Layer};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// Unique among the nodes and stable across restarts; `None`: `HOSTNAME-HTTPPORT`.
+    /// Unique among the nodes and stable across restarts; `None`: the one kept in `data_dir/node-id` (`HOSTNAME-XXXXXX`, made once).
     pub node_id: Option<String>,
     pub lease: Duration,
     /// How long a stopping node waits for its calls to end (its browser-only sessions

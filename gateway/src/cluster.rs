@@ -15,10 +15,27 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// How often the feed is read when no notification came.
 const RESYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// The configured node id, or `HOSTNAME-HTTPPORT`.
-pub fn node_id(config: &Config) -> String {
+/// The configured node id, or the one kept in the data directory (`node-id`), made
+/// once as `HOSTNAME-XXXXXX`: a node is its data, not its port, so a restart on other
+/// ports is the same node (it finds its outbox and calls at once).
+pub fn node_id(config: &Config) -> anyhow::Result<String> {
     if let Some(id) = &config.cluster.node_id {
-        return id.clone();
+        return Ok(id.clone());
+    }
+    let file = config.data_dir.join("node-id");
+    if let Ok(kept) = std::fs::read_to_string(&file) {
+        let kept = kept.trim();
+        let valid = !kept.is_empty()
+            && kept.len() <= 64
+            && kept
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        anyhow::ensure!(
+            valid,
+            "{} does not hold a node id (1-64 letters, digits, '-', '_', '.')",
+            file.display()
+        );
+        return Ok(kept.to_string());
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -30,7 +47,15 @@ pub fn node_id(config: &Config) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .take(50)
         .collect();
-    format!("{host}-{}", config.http_listen.port())
+    // A per-process random suffix (std's randomly keyed hasher; uniqueness, not secrecy).
+    let suffix = std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        std::process::id(),
+    );
+    let id = format!("{host}-{:06x}", suffix & 0xff_ffff);
+    std::fs::write(&file, format!("{id}\n"))
+        .with_context(|| format!("keeping this node's id in {}", file.display()))?;
+    Ok(id)
 }
 
 /// Connect this node to the cluster and write its first heartbeat (refused while

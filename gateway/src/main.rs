@@ -121,7 +121,7 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     prepare_data_dir(&config.data_dir)?;
-    let node_id = cluster::node_id(&config);
+    let node_id = cluster::node_id(&config)?;
     let placed: Arc<std::sync::OnceLock<Arc<Conference>>> = Arc::default();
     let info = node_info(&config, placed.clone());
     let (store, joined) = match &config.database_url {

@@ -120,7 +120,7 @@ impl Baresip {
         )
         .expect("baresip accounts");
         let log = std::fs::File::create(self.dir.join("baresip.log")).expect("log");
-        let child = Command::new("baresip")
+        let child = crate::own_group(&mut Command::new("baresip"))
             .arg("-f")
             .arg(&self.dir)
             .args(["-n", "127.0.0.1", "-e"])
@@ -221,8 +221,7 @@ impl Baresip {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            crate::kill_group(&mut c);
         }
     }
 }
@@ -249,8 +248,7 @@ fn netstrings(mut b: &[u8]) -> Vec<String> {
 impl Drop for Baresip {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            crate::kill_group(&mut c);
         }
     }
 }

@@ -59,12 +59,26 @@ pub fn drive_in_background(
     let https = g.is_https();
     std::thread::spawn(move || {
         let mut node = Command::new("node");
+        // Chromium and its helpers in the driver's group: a browser left behind by a
+        // driver that died is ended with it (below).
+        crate::own_group(&mut node);
         node.arg("drive.js").arg(&scenario).current_dir(&dir);
         if https {
             // The driver's own REST calls trust the test CA too.
             node.env("NODE_EXTRA_CA_CERTS", &ca);
         }
-        let out = node.output().expect("run node");
+        let child = node
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run node");
+        let group = child.id();
+        let out = child.wait_with_output().expect("run node");
+        // Whatever the driver left running (a browser of a failed scenario).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .stderr(std::process::Stdio::null())
+            .status();
         assert!(
             out.status.success(),
             "drive.js failed:\n{}\n{}",

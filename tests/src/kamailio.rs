@@ -107,7 +107,7 @@ impl Kamailio {
         std::fs::write(&path, cfg).expect("write kamailio.cfg");
         let log = dir.join("kamailio.log");
         let out = std::fs::File::create(&log).expect("kamailio log");
-        let child = Command::new("kamailio")
+        let child = crate::own_group(&mut Command::new("kamailio"))
             .args(["-DD", "-E", "-f"])
             .arg(&path)
             .stdin(Stdio::null())
@@ -152,7 +152,7 @@ impl Kamailio {
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Its workers with it (`-DD` forks them; they outlive a killed parent).
+        crate::kill_group(&mut self.child);
     }
 }

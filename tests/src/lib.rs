@@ -57,6 +57,36 @@ pub fn patchbay_bin() -> PathBuf {
 }
 
 /// A free TCP port on loopback.
+/// Put `cmd`'s process in a group of its own, so that [`kill_group`] ends what it forks
+/// too (Kamailio's workers, a browser's renderers), even when a test fails.
+pub fn own_group(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0)
+}
+
+/// End the process group `child` leads (see [`own_group`]): SIGTERM to `child` first,
+/// so that it reaps what it forked (a worker that outlives its parent is never reaped
+/// here, init does not), then, after at most 2 s, SIGKILL to whatever of the group is
+/// left; `child` reaped.
+pub fn kill_group(child: &mut Child) {
+    let signal = |sig: &str, target: String| {
+        let _ = Command::new("kill")
+            .args([sig, "--", &target])
+            .stderr(Stdio::null())
+            .status();
+    };
+    if matches!(child.try_wait(), Ok(None)) {
+        signal("-TERM", child.id().to_string());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    signal("-KILL", format!("-{}", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

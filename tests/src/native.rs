@@ -35,7 +35,7 @@ impl NativeClient {
         let python = std::env::var("PATCHBAY_PYTHON").unwrap_or_else(|_| "python3".into());
         let errors =
             std::fs::File::create(g.scratch().join(format!("{name}.err"))).expect("stderr file");
-        let mut child = Command::new(python)
+        let mut child = crate::own_group(&mut Command::new(python))
             .arg(workspace().join("tests/python").join(script))
             .args(args)
             .stdout(Stdio::piped())
@@ -79,7 +79,6 @@ impl NativeClient {
 impl Drop for NativeClient {
     fn drop(&mut self) {
         self.signal("CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::kill_group(&mut self.child);
     }
 }

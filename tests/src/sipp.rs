@@ -158,6 +158,7 @@ impl SippCall {
         let errors = dir.join(format!("{}-errors.log", self.name));
         let messages = dir.join(format!("{}-messages.log", self.name));
         let mut cmd = Command::new("sipp");
+        crate::own_group(&mut cmd);
         if let Some(remote) = remote {
             cmd.arg(remote);
         }
@@ -220,7 +221,7 @@ impl RunningSipp {
                 break s;
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
+                crate::kill_group(&mut child);
                 break child.wait().expect("wait sipp");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -256,8 +257,7 @@ impl RunningSipp {
 impl Drop for RunningSipp {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            crate::kill_group(&mut c);
         }
     }
 }

@@ -51,7 +51,7 @@ impl Stunnel {
             ),
         )
         .expect("write stunnel.conf");
-        let child = Command::new("stunnel4")
+        let child = crate::own_group(&mut Command::new("stunnel4"))
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -81,7 +81,6 @@ impl Stunnel {
 
 impl Drop for Stunnel {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::kill_group(&mut self.child);
     }
 }

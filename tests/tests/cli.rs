@@ -133,3 +133,33 @@ async fn env_account_replaces_the_default() {
     let r = g.api().call(reqwest::Method::POST, "/sessions", None).await;
     assert_eq!(r.status, reqwest::StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_node_is_its_data_directory_not_its_port() {
+    let mut g = Gateway::start_with(&["--operator", "ops:ops-secret"], &[]).await;
+    let node = |g: &Gateway| {
+        let (client, url) = (g.client(), format!("{}/v1/cluster", g.base()));
+        async move {
+            let r = client
+                .get(url)
+                .basic_auth("ops", Some("ops-secret"))
+                .send()
+                .await
+                .unwrap();
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["nodeId"].as_str().unwrap().to_string()
+        }
+    };
+    let first = node(&g).await;
+    let kept = std::fs::read_to_string(g.data_dir().join("node-id")).unwrap();
+    assert_eq!(kept.trim(), first);
+    // Restarted on other ports (as when one was taken), it is the same node.
+    g.kill9();
+    g.port = free_port();
+    g.restart().await;
+    assert_eq!(node(&g).await, first);
+    // A configured node_id wins.
+    let named =
+        Gateway::start_with(&["--operator", "ops:ops-secret", "--node-id", "n-7"], &[]).await;
+    assert_eq!(node(&named).await, "n-7");
+}
