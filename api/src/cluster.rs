@@ -31,6 +31,48 @@ pub struct ClusterApi {
     /// This node's id and what it says about itself.
     pub node_id: String,
     pub info: NodeInfo,
+    /// In a cluster: the authenticated requests between nodes.
+    pub hops: Option<Arc<crate::hops::Hops>>,
+}
+
+impl ClusterApi {
+    /// The node that sent a hop `mark` with `method path`, if the mark is genuine (a
+    /// client's own mark is nothing).
+    pub fn hop_from(&self, mark: Option<&str>, method: &str, path: &str) -> Option<String> {
+        self.hops.as_ref()?.verify(mark?, method, path)
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct ProofQuery {
+    nonce: String,
+}
+
+/// A node proves to another that it is a node of this cluster before that one sends it
+/// anything (docs/cluster.md): the HMAC of the nonce and its id under the cluster's key.
+#[utoipa::path(get, path = "/v1/cluster/proof", operation_id = "getClusterProof", tag = "Operations",
+    params(("nonce" = String, Query, description = "1-64 letters and digits, chosen by the asking node")),
+    responses(
+        (status = 200, description = "`NODE:HMAC` (text)", content_type = "text/plain"),
+        (status = 400, description = "A bad nonce", body = crate::dto::MessageBody),
+        (status = 404, description = "Not a cluster", body = crate::dto::MessageBody),
+    ))]
+pub async fn proof(
+    State(app): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<ProofQuery>,
+) -> Result<String, ApiError> {
+    let Some(hops) = &app.cluster.hops else {
+        return Err(ApiError::NotFound("this node is not in a cluster".into()));
+    };
+    if q.nonce.is_empty()
+        || q.nonce.len() > 64
+        || !q.nonce.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(ApiError::BadRequest(
+            "nonce must be 1-64 letters and digits".into(),
+        ));
+    }
+    Ok(hops.proof(&q.nonce))
 }
 
 /// The live nodes of the cluster (an addition to the Bandwidth API). On one node: itself.

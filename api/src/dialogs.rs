@@ -166,7 +166,7 @@ pub async fn create_dialog(
     let (participant, session, _) = ids(&path)?;
     let data = create_request(&body)?;
     // In a cluster, the call is placed by the node that runs the session's media.
-    if !req.headers.contains_key(FORWARDED) {
+    if !forwarded(&app, &req) {
         let placement = app
             .conference
             .dialog_placement(&account, participant)
@@ -180,7 +180,7 @@ pub async fn create_dialog(
                 let failed = format!(
                     "the node that runs the participant's session ({node}) cannot be reached"
                 );
-                return forward_to(&node, &base, &req, body, failed).await;
+                return forward_to(&app, &node, &base, &req, body, failed).await;
             }
             Placement::Draining => {
                 return Err(ApiError::Unavailable(
@@ -296,8 +296,17 @@ pub async fn delete_dialog(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Marks a request one node forwarded to another (never forwarded again).
+/// Carries the hop mark of a request one node forwarded to another (never forwarded
+/// again); a client's own is ignored.
 const FORWARDED: &str = "x-patchbay-forwarded";
+
+/// Whether another node of the cluster forwarded `req` (a genuine hop mark).
+fn forwarded(app: &AppState, req: &Parts) -> bool {
+    let mark = req.headers.get(FORWARDED).and_then(|v| v.to_str().ok());
+    app.cluster
+        .hop_from(mark, req.method.as_str(), req.uri.path())
+        .is_some()
+}
 
 /// In a cluster, a dialog another live node placed is driven there: send it this
 /// request (same method, path, credentials and body) and answer what it answers.
@@ -309,7 +318,7 @@ async fn forward(
     req: &Parts,
     body: Bytes,
 ) -> Result<Option<Response>, ApiError> {
-    if req.headers.contains_key(FORWARDED) {
+    if forwarded(app, req) {
         return Ok(None);
     }
     let home = app
@@ -325,25 +334,39 @@ async fn forward(
         return Ok(None);
     };
     let failed = format!("the node that placed dialog {dialog} cannot be reached");
-    forward_to(&node, &base, req, body, failed).await.map(Some)
+    forward_to(app, &node, &base, req, body, failed)
+        .await
+        .map(Some)
 }
 
 /// Send `req` (same method, path, credentials and body) to the node at `base` and
 /// answer what it answers; `failed`: the error when it cannot be reached.
+/// The node must first prove it is `node` of this cluster: a `nodes` row pointing
+/// elsewhere receives no credentials.
 async fn forward_to(
+    app: &AppState,
     node: &str,
     base: &str,
     req: &Parts,
     body: Bytes,
     failed: String,
 ) -> Result<Response, ApiError> {
+    let Some(hops) = &app.cluster.hops else {
+        return Err(ApiError::Unavailable(failed));
+    };
+    if let Err(e) = hops.check_peer(base, node).await {
+        tracing::warn!(%node, error = %e, "forwarding a dialog request: the node did not prove itself");
+        return Err(ApiError::Unavailable(failed));
+    }
     let url = format!(
         "{base}{}",
         req.uri.path_and_query().map_or("", |p| p.as_str())
     );
-    let mut out = node_client()
+    let mark = hops.mark(req.method.as_str(), req.uri.path());
+    let mut out = hops
+        .client()
         .request(req.method.clone(), &url)
-        .header(FORWARDED, "1");
+        .header(FORWARDED, mark);
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
         if let Some(v) = req.headers.get(&name) {
             out = out.header(name, v.clone());
@@ -362,16 +385,4 @@ async fn forward_to(
         r.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     Ok(r)
-}
-
-/// The HTTP client for requests between nodes (no redirects, a short timeout).
-fn node_client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default()
-    })
 }

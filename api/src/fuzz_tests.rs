@@ -154,6 +154,7 @@ impl Api {
                     lease: Duration::from_secs(10),
                     node_id: "fuzz".into(),
                     info: Arc::new(|| serde_json::Value::Null),
+                    hops: None,
                 },
                 console: crate::console::Console::new(None),
             })

@@ -25,6 +25,7 @@ pub mod error;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod handover;
+pub mod hops;
 pub mod metrics;
 mod openapi;
 pub mod routes;
@@ -136,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster::cluster))
+        .route("/v1/cluster/proof", get(cluster::proof))
         .route("/", get(console::files::root))
         .route("/console", get(console::files::root))
         .route("/console/", get(console::files::index))

@@ -37,6 +37,7 @@ use crate::routes;
         routes::ready,
         routes::metrics,
         crate::cluster::cluster,
+        crate::cluster::proof,
         crate::console::list_sessions,
         crate::console::session_media,
         crate::console::list_dialogs,

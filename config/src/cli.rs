@@ -48,7 +48,15 @@ pub struct Cli {
     #[arg(long, value_name = "USER:PASSWORD")]
     pub operator: Option<String>,
 
-    /// [token_secret, PATCHBAY_TOKEN_SECRET] HS256 secret for participant tokens [default: generated on first start and kept in the store]
+    /// [advertise_url, PATCHBAY_ADVERTISE_URL] In a cluster, the URL other nodes reach this node's HTTP listener at (https://node1.example:8443; its certificate must name that host) [default: http(s)://HTTP_LISTEN]
+    #[arg(long, value_name = "URL")]
+    pub advertise_url: Option<String>,
+
+    /// [cluster_ca, PATCHBAY_CLUSTER_CA] In a cluster, the CAs (PEM file) trusted for HTTPS to other nodes [default: the Web PKI roots]
+    #[arg(long, value_name = "FILE")]
+    pub cluster_ca: Option<String>,
+
+    /// [token_secret, PATCHBAY_TOKEN_SECRET] HS256 secret for participant tokens, and (in a cluster) the key of the requests between nodes; required with database_url [default: generated on first start and kept in the embedded store]
     #[arg(long, value_name = "SECRET")]
     pub token_secret: Option<String>,
 

@@ -15,6 +15,10 @@ pub struct ClusterConfig {
     pub drain_timeout: Duration,
     /// `(user, password)` for `GET /v1/cluster`.
     pub operator: Option<(String, String)>,
+    /// The URL other nodes reach this one's HTTP listener at (`None`: from `http_listen`).
+    pub advertise_url: Option<String>,
+    /// The CAs trusted for HTTPS to other nodes (`None`: the Web PKI roots).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn validate(layer: &Layer) -> Result<ClusterConfig, ConfigError> {
@@ -53,10 +57,39 @@ pub(crate) fn validate(layer: &Layer) -> Result<ClusterConfig, ConfigError> {
             }
         },
     };
+    let advertise_url = layer
+        .advertise_url
+        .clone()
+        .filter(|s| !s.is_empty())
+        .map(|u| u.trim_end_matches('/').to_string());
+    if let Some(u) = &advertise_url {
+        let rest = u
+            .strip_prefix("https://")
+            .or_else(|| u.strip_prefix("http://"));
+        let ok = rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '?', '#', '@']));
+        if !ok {
+            return Err(key_err(
+                "advertise_url",
+                "must be an http:// or https:// URL with a host and an optional port, and no path",
+            ));
+        }
+    }
+    let ca = layer
+        .cluster_ca
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(std::path::PathBuf::from);
+    if let Some(path) = &ca {
+        if !path.is_file() {
+            return Err(key_err("cluster_ca", "must name a readable PEM file"));
+        }
+    }
     Ok(ClusterConfig {
         node_id,
         lease,
         drain_timeout,
         operator,
+        advertise_url,
+        ca,
     })
 }

@@ -146,6 +146,8 @@ struct Layer {
     cluster_lease: Option<String>,
     drain_timeout: Option<String>,
     operator: Option<String>,
+    advertise_url: Option<String>,
+    cluster_ca: Option<String>,
     token_secret: Option<String>,
     session_ttl: Option<String>,
     token_ttl: Option<String>,
@@ -232,6 +234,8 @@ scalar_keys!(
     cluster_lease,
     drain_timeout,
     operator,
+    advertise_url,
+    cluster_ca,
     token_secret,
     session_ttl,
     token_ttl,
@@ -434,6 +438,14 @@ impl Config {
             if secret.len() < 16 {
                 return Err(key_err("token_secret", "must be at least 16 characters"));
             }
+        }
+        if database_url.is_some() && token_secret.is_none() {
+            // Never read from the database: anyone on that path could mint tokens, and
+            // it also keys the requests between nodes (docs/cluster.md).
+            return Err(key_err(
+                "token_secret",
+                "is required with database_url: every node of a cluster is given the same one in its configuration (it is never stored in the database)",
+            ));
         }
 
         let session_ttl = parse_duration("session_ttl", layer.session_ttl.as_deref(), "9h")?;

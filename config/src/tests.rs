@@ -251,6 +251,11 @@ fn bad_values_name_their_key() {
     assert!(e.to_string().contains("log_format"), "{e}");
     let e = load(&["--token-secret", "short"], &[]).unwrap_err();
     assert!(e.to_string().contains("token_secret"), "{e}");
+    let e = load(&[], &[("PATCHBAY_DATABASE_URL", "postgres://pb@db/pb")]).unwrap_err();
+    assert!(
+        e.to_string().contains("token_secret") && e.to_string().contains("database_url"),
+        "{e}"
+    );
     let e = load(&[], &[("PATCHBAY_ACCOUNT_ID", "a")]).unwrap_err();
     assert!(e.to_string().contains("accounts"), "{e}");
     let e = load(&["--account", "this-is-far-too-long:u:p"], &[]).unwrap_err();

@@ -87,7 +87,9 @@ fn node_info(config: &Config, placed: Arc<std::sync::OnceLock<Arc<Conference>>>)
     // is for the other nodes' relays.
     let addresses = config.addresses();
     let fixed = serde_json::json!({
-        "httpUrl": format!("{}://{}", if config.http_tls.is_some() { "https" } else { "http" }, config.http_listen),
+        "httpUrl": config.cluster.advertise_url.clone().unwrap_or_else(|| {
+            format!("{}://{}", if config.http_tls.is_some() { "https" } else { "http" }, config.http_listen)
+        }),
         "sipUri": addresses.sip_uri(),
         "webrtcAddress": addresses.webrtc_advertised().to_string(),
         "mediaIp": config.media_ip.to_string(),
@@ -126,6 +128,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let info = node_info(&config, placed.clone());
     let (store, joined) = match &config.database_url {
         Some(url) => {
+            if !url.contains("sslmode=verify-full") {
+                tracing::warn!("database_url does not ask for sslmode=verify-full: the link to PostgreSQL (participant data, the change feed) is not verified; see docs/cluster.md");
+            }
             let context = || {
                 format!(
                     "config key `database_url`: cannot open the store at {}",
@@ -292,6 +297,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => tracing::info!("no web console (console_dir is empty)"),
     }
+    // In a cluster, requests between nodes are authenticated both ways (api/src/hops.rs).
+    let hops = match (&config.database_url, &config.token_secret) {
+        (Some(_), Some(secret)) => Some(Arc::new(
+            patchbay_api::hops::Hops::new(&node_id, secret, config.cluster.ca.as_deref())
+                .map_err(|e| anyhow::anyhow!("config key `cluster_ca`: {e}"))?,
+        )),
+        _ => None,
+    };
     let state = AppState {
         conference: conference.clone(),
         accounts: Arc::new(Accounts::new(
@@ -318,6 +331,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             lease: config.cluster.lease,
             node_id: node_id.clone(),
             info: info.clone(),
+            hops,
         },
         console: patchbay_api::console::Console::new(config.console_dir.clone()),
     };

@@ -8,7 +8,10 @@ use crate::Gateway;
 /// The operator's credentials every node of the test clusters is given.
 pub const OPERATOR: (&str, &str) = ("ops", "operator-secret");
 
-/// Nodes n1, n2, n3 on `url` with lease `lease` (e.g. "3s").
+/// Nodes n1, n2, n3 on `url` with lease `lease` (e.g. "3s"), as docs/cluster.md tells
+/// operators to run them: HTTPS between nodes (the test CA's certificate for 127.0.0.1,
+/// trusted through `cluster_ca`), PostgreSQL over TLS verified (`url` from
+/// [`crate::postgres::database`]), the token secret from their configuration.
 pub async fn nodes(url: &str, lease: &str) -> Vec<Gateway> {
     nodes_with(url, lease, &[]).await
 }
@@ -18,9 +21,13 @@ pub async fn nodes_with(url: &str, lease: &str, args: &[&str]) -> Vec<Gateway> {
     let mut out = Vec::new();
     for id in ["n1", "n2", "n3"] {
         let operator = format!("{}:{}", OPERATOR.0, OPERATOR.1);
+        let ca = crate::workspace().join("tests/data/tls/ca.pem");
+        let ca = ca.display().to_string();
+        let mut all = vec!["--cluster-ca", ca.as_str()];
+        all.extend_from_slice(args);
         out.push(
-            Gateway::start_with(
-                args,
+            Gateway::start_https_with(
+                &all,
                 &[
                     ("PATCHBAY_DATABASE_URL", url),
                     ("PATCHBAY_NODE_ID", id),
@@ -37,7 +44,8 @@ pub async fn nodes_with(url: &str, lease: &str, args: &[&str]) -> Vec<Gateway> {
 
 /// `GET /v1/cluster` on `g` with the operator's credentials (asserted 200).
 pub async fn view(g: &Gateway) -> Value {
-    let r = reqwest::Client::new()
+    let r = g
+        .client()
         .get(format!("{}/v1/cluster", g.base()))
         .basic_auth(OPERATOR.0, Some(OPERATOR.1))
         .send()

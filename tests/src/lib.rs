@@ -144,6 +144,18 @@ impl Gateway {
         if on_postgres && data.is_none() && !env.iter().any(|(k, _)| k == "PATCHBAY_DATABASE_URL") {
             env.push(("PATCHBAY_DATABASE_URL".into(), postgres::database()));
         }
+        // A store in PostgreSQL needs the token secret from the configuration: the same
+        // for every node of a test cluster.
+        let has = |k: &str| env.iter().any(|(key, _)| key == k);
+        if has("PATCHBAY_DATABASE_URL")
+            && !has("PATCHBAY_TOKEN_SECRET")
+            && !args.contains(&"--token-secret")
+        {
+            env.push((
+                "PATCHBAY_TOKEN_SECRET".into(),
+                "test-cluster-token-secret-0123456789".into(),
+            ));
+        }
         let mut g = Gateway {
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -172,12 +184,17 @@ impl Gateway {
     /// Start with HTTPS and WSS on the HTTP listener (`tests/data/tls/server.pem`, for
     /// `127.0.0.1`, signed by the test CA `ca.pem` that [`Gateway::client`] trusts).
     pub async fn start_https(args: &[&str]) -> Gateway {
+        Gateway::start_https_with(args, &[]).await
+    }
+
+    /// Like [`Gateway::start_https`], with environment variables too.
+    pub async fn start_https_with(args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let tls = workspace().join("tests/data/tls");
         let (cert, key) = (tls.join("server.pem"), tls.join("server.key"));
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
         let mut all = vec!["--http-tls-cert", &cert, "--http-tls-key", &key];
         all.extend_from_slice(args);
-        Gateway::start_in(None, &all, &[], true).await
+        Gateway::start_in(None, &all, env, true).await
     }
 
     /// An HTTP client for this gateway (trusting the test CA when it speaks HTTPS).
@@ -337,7 +354,9 @@ impl Gateway {
 
     /// The status of `GET /ready` (502 when nothing answered).
     pub async fn ready(&self) -> reqwest::StatusCode {
-        reqwest::get(format!("{}/ready", self.base()))
+        self.client()
+            .get(format!("{}/ready", self.base()))
+            .send()
             .await
             .map(|r| r.status())
             .unwrap_or(reqwest::StatusCode::BAD_GATEWAY)
@@ -585,25 +604,35 @@ pub mod ws {
 
     /// Open `/v3/?token=…&uniqueId=…` as the browser SDK does.
     pub async fn connect(g: &Gateway, token: &str, unique_id: &str) -> Socket {
-        let url = format!(
-            "ws://127.0.0.1:{}/v3/?token={token}&client=browser&sdkVersion=test&uniqueId={unique_id}",
-            g.port
-        );
-        let (socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket connect");
-        socket
+        open(
+            g,
+            &format!("/v3/?token={token}&client=browser&sdkVersion=test&uniqueId={unique_id}"),
+        )
+        .await
     }
 
     /// Open `/v2/?token=…&sdkVersion=…&uniqueId=…` as the browser SDK's v2 code does.
     pub async fn connect_v2(g: &Gateway, token: &str, unique_id: &str) -> Socket {
-        let url = format!(
-            "ws://127.0.0.1:{}/v2/?token={token}&sdkVersion=test&uniqueId={unique_id}",
-            g.port
-        );
-        let (socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket connect");
+        open(
+            g,
+            &format!("/v2/?token={token}&sdkVersion=test&uniqueId={unique_id}"),
+        )
+        .await
+    }
+
+    /// Open `path_and_query` on `g` (`ws://`, or `wss://` trusting the test CA).
+    pub async fn open(g: &Gateway, path_and_query: &str) -> Socket {
+        let url = format!("{}{path_and_query}", g.ws_base());
+        let connector = g.is_https().then(|| {
+            let ca = super::workspace().join("tests/data/tls/ca.pem");
+            tokio_tungstenite::Connector::Rustls(
+                patchbay_tls::client_config(Some(&ca)).expect("test CA"),
+            )
+        });
+        let (socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
+                .await
+                .expect("websocket connect");
         socket
     }
 

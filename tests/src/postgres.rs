@@ -13,7 +13,8 @@ pub fn server() -> String {
     })
 }
 
-/// A new, empty database on the test server: its URL.
+/// A new, empty database on the test server: its URL, verifying the server's certificate
+/// against the test CA (`sslmode=verify-full`, as docs/cluster.md tells operators).
 pub fn database() -> String {
     let base = server();
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
@@ -28,5 +29,9 @@ pub fn database() -> String {
         "creating a test database on {base} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    format!("{base}/{name}")
+    let ca = crate::workspace().join("tests/data/tls/ca.pem");
+    format!(
+        "{base}/{name}?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    )
 }

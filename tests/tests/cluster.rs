@@ -28,7 +28,8 @@ async fn any_node_answers_and_a_change_on_one_is_heard_on_another_within_a_secon
     let g = nodes(&url, "10s").await;
     assert_eq!(live_nodes(&g[1]).await, ["n1", "n2", "n3"]);
     // The view is the operator's: an account's credentials do not open it.
-    let r = reqwest::Client::new()
+    let r = g[0]
+        .client()
         .get(format!("{}/v1/cluster", g[0].base()))
         .basic_auth("dev", Some("dev"))
         .send()
@@ -397,7 +398,8 @@ async fn a_new_session_is_placed_on_the_least_loaded_node() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let view: Value = reqwest::Client::new()
+        let view: Value = g[0]
+            .client()
             .get(format!("{}/v1/cluster", g[0].base()))
             .basic_auth(OPERATOR.0, Some(OPERATOR.1))
             .send()
@@ -413,7 +415,14 @@ async fn a_new_session_is_placed_on_the_least_loaded_node() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let mut second = ws::connect(&g[0], &t2, "second").await;
+    // The device sends the nodes' hop mark itself (as if it had been relayed, to pick its
+    // node): it gains nothing, the mark is not a node's and is ignored.
+    let forged = format!("n1:{}:00ff", now_ms());
+    let mut second = ws::open(
+        &g[0],
+        &format!("/v3/?token={t2}&uniqueId=second&patchbayRelayed={forged}"),
+    )
+    .await;
     let pong = ws::rpc(&mut second, json!(7), "ping", json!({})).await;
     assert_eq!(pong["id"], json!(7), "{pong}");
     assert!(
@@ -503,4 +512,107 @@ async fn a_participants_callbacks_from_two_nodes_arrive_in_order() {
     assert_eq!(seen[0].1, seen[1].1, "{seen:?}");
     assert_eq!(seen[2].1, seen[3].1, "{seen:?}");
     assert_ne!(seen[0].1, seen[2].1, "{seen:?}");
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// Whoever can write the `nodes` table points the session's owner at its own server:
+/// the relaying node asks that server to prove it is the node, and sends it nothing else
+/// (no participant token); the device is told to come back later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_row_pointing_elsewhere_receives_no_credentials() {
+    use patchbay_tests::ws;
+    use std::io::{Read, Write};
+    let url = postgres::database();
+    let g = nodes(&url, "10s").await;
+    let api = g[0].api();
+    let s = api.session(None).await;
+    let (p1, t1) = api.participant(json!({})).await;
+    let (p2, t2) = api.participant(json!({})).await;
+    api.add(&s, &p1, None).await;
+    api.add(&s, &p2, None).await;
+    let _first = ws::connect(&g[0], &t1, "first").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !g[0].log().contains("session media placed on this node") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n1 did not take the session"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The attacker's server records what reaches it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let attacker = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().map_while(Result::ok) {
+                conn.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                let mut buf = vec![0u8; 16384];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nn1:nope!\n");
+            }
+        });
+    }
+    // n1 paused (its heartbeat would write its row back), its row rewritten.
+    let n1_pid = g[0].pid().to_string();
+    let kill = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &n1_pid])
+            .status()
+            .unwrap();
+    };
+    kill("-STOP");
+    let update = format!(
+        "UPDATE nodes SET info = replace(info, '{}', 'http://{attacker}') WHERE id = 'n1'",
+        g[0].base()
+    );
+    let out = std::process::Command::new("psql")
+        .arg(&url)
+        .args(["-v", "ON_ERROR_STOP=1", "-qc", &update])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut second = ws::connect(&g[1], &t2, "second").await;
+    let closed = ws::next_within(&mut second, Duration::from_secs(10)).await;
+    kill("-CONT");
+    assert!(matches!(closed, Err((1013, _))), "{closed:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        !seen.is_empty(),
+        "n2 never asked the row's address to prove itself"
+    );
+    for request in &seen {
+        assert!(
+            request.starts_with("GET /v1/cluster/proof?nonce="),
+            "{request}"
+        );
+        assert!(
+            !request.contains(&t2) && !request.contains("token="),
+            "{request}"
+        );
+        assert!(
+            !request.to_ascii_lowercase().contains("authorization"),
+            "{request}"
+        );
+    }
+    assert!(
+        g[1].log().contains("did not prove itself"),
+        "{}",
+        g[1].log()
+    );
+    let _ = p2;
 }

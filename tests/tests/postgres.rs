@@ -31,6 +31,7 @@ async fn a_second_process_under_a_live_node_id_is_refused() {
         .arg("--data-dir")
         .arg(scratch.path())
         .args(["--database-url", &url, "--node-id", "n1"])
+        .args(["--token-secret", "test-cluster-token-secret-0123456789"])
         .env_clear()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -100,4 +100,5 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
+pub use tokio_rustls::rustls::ClientConfig as TlsClientConfig;
 pub use tokio_rustls::{server::TlsStream, TlsAcceptor};

@@ -187,8 +187,16 @@ async fn device(
         )
         .await;
     };
-    // In a cluster, the session's media may run on another node: relay there.
-    let relayed = query.contains_key(relay::HOP);
+    // In a cluster, the session's media may run on another node: relay there. A hop
+    // mark counts only when another node of the cluster made it.
+    let relayed = app
+        .cluster
+        .hop_from(
+            query.get(relay::HOP).map(String::as_str),
+            "GET",
+            relay::path(protocol),
+        )
+        .is_some();
     match app.conference.place(token, relayed).await {
         Ok(Placement::Here) => {}
         Ok(Placement::Elsewhere {
@@ -196,7 +204,8 @@ async fn device(
             http_url: Some(url),
             ..
         }) if !relayed => {
-            return relay::relay(socket, &url, &node, protocol, &query, &app.metrics).await;
+            let hops = app.cluster.hops.clone();
+            return relay::relay(socket, hops, &url, &node, protocol, &query, &app.metrics).await;
         }
         Ok(Placement::Draining) => {
             return close_with(

@@ -16,9 +16,18 @@ use tokio_tungstenite::tungstenite::Message as Up;
 use super::{close_with, MAX_MESSAGE_BYTES};
 use crate::signaling::Protocol;
 
-/// The query parameter a relayed connection carries (a device's own never matters: a
-/// connection that has it is served where it lands or refused, never relayed).
+/// The query parameter a relayed connection carries: the relaying node's hop mark
+/// (`hops.rs`). A connection with a genuine one is served where it lands or refused,
+/// never relayed again; a device's own is ignored.
 pub(crate) const HOP: &str = "patchbayRelayed";
+
+/// The signaling path of `protocol` (what a hop mark is made for).
+pub(crate) fn path(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::V3 => "/v3/",
+        Protocol::V2 => "/v2/",
+    }
+}
 
 /// A server-side close asking the client to come back (RFC 6455 1013, Try Again Later).
 pub(crate) const TRY_AGAIN: u16 = 1013;
@@ -26,16 +35,31 @@ pub(crate) const TRY_AGAIN: u16 = 1013;
 /// How long connecting to the owner may take.
 const CONNECT_LIMIT: Duration = Duration::from_secs(5);
 
-/// Relay `client` to the owner at `owner_http` (`http://host:port`) until either side
-/// closes.
+/// Relay `client` to the owner at `owner_http` (`http(s)://host:port`) until either side
+/// closes, once the owner proved it is `node` of this cluster.
 pub(crate) async fn relay(
     client: WebSocket,
+    hops: Option<std::sync::Arc<crate::hops::Hops>>,
     owner_http: &str,
     node: &str,
     protocol: Protocol,
     query: &HashMap<String, String>,
     metrics: &crate::Metrics,
 ) {
+    let proven = match &hops {
+        None => Err("not in a cluster".to_string()),
+        Some(h) => h.check_peer(owner_http, node).await,
+    };
+    let (Some(hops), Ok(())) = (hops, proven.map_err(|e| {
+        tracing::warn!(%node, error = %e, "relaying a device: its session's node did not prove itself");
+    })) else {
+        return close_with(
+            client,
+            TRY_AGAIN,
+            "the session's node cannot be reached".into(),
+        )
+        .await;
+    };
     let Ok(mut url) = reqwest::Url::parse(owner_http) else {
         return close_with(
             client,
@@ -46,22 +70,24 @@ pub(crate) async fn relay(
     };
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
     let _ = url.set_scheme(scheme);
-    url.set_path(match protocol {
-        Protocol::V3 => "/v3/",
-        Protocol::V2 => "/v2/",
-    });
+    url.set_path(path(protocol));
     {
         let mut pairs = url.query_pairs_mut();
         pairs.clear();
         for (k, v) in query.iter().filter(|(k, _)| *k != HOP) {
             pairs.append_pair(k, v);
         }
-        pairs.append_pair(HOP, "1");
+        pairs.append_pair(HOP, &hops.mark("GET", path(protocol)));
     }
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
-    let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        url.as_str(),
+        Some(config),
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(hops.tls())),
+    );
     let upstream = match tokio::time::timeout(CONNECT_LIMIT, connect).await {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(e)) => {
