@@ -19,10 +19,13 @@ use crate::media::webrtc::{WebRtcIn, WebRtcTransport};
 
 /// A handle to a running session's shell. Its three queues are bounded: control
 /// (the control plane and SIP legs), devices (browsers' signaling, which a hostile
-/// client may flood: it fills only this one) and datagrams.
+/// client may flood: it fills only this one) and datagrams. Membership and
+/// subscriptions are state, not a queue: the latest snapshot wins and is never dropped
+/// (a REST change acknowledged is a change the media gets).
 #[derive(Clone)]
 pub struct SessionHandle {
     control: mpsc::Sender<SessionInput>,
+    snapshot: Arc<watch::Sender<Option<SessionSnapshot>>>,
     devices: mpsc::Sender<SessionInput>,
     datagrams: mpsc::Sender<WebRtcIn>,
     end: Arc<watch::Sender<Option<HangupReason>>>,
@@ -47,6 +50,11 @@ impl SessionHandle {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// The session's membership and subscriptions now (replaces any not yet taken).
+    pub fn set_snapshot(&self, snapshot: SessionSnapshot) {
+        self.snapshot.send_replace(Some(snapshot));
     }
 
     /// Send a device's input, waiting while the devices' queue is full (a client's
@@ -87,6 +95,7 @@ impl SessionHandle {
         let (end, _) = watch::channel(None);
         SessionHandle {
             control,
+            snapshot: Arc::new(watch::channel(None).0),
             devices,
             datagrams,
             end: Arc::new(end),
@@ -171,8 +180,10 @@ impl HubInner {
         let (devices, devices_rx) = mpsc::channel(DEVICE_QUEUE);
         let (datagrams, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
         let (end, end_rx) = watch::channel(None);
+        let (snapshot, snapshot_rx) = watch::channel(None);
         let handle = SessionHandle {
             control,
+            snapshot: Arc::new(snapshot),
             devices,
             datagrams,
             end: Arc::new(end),
@@ -191,6 +202,7 @@ impl HubInner {
             lobby,
             super::shell::Channels {
                 control: control_rx,
+                snapshot: snapshot_rx,
                 devices: devices_rx,
                 datagrams: datagrams_rx,
                 end: end_rx,
@@ -212,7 +224,7 @@ impl HubInner {
             return h.clone();
         }
         let handle = self.spawn(session_id, false);
-        let _ = handle.send(SessionInput::Snapshot(snapshot()));
+        handle.set_snapshot(snapshot());
         map.insert(session_id, handle.clone());
         handle
     }
@@ -401,7 +413,12 @@ impl MediaHub {
     /// Tell a running session (if any) something; none is started.
     pub fn notify(&self, session_id: Uuid, input: SessionInput) {
         if let Some(h) = self.inner.sessions().get(&session_id) {
-            h.send(input);
+            match input {
+                SessionInput::Snapshot(s) => h.set_snapshot(s),
+                input => {
+                    h.send(input);
+                }
+            }
         }
     }
 

@@ -36,6 +36,8 @@ const SETTLED: Duration = Duration::from_secs(1);
 
 pub(super) struct Channels {
     pub(super) control: mpsc::Receiver<SessionInput>,
+    /// The latest membership and subscriptions (state: never dropped, latest wins).
+    pub(super) snapshot: watch::Receiver<Option<super::SessionSnapshot>>,
     pub(super) devices: mpsc::Receiver<SessionInput>,
     pub(super) datagrams: mpsc::Receiver<WebRtcIn>,
     pub(super) end: watch::Receiver<Option<HangupReason>>,
@@ -472,6 +474,17 @@ pub(super) async fn run(
                 }
                 core.handle_timeout(now);
                 io.outputs(&mut core);
+            }
+            changed = ch.snapshot.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let snapshot = ch.snapshot.borrow_and_update().clone();
+                if let Some(s) = snapshot {
+                    io.control(&mut core, Now::system(), SessionInput::Snapshot(s));
+                    core.fold_stats(&hub.stats);
+                    controlled = true;
+                }
             }
             input = ch.control.recv() => {
                 let Some(input) = input else { break };
