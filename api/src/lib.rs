@@ -32,6 +32,7 @@ pub mod routes;
 pub mod server;
 pub mod signaling;
 pub mod webhooks;
+mod write_timeout;
 
 pub use auth::Accounts;
 use error::{ApiError, PendingError};

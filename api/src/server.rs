@@ -8,6 +8,8 @@
 //!   `header_read_timeout`, which also runs while a keep-alive connection waits for its
 //!   next request: the idle limit);
 //! - its body within `body_timeout` after the headers ([`read_body`], used by the router);
+//! - no write (a response, a WebSocket message) may wait more than `write_timeout` for a
+//!   client that does not read (`write_timeout.rs`);
 //! - at most `max_connections` connections at once, `max_per_source` from one address,
 //!   WebSockets included for as long as they live; more are closed at once and counted;
 //! - `accept` errors (e.g. out of file descriptors) back off instead of spinning;
@@ -36,6 +38,8 @@ use tokio::sync::watch;
 pub struct HttpLimits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// How long one write may wait for a client that does not read.
+    pub write_timeout: Duration,
     pub max_connections: usize,
     pub max_per_source: usize,
 }
@@ -45,6 +49,7 @@ impl Default for HttpLimits {
         HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_connections: 4096,
             max_per_source: 256,
         }
@@ -58,6 +63,7 @@ pub struct HttpServerMetrics {
     pub refused: Counter,
     pub header_timeouts: Counter,
     pub body_timeouts: Counter,
+    pub write_timeouts: Counter,
     pub accept_errors: Counter,
     pub tls_handshake_failures: Counter,
 }
@@ -83,6 +89,11 @@ impl HttpServerMetrics {
             "http_body_timeouts",
             "HTTP requests answered 408 because the body did not arrive within http_body_timeout",
             self.body_timeouts.clone(),
+        );
+        r.register(
+            "http_write_timeouts",
+            "HTTP connections (WebSockets included) closed because one write waited 30 s for a client that did not read",
+            self.write_timeouts.clone(),
         );
         r.register(
             "http_accept_errors",
@@ -254,6 +265,11 @@ async fn serve_connection<S, T>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    let stream = crate::write_timeout::WriteTimeout::new(
+        stream,
+        limits.write_timeout,
+        metrics.write_timeouts.clone(),
+    );
     let conn = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();

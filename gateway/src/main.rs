@@ -286,6 +286,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         body_timeout: config.http_body_timeout,
         max_connections: config.http_max_connections,
         max_per_source: config.http_max_per_source,
+        ..HttpLimits::default()
     };
     let http_metrics = HttpServerMetrics::default();
     match &config.console_dir {

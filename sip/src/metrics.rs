@@ -26,6 +26,8 @@ sip_metrics! {
     sip_messages_received: Counter => "SIP messages received (parsed)",
     sip_parse_errors: Counter => "SIP datagrams or stream frames that did not parse (dropped or answered 400)",
     sip_oversized: Counter => "SIP datagrams over the size limit (dropped)",
+    sip_input_dropped: Counter => "SIP datagrams dropped because the user agent's input queue was full",
+    sip_placing_refused: Counter => "INVITEs refused (503) because too many were waiting for the cluster to place their session",
     sip_tcp_refused: Counter => "SIP TCP connections refused (over sip_tcp_max_connections or sip_tcp_max_per_source)",
     sip_tcp_idle_closed: Counter => "SIP TCP connections closed after sip_tcp_idle_timeout without a byte",
     sip_accept_errors: Counter => "SIP TCP accept errors (e.g. out of file descriptors; accepting backs off)",

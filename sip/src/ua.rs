@@ -107,6 +107,12 @@ impl Default for TcpLimits {
     }
 }
 
+/// Inputs queued for the user agent at most (datagrams beyond it are dropped and
+/// counted in `patchbay_sip_input_dropped_total`).
+const INPUT_QUEUE: usize = 4096;
+/// INVITEs waiting at once for the cluster to place their session.
+const MAX_PLACING: usize = 256;
+
 enum Input {
     Datagram(Bytes, SocketAddr),
     Stream(Box<Message>, Peer),
@@ -164,7 +170,7 @@ struct Ua {
     tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     health: trunk::TrunkHealth,
     /// Our own inputs (answers of the cluster to INVITEs waiting for a placement).
-    inputs: mpsc::UnboundedSender<Input>,
+    inputs: mpsc::Sender<Input>,
     /// Call-IDs of INVITEs waiting for the cluster (a merged INVITE is refused).
     placing: std::collections::HashSet<String>,
 }

@@ -46,7 +46,8 @@ impl PgCluster {
     pub async fn connect(url: &str, node: &str, lease: Duration) -> Result<PgCluster, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(backend)?
-            .disable_statement_logging();
+            .disable_statement_logging()
+            .options(STATEMENT_LIMITS);
         let mut conn = options.connect().await.map_err(backend)?;
         // A process of this node that just died may hold the lock for a moment (until
         // the server notices its connection is gone).
@@ -108,6 +109,15 @@ impl PgCluster {
 /// Longest a cluster statement (or connecting again) may take: the requests waiting
 /// on it fail (503) rather than hang.
 const OP_LIMIT: Duration = Duration::from_secs(5);
+
+/// Every connection's server-side limits: a statement the server cannot finish (a lock
+/// held by a stuck transaction, a server in trouble) fails instead of holding the
+/// writer, and the failure fails the request and `/ready` until it recovers.
+pub(crate) const STATEMENT_LIMITS: [(&str, &str); 3] = [
+    ("statement_timeout", "10s"),
+    ("lock_timeout", "5s"),
+    ("idle_in_transaction_session_timeout", "30s"),
+];
 
 /// How long a start waits for its node's lock before refusing.
 const LOCK_PATIENCE: Duration = Duration::from_secs(5);

@@ -33,7 +33,8 @@ impl SqlStore {
     pub async fn postgres(url: &str, node: &str) -> Result<SqlStore, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(backend)?
-            .disable_statement_logging();
+            .disable_statement_logging()
+            .options(super::cluster::STATEMENT_LIMITS);
         let mut conn = options.connect().await.map_err(backend)?;
         sqlx::query(
             "DO $$ BEGIN CREATE DOMAIN blob AS bytea; \

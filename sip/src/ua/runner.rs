@@ -5,7 +5,7 @@ use super::*;
 
 /// A running SIP gateway.
 pub struct SipGateway {
-    tx: mpsc::UnboundedSender<Input>,
+    tx: mpsc::Sender<Input>,
     task: tokio::task::JoinHandle<()>,
     pub local: SocketAddr,
     tls: Option<TlsServer>,
@@ -23,7 +23,9 @@ impl SipGateway {
         let udp = Arc::new(UdpSocket::bind(config.listen).await?);
         let local = udp.local_addr()?;
         let tcp = TcpListener::bind(local).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        // The network fills this queue: bounded, a datagram that finds it full is dropped
+        // (counted; UDP senders retransmit), a stream waits (its reads pause).
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let (media_tx, media_rx) = mpsc::unbounded_channel();
         tokio::spawn(udp_loop(udp.clone(), tx.clone(), metrics.clone()));
         let stream_io = streams::Streams::new(tx.clone(), metrics.clone(), config.tcp);
@@ -63,7 +65,7 @@ impl SipGateway {
             let tx = tx.clone();
             tokio::spawn(async move {
                 while let Some(cmd) = dial_rx.recv().await {
-                    if tx.send(Input::Dial(cmd)).is_err() {
+                    if tx.send(Input::Dial(cmd)).await.is_err() {
                         return;
                     }
                 }
@@ -118,7 +120,7 @@ impl SipGateway {
     /// Send BYE to every call, wait briefly for the answers, stop.
     pub async fn shutdown(self) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Input::Shutdown(done)).is_ok() {
+        if self.tx.send(Input::Shutdown(done)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
         }
         self.task.abort();
@@ -127,7 +129,7 @@ impl SipGateway {
 
 async fn run(
     mut ua: Ua,
-    mut rx: mpsc::UnboundedReceiver<Input>,
+    mut rx: mpsc::Receiver<Input>,
     mut media_rx: mpsc::UnboundedReceiver<(LegId, MediaEnd)>,
 ) {
     let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
@@ -178,7 +180,7 @@ async fn run(
     }
 }
 
-async fn udp_loop(socket: Arc<UdpSocket>, tx: mpsc::UnboundedSender<Input>, metrics: SipMetrics) {
+async fn udp_loop(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>, metrics: SipMetrics) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
         match socket.recv_from(&mut buf).await {
@@ -187,11 +189,12 @@ async fn udp_loop(socket: Arc<UdpSocket>, tx: mpsc::UnboundedSender<Input>, metr
                     metrics.sip_oversized.inc();
                     continue;
                 }
-                if tx
-                    .send(Input::Datagram(Bytes::copy_from_slice(&buf[..n]), from))
-                    .is_err()
-                {
-                    return;
+                match tx.try_send(Input::Datagram(Bytes::copy_from_slice(&buf[..n]), from)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        metrics.sip_input_dropped.inc();
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
             Err(e) => {

@@ -55,17 +55,13 @@ impl Drop for Place {
 #[derive(Clone)]
 pub(super) struct Streams {
     count: Arc<std::sync::Mutex<Count>>,
-    tx: mpsc::UnboundedSender<Input>,
+    tx: mpsc::Sender<Input>,
     metrics: SipMetrics,
     limits: TcpLimits,
 }
 
 impl Streams {
-    pub(super) fn new(
-        tx: mpsc::UnboundedSender<Input>,
-        metrics: SipMetrics,
-        limits: TcpLimits,
-    ) -> Streams {
+    pub(super) fn new(tx: mpsc::Sender<Input>, metrics: SipMetrics, limits: TcpLimits) -> Streams {
         Streams {
             count: Arc::default(),
             tx,
@@ -165,6 +161,7 @@ impl Streams {
         if self
             .tx
             .send(Input::StreamOpened(id, out_tx.clone()))
+            .await
             .is_err()
         {
             return;
@@ -193,8 +190,8 @@ impl Streams {
             };
             let tcp = match tokio::time::timeout(HANDSHAKE_TIMEOUT, opened).await {
                 Ok(Ok(tcp)) => tcp,
-                Ok(Err(e)) => return streams.failed(id, &hop, &e),
-                Err(_) => return streams.failed(id, &hop, "connect timed out"),
+                Ok(Err(e)) => return streams.failed(id, &hop, &e).await,
+                Err(_) => return streams.failed(id, &hop, "connect timed out").await,
             };
             let (out_tx, out_rx) = out;
             match tls {
@@ -208,7 +205,7 @@ impl Streams {
                 Some(config) => {
                     let name = match ServerName::try_from(hop.host.clone()) {
                         Ok(n) => n,
-                        Err(_) => return streams.failed(id, &hop, "not a TLS server name"),
+                        Err(_) => return streams.failed(id, &hop, "not a TLS server name").await,
                     };
                     let connector = tokio_rustls::TlsConnector::from(config);
                     let handshake =
@@ -223,11 +220,11 @@ impl Streams {
                         }
                         Ok(Err(e)) => {
                             streams.metrics.sip_tls_handshake_failures.inc();
-                            streams.failed(id, &hop, &format!("TLS: {e}"));
+                            streams.failed(id, &hop, &format!("TLS: {e}")).await;
                         }
                         Err(_) => {
                             streams.metrics.sip_tls_handshake_failures.inc();
-                            streams.failed(id, &hop, "TLS handshake timed out");
+                            streams.failed(id, &hop, "TLS handshake timed out").await;
                         }
                     }
                 }
@@ -235,9 +232,12 @@ impl Streams {
         });
     }
 
-    fn failed(&self, id: ConnId, hop: &Hop, why: &str) {
+    async fn failed(&self, id: ConnId, hop: &Hop, why: &str) {
         tracing::warn!(to = %hop.addr, host = %hop.host, error = why, "SIP connection failed");
-        let _ = self.tx.send(Input::StreamClosed(id, Some(why.to_string())));
+        let _ = self
+            .tx
+            .send(Input::StreamClosed(id, Some(why.to_string())))
+            .await;
     }
 
     /// Read messages off one connection until it ends, idles out or loses framing;
@@ -292,7 +292,12 @@ impl Streams {
                         head.extend_from_slice(&buf[..n.min(room)]);
                     }
                     for m in messages {
-                        if self.tx.send(Input::Stream(Box::new(m), peer)).is_err() {
+                        if self
+                            .tx
+                            .send(Input::Stream(Box::new(m), peer))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -315,7 +320,7 @@ impl Streams {
                 }
             }
         }
-        let _ = self.tx.send(Input::StreamClosed(id, None));
+        let _ = self.tx.send(Input::StreamClosed(id, None)).await;
         // Let what is queued (a 513) go out; the writer ends once the UA forgets the
         // connection.
         drop(direct);

@@ -55,6 +55,18 @@ impl Ua {
         // runs is redirected there: one statement against the store first (the INVITE
         // waits, answered 100).
         if let Some(session) = self.conference.session_to_place(&token) {
+            if self.placing.len() >= MAX_PLACING {
+                // Each waits for one store statement: a flood of INVITEs must not grow
+                // tasks without bound.
+                self.metrics.sip_calls_rejected.inc();
+                self.metrics.sip_placing_refused.inc();
+                let tag = random_token();
+                let retry = [("Retry-After", "1".to_string())];
+                let reply = Reply::new(503, "Service Unavailable (too many calls being placed)")
+                    .tag(&tag)
+                    .headers(&retry);
+                return self.respond(key, req, reply);
+            }
             self.placing.insert(call_id);
             let (conference, inputs) = (self.conference.clone(), self.inputs.clone());
             let (key, req) = (key.clone(), Box::new(req.clone()));
@@ -66,12 +78,14 @@ impl Ua {
                         false
                     }
                 };
-                let _ = inputs.send(Input::Placed {
-                    key,
-                    req,
-                    token,
-                    placed,
-                });
+                let _ = inputs
+                    .send(Input::Placed {
+                        key,
+                        req,
+                        token,
+                        placed,
+                    })
+                    .await;
             });
             return;
         }
