@@ -25,7 +25,7 @@ if [ ! -x "$out" ]; then
     # so the baseline's build outputs would pass for the current tree's: remove them, and
     # whoever runs next rebuilds the current workspace crates (not the dependencies).
     cargo clean --release -q -p patchbay-config -p patchbay-conference -p patchbay-api \
-        -p patchbay-sip -p patchbay-gateway
+        -p patchbay-sip -p patchbay-gateway -p patchbay-tls
     rm -f target/release/patchbay
 fi
 echo "$PWD/$out"

@@ -181,6 +181,13 @@ impl Conference {
             None => 0,
         };
         let mut snap = store.load().await?;
+        if options.cluster.is_some() && options.token_secret.is_none() {
+            // Whoever reads the database must not be able to mint tokens.
+            return Err(StoreError::Backend(
+                "a cluster's token secret comes from the configuration (token_secret), never from the database".into(),
+            )
+            .into());
+        }
         let secret = match (&options.token_secret, snap.meta.get(META_TOKEN_SECRET)) {
             (Some(s), _) => s.clone(),
             (None, Some(s)) => s.clone(),

@@ -37,7 +37,7 @@ async fn node(url: &str, id: &str) -> Node {
         Options {
             session_ttl: Duration::from_secs(3600),
             token_ttl: Duration::from_secs(3600),
-            token_secret: None,
+            token_secret: Some("cluster-test-token-secret-0123".into()),
             clock: system_clock(),
             sip_stream_alias: "phone".into(),
             cluster: Some(cluster.clone() as Arc<dyn Cluster>),
@@ -364,4 +364,41 @@ async fn two_nodes_adding_the_last_member_at_once_admit_one() {
             assert_eq!(c.get_participant("acct", loser).unwrap().session_id, None);
         }
     }
+}
+
+/// The watchdog stops a session's media once its lease was not confirmed in time,
+/// whatever the renewal round is doing (here: no round runs at all, as if it were stuck
+/// on a statement); a renewal sent in time keeps it.
+#[tokio::test]
+async fn a_lease_not_confirmed_in_time_is_given_up_whatever_the_round_is_doing() {
+    let url = patchbay_tests::postgres::database();
+    let a = node(&url, "a").await;
+    let (s1, s2) = (
+        a.conference.create_session("acct", None).await.unwrap(),
+        a.conference.create_session("acct", None).await.unwrap(),
+    );
+    for s in [s1.id, s2.id] {
+        assert!(matches!(
+            a.conference.place_session(s).await.unwrap(),
+            patchbay_conference::Placement::Here
+        ));
+    }
+    assert_eq!(a.conference.owned_sessions(), 2);
+    a.conference.expire_unconfirmed();
+    assert_eq!(a.conference.owned_sessions(), 2, "just taken: kept");
+    // Lease 3 s, margin 2 s: unconfirmed for 1 s, the media must stop.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    a.conference.expire_unconfirmed();
+    assert_eq!(a.conference.owned_sessions(), 0);
+
+    // Taken again and renewed in time: kept past the first term.
+    assert!(matches!(
+        a.conference.place_session(s1.id).await.unwrap(),
+        patchbay_conference::Placement::Here
+    ));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    a.conference.keep_ownership().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.conference.expire_unconfirmed();
+    assert_eq!(a.conference.owned_sessions(), 1);
 }

@@ -89,6 +89,14 @@ pub fn run(conference: Arc<Conference>, cluster: Arc<PgCluster>, lease: Duration
             }
         }
     });
+    let watched = conference.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(lease / 10);
+        loop {
+            tick.tick().await;
+            watched.expire_unconfirmed();
+        }
+    });
     let owning = conference.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(lease / 3);

@@ -59,14 +59,21 @@ impl ToStore {
     }
 
     /// Write every unit (the store commits them together); resolves to the callbacks
-    /// to deliver: the stored ones, and those the store failed to keep (delivered
-    /// without durability), never those of a lost lease.
+    /// to deliver (the stored ones, and unfenced ones the store failed to keep:
+    /// delivered without durability) and the fenced units to write again (a session's
+    /// events are never sent without the proof that this node still owns it); never
+    /// the callbacks of a lost lease.
     fn store(self, conference: &Conference, stats: &Arc<WebhookStats>) -> Stored {
         let stats = stats.clone();
         let writes: Vec<_> = self
             .units
             .into_iter()
             .map(|u| {
+                let again = u.fence.is_some().then(|| Unit {
+                    fence: u.fence,
+                    webhooks: u.webhooks.clone(),
+                    track: u.track.clone(),
+                });
                 let ops: Vec<StoreOp> = u
                     .fence
                     .map(|(session_id, epoch)| StoreOp::Fence { session_id, epoch })
@@ -74,31 +81,39 @@ impl ToStore {
                     .chain(u.webhooks.iter().cloned().map(StoreOp::PutWebhook))
                     .chain(u.track)
                     .collect();
-                (u.webhooks, conference.commit(ops))
+                (u.webhooks, again, conference.commit(ops))
             })
             .collect();
         async move {
-            let mut deliver = Vec::new();
-            for (webhooks, write) in writes {
-                match write.await {
-                    Ok(()) => deliver.extend(webhooks),
-                    Err(ConferenceError::Store(StoreError::Fenced)) => {
+            let (mut deliver, mut retry) = (Vec::new(), Vec::new());
+            for (webhooks, again, write) in writes {
+                match (write.await, again) {
+                    (Ok(()), _) => deliver.extend(webhooks),
+                    (Err(ConferenceError::Store(StoreError::Fenced)), _) => {
                         stats.fenced.fetch_add(webhooks.len() as u64, Relaxed);
                         tracing::warn!(count = webhooks.len(), "callbacks of a session this node no longer owns: not sent");
                     }
-                    Err(e) => {
+                    (Err(e), Some(unit)) => {
+                        tracing::error!(error = %e, count = webhooks.len(), "storing a session's callbacks failed; writing them again (never sent unfenced)");
+                        retry.push(unit);
+                    }
+                    (Err(e), None) => {
                         tracing::error!(error = %e, "storing callbacks; delivering without durability");
                         deliver.extend(webhooks);
                     }
                 }
             }
-            deliver
+            (deliver, retry)
         }
         .boxed()
     }
 }
 
-type Stored = BoxFuture<'static, Vec<Webhook>>;
+/// What a write gave: the callbacks to deliver, the fenced units to write again.
+type Stored = BoxFuture<'static, (Vec<Webhook>, Vec<Unit>)>;
+
+/// How long a failed fenced write waits before it is tried again.
+const STORE_RETRY: Duration = Duration::from_millis(500);
 
 /// How long a callback waits before looking again for an older one of its participant
 /// on another node.
@@ -200,6 +215,8 @@ pub(super) async fn run(
         to_store.admit(ev, &mut next_id, &stats);
     }
     let mut storing: Option<Stored> = None;
+    // After a failed fenced write: not before this.
+    let mut store_after: Option<tokio::time::Instant> = None;
     let mut due = Vec::new();
     let mut open = true;
     let mut flushes: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
@@ -230,7 +247,8 @@ pub(super) async fn run(
                 let _ = done.send((w.participant_id, w.id, result));
             });
         }
-        if storing.is_none() && !to_store.is_empty() {
+        let may_store = store_after.is_none_or(|t| tokio::time::Instant::now() >= t);
+        if storing.is_none() && !to_store.is_empty() && may_store {
             storing = Some(std::mem::take(&mut to_store).store(&conference, &stats));
         }
         if storing.is_none() && to_store.is_empty() {
@@ -238,7 +256,11 @@ pub(super) async fn run(
                 let _ = f.send(());
             }
         }
-        if !open && storing.is_none() && outbox.is_empty() {
+        if !open
+            && storing.is_none()
+            && outbox.is_empty()
+            && (to_store.is_empty() || store_after.is_some())
+        {
             return;
         }
         let wake = outbox.next_due().map(|at| {
@@ -259,8 +281,17 @@ pub(super) async fn run(
                     take(ev);
                 }
             }
-            stored = async { match storing.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+            (stored, again) = async { match storing.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                 storing = None;
+                if again.is_empty() {
+                    store_after = None;
+                } else {
+                    // First in line again, after a pause.
+                    let mut units = again;
+                    units.append(&mut to_store.units);
+                    to_store.units = units;
+                    store_after = Some(tokio::time::Instant::now() + STORE_RETRY);
+                }
                 stats.pending.fetch_add(stored.len() as u64, Relaxed);
                 let at = now_ms();
                 for w in stored {
@@ -299,6 +330,7 @@ pub(super) async fn run(
                 }
             }
             _ = async { match wake { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+            _ = async { match store_after { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } }, if storing.is_none() && !to_store.is_empty() => {}
             _ = take_over.tick(), if cluster.is_some() && open => {
                 let Some(cluster) = &cluster else { continue };
                 let mut taken = match tokio::time::timeout(TAKE_OVER_EVERY, cluster.take_over(options.cluster_lease, next_id)).await {

@@ -136,13 +136,15 @@ impl Conference {
         if self.owned().held.contains_key(&session) {
             return Ok(Placement::Here);
         }
+        // The lease counts from when it was asked for.
+        let sent = Instant::now();
         let owner = cluster.own(session).await?;
         let mut owned = self.owned();
         if owner.node == cluster.node() {
             tracing::info!(session_id = %session, epoch = owner.epoch, "session media placed on this node");
             owned.elsewhere.remove(&session);
             owned.lost.remove(&session);
-            owned.held.insert(session, (owner.epoch, Instant::now()));
+            owned.held.insert(session, (owner.epoch, sent));
             return Ok(Placement::Here);
         }
         let placement = elsewhere(owner.node, &owner.info);
@@ -302,6 +304,34 @@ impl Conference {
 
     /// Renew the leases of sessions whose media runs here, release the others, and stop
     /// the media of any lease lost (or about to run out unrenewed after `lease`).
+    /// The watchdog, run often (every lease / 10) and apart from [`Self::keep_ownership`],
+    /// whatever that is waiting for: media whose lease was last confirmed (taken, or
+    /// renewed from when the renewal was sent) a lease ago minus the margin stops here,
+    /// before another node may take the session.
+    pub fn expire_unconfirmed(&self) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let lease = self.lease;
+        let mut owned = self.owned();
+        let renewed = owned.renewed;
+        let stale: Vec<(Uuid, i64)> = owned
+            .held
+            .iter()
+            .filter(|(_, (_, since))| {
+                let confirmed = renewed.map_or(*since, |r| r.max(*since));
+                confirmed.elapsed() + MARGIN >= lease
+            })
+            .map(|(s, (e, _))| (*s, *e))
+            .collect();
+        for (session, epoch) in stale {
+            owned.held.remove(&session);
+            Self::lose(&mut owned, session, epoch);
+            tracing::warn!(session_id = %session, epoch, "session lease not confirmed in time (watchdog); its media stops here");
+            self.media.end(session, HangupReason::Shutdown);
+        }
+    }
+
     pub async fn keep_ownership(&self) -> Result<()> {
         let lease = self.lease;
         let Some(cluster) = &self.cluster else {
@@ -319,6 +349,9 @@ impl Conference {
         // Renewal first: nothing else this round may delay it, and it may not take
         // longer than a round (renewals run every lease / 3).
         let round = lease / 3;
+        // The lease is confirmed from when the renewal was sent (the server's clock
+        // starts the new term no earlier than that).
+        let sent = Instant::now();
         let renewal = match tokio::time::timeout(round, cluster.renew(held.clone())).await {
             Ok(r) => r,
             Err(_) => Err(crate::store::StoreError::Backend(
@@ -328,7 +361,7 @@ impl Conference {
         let renewed = match renewal {
             Ok(kept) => {
                 let mut owned = self.owned();
-                owned.renewed = Some(Instant::now());
+                owned.renewed = Some(sent);
                 for (session, epoch) in held.iter().filter(|(s, _)| !kept.contains(s)) {
                     owned.held.remove(session);
                     Self::lose(&mut owned, *session, *epoch);
@@ -355,18 +388,31 @@ impl Conference {
                 Err(e.into())
             }
         };
+        // The rest of the round is bounded too (the watchdog does not depend on it).
+        let deadline = tokio::time::Instant::now() + round;
         for (session, epoch, _) in idle {
             self.owned().held.remove(&session);
-            match cluster.release(session, epoch).await {
-                Ok(()) => {
+            match tokio::time::timeout_at(deadline, cluster.release(session, epoch)).await {
+                Ok(Ok(())) => {
                     tracing::info!(session_id = %session, epoch, "session media ended here; lease released")
                 }
                 // It runs out by itself.
-                Err(e) => tracing::warn!(session_id = %session, error = %e, "releasing a lease"),
+                Ok(Err(e)) => {
+                    tracing::warn!(session_id = %session, error = %e, "releasing a lease")
+                }
+                Err(_) => {
+                    tracing::warn!(session_id = %session, "releasing a lease timed out; it runs out by itself")
+                }
             }
         }
         // Who owns what elsewhere, for calls that must be sent there.
-        match cluster.owners().await {
+        match tokio::time::timeout_at(deadline, cluster.owners())
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::store::StoreError::Backend(
+                    "reading the owners timed out".into(),
+                ))
+            }) {
             Ok(owners) => {
                 self.owned().elsewhere = owners
                     .into_iter()

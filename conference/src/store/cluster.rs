@@ -37,6 +37,8 @@ pub struct PgCluster {
     instance: String,
     options: PgConnectOptions,
     conn: Mutex<Option<PgConnection>>,
+    /// Heartbeats and lease renewals only: they never queue behind request queries.
+    lease_conn: Mutex<Option<PgConnection>>,
     changed: Arc<Notify>,
 }
 
@@ -68,6 +70,7 @@ impl PgCluster {
             instance: Uuid::new_v4().to_string(),
             options,
             conn: Mutex::new(Some(conn)),
+            lease_conn: Mutex::new(None),
             changed,
         })
     }
@@ -77,13 +80,36 @@ impl PgCluster {
     where
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
     {
-        let mut slot = self.conn.lock().await;
+        self.on(&self.conn, true, f).await
+    }
+
+    /// Like [`PgCluster::with`], on the connection of heartbeats and lease renewals.
+    async fn with_lease<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+    {
+        self.on(&self.lease_conn, false, f).await
+    }
+
+    /// Run `f` on the connection in `slot` (the node's lock taken on it when `locks`).
+    async fn on<T, F>(
+        &self,
+        slot: &Mutex<Option<PgConnection>>,
+        locks: bool,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+    {
+        let mut slot = slot.lock().await;
         let timed_out =
             || StoreError::Backend("the cluster's database did not answer in time".into());
         if slot.is_none() {
             let connect = async {
                 let mut conn = self.options.connect().await.map_err(backend)?;
-                take_node_lock(&mut conn, &self.node).await?;
+                if locks {
+                    take_node_lock(&mut conn, &self.node).await?;
+                }
                 Ok::<_, StoreError>(conn)
             };
             let conn = tokio::time::timeout(OP_LIMIT, connect)
@@ -175,7 +201,7 @@ impl Cluster for PgCluster {
 
     fn heartbeat(&self, info: String) -> BoxFuture<'_, Result<(), StoreError>> {
         let (node, instance) = (self.node.clone(), self.instance.clone());
-        Box::pin(self.with(move |c| {
+        Box::pin(self.with_lease(move |c| {
             Box::pin(async move {
                 let q = format!(
                     "INSERT INTO nodes (id, instance, info, started_ms, heartbeat_ms) \
@@ -344,7 +370,7 @@ impl Cluster for PgCluster {
 
     fn renew(&self, held: Vec<(Uuid, i64)>) -> BoxFuture<'_, Result<Vec<Uuid>, StoreError>> {
         let (node, lease_ms) = (self.node.clone(), self.lease.as_millis() as i64);
-        Box::pin(self.with(move |c| {
+        Box::pin(self.with_lease(move |c| {
             Box::pin(async move {
                 if held.is_empty() {
                     return Ok(Vec::new());
