@@ -157,6 +157,7 @@ impl Api {
                     hops: None,
                 },
                 console: crate::console::Console::new(None),
+                churn: Default::default(),
             })
         });
         Api {

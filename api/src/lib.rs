@@ -54,6 +54,8 @@ pub struct AppState {
     pub cluster: cluster::ClusterApi,
     /// The web console's files and event streams.
     pub console: Arc<console::Console>,
+    /// How often each participant's devices may connect.
+    pub churn: Arc<signaling::churn::Churn>,
 }
 
 /// The request's id: in its log line, its error body and the `x-request-id` header.

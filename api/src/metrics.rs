@@ -37,6 +37,8 @@ pub struct Metrics {
     pub signaling_refused: Counter,
     /// Device sockets relayed to the node that owns their session (a cluster).
     pub signaling_relayed: Counter,
+    /// Device sockets refused because their participant connects too often.
+    pub device_connects_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -84,9 +86,16 @@ impl Metrics {
             "Device sockets relayed to the cluster node that owns their session",
             signaling_relayed.clone(),
         );
+        let device_connects_refused = Counter::default();
+        registry.register(
+            "device_connects_refused",
+            "Device sockets closed 4429 because their participant's devices connected too often (30 at once, then one per 2 s)",
+            device_connects_refused.clone(),
+        );
         Metrics {
             signaling_refused,
             signaling_relayed,
+            device_connects_refused,
             registry,
             requests,
             latency,

@@ -335,6 +335,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             hops,
         },
         console: patchbay_api::console::Console::new(config.console_dir.clone()),
+        churn: Default::default(),
     };
     let console = state.console.clone();
     let drain_info = info;

@@ -18,6 +18,7 @@
 //! The session core speaks typed data (`Offer`, `EndpointRequest`, `PublishAnswer`);
 //! the SDK's JSON-RPC is written in `v3` and `v2` only.
 
+pub mod churn;
 mod relay;
 mod v2;
 mod v3;
@@ -57,6 +58,8 @@ pub mod close {
     pub const MEDIA_LOST: u16 = 4410;
     /// Its `uniqueId` is used by another participant's device in the session.
     pub const CONFLICT: u16 = 4409;
+    /// The participant's devices connected too often (`churn.rs`).
+    pub const TOO_MANY: u16 = 4429;
 
     /// The close code for a server-side close.
     pub fn of(why: super::DeviceClose) -> u16 {
@@ -241,6 +244,16 @@ async fn device(
             return close_with(socket, close::UNAUTHORIZED, format!("invalid token: {e}")).await
         }
     };
+    if !app.churn.admit(participant.id, std::time::Instant::now()) {
+        app.metrics.device_connects_refused.inc();
+        tracing::info!(participant_id = %participant.id, "device connection refused: this participant connects too often");
+        return close_with(
+            socket,
+            close::TOO_MANY,
+            "this participant's devices connect too often; wait and connect again".into(),
+        )
+        .await;
+    }
     let conn = ConnId(CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     tracing::info!(participant_id = %participant.id, device_id = %unique_id, %conn, ?protocol, in_session = participant.session_id.is_some(), "signaling connected");
     // The connection's own input channel: it moves with the device (between sessions

@@ -55,6 +55,8 @@ impl SessionHandle {
     /// The session's membership and subscriptions now (replaces any not yet taken).
     pub fn set_snapshot(&self, snapshot: SessionSnapshot) {
         self.snapshot.send_replace(Some(snapshot));
+        // Wake the shell; when the queue is full it wakes anyway and finds the state.
+        let _ = self.control.try_send(SessionInput::SnapshotChanged);
     }
 
     /// Send a device's input, waiting while the devices' queue is full (a client's

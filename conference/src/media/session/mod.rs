@@ -322,6 +322,9 @@ pub enum SessionInput {
         inputs: Inbox,
     },
     Snapshot(SessionSnapshot),
+    /// The session's snapshot (its watch) changed: a doorbell only, the state is in the
+    /// watch (a dropped doorbell loses nothing: the shell looks at each wake-up).
+    SnapshotChanged,
     /// A participant's media moves in (it joined this session, or left one for the
     /// lobby), with what becomes of it here.
     Adopt(Box<Moving>, Fate),

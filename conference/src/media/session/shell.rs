@@ -92,6 +92,8 @@ impl Io {
     /// Turn a control input into the core's, keeping its channels here.
     fn control(&mut self, core: &mut SessionCore, now: Now, input: SessionInput) {
         let control = match input {
+            // The loop takes the watch's value at each wake-up.
+            SessionInput::SnapshotChanged => return,
             SessionInput::Join {
                 leg,
                 owner,
@@ -454,9 +456,18 @@ pub(super) async fn run(
     let mut datagrams_open = true;
     let bell = io.bell.clone();
     loop {
-        let deadline = core.poll_timeout();
-        // A control or device input changes what the view shows: take it at once.
+        // The latest membership and subscriptions, if they changed (an atomic load; a
+        // doorbell on the control queue wakes the loop for it).
         let mut controlled = false;
+        if ch.snapshot.has_changed().unwrap_or(false) {
+            let snapshot = ch.snapshot.borrow_and_update().clone();
+            if let Some(s) = snapshot {
+                io.control(&mut core, Now::system(), SessionInput::Snapshot(s));
+                core.fold_stats(&hub.stats);
+                controlled = true;
+            }
+        }
+        let deadline = core.poll_timeout();
         tokio::select! {
             biased;
             changed = ch.end.changed() => {
@@ -474,17 +485,6 @@ pub(super) async fn run(
                 }
                 core.handle_timeout(now);
                 io.outputs(&mut core);
-            }
-            changed = ch.snapshot.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let snapshot = ch.snapshot.borrow_and_update().clone();
-                if let Some(s) = snapshot {
-                    io.control(&mut core, Now::system(), SessionInput::Snapshot(s));
-                    core.fold_stats(&hub.stats);
-                    controlled = true;
-                }
             }
             input = ch.control.recv() => {
                 let Some(input) = input else { break };
