@@ -386,8 +386,12 @@ async fn a_lease_not_confirmed_in_time_is_given_up_whatever_the_round_is_doing()
     assert_eq!(a.conference.owned_sessions(), 2);
     a.conference.expire_unconfirmed();
     assert_eq!(a.conference.owned_sessions(), 2, "just taken: kept");
-    // Lease 3 s, margin 2 s: unconfirmed for 1 s, the media must stop.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Lease 3 s: unconfirmed for 2.45 s (a watchdog period and a slack before its
+    // end), the media must stop.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    a.conference.expire_unconfirmed();
+    assert_eq!(a.conference.owned_sessions(), 2, "not yet");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     a.conference.expire_unconfirmed();
     assert_eq!(a.conference.owned_sessions(), 0);
 
@@ -396,9 +400,13 @@ async fn a_lease_not_confirmed_in_time_is_given_up_whatever_the_round_is_doing()
         a.conference.place_session(s1.id).await.unwrap(),
         patchbay_conference::Placement::Here
     ));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     a.conference.keep_ownership().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     a.conference.expire_unconfirmed();
-    assert_eq!(a.conference.owned_sessions(), 1);
+    assert_eq!(
+        a.conference.owned_sessions(),
+        1,
+        "renewed at 1.5 s: kept at 3 s"
+    );
 }

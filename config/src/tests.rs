@@ -256,6 +256,17 @@ fn bad_values_name_their_key() {
         e.to_string().contains("token_secret") && e.to_string().contains("database_url"),
         "{e}"
     );
+    for bad in ["ftp://n1", "https://n1/path", "https://", "n1:8443"] {
+        let e = load(&["--advertise-url", bad], &[]).unwrap_err();
+        assert!(e.to_string().contains("advertise_url"), "{bad}: {e}");
+    }
+    let c = load(&["--advertise-url", "https://n1.example:8443/"], &[]).unwrap();
+    assert_eq!(
+        c.cluster.advertise_url.as_deref(),
+        Some("https://n1.example:8443")
+    );
+    let e = load(&["--cluster-ca", "/nonexistent/ca.pem"], &[]).unwrap_err();
+    assert!(e.to_string().contains("cluster_ca"), "{e}");
     let e = load(&[], &[("PATCHBAY_ACCOUNT_ID", "a")]).unwrap_err();
     assert!(e.to_string().contains("accounts"), "{e}");
     let e = load(&["--account", "this-is-far-too-long:u:p"], &[]).unwrap_err();
@@ -403,20 +414,24 @@ fn accounts_from_toml_and_cli() {
 #[test]
 fn database_url_selects_postgresql_and_must_be_one() {
     assert_eq!(load(&[], &[]).unwrap().database_url, None);
+    let secret = ("PATCHBAY_TOKEN_SECRET", "a-cluster-token-secret-01");
     let c = load(
         &[],
-        &[(
-            "PATCHBAY_DATABASE_URL",
-            "postgres://patchbay@127.0.0.1/patchbay",
-        )],
+        &[
+            (
+                "PATCHBAY_DATABASE_URL",
+                "postgres://patchbay@127.0.0.1/patchbay",
+            ),
+            secret,
+        ],
     )
     .unwrap();
     assert_eq!(
         c.database_url.as_deref(),
         Some("postgres://patchbay@127.0.0.1/patchbay")
     );
-    let c = load(&["--database-url", "postgresql://h/db"], &[]).unwrap();
+    let c = load(&["--database-url", "postgresql://h/db"], &[secret]).unwrap();
     assert_eq!(c.database_url.as_deref(), Some("postgresql://h/db"));
-    let e = load(&["--database-url", "mysql://h/db"], &[]).unwrap_err();
+    let e = load(&["--database-url", "mysql://h/db"], &[secret]).unwrap_err();
     assert!(e.to_string().contains("database_url"), "{e}");
 }

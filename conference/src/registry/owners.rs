@@ -49,6 +49,8 @@ const FRESH: Duration = Duration::from_secs(5);
 const MAX_LOST: usize = 10_000;
 /// Media stops this long before a lease that could not be renewed runs out.
 const MARGIN: Duration = Duration::from_secs(2);
+/// The watchdog stops media this long (plus its period) before a lease could run out.
+const WATCHDOG_SLACK: Duration = Duration::from_millis(250);
 
 /// The sessions this node owns: epoch and when the lease was taken; and the owners
 /// other nodes had when last looked at.
@@ -304,15 +306,19 @@ impl Conference {
 
     /// Renew the leases of sessions whose media runs here, release the others, and stop
     /// the media of any lease lost (or about to run out unrenewed after `lease`).
-    /// The watchdog, run often (every lease / 10) and apart from [`Self::keep_ownership`],
-    /// whatever that is waiting for: media whose lease was last confirmed (taken, or
-    /// renewed from when the renewal was sent) a lease ago minus the margin stops here,
-    /// before another node may take the session.
+    /// The watchdog, run every lease / 10 apart from [`Self::keep_ownership`], whatever
+    /// that is waiting for: media whose lease was last confirmed (taken, or renewed,
+    /// counted from when that was asked for: the database set the end no earlier than
+    /// a lease after it) stops here one watchdog period and a slack before that end,
+    /// so before another node may take the session. (Renewals come every lease / 3.)
     pub fn expire_unconfirmed(&self) {
         if self.cluster.is_none() {
             return;
         }
-        let lease = self.lease;
+        let limit = self
+            .lease
+            .saturating_sub(self.lease / 10)
+            .saturating_sub(WATCHDOG_SLACK);
         let mut owned = self.owned();
         let renewed = owned.renewed;
         let stale: Vec<(Uuid, i64)> = owned
@@ -320,7 +326,7 @@ impl Conference {
             .iter()
             .filter(|(_, (_, since))| {
                 let confirmed = renewed.map_or(*since, |r| r.max(*since));
-                confirmed.elapsed() + MARGIN >= lease
+                confirmed.elapsed() >= limit
             })
             .map(|(s, (e, _))| (*s, *e))
             .collect();

@@ -338,13 +338,17 @@ impl Cluster for PgCluster {
         Box::pin(self.with(move |c| {
             Box::pin(async move {
                 // One statement: of two nodes racing, the row lock lets one insert or
-                // take the expired lease; the other's `WHERE` then sees a live lease.
+                // take the expired lease; the other's `WHERE` then sees a live lease. A
+                // live lease of this node's is extended (same epoch): the lease then
+                // runs a full term from now, as the watchdog counts it.
                 let take = format!(
                     "INSERT INTO session_owners (session_id, node, epoch, expires_ms) \
                      VALUES ($1, $2, 1, {NOW_MS} + $3) ON CONFLICT (session_id) DO UPDATE \
-                     SET node = excluded.node, epoch = session_owners.epoch + 1, \
+                     SET node = excluded.node, \
+                     epoch = CASE WHEN session_owners.expires_ms <= {NOW_MS} \
+                        THEN session_owners.epoch + 1 ELSE session_owners.epoch END, \
                      expires_ms = excluded.expires_ms \
-                     WHERE session_owners.expires_ms <= {NOW_MS}"
+                     WHERE session_owners.expires_ms <= {NOW_MS} OR session_owners.node = excluded.node"
                 );
                 sqlx::query(&take)
                     .bind(session.to_string())
