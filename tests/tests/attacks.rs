@@ -84,21 +84,59 @@ fn share_with(windows: &[(f64, Vec<u32>, f64)], from: f64, to: f64, hz: u32) -> 
     )
 }
 
+/// A session with two audio participants: `a` (the talker, not yet called in) and `b`,
+/// whose sipp caller (880 Hz for `listen_ms`) is in and captured.
+struct Room {
+    g: Gateway,
+    s: String,
+    a: String,
+    ta: String,
+    b: String,
+    listener: SippCall,
+    capture: Capture,
+    listening: patchbay_tests::sipp::RunningSipp,
+}
+
+impl Room {
+    async fn start(listen_ms: u32) -> Room {
+        let g = Gateway::start().await;
+        let api = g.api();
+        let s = api.session(None).await;
+        let (a, ta) = audio_participant(&api).await;
+        let (b, tb) = audio_participant(&api).await;
+        api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+        api.add(&s, &b, Some(json!({"sessionId": s}))).await;
+        let dir = g.scratch().to_path_buf();
+        let listener = SippCall::tone("listener", &dir, 880, Law::Ulaw, listen_ms).token(&tb);
+        let capture = Capture::start(&dir, &[listener.media_port]);
+        let listening = listener.spawn(&g, &dir);
+        g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+        Room {
+            g,
+            s,
+            a,
+            ta,
+            b,
+            listener,
+            capture,
+            listening,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_off_path_sender_is_never_heard_and_never_hears_even_when_the_caller_goes_quiet() {
-    let g = Gateway::start().await;
-    let api = g.api();
-    let s = api.session(None).await;
-    let (a, ta) = audio_participant(&api).await;
-    let (b, tb) = audio_participant(&api).await;
-    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
-    api.add(&s, &b, Some(json!({"sessionId": s}))).await;
-    let dir = g.scratch().to_path_buf();
     // The listener: what it hears shows whether the attacker's audio got in.
-    let listener = SippCall::tone("listener", &dir, 880, Law::Ulaw, 11_000).token(&tb);
-    let capture = Capture::start(&dir, &[listener.media_port]);
-    let listening = listener.spawn(&g, &dir);
-    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let Room {
+        g,
+        s,
+        a,
+        ta,
+        b,
+        listener,
+        capture,
+        listening,
+    } = Room::start(11_000).await;
     // The talker plays 440 Hz for 9 s and is silent from 3 s to 6 s (mute, hold, VAD).
     let talker = py_caller(&g, &ta, 440, 9, (3, 6), false);
     let leg = leg_of(&talker).await;
@@ -183,18 +221,14 @@ async fn an_off_path_sender_is_never_heard_and_never_hears_even_when_the_caller_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sdes_caller_keeps_being_heard_after_forged_packets_from_another_address() {
-    let g = Gateway::start().await;
-    let api = g.api();
-    let s = api.session(None).await;
-    let (a, ta) = audio_participant(&api).await;
-    let (b, tb) = audio_participant(&api).await;
-    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
-    api.add(&s, &b, Some(json!({"sessionId": s}))).await;
-    let dir = g.scratch().to_path_buf();
-    let listener = SippCall::tone("listener", &dir, 880, Law::Ulaw, 9_000).token(&tb);
-    let capture = Capture::start(&dir, &[listener.media_port]);
-    let listening = listener.spawn(&g, &dir);
-    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let Room {
+        g,
+        ta,
+        listener,
+        capture,
+        listening,
+        ..
+    } = Room::start(9_000).await;
     // SRTP from pylibsrtp; its sequence numbers wrap within the first second, so its
     // rollover counter is 1 when the forged packets come.
     let talker = py_caller(&g, &ta, 440, 7, (100, 100), true);
