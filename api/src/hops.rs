@@ -8,10 +8,12 @@
 //!   at most [`MARK_LIFETIME_MS`] old. A client that sends the mark itself gains nothing
 //!   (it is ignored, as if absent).
 //! - **The receiver proves who it is before anything is sent**: the sender first asks
-//!   `GET /v1/cluster/proof?nonce=N` and checks the HMAC over the nonce and the node id
-//!   the `nodes` row names, so a row pointing elsewhere receives no credentials (no
-//!   participant token, no account's Basic credentials). A proven peer is remembered
-//!   for [`PROVEN_FOR`].
+//!   `GET /v1/cluster/proof?nonce=N` and checks the HMAC over the nonce, the node id the
+//!   `nodes` row names and the URL it asked at, which the prover signs as its own
+//!   advertised URL. So a row pointing elsewhere receives no credentials (no participant
+//!   token, no account's Basic credentials), even if whoever answers there relays the
+//!   question to the real node: that node's proof names its own URL, not the row's. A
+//!   proven peer is remembered for [`PROVEN_FOR`].
 //!
 //! Between nodes with `http_tls`, hops go over HTTPS verified against `cluster_ca`
 //! (or the Web PKI roots).
@@ -32,6 +34,8 @@ const MAX_PROVEN: usize = 256;
 /// This node's side of the hops between nodes.
 pub struct Hops {
     node: String,
+    /// This node's advertised HTTP URL (what its proofs name).
+    url: String,
     key: hmac::Key,
     client: reqwest::Client,
     tls: Arc<patchbay_tls::TlsClientConfig>,
@@ -51,6 +55,7 @@ impl Hops {
     /// trusted for HTTPS to other nodes (PEM), else the Web PKI roots.
     pub fn new(
         node: &str,
+        url: &str,
         token_secret: &str,
         ca: Option<&std::path::Path>,
     ) -> Result<Hops, String> {
@@ -69,6 +74,7 @@ impl Hops {
             .map_err(|e| format!("the HTTP client between nodes: {e}"))?;
         Ok(Hops {
             node: node.to_string(),
+            url: url.trim_end_matches('/').to_string(),
             key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
             client,
             tls,
@@ -124,7 +130,8 @@ impl Hops {
 
     /// This node's answer to `GET /v1/cluster/proof?nonce=N`.
     pub fn proof(&self, nonce: &str) -> String {
-        format!("{}:{}", self.node, self.tag(&["proof", nonce, &self.node]))
+        let tag = self.tag(&["proof", nonce, &self.node, &self.url]);
+        format!("{}:{tag}", self.node)
     }
 
     /// Ask the node at `base` to prove it is `node` of this cluster (remembered for a
@@ -149,7 +156,8 @@ impl Hops {
             .text()
             .await
             .map_err(|e| format!("node {node} at {base}: {e}"))?;
-        let want = format!("{node}:{}", self.tag(&["proof", &nonce, node]));
+        let asked = base.trim_end_matches('/');
+        let want = format!("{node}:{}", self.tag(&["proof", &nonce, node, asked]));
         if text.trim() != want {
             return Err(format!(
                 "{base} did not prove it is node {node} of this cluster"
@@ -173,9 +181,9 @@ mod tests {
 
     #[test]
     fn marks_verify_only_with_the_key_method_path_and_time_they_were_made_for() {
-        let a = Hops::new("n1", "the-cluster-secret-0123", None).unwrap();
-        let b = Hops::new("n2", "the-cluster-secret-0123", None).unwrap();
-        let other = Hops::new("n3", "another-cluster-secret-0", None).unwrap();
+        let a = Hops::new("n1", "https://n1:8443", "the-cluster-secret-0123", None).unwrap();
+        let b = Hops::new("n2", "https://n2:8443", "the-cluster-secret-0123", None).unwrap();
+        let other = Hops::new("n3", "https://n3:8443", "another-cluster-secret-0", None).unwrap();
         let m = a.mark_at("GET", "/v3/", 1_000_000);
         assert_eq!(b.verify_at(&m, "GET", "/v3/", 1_000_500), Some("n1".into()));
         assert_eq!(other.verify_at(&m, "GET", "/v3/", 1_000_500), None);
@@ -195,11 +203,18 @@ mod tests {
 
     #[test]
     fn proofs_name_the_node_and_the_nonce() {
-        let a = Hops::new("n1", "the-cluster-secret-0123", None).unwrap();
-        let b = Hops::new("n2", "the-cluster-secret-0123", None).unwrap();
+        let a = Hops::new("n1", "https://n1:8443", "the-cluster-secret-0123", None).unwrap();
+        let b = Hops::new("n2", "https://n2:8443", "the-cluster-secret-0123", None).unwrap();
+        // What n2 expects of n1 asked at n1's URL: n1's proof.
         assert_eq!(
             a.proof("abc"),
-            format!("n1:{}", b.tag(&["proof", "abc", "n1"]))
+            format!("n1:{}", b.tag(&["proof", "abc", "n1", "https://n1:8443"]))
+        );
+        // Asked at another URL (a `nodes` row pointing at a server that relays the
+        // question to the real n1), n1's answer does not match.
+        assert_ne!(
+            a.proof("abc"),
+            format!("n1:{}", b.tag(&["proof", "abc", "n1", "https://evil:443"]))
         );
         assert_ne!(a.proof("abc"), a.proof("abd"));
         // A proof is never a hop mark.

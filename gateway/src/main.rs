@@ -87,9 +87,7 @@ fn node_info(config: &Config, placed: Arc<std::sync::OnceLock<Arc<Conference>>>)
     // is for the other nodes' relays.
     let addresses = config.addresses();
     let fixed = serde_json::json!({
-        "httpUrl": config.cluster.advertise_url.clone().unwrap_or_else(|| {
-            format!("{}://{}", if config.http_tls.is_some() { "https" } else { "http" }, config.http_listen)
-        }),
+        "httpUrl": http_url(config),
         "sipUri": addresses.sip_uri(),
         "webrtcAddress": addresses.webrtc_advertised().to_string(),
         "mediaIp": config.media_ip.to_string(),
@@ -106,6 +104,19 @@ fn node_info(config: &Config, placed: Arc<std::sync::OnceLock<Arc<Conference>>>)
             v["draining"] = serde_json::json!(c.is_draining());
         }
         v
+    })
+}
+
+/// The URL other nodes reach this one's HTTP listener at (what its heartbeat and its
+/// proofs name).
+fn http_url(config: &Config) -> String {
+    config.cluster.advertise_url.clone().unwrap_or_else(|| {
+        let scheme = if config.http_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", config.http_listen)
     })
 }
 
@@ -301,8 +312,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // In a cluster, requests between nodes are authenticated both ways (api/src/hops.rs).
     let hops = match (&config.database_url, &config.token_secret) {
         (Some(_), Some(secret)) => Some(Arc::new(
-            patchbay_api::hops::Hops::new(&node_id, secret, config.cluster.ca.as_deref())
-                .map_err(|e| anyhow::anyhow!("config key `cluster_ca`: {e}"))?,
+            patchbay_api::hops::Hops::new(
+                &node_id,
+                &http_url(&config),
+                secret,
+                config.cluster.ca.as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!("config key `cluster_ca`: {e}"))?,
         )),
         _ => None,
     };
