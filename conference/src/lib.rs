@@ -11,6 +11,7 @@ mod fuzz_tests;
 pub mod fuzzing;
 pub mod media;
 pub mod model;
+pub mod recording;
 pub mod registry;
 pub mod resolver;
 pub mod store;

@@ -273,6 +273,24 @@ impl Encoder {
         })
     }
 
+    /// A two-channel Opus encoder fed interleaved PCM at `rate` (recordings).
+    pub fn opus_stereo_at(rate: u32) -> Result<Encoder, CodecError> {
+        let codec = AudioCodec::Opus;
+        let sample_rate = match rate {
+            8000 => SampleRate::Hz8000,
+            16000 => SampleRate::Hz16000,
+            48000 => SampleRate::Hz48000,
+            other => return Err(codec.err(format!("unsupported Opus input rate {other}"))),
+        };
+        let mut e = OpusEncoder::new(sample_rate, Channels::Stereo, Application::Voip)
+            .map_err(|e| codec.err(e))?;
+        e.set_complexity(5).map_err(|e| codec.err(e))?;
+        Ok(Encoder {
+            codec,
+            kind: EncoderKind::Opus(Box::new(e)),
+        })
+    }
+
     /// Encode `pcm` (one packet's worth) into `out` (cleared first; its capacity is reused).
     pub fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.clear();

@@ -2,6 +2,7 @@
 //! session's media (a sans-IO core in a thin tokio shell), plus the WebRTC socket.
 
 pub mod codec;
+pub mod container;
 pub mod emodel;
 pub mod g711;
 pub mod jitter;

@@ -13,9 +13,6 @@ use crate::media::frame_len;
 use crate::media::mixer::Mixer;
 use crate::media::pcm::PcmFifo;
 
-/// Mixer keys of browser audio live above every leg id.
-pub(super) const BROWSER_KEY_BASE: u64 = 1 << 62;
-
 /// A browser's published audio track as a mixer stream.
 pub(super) struct BrowserAudio {
     pub(super) key: u64,
@@ -29,6 +26,8 @@ pub(super) struct BrowserAudio {
     decoder: Decoder,
     fifo: PcmFifo,
     frame: Vec<i16>,
+    /// `frame` holds this tick's audio.
+    framed: bool,
     /// RTP time of the last telephone-event seen (a new one starts an event).
     last_event: Option<u64>,
 }
@@ -49,9 +48,20 @@ impl BrowserAudio {
         self.heard
     }
 
+    /// Its decoded rate.
+    pub(super) fn rate(&self) -> u32 {
+        AudioCodec::Opus.pcm_rate()
+    }
+
+    /// This tick's decoded frame, if it had one.
+    pub(super) fn frame(&self) -> Option<&[i16]> {
+        self.framed.then_some(self.frame.as_slice())
+    }
+
     /// This tick's frame into the mixer.
     pub(super) fn feed_mixer(&mut self, mixer: &mut Mixer) {
-        if self.heard && self.fifo.pop(&mut self.frame) {
+        self.framed = self.heard && self.fifo.pop(&mut self.frame);
+        if self.framed {
             if let Some(f) = mixer.frame_mut(self.key) {
                 f.copy_from_slice(&self.frame);
             }
@@ -93,8 +103,7 @@ impl SessionCore {
             let Ok(decoder) = Decoder::new(AudioCodec::Opus) else {
                 continue;
             };
-            let key = self.next_browser_key;
-            self.next_browser_key += 1;
+            let key = self.endpoint_key();
             let rate = AudioCodec::Opus.pcm_rate();
             self.mixer.add_stream(key, rate);
             self.browser_audio.push(BrowserAudio {
@@ -108,6 +117,7 @@ impl SessionCore {
                 decoder,
                 fifo: PcmFifo::new(rate as usize * 3 / 10),
                 frame: vec![0; frame_len(rate)],
+                framed: false,
                 last_event: None,
             });
         }

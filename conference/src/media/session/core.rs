@@ -117,6 +117,10 @@ pub enum Control {
     /// The lobby: this participant's session changed (its media moves on); the nil id:
     /// every participant's.
     Recheck(Uuid),
+    /// Start a recording.
+    Record(super::RecordRequest),
+    /// Stop a recording.
+    StopRecording(Uuid),
     End(HangupReason),
 }
 
@@ -161,6 +165,8 @@ pub enum Action {
     /// The lobby: media of this participant arrived; check where it belongs (an add to a
     /// session may have raced its arrival).
     Verify(Uuid),
+    /// A recorder's files: opened, bytes to append, closed.
+    Recording(super::RecordingOut),
 }
 
 /// What the core wants done.
@@ -227,7 +233,11 @@ pub struct SessionCore {
     /// Some peer connection took input that has not been driven yet.
     pub(super) drive_pending: bool,
     pub(super) browser_audio: Vec<BrowserAudio>,
-    pub(super) next_browser_key: u64,
+    /// Recordings running here.
+    pub(super) recorders: Vec<super::recorder::Recorder>,
+    /// The next audio endpoint key (the mixer's streams and listeners: legs, browsers'
+    /// audio, recorders), issued here and never reused.
+    next_key: u64,
     pub(super) queue: VecDeque<Queued>,
     pub(super) arena: Vec<u8>,
     pub(super) outbox: Vec<(SocketAddr, Vec<u8>)>,
@@ -266,7 +276,8 @@ impl SessionCore {
             next_rtc: None,
             drive_pending: false,
             browser_audio: Vec::new(),
-            next_browser_key: super::bridge::BROWSER_KEY_BASE,
+            recorders: Vec::new(),
+            next_key: 1,
             queue: VecDeque::with_capacity(64),
             arena: Vec::with_capacity(4096),
             outbox: Vec::with_capacity(64),
@@ -303,6 +314,18 @@ impl SessionCore {
     /// Legs and devices now.
     pub fn counts(&self) -> (usize, usize) {
         (self.legs.len(), self.devices.len())
+    }
+
+    /// A new audio endpoint key.
+    pub(super) fn endpoint_key(&mut self) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        key
+    }
+
+    /// Whether the 20 ms tick runs (something mixes: a leg or a recorder).
+    fn mixing(&self) -> bool {
+        !self.legs.is_empty() || !self.recorders.is_empty()
     }
 
     /// A control input.
@@ -392,6 +415,8 @@ impl SessionCore {
                 }
             }
             Control::Recheck(_) => self.evict_strangers(now),
+            Control::Record(req) => self.start_recording(now, req),
+            Control::StopRecording(id) => self.stop_recording(id, super::StopReason::Requested),
             Control::End(reason) => self.end(now, reason),
         }
         if self.drive_pending {
@@ -454,7 +479,7 @@ impl SessionCore {
     /// Whether the next 20 ms tick is due: the shell hands the legs' waiting RTP to
     /// [`Self::handle_rtp`] first, then calls [`Self::handle_timeout`].
     pub fn tick_due(&self, now: Now) -> bool {
-        !self.ended && !self.legs.is_empty() && now.at >= self.next_tick
+        !self.ended && self.mixing() && now.at >= self.next_tick
     }
 
     /// Timers: the 20 ms mixing tick (while there are legs), device housekeeping once a
@@ -465,11 +490,11 @@ impl SessionCore {
             return;
         }
         let frame = Duration::from_millis(FRAME_MS as u64);
-        if self.legs.is_empty() {
-            // Nothing to mix: the tick resumes with the next leg.
+        if !self.mixing() {
+            // Nothing to mix: the tick resumes with the next leg or recorder.
             self.next_tick = self.next_tick.max(now.at + frame);
         }
-        while !self.legs.is_empty() && now.at >= self.next_tick {
+        while self.mixing() && now.at >= self.next_tick {
             // Far behind (a stalled task): skip, rather than burst, what is older than 100 ms.
             if now.at > self.next_tick + 5 * frame {
                 self.next_tick = now.at;
@@ -497,7 +522,7 @@ impl SessionCore {
         if self.ended {
             return None;
         }
-        let tick = (!self.legs.is_empty()).then_some(self.next_tick);
+        let tick = self.mixing().then_some(self.next_tick);
         let devices = !self.devices.is_empty();
         let housekeeping = devices.then_some(self.next_housekeeping);
         let heartbeat = devices.then_some(self.next_heartbeat);

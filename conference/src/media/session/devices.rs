@@ -426,6 +426,10 @@ impl SessionCore {
 
     /// The session ended: hang up every leg, close every device (`onLeave` for each).
     pub(super) fn end(&mut self, now: Now, reason: HangupReason) {
+        self.stop_recordings(match reason {
+            HangupReason::Shutdown => super::StopReason::Shutdown,
+            _ => super::StopReason::SessionEnded,
+        });
         let legs: Vec<_> = self.legs.drain().collect();
         for (leg, l) in legs {
             self.leg_event(DeviceEventKind::Leave, &l);

@@ -146,6 +146,7 @@ pub(super) struct HubInner {
     pub(super) alias: Arc<str>,
     pub(super) webrtc: Mutex<Option<Arc<WebRtcTransport>>>,
     pub(super) sink: Mutex<Arc<dyn EventSink>>,
+    pub(super) recordings: Mutex<Option<crate::recording::RecordingWriter>>,
 }
 
 impl HubInner {
@@ -338,6 +339,7 @@ impl MediaHub {
                 alias: Arc::from(alias),
                 webrtc: Mutex::new(None),
                 sink: Mutex::new(Arc::new(LogEvents)),
+                recordings: Mutex::new(None),
             }),
         }
     }
@@ -366,6 +368,24 @@ impl MediaHub {
     pub fn event_sink(&self) -> Arc<dyn EventSink> {
         self.inner
             .sink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Where recorders' files go (sessions started afterwards use it).
+    pub fn set_recording_writer(&self, writer: crate::recording::RecordingWriter) {
+        *self
+            .inner
+            .recordings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(writer);
+    }
+
+    /// The recordings' writer, if set.
+    pub fn recording_writer(&self) -> Option<crate::recording::RecordingWriter> {
+        self.inner
+            .recordings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

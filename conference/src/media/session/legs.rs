@@ -17,6 +17,8 @@ use crate::media::pcm::PcmFifo;
 use crate::media::stats::LocalStats;
 
 pub(super) struct Leg {
+    /// Its endpoint in the mixer (a stream and a listener), issued by the core.
+    pub(super) key: u64,
     /// Whose call it is.
     pub(super) owner: DeviceOwner,
     /// The SIP Call-ID (the `deviceId` of its `onConnect`/`onLeave`).
@@ -50,7 +52,13 @@ pub(super) struct Leg {
 }
 
 impl Leg {
-    fn new(owner: DeviceOwner, call_id: Arc<str>, stream: String, media: LegMedia) -> Leg {
+    pub(super) fn new(
+        key: u64,
+        owner: DeviceOwner,
+        call_id: Arc<str>,
+        stream: String,
+        media: LegMedia,
+    ) -> Leg {
         let rate = media.codec.pcm_rate();
         let decoder = Decoder::new(media.codec)
             .map_err(|e| tracing::error!(error = %e, "decoder"))
@@ -59,6 +67,7 @@ impl Leg {
             .map_err(|e| tracing::error!(error = %e, "encoder"))
             .ok();
         Leg {
+            key,
             owner,
             call_id,
             stream,
@@ -201,10 +210,11 @@ impl SessionCore {
             HangupReason::Replaced,
         );
         let rate = media.codec.pcm_rate();
-        self.mixer.add_stream(id.0, rate);
-        self.mixer.add_listener(id.0, rate, Some(id.0));
+        let key = self.endpoint_key();
+        self.mixer.add_stream(key, rate);
+        self.mixer.add_listener(key, rate, Some(key));
         let stream = format!("phone-{}", Uuid::new_v4().simple());
-        let leg = Leg::new(owner, call_id, stream, media);
+        let leg = Leg::new(key, owner, call_id, stream, media);
         self.leg_event(DeviceEventKind::Connect, &leg);
         self.legs.insert(id, leg);
         tracing::info!(session_id = %self.session_id, leg = %id, %participant_id, codec = ?media.codec, "leg joined");
@@ -222,9 +232,9 @@ impl SessionCore {
         for leg in ids {
             if let Some(l) = self.legs.remove(&leg) {
                 self.leg_event(DeviceEventKind::Leave, &l);
+                self.mixer.remove_stream(l.key);
+                self.mixer.remove_listener(l.key);
             }
-            self.mixer.remove_stream(leg.0);
-            self.mixer.remove_listener(leg.0);
             self.push(Action::HangUp { leg, reason });
         }
     }
@@ -235,10 +245,11 @@ impl SessionCore {
         };
         if l.media.codec != media.codec || l.media.ptime_ms != media.ptime_ms {
             let stream = std::mem::take(&mut l.stream);
-            *l = Leg::new(l.owner.clone(), l.call_id.clone(), stream, media);
+            let key = l.key;
+            *l = Leg::new(key, l.owner.clone(), l.call_id.clone(), stream, media);
             let rate = media.codec.pcm_rate();
-            self.mixer.add_stream(id.0, rate);
-            self.mixer.add_listener(id.0, rate, Some(id.0));
+            self.mixer.add_stream(key, rate);
+            self.mixer.add_listener(key, rate, Some(key));
             self.route();
         } else {
             l.media = media;
@@ -260,29 +271,31 @@ impl SessionCore {
     pub(super) fn leave(&mut self, id: LegId) {
         if let Some(l) = self.legs.remove(&id) {
             self.leg_event(DeviceEventKind::Leave, &l);
-            self.mixer.remove_stream(id.0);
-            self.mixer.remove_listener(id.0);
+            self.mixer.remove_stream(l.key);
+            self.mixer.remove_listener(l.key);
             tracing::info!(session_id = %self.session_id, leg = %id, "leg left");
             self.route();
         }
     }
 
-    /// Recompute who hears whom from the snapshot (the pure resolver) and note which
-    /// browser audio a leg hears.
+    /// Recompute who hears whom from the snapshot (the pure resolver): each leg per its
+    /// participant's subscriptions, each recorder everything (or its channel's share);
+    /// browser audio is decoded only while a leg or a recorder hears it.
     pub(super) fn route(&mut self) {
         let mut hears = Vec::with_capacity(self.legs.len() + self.browser_audio.len());
-        let mut heard = vec![false; self.browser_audio.len()];
-        let listeners: Vec<(LegId, Uuid)> = self
+        let recorded = self.recorders.iter().any(|r| r.wants_pcm());
+        let mut heard = vec![recorded; self.browser_audio.len()];
+        let listeners: Vec<(u64, Uuid)> = self
             .legs
-            .iter()
-            .map(|(k, l)| (*k, l.owner.participant_id))
+            .values()
+            .map(|l| (l.key, l.owner.participant_id))
             .collect();
         for (listener, pid) in listeners {
             let subs = self.subscriptions_of(pid);
             hears.clear();
-            for (&speaker, s) in &self.legs {
+            for s in self.legs.values() {
                 if self.receives(pid, &subs, s.owner.participant_id, Some(&self.alias)) {
-                    hears.push(speaker.0);
+                    hears.push(s.key);
                 }
             }
             for (i, b) in self.browser_audio.iter().enumerate() {
@@ -291,7 +304,16 @@ impl SessionCore {
                     heard[i] = true;
                 }
             }
-            self.mixer.set_hears(listener.0, &hears);
+            self.mixer.set_hears(listener, &hears);
+        }
+        let mut channels = Vec::new();
+        for rec in &self.recorders {
+            for (channel, key) in rec.listeners.iter().enumerate() {
+                channels.push((*key, self.recorder_hears(rec, channel)));
+            }
+        }
+        for (key, keys) in channels {
+            self.mixer.set_hears(key, &keys);
         }
         for (b, h) in self.browser_audio.iter_mut().zip(heard) {
             b.set_heard(h);
@@ -324,7 +346,8 @@ impl SessionCore {
             tracing::info!(session_id = %self.session_id, leg = %id, event = e0, "DTMF event");
         }
         let clock = leg.media.event_clock;
-        self.relay_event(id.0, [e0, e1, e2, e3], start, clock);
+        let key = leg.key;
+        self.relay_event(key, [e0, e1, e2, e3], start, clock);
     }
 
     /// An RFC 4733 payload from the mixer stream `from` (a leg or a browser's audio) to
@@ -338,9 +361,9 @@ impl SessionCore {
         let to: Vec<LegId> = self
             .legs
             .iter()
-            .filter(|(k, l)| {
+            .filter(|(_, l)| {
                 l.media.event_payload_type.is_some()
-                    && self.mixer.hears(k.0).is_some_and(|h| h.contains(&from))
+                    && self.mixer.hears(l.key).is_some_and(|h| h.contains(&from))
             })
             .map(|(k, _)| *k)
             .collect();
@@ -366,11 +389,11 @@ impl SessionCore {
             stats,
             ..
         } = self;
-        for (&id, leg) in legs.iter_mut() {
+        for leg in legs.values_mut() {
             leg.decode_frame(now.unix_us, stats);
             if leg.framed {
                 leg.meter.pcm(&leg.frame, now.unix_us);
-                if let Some(f) = mixer.frame_mut(id.0) {
+                if let Some(f) = mixer.frame_mut(leg.key) {
                     f.copy_from_slice(&leg.frame);
                 }
             }
@@ -380,7 +403,7 @@ impl SessionCore {
         }
         mixer.mix();
         for (&id, leg) in legs.iter_mut() {
-            let Some(out) = mixer.output(id.0) else {
+            let Some(out) = mixer.output(leg.key) else {
                 continue;
             };
             leg.pcm_out.push(out);
@@ -393,6 +416,7 @@ impl SessionCore {
             }
         }
         stats.frames_mixed += legs.len() as u64;
+        self.record_tick();
         if self.phone_to_browsers(now) {
             self.drive(now, false);
         }

@@ -47,6 +47,7 @@ mod layout;
 mod legs;
 mod moving;
 mod negotiation;
+mod recorder;
 mod sfu;
 mod shell;
 #[cfg(test)]
@@ -64,6 +65,9 @@ pub use ids::{ConnId, DeviceKey, LegId};
 pub use inbox::{device_inbox, Inbox, InboxSender};
 pub use layout::{LineKind, SubscribeLayout};
 pub use moving::{Detached, Fate, Home, Homes, Moving};
+pub use recorder::{
+    FileMeta, RecordFormat, RecordMode, RecordRequest, RecordingOut, StopReason, MIX_RATE,
+};
 pub use view::{
     render_stream_counts, render_views, Delivery, Heard, ListenerView, MediaView, Origin, Quality,
     SourceView,
@@ -330,6 +334,10 @@ pub enum SessionInput {
     Adopt(Box<Moving>, Fate),
     /// The lobby: the participant's session changed; its parked media moves on.
     Recheck(Uuid),
+    /// Start recording the session's media.
+    Record(RecordRequest),
+    /// Stop a recording.
+    StopRecording(Uuid),
     /// The session is gone: hang up every leg, close every device, stop.
     End(HangupReason),
 }

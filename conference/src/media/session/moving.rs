@@ -167,8 +167,8 @@ impl SessionCore {
         };
         for leg in legs {
             if let Some(l) = self.legs.remove(&leg) {
-                self.mixer.remove_stream(leg.0);
-                self.mixer.remove_listener(leg.0);
+                self.mixer.remove_stream(l.key);
+                self.mixer.remove_listener(l.key);
                 out.legs.push((leg, l));
             }
         }
@@ -266,7 +266,7 @@ impl SessionCore {
     }
 
     /// One call per participant: of two, the newer (the higher leg id) stays.
-    fn adopt_leg(&mut self, leg: LegId, l: Leg) {
+    fn adopt_leg(&mut self, leg: LegId, mut l: Leg) {
         let pid = l.owner.participant_id;
         if self
             .legs
@@ -281,9 +281,11 @@ impl SessionCore {
             return;
         }
         self.hang_up_legs(|x| x.owner.participant_id == pid, HangupReason::Replaced);
+        // Mixer keys are this core's.
+        l.key = self.endpoint_key();
         let rate = l.media.codec.pcm_rate();
-        self.mixer.add_stream(leg.0, rate);
-        self.mixer.add_listener(leg.0, rate, Some(leg.0));
+        self.mixer.add_stream(l.key, rate);
+        self.mixer.add_listener(l.key, rate, Some(l.key));
         self.legs.insert(leg, l);
     }
 

@@ -230,6 +230,10 @@ impl SessionCore {
                 now.unix_us,
             );
             self.browser_audio_in(*from, *pc, data);
+            if !self.recorders.is_empty() && data.params.spec().codec == str0m::format::Codec::Opus
+            {
+                self.record_packet(Source::Track(*from, *pc, data.mid), data);
+            }
             let Some(targets) = self.fanout.get(&Source::Track(*from, *pc, data.mid)) else {
                 continue;
             };

@@ -69,6 +69,9 @@ struct Io {
     arrived: HashMap<Uuid, (u32, Instant)>,
     transport: Option<Arc<WebRtcTransport>>,
     sink: Arc<dyn EventSink>,
+    /// Where recorders' files go (none configured: their output is dropped).
+    recordings: Option<crate::recording::RecordingWriter>,
+    session_id: Uuid,
     me: SessionHandle,
     hub: Arc<HubInner>,
     stats: Arc<MediaStats>,
@@ -157,6 +160,8 @@ impl Io {
                 Control::Adopt { media, fate }
             }
             SessionInput::Recheck(p) => Control::Recheck(p),
+            SessionInput::Record(r) => Control::Record(r),
+            SessionInput::StopRecording(id) => Control::StopRecording(id),
             SessionInput::End(reason) => Control::End(reason),
         };
         core.handle_control(now, control);
@@ -350,6 +355,11 @@ impl Io {
                 }
             }
             Action::Verify(participant_id) => self.hub.verify(participant_id),
+            Action::Recording(out) => {
+                if let Some(w) = &self.recordings {
+                    w.send(self.session_id, out);
+                }
+            }
         }
     }
 
@@ -447,6 +457,12 @@ pub(super) async fn run(
         arrived: HashMap::new(),
         transport,
         sink,
+        recordings: hub
+            .recordings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        session_id,
         me: me.clone(),
         hub: hub.clone(),
         stats: hub.stats.clone(),

@@ -43,6 +43,8 @@ pub struct Browser {
     heartbeat: [Option<str0m::channel::ChannelId>; 2],
     audio_mid: Option<Mid>,
     tone: Tone,
+    /// Every Opus payload it published, in order.
+    pub spoken: Vec<Vec<u8>>,
 }
 
 /// A 440 Hz tone as 20 ms Opus frames stamped in 48 kHz RTP time (what the tests'
@@ -122,6 +124,7 @@ impl Browser {
             heartbeat: [None; 2],
             audio_mid: None,
             tone: Tone::new(),
+            spoken: Vec::new(),
         }
     }
 
@@ -266,6 +269,7 @@ impl Client for Browser {
         let Some((time, payload)) = self.tone.next_frame() else {
             return;
         };
+        self.spoken.push(payload.clone());
         self.write(rig, mid, str0m::format::Codec::Opus, time, payload);
     }
     /// Drive both connections: datagrams to the core, events noted.

@@ -165,6 +165,11 @@ impl Caller {
         out
     }
 
+    /// The phase of the next sample.
+    pub fn phase(&self) -> f64 {
+        self.phase
+    }
+
     /// Hand one packet to the core.
     pub fn send(&mut self, core: &mut SessionCore, now: Now) {
         let payload = self.packet();

@@ -5,6 +5,7 @@ mod fuzz;
 mod handoff;
 mod harness;
 mod moving;
+mod recording;
 mod v2;
 
 use std::time::Duration;
