@@ -28,6 +28,7 @@ pub mod handover;
 pub mod hops;
 pub mod metrics;
 mod openapi;
+pub mod recordings;
 pub mod routes;
 pub mod server;
 pub mod signaling;
@@ -130,6 +131,18 @@ pub fn router(state: AppState) -> Router {
             get(dialogs::get_dialog)
                 .patch(dialogs::update_dialog)
                 .delete(dialogs::delete_dialog),
+        )
+        .route(
+            &format!("{acct}/sessions/{{sessionId}}/recordings"),
+            axum::routing::post(recordings::create_recording).get(recordings::list_recordings),
+        )
+        .route(
+            &format!("{acct}/sessions/{{sessionId}}/recordings/{{recordingId}}"),
+            get(recordings::get_recording).delete(recordings::stop_recording),
+        )
+        .route(
+            &format!("{acct}/sessions/{{sessionId}}/recordings/{{recordingId}}/files/{{fileId}}"),
+            get(recordings::get_recording_file),
         )
         .route("/v3", get(signaling::v3))
         .route("/v3/", get(signaling::v3))

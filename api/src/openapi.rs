@@ -33,6 +33,11 @@ use crate::routes;
         crate::dialogs::get_dialog,
         crate::dialogs::update_dialog,
         crate::dialogs::delete_dialog,
+        crate::recordings::create_recording,
+        crate::recordings::list_recordings,
+        crate::recordings::get_recording,
+        crate::recordings::stop_recording,
+        crate::recordings::get_recording_file,
         routes::health,
         routes::ready,
         routes::metrics,
@@ -60,6 +65,9 @@ use crate::routes;
         crate::dialogs::DialogBody,
         crate::dialogs::SipDialogData,
         crate::dialogs::DialogEventData,
+        crate::recordings::CreateRecordingRequest,
+        crate::recordings::RecordingBody,
+        crate::recordings::RecordingFileBody,
     )),
     modifiers(&BasicAuth)
 )]

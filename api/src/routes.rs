@@ -407,6 +407,9 @@ pub fn metrics_text(app: &AppState, per_stream: bool) -> String {
                 t.render(&mut media);
             }
             app.webhooks.stats.render(&mut media);
+            if let Some(w) = app.conference.media().recording_writer() {
+                w.render(&mut media);
+            }
             let views = app.conference.media().views();
             if per_stream {
                 patchbay_conference::media::session::render_views(&views, &mut media);
@@ -439,7 +442,7 @@ pub fn metrics_text(app: &AppState, per_stream: bool) -> String {
 
 /// A `callbackUrl` must be an absolute http(s) URL with a host that the egress policy
 /// allows (a host name must not resolve only to refused addresses).
-async fn check_callback_url(app: &AppState, url: &str) -> Result<(), ApiError> {
+pub(crate) async fn check_callback_url(app: &AppState, url: &str) -> Result<(), ApiError> {
     let policy = &app.webhooks.egress;
     let u = policy.check_url(url).map_err(ApiError::BadRequest)?;
     let Some(host) = u.host_str() else {

@@ -24,5 +24,6 @@ pub use model::{
 };
 pub use registry::{
     system_clock, Change, ChangeKind, Clock, Conference, ConferenceError, JoinError,
-    NewParticipant, Options, Placement, MAX_PARTICIPANTS_PER_SESSION, MAX_TAG_CHARS,
+    NewParticipant, NewRecording, Options, Placement, RecordingOptions,
+    MAX_PARTICIPANTS_PER_SESSION, MAX_TAG_CHARS,
 };

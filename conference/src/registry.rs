@@ -26,10 +26,12 @@ mod follow;
 mod homes;
 mod membership;
 mod owners;
+mod recordings;
 mod state;
 pub use changes::{Change, ChangeKind};
 use dialogs::dialog_from_record;
 pub use owners::Placement;
+pub use recordings::{NewRecording, RecordingOptions};
 use state::*;
 
 /// A session holds at most this many participants.
@@ -160,6 +162,8 @@ pub struct Conference {
     lease: Duration,
     /// Announcements of changes (see `changes`).
     changes: tokio::sync::broadcast::Sender<Change>,
+    /// Recordings of sessions, and where they go.
+    recordings: Mutex<recordings::RecordingBook>,
 }
 
 #[derive(Default)]
@@ -258,6 +262,10 @@ impl Conference {
             owned: Mutex::default(),
             lease: options.lease,
             changes: changes::channel(),
+            recordings: Mutex::new(recordings::RecordingBook {
+                by_id: snap.recordings.into_iter().map(|r| (r.id, r)).collect(),
+                options: None,
+            }),
         })
     }
 

@@ -24,6 +24,15 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
 
+    /// [recordings_dir, PATCHBAY_RECORDINGS_DIR] Directory of recordings' files, one directory per recording with its manifest.json [default: data_dir/recordings]
+    #[arg(long, value_name = "DIR")]
+    pub recordings_dir: Option<String>,
+    /// [recording_max_duration, PATCHBAY_RECORDING_MAX_DURATION] A recording stops by itself after this long (reason `limit`) [default: 4h]
+    #[arg(long, value_name = "DURATION")]
+    pub recording_max_duration: Option<String>,
+    /// [recording_max_mb, PATCHBAY_RECORDING_MAX_MB] A recording stops by itself once its files hold this many MB (reason `limit`) [default: 2048]
+    #[arg(long, value_name = "MB")]
+    pub recording_max_mb: Option<String>,
     /// [console_dir, PATCHBAY_CONSOLE_DIR] Directory of the built web console, served at /console/ (empty: no console) [default: ./console/dist]
     #[arg(long, value_name = "DIR")]
     pub console_dir: Option<String>,

@@ -132,6 +132,11 @@ pub struct Config {
     pub webhook_allow: String,
     /// The trunk, outbound proxy, TLS, SRTP and trunk pings.
     pub sip: SipEdge,
+    /// Where recordings' files are written (default `data_dir/recordings`).
+    pub recordings_dir: PathBuf,
+    /// A recording stops by itself after this long, or at this size (all its files).
+    pub recording_max_duration: Duration,
+    pub recording_max_mb: usize,
 }
 
 /// One source's view of the keys: every field optional, unknown keys refused.
@@ -188,6 +193,10 @@ struct Layer {
     sip_outbound_proxy: Option<String>,
     sip_srtp: Option<String>,
     sip_trunk_ping_interval: Option<String>,
+    recordings_dir: Option<String>,
+    recording_max_duration: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
+    recording_max_mb: Option<String>,
 }
 
 /// Every scalar key, once: a TOML key `name`, the environment variable `PATCHBAY_NAME`
@@ -228,6 +237,9 @@ macro_rules! scalar_keys {
 scalar_keys!(
     http_listen,
     data_dir,
+    recordings_dir,
+    recording_max_duration,
+    recording_max_mb,
     console_dir,
     database_url,
     node_id,
@@ -417,6 +429,18 @@ impl Config {
             return Err(key_err("data_dir", "must not be empty"));
         }
 
+        let recordings_dir = match layer.recordings_dir.as_deref() {
+            None | Some("") => data_dir.join("recordings"),
+            Some(d) => PathBuf::from(d),
+        };
+        let recording_max_duration = parse_duration(
+            "recording_max_duration",
+            layer.recording_max_duration.as_deref(),
+            "4h",
+        )?;
+        let recording_max_mb =
+            parse_count("recording_max_mb", layer.recording_max_mb.as_deref(), 2048)?;
+
         let console_dir = match layer.console_dir.as_deref() {
             None => Some(PathBuf::from("./console/dist")),
             Some("") => None,
@@ -598,6 +622,9 @@ impl Config {
             webrtc_listen: addresses.webrtc_listen,
             http_listen,
             data_dir,
+            recordings_dir,
+            recording_max_duration,
+            recording_max_mb,
             console_dir,
             database_url,
             cluster,

@@ -15,8 +15,9 @@ use patchbay_api::webhooks::{WebhookOptions, Webhooks};
 use patchbay_api::{Accounts, AppState, Metrics};
 use patchbay_conference::media::session::HangupReason;
 use patchbay_conference::media::webrtc::WebRtcTransport;
+use patchbay_conference::recording::{self, RecordingWriter};
 use patchbay_conference::store::{Cluster, SqlStore};
-use patchbay_conference::{system_clock, Conference, Options};
+use patchbay_conference::{system_clock, Conference, Options, RecordingOptions};
 use patchbay_config::SipTransport;
 use patchbay_config::{Config, LogFormat};
 use patchbay_sip::metrics::SipMetrics;
@@ -228,6 +229,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
     conference
         .media()
         .set_event_sink(Arc::new(webhooks.clone()));
+    let recordings =
+        RecordingWriter::start(config.recordings_dir.clone(), Arc::new(webhooks.clone()))
+            .with_context(|| {
+                format!(
+                    "config key `recordings_dir`: cannot use {}",
+                    config.recordings_dir.display()
+                )
+            })?;
+    conference.media().set_recording_writer(recordings.clone());
+    let interrupted = conference
+        .enable_recordings(RecordingOptions {
+            dir: config.recordings_dir.clone(),
+            max_active_per_session: recording::MAX_ACTIVE_PER_SESSION,
+            max_per_session: recording::MAX_PER_SESSION,
+            max_bytes: config.recording_max_mb as u64 * 1024 * 1024,
+            max_duration: config.recording_max_duration,
+        })
+        .await
+        .context("closing the recordings the last run left open")?;
+    for r in interrupted {
+        webhooks.recording_done(r);
+    }
     conference.recover_dialogs();
     let webrtc_task = tokio::spawn(webrtc.clone().run());
 
@@ -408,6 +431,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // onLeave callbacks are stored, to be delivered after a restart if not before).
     conference.media().end_all(HangupReason::Shutdown);
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // Recordings are closed (files, manifests) and reported before the outbox's flush.
+    let writer = recordings.clone();
+    let _ = tokio::task::spawn_blocking(move || writer.flush(Duration::from_secs(5))).await;
     webhooks.flush(Duration::from_secs(2)).await;
     // In a cluster, the sessions this node owned can be taken by others right away.
     if let Err(e) = conference.release_all().await {

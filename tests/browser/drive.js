@@ -59,6 +59,8 @@ async function main() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
       '--autoplay-policy=no-user-gesture-required',
+      // "fakeAudioFile": every page's microphone plays this WAV (looped) instead of beeps.
+      ...(scenario.fakeAudioFile ? [`--use-file-for-fake-audio-capture=${scenario.fakeAudioFile}`] : []),
     ],
   });
   const results = [];

@@ -32,6 +32,19 @@ pub fn drive_in_background(
     final_wait_ms: u64,
     deadline_ms: u64,
 ) -> std::thread::JoinHandle<Value> {
+    drive_scenario(g, pages, actions, final_wait_ms, deadline_ms, None)
+}
+
+/// Like [`drive_in_background`]; with `fake_audio`, every page's microphone plays that
+/// WAV file (16-bit PCM, looped) instead of Chromium's beeps.
+pub fn drive_scenario(
+    g: &Gateway,
+    pages: Value,
+    actions: Value,
+    final_wait_ms: u64,
+    deadline_ms: u64,
+    fake_audio: Option<&std::path::Path>,
+) -> std::thread::JoinHandle<Value> {
     let dir = workspace().join("tests/browser");
     assert!(
         dir.join("node_modules/@bandwidth/webrtc-browser").exists()
@@ -52,6 +65,7 @@ pub fn drive_in_background(
             "actions": actions,
             "finalWaitMs": final_wait_ms,
             "deadlineMs": deadline_ms,
+            "fakeAudioFile": fake_audio.map(|p| p.display().to_string()),
         })
         .to_string(),
     )

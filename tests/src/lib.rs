@@ -479,6 +479,26 @@ impl Api {
         Some(Resp { status, body, text })
     }
 
+    /// GET `/v1/accounts/{account}{path}` as bytes: status, content type, body.
+    pub async fn bytes(&self, path: &str) -> (StatusCode, String, Vec<u8>) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .basic_auth(&self.user, Some(&self.password))
+            .send()
+            .await
+            .expect("no response from patchbay");
+        let status = r.status();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = r.bytes().await.expect("body").to_vec();
+        (status, content_type, body)
+    }
+
     pub async fn raw(&self, method: Method, path: &str, body: Option<&str>) -> Resp {
         self.try_raw(method, path, body)
             .await

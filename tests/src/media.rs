@@ -101,6 +101,30 @@ impl Law {
     }
 }
 
+/// Write a 16-bit PCM mono WAV of a sine tone at `rate` Hz (a fake microphone for Chromium).
+pub fn write_pcm_tone_wav(path: &Path, hz: f64, seconds: u32, rate: u32) {
+    let n = (rate * seconds) as usize;
+    let mut data = Vec::with_capacity(n * 2);
+    for i in 0..n {
+        let s = (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / rate as f64).sin()) as i16;
+        data.extend_from_slice(&s.to_le_bytes());
+    }
+    let mut wav = b"RIFF".to_vec();
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).expect("write wav");
+}
+
 /// Write a G.711 WAV (8 kHz mono, format tag 7 μ-law / 6 A-law) of a sine tone, as sipp's `rtp_stream` plays.
 pub fn write_tone_wav(path: &Path, hz: f64, seconds: u32, law: Law) {
     let n = 8000 * seconds as usize;

@@ -154,6 +154,8 @@ pub struct Webhooks {
     pub egress: Arc<crate::egress::EgressPolicy>,
     /// Whose session leases fence device events (in a cluster).
     conference: Arc<Conference>,
+    /// Where writes started from other threads (the recordings' writer) run.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Webhooks {
@@ -168,6 +170,7 @@ impl Webhooks {
             stats,
             egress,
             conference,
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -386,6 +389,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 
 pub mod log;
 mod outbox;
+pub mod recordings;
 use outbox::run;
 
 #[cfg(test)]

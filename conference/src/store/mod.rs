@@ -108,6 +108,8 @@ pub enum StoreOp {
         participant_id: Uuid,
         device_id: String,
     },
+    /// Create or replace a recording's record.
+    PutRecording(crate::recording::Recording),
 }
 
 /// A v3 browser's subscribing peer connection as the browser holds it: the m-lines of
@@ -176,6 +178,8 @@ pub struct Snapshot {
     pub dialogs: Vec<DialogRecord>,
     /// Devices and calls that were connected when the last run stopped.
     pub connections: Vec<ConnectionRecord>,
+    /// This node's recordings.
+    pub recordings: Vec<crate::recording::Recording>,
 }
 
 /// Durable storage of the control plane's state.

@@ -463,6 +463,19 @@ async fn apply(conn: &mut $conn, node: &str, op: &StoreOp) -> Result<(), sqlx::E
             .execute(conn)
             .await?;
         }
+        StoreOp::PutRecording(r) => {
+            sqlx::query(&$sql("INSERT INTO recordings (id, account_id, session_id, node, data, created_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data, node = excluded.node"),
+            )
+            .bind(r.id.to_string())
+            .bind(&r.account_id)
+            .bind(r.session_id.to_string())
+            .bind(node)
+            .bind(json(r))
+            .bind(r.start_ms as i64)
+            .execute(conn)
+            .await?;
+        }
         StoreOp::PutConnection(c) => {
             sqlx::query(&$sql("INSERT INTO connections (participant_id, source, device_id, callback_url, tag, connected, since_ms, node) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (participant_id, source, device_id) DO UPDATE SET \
@@ -701,6 +714,15 @@ async fn load(conn: &mut $conn, node: &str) -> Result<Snapshot, StoreError> {
     .map_err(backend)?
     {
         snap.connections.push(connection_row(&row)?);
+    }
+    for row in sqlx::query(&$sql("SELECT data FROM recordings WHERE node = ? ORDER BY created_ms"))
+        .bind(node)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
+    {
+        let data: String = row.try_get("data").map_err(backend)?;
+        snap.recordings.push(serde_json::from_str(&data).map_err(backend)?);
     }
     Ok(snap)
 }

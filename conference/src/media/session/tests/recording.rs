@@ -323,3 +323,38 @@ fn a_recording_of_a_session_without_calls_ticks_by_itself() {
         "EOS at 2 s"
     );
 }
+
+#[test]
+fn mixed_hears_browsers_too() {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut rig = Rig::new();
+    rig.members(&[a, b]);
+    let mut browser = Browser::connect(&mut rig, a, "web", 1, 41200);
+    browser.publish_audio(&mut rig, "s-web");
+    run(
+        &mut rig,
+        &mut [&mut browser],
+        &mut [],
+        Duration::from_secs(1),
+    );
+    rig.join_leg(2, b);
+    let req = request(RecordMode::Mixed, RecordFormat::Wav);
+    let id = req.id;
+    rig.control(Control::Record(req));
+    let mut caller = Caller::new(2, 0.0);
+    run(
+        &mut rig,
+        &mut [&mut browser],
+        &mut [&mut caller],
+        Duration::from_secs(2),
+    );
+    rig.control(Control::StopRecording(id));
+    let got = files_of(&rig.take(), id);
+    let (_, bytes, _) = &got.files[&0];
+    let pcm = pcm16(&bytes[HEADER_LEN..]);
+    assert!(
+        rms(&pcm[16_000..]) > 2000.0,
+        "the browser's tone: {}",
+        rms(&pcm[16_000..])
+    );
+}

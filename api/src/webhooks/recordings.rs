@@ -1,0 +1,90 @@
+//! `recordingAvailable`: a finished recording's record is stored with its callback
+//! (through the outbox, signed like every callback), or alone when it has none.
+
+use serde_json::{json, Map, Value};
+
+use patchbay_conference::recording::{rfc3339_ms, Recording, RecordingReport, RecordingReports};
+use patchbay_conference::store::StoreOp;
+
+use super::{NewEvent, Webhooks};
+use crate::recordings::RecordingBody;
+
+/// The body of `recordingAvailable` (the names of Bandwidth Voice's callback where it
+/// has one: `recordingId`, `status`, `startTime`, `endTime`, `duration` as ISO 8601,
+/// `fileFormat`; each file with its `mediaUrl`, a path of this API).
+pub fn recording_body(r: &Recording, at_ms: u64) -> Map<String, Value> {
+    let mut body = Map::new();
+    body.insert("event".into(), json!("recordingAvailable"));
+    body.insert("eventType".into(), json!("recordingAvailable"));
+    body.insert("timestamp".into(), json!(at_ms.to_string()));
+    body.insert("eventTime".into(), json!(rfc3339_ms(at_ms)));
+    body.insert("accountId".into(), json!(r.account_id));
+    body.insert("sessionId".into(), json!(r.session_id.to_string()));
+    body.insert("recordingId".into(), json!(r.id.to_string()));
+    body.insert("mode".into(), json!(r.mode));
+    body.insert("fileFormat".into(), json!(r.format));
+    body.insert("status".into(), json!(r.status.as_str()));
+    body.insert("startTime".into(), json!(rfc3339_ms(r.start_ms)));
+    if let Some(end) = r.end_ms {
+        body.insert("endTime".into(), json!(rfc3339_ms(end)));
+        let ms = end.saturating_sub(r.start_ms);
+        body.insert(
+            "duration".into(),
+            json!(format!("PT{}.{:03}S", ms / 1000, ms % 1000)),
+        );
+    }
+    if let Some(reason) = &r.reason {
+        body.insert("reason".into(), json!(reason));
+    }
+    body.insert("damaged".into(), json!(r.damaged));
+    let files = RecordingBody::of(r, &r.files).files;
+    body.insert(
+        "files".into(),
+        serde_json::to_value(files).unwrap_or(Value::Array(Vec::new())),
+    );
+    body
+}
+
+impl Webhooks {
+    /// Store a finished recording's record, with its callback when it has a URL.
+    pub fn recording_done(&self, r: Recording) {
+        let op = StoreOp::PutRecording(r.clone());
+        match r.callback_url.as_deref() {
+            Some(url) => {
+                let at_ms = r.end_ms.unwrap_or(r.start_ms);
+                self.send(NewEvent {
+                    // A recording's callbacks are ordered among themselves.
+                    participant_id: r.id,
+                    url: url.to_string(),
+                    body: recording_body(&r, at_ms),
+                    track: Some(op),
+                    fence: None,
+                });
+            }
+            None => {
+                let write = self.conference.commit(vec![op]);
+                self.runtime.spawn(async move {
+                    if let Err(e) = write.await {
+                        tracing::warn!(error = %e, "storing a finished recording");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The writer's reports (from its thread) become stored records and callbacks.
+impl RecordingReports for Webhooks {
+    fn finished(&self, report: RecordingReport) {
+        let id = report.manifest.recording_id;
+        match self.conference.recording_finished(&report) {
+            Some(r) => {
+                tracing::info!(recording = %id, status = r.status.as_str(), files = r.files.len(), "recording finished");
+                self.recording_done(r);
+            }
+            None => {
+                tracing::warn!(recording = %id, "a recording finished that the control plane does not know")
+            }
+        }
+    }
+}

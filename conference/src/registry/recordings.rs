@@ -1,0 +1,311 @@
+//! Recordings of a session as the control plane keeps them: started and stopped
+//! through the session's media core, finished by the writer's report, stored.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::state::snapshot;
+use super::{Conference, ConferenceError, Result};
+use crate::media::session::{RecordFormat, RecordMode, RecordRequest, SessionInput};
+use crate::recording::{self, FileReport, Manifest, Recording, RecordingReport, RecordingStatus};
+use crate::store::StoreOp;
+
+/// Limits and place of recordings.
+#[derive(Debug, Clone)]
+pub struct RecordingOptions {
+    pub dir: PathBuf,
+    /// Recordings running at once in one session.
+    pub max_active_per_session: usize,
+    /// Recordings kept per session (finished ones included).
+    pub max_per_session: usize,
+    /// Bytes over all of one recording's files before it stops by itself.
+    pub max_bytes: u64,
+    /// Longest recording before it stops by itself.
+    pub max_duration: Duration,
+}
+
+/// A request to start a recording.
+#[derive(Debug, Clone)]
+pub struct NewRecording {
+    pub mode: RecordMode,
+    pub format: RecordFormat,
+    pub callback_url: Option<String>,
+    /// `dual`: the participant on the first channel.
+    pub participant_id: Option<Uuid>,
+}
+
+#[derive(Default)]
+pub(super) struct RecordingBook {
+    pub(super) by_id: HashMap<Uuid, Recording>,
+    pub(super) options: Option<RecordingOptions>,
+}
+
+impl Conference {
+    fn book(&self) -> std::sync::MutexGuard<'_, RecordingBook> {
+        self.recordings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Turn recordings on (under `options.dir`). Recordings a crash left running are
+    /// closed as far as they got (WAV headers get their sizes) and marked
+    /// `interrupted`; they are returned for their `recordingAvailable` callbacks (their
+    /// records are stored before this returns).
+    pub async fn enable_recordings(&self, options: RecordingOptions) -> Result<Vec<Recording>> {
+        let dir = options.dir.clone();
+        let stale: Vec<Recording> = {
+            let mut book = self.book();
+            book.options = Some(options);
+            book.by_id
+                .values()
+                .filter(|r| r.status.is_running())
+                .cloned()
+                .collect()
+        };
+        let mut closed = Vec::new();
+        for mut r in stale {
+            let rdir = dir.join(r.id.to_string());
+            let manifest: Option<Manifest> = std::fs::read(rdir.join("manifest.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let mut files = manifest.map(|m| m.files).unwrap_or_default();
+            for f in files.iter_mut().filter(|f| !f.complete) {
+                let meta = f.meta();
+                match recording::writer::repair_wav(&rdir.join(&f.name), &meta) {
+                    Ok(len) => {
+                        f.bytes = len;
+                        if let Some(format) = meta.wav {
+                            let per_ms = u64::from(meta.rate)
+                                * u64::from(meta.channels)
+                                * u64::from(format.bytes_per_sample())
+                                / 1000;
+                            f.duration_ms = len.saturating_sub(44) / per_ms.max(1);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(recording = %r.id, file = %f.name, error = %e, "an interrupted recording's file could not be closed")
+                    }
+                }
+            }
+            r.status = RecordingStatus::Complete;
+            r.reason = Some("interrupted".into());
+            r.end_ms = Some(self.now() as u64);
+            r.files = files;
+            self.store
+                .commit(vec![StoreOp::PutRecording(r.clone())])
+                .await?;
+            tracing::info!(recording = %r.id, "an interrupted recording was closed");
+            self.book().by_id.insert(r.id, r.clone());
+            closed.push(r);
+        }
+        Ok(closed)
+    }
+
+    /// Where recordings are kept, if they are on.
+    pub fn recordings_dir(&self) -> Option<PathBuf> {
+        self.book().options.as_ref().map(|o| o.dir.clone())
+    }
+
+    /// Start recording a session's media.
+    pub async fn start_recording(
+        &self,
+        account_id: &str,
+        session_id: Uuid,
+        new: NewRecording,
+    ) -> Result<Recording> {
+        if self.cluster.is_some() {
+            return Err(ConferenceError::Conflict(
+                "recordings are not available in a cluster yet".into(),
+            ));
+        }
+        let options = self.book().options.clone().ok_or_else(|| {
+            ConferenceError::Conflict("recordings are not enabled on this gateway".into())
+        })?;
+        let session = self.get_session(account_id, session_id)?;
+        if let Some(p) = new.participant_id {
+            if new.mode != RecordMode::Dual {
+                return Err(ConferenceError::Invalid(
+                    "participantId is only for mode \"dual\"".into(),
+                ));
+            }
+            if !session.members.contains(&p) {
+                return Err(ConferenceError::Invalid(format!(
+                    "participant {p} is not in session {session_id}"
+                )));
+            }
+        }
+        let now = self.now() as u64;
+        let record = Recording {
+            id: Uuid::new_v4(),
+            account_id: account_id.to_string(),
+            session_id,
+            mode: recording::mode_name(new.mode).into(),
+            format: recording::format_name(new.format).into(),
+            participant_id: new.participant_id,
+            callback_url: new.callback_url,
+            status: RecordingStatus::Recording,
+            start_ms: now,
+            end_ms: None,
+            reason: None,
+            damaged: false,
+            files: Vec::new(),
+        };
+        let durable = {
+            let mut book = self.book();
+            let of_session = book.by_id.values().filter(|r| r.session_id == session_id);
+            let (mut total, mut active) = (0, 0);
+            for r in of_session {
+                total += 1;
+                active += usize::from(r.status.is_running());
+            }
+            if active >= options.max_active_per_session {
+                return Err(ConferenceError::Conflict(format!(
+                    "session {session_id} already has {active} recordings running (at most {})",
+                    options.max_active_per_session
+                )));
+            }
+            if total >= options.max_per_session {
+                return Err(ConferenceError::Conflict(format!(
+                    "session {session_id} has {total} recordings (at most {})",
+                    options.max_per_session
+                )));
+            }
+            book.by_id.insert(record.id, record.clone());
+            self.store
+                .commit(vec![StoreOp::PutRecording(record.clone())])
+        };
+        if let Err(e) = durable.await {
+            self.book().by_id.remove(&record.id);
+            return Err(e.into());
+        }
+        let handle = {
+            let st = self.lock();
+            self.media.session(session_id, || snapshot(&st, session_id))
+        };
+        let req = RecordRequest {
+            id: record.id,
+            mode: new.mode,
+            format: new.format,
+            first: new.participant_id,
+            max_bytes: options.max_bytes,
+            max_duration: options.max_duration,
+        };
+        if !handle.send(SessionInput::Record(req)) {
+            // The session's media is busy or gone: the recording never ran.
+            let mut failed = record;
+            failed.status = RecordingStatus::Failed;
+            failed.reason = Some("the session's media did not take it".into());
+            failed.end_ms = Some(now);
+            self.store
+                .commit(vec![StoreOp::PutRecording(failed.clone())])
+                .await?;
+            self.book().by_id.insert(failed.id, failed);
+            return Err(ConferenceError::Conflict(
+                "the session's media is busy: try again".into(),
+            ));
+        }
+        Ok(record)
+    }
+
+    /// The recordings of a session (also after the session ended), oldest first.
+    pub fn list_recordings(&self, account_id: &str, session_id: Uuid) -> Result<Vec<Recording>> {
+        let mut out: Vec<Recording> = self
+            .book()
+            .by_id
+            .values()
+            .filter(|r| r.account_id == account_id && r.session_id == session_id)
+            .cloned()
+            .collect();
+        if out.is_empty() {
+            // No recording: the answer is the session's (404 unless it exists).
+            self.get_session(account_id, session_id)?;
+        }
+        out.sort_by_key(|r| (r.start_ms, r.id));
+        Ok(out)
+    }
+
+    pub fn get_recording(&self, account_id: &str, session_id: Uuid, id: Uuid) -> Result<Recording> {
+        self.book()
+            .by_id
+            .get(&id)
+            .filter(|r| r.account_id == account_id && r.session_id == session_id)
+            .cloned()
+            .ok_or_else(|| super::not_found("recording", id))
+    }
+
+    /// Stop a recording (its files close; `recordingAvailable` follows). Stopping one
+    /// that has stopped changes nothing.
+    pub async fn stop_recording(&self, account_id: &str, session_id: Uuid, id: Uuid) -> Result<()> {
+        let mut r = self.get_recording(account_id, session_id, id)?;
+        if r.status != RecordingStatus::Recording {
+            return Ok(());
+        }
+        r.status = RecordingStatus::Stopping;
+        self.store
+            .commit(vec![StoreOp::PutRecording(r.clone())])
+            .await?;
+        {
+            let mut book = self.book();
+            if let Some(b) = book.by_id.get_mut(&id) {
+                // The writer may have finished it meanwhile (limit, session end).
+                if b.status == RecordingStatus::Recording {
+                    b.status = RecordingStatus::Stopping;
+                }
+            }
+        }
+        match self.media.running(session_id) {
+            Some(h) => {
+                if !h.send(SessionInput::StopRecording(id)) {
+                    return Err(ConferenceError::Conflict(
+                        "the session's media is busy: try again".into(),
+                    ));
+                }
+            }
+            None => {
+                tracing::warn!(recording = %id, "stopping a recording whose session media is not running")
+            }
+        }
+        Ok(())
+    }
+
+    /// A recording's file, for download: where it is and what it is.
+    pub fn recording_file(
+        &self,
+        account_id: &str,
+        session_id: Uuid,
+        id: Uuid,
+        file: u32,
+    ) -> Result<(PathBuf, FileReport)> {
+        let r = self.get_recording(account_id, session_id, id)?;
+        let dir = self
+            .recordings_dir()
+            .ok_or_else(|| super::not_found("recording", id))?;
+        let f = r
+            .files
+            .iter()
+            .find(|f| f.file == file)
+            .cloned()
+            .ok_or_else(|| {
+                ConferenceError::NotFound(format!("file {file} of recording {id} not found"))
+            })?;
+        Ok((dir.join(id.to_string()).join(&f.name), f))
+    }
+
+    /// The writer finished a recording: its record as it is now (for the caller to
+    /// store, with its callback). None: unknown here.
+    pub fn recording_finished(&self, report: &RecordingReport) -> Option<Recording> {
+        let mut book = self.book();
+        let r = book.by_id.get_mut(&report.manifest.recording_id)?;
+        r.finish(report);
+        Some(r.clone())
+    }
+
+    /// The files of a running recording as far as the writer got (the manifest).
+    pub fn recording_progress(&self, id: Uuid) -> Option<Manifest> {
+        let dir = self.recordings_dir()?;
+        std::fs::read(dir.join(id.to_string()).join("manifest.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+}
