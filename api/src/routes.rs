@@ -410,6 +410,9 @@ pub fn metrics_text(app: &AppState, per_stream: bool) -> String {
             if let Some(w) = app.conference.media().recording_writer() {
                 w.render(&mut media);
             }
+            if let Some(u) = app.conference.uploader() {
+                u.render(&mut media);
+            }
             let views = app.conference.media().views();
             if per_stream {
                 patchbay_conference::media::session::render_views(&views, &mut media);

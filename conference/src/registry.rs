@@ -265,6 +265,7 @@ impl Conference {
             recordings: Mutex::new(recordings::RecordingBook {
                 by_id: snap.recordings.into_iter().map(|r| (r.id, r)).collect(),
                 options: None,
+                uploader: None,
             }),
         })
     }

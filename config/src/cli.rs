@@ -33,6 +33,24 @@ pub struct Cli {
     /// [recording_max_mb, PATCHBAY_RECORDING_MAX_MB] A recording stops by itself once its files hold this many MB (reason `limit`) [default: 2048]
     #[arg(long, value_name = "MB")]
     pub recording_max_mb: Option<String>,
+    /// [recordings_s3_bucket, PATCHBAY_RECORDINGS_S3_BUCKET] Copy finished recordings to this bucket of S3-compatible storage (kept locally too) [default: none]
+    #[arg(long, value_name = "BUCKET")]
+    pub recordings_s3_bucket: Option<String>,
+    /// [recordings_s3_endpoint, PATCHBAY_RECORDINGS_S3_ENDPOINT] The S3-compatible service, e.g. https://minio.example:9000 (path-style requests) [default: AWS S3]
+    #[arg(long, value_name = "URL")]
+    pub recordings_s3_endpoint: Option<String>,
+    /// [recordings_s3_region, PATCHBAY_RECORDINGS_S3_REGION] The bucket's region [default: AWS_REGION, else us-east-1]
+    #[arg(long, value_name = "REGION")]
+    pub recordings_s3_region: Option<String>,
+    /// [recordings_s3_access_key_id, PATCHBAY_RECORDINGS_S3_ACCESS_KEY_ID] Access key (with the secret below) [default: AWS_ACCESS_KEY_ID]
+    #[arg(long, value_name = "KEY")]
+    pub recordings_s3_access_key_id: Option<String>,
+    /// [recordings_s3_secret_access_key, PATCHBAY_RECORDINGS_S3_SECRET_ACCESS_KEY] Secret key [default: AWS_SECRET_ACCESS_KEY]
+    #[arg(long, value_name = "SECRET")]
+    pub recordings_s3_secret_access_key: Option<String>,
+    /// [recordings_s3_prefix, PATCHBAY_RECORDINGS_S3_PREFIX] Key prefix: PREFIX/ACCOUNT/SESSION/RECORDING/FILE [default: recordings/]
+    #[arg(long, value_name = "PREFIX")]
+    pub recordings_s3_prefix: Option<String>,
     /// [console_dir, PATCHBAY_CONSOLE_DIR] Directory of the built web console, served at /console/ (empty: no console) [default: ./console/dist]
     #[arg(long, value_name = "DIR")]
     pub console_dir: Option<String>,

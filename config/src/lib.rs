@@ -137,6 +137,21 @@ pub struct Config {
     /// A recording stops by itself after this long, or at this size (all its files).
     pub recording_max_duration: Duration,
     pub recording_max_mb: usize,
+    /// S3-compatible object storage for finished recordings (None: local files only).
+    pub recordings_s3: Option<RecordingsS3>,
+}
+
+/// `recordings_s3_*`: where finished recordings are copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingsS3 {
+    /// `https://host:port` of an S3-compatible service (path-style); None: AWS S3.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: Option<String>,
+    /// None: the standard AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub prefix: String,
 }
 
 /// One source's view of the keys: every field optional, unknown keys refused.
@@ -197,6 +212,63 @@ struct Layer {
     recording_max_duration: Option<String>,
     #[serde(default, deserialize_with = "number_or_text")]
     recording_max_mb: Option<String>,
+    recordings_s3_endpoint: Option<String>,
+    recordings_s3_bucket: Option<String>,
+    recordings_s3_region: Option<String>,
+    recordings_s3_access_key_id: Option<String>,
+    recordings_s3_secret_access_key: Option<String>,
+    recordings_s3_prefix: Option<String>,
+}
+
+/// The `recordings_s3_*` keys: a bucket turns uploads on; the rest is checked with it.
+fn recordings_s3(layer: &Layer) -> Result<Option<RecordingsS3>, ConfigError> {
+    let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let Some(bucket) = set(&layer.recordings_s3_bucket) else {
+        for (key, v) in [
+            ("recordings_s3_endpoint", &layer.recordings_s3_endpoint),
+            (
+                "recordings_s3_access_key_id",
+                &layer.recordings_s3_access_key_id,
+            ),
+            (
+                "recordings_s3_secret_access_key",
+                &layer.recordings_s3_secret_access_key,
+            ),
+        ] {
+            if set(v).is_some() {
+                return Err(key_err(key, "needs recordings_s3_bucket"));
+            }
+        }
+        return Ok(None);
+    };
+    let endpoint = set(&layer.recordings_s3_endpoint);
+    if let Some(e) = &endpoint {
+        if !(e.starts_with("https://") || e.starts_with("http://")) {
+            return Err(key_err(
+                "recordings_s3_endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
+    }
+    let access_key_id = set(&layer.recordings_s3_access_key_id);
+    let secret_access_key = set(&layer.recordings_s3_secret_access_key);
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        return Err(key_err(
+            "recordings_s3_secret_access_key",
+            "recordings_s3_access_key_id and recordings_s3_secret_access_key go together",
+        ));
+    }
+    Ok(Some(RecordingsS3 {
+        endpoint,
+        bucket,
+        region: set(&layer.recordings_s3_region),
+        access_key_id,
+        secret_access_key,
+        prefix: layer
+            .recordings_s3_prefix
+            .clone()
+            .unwrap_or_else(|| "recordings/".into()),
+    }))
 }
 
 /// Every scalar key, once: a TOML key `name`, the environment variable `PATCHBAY_NAME`
@@ -240,6 +312,12 @@ scalar_keys!(
     recordings_dir,
     recording_max_duration,
     recording_max_mb,
+    recordings_s3_endpoint,
+    recordings_s3_bucket,
+    recordings_s3_region,
+    recordings_s3_access_key_id,
+    recordings_s3_secret_access_key,
+    recordings_s3_prefix,
     console_dir,
     database_url,
     node_id,
@@ -416,6 +494,7 @@ impl Config {
         let sip = sip::validate(&layer)?;
         let cluster = cluster::validate(&layer)?;
         let (addresses, http_tls) = addresses::validate(&layer)?;
+        let recordings_s3 = recordings_s3(&layer)?;
         let http_listen_text = layer.http_listen.unwrap_or_else(|| "127.0.0.1:8080".into());
         let http_listen: SocketAddr = http_listen_text.parse().map_err(|_| {
             key_err(
@@ -424,7 +503,12 @@ impl Config {
             )
         })?;
 
-        let data_dir = PathBuf::from(layer.data_dir.unwrap_or_else(|| "./patchbay-data".into()));
+        let data_dir = PathBuf::from(
+            layer
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| "./patchbay-data".into()),
+        );
         if data_dir.as_os_str().is_empty() {
             return Err(key_err("data_dir", "must not be empty"));
         }
@@ -625,6 +709,7 @@ impl Config {
             recordings_dir,
             recording_max_duration,
             recording_max_mb,
+            recordings_s3,
             console_dir,
             database_url,
             cluster,

@@ -435,3 +435,50 @@ fn database_url_selects_postgresql_and_must_be_one() {
     let e = load(&["--database-url", "mysql://h/db"], &[secret]).unwrap_err();
     assert!(e.to_string().contains("database_url"), "{e}");
 }
+
+#[test]
+fn recordings_keys_and_their_refusals() {
+    let c = Config::from_toml("data_dir = \"/d\"").unwrap();
+    assert_eq!(c.recordings_dir, PathBuf::from("/d/recordings"));
+    assert_eq!(c.recording_max_duration, Duration::from_secs(4 * 3600));
+    assert_eq!(c.recording_max_mb, 2048);
+    assert!(c.recordings_s3.is_none());
+    let c = load(
+        &[
+            "--recordings-s3-bucket",
+            "calls",
+            "--recordings-s3-endpoint",
+            "http://127.0.0.1:9000",
+        ],
+        &[("PATCHBAY_RECORDING_MAX_DURATION", "30m")],
+    )
+    .unwrap();
+    let s3 = c.recordings_s3.unwrap();
+    assert_eq!(
+        (
+            s3.bucket.as_str(),
+            s3.endpoint.as_deref(),
+            s3.prefix.as_str()
+        ),
+        ("calls", Some("http://127.0.0.1:9000"), "recordings/")
+    );
+    assert_eq!(c.recording_max_duration, Duration::from_secs(1800));
+    for (toml, key) in [
+        (
+            "recordings_s3_endpoint = \"http://x\"",
+            "recordings_s3_endpoint",
+        ),
+        (
+            "recordings_s3_bucket = \"b\"\nrecordings_s3_endpoint = \"ftp://x\"",
+            "recordings_s3_endpoint",
+        ),
+        (
+            "recordings_s3_bucket = \"b\"\nrecordings_s3_access_key_id = \"k\"",
+            "recordings_s3_secret_access_key",
+        ),
+        ("recording_max_mb = 0", "recording_max_mb"),
+    ] {
+        let e = Config::from_toml(toml).unwrap_err().to_string();
+        assert!(e.contains(key), "{toml}: {e}");
+    }
+}

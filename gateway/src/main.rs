@@ -251,6 +251,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for r in interrupted {
         webhooks.recording_done(r);
     }
+    if let Some(s3) = &config.recordings_s3 {
+        let uploader = recording::upload::Uploader::start(
+            &recording::upload::S3Options {
+                endpoint: s3.endpoint.clone(),
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: s3.secret_access_key.clone(),
+                prefix: s3.prefix.clone(),
+            },
+            config.recordings_dir.clone(),
+            conference.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("config keys `recordings_s3_*`: {e}"))?;
+        conference.enable_uploads(uploader);
+    }
     conference.recover_dialogs();
     let webrtc_task = tokio::spawn(webrtc.clone().run());
 

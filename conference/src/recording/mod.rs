@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::media::session::{FileMeta, RecordFormat, RecordMode};
 
+pub mod upload;
 pub mod writer;
 
 pub use writer::{RecordingReports, RecordingWriter, WriterStats};

@@ -41,6 +41,46 @@ pub struct NewRecording {
 pub(super) struct RecordingBook {
     pub(super) by_id: HashMap<Uuid, Recording>,
     pub(super) options: Option<RecordingOptions>,
+    /// Finished recordings go on to object storage (when configured).
+    pub(super) uploader: Option<recording::upload::Uploader>,
+}
+
+/// Whether a finished recording has files the object store does not have yet.
+fn to_upload(r: &Recording) -> bool {
+    !r.status.is_running() && r.files.iter().any(|f| !f.uploaded)
+}
+
+impl recording::upload::UploadBook for Conference {
+    fn recording(&self, id: Uuid) -> Option<Recording> {
+        self.book().by_id.get(&id).cloned()
+    }
+
+    fn mark_uploaded(
+        &self,
+        id: Uuid,
+        file: u32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        let record = {
+            let mut book = self.book();
+            let Some(r) = book.by_id.get_mut(&id) else {
+                return Box::pin(async { false });
+            };
+            for f in r.files.iter_mut().filter(|f| f.file == file) {
+                f.uploaded = true;
+            }
+            r.clone()
+        };
+        let write = self.store.commit(vec![StoreOp::PutRecording(record)]);
+        Box::pin(async move {
+            match write.await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(recording = %id, error = %e, "marking an uploaded file");
+                    false
+                }
+            }
+        })
+    }
 }
 
 impl Conference {
@@ -100,6 +140,21 @@ impl Conference {
             closed.push(r);
         }
         Ok(closed)
+    }
+
+    /// Send finished recordings to object storage; those the last run did not finish
+    /// uploading are queued now.
+    pub fn enable_uploads(&self, uploader: recording::upload::Uploader) {
+        let mut book = self.book();
+        for r in book.by_id.values().filter(|r| to_upload(r)) {
+            uploader.enqueue(r.id);
+        }
+        book.uploader = Some(uploader);
+    }
+
+    /// The uploader, if recordings go to object storage.
+    pub fn uploader(&self) -> Option<recording::upload::Uploader> {
+        self.book().uploader.clone()
     }
 
     /// Where recordings are kept, if they are on.
@@ -298,7 +353,11 @@ impl Conference {
         let mut book = self.book();
         let r = book.by_id.get_mut(&report.manifest.recording_id)?;
         r.finish(report);
-        Some(r.clone())
+        let r = r.clone();
+        if let Some(u) = book.uploader.as_ref().filter(|_| to_upload(&r)) {
+            u.enqueue(r.id);
+        }
+        Some(r)
     }
 
     /// The files of a running recording as far as the writer got (the manifest).
