@@ -5,6 +5,11 @@
       tone via rtp_stream) in sessions of 10, everyone hearing everyone. Reports
       the gateway's CPU, legs per core at 50 % CPU, packet loss in and out, and
       the mixer's added latency (arrival -> send, from /metrics) p50/p99.
+  bench/sip_load.py record N [--per-session 4] [--seconds S] [--s3]   N PCMU legs
+      in sessions of 4, measured unrecorded, then with every session recorded as
+      `tracks` WAV, `mixed` WAV and `mixed` Ogg, then unrecorded again (one gateway, one
+      load, one run): extra CPU against unrecorded, the recordings' cost in cores,
+      disk write rate, and (--s3, a local moto server) upload throughput.
   bench/sip_load.py cps RATE [--seconds S] [--transports udp,tls,tls-per-call]
       call setup rate: INVITE with a token, 200, ACK, BYE, at RATE calls/s;
       reports completed and failed calls for each transport in the same run.
@@ -296,6 +301,109 @@ def run_legs(args):
         shutil.rmtree(work, ignore_errors=True)
 
 
+RECORD_PHASES = [("unrecorded", None), ("tracks wav", ("tracks", "wav")), ("mixed wav", ("mixed", "wav")),
+                 ("mixed ogg", ("mixed", "ogg")), ("unrecorded (again)", None)]
+
+
+def run_record(args):
+    """N PCMU legs in sessions of --per-session; the same load measured unrecorded and
+    with every session recorded in each mode, in one run (the ratios need no other
+    machine or binary)."""
+    work = tempfile.mkdtemp(prefix="pb-record-")
+    moto = None
+    extra = []
+    moto_bin = os.path.join(ROOT, "target/test-venv/bin/moto_server")
+    if args.s3 and os.path.exists(moto_bin):
+        port = free_port()
+        moto = subprocess.Popen([moto_bin, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/bench", method="PUT"),
+                                       timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        extra = ["--recordings-s3-bucket", "bench", "--recordings-s3-endpoint", f"http://127.0.0.1:{port}",
+                 "--recordings-s3-region", "us-east-1"]
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")
+    gw = Gateway(work, extra=extra)
+    try:
+        n = args.n
+        sessions = []
+        tokens = participants(gw, n, args.per_session, sessions)
+        with open(os.path.join(work, "tokens.csv"), "w") as f:
+            f.write("SEQUENTIAL\n" + "".join(f"{t};\n" for t in tokens))
+        tone_wav(os.path.join(work, "tone.wav"))
+        hold = int((args.seconds * len(RECORD_PHASES) * 2 + 60) * 1000)
+        render("uac_tone.xml", os.path.join(work, "load.xml"), WAV="tone.wav", PT=0, CODEC="PCMU", HOLD_MS=hold)
+        subprocess.Popen(
+            ["sipp", f"127.0.0.1:{gw.sip}", "-sf", "load.xml", "-inf", "tokens.csv", "-m", str(n), "-l", str(n),
+             "-r", "100", "-i", "127.0.0.1", "-p", str(free_port()), "-mp", "40000", "-nostdin", "-bg",
+             "-trace_err", "-rtp_threadtasks", "50"],
+            cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).wait()
+        deadline = time.time() + 60
+        while gw.metrics().get("patchbay_sip_calls_active", 0) < n:
+            if time.time() > deadline:
+                raise RuntimeError(f"only {gw.metrics().get('patchbay_sip_calls_active')} of {n} calls up")
+            time.sleep(0.2)
+        time.sleep(3)
+        print(f"machine: {machine()}")
+        print(f"{n} PCMU legs in {len(sessions)} sessions of {args.per_session}, {args.seconds:.0f} s per phase")
+        results = {}
+        for name, spec in RECORD_PHASES:
+            ids = []
+            if spec:
+                for s in sessions:
+                    r = gw.api("POST", f"/sessions/{s}/recordings", {"mode": spec[0], "format": spec[1]})
+                    ids.append((s, r["id"]))
+                time.sleep(1)
+            m0, c0, t0 = gw.metrics(), gw.cpu_seconds(), time.time()
+            time.sleep(args.seconds)
+            m1, c1, t1 = gw.metrics(), gw.cpu_seconds(), time.time()
+            wall = t1 - t0
+            cpu = (c1 - c0) / wall
+            written = m1.get("patchbay_recording_bytes_written_total", 0) - m0.get(
+                "patchbay_recording_bytes_written_total", 0)
+            rx = m1.get("patchbay_rtp_received_total", 0) - m0.get("patchbay_rtp_received_total", 0)
+            phase = {"cpu_core_fraction": round(cpu, 4), "disk_bytes_per_s": round(written / wall),
+                     "loss_in": max(0.0, 1 - rx / (n * 50 * wall))}
+            for s, rid in ids:
+                gw.api("DELETE", f"/sessions/{s}/recordings/{rid}")
+            if ids and moto:
+                u0, t_up = gw.metrics().get("patchbay_recording_bytes_uploaded_total", 0), time.time()
+                time.sleep(0.5)
+                deadline = time.time() + 300
+                while gw.metrics().get("patchbay_recording_uploads_pending", 0) > 0 and time.time() < deadline:
+                    time.sleep(0.2)
+                up = gw.metrics().get("patchbay_recording_bytes_uploaded_total", 0) - u0
+                phase["upload_bytes_per_s"] = round(up / max(1e-3, time.time() - t_up))
+            elif ids:
+                time.sleep(2)
+            results[name] = phase
+        base = (results["unrecorded"]["cpu_core_fraction"] + results["unrecorded (again)"]["cpu_core_fraction"]) / 2
+        for name, _ in RECORD_PHASES:
+            r = results[name]
+            r["extra_cpu_vs_unrecorded"] = round(r["cpu_core_fraction"] / base - 1, 4) if base else None
+            r["recording_cores"] = round(r["cpu_core_fraction"] - base, 4)
+            line = (f"{name:20s} gateway CPU {r['cpu_core_fraction'] * 100:6.1f} % of a core"
+                    f"  ({r['extra_cpu_vs_unrecorded'] * 100:+5.1f} % vs unrecorded; recording costs"
+                    f" {r['recording_cores']:.3f} cores)  disk {r['disk_bytes_per_s'] / 1e6:6.2f} MB/s"
+                    f"  loss in {r['loss_in'] * 100:.3f} %")
+            if "upload_bytes_per_s" in r:
+                line += f"  upload {r['upload_bytes_per_s'] / 1e6:.2f} MB/s"
+            print(line)
+        print(json.dumps({"legs": n, "per_session": args.per_session, "phases": results}))
+        return results
+    finally:
+        subprocess.run(["pkill", "-f", "sipp 127.0.0.1"], stderr=subprocess.DEVNULL)
+        gw.stop()
+        if moto:
+            moto.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def tls_files():
     d = os.path.join(ROOT, "tests/data/tls")
     return os.path.join(d, "server.pem"), os.path.join(d, "server.key"), os.path.join(d, "ca.pem")
@@ -400,6 +508,11 @@ def main():
     legs.add_argument("--seconds", type=float, default=10)
     legs.add_argument("--browsers", action="store_true",
                       help="one browser (webrtc-load listen) per session hearing every leg: the phone->browser path")
+    record = sub.add_parser("record", help="the same load unrecorded and recorded (tracks wav, mixed wav, mixed ogg)")
+    record.add_argument("n", type=int)
+    record.add_argument("--per-session", type=int, default=4)
+    record.add_argument("--seconds", type=float, default=10)
+    record.add_argument("--s3", action="store_true", help="upload to a local moto server and report its throughput")
     cps = sub.add_parser("cps")
     cps.add_argument("rate", type=int)
     cps.add_argument("--seconds", type=int, default=10)
@@ -410,6 +523,10 @@ def main():
         sp.add_argument("--baseline", default=None,
                         help="a commit to measure the same way for A/B ratios (default: bench/baseline.rev; none: skip)")
     args = p.parse_args()
+    if args.cmd == "record":
+        subprocess.run(["cargo", "build", "--release", "-q", "--bin", "patchbay"], cwd=ROOT, check=True)
+        run_record(args)
+        return
     rev = args.baseline or open(os.path.join(ROOT, "bench/baseline.rev")).readline().strip()
     baseline = None
     if rev != "none":

@@ -129,11 +129,15 @@ impl RecordingBody {
 
 fn body_of(app: &AppState, r: &Recording) -> RecordingBody {
     if r.status.is_running() {
-        let files = app
+        let mut files = app
             .conference
             .recording_progress(r.id)
             .map(|m| m.files)
             .unwrap_or_default();
+        // Files that closed already may be in the bucket.
+        for f in files.iter_mut() {
+            f.uploaded = r.files.iter().any(|g| g.file == f.file && g.uploaded);
+        }
         RecordingBody::of(r, &files)
     } else {
         RecordingBody::of(r, &r.files)

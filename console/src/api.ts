@@ -84,6 +84,18 @@ export class Api {
     return this.call<T>("GET", path);
   }
 
+  /** A file of this API (a recording's) as a Blob, with the credentials in a header. */
+  async blob(path: string): Promise<Blob> {
+    const r = await fetch(path.startsWith("/v1/") ? path : this.base + path, {
+      headers: { authorization: auth(this.creds), "x-requested-with": "XMLHttpRequest" },
+      cache: "no-store",
+    }).catch(() => {
+      throw new ApiError(0, "The gateway cannot be reached: is it running (restarting)?");
+    });
+    if (!r.ok) throw new ApiError(r.status, explain(r.status, await r.text()));
+    return r.blob();
+  }
+
   /**
    * Read the account's event stream (server-sent events over fetch, so that the
    * credentials go in a header) until `signal` aborts; reconnects by itself and calls
@@ -215,4 +227,34 @@ export interface LogEntry {
   lastError: string | null;
   createdMs: number;
   updatedMs: number;
+}
+
+/** A recording of a session (Patchbay addition). */
+export interface RecordingFile {
+  id: string;
+  name: string;
+  participantId?: string;
+  streamAlias?: string;
+  contentType: string;
+  channels: number;
+  sampleRate: number;
+  offsetMs: number;
+  durationMs: number;
+  bytes: number;
+  complete: boolean;
+  uploaded: boolean;
+  mediaUrl: string;
+}
+
+export interface Recording {
+  id: string;
+  sessionId: string;
+  mode: string;
+  format: string;
+  status: "recording" | "stopping" | "complete" | "failed";
+  startTime: string;
+  endTime?: string;
+  reason?: string;
+  damaged: boolean;
+  files: RecordingFile[];
 }

@@ -1,6 +1,6 @@
 // One session: its members (create, copy token / BXML / SIP URI, delete), the patch
 // bay and presets, quality per leg and track, joining from this browser, dialogs and
-// the webhook log. Live: the account's event stream says what changed and carries the
+// the webhook log, recordings. Live: the account's event stream says what changed and carries the
 // session's media view a few times a second.
 
 import { Api, type Dialog, type LogEntry, type MediaView, type Participant, type Subscriptions } from "./api";
@@ -8,6 +8,7 @@ import { copy, fill, h, live, say, short } from "./dom";
 import { Joined } from "./join";
 import { Matrix, nameOf, quality, type MatrixModel } from "./matrix";
 import { preset, toggled, type Preset } from "./patchbay";
+import { RecordingsPanel } from "./recordings";
 
 const TOKENS = "patchbay.console.tokens";
 
@@ -46,6 +47,7 @@ export class SessionPage {
   };
   private joined: Joined;
   private logTimer: number;
+  private recordings: RecordingsPanel;
 
   constructor(
     private api: Api,
@@ -58,6 +60,7 @@ export class SessionPage {
     const streams = h("div", { id: "received", class: "streams", "aria-live": "polite" });
     const joinLog = h("ol", { id: "join-log", class: "log" });
     this.joined = new Joined(streams, joinLog, (p) => (p ? nameOf(this.model.members, p) : "someone"));
+    this.recordings = new RecordingsPanel(api, id, (p) => nameOf(this.model.members, p));
     fill(
       main,
       h(
@@ -79,6 +82,7 @@ export class SessionPage {
         h("h3", {}, "What the SDK reported"),
         joinLog,
       ),
+      section("recordings-card", "Recordings", this.recordings.el),
       section("dialogs-card", "Dialogs (outbound calls)", this.dialForm(), this.els.dialogs),
       section("webhooks-card", "Webhook log", this.els.log),
     );
@@ -94,6 +98,7 @@ export class SessionPage {
   close(): void {
     this.stop.abort();
     window.clearInterval(this.logTimer);
+    this.recordings.close();
     this.joined.leave();
   }
 

@@ -199,6 +199,25 @@ async function run(page) {
     t.split('\n').filter((l) => l.startsWith('patchbay_stream')),
   );
 
+  step('record the session from the console');
+  await page.$eval('#recordings-card', (el) => el.scrollIntoView());
+  await page.selectOption('#rec-mode', 'mixed');
+  await page.selectOption('#rec-format', 'wav');
+  await page.click('#recordings-card button[type=submit]');
+  await until(page, 'a running recording', () => document.querySelector('#recordings-list td.status-recording'));
+  await page.waitForTimeout(3000);
+  await page.click('#recordings-list button.danger');
+  out.recording = await until(page, 'the recording complete', () => {
+    const row = document.querySelector('#recordings-list tr[data-recording]');
+    return row && row.querySelector('td.status-complete') ? row.textContent : null;
+  });
+  await page.click('#recordings-list button[aria-label^="Play"]');
+  out.recordingPlayer = await until(page, 'the recording in a player', () => {
+    const a = document.querySelector('#recordings-list audio');
+    return a && Number.isFinite(a.duration) && a.duration > 0 ? { duration: a.duration, src: a.src.slice(0, 5) } : null;
+  });
+  await shot(page, 'recordings');
+
   step('accessibility and phone width');
   await axe(page, 'session');
   await page.setViewportSize({ width: 390, height: 844 });

@@ -77,6 +77,8 @@ async function main() {
       await page.waitForFunction(() => window.pb);
       if (spec.logLevel) await page.evaluate((l) => { window.PB_LOG = l; }, spec.logLevel);
       if (spec.uniqueId) await page.evaluate((id) => window.pb.forceUniqueId(id), spec.uniqueId);
+      // "captureSent": keep the encoded audio frames the page sends (in `sentAudio`).
+      if (spec.captureSent) await page.evaluate(() => window.pb.captureSent());
       const outcome = await page
         .evaluate(([token, url, ms]) => window.pb.connect(token, url, ms), [
           spec.token,
@@ -98,6 +100,7 @@ async function main() {
       // Let media flow, close events and reconnect attempts land.
       await page.waitForTimeout(spec.settleMs || 300);
       const observed = await page.evaluate(() => ({ closes: window.pb.closes, events: window.pb.events }));
+      if (spec.captureSent) observed.sentAudio = await page.evaluate(() => window.pb.sentAudio());
       results.push({ outcome, published, ...observed, logs });
     }
     // REST calls while the pages stay connected (e.g. a whisper change), and

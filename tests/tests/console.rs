@@ -219,6 +219,18 @@ async fn a_person_routes_a_phone_to_a_browser_with_a_click_and_sees_its_quality(
         mos(phone) < 4.0 && mos(browser) > mos(phone) + 0.3,
         "MOS {phone} vs {browser}"
     );
+    // A mixed recording started and stopped from the page plays in it (about 3 s).
+    let recording = r["recording"].as_str().unwrap_or_default();
+    assert!(
+        recording.contains("mixed · wav") && recording.contains("complete"),
+        "{recording}"
+    );
+    let played = r["recordingPlayer"]["duration"].as_f64().unwrap_or(0.0);
+    assert!(
+        (2.5..6.0).contains(&played),
+        "the player's duration {played} s"
+    );
+    assert_eq!(r["recordingPlayer"]["src"], "blob:");
     // The same figures in /metrics.
     let metrics: Vec<&str> = r["metrics"]
         .as_array()

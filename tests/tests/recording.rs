@@ -229,7 +229,7 @@ async fn tracks_mixed_and_dual_recordings_of_two_callers_and_a_browser() {
     write_pcm_tone_wav(&mic, 880.0, 4, 48000);
     let browser = drive_scenario(
         &g,
-        json!([{"token": tc, "connectTimeoutMs": 5000, "publish": {"alias": "microphone"}, "settleMs": 20000}]),
+        json!([{"token": tc, "connectTimeoutMs": 5000, "publish": {"alias": "microphone"}, "settleMs": 20000, "captureSent": true}]),
         json!([]),
         0,
         90_000,
@@ -328,6 +328,7 @@ async fn tracks_mixed_and_dual_recordings_of_two_callers_and_a_browser() {
     // tracks, Ogg: one file per stream; each the right tone for the right time.
     let files = download(&api, &dir, &done[0]).await;
     assert_eq!(files.len(), 3, "{}", done[0]);
+    let mut browser_packets = Vec::new();
     for (who, hz) in [(&pa, 440), (&pb, 660), (&pc, 880)] {
         let (f, path) = file_of(&files, who);
         let d = decode(path, who == &pc);
@@ -342,9 +343,8 @@ async fn tracks_mixed_and_dual_recordings_of_two_callers_and_a_browser() {
         assert!((ms - wall).abs() < 0.6, "{ms} s recorded in {wall} s: {f}");
         if who == &pc {
             assert_eq!(f["streamAlias"], "microphone");
-            // Chromium's own Opus packets, not ours: 20 ms each, none re-encoded at our
-            // 8 or 16 kHz (those would be SILK narrow- or wideband).
             assert!(d.packets.len() >= 450, "{} packets", d.packets.len());
+            browser_packets = d.packets.clone();
         } else {
             assert_eq!(f["streamAlias"], "phone");
         }
@@ -426,7 +426,38 @@ async fn tracks_mixed_and_dual_recordings_of_two_callers_and_a_browser() {
     assert_eq!(manifest["sessionId"], s.as_str());
     assert_eq!(manifest["files"].as_array().map(Vec::len), Some(3));
     assert!(g.metric("patchbay_recording_files_closed_total").await >= 8.0);
-    browser.join().expect("driver");
+    // The browser's file holds the Opus frames Chromium's encoder made, byte for byte
+    // and in order (the page kept each frame its sender sent).
+    let report = browser.join().expect("driver");
+    let sent: Vec<Vec<u8>> = report["pages"][0]["sentAudio"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|h| {
+                    (0..h.len() / 2)
+                        .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(sent.len() > 500, "the page kept {} sent frames", sent.len());
+    let first = sent
+        .iter()
+        .position(|p| *p == browser_packets[0])
+        .expect("the recording's first packet is one the browser sent");
+    let same = sent[first..]
+        .iter()
+        .zip(&browser_packets)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert_eq!(
+        same,
+        browser_packets.len(),
+        "packet {same} of {} differs from what the browser sent",
+        browser_packets.len()
+    );
     drop(running);
 }
 
@@ -660,6 +691,54 @@ async fn finished_recordings_reach_the_bucket_when_it_comes_back_and_after_a_cra
         .nth(1)
         .unwrap()
         .to_string();
+
+    // A caller who hangs up while the recording goes on: its file is in the bucket
+    // before the recording ends.
+    let (pb, tb) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&s, &pb, Some(json!({"sessionId": s}))).await;
+    let early = record(&api, &s, json!({"mode": "tracks", "format": "wav"})).await;
+    let early = early["id"].as_str().unwrap().to_string();
+    let short_call = SippCall::tone("b", &dir, 660, Law::Ulaw, 1500).token(&tb);
+    short_call
+        .spawn(&g, &dir)
+        .assert_ok(Duration::from_secs(15));
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = api
+            .call(
+                Method::GET,
+                &format!("/sessions/{s}/recordings/{early}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.body["status"], "recording", "{}", r.text);
+        let b_file = r.body["files"].as_array().and_then(|fs| {
+            fs.iter()
+                .find(|f| f["participantId"] == pb.as_str())
+                .cloned()
+        });
+        if b_file
+            .as_ref()
+            .is_some_and(|f| f["uploaded"] == true && f["complete"] == true)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "B's file not uploaded while recording: {}",
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.call(
+        Method::DELETE,
+        &format!("/sessions/{s}/recordings/{early}"),
+        None,
+    )
+    .await;
+    uploaded(&api, &s, &early, Duration::from_secs(20)).await;
 
     // The bucket is up: the file and the manifest arrive, the same bytes as the API's.
     let first = two_seconds(&api, &s, "tracks").await;

@@ -75,6 +75,10 @@ impl Webhooks {
 
 /// The writer's reports (from its thread) become stored records and callbacks.
 impl RecordingReports for Webhooks {
+    fn file_closed(&self, recording: uuid::Uuid, file: patchbay_conference::recording::FileReport) {
+        self.conference.recording_file_closed(recording, file);
+    }
+
     fn finished(&self, report: RecordingReport) {
         let id = report.manifest.recording_id;
         match self.conference.recording_finished(&report) {

@@ -216,9 +216,23 @@ pub struct Recording {
     pub damaged: bool,
     #[serde(default)]
     pub files: Vec<FileReport>,
+    /// The bucket has its final manifest.
+    #[serde(default)]
+    pub manifest_uploaded: bool,
 }
 
 impl Recording {
+    /// A file closed: listed (or updated), keeping whether the bucket has it.
+    pub fn file_closed(&mut self, mut file: FileReport) {
+        match self.files.iter_mut().find(|f| f.file == file.file) {
+            Some(f) => {
+                file.uploaded |= f.uploaded;
+                *f = file;
+            }
+            None => self.files.push(file),
+        }
+    }
+
     /// Take a finished recording's report.
     pub fn finish(&mut self, report: &RecordingReport) {
         self.status = if report.failed {
@@ -229,7 +243,9 @@ impl Recording {
         self.end_ms = report.manifest.end_ms;
         self.reason = report.manifest.reason.clone();
         self.damaged = report.manifest.damaged;
-        self.files = report.manifest.files.clone();
+        for f in &report.manifest.files {
+            self.file_closed(f.clone());
+        }
     }
 }
 

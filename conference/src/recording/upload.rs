@@ -35,11 +35,11 @@ pub struct S3Options {
 pub trait UploadBook: Send + Sync + 'static {
     /// A recording's record as it is now.
     fn recording(&self, id: Uuid) -> Option<Recording>;
-    /// The bucket has this file: mark it (durably) in the record.
+    /// The bucket has this file (None: the manifest): mark it (durably) in the record.
     fn mark_uploaded(
         &self,
         id: Uuid,
-        file: u32,
+        file: Option<u32>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
 }
 
@@ -159,6 +159,9 @@ async fn run(
         let mut backoff = Duration::from_secs(1);
         loop {
             match upload(&store, &prefix, &dir, &*book, id, &stats).await {
+                // Files that closed meanwhile, or the end that came meanwhile, are taken
+                // before the recording leaves the queue.
+                Ok(()) if book.recording(id).is_some_and(|r| pending(&r)) => continue,
                 Ok(()) => break,
                 Err(e) => {
                     stats.failures.fetch_add(1, Relaxed);
@@ -171,6 +174,17 @@ async fn run(
         queued.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         stats.pending.fetch_sub(1, Relaxed);
     }
+}
+
+/// A file the bucket should have now: closed, or in a recording that ended (a crash
+/// closes files as far as they got).
+fn due(r: &Recording, f: &super::FileReport) -> bool {
+    !f.uploaded && (f.complete || !r.status.is_running())
+}
+
+/// Whether `r` has uploads to make: a due file, or its manifest once it ended.
+pub fn pending(r: &Recording) -> bool {
+    r.files.iter().any(|f| due(r, f)) || (!r.status.is_running() && !r.manifest_uploaded)
 }
 
 /// Upload every file of `id` not marked yet, then its manifest.
@@ -188,21 +202,26 @@ async fn upload(
     };
     let base = format!("{prefix}{}/{}/{}", r.account_id, r.session_id, r.id);
     let rdir = dir.join(id.to_string());
-    for f in r.files.iter().filter(|f| !f.uploaded) {
+    for f in r.files.iter().filter(|f| due(&r, f)) {
         let bytes = put_file(store, &format!("{base}/{}", f.name), &rdir.join(&f.name)).await?;
-        if !book.mark_uploaded(id, f.file).await {
+        if !book.mark_uploaded(id, Some(f.file)).await {
             return Err("the upload could not be recorded in the store".into());
         }
         stats.files.fetch_add(1, Relaxed);
         stats.bytes.fetch_add(bytes, Relaxed);
         tracing::info!(recording = %id, file = %f.name, bytes, "recording file uploaded");
     }
-    put_file(
-        store,
-        &format!("{base}/manifest.json"),
-        &rdir.join("manifest.json"),
-    )
-    .await?;
+    if !r.status.is_running() && !r.manifest_uploaded {
+        put_file(
+            store,
+            &format!("{base}/manifest.json"),
+            &rdir.join("manifest.json"),
+        )
+        .await?;
+        if !book.mark_uploaded(id, None).await {
+            return Err("the upload could not be recorded in the store".into());
+        }
+    }
     Ok(())
 }
 

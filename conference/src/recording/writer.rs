@@ -34,6 +34,10 @@ pub struct WriterStats {
 
 /// Where finished recordings are reported (the control plane).
 pub trait RecordingReports: Send + Sync + 'static {
+    /// One file is complete (the recording goes on).
+    fn file_closed(&self, recording: Uuid, file: FileReport) {
+        let _ = (recording, file);
+    }
     fn finished(&self, report: RecordingReport);
 }
 
@@ -278,12 +282,17 @@ fn handle(
                 }
             }
             stats.files_closed.fetch_add(1, Relaxed);
+            let mut closed = None;
             if let Some(r) = a.manifest.files.iter_mut().find(|r| r.file == file) {
                 r.duration_ms = duration_ms;
                 r.bytes = o.bytes;
                 r.complete = true;
+                closed = Some(r.clone());
             }
             save_manifest(&dir.join(recording.to_string()), &a.manifest, stats);
+            if let Some(f) = closed.filter(|_| !a.failed) {
+                reports.file_closed(recording, f);
+            }
         }
         RecordingOut::Stopped { recording, reason } => {
             let mut a = active.remove(&recording).unwrap_or_else(|| Active {

@@ -45,9 +45,9 @@ pub(super) struct RecordingBook {
     pub(super) uploader: Option<recording::upload::Uploader>,
 }
 
-/// Whether a finished recording has files the object store does not have yet.
+/// Whether a recording has files (or a manifest) the object store should have and has not.
 fn to_upload(r: &Recording) -> bool {
-    !r.status.is_running() && r.files.iter().any(|f| !f.uploaded)
+    recording::upload::pending(r)
 }
 
 impl recording::upload::UploadBook for Conference {
@@ -58,15 +58,20 @@ impl recording::upload::UploadBook for Conference {
     fn mark_uploaded(
         &self,
         id: Uuid,
-        file: u32,
+        file: Option<u32>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
         let record = {
             let mut book = self.book();
             let Some(r) = book.by_id.get_mut(&id) else {
                 return Box::pin(async { false });
             };
-            for f in r.files.iter_mut().filter(|f| f.file == file) {
-                f.uploaded = true;
+            match file {
+                Some(file) => {
+                    for f in r.files.iter_mut().filter(|f| f.file == file) {
+                        f.uploaded = true;
+                    }
+                }
+                None => r.manifest_uploaded = true,
             }
             r.clone()
         };
@@ -205,6 +210,7 @@ impl Conference {
             reason: None,
             damaged: false,
             files: Vec::new(),
+            manifest_uploaded: false,
         };
         let durable = {
             let mut book = self.book();
@@ -358,6 +364,21 @@ impl Conference {
             u.enqueue(r.id);
         }
         Some(r)
+    }
+
+    /// A file of a running recording is complete: listed in its record, and uploaded
+    /// when recordings go to object storage (not stored here: the upload's mark, or the
+    /// end of the recording, stores it).
+    pub fn recording_file_closed(&self, id: Uuid, file: FileReport) {
+        let mut book = self.book();
+        let Some(r) = book.by_id.get_mut(&id) else {
+            return;
+        };
+        r.file_closed(file);
+        let due = to_upload(r);
+        if let Some(u) = book.uploader.as_ref().filter(|_| due) {
+            u.enqueue(id);
+        }
     }
 
     /// The files of a running recording as far as the writer got (the manifest).

@@ -32,6 +32,61 @@ RTCDataChannel.prototype.send = function (data) {
   return nativeSend.call(this, data);
 };
 
+// When set (before connect), every peer connection the SDK makes runs its encoded
+// frames through the page (encoded insertable streams): the Opus frames the microphone's
+// sender sends are kept (hex), untouched, to compare with what a recording holds.
+let captureSent = false;
+const sentAudio = [];
+const NativePeerConnection = window.RTCPeerConnection;
+function hex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+function passThrough(endpoint) {
+  try {
+    const { readable, writable } = endpoint.createEncodedStreams();
+    readable.pipeTo(writable).catch(() => {});
+  } catch {
+    /* already piped */
+  }
+}
+function tapSender(sender, kind) {
+  try {
+    const { readable, writable } = sender.createEncodedStreams();
+    readable
+      .pipeThrough(
+        new TransformStream({
+          transform(frame, out) {
+            if (kind === "audio" && sentAudio.length < 10000) sentAudio.push(hex(new Uint8Array(frame.data)));
+            out.enqueue(frame);
+          },
+        }),
+      )
+      .pipeTo(writable)
+      .catch(() => {});
+  } catch {
+    /* already piped */
+  }
+}
+window.RTCPeerConnection = class extends NativePeerConnection {
+  constructor(config, ...rest) {
+    super(captureSent ? { ...(config || {}), encodedInsertableStreams: true } : config, ...rest);
+    if (captureSent) this.addEventListener("track", (e) => passThrough(e.receiver));
+  }
+  addTrack(track, ...streams) {
+    const sender = super.addTrack(track, ...streams);
+    if (captureSent) tapSender(sender, track.kind);
+    return sender;
+  }
+  addTransceiver(trackOrKind, init) {
+    const t = super.addTransceiver(trackOrKind, init);
+    if (captureSent) {
+      tapSender(t.sender, typeof trackOrKind === "string" ? trackOrKind : trackOrKind.kind);
+      passThrough(t.receiver);
+    }
+    return t;
+  }
+};
+
 const events = [];
 const analysers = {};
 const videos = {};
@@ -65,6 +120,16 @@ function sleep(ms) {
 window.pb = {
   closes,
   events,
+
+  /** Keep the encoded audio frames this page sends (call before connect). */
+  captureSent() {
+    captureSent = true;
+  },
+
+  /** The encoded audio frames sent so far (hex), in order. */
+  sentAudio() {
+    return sentAudio;
+  },
 
   /** Make the SDK's sockets use this uniqueId. */
   forceUniqueId(id) {

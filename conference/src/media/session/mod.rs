@@ -67,6 +67,7 @@ pub use layout::{LineKind, SubscribeLayout};
 pub use moving::{Detached, Fate, Home, Homes, Moving};
 pub use recorder::{
     FileMeta, RecordFormat, RecordMode, RecordRequest, RecordingOut, StopReason, MIX_RATE,
+    NARROW_MIX_RATE,
 };
 pub use view::{
     render_stream_counts, render_views, Delivery, Heard, ListenerView, MediaView, Origin, Quality,

@@ -18,8 +18,11 @@ use crate::media::container::opus_samples_48k;
 use crate::media::container::wav::{self, WavFormat};
 use crate::media::{frame_len, g711, FRAME_MS};
 
-/// The rate of `mixed` and `dual` recordings (every mix input is at most 16 kHz).
+/// The widest rate of `mixed` and `dual` recordings (every mix input is at most 16 kHz).
 pub const MIX_RATE: u32 = 16_000;
+/// Their rate when every stream is narrowband (G.711) as they start: the recorder then
+/// shares the legs' own mix (no resampling, no second accumulation).
+pub const NARROW_MIX_RATE: u32 = 8_000;
 /// Bytes leave the core this often (in 20 ms ticks).
 const FLUSH_TICKS: u64 = 50;
 /// Pre-skip of libopus at 48 kHz (its look-ahead), for Ogg files we encode.
@@ -346,12 +349,13 @@ impl SessionCore {
                 } else {
                     1
                 };
+                let rate = self.mix_rate();
                 for _ in 0..channels {
                     let key = self.endpoint_key();
-                    self.mixer.add_listener(key, MIX_RATE, None);
+                    self.mixer.add_listener(key, rate, None);
                     rec.listeners.push(key);
                 }
-                rec.open(None, None, MIX_RATE, channels, (None, None), &mut out);
+                rec.open(None, None, rate, channels, (None, None), &mut out);
             }
         }
         tracing::info!(session_id = %self.session_id, recording = %rec.id(), mode = ?rec.req.mode, format = ?rec.req.format, "recording started");
@@ -364,6 +368,22 @@ impl SessionCore {
             self.push(a);
         }
         self.route();
+    }
+
+    /// The rate of a mix recorded from now: 8 kHz while only G.711 callers speak (a
+    /// wideband stream that joins later is heard at that rate), else 16 kHz.
+    fn mix_rate(&self) -> u32 {
+        let narrow = !self.legs.is_empty()
+            && self.browser_audio.is_empty()
+            && self
+                .legs
+                .values()
+                .all(|l| l.media.codec.pcm_rate() == NARROW_MIX_RATE);
+        if narrow {
+            NARROW_MIX_RATE
+        } else {
+            MIX_RATE
+        }
     }
 
     /// Stop a recording (closing its files).
