@@ -349,8 +349,15 @@ def run_record(args):
                 raise RuntimeError(f"only {gw.metrics().get('patchbay_sip_calls_active')} of {n} calls up")
             time.sleep(0.2)
         time.sleep(3)
+        # Bare libopus, same machine, same run: what one mixed Ogg encode costs at least.
+        bare = {}
+        for rate in (8000, 16000):
+            out = subprocess.run([os.path.join(ROOT, "target/release/webrtc-load"), "opus-baseline", "--rate",
+                                  str(rate)], capture_output=True, text=True, check=True).stdout
+            bare[rate] = json.loads(out.strip().splitlines()[-1])["us_per_frame"]
         print(f"machine: {machine()}")
         print(f"{n} PCMU legs in {len(sessions)} sessions of {args.per_session}, {args.seconds:.0f} s per phase")
+        print(f"bare libopus encode (complexity 5, 20 ms): {bare[8000]:.1f} µs at 8 kHz, {bare[16000]:.1f} µs at 16 kHz")
         results = {}
         for name, spec in RECORD_PHASES:
             ids = []
@@ -394,6 +401,12 @@ def run_record(args):
             if "upload_bytes_per_s" in r:
                 line += f"  upload {r['upload_bytes_per_s'] / 1e6:.2f} MB/s"
             print(line)
+        # The G.711-only sessions mix at 8 kHz: one Opus encode per session per 20 ms.
+        floor = len(sessions) * 50 * bare[8000] / 1e6
+        ogg = results["mixed ogg"]["recording_cores"]
+        results["mixed ogg"]["vs_bare_libopus"] = round(ogg / floor, 3) if floor else None
+        print(f"mixed ogg against bare libopus ({len(sessions)} encodes at 8 kHz every 20 ms = {floor:.3f} cores): "
+              f"{results['mixed ogg']['vs_bare_libopus']}x")
         print(json.dumps({"legs": n, "per_session": args.per_session, "phases": results}))
         return results
     finally:
@@ -524,7 +537,8 @@ def main():
                         help="a commit to measure the same way for A/B ratios (default: bench/baseline.rev; none: skip)")
     args = p.parse_args()
     if args.cmd == "record":
-        subprocess.run(["cargo", "build", "--release", "-q", "--bin", "patchbay"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "-q", "--bin", "patchbay", "--bin", "webrtc-load"], cwd=ROOT,
+                       check=True)
         run_record(args)
         return
     rev = args.baseline or open(os.path.join(ROOT, "bench/baseline.rev")).readline().strip()

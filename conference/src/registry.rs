@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use crate::dialogs::{DialCommand, Dialog, DialogData, DialogEvent, DialogState};
-use crate::media::session::{HangupReason, MediaHub, SessionHandle, SessionInput, SessionSnapshot};
+use crate::media::session::{
+    Control, HangupReason, MediaHub, SessionHandle, SessionInput, SessionSnapshot,
+};
 use crate::model::{
     DeviceApiVersion, Participant, PublishPermission, Session, Subscriptions, UnixMillis,
 };
@@ -294,8 +296,10 @@ impl Conference {
 
     /// Push the session's current membership and subscriptions to its media actor.
     fn notify_media(&self, st: &State, session_id: Uuid) {
-        self.media
-            .notify(session_id, SessionInput::Snapshot(snapshot(st, session_id)));
+        self.media.notify(
+            session_id,
+            SessionInput::Core(Control::Snapshot(snapshot(st, session_id))),
+        );
     }
 
     /// Admit a media leg (a SIP call) for the participant a token names: it must

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::state::snapshot;
 use super::{Conference, ConferenceError, Result};
-use crate::media::session::{RecordFormat, RecordMode, RecordRequest, SessionInput};
+use crate::media::session::{Control, RecordFormat, RecordMode, RecordRequest, SessionInput};
 use crate::recording::{self, FileReport, Manifest, Recording, RecordingReport, RecordingStatus};
 use crate::store::StoreOp;
 
@@ -252,7 +252,7 @@ impl Conference {
             max_bytes: options.max_bytes,
             max_duration: options.max_duration,
         };
-        if !handle.send(SessionInput::Record(req)) {
+        if !handle.send(SessionInput::Core(Control::Record(req))) {
             // The session's media is busy or gone: the recording never ran.
             let mut failed = record;
             failed.status = RecordingStatus::Failed;
@@ -317,7 +317,7 @@ impl Conference {
         }
         match self.media.running(session_id) {
             Some(h) => {
-                if !h.send(SessionInput::StopRecording(id)) {
+                if !h.send(SessionInput::Core(Control::StopRecording(id))) {
                     return Err(ConferenceError::Conflict(
                         "the session's media is busy: try again".into(),
                     ));

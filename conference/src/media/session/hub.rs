@@ -308,7 +308,7 @@ impl HubInner {
             }
             let lobby = hub.lobby_slot().clone();
             if let Some(l) = lobby {
-                l.send(SessionInput::Recheck(participant_id));
+                l.send(SessionInput::Core(super::Control::Recheck(participant_id)));
             }
         });
     }
@@ -420,7 +420,7 @@ impl MediaHub {
     pub fn recheck(&self, participant_id: Uuid) {
         let lobby = self.inner.lobby_slot().clone();
         if let Some(l) = lobby {
-            l.send(SessionInput::Recheck(participant_id));
+            l.send(SessionInput::Core(super::Control::Recheck(participant_id)));
         }
     }
 
@@ -436,7 +436,7 @@ impl MediaHub {
     pub fn notify(&self, session_id: Uuid, input: SessionInput) {
         if let Some(h) = self.inner.sessions().get(&session_id) {
             match input {
-                SessionInput::Snapshot(s) => h.set_snapshot(s),
+                SessionInput::Core(super::Control::Snapshot(s)) => h.set_snapshot(s),
                 input => {
                     h.send(input);
                 }

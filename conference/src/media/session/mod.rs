@@ -297,7 +297,10 @@ pub enum PublishError {
     TooManyEndpoints,
 }
 
-/// What the shell receives on its control channel.
+/// What the shell receives on its control channel: the core's own inputs as they are
+/// ([`SessionInput::Core`]), and the three that bring channels of the shell's (a leg's
+/// RTP endpoint and media watch, a device's notes and inputs, media moving in with
+/// both), which the shell keeps, handing the core the rest.
 pub enum SessionInput {
     /// A SIP leg joins. Its negotiated media is `media`'s current value; a new value
     /// (re-INVITE with another codec or ptime) updates the leg, and the sender's drop
@@ -326,21 +329,15 @@ pub enum SessionInput {
         notify: tokio::sync::mpsc::Sender<crate::events::DeviceNote>,
         inputs: Inbox,
     },
-    Snapshot(SessionSnapshot),
     /// The session's snapshot (its watch) changed: a doorbell only, the state is in the
     /// watch (a dropped doorbell loses nothing: the shell looks at each wake-up).
     SnapshotChanged,
     /// A participant's media moves in (it joined this session, or left one for the
     /// lobby), with what becomes of it here.
     Adopt(Box<Moving>, Fate),
-    /// The lobby: the participant's session changed; its parked media moves on.
-    Recheck(Uuid),
-    /// Start recording the session's media.
-    Record(RecordRequest),
-    /// Stop a recording.
-    StopRecording(Uuid),
-    /// The session is gone: hang up every leg, close every device, stop.
-    End(HangupReason),
+    /// Every other input: the core's own, as it is (nothing of the shell's rides with
+    /// it, so a new one is a variant of [`Control`] and nothing else).
+    Core(Control),
 }
 
 /// One input of a device's signaling connection, on that connection's own channel

@@ -10,7 +10,7 @@
 //! Where media belongs is the control plane's answer ([`Homes`]): the hub asks it for
 //! every detached participant and sends the media there. A core detaches the media of
 //! every non-member (after a snapshot, a join or an adoption); the lobby detaches a
-//! participant's media when told its session changed ([`super::SessionInput::Recheck`])
+//! participant's media when told its session changed ([`super::Control::Recheck`])
 //! and asks for a check of everything that arrives (a join that raced an add).
 //!
 //! On arrival, one call per participant (the newer call stays) and one device per

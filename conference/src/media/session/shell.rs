@@ -140,7 +140,6 @@ impl Io {
                     prior,
                 }
             }
-            SessionInput::Snapshot(s) => Control::Snapshot(s),
             SessionInput::Adopt(moving, fate) => {
                 let Moving {
                     media,
@@ -159,10 +158,7 @@ impl Io {
                 self.count_legs();
                 Control::Adopt { media, fate }
             }
-            SessionInput::Recheck(p) => Control::Recheck(p),
-            SessionInput::Record(r) => Control::Record(r),
-            SessionInput::StopRecording(id) => Control::StopRecording(id),
-            SessionInput::End(reason) => Control::End(reason),
+            SessionInput::Core(control) => control,
         };
         core.handle_control(now, control);
         self.outputs(core);
@@ -478,7 +474,11 @@ pub(super) async fn run(
         if ch.snapshot.has_changed().unwrap_or(false) {
             let snapshot = ch.snapshot.borrow_and_update().clone();
             if let Some(s) = snapshot {
-                io.control(&mut core, Now::system(), SessionInput::Snapshot(s));
+                io.control(
+                    &mut core,
+                    Now::system(),
+                    SessionInput::Core(Control::Snapshot(s)),
+                );
                 core.fold_stats(&hub.stats);
                 controlled = true;
             }
@@ -491,7 +491,7 @@ pub(super) async fn run(
                     Ok(()) => (*ch.end.borrow()).unwrap_or(HangupReason::SessionEnded),
                     Err(_) => HangupReason::Shutdown,
                 };
-                io.control(&mut core, Now::system(), SessionInput::End(reason));
+                io.control(&mut core, Now::system(), SessionInput::Core(Control::End(reason)));
                 break;
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
