@@ -74,7 +74,8 @@ pub struct RecordingBody {
     pub start_time: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
-    /// Why it stopped: `requested`, `sessionEnded`, `limit`, `shutdown`, `interrupted`.
+    /// Why it stopped: `requested`, `sessionEnded`, `limit`, `shutdown`, `moved` (the
+    /// session's media moved to another node of a cluster), `interrupted` (a crash).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

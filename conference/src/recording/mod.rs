@@ -163,7 +163,8 @@ pub struct Manifest {
     pub start_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_ms: Option<u64>,
-    /// Why it stopped (`requested`, `sessionEnded`, `limit`, `shutdown`, `interrupted`).
+    /// Why it stopped (`requested`, `sessionEnded`, `limit`, `shutdown`, `moved`,
+    /// `interrupted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Some of its bytes were dropped (the writer fell behind).

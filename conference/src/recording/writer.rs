@@ -347,6 +347,7 @@ fn reason_name(reason: StopReason) -> &'static str {
         StopReason::SessionEnded => "sessionEnded",
         StopReason::Limit => "limit",
         StopReason::Shutdown => "shutdown",
+        StopReason::Moved => "moved",
     }
 }
 

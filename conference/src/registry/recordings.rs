@@ -174,15 +174,24 @@ impl Conference {
         session_id: Uuid,
         new: NewRecording,
     ) -> Result<Recording> {
-        if self.cluster.is_some() {
-            return Err(ConferenceError::Conflict(
-                "recordings are not available in a cluster yet".into(),
-            ));
-        }
         let options = self.book().options.clone().ok_or_else(|| {
             ConferenceError::Conflict("recordings are not enabled on this gateway".into())
         })?;
         let session = self.get_session(account_id, session_id)?;
+        // In a cluster, a recording runs (and is served) where the session's media runs.
+        match self.place_session(session_id).await? {
+            super::Placement::Here => {}
+            super::Placement::Elsewhere { node, .. } => {
+                return Err(ConferenceError::Conflict(format!(
+                    "the session's media runs on node {node}: recordings of it are made there"
+                )))
+            }
+            super::Placement::Draining => {
+                return Err(ConferenceError::Conflict(
+                    "this node is stopping: start the recording on another node".into(),
+                ))
+            }
+        }
         if let Some(p) = new.participant_id {
             if new.mode != RecordMode::Dual {
                 return Err(ConferenceError::Invalid(

@@ -428,6 +428,7 @@ impl SessionCore {
     pub(super) fn end(&mut self, now: Now, reason: HangupReason) {
         self.stop_recordings(match reason {
             HangupReason::Shutdown => super::StopReason::Shutdown,
+            HangupReason::Moved => super::StopReason::Moved,
             _ => super::StopReason::SessionEnded,
         });
         let legs: Vec<_> = self.legs.drain().collect();

@@ -32,8 +32,9 @@
 //! what a device may receive, v3's subscribing offers), `endpoints` (v2: a connection per
 //! published and per received stream, the client always offering), `sfu` (driving the
 //! peer connections, fan-out, forwarding), `bridge` (phone⇄browser audio and DTMF),
-//! `moving` (detaching a participant's media, adopting it elsewhere), `core` (the state
-//! machine: dispatch, outputs, timers). Both device protocols (v3 and
+//! `moving` (detaching a participant's media, adopting it elsewhere), `recorder` (the
+//! third kind of audio endpoint: recordings, whose containers it fills and emits as
+//! outputs), `core` (the state machine: dispatch, outputs, timers). Both device protocols (v3 and
 //! v2, [`Protocol`]) are served by the same core; only the API's adapters differ.
 
 mod bridge;

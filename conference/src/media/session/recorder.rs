@@ -70,6 +70,9 @@ pub enum StopReason {
     Limit,
     /// The gateway is stopping.
     Shutdown,
+    /// The session's media moved to another node of the cluster (the recording does not
+    /// follow it).
+    Moved,
 }
 
 /// A recording's file as it opens.
