@@ -33,6 +33,9 @@ pub struct Cli {
     /// [recording_max_mb, PATCHBAY_RECORDING_MAX_MB] A recording stops by itself once its files hold this many MB (reason `limit`) [default: 2048]
     #[arg(long, value_name = "MB")]
     pub recording_max_mb: Option<String>,
+    /// [recording_retention, PATCHBAY_RECORDING_RETENTION] Finished recordings (their records and local files) are deleted this long after they end; one whose upload is still pending is kept until it is uploaded [default: 30d]
+    #[arg(long, value_name = "DURATION")]
+    pub recording_retention: Option<String>,
     /// [recordings_s3_bucket, PATCHBAY_RECORDINGS_S3_BUCKET] Copy finished recordings to this bucket of S3-compatible storage (kept locally too) [default: none]
     #[arg(long, value_name = "BUCKET")]
     pub recordings_s3_bucket: Option<String>,

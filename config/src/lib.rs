@@ -137,6 +137,8 @@ pub struct Config {
     /// A recording stops by itself after this long, or at this size (all its files).
     pub recording_max_duration: Duration,
     pub recording_max_mb: usize,
+    /// Finished recordings (record and local files) are deleted this long after they end.
+    pub recording_retention: Duration,
     /// S3-compatible object storage for finished recordings (None: local files only).
     pub recordings_s3: Option<RecordingsS3>,
 }
@@ -212,6 +214,7 @@ struct Layer {
     recording_max_duration: Option<String>,
     #[serde(default, deserialize_with = "number_or_text")]
     recording_max_mb: Option<String>,
+    recording_retention: Option<String>,
     recordings_s3_endpoint: Option<String>,
     recordings_s3_bucket: Option<String>,
     recordings_s3_region: Option<String>,
@@ -312,6 +315,7 @@ scalar_keys!(
     recordings_dir,
     recording_max_duration,
     recording_max_mb,
+    recording_retention,
     recordings_s3_endpoint,
     recordings_s3_bucket,
     recordings_s3_region,
@@ -522,6 +526,11 @@ impl Config {
             layer.recording_max_duration.as_deref(),
             "4h",
         )?;
+        let recording_retention = parse_duration(
+            "recording_retention",
+            layer.recording_retention.as_deref(),
+            "30d",
+        )?;
         let recording_max_mb =
             parse_count("recording_max_mb", layer.recording_max_mb.as_deref(), 2048)?;
 
@@ -709,6 +718,7 @@ impl Config {
             recordings_dir,
             recording_max_duration,
             recording_max_mb,
+            recording_retention,
             recordings_s3,
             console_dir,
             database_url,

@@ -442,6 +442,7 @@ fn recordings_keys_and_their_refusals() {
     assert_eq!(c.recordings_dir, PathBuf::from("/d/recordings"));
     assert_eq!(c.recording_max_duration, Duration::from_secs(4 * 3600));
     assert_eq!(c.recording_max_mb, 2048);
+    assert_eq!(c.recording_retention, Duration::from_secs(30 * 86_400));
     assert!(c.recordings_s3.is_none());
     let c = load(
         &[

@@ -245,6 +245,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_per_session: recording::MAX_PER_SESSION,
             max_bytes: config.recording_max_mb as u64 * 1024 * 1024,
             max_duration: config.recording_max_duration,
+            retention: config.recording_retention,
         })
         .await
         .context("closing the recordings the last run left open")?;
@@ -399,10 +400,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let conference = conference.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
+            for round in 0u64.. {
                 tick.tick().await;
                 if let Err(e) = conference.expire_sessions().await {
                     tracing::error!(error = %e, "session expiry failed");
+                }
+                if round % 5 == 0 {
+                    if let Err(e) = conference.sweep_recordings().await {
+                        tracing::error!(error = %e, "recording retention failed");
+                    }
                 }
             }
         })

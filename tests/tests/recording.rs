@@ -803,3 +803,31 @@ async fn finished_recordings_reach_the_bucket_when_it_comes_back_and_after_a_cra
     assert!(bytes.len() > 16_000, "{} bytes", bytes.len());
     assert!(g.metric("patchbay_recording_files_uploaded_total").await >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_recordings_are_deleted_after_their_retention() {
+    let g = Gateway::start_with(&["--recording-retention", "3s"], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let (pa, _) = api.participant(json!({})).await;
+    api.add(&s, &pa, Some(json!({"sessionId": s}))).await;
+    let id = two_seconds(&api, &s, "mixed").await;
+    let dir = g.data_dir().join("recordings").join(&id);
+    assert!(dir.join("manifest.json").exists());
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = api
+            .call(Method::GET, &format!("/sessions/{s}/recordings/{id}"), None)
+            .await;
+        if r.status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(Instant::now() < end, "still there: {}", r.text);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!dir.exists(), "its files are gone");
+    let list = api
+        .call(Method::GET, &format!("/sessions/{s}/recordings"), None)
+        .await;
+    assert_eq!(list.body, json!([]));
+}

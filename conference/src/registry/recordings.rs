@@ -25,6 +25,8 @@ pub struct RecordingOptions {
     pub max_bytes: u64,
     /// Longest recording before it stops by itself.
     pub max_duration: Duration,
+    /// Finished recordings are deleted this long after they end.
+    pub retention: Duration,
 }
 
 /// A request to start a recording.
@@ -160,6 +162,56 @@ impl Conference {
     /// The uploader, if recordings go to object storage.
     pub fn uploader(&self) -> Option<recording::upload::Uploader> {
         self.book().uploader.clone()
+    }
+
+    /// Delete the finished recordings whose retention ended (record, then local files);
+    /// one the bucket does not have yet is kept. Returns how many went.
+    pub async fn sweep_recordings(&self) -> Result<usize> {
+        let now = self.now() as u64;
+        let (expired, dir): (Vec<Uuid>, Option<PathBuf>) = {
+            let book = self.book();
+            let Some(o) = book.options.as_ref() else {
+                return Ok(0);
+            };
+            let keep = o.retention.as_millis() as u64;
+            let uploads = book.uploader.is_some();
+            let expired = book
+                .by_id
+                .values()
+                .filter(|r| !r.status.is_running())
+                .filter(|r| r.end_ms.unwrap_or(r.start_ms).saturating_add(keep) <= now)
+                .filter(|r| !(uploads && to_upload(r)))
+                .map(|r| r.id)
+                .collect();
+            (expired, Some(o.dir.clone()))
+        };
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        self.store
+            .commit(
+                expired
+                    .iter()
+                    .map(|id| StoreOp::DeleteRecording(*id))
+                    .collect(),
+            )
+            .await?;
+        let mut book = self.book();
+        for id in &expired {
+            book.by_id.remove(id);
+        }
+        drop(book);
+        if let Some(dir) = dir {
+            for id in &expired {
+                if let Err(e) = std::fs::remove_dir_all(dir.join(id.to_string())) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(recording = %id, error = %e, "an expired recording's files could not be deleted");
+                    }
+                }
+            }
+        }
+        tracing::info!(recordings = expired.len(), "expired recordings deleted");
+        Ok(expired.len())
     }
 
     /// Where recordings are kept, if they are on.

@@ -110,6 +110,8 @@ pub enum StoreOp {
     },
     /// Create or replace a recording's record.
     PutRecording(crate::recording::Recording),
+    /// Forget a recording (its retention ended).
+    DeleteRecording(Uuid),
 }
 
 /// A v3 browser's subscribing peer connection as the browser holds it: the m-lines of

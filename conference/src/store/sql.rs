@@ -476,6 +476,12 @@ async fn apply(conn: &mut $conn, node: &str, op: &StoreOp) -> Result<(), sqlx::E
             .execute(conn)
             .await?;
         }
+        StoreOp::DeleteRecording(id) => {
+            sqlx::query(&$sql("DELETE FROM recordings WHERE id = ?"))
+                .bind(id.to_string())
+                .execute(conn)
+                .await?;
+        }
         StoreOp::PutConnection(c) => {
             sqlx::query(&$sql("INSERT INTO connections (participant_id, source, device_id, callback_url, tag, connected, since_ms, node) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (participant_id, source, device_id) DO UPDATE SET \

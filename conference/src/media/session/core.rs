@@ -20,6 +20,8 @@ use crate::media::mixer::Mixer;
 use crate::media::stats::{LocalStats, MediaStats};
 use crate::media::FRAME_MS;
 
+/// The first audio endpoint key of a core (see `SessionCore::next_key`).
+const FIRST_ENDPOINT_KEY: u64 = 1 << 40;
 /// How often devices are checked (resume grace, heartbeat, unanswered offers).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// How often the heartbeat channels are PINGed.
@@ -236,7 +238,9 @@ pub struct SessionCore {
     /// Recordings running here.
     pub(super) recorders: Vec<super::recorder::Recorder>,
     /// The next audio endpoint key (the mixer's streams and listeners: legs, browsers'
-    /// audio, recorders), issued here and never reused.
+    /// audio, recorders), issued here and never reused. They count from
+    /// [`FIRST_ENDPOINT_KEY`], far from any leg id, so that code still taking a leg id
+    /// for a mixer key finds nothing (and fails its tests) instead of a coincidence.
     next_key: u64,
     pub(super) queue: VecDeque<Queued>,
     pub(super) arena: Vec<u8>,
@@ -277,7 +281,7 @@ impl SessionCore {
             drive_pending: false,
             browser_audio: Vec::new(),
             recorders: Vec::new(),
-            next_key: 1,
+            next_key: FIRST_ENDPOINT_KEY,
             queue: VecDeque::with_capacity(64),
             arena: Vec::with_capacity(4096),
             outbox: Vec::with_capacity(64),

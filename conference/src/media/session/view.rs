@@ -342,10 +342,10 @@ impl SessionCore {
                     .collect(),
             });
         }
-        for (id, leg) in legs_sorted {
+        for (_, leg) in legs_sorted {
             let hears = self
                 .mixer
-                .hears(id.0)
+                .hears(leg.key)
                 .unwrap_or_default()
                 .iter()
                 .filter_map(|key| self.mixer_source(*key))
@@ -373,7 +373,7 @@ impl SessionCore {
 
     /// Whose stream a mixer key is (a leg's, or a browser's audio track).
     fn mixer_source(&self, key: u64) -> Option<(Uuid, Option<String>)> {
-        if let Some(l) = self.legs.get(&LegId(key)) {
+        if let Some(l) = self.legs.values().find(|l| l.key == key) {
             return Some((l.owner.participant_id, Some(self.alias.to_string())));
         }
         self.browser_audio
