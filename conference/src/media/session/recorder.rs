@@ -127,6 +127,9 @@ struct RecFile {
     id: u32,
     /// None: the recording's mix.
     source: Option<Source>,
+    /// The codec of the stream it holds (a leg that changes codec starts a new file:
+    /// one file has one format).
+    codec: Option<AudioCodec>,
     sink: Sink,
     rate: u32,
     pending: Vec<u8>,
@@ -243,6 +246,7 @@ impl Recorder {
         self.files.push(RecFile {
             id,
             source,
+            codec,
             sink,
             rate,
             pending,
@@ -456,6 +460,13 @@ impl SessionCore {
                     }
                     for (&id, leg) in legs.iter() {
                         let source = Source::Leg(id);
+                        // A re-INVITE changed the caller's codec: that file ends here.
+                        if let Some(i) = rec.files.iter().position(|f| {
+                            f.source == Some(source) && f.codec != Some(leg.media.codec)
+                        }) {
+                            let f = rec.files.remove(i);
+                            rec.close(f, &mut out);
+                        }
                         if rec.file_of(source).is_none() {
                             let who = (Some(leg.owner.participant_id), Some(alias.to_string()));
                             let codec = leg.media.codec;

@@ -358,3 +358,53 @@ fn mixed_hears_browsers_too() {
         rms(&pcm[16_000..])
     );
 }
+
+#[test]
+fn a_caller_changing_codec_gets_a_new_file_in_its_new_format() {
+    let a = Uuid::new_v4();
+    let mut rig = Rig::new();
+    rig.members(&[a]);
+    rig.join_leg(1, a);
+    let req = request(RecordMode::Tracks, RecordFormat::Wav);
+    let id = req.id;
+    rig.control(Control::Record(req));
+    let mut tone = Caller::new(1, 440.0);
+    rig.ticks(50, &mut [&mut tone]);
+    // A re-INVITE to G.722.
+    let mut g722 = pcmu();
+    g722.codec = crate::media::codec::AudioCodec::G722;
+    g722.payload_type = 9;
+    rig.control(Control::Update {
+        leg: LegId(1),
+        media: g722,
+    });
+    rig.ticks(50, &mut []);
+    rig.control(Control::StopRecording(id));
+    let got = files_of(&rig.take(), id);
+    assert_eq!(
+        got.files.len(),
+        2,
+        "{:?}",
+        got.files.keys().collect::<Vec<_>>()
+    );
+    let first = &got.files[&0];
+    let second = &got.files[&1];
+    assert_eq!(
+        (first.0.wav, first.0.rate, first.2),
+        (
+            Some(crate::media::container::wav::WavFormat::Mulaw),
+            8000,
+            Some(1000)
+        )
+    );
+    assert_eq!(
+        (second.0.wav, second.0.rate, second.0.offset_ms, second.2),
+        (
+            Some(crate::media::container::wav::WavFormat::Pcm16),
+            16000,
+            1000,
+            Some(1000)
+        )
+    );
+    assert_eq!(second.1.len(), HEADER_LEN + 32_000, "1 s of 16 kHz PCM");
+}
