@@ -802,6 +802,46 @@ async fn finished_recordings_reach_the_bucket_when_it_comes_back_and_after_a_cra
         .expect("uploaded after the restart");
     assert!(bytes.len() > 16_000, "{} bytes", bytes.len());
     assert!(g.metric("patchbay_recording_files_uploaded_total").await >= 1.0);
+
+    // A file removed from the disk before its upload is given up (not retried forever):
+    // the queue drains and the manifest still arrives. (Removed while the gateway is
+    // down: an upload in flight reads the file it opened, whatever happens to its name.)
+    let call = SippCall::tone("a2", &dir, 440, Law::Ulaw, 20000).token(&ta);
+    let running = call.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    s3.down();
+    let fourth = two_seconds(&api, &s, "tracks").await;
+    g.kill9();
+    let rdir = g.data_dir().join("recordings").join(&fourth);
+    for e in std::fs::read_dir(&rdir).expect("its directory") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "wav") {
+            std::fs::remove_file(p).expect("remove");
+        }
+    }
+    s3.up().await;
+    g.restart().await;
+    let api = g.api();
+    let end = Instant::now() + Duration::from_secs(30);
+    while s3
+        .object(&format!("rec/{account}/{s}/{fourth}/manifest.json"))
+        .await
+        .is_none()
+    {
+        assert!(Instant::now() < end, "the manifest never arrived");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    g.wait_metric("patchbay_recording_uploads_pending", 0.0)
+        .await;
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/sessions/{s}/recordings/{fourth}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["files"][0]["uploaded"], false, "{}", r.text);
+    drop(running);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

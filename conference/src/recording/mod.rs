@@ -101,6 +101,9 @@ pub struct FileReport {
     /// Copied to the object store.
     #[serde(default)]
     pub uploaded: bool,
+    /// Not on the disk when it was to be uploaded (removed by hand): never uploaded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
 }
 
 impl FileReport {
@@ -126,6 +129,7 @@ impl FileReport {
                 .to_string()
             }),
             uploaded: false,
+            lost: false,
         }
     }
 

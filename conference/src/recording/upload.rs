@@ -35,6 +35,12 @@ pub struct S3Options {
 pub trait UploadBook: Send + Sync + 'static {
     /// A recording's record as it is now.
     fn recording(&self, id: Uuid) -> Option<Recording>;
+    /// This file is not on the disk (removed by hand): mark it (durably) as lost.
+    fn mark_lost(
+        &self,
+        id: Uuid,
+        file: u32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
     /// The bucket has this file (None: the manifest): mark it (durably) in the record.
     fn mark_uploaded(
         &self,
@@ -157,11 +163,15 @@ async fn run(
     use std::sync::atomic::Ordering::Relaxed;
     while let Some(id) = rx.recv().await {
         let mut backoff = Duration::from_secs(1);
+        let mut passes = 0;
         loop {
             match upload(&store, &prefix, &dir, &*book, id, &stats).await {
                 // Files that closed meanwhile, or the end that came meanwhile, are taken
-                // before the recording leaves the queue.
-                Ok(()) if book.recording(id).is_some_and(|r| pending(&r)) => continue,
+                // before the recording leaves the queue (a few passes at most: what
+                // comes later is queued again).
+                Ok(()) if passes < 4 && book.recording(id).is_some_and(|r| pending(&r)) => {
+                    passes += 1;
+                }
                 Ok(()) => break,
                 Err(e) => {
                     stats.failures.fetch_add(1, Relaxed);
@@ -179,7 +189,7 @@ async fn run(
 /// A file the bucket should have now: closed, or in a recording that ended (a crash
 /// closes files as far as they got).
 fn due(r: &Recording, f: &super::FileReport) -> bool {
-    !f.uploaded && (f.complete || !r.status.is_running())
+    !f.uploaded && !f.lost && (f.complete || !r.status.is_running())
 }
 
 /// Whether `r` has uploads to make: a due file, or its manifest once it ended.
@@ -203,7 +213,16 @@ async fn upload(
     let base = format!("{prefix}{}/{}/{}", r.account_id, r.session_id, r.id);
     let rdir = dir.join(id.to_string());
     for f in r.files.iter().filter(|f| due(&r, f)) {
-        let bytes = put_file(store, &format!("{base}/{}", f.name), &rdir.join(&f.name)).await?;
+        let path = rdir.join(&f.name);
+        if !path.exists() {
+            // Removed from the disk by hand: nothing to upload, ever (not retried).
+            tracing::warn!(recording = %id, file = %f.name, "a recording file to upload is not on the disk");
+            if !book.mark_lost(id, f.file).await {
+                return Err("the missing file could not be recorded in the store".into());
+            }
+            continue;
+        }
+        let bytes = put_file(store, &format!("{base}/{}", f.name), &path).await?;
         if !book.mark_uploaded(id, Some(f.file)).await {
             return Err("the upload could not be recorded in the store".into());
         }
@@ -212,12 +231,11 @@ async fn upload(
         tracing::info!(recording = %id, file = %f.name, bytes, "recording file uploaded");
     }
     if !r.status.is_running() && !r.manifest_uploaded {
-        put_file(
-            store,
-            &format!("{base}/manifest.json"),
-            &rdir.join("manifest.json"),
-        )
-        .await?;
+        let manifest = rdir.join("manifest.json");
+        // A recording cut by a crash before its first file has no manifest: none to upload.
+        if manifest.exists() {
+            put_file(store, &format!("{base}/manifest.json"), &manifest).await?;
+        }
         if !book.mark_uploaded(id, None).await {
             return Err("the upload could not be recorded in the store".into());
         }

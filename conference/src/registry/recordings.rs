@@ -57,24 +57,47 @@ impl recording::upload::UploadBook for Conference {
         self.book().by_id.get(&id).cloned()
     }
 
+    fn mark_lost(
+        &self,
+        id: Uuid,
+        file: u32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        self.mark(id, |r| {
+            for f in r.files.iter_mut().filter(|f| f.file == file) {
+                f.lost = true;
+            }
+        })
+    }
+
     fn mark_uploaded(
         &self,
         id: Uuid,
         file: Option<u32>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        self.mark(id, |r| match file {
+            Some(file) => {
+                for f in r.files.iter_mut().filter(|f| f.file == file) {
+                    f.uploaded = true;
+                }
+            }
+            None => r.manifest_uploaded = true,
+        })
+    }
+}
+
+impl Conference {
+    /// Change a recording's record and store it; whether it is durable.
+    fn mark(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Recording),
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
         let record = {
             let mut book = self.book();
             let Some(r) = book.by_id.get_mut(&id) else {
                 return Box::pin(async { false });
             };
-            match file {
-                Some(file) => {
-                    for f in r.files.iter_mut().filter(|f| f.file == file) {
-                        f.uploaded = true;
-                    }
-                }
-                None => r.manifest_uploaded = true,
-            }
+            change(r);
             r.clone()
         };
         let write = self.store.commit(vec![StoreOp::PutRecording(record)]);
@@ -82,7 +105,7 @@ impl recording::upload::UploadBook for Conference {
             match write.await {
                 Ok(()) => true,
                 Err(e) => {
-                    tracing::warn!(recording = %id, error = %e, "marking an uploaded file");
+                    tracing::warn!(recording = %id, error = %e, "storing a recording's upload state");
                     false
                 }
             }
