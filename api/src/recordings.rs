@@ -18,9 +18,10 @@ use crate::dto::{parse_uuid, ErrorBody, MessageBody};
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Body of `createRecording`.
+/// Body of `createRecording`. Every field is optional; unknown fields are ignored (as in
+/// the rest of the API).
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CreateRecordingRequest {
     /// `tracks` (default: one file per published audio stream), `mixed` (one file of
     /// everything everybody says) or `dual` (two channels: one participant, everyone else).

@@ -68,6 +68,22 @@ fn window_shares(x: &[i16], rate: f64) -> Vec<(u32, f64)> {
     out
 }
 
+/// A JSON array of hex strings as bytes.
+fn unhex_all(v: &Value) -> Vec<Vec<u8>> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|h| {
+                    (0..h.len() / 2)
+                        .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn decode(path: &Path, packets: bool) -> Decoded {
     let python = std::env::var("PATCHBAY_PYTHON").unwrap_or_else(|_| "python3".into());
     let raw = path.with_extension("raw");
@@ -96,19 +112,7 @@ fn decode(path: &Path, packets: bool) -> Decoded {
             .chunks_exact(2)
             .map(|c| i16::from_le_bytes([c[0], c[1]]))
             .collect(),
-        packets: v["packets"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(|h| {
-                        (0..h.len() / 2)
-                            .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
-                            .collect()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        packets: unhex_all(&v["packets"]),
     }
 }
 
@@ -429,19 +433,7 @@ async fn tracks_mixed_and_dual_recordings_of_two_callers_and_a_browser() {
     // The browser's file holds the Opus frames Chromium's encoder made, byte for byte
     // and in order (the page kept each frame its sender sent).
     let report = browser.join().expect("driver");
-    let sent: Vec<Vec<u8>> = report["pages"][0]["sentAudio"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(|h| {
-                    (0..h.len() / 2)
-                        .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
-                        .collect()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let sent = unhex_all(&report["pages"][0]["sentAudio"]);
     assert!(sent.len() > 500, "the page kept {} sent frames", sent.len());
     let first = sent
         .iter()

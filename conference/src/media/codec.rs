@@ -257,24 +257,15 @@ impl Encoder {
     /// An Opus encoder for browsers fed PCM at `rate` (8, 16 or 48 kHz): a phone leg's
     /// audio is encoded at its native rate, never resampled first.
     pub fn opus_at(rate: u32) -> Result<Encoder, CodecError> {
-        let codec = AudioCodec::Opus;
-        let sample_rate = match rate {
-            8000 => SampleRate::Hz8000,
-            16000 => SampleRate::Hz16000,
-            48000 => SampleRate::Hz48000,
-            other => return Err(codec.err(format!("unsupported Opus input rate {other}"))),
-        };
-        let mut e = OpusEncoder::new(sample_rate, Channels::Mono, Application::Voip)
-            .map_err(|e| codec.err(e))?;
-        e.set_complexity(5).map_err(|e| codec.err(e))?;
-        Ok(Encoder {
-            codec,
-            kind: EncoderKind::Opus(Box::new(e)),
-        })
+        Encoder::opus(rate, Channels::Mono)
     }
 
     /// A two-channel Opus encoder fed interleaved PCM at `rate` (recordings).
     pub fn opus_stereo_at(rate: u32) -> Result<Encoder, CodecError> {
+        Encoder::opus(rate, Channels::Stereo)
+    }
+
+    fn opus(rate: u32, channels: Channels) -> Result<Encoder, CodecError> {
         let codec = AudioCodec::Opus;
         let sample_rate = match rate {
             8000 => SampleRate::Hz8000,
@@ -282,8 +273,8 @@ impl Encoder {
             48000 => SampleRate::Hz48000,
             other => return Err(codec.err(format!("unsupported Opus input rate {other}"))),
         };
-        let mut e = OpusEncoder::new(sample_rate, Channels::Stereo, Application::Voip)
-            .map_err(|e| codec.err(e))?;
+        let mut e =
+            OpusEncoder::new(sample_rate, channels, Application::Voip).map_err(|e| codec.err(e))?;
         e.set_complexity(5).map_err(|e| codec.err(e))?;
         Ok(Encoder {
             codec,

@@ -162,6 +162,20 @@ struct Active {
     failed: bool,
 }
 
+impl Active {
+    fn new(recording: Uuid, session_id: Uuid) -> Active {
+        Active {
+            manifest: Manifest::new(
+                recording,
+                session_id,
+                crate::media::session::unix_us() / 1000,
+            ),
+            open: HashMap::new(),
+            failed: false,
+        }
+    }
+}
+
 fn run(
     dir: PathBuf,
     rx: Receiver<Msg>,
@@ -200,15 +214,9 @@ fn handle(
             file,
             meta,
         } => {
-            let a = active.entry(recording).or_insert_with(|| Active {
-                manifest: Manifest::new(
-                    recording,
-                    session_id,
-                    crate::media::session::unix_us() / 1000,
-                ),
-                open: HashMap::new(),
-                failed: false,
-            });
+            let a = active
+                .entry(recording)
+                .or_insert_with(|| Active::new(recording, session_id));
             let rdir = dir.join(recording.to_string());
             let opened = std::fs::create_dir_all(&rdir).and_then(|()| {
                 OpenOptions::new()
@@ -295,15 +303,9 @@ fn handle(
             }
         }
         RecordingOut::Stopped { recording, reason } => {
-            let mut a = active.remove(&recording).unwrap_or_else(|| Active {
-                manifest: Manifest::new(
-                    recording,
-                    session_id,
-                    crate::media::session::unix_us() / 1000,
-                ),
-                open: HashMap::new(),
-                failed: false,
-            });
+            let mut a = active
+                .remove(&recording)
+                .unwrap_or_else(|| Active::new(recording, session_id));
             a.manifest.end_ms = Some(crate::media::session::unix_us() / 1000);
             a.manifest.reason = Some(reason_name(reason).to_string());
             save_manifest(&dir.join(recording.to_string()), &a.manifest, stats);

@@ -278,36 +278,37 @@ impl Recorder {
         }
     }
 
+    /// A file's pending bytes out (its Ogg page closed first; `last`: the end of its
+    /// stream), counted against the recording's size.
+    fn emit(recording: Uuid, bytes: &mut u64, f: &mut RecFile, last: bool, out: &mut Vec<Action>) {
+        if let Sink::Ogg { ogg, .. } = &mut f.sink {
+            ogg.flush(last, &mut f.pending);
+        }
+        if !f.pending.is_empty() {
+            *bytes += f.pending.len() as u64;
+            let next = if last {
+                Vec::new()
+            } else {
+                Vec::with_capacity(8192)
+            };
+            out.push(Action::Recording(RecordingOut::Data {
+                recording,
+                file: f.id,
+                bytes: std::mem::replace(&mut f.pending, next),
+            }));
+        }
+    }
+
     /// Flush every file's bytes (pages close first).
     fn flush(&mut self, out: &mut Vec<Action>) {
         for f in &mut self.files {
-            if let Sink::Ogg { ogg, .. } = &mut f.sink {
-                ogg.flush(false, &mut f.pending);
-            }
-            if !f.pending.is_empty() {
-                self.bytes += f.pending.len() as u64;
-                out.push(Action::Recording(RecordingOut::Data {
-                    recording: self.req.id,
-                    file: f.id,
-                    bytes: std::mem::replace(&mut f.pending, Vec::with_capacity(8192)),
-                }));
-            }
+            Recorder::emit(self.req.id, &mut self.bytes, f, false, out);
         }
     }
 
     fn close(&mut self, file: RecFile, out: &mut Vec<Action>) {
         let mut f = file;
-        if let Sink::Ogg { ogg, .. } = &mut f.sink {
-            ogg.flush(true, &mut f.pending);
-        }
-        if !f.pending.is_empty() {
-            self.bytes += f.pending.len() as u64;
-            out.push(Action::Recording(RecordingOut::Data {
-                recording: self.req.id,
-                file: f.id,
-                bytes: std::mem::take(&mut f.pending),
-            }));
-        }
+        Recorder::emit(self.req.id, &mut self.bytes, &mut f, true, out);
         out.push(Action::Recording(RecordingOut::Close {
             recording: self.req.id,
             file: f.id,
