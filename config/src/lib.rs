@@ -20,10 +20,13 @@ use serde::Deserialize;
 mod addresses;
 mod cli;
 mod cluster;
+mod recordings;
 mod sip;
 pub use addresses::{Addresses, HttpTls};
 pub use cli::Cli;
 pub use cluster::ClusterConfig;
+use recordings::recordings_s3;
+pub use recordings::RecordingsS3;
 pub use sip::{SipEdge, SipHop, SipTls, SipTransport, SipTrunk, SrtpMode};
 
 /// The default account, usable only while every listener is on loopback.
@@ -143,19 +146,6 @@ pub struct Config {
     pub recordings_s3: Option<RecordingsS3>,
 }
 
-/// `recordings_s3_*`: where finished recordings are copied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordingsS3 {
-    /// `https://host:port` of an S3-compatible service (path-style); None: AWS S3.
-    pub endpoint: Option<String>,
-    pub bucket: String,
-    pub region: Option<String>,
-    /// None: the standard AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    pub prefix: String,
-}
-
 /// One source's view of the keys: every field optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,57 +211,6 @@ struct Layer {
     recordings_s3_access_key_id: Option<String>,
     recordings_s3_secret_access_key: Option<String>,
     recordings_s3_prefix: Option<String>,
-}
-
-/// The `recordings_s3_*` keys: a bucket turns uploads on; the rest is checked with it.
-fn recordings_s3(layer: &Layer) -> Result<Option<RecordingsS3>, ConfigError> {
-    let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-    let Some(bucket) = set(&layer.recordings_s3_bucket) else {
-        for (key, v) in [
-            ("recordings_s3_endpoint", &layer.recordings_s3_endpoint),
-            (
-                "recordings_s3_access_key_id",
-                &layer.recordings_s3_access_key_id,
-            ),
-            (
-                "recordings_s3_secret_access_key",
-                &layer.recordings_s3_secret_access_key,
-            ),
-        ] {
-            if set(v).is_some() {
-                return Err(key_err(key, "needs recordings_s3_bucket"));
-            }
-        }
-        return Ok(None);
-    };
-    let endpoint = set(&layer.recordings_s3_endpoint);
-    if let Some(e) = &endpoint {
-        if !(e.starts_with("https://") || e.starts_with("http://")) {
-            return Err(key_err(
-                "recordings_s3_endpoint",
-                "must be an http:// or https:// URL",
-            ));
-        }
-    }
-    let access_key_id = set(&layer.recordings_s3_access_key_id);
-    let secret_access_key = set(&layer.recordings_s3_secret_access_key);
-    if access_key_id.is_some() != secret_access_key.is_some() {
-        return Err(key_err(
-            "recordings_s3_secret_access_key",
-            "recordings_s3_access_key_id and recordings_s3_secret_access_key go together",
-        ));
-    }
-    Ok(Some(RecordingsS3 {
-        endpoint,
-        bucket,
-        region: set(&layer.recordings_s3_region),
-        access_key_id,
-        secret_access_key,
-        prefix: layer
-            .recordings_s3_prefix
-            .clone()
-            .unwrap_or_else(|| "recordings/".into()),
-    }))
 }
 
 /// Every scalar key, once: a TOML key `name`, the environment variable `PATCHBAY_NAME`

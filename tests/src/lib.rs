@@ -22,6 +22,7 @@ pub mod nat;
 pub mod native;
 pub mod postgres;
 pub mod rawsip;
+pub mod recordings;
 pub mod s3;
 pub mod sipp;
 pub mod stunnel;
