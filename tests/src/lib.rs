@@ -1,7 +1,6 @@
 //! Harness for end-to-end tests: runs the real `patchbay` binary on free
 //! loopback ports with its own data directory, and talks to it over real HTTP.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -89,11 +88,10 @@ pub fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A port for a server a test starts (free for TCP and UDP now; outside the kernel's
+/// ephemeral range, so no client socket takes it before the server binds it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    sipp::free_udp_ports(1)
 }
 
 /// A running gateway.

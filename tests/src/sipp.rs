@@ -9,9 +9,15 @@ use crate::{workspace, Gateway};
 
 /// A base port with `n` consecutive ports free for both UDP and TCP (a SIP listener
 /// takes both; sipp's media port has neighbours).
+///
+/// The ports come from 10000–19999: below Linux's ephemeral range (32768–60999), out
+/// of which the kernel hands ports to every connecting socket of the parallel tests
+/// (HTTP clients, browsers, gateways' outbound sockets) between this check and the
+/// peer's own bind; and below the gateway's default RTP range (20000–29999). A sipp
+/// whose port was taken that way exits at once, and its call never comes.
 pub fn free_udp_ports(n: u16) -> u16 {
     for _ in 0..200 {
-        let base = 40000 + (rand_u16() % 10000) * 2;
+        let base = 10000 + (rand_u16() % 4950) * 2;
         let ok = (0..n).all(|i| {
             std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
                 && std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
@@ -24,11 +30,14 @@ pub fn free_udp_ports(n: u16) -> u16 {
 }
 
 fn rand_u16() -> u16 {
+    static DRAWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    (nanos ^ std::process::id().wrapping_mul(2654435761)) as u16
+    let n = DRAWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let x = nanos ^ std::process::id().wrapping_mul(2654435761) ^ n.wrapping_mul(40503);
+    (x ^ (x >> 16)) as u16
 }
 
 /// One sipp call.
