@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -21,6 +21,7 @@ use patchbay_conference::Placement;
 use crate::auth::AccountId;
 use crate::dto::{parse_uuid, ErrorBody, MessageBody};
 use crate::error::ApiError;
+use crate::forward::{forward_to, forwarded};
 use crate::AppState;
 
 /// `data` of a SIP dialog.
@@ -296,18 +297,6 @@ pub async fn delete_dialog(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Carries the hop mark of a request one node forwarded to another (never forwarded
-/// again); a client's own is ignored.
-const FORWARDED: &str = "x-patchbay-forwarded";
-
-/// Whether another node of the cluster forwarded `req` (a genuine hop mark).
-fn forwarded(app: &AppState, req: &Parts) -> bool {
-    let mark = req.headers.get(FORWARDED).and_then(|v| v.to_str().ok());
-    app.cluster
-        .hop_from(mark, req.method.as_str(), req.uri.path())
-        .is_some()
-}
-
 /// In a cluster, a dialog another live node placed is driven there: send it this
 /// request (same method, path, credentials and body) and answer what it answers.
 async fn forward(
@@ -337,52 +326,4 @@ async fn forward(
     forward_to(app, &node, &base, req, body, failed)
         .await
         .map(Some)
-}
-
-/// Send `req` (same method, path, credentials and body) to the node at `base` and
-/// answer what it answers; `failed`: the error when it cannot be reached.
-/// The node must first prove it is `node` of this cluster: a `nodes` row pointing
-/// elsewhere receives no credentials.
-async fn forward_to(
-    app: &AppState,
-    node: &str,
-    base: &str,
-    req: &Parts,
-    body: Bytes,
-    failed: String,
-) -> Result<Response, ApiError> {
-    let Some(hops) = &app.cluster.hops else {
-        return Err(ApiError::Unavailable(failed));
-    };
-    if let Err(e) = hops.check_peer(base, node).await {
-        tracing::warn!(%node, error = %e, "forwarding a dialog request: the node did not prove itself");
-        return Err(ApiError::Unavailable(failed));
-    }
-    let url = format!(
-        "{base}{}",
-        req.uri.path_and_query().map_or("", |p| p.as_str())
-    );
-    let mark = hops.mark(req.method.as_str(), req.uri.path());
-    let mut out = hops
-        .client()
-        .request(req.method.clone(), &url)
-        .header(FORWARDED, mark);
-    for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
-        if let Some(v) = req.headers.get(&name) {
-            out = out.header(name, v.clone());
-        }
-    }
-    let unreachable = |e: reqwest::Error| {
-        tracing::warn!(%node, error = %e, "forwarding a dialog request failed");
-        ApiError::Unavailable(failed.clone())
-    };
-    let answer = out.body(body).send().await.map_err(unreachable)?;
-    let status = answer.status();
-    let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
-    let bytes = answer.bytes().await.map_err(unreachable)?;
-    let mut r = (status, bytes).into_response();
-    if let Some(ct) = content_type {
-        r.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    Ok(r)
 }

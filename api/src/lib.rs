@@ -22,6 +22,7 @@ pub mod dialogs;
 pub mod dto;
 pub mod egress;
 pub mod error;
+mod forward;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod handover;

@@ -68,6 +68,7 @@ use crate::routes;
         crate::recordings::CreateRecordingRequest,
         crate::recordings::RecordingBody,
         crate::recordings::RecordingFileBody,
+        crate::recordings::RecordingSegmentBody,
     )),
     modifiers(&BasicAuth)
 )]

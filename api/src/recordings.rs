@@ -3,6 +3,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,11 +12,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use patchbay_conference::recording::{self, FileReport, Recording};
-use patchbay_conference::NewRecording;
+use patchbay_conference::{NewRecording, Placement, RecordingHome};
 
 use crate::auth::AccountId;
 use crate::dto::{parse_uuid, ErrorBody, MessageBody};
 use crate::error::ApiError;
+use crate::forward::{forward_to, forwarded};
 use crate::AppState;
 
 /// Body of `createRecording`. Every field is optional; unknown fields are ignored (as in
@@ -57,8 +59,27 @@ pub struct RecordingFileBody {
     pub complete: bool,
     /// Copied to the object store.
     pub uploaded: bool,
+    /// The segment it belongs to (0 unless the session's media moved in a cluster).
+    pub segment: u32,
     /// Where to download it (this API, same credentials).
     pub media_url: String,
+}
+
+/// One segment of a recording: what one node of a cluster recorded while it ran the
+/// session's media (listed when there are several).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingSegmentBody {
+    pub segment: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub status: String,
+    pub start_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    /// `moved`: the media moved to another node, where the next segment goes on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A recording.
@@ -86,6 +107,10 @@ pub struct RecordingBody {
     /// Some of its audio was lost because the disk could not keep up.
     pub damaged: bool,
     pub files: Vec<RecordingFileBody>,
+    /// Its segments, when the session's media moved between nodes of a cluster while
+    /// it recorded (each node's part; the files say which segment they belong to).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<RecordingSegmentBody>,
 }
 
 impl RecordingBody {
@@ -122,7 +147,20 @@ impl RecordingBody {
                     bytes: f.bytes,
                     complete: f.complete,
                     uploaded: f.uploaded,
+                    segment: f.segment,
                     media_url: format!("{base}/{}", f.file),
+                })
+                .collect(),
+            segments: r
+                .segments
+                .iter()
+                .map(|g| RecordingSegmentBody {
+                    segment: g.segment,
+                    node: g.node.clone(),
+                    status: g.status.as_str().into(),
+                    start_time: recording::rfc3339_ms(g.start_ms),
+                    end_time: g.end_ms.map(recording::rfc3339_ms),
+                    reason: g.reason.clone(),
                 })
                 .collect(),
         }
@@ -130,20 +168,23 @@ impl RecordingBody {
 }
 
 fn body_of(app: &AppState, r: &Recording) -> RecordingBody {
-    if r.status.is_running() {
-        let mut files = app
-            .conference
-            .recording_progress(r.id)
-            .map(|m| m.files)
-            .unwrap_or_default();
-        // Files that closed already may be in the bucket.
-        for f in files.iter_mut() {
-            f.uploaded = r.files.iter().any(|g| g.file == f.file && g.uploaded);
+    RecordingBody::of(r, &files_of(app, r))
+}
+
+/// A recording's files: those listed in its record, and those of the segment running
+/// here as far as the writer got (its manifest).
+fn files_of(app: &AppState, r: &Recording) -> Vec<FileReport> {
+    let mut files = r.files.clone();
+    let progress = r
+        .running_row
+        .and_then(|row| app.conference.recording_progress(row));
+    for f in progress.map(|m| m.files).unwrap_or_default() {
+        // Files that closed already are in the record (and may be in the bucket).
+        if !files.iter().any(|g| g.file == f.file) {
+            files.push(f);
         }
-        RecordingBody::of(r, &files)
-    } else {
-        RecordingBody::of(r, &r.files)
     }
+    files
 }
 
 #[utoipa::path(
@@ -156,7 +197,8 @@ fn body_of(app: &AppState, r: &Recording) -> RecordingBody {
         (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 401, description = "Missing or wrong credentials", body = MessageBody),
         (status = 404, description = "Session not found", body = ErrorBody),
-        (status = 409, description = "Too many recordings in the session, recordings not enabled, or not available in a cluster", body = ErrorBody),
+        (status = 409, description = "Too many recordings in the session, recordings not enabled, or the session's media busy", body = ErrorBody),
+        (status = 503, description = "A cluster: the node that runs the session's media cannot be reached, or this node is stopping", body = ErrorBody),
     ),
     security(("Basic" = []))
 )]
@@ -164,8 +206,9 @@ pub async fn create_recording(
     State(app): State<AppState>,
     AccountId(account): AccountId,
     Path((_, session)): Path<(String, String)>,
+    parts: Parts,
     body: Bytes,
-) -> Result<Json<RecordingBody>, ApiError> {
+) -> Result<Response, ApiError> {
     let session = parse_uuid("sessionId", &session)?;
     let req: CreateRecordingRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CreateRecordingRequest::default()
@@ -195,6 +238,20 @@ pub async fn create_recording(
     if let Some(url) = &req.callback_url {
         crate::routes::check_callback_url(&app, url).await?;
     }
+    // In a cluster, a recording is made by the node that runs the session's media.
+    if !forwarded(&app, &parts) {
+        app.conference.get_session(&account, session)?;
+        if let Placement::Elsewhere {
+            node,
+            http_url: Some(base),
+            ..
+        } = app.conference.place_session(session).await?
+        {
+            let failed =
+                format!("the node that runs the session's media ({node}) cannot be reached");
+            return forward_to(&app, &node, &base, &parts, body, failed).await;
+        }
+    }
     let r = app
         .conference
         .start_recording(
@@ -208,7 +265,7 @@ pub async fn create_recording(
             },
         )
         .await?;
-    Ok(Json(body_of(&app, &r)))
+    Ok(Json(body_of(&app, &r)).into_response())
 }
 
 #[utoipa::path(
@@ -227,7 +284,7 @@ pub async fn list_recordings(
     Path((_, session)): Path<(String, String)>,
 ) -> Result<Json<Vec<RecordingBody>>, ApiError> {
     let session = parse_uuid("sessionId", &session)?;
-    let list = app.conference.list_recordings(&account, session)?;
+    let list = app.conference.list_recordings(&account, session).await?;
     Ok(Json(list.iter().map(|r| body_of(&app, r)).collect()))
 }
 
@@ -254,7 +311,7 @@ pub async fn get_recording(
     Path((_, session, id)): Path<(String, String, String)>,
 ) -> Result<Json<RecordingBody>, ApiError> {
     let (session, id) = ids(&session, &id)?;
-    let r = app.conference.get_recording(&account, session, id)?;
+    let r = app.conference.get_recording(&account, session, id).await?;
     Ok(Json(body_of(&app, &r)))
 }
 
@@ -265,6 +322,7 @@ pub async fn get_recording(
     responses(
         (status = 204, description = "Stopping (status `stopping`, then `complete` and `recordingAvailable`); a stopped recording stays as it is"),
         (status = 404, description = "Not found", body = ErrorBody),
+        (status = 503, description = "A cluster: the node running the recording's last segment cannot be reached", body = ErrorBody),
     ),
     security(("Basic" = []))
 )]
@@ -272,10 +330,45 @@ pub async fn stop_recording(
     State(app): State<AppState>,
     AccountId(account): AccountId,
     Path((_, session, id)): Path<(String, String, String)>,
-) -> Result<StatusCode, ApiError> {
+    req: Parts,
+) -> Result<Response, ApiError> {
     let (session, id) = ids(&session, &id)?;
+    if let Some(r) = elsewhere(&app, &account, session, id, None, &req).await? {
+        return Ok(r);
+    }
     app.conference.stop_recording(&account, session, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// In a cluster, what another live node holds of a recording (its running segment,
+/// to stop; a segment's file) is answered there: this request is sent on.
+async fn elsewhere(
+    app: &AppState,
+    account: &str,
+    session: Uuid,
+    id: Uuid,
+    file: Option<u32>,
+    req: &Parts,
+) -> Result<Option<Response>, ApiError> {
+    if forwarded(app, req) {
+        return Ok(None);
+    }
+    let home = app
+        .conference
+        .recording_home(account, session, id, file)
+        .await?;
+    let RecordingHome::Elsewhere(Placement::Elsewhere {
+        node,
+        http_url: Some(base),
+        ..
+    }) = home
+    else {
+        return Ok(None);
+    };
+    let failed = format!("node {node}, which holds this part of recording {id}, cannot be reached");
+    forward_to(app, &node, &base, req, Bytes::new(), failed)
+        .await
+        .map(Some)
 }
 
 #[utoipa::path(
@@ -285,6 +378,8 @@ pub async fn stop_recording(
     responses(
         (status = 200, description = "The file (audio/ogg or audio/wav)"),
         (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "A cluster: the node that holds this segment's files is not running", body = ErrorBody),
+        (status = 503, description = "A cluster: the node that holds this segment's files cannot be reached", body = ErrorBody),
     ),
     security(("Basic" = []))
 )]
@@ -292,31 +387,17 @@ pub async fn get_recording_file(
     State(app): State<AppState>,
     AccountId(account): AccountId,
     Path((_, session, id, file)): Path<(String, String, String, String)>,
+    req: Parts,
 ) -> Result<Response, ApiError> {
     let (session, id) = ids(&session, &id)?;
     let file: u32 = file
         .parse()
         .map_err(|_| ApiError::NotFound(format!("file {file} of recording {id} not found")))?;
-    let r = app.conference.get_recording(&account, session, id)?;
-    // A running recording's files are listed by the writer's manifest.
-    let listed: Vec<FileReport> = if r.status.is_running() {
-        app.conference
-            .recording_progress(id)
-            .map(|m| m.files)
-            .unwrap_or_default()
-    } else {
-        r.files.clone()
-    };
-    let f = listed
-        .into_iter()
-        .find(|f| f.file == file)
-        .ok_or_else(|| ApiError::NotFound(format!("file {file} of recording {id} not found")))?;
-    let dir = app
-        .conference
-        .recordings_dir()
-        .ok_or_else(|| ApiError::NotFound(format!("recording {id} not found")))?;
+    if let Some(r) = elsewhere(&app, &account, session, id, Some(file), &req).await? {
+        return Ok(r);
+    }
     // The name is ours (the core's), never the client's: no path to escape through.
-    let path = dir.join(id.to_string()).join(&f.name);
+    let (path, f) = app.conference.recording_file(&account, session, id, file)?;
     let handle = tokio::fs::File::open(&path).await.map_err(|e| {
         tracing::warn!(recording = %id, file = %f.name, error = %e, "a recording file could not be opened");
         ApiError::NotFound(format!("file {file} of recording {id} is not on this gateway"))
@@ -339,7 +420,7 @@ pub async fn get_recording_file(
     if let Ok(v) = f.content_type.parse() {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    if let (Some(n), true) = (len, !r.status.is_running()) {
+    if let (Some(n), true) = (len, f.complete) {
         if let Ok(v) = n.to_string().parse() {
             headers.insert(header::CONTENT_LENGTH, v);
         }

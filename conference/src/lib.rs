@@ -24,6 +24,6 @@ pub use model::{
 };
 pub use registry::{
     system_clock, Change, ChangeKind, Clock, Conference, ConferenceError, JoinError,
-    NewParticipant, NewRecording, Options, Placement, RecordingOptions,
+    NewParticipant, NewRecording, Options, Placement, RecordingHome, RecordingOptions,
     MAX_PARTICIPANTS_PER_SESSION, MAX_TAG_CHARS,
 };

@@ -29,11 +29,13 @@ mod homes;
 mod membership;
 mod owners;
 mod recordings;
+mod segments;
 mod state;
 pub use changes::{Change, ChangeKind};
 use dialogs::dialog_from_record;
 pub use owners::Placement;
 pub use recordings::{NewRecording, RecordingOptions};
+pub use segments::RecordingHome;
 use state::*;
 
 /// A session holds at most this many participants.

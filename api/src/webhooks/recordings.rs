@@ -46,30 +46,38 @@ pub fn recording_body(r: &Recording, at_ms: u64) -> Map<String, Value> {
 }
 
 impl Webhooks {
-    /// Store a finished recording's record, with its callback when it has a URL.
+    /// Store a finished segment's row. When it ends the recording (not `moved`: the
+    /// recording goes on where the session's media moved), the recording's callback
+    /// goes with it when it has a URL, showing every segment's files.
     pub fn recording_done(&self, r: Recording) {
         let op = StoreOp::PutRecording(r.clone());
-        match r.callback_url.as_deref() {
-            Some(url) => {
-                let at_ms = r.end_ms.unwrap_or(r.start_ms);
-                self.send(NewEvent {
-                    // A recording's callbacks are ordered among themselves.
-                    participant_id: r.id,
-                    url: url.to_string(),
-                    body: recording_body(&r, at_ms),
-                    track: Some(op),
-                    fence: None,
-                });
-            }
-            None => {
-                let write = self.conference.commit(vec![op]);
-                self.runtime.spawn(async move {
-                    if let Err(e) = write.await {
+        let url = r.callback_url.clone().filter(|_| !r.moved());
+        let me = self.clone();
+        self.runtime.spawn(async move {
+            let view = if r.moved() {
+                r.clone()
+            } else {
+                me.conference.conclude_recording(&r).await
+            };
+            match url {
+                Some(url) => {
+                    let at_ms = view.end_ms.unwrap_or(view.start_ms);
+                    me.send(NewEvent {
+                        // A recording's callbacks are ordered among themselves.
+                        participant_id: view.id,
+                        url,
+                        body: recording_body(&view, at_ms),
+                        track: Some(op),
+                        fence: None,
+                    });
+                }
+                None => {
+                    if let Err(e) = me.conference.commit(vec![op]).await {
                         tracing::warn!(error = %e, "storing a finished recording");
                     }
-                });
+                }
             }
-        }
+        });
     }
 }
 

@@ -210,7 +210,13 @@ async fn upload(
     let Some(r) = book.recording(id) else {
         return Ok(());
     };
-    let base = format!("{prefix}{}/{}/{}", r.account_id, r.session_id, r.id);
+    // A recording's segments (a cluster) share its folder; their files' names differ.
+    let base = format!(
+        "{prefix}{}/{}/{}",
+        r.account_id,
+        r.session_id,
+        r.recording_id()
+    );
     let rdir = dir.join(id.to_string());
     for f in r.files.iter().filter(|f| due(&r, f)) {
         let path = rdir.join(&f.name);

@@ -141,16 +141,22 @@ impl Conference {
         // The lease counts from when it was asked for.
         let sent = Instant::now();
         let owner = cluster.own(session).await?;
-        let mut owned = self.owned();
         if owner.node == cluster.node() {
             tracing::info!(session_id = %session, epoch = owner.epoch, "session media placed on this node");
-            owned.elsewhere.remove(&session);
-            owned.lost.remove(&session);
-            owned.held.insert(session, (owner.epoch, sent));
+            {
+                let mut owned = self.owned();
+                owned.elsewhere.remove(&session);
+                owned.lost.remove(&session);
+                owned.held.insert(session, (owner.epoch, sent));
+            }
+            // Recordings of the session that another node was making go on here.
+            if let Err(e) = self.resume_recordings(session).await {
+                tracing::warn!(session_id = %session, error = %e, "resuming the session's recordings here");
+            }
             return Ok(Placement::Here);
         }
         let placement = elsewhere(owner.node, &owner.info);
-        owned.elsewhere.insert(session, placement.clone());
+        self.owned().elsewhere.insert(session, placement.clone());
         Ok(placement)
     }
 

@@ -1,7 +1,7 @@
 //! Recordings of a session as the control plane keeps them: started and stopped
 //! through the session's media core, finished by the writer's report, stored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -114,7 +114,7 @@ impl Conference {
 }
 
 impl Conference {
-    fn book(&self) -> std::sync::MutexGuard<'_, RecordingBook> {
+    pub(super) fn book(&self) -> std::sync::MutexGuard<'_, RecordingBook> {
         self.recordings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -158,8 +158,23 @@ impl Conference {
                     }
                 }
             }
+            let stop_asked = r.status == RecordingStatus::Stopping;
             r.status = RecordingStatus::Complete;
             r.reason = Some("interrupted".into());
+            if stop_asked {
+                r.reason = Some("requested".into());
+            } else if self.segment_goes_on(
+                &Recording {
+                    reason: Some(recording::MOVED.into()),
+                    ..r.clone()
+                },
+                self.session_live(r.session_id),
+            ) {
+                // In a cluster the session's media went on elsewhere (or will): the
+                // recording goes on there as a new segment.
+                r.reason = Some(recording::MOVED.into());
+                r.manifest_uploaded = true;
+            }
             r.end_ms = Some(self.now() as u64);
             r.files = files;
             self.store
@@ -295,15 +310,24 @@ impl Conference {
             damaged: false,
             files: Vec::new(),
             manifest_uploaded: false,
+            segment: 0,
+            continues: None,
+            node: self.node_name(),
+            segments: Vec::new(),
+            running_row: None,
         };
         let durable = {
             let mut book = self.book();
+            // Counted by recording (a recording continued here is one of its segments).
             let of_session = book.by_id.values().filter(|r| r.session_id == session_id);
-            let (mut total, mut active) = (0, 0);
+            let (mut all, mut running) = (HashSet::new(), HashSet::new());
             for r in of_session {
-                total += 1;
-                active += usize::from(r.status.is_running());
+                all.insert(r.recording_id());
+                if r.status.is_running() {
+                    running.insert(r.recording_id());
+                }
             }
+            let (total, active) = (all.len(), running.len());
             if active >= options.max_active_per_session {
                 return Err(ConferenceError::Conflict(format!(
                     "session {session_id} already has {active} recordings running (at most {})",
@@ -335,6 +359,8 @@ impl Conference {
             first: new.participant_id,
             max_bytes: options.max_bytes,
             max_duration: options.max_duration,
+            first_file: 0,
+            offset_ms: 0,
         };
         if !handle.send(SessionInput::Core(Control::Record(req))) {
             // The session's media is busy or gone: the recording never ran.
@@ -353,67 +379,6 @@ impl Conference {
         Ok(record)
     }
 
-    /// The recordings of a session (also after the session ended), oldest first.
-    pub fn list_recordings(&self, account_id: &str, session_id: Uuid) -> Result<Vec<Recording>> {
-        let mut out: Vec<Recording> = self
-            .book()
-            .by_id
-            .values()
-            .filter(|r| r.account_id == account_id && r.session_id == session_id)
-            .cloned()
-            .collect();
-        if out.is_empty() {
-            // No recording: the answer is the session's (404 unless it exists).
-            self.get_session(account_id, session_id)?;
-        }
-        out.sort_by_key(|r| (r.start_ms, r.id));
-        Ok(out)
-    }
-
-    pub fn get_recording(&self, account_id: &str, session_id: Uuid, id: Uuid) -> Result<Recording> {
-        self.book()
-            .by_id
-            .get(&id)
-            .filter(|r| r.account_id == account_id && r.session_id == session_id)
-            .cloned()
-            .ok_or_else(|| super::not_found("recording", id))
-    }
-
-    /// Stop a recording (its files close; `recordingAvailable` follows). Stopping one
-    /// that has stopped changes nothing.
-    pub async fn stop_recording(&self, account_id: &str, session_id: Uuid, id: Uuid) -> Result<()> {
-        let mut r = self.get_recording(account_id, session_id, id)?;
-        if r.status != RecordingStatus::Recording {
-            return Ok(());
-        }
-        r.status = RecordingStatus::Stopping;
-        self.store
-            .commit(vec![StoreOp::PutRecording(r.clone())])
-            .await?;
-        {
-            let mut book = self.book();
-            if let Some(b) = book.by_id.get_mut(&id) {
-                // The writer may have finished it meanwhile (limit, session end).
-                if b.status == RecordingStatus::Recording {
-                    b.status = RecordingStatus::Stopping;
-                }
-            }
-        }
-        match self.media.running(session_id) {
-            Some(h) => {
-                if !h.send(SessionInput::Core(Control::StopRecording(id))) {
-                    return Err(ConferenceError::Conflict(
-                        "the session's media is busy: try again".into(),
-                    ));
-                }
-            }
-            None => {
-                tracing::warn!(recording = %id, "stopping a recording whose session media is not running")
-            }
-        }
-        Ok(())
-    }
-
     /// A recording's file, for download: where it is and what it is.
     pub fn recording_file(
         &self,
@@ -422,30 +387,56 @@ impl Conference {
         id: Uuid,
         file: u32,
     ) -> Result<(PathBuf, FileReport)> {
-        let r = self.get_recording(account_id, session_id, id)?;
         let dir = self
             .recordings_dir()
             .ok_or_else(|| super::not_found("recording", id))?;
-        let f = r
-            .files
-            .iter()
-            .find(|f| f.file == file)
+        let missing =
+            || ConferenceError::NotFound(format!("file {file} of recording {id} not found"));
+        // The segment's row is this node's (requests for another node's are sent there).
+        let rows: Vec<Recording> = self
+            .book()
+            .by_id
+            .values()
+            .filter(|r| r.recording_id() == id)
+            .filter(|r| r.account_id == account_id && r.session_id == session_id)
             .cloned()
-            .ok_or_else(|| {
-                ConferenceError::NotFound(format!("file {file} of recording {id} not found"))
-            })?;
-        Ok((dir.join(id.to_string()).join(&f.name), f))
+            .collect();
+        for r in rows {
+            // A running segment's files are listed by the writer's manifest.
+            let files = match r.status.is_running() {
+                true => self.recording_progress(r.id).map(|m| m.files),
+                false => None,
+            };
+            if let Some(f) = files
+                .unwrap_or(r.files)
+                .into_iter()
+                .find(|f| f.file == file)
+            {
+                return Ok((dir.join(r.id.to_string()).join(&f.name), f));
+            }
+        }
+        Err(missing())
     }
 
-    /// The writer finished a recording: its record as it is now (for the caller to
-    /// store, with its callback). None: unknown here.
+    /// The writer finished a recording's segment here: its row as it is now (for the
+    /// caller to store; with its callback, after [`Self::conclude_recording`], unless
+    /// [`Recording::moved`]: the recording goes on where the media moved). None:
+    /// unknown here.
     pub fn recording_finished(&self, report: &RecordingReport) -> Option<Recording> {
+        let live = self.session_live(report.manifest.session_id);
         let mut book = self.book();
         let r = book.by_id.get_mut(&report.manifest.recording_id)?;
         r.finish(report);
+        if self.segment_goes_on(r, live) {
+            r.reason = Some(recording::MOVED.into());
+            // Its files are listed by the manifest of the segment that ends it.
+            r.manifest_uploaded = true;
+        }
         let r = r.clone();
-        if let Some(u) = book.uploader.as_ref().filter(|_| to_upload(&r)) {
-            u.enqueue(r.id);
+        if r.moved() {
+            if let Some(u) = book.uploader.as_ref().filter(|_| to_upload(&r)) {
+                u.enqueue(r.id);
+            }
         }
         Some(r)
     }

@@ -452,6 +452,32 @@ impl Cluster for PgCluster {
         })
     }
 
+    fn session_recordings(
+        &self,
+        session: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<crate::recording::Recording>, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .with(move |c| {
+                    Box::pin(async move {
+                        sqlx::query(
+                            "SELECT data FROM recordings WHERE session_id = $1 ORDER BY created_ms",
+                        )
+                        .bind(session.to_string())
+                        .fetch_all(&mut *c)
+                        .await
+                    })
+                })
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let data: String = r.try_get("data").map_err(backend)?;
+                    serde_json::from_str(&data).map_err(backend)
+                })
+                .collect()
+        })
+    }
+
     fn oldest_elsewhere(
         &self,
         participants: Vec<Uuid>,

@@ -287,6 +287,11 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<HashMap<Uuid, i64>, StoreError>>;
     /// Give up a lease held at `epoch` (the session's media ended here).
     fn release(&self, session: Uuid, epoch: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Every stored recording row (segment) of `session`, whichever node wrote it.
+    fn session_recordings(
+        &self,
+        session: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<crate::recording::Recording>, StoreError>>;
 }
 
 /// Who owns a session's media.

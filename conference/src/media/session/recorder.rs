@@ -57,6 +57,10 @@ pub struct RecordRequest {
     /// Bytes over all its files before it stops by itself.
     pub max_bytes: u64,
     pub max_duration: Duration,
+    /// The number of its first file (a later segment's files follow the earlier ones').
+    pub first_file: u32,
+    /// Where this part starts, ms after the recording's start (files' offsets).
+    pub offset_ms: u64,
 }
 
 /// Why a recording stopped.
@@ -70,8 +74,8 @@ pub enum StopReason {
     Limit,
     /// The gateway is stopping.
     Shutdown,
-    /// The session's media moved to another node of the cluster (the recording does not
-    /// follow it).
+    /// The session's media moved to another node of the cluster (the recording goes on
+    /// there as a new segment).
     Moved,
 }
 
@@ -236,7 +240,7 @@ impl Recorder {
             },
             channels,
             rate,
-            offset_ms: self.ticks * u64::from(FRAME_MS),
+            offset_ms: self.req.offset_ms + self.ticks * u64::from(FRAME_MS),
         };
         out.push(Action::Recording(RecordingOut::Open {
             recording: self.req.id,
@@ -339,9 +343,9 @@ impl SessionCore {
             return;
         }
         let mut rec = Recorder {
+            next_file: req.first_file,
             req,
             files: Vec::new(),
-            next_file: 0,
             ticks: 0,
             bytes: 0,
             listeners: Vec::new(),

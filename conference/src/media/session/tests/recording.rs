@@ -68,6 +68,8 @@ fn request(mode: RecordMode, format: RecordFormat) -> RecordRequest {
         first: None,
         max_bytes: u64::MAX,
         max_duration: Duration::from_secs(3600),
+        first_file: 0,
+        offset_ms: 0,
     }
 }
 
@@ -322,6 +324,26 @@ fn a_recording_of_a_session_without_calls_ticks_by_itself() {
         Some((4, 96_000)),
         "EOS at 2 s"
     );
+}
+
+#[test]
+fn a_later_segment_numbers_its_files_after_the_earlier_ones_and_offsets_them() {
+    let a = Uuid::new_v4();
+    let mut rig = Rig::new();
+    rig.members(&[a]);
+    let mut req = request(RecordMode::Mixed, RecordFormat::Wav);
+    req.first_file = 2000;
+    req.offset_ms = 7000;
+    let id = req.id;
+    rig.control(Control::Record(req));
+    rig.ticks(10, &mut []);
+    rig.control(Control::StopRecording(id));
+    let got = files_of(&rig.take(), id);
+    assert_eq!(got.files.keys().copied().collect::<Vec<_>>(), vec![2000]);
+    let (meta, _, duration) = &got.files[&2000];
+    assert_eq!(meta.name, "2000-mixed.wav");
+    assert_eq!(meta.offset_ms, 7000);
+    assert_eq!(*duration, Some(200));
 }
 
 #[test]
