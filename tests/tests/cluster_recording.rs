@@ -92,7 +92,9 @@ async fn a_recording_goes_on_as_a_new_segment_on_the_node_that_takes_the_session
         assert!(killed.elapsed() < Duration::from_secs(20), "n1 still live");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The session's lease was renewed after n1's last heartbeat: it runs out up to a
+    // lease (3 s) later.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let dir = g[1].scratch().to_path_buf();
     let second = SippCall::tone("second", &dir, 660, Law::Ulaw, 60000).token(&phones[1]);
     let second_call = second.spawn(&g[1], &dir);

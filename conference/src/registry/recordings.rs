@@ -163,15 +163,9 @@ impl Conference {
             r.reason = Some("interrupted".into());
             if stop_asked {
                 r.reason = Some("requested".into());
-            } else if self.segment_goes_on(
-                &Recording {
-                    reason: Some(recording::MOVED.into()),
-                    ..r.clone()
-                },
-                self.session_live(r.session_id),
-            ) {
-                // In a cluster the session's media went on elsewhere (or will): the
-                // recording goes on there as a new segment.
+            } else if self.continued_elsewhere(&r).await {
+                // In a cluster another node took the session's media over meanwhile:
+                // the recording went on there as a new segment.
                 r.reason = Some(recording::MOVED.into());
                 r.manifest_uploaded = true;
             }

@@ -338,6 +338,22 @@ impl Conference {
             && session_live
     }
 
+    /// Whether a later segment of `r`'s recording exists (another node went on with it).
+    pub(super) async fn continued_elsewhere(&self, r: &Recording) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        match cluster.session_recordings(r.session_id).await {
+            Ok(rows) => rows
+                .iter()
+                .any(|o| o.recording_id() == r.recording_id() && o.segment > r.segment),
+            Err(e) => {
+                tracing::warn!(recording = %r.id, error = %e, "reading a recording's other segments");
+                false
+            }
+        }
+    }
+
     /// A recording ended (its last segment here): the view the callback shows, with
     /// every segment's files; when it has several, the manifest written beside this
     /// segment's files lists them all (and goes to the bucket).
