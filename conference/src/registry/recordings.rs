@@ -342,10 +342,6 @@ impl Conference {
             self.book().by_id.remove(&record.id);
             return Err(e.into());
         }
-        let handle = {
-            let st = self.lock();
-            self.media.session(session_id, || snapshot(&st, session_id))
-        };
         let req = RecordRequest {
             id: record.id,
             mode: new.mode,
@@ -356,21 +352,35 @@ impl Conference {
             first_file: 0,
             offset_ms: 0,
         };
-        if !handle.send(SessionInput::Core(Control::Record(req))) {
-            // The session's media is busy or gone: the recording never ran.
-            let mut failed = record;
-            failed.status = RecordingStatus::Failed;
-            failed.reason = Some("the session's media did not take it".into());
-            failed.end_ms = Some(now);
-            self.store
-                .commit(vec![StoreOp::PutRecording(failed.clone())])
-                .await?;
-            self.book().by_id.insert(failed.id, failed);
+        if !self.run_in_media(record.clone(), req).await? {
             return Err(ConferenceError::Conflict(
                 "the session's media is busy: try again".into(),
             ));
         }
         Ok(record)
+    }
+
+    /// Hand a recording's request to its session's media (started if it does not run
+    /// here yet). When the media does not take it (busy or gone), the row is stored as
+    /// failed. Whether it runs.
+    pub(super) async fn run_in_media(&self, row: Recording, req: RecordRequest) -> Result<bool> {
+        let session = row.session_id;
+        let handle = {
+            let st = self.lock();
+            self.media.session(session, || snapshot(&st, session))
+        };
+        if handle.send(SessionInput::Core(Control::Record(req))) {
+            return Ok(true);
+        }
+        let mut failed = row;
+        failed.status = RecordingStatus::Failed;
+        failed.reason = Some("the session's media did not take it".into());
+        failed.end_ms = Some(self.now() as u64);
+        self.store
+            .commit(vec![StoreOp::PutRecording(failed.clone())])
+            .await?;
+        self.book().by_id.insert(failed.id, failed);
+        Ok(false)
     }
 
     /// A recording's file, for download: where it is and what it is.

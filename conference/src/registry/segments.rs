@@ -10,7 +10,6 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::state::snapshot;
 use super::{Conference, ConferenceError, Placement, Result};
 use crate::media::session::{Control, RecordRequest, SessionInput};
 use crate::recording::{self, Recording, RecordingStatus, FILES_PER_SEGMENT, MOVED};
@@ -298,10 +297,6 @@ impl Conference {
                 .commit(vec![StoreOp::PutRecording(row.clone())])
                 .await?;
             self.book().by_id.insert(row.id, row.clone());
-            let handle = {
-                let st = self.lock();
-                self.media.session(session, || snapshot(&st, session))
-            };
             let req = RecordRequest {
                 id: row.id,
                 mode,
@@ -312,18 +307,9 @@ impl Conference {
                 first_file: segment.saturating_mul(FILES_PER_SEGMENT),
                 offset_ms: elapsed,
             };
-            if handle.send(SessionInput::Core(Control::Record(req))) {
+            if self.run_in_media(row, req).await? {
                 tracing::info!(recording = %id, segment, session_id = %session, "recording goes on here as a new segment");
                 resumed += 1;
-            } else {
-                let mut failed = row;
-                failed.status = RecordingStatus::Failed;
-                failed.reason = Some("the session's media did not take it".into());
-                failed.end_ms = Some(now);
-                self.store
-                    .commit(vec![StoreOp::PutRecording(failed.clone())])
-                    .await?;
-                self.book().by_id.insert(failed.id, failed);
             }
         }
         Ok(resumed)
