@@ -541,10 +541,26 @@ async fn a_recording_cut_by_a_crash_is_closed_and_marked_after_the_restart() {
     )
     .await;
     let id = r["id"].as_str().unwrap().to_string();
+    let ogg = record(&api, &s, json!({"mode": "mixed", "format": "ogg"})).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     g.restart().await;
     drop(running);
     let api = g.api();
+    // The Ogg file is cut after its last complete page and lists what that holds.
+    let ogg = complete(&api, &s, ogg["id"].as_str().unwrap_or_default()).await;
+    assert_eq!(ogg["reason"], "interrupted", "{ogg}");
+    let files = download(&api, &dir, &ogg).await;
+    assert_eq!(files.len(), 1, "{ogg}");
+    let (f, path) = &files[0];
+    let d = decode(path, false);
+    assert_eq!(d.codec, "opus");
+    let listed = f["durationMs"].as_f64().unwrap_or(0.0) / 1000.0;
+    assert!(d.seconds > 1.5 && d.seconds < 4.5, "{} s", d.seconds);
+    assert!(
+        (d.seconds - listed).abs() < 0.2,
+        "decoded {} s, listed {listed} s",
+        d.seconds
+    );
     let done = complete(&api, &s, &id).await;
     assert_eq!(done["reason"], "interrupted", "{done}");
     let files = download(&api, &dir, &done).await;

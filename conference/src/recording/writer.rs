@@ -333,6 +333,35 @@ fn finish_file(f: &mut File, meta: &FileMeta, bytes: u64) -> std::io::Result<()>
     f.sync_data()
 }
 
+/// Bytes read at each end of an Ogg file a crash left open (the last page is within a
+/// second of audio, a few KB; the first holds the Opus header).
+const OGG_REPAIR_WINDOW: u64 = 256 * 1024;
+
+/// Close an Ogg Opus file a crash left open: cut a torn last page off; its length and
+/// duration (ms, from the last page's granule position less the pre-skip).
+pub fn repair_ogg(path: &Path) -> std::io::Result<(u64, u64)> {
+    use crate::media::container::ogg;
+    use std::io::Read;
+    let mut f = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = f.metadata()?.len();
+    let mut head = vec![0u8; len.min(4096) as usize];
+    f.read_exact(&mut head)?;
+    let from = len.saturating_sub(OGG_REPAIR_WINDOW);
+    f.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::with_capacity((len - from) as usize);
+    f.read_to_end(&mut tail)?;
+    let Some((end, granule)) = ogg::last_complete_page(&tail) else {
+        return Ok((len, 0));
+    };
+    let end = from + end as u64;
+    if end < len {
+        f.set_len(end)?;
+        f.sync_data()?;
+    }
+    let pre_skip = u64::from(ogg::pre_skip(&head).unwrap_or(0));
+    Ok((end, granule.saturating_sub(pre_skip) / 48))
+}
+
 /// Close a WAV file a crash left open (its header says "unknown size").
 pub fn repair_wav(path: &Path, meta: &FileMeta) -> std::io::Result<u64> {
     let mut f = OpenOptions::new().write(true).open(path)?;

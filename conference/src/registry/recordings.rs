@@ -142,16 +142,21 @@ impl Conference {
             let mut files = manifest.map(|m| m.files).unwrap_or_default();
             for f in files.iter_mut().filter(|f| !f.complete) {
                 let meta = f.meta();
-                match recording::writer::repair_wav(&rdir.join(&f.name), &meta) {
-                    Ok(len) => {
+                let path = rdir.join(&f.name);
+                let repaired = match meta.wav {
+                    Some(format) => recording::writer::repair_wav(&path, &meta).map(|len| {
+                        let per_ms = u64::from(meta.rate)
+                            * u64::from(meta.channels)
+                            * u64::from(format.bytes_per_sample())
+                            / 1000;
+                        (len, len.saturating_sub(44) / per_ms.max(1))
+                    }),
+                    None => recording::writer::repair_ogg(&path),
+                };
+                match repaired {
+                    Ok((len, duration_ms)) => {
                         f.bytes = len;
-                        if let Some(format) = meta.wav {
-                            let per_ms = u64::from(meta.rate)
-                                * u64::from(meta.channels)
-                                * u64::from(format.bytes_per_sample())
-                                / 1000;
-                            f.duration_ms = len.saturating_sub(44) / per_ms.max(1);
-                        }
+                        f.duration_ms = duration_ms;
                     }
                     Err(e) => {
                         tracing::warn!(recording = %r.id, file = %f.name, error = %e, "an interrupted recording's file could not be closed")

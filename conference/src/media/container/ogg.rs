@@ -144,6 +144,54 @@ impl OggOpus {
     }
 }
 
+/// The complete page that starts at `at` of `bytes` (its CRC checked): its end and
+/// granule position.
+fn page_at(bytes: &[u8], at: usize) -> Option<(usize, u64)> {
+    let b = bytes.get(at..)?;
+    if b.len() < 27 || &b[..4] != b"OggS" || b[4] != 0 {
+        return None;
+    }
+    let n = b[26] as usize;
+    let table = b.get(27..27 + n)?;
+    let len = 27 + n + table.iter().map(|&s| s as usize).sum::<usize>();
+    let mut page = b.get(..len)?.to_vec();
+    let stored = u32::from_le_bytes(page[22..26].try_into().ok()?);
+    page[22..26].fill(0);
+    if crc(&page) != stored {
+        return None;
+    }
+    Some((at + len, u64::from_le_bytes(b[6..14].try_into().ok()?)))
+}
+
+/// In `tail` (the end of a file a crash cut short), the last complete page: where it
+/// ends (what follows is a torn page) and its granule position (the samples at 48 kHz
+/// completed by then). None: no complete page in it.
+pub fn last_complete_page(tail: &[u8]) -> Option<(usize, u64)> {
+    let mut last = None;
+    let mut at = 0;
+    while at + 4 <= tail.len() {
+        match page_at(tail, at) {
+            Some((end, granule)) => {
+                last = Some((end, granule));
+                at = end;
+            }
+            None => at += 1,
+        }
+    }
+    last
+}
+
+/// The pre-skip of an Ogg Opus stream, from its first page (`head`: the file's start).
+pub fn pre_skip(head: &[u8]) -> Option<u16> {
+    let (end, _) = page_at(head, 0)?;
+    let n = head[26] as usize;
+    let body = head.get(27 + n..end)?;
+    if body.len() < 12 || &body[..8] != b"OpusHead" {
+        return None;
+    }
+    Some(u16::from_le_bytes([body[10], body[11]]))
+}
+
 /// Split `bytes` into pages: (flags, granule, sequence, packets), checking each CRC.
 #[cfg(test)]
 pub(crate) fn pages(mut bytes: &[u8]) -> Vec<(u8, u64, u32, Vec<Vec<u8>>)> {
@@ -185,6 +233,31 @@ pub(crate) fn pages(mut bytes: &[u8]) -> Vec<(u8, u64, u32, Vec<Vec<u8>>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_cut_mid_page_ends_at_its_last_complete_page() {
+        let mut out = Vec::new();
+        let mut s = OggOpus::new(7, 1, 312, 8000, &mut out);
+        for _ in 0..5 {
+            s.packet(&[0xfc, 1, 2, 3], 960, &mut out);
+        }
+        s.flush(false, &mut out);
+        let whole = out.len();
+        s.packet(&[0xfc, 4, 5, 6], 960, &mut out);
+        s.flush(false, &mut out);
+        // Torn in the middle of the last page.
+        let cut = &out[..out.len() - 3];
+        assert_eq!(pre_skip(cut), Some(312));
+        assert_eq!(last_complete_page(cut), Some((whole, 5 * 960)));
+        // From a tail that starts mid-page.
+        let from = 10;
+        assert_eq!(
+            last_complete_page(&cut[from..]),
+            Some((whole - from, 5 * 960))
+        );
+        assert_eq!(last_complete_page(&out), Some((out.len(), 6 * 960)));
+        assert_eq!(last_complete_page(b"not ogg"), None);
+    }
 
     #[test]
     fn crc_of_known_input() {
