@@ -4,8 +4,8 @@
 //! response validators accept `null` for `callbackUrl` only.
 
 use patchbay_conference::{
-    DeviceApiVersion, Participant, ParticipantSubscription, PublishPermission, Session,
-    Subscriptions,
+    DeviceApiVersion, MediaStream, Participant, ParticipantSubscription, PublishPermission,
+    Session, StreamProtocol, Subscriptions,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -60,6 +60,65 @@ pub struct CreateParticipantRequest {
     /// `V3` (default) or `V2`, case-insensitive.
     #[schema(value_type = Option<DeviceApiVersionName>)]
     pub device_api_version: Option<String>,
+    /// A stream participant (a Patchbay addition): its media is a WebSocket to a bot.
+    pub media_stream: Option<MediaStreamBody>,
+}
+
+/// A stream participant's WebSocket (a Patchbay addition): once the participant is in
+/// a session, Patchbay connects to `url`, sends what the participant hears as one mix
+/// and publishes what the bot sends as the participant's audio.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaStreamBody {
+    /// `wss://…` (`ws://` where `webhook_allow` lets it through); checked by the
+    /// webhook egress policy.
+    pub url: String,
+    /// `twilio` (Twilio Media Streams), `bandwidth` or `raw`.
+    pub protocol: String,
+    /// 8000 (default; `twilio` is always 8000), 16000 or 24000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<u32>,
+    /// Passed to the bot in the start message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub custom_parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl MediaStreamBody {
+    pub fn parse(self) -> Result<MediaStream, ApiError> {
+        let protocol = match self.protocol.as_str() {
+            "twilio" => StreamProtocol::Twilio,
+            "bandwidth" => StreamProtocol::Bandwidth,
+            "raw" => StreamProtocol::Raw,
+            p => {
+                return Err(ApiError::BadRequest(format!(
+                "unknown mediaStream.protocol `{p}`; expected \"twilio\", \"bandwidth\" or \"raw\""
+            )))
+            }
+        };
+        Ok(MediaStream {
+            url: self.url,
+            protocol,
+            sample_rate: self.sample_rate.unwrap_or(8000),
+            custom_parameters: self.custom_parameters,
+        })
+    }
+}
+
+impl From<&MediaStream> for MediaStreamBody {
+    fn from(m: &MediaStream) -> Self {
+        MediaStreamBody {
+            url: m.url.clone(),
+            protocol: match m.protocol {
+                StreamProtocol::Twilio => "twilio",
+                StreamProtocol::Bandwidth => "bandwidth",
+                StreamProtocol::Raw => "raw",
+            }
+            .into(),
+            sample_rate: Some(m.sample_rate),
+            custom_parameters: m.custom_parameters.clone(),
+        }
+    }
 }
 
 /// Body of `createSession`.
@@ -175,6 +234,9 @@ pub struct ParticipantBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     pub device_api_version: DeviceApiVersionName,
+    /// A stream participant's bot (a Patchbay addition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_stream: Option<MediaStreamBody>,
 }
 
 impl From<&Participant> for ParticipantBody {
@@ -187,6 +249,7 @@ impl From<&Participant> for ParticipantBody {
             subscriptions: (&p.subscriptions).into(),
             tag: p.tag.clone(),
             device_api_version: p.device_api_version.into(),
+            media_stream: p.media_stream.as_ref().map(Into::into),
         }
     }
 }

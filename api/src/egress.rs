@@ -75,32 +75,44 @@ impl EgressPolicy {
     /// (after the URL parser's normalisation: `0x7f000001` is 127.0.0.1) must be allowed.
     /// Host names are checked where they are resolved.
     pub fn check_url(&self, url: &str) -> Result<reqwest::Url, String> {
-        let u = reqwest::Url::parse(url).map_err(|e| format!("callbackUrl is not a URL: {e}"))?;
-        if !matches!(u.scheme(), "http" | "https") {
+        self.check_url_as(url, "callbackUrl", &["http", "https"])
+    }
+
+    /// `url` (named `what` in errors) with one of `schemes`, no user info, and a literal
+    /// address only where the policy allows it (names are checked when resolved).
+    pub fn check_url_as(
+        &self,
+        url: &str,
+        what: &str,
+        schemes: &[&str],
+    ) -> Result<reqwest::Url, String> {
+        let u = reqwest::Url::parse(url).map_err(|e| format!("{what} is not a URL: {e}"))?;
+        if !schemes.contains(&u.scheme()) {
             return Err(format!(
-                "callbackUrl must be an http or https URL, not `{}:`",
+                "{what} must be a {} URL, not `{}:`",
+                schemes.join(" or "),
                 u.scheme()
             ));
         }
         if !u.username().is_empty() || u.password().is_some() {
-            return Err("callbackUrl must not carry user info (user:password@)".into());
+            return Err(format!("{what} must not carry user info (user:password@)"));
         }
         let Some(host) = u.host_str() else {
-            return Err("callbackUrl has no host".into());
+            return Err(format!("{what} has no host"));
         };
         let literal = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = literal.parse::<IpAddr>() {
-            self.check_ip(ip)?;
+            self.check_ip(ip, what)?;
         }
         Ok(u)
     }
 
-    fn check_ip(&self, ip: IpAddr) -> Result<(), String> {
+    fn check_ip(&self, ip: IpAddr, what: &str) -> Result<(), String> {
         if self.ip_allowed(ip) {
             Ok(())
         } else {
             Err(format!(
-                "callbackUrl points at {ip}, a loopback, private, link-local or otherwise non-public address; allow it with webhook_allow"
+                "{what} points at {ip}, a loopback, private, link-local or otherwise non-public address; allow it with webhook_allow"
             ))
         }
     }

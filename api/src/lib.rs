@@ -33,6 +33,7 @@ pub mod recordings;
 pub mod routes;
 pub mod server;
 pub mod signaling;
+pub mod streams;
 pub mod webhooks;
 mod write_timeout;
 

@@ -39,6 +39,12 @@ pub struct Metrics {
     pub signaling_relayed: Counter,
     /// Device sockets refused because their participant connects too often.
     pub device_connects_refused: Counter,
+    /// Stream participants' bots: connected now, connections that failed, audio and
+    /// messages dropped at the bounds, frames that were not the protocol's.
+    pub streams_connected: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub stream_connect_failures: Counter,
+    pub stream_dropped: Counter,
+    pub stream_invalid_messages: Counter,
 }
 
 impl Default for Metrics {
@@ -92,7 +98,35 @@ impl Metrics {
             "Device sockets closed 4429 because their participant's devices connected too often (30 at once, then one per 2 s)",
             device_connects_refused.clone(),
         );
+        let streams_connected = Gauge::default();
+        registry.register(
+            "streams_connected",
+            "Stream participants whose bot's WebSocket is connected",
+            streams_connected.clone(),
+        );
+        let stream_connect_failures = Counter::default();
+        registry.register(
+            "stream_connect_failures",
+            "Connections to stream participants' bots that failed or were refused by the egress policy",
+            stream_connect_failures.clone(),
+        );
+        let stream_dropped = Counter::default();
+        registry.register(
+            "stream_dropped",
+            "Bot audio beyond the 60 s playout queue (bytes) and messages to a bot slow to read, dropped",
+            stream_dropped.clone(),
+        );
+        let stream_invalid_messages = Counter::default();
+        registry.register(
+            "stream_invalid_messages",
+            "Frames from bots that were not messages of their protocol (ignored)",
+            stream_invalid_messages.clone(),
+        );
         Metrics {
+            streams_connected,
+            stream_connect_failures,
+            stream_dropped,
+            stream_invalid_messages,
             signaling_refused,
             signaling_relayed,
             device_connects_refused,

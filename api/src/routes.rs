@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::AccountId;
 use crate::dto::{
     parse_uuid, CreateParticipantRequest, CreateParticipantResponse, CreateSessionRequest,
-    ErrorBody, MessageBody, ParticipantBody, SessionBody, SubscriptionsBody,
+    ErrorBody, MediaStreamBody, MessageBody, ParticipantBody, SessionBody, SubscriptionsBody,
 };
 use crate::error::ApiError;
 use crate::AppState;
@@ -78,6 +78,10 @@ pub async fn create_participant(
     if let Some(url) = &req.callback_url {
         check_callback_url(&app, url).await?;
     }
+    let media_stream = req.media_stream.map(MediaStreamBody::parse).transpose()?;
+    if let Some(m) = &media_stream {
+        crate::streams::check_stream_url(&app, &m.url).await?;
+    }
     let (p, token) = app
         .conference
         .create_participant(
@@ -87,6 +91,7 @@ pub async fn create_participant(
                 publish_permissions,
                 tag: req.tag,
                 device_api_version,
+                media_stream,
             },
         )
         .await?;

@@ -19,8 +19,8 @@ pub mod token;
 pub mod webhooks;
 
 pub use model::{
-    DeviceApiVersion, Participant, ParticipantSubscription, PublishPermission, Session,
-    Subscriptions, UnixMillis,
+    DeviceApiVersion, MediaStream, Participant, ParticipantSubscription, PublishPermission,
+    Session, StreamProtocol, Subscriptions, UnixMillis,
 };
 pub use registry::{
     system_clock, Change, ChangeKind, Clock, Conference, ConferenceError, JoinError,

@@ -100,6 +100,33 @@ impl Subscriptions {
     }
 }
 
+/// How a stream participant's media is carried to its bot (a Patchbay addition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StreamProtocol {
+    /// Twilio Media Streams: JSON text frames, base64 μ-law at 8 kHz.
+    Twilio,
+    /// Bandwidth Programmable Voice's bidirectional streams.
+    Bandwidth,
+    /// Binary L16 frames at the stream's rate, JSON text frames for control.
+    Raw,
+}
+
+/// A participant whose media is a WebSocket stream to a bot instead of a device: what
+/// it hears goes to `url` as one mix, what the bot sends is its audio stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaStream {
+    /// `wss://…` (or `ws://` where the egress policy allows it).
+    pub url: String,
+    pub protocol: StreamProtocol,
+    /// 8000, 16000 or 24000 (`twilio`: 8000).
+    pub sample_rate: u32,
+    /// Passed to the bot in the protocol's start message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
 /// A participant: a person or program that may join one session and publish/receive streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Participant {
@@ -114,6 +141,8 @@ pub struct Participant {
     pub session_id: Option<Uuid>,
     /// Its subscriptions in that session (empty when not a member).
     pub subscriptions: Subscriptions,
+    /// A stream participant's bot (None: a device or a call joins with its token).
+    pub media_stream: Option<MediaStream>,
 }
 
 impl Participant {

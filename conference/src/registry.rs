@@ -65,6 +65,39 @@ pub enum ConferenceError {
 
 type Result<T> = std::result::Result<T, ConferenceError>;
 
+/// A stream participant's stream: a WebSocket URL, a rate its protocol carries, audio
+/// it may publish.
+fn check_media_stream(
+    m: &crate::model::MediaStream,
+    permissions: &[PublishPermission],
+) -> Result<()> {
+    use crate::model::StreamProtocol;
+    let invalid = |s: String| Err(ConferenceError::Invalid(s));
+    if !(m.url.starts_with("wss://") || m.url.starts_with("ws://")) || m.url.len() > 2048 {
+        return invalid("mediaStream.url must be a ws:// or wss:// URL".into());
+    }
+    let rates: &[u32] = match m.protocol {
+        StreamProtocol::Twilio => &[8000],
+        StreamProtocol::Bandwidth | StreamProtocol::Raw => &[8000, 16000, 24000],
+    };
+    if !rates.contains(&m.sample_rate) {
+        return invalid(format!(
+            "mediaStream.sampleRate {} is not one of {rates:?} for this protocol",
+            m.sample_rate
+        ));
+    }
+    if m.custom_parameters
+        .as_ref()
+        .is_some_and(|c| serde_json::to_string(c).map_or(usize::MAX, |s| s.len()) > 8192)
+    {
+        return invalid("mediaStream.customParameters is larger than 8 KB".into());
+    }
+    if !permissions.contains(&PublishPermission::Audio) {
+        return invalid("a stream participant needs publishPermissions [\"AUDIO\"]".into());
+    }
+    Ok(())
+}
+
 fn not_found(what: &str, id: Uuid) -> ConferenceError {
     ConferenceError::NotFound(format!("{what} {id} not found"))
 }
@@ -106,6 +139,8 @@ pub struct NewParticipant {
     pub tag: Option<String>,
     /// `None`: V3.
     pub device_api_version: Option<DeviceApiVersion>,
+    /// A stream participant: its bot's WebSocket (the URL checked by the caller).
+    pub media_stream: Option<crate::model::MediaStream>,
 }
 
 #[derive(Default)]
@@ -324,6 +359,40 @@ impl Conference {
         self.admit(token, false)
     }
 
+    /// A stream participant's bot joins (no token: Patchbay itself opened the stream):
+    /// the participant and its session's media (None: in no session, or gone).
+    pub fn join_stream(
+        &self,
+        participant_id: Uuid,
+    ) -> std::result::Result<Option<(Participant, SessionHandle)>, JoinError> {
+        let st = self.lock();
+        let Some(p) = st
+            .participants
+            .get(&participant_id)
+            .filter(|p| p.media_stream.is_some())
+        else {
+            return Ok(None);
+        };
+        let Some(sid) = p.session_id else {
+            return Ok(None);
+        };
+        if let Some((node, sip_uri)) = self.owner_elsewhere(sid) {
+            return Err(JoinError::Elsewhere { node, sip_uri });
+        }
+        let handle = self.media.session(sid, || snapshot(&st, sid));
+        Ok(Some((p.clone(), handle)))
+    }
+
+    /// Stream participants that are in a session now: (participant, session).
+    pub fn streams_in_sessions(&self) -> Vec<(Participant, Uuid)> {
+        self.lock()
+            .participants
+            .values()
+            .filter(|p| p.media_stream.is_some())
+            .filter_map(|p| p.session_id.map(|s| (p.clone(), s)))
+            .collect()
+    }
+
     fn admit(
         &self,
         token: &str,
@@ -336,6 +405,10 @@ impl Conference {
             .get(&claims.participant_id)
             .filter(|p| p.account_id == claims.account_id)
             .ok_or_else(|| TokenError::Invalid("participant no longer exists".into()))?;
+        if p.media_stream.is_some() {
+            // Its media is its bot's stream: no device or call takes its place.
+            return Err(TokenError::Invalid("the participant's media is a stream".into()).into());
+        }
         if needs_audio && !p.may_publish(PublishPermission::Audio) {
             return Err(JoinError::NoAudioPermission(p.id));
         }
@@ -395,6 +468,9 @@ impl Conference {
             .unwrap_or_else(|| vec![PublishPermission::Audio, PublishPermission::Video]);
         permissions.sort();
         permissions.dedup();
+        if let Some(m) = &new.media_stream {
+            check_media_stream(m, &permissions)?;
+        }
         let now = self.now();
         let p = Participant {
             id: Uuid::new_v4(),
@@ -406,6 +482,7 @@ impl Conference {
             created_at: now,
             session_id: None,
             subscriptions: Subscriptions::default(),
+            media_stream: new.media_stream,
         };
         let token = self
             .tokens

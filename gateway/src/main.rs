@@ -395,6 +395,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let console = state.console.clone();
     let drain_info = info;
+    // Stream participants' bots (voice bots).
+    patchbay_api::streams::start(state.clone());
 
     let sweeper = {
         let conference = conference.clone();

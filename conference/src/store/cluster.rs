@@ -595,7 +595,7 @@ async fn read(
         .collect();
     let p = sqlx::query(
         "SELECT id, account_id, callback_url, publish_permissions, tag, device_api_version, \
-         created_at FROM participants WHERE id = ANY($1)",
+         created_at, media_stream FROM participants WHERE id = ANY($1)",
     )
     .bind(&all_participants)
     .fetch_all(&mut *tx)

@@ -317,8 +317,8 @@ async fn finish(
 async fn apply(conn: &mut $conn, node: &str, op: &StoreOp) -> Result<(), sqlx::Error> {
     match op {
         StoreOp::InsertParticipant(p) => {
-            sqlx::query(&$sql("INSERT INTO participants (id, account_id, callback_url, publish_permissions, tag, device_api_version, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)"),
+            sqlx::query(&$sql("INSERT INTO participants (id, account_id, callback_url, publish_permissions, tag, device_api_version, created_at, media_stream) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
             )
             .bind(p.id.to_string())
             .bind(&p.account_id)
@@ -327,6 +327,7 @@ async fn apply(conn: &mut $conn, node: &str, op: &StoreOp) -> Result<(), sqlx::E
             .bind(&p.tag)
             .bind(p.device_api_version.as_str())
             .bind(p.created_at)
+            .bind(p.media_stream.as_ref().map(json))
             .execute(conn)
             .await?;
         }
@@ -580,12 +581,17 @@ pub(super) fn session_row(row: &$row) -> Result<Session, StoreError> {
 }
 
 /// Columns: `id, account_id, callback_url, publish_permissions, tag,
-/// device_api_version, created_at` (no membership).
+/// device_api_version, created_at, media_stream` (no membership).
 pub(super) fn participant_row(row: &$row) -> Result<Participant, StoreError> {
     let perms: String = row.try_get("publish_permissions").map_err(backend)?;
     let publish_permissions: Vec<PublishPermission> =
         serde_json::from_str(&perms).map_err(backend)?;
     let version: String = row.try_get("device_api_version").map_err(backend)?;
+    let stream: Option<String> = row.try_get("media_stream").map_err(backend)?;
+    let media_stream = stream
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(backend)?;
     Ok(Participant {
         id: uuid_col(row, "id")?,
         account_id: row.try_get("account_id").map_err(backend)?,
@@ -597,6 +603,7 @@ pub(super) fn participant_row(row: &$row) -> Result<Participant, StoreError> {
         created_at: row.try_get("created_at").map_err(backend)?,
         session_id: None,
         subscriptions: Subscriptions::default(),
+        media_stream,
     })
 }
 
@@ -678,7 +685,7 @@ async fn load(conn: &mut $conn, node: &str) -> Result<Snapshot, StoreError> {
     {
         snap.sessions.push(session_row(&row)?);
     }
-    for row in sqlx::query(&$sql("SELECT id, account_id, callback_url, publish_permissions, tag, device_api_version, created_at FROM participants"),
+    for row in sqlx::query(&$sql("SELECT id, account_id, callback_url, publish_permissions, tag, device_api_version, created_at, media_stream FROM participants"),
     )
     .fetch_all(&mut *conn)
     .await

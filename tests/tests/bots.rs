@@ -1,0 +1,321 @@
+//! Stream participants (voice bots) with real peers: a bot server speaking Twilio Media
+//! Streams written from Twilio's published examples (`tests/python/bot_twilio.py`,
+//! aiohttp), a sipp caller, and the gateway between them.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use patchbay_tests::hearing::{assert_hears, FREQS};
+use patchbay_tests::media::{now_epoch, tone_shares, Capture, Law};
+use patchbay_tests::sipp::{free_udp_ports, SippCall};
+use patchbay_tests::Gateway;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// The bot server, killed when dropped.
+struct Bot {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Bot {
+    fn start(dir: &Path, args: &[&str]) -> Bot {
+        let python = std::env::var("PATCHBAY_PYTHON").unwrap_or_else(|_| "python3".into());
+        let port = free_udp_ports(1);
+        let dir = dir.join(format!("bot-{port}"));
+        std::fs::create_dir_all(&dir).expect("bot dir");
+        let mut child = Command::new(python)
+            .arg(patchbay_tests::workspace().join("tests/python/bot_twilio.py"))
+            .arg(port.to_string())
+            .arg(&dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run the bot (scripts/test installs aiohttp)");
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        assert_eq!(line.trim(), "listening", "the bot did not start");
+        Bot { child, port, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/bot", self.port)
+    }
+
+    /// Stream `n`'s report (written when its stream stops) and what the bot heard.
+    async fn report(&self, n: usize) -> (Value, Vec<i16>) {
+        let json = self.dir.join(format!("stream-{n}.json"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !json.exists() {
+            assert!(Instant::now() < deadline, "no report of stream {n}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON");
+        let pcm = std::fs::read(self.dir.join(format!("stream-{n}.pcm")))
+            .expect("pcm")
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        (report, pcm)
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn events<'a>(report: &'a Value, name: &str) -> Vec<&'a Value> {
+    report["events"]
+        .as_array()
+        .map(|e| e.iter().filter(|e| e["event"] == name).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twilio_bot_hears_the_caller_and_the_caller_hears_the_bot_at_real_time() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let dir = g.scratch().to_path_buf();
+    let bot = Bot::start(&dir, &["--say", "880:2.0:m1", "--say", "880:1.0:m2"]);
+    let s = api.session(None).await;
+    let (caller, token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/participants",
+            Some(json!({
+                "publishPermissions": ["AUDIO"],
+                "tag": "bot",
+                "mediaStream": {"url": bot.url(), "protocol": "twilio",
+                                "customParameters": {"lang": "en"}},
+            })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let stream = &r.body["participant"]["mediaStream"];
+    assert_eq!(stream["protocol"], "twilio", "{}", r.text);
+    assert_eq!(stream["sampleRate"], 8000, "{}", r.text);
+    let bot_id = r.body["participant"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    let call = SippCall::tone("caller", &dir, 440, Law::Ulaw, 8000).token(&token);
+    let capture = Capture::start(&dir, &[call.media_port]);
+    let running = call.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The bot joins: Patchbay connects to it and it starts speaking at once.
+    let added = now_epoch();
+    api.add(&s, &bot_id, Some(json!({"sessionId": s}))).await;
+    g.wait_metric("patchbay_streams_connected", 1.0).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Removing it from the session ends its stream with `stop`.
+    api.remove(&s, &bot_id).await;
+    let (report, heard) = bot.report(1).await;
+    g.wait_metric("patchbay_streams_connected", 0.0).await;
+    running.assert_ok(Duration::from_secs(20));
+    let packets = capture.stop();
+
+    let names: Vec<&str> = report["events"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["event"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names.first(), Some(&"connected"), "{report}");
+    assert_eq!(names.get(1), Some(&"start"), "{report}");
+    assert_eq!(names.last(), Some(&"stop"), "{report}");
+    let start = &events(&report, "start")[0];
+    assert_eq!(start["start"]["customParameters"]["lang"], "en");
+    assert_eq!(start["start"]["mediaFormat"]["encoding"], "audio/x-mulaw");
+    assert_eq!(start["start"]["mediaFormat"]["sampleRate"], 8000);
+    assert_eq!(start["streamSid"], start["start"]["streamSid"]);
+    assert_eq!(
+        start["start"]["callSid"],
+        format!("CA{}", bot_id.replace('-', "")).as_str()
+    );
+
+    // Marks come back in order, when their audio has played: at real time, though the
+    // bot sent all of it at once.
+    let marks = events(&report, "mark");
+    let got: Vec<&str> = marks.iter().filter_map(|m| m["name"].as_str()).collect();
+    assert_eq!(got, vec!["m1", "m2"], "{report}");
+    let at = |v: &Value| v["at"].as_f64().unwrap_or(0.0);
+    let started = at(start);
+    let m1 = at(marks[0]) - started;
+    let m2 = at(marks[1]) - at(marks[0]);
+    assert!((1.8..2.6).contains(&m1), "m1 after {m1:.2} s");
+    assert!((0.8..1.4).contains(&m2), "m2 {m2:.2} s after m1");
+
+    // The bot heard the caller (20 ms frames of μ-law, the whole time).
+    let heard_s = heard.len() as f64 / 8000.0;
+    assert!(heard_s > 3.0, "the bot heard {heard_s:.2} s");
+    let middle = &heard[4000..heard.len().min(4000 + 16000)];
+    let shares = tone_shares(middle, &FREQS, 8000.0);
+    assert!(shares[&440] > 0.6, "the bot heard {shares:?}");
+    // The caller heard the bot while it spoke.
+    assert_hears(
+        &packets,
+        "the caller, while the bot speaks",
+        call.media_port,
+        Law::Ulaw,
+        added + 0.8,
+        added + 2.8,
+        &[880],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_participants_are_checked() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    for (stream, why) in [
+        (
+            json!({"url": "ws://10.1.2.3/bot", "protocol": "twilio"}),
+            "webhook_allow",
+        ),
+        (
+            json!({"url": "https://8.8.8.8/bot", "protocol": "twilio"}),
+            "ws or wss",
+        ),
+        (
+            json!({"url": "wss://8.8.8.8/bot", "protocol": "sip"}),
+            "protocol",
+        ),
+        (
+            json!({"url": "wss://8.8.8.8/bot", "protocol": "twilio", "sampleRate": 16000}),
+            "sampleRate",
+        ),
+    ] {
+        let r = api
+            .call(
+                Method::POST,
+                "/participants",
+                Some(json!({"publishPermissions": ["AUDIO"], "mediaStream": stream})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{stream}: {}", r.text);
+        assert!(r.text.contains(why), "{stream}: {}", r.text);
+    }
+    let r = api
+        .call(
+            Method::POST,
+            "/participants",
+            Some(json!({"publishPermissions": ["VIDEO"],
+                        "mediaStream": {"url": "wss://8.8.8.8/bot", "protocol": "twilio"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+}
+
+/// RMS of one packet's audio.
+fn level(p: &patchbay_tests::media::RtpPacket) -> f64 {
+    let n = p.payload.len().max(1) as f64;
+    (p.payload
+        .iter()
+        .map(|&b| f64::from(Law::Ulaw.decode(b)).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_silences_the_bot_at_once_and_dtmf_reaches_it() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let dir = g.scratch().to_path_buf();
+    // Ten seconds of speech sent at once; `clear` a second and a half later.
+    let bot = Bot::start(&dir, &["--say", "880:10.0:long", "--clear-after", "1.5"]);
+    let s = api.session(None).await;
+    let (listener, lt) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    let (presser, pt) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    let (bot_id, _) = api
+        .participant(json!({"publishPermissions": ["AUDIO"],
+                            "mediaStream": {"url": bot.url(), "protocol": "twilio"}}))
+        .await;
+    for p in [&listener, &presser] {
+        api.add(&s, p, Some(json!({"sessionId": s}))).await;
+    }
+    std::fs::copy(
+        "/usr/share/sip-tester/dtmf_2833_1.pcap",
+        dir.join("dtmf1.pcap"),
+    )
+    .expect("sip-tester's DTMF capture");
+    // The listener is silent to itself: what it receives is the bot (and the presser's
+    // silence).
+    let call = SippCall::tone("listener", &dir, 440, Law::Ulaw, 7000).token(&lt);
+    let capture = Capture::start(&dir, &[call.media_port]);
+    let running = call.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    api.add(&s, &bot_id, Some(json!({"sessionId": s}))).await;
+    g.wait_metric("patchbay_streams_connected", 1.0).await;
+    let presser_call = SippCall::new("presser", "uac_dtmf.xml")
+        .var("DELAY_MS", "2500")
+        .var("HOLD_MS", "1000")
+        .token(&pt);
+    let pressing = presser_call.spawn(&g, &dir);
+    pressing.assert_ok(Duration::from_secs(20));
+    running.assert_ok(Duration::from_secs(20));
+    let packets = capture.stop();
+    api.remove(&s, &bot_id).await;
+    let (report, _) = bot.report(1).await;
+
+    let cleared = report["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["sent"] == "clear"))
+        .and_then(|e| e["at"].as_f64())
+        .expect("the bot sent clear");
+    // Its audio (the presser's key presses reach it as telephone-events, not audio).
+    let to_listener: Vec<_> = patchbay_tests::media::received(&packets, call.media_port)
+        .into_iter()
+        .filter(|p| p.payload_type == 0)
+        .collect();
+    let loud_before = to_listener
+        .iter()
+        .filter(|p| p.at > cleared - 0.5 && p.at < cleared && level(p) > 1000.0)
+        .count();
+    assert!(loud_before > 15, "the bot was not heard before the clear");
+    let last_loud = to_listener
+        .iter()
+        .filter(|p| p.at >= cleared && level(p) > 1000.0)
+        .map(|p| p.at)
+        .fold(cleared, f64::max);
+    let after = last_loud - cleared;
+    eprintln!(
+        "clear → the listener's audio silent after {:.0} ms",
+        after * 1000.0
+    );
+    assert!(
+        after < 0.06,
+        "still heard {:.0} ms after the clear",
+        after * 1000.0
+    );
+    // The pending mark came back with the clear.
+    let marks = events(&report, "mark");
+    assert_eq!(marks.len(), 1, "{report}");
+    assert!(marks[0]["at"].as_f64().unwrap_or(0.0) >= cleared);
+    // The presser's digit reached the bot.
+    let digits: Vec<&str> = events(&report, "dtmf")
+        .iter()
+        .filter_map(|d| d["digit"].as_str())
+        .collect();
+    assert_eq!(digits, vec!["1"], "{report}");
+}
