@@ -451,20 +451,32 @@ pub fn metrics_text(app: &AppState, per_stream: bool) -> String {
 /// A `callbackUrl` must be an absolute http(s) URL with a host that the egress policy
 /// allows (a host name must not resolve only to refused addresses).
 pub(crate) async fn check_callback_url(app: &AppState, url: &str) -> Result<(), ApiError> {
+    check_outbound_url(app, url, "callbackUrl", &["http", "https"]).await
+}
+
+/// A URL Patchbay will connect to (`what` names it in errors): one of `schemes`, and a
+/// host the egress policy allows (a name that does not resolve now, or not within a
+/// second, is checked again at each connection).
+pub(crate) async fn check_outbound_url(
+    app: &AppState,
+    url: &str,
+    what: &str,
+    schemes: &[&str],
+) -> Result<(), ApiError> {
     let policy = &app.webhooks.egress;
-    let u = policy.check_url(url).map_err(ApiError::BadRequest)?;
+    let u = policy
+        .check_url_as(url, what, schemes)
+        .map_err(ApiError::BadRequest)?;
     let Some(host) = u.host_str() else {
         return Ok(());
     };
     let literal = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
     if !literal {
         let port = u.port_or_known_default().unwrap_or(80);
-        // A name that does not resolve now (or not within a second) is checked again
-        // at each delivery.
         let lookup = policy.resolve(host, port);
         if let Ok(Err(e)) = tokio::time::timeout(std::time::Duration::from_secs(1), lookup).await {
             if e.contains("may not reach") {
-                return Err(ApiError::BadRequest(format!("callbackUrl: {e}")));
+                return Err(ApiError::BadRequest(format!("{what}: {e}")));
             }
         }
     }

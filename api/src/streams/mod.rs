@@ -49,24 +49,7 @@ static NEXT_STREAM_LEG: AtomicU64 = AtomicU64::new(STREAM_LEGS);
 /// A stream's URL as the webhook egress policy sees callbacks: `ws://` or `wss://`, no
 /// user info, an address the operator allows.
 pub async fn check_stream_url(app: &AppState, url: &str) -> Result<(), ApiError> {
-    let policy = &app.webhooks.egress;
-    let u = policy
-        .check_url_as(url, "mediaStream.url", &["ws", "wss"])
-        .map_err(ApiError::BadRequest)?;
-    let Some(host) = u.host_str() else {
-        return Ok(());
-    };
-    let literal = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
-    if !literal {
-        let port = u.port_or_known_default().unwrap_or(443);
-        let lookup = policy.resolve(host, port);
-        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), lookup).await {
-            if e.contains("may not reach") {
-                return Err(ApiError::BadRequest(format!("mediaStream.url: {e}")));
-            }
-        }
-    }
-    Ok(())
+    crate::routes::check_outbound_url(app, url, "mediaStream.url", &["ws", "wss"]).await
 }
 
 struct Running {
