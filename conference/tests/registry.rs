@@ -408,6 +408,52 @@ async fn subscribe_layouts_keep_the_newest(backend: Backend) {
     assert_eq!(store.layout(p).await.unwrap(), None);
 }
 
+/// A stream participant keeps its bot's stream across a restart; its token joins no
+/// device or call (its media is the stream).
+async fn a_stream_participant_survives_reopen(backend: Backend) {
+    use patchbay_conference::{MediaStream, StreamProtocol};
+    let f = Fixture::new(backend);
+    let stream = MediaStream {
+        url: "wss://bot.example/ws".into(),
+        protocol: StreamProtocol::Bandwidth,
+        sample_rate: 16000,
+        custom_parameters: serde_json::json!({"lang": "en"}).as_object().cloned(),
+    };
+    let (id, token) = {
+        let c = f.open().await;
+        let new = NewParticipant {
+            publish_permissions: Some(vec![PublishPermission::Audio]),
+            media_stream: Some(stream.clone()),
+            ..Default::default()
+        };
+        let (p, token) = c.create_participant("dev", new).await.unwrap();
+        (p.id, token)
+    };
+    let c = f.open().await;
+    let p = c.get_participant("dev", id).unwrap();
+    assert_eq!(p.media_stream, Some(stream));
+    assert!(c.join_media(&token).is_err());
+    assert!(c.join_device(&token).is_err());
+    // A stream without AUDIO, or at a rate its protocol does not carry, is refused.
+    for (perms, rate) in [
+        (PublishPermission::Video, 8000),
+        (PublishPermission::Audio, 11025),
+    ] {
+        let new = NewParticipant {
+            publish_permissions: Some(vec![perms]),
+            media_stream: Some(MediaStream {
+                sample_rate: rate,
+                ..p.media_stream.clone().unwrap()
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.create_participant("dev", new).await,
+            Err(ConferenceError::Invalid(_))
+        ));
+    }
+}
+
 /// Each test on both stores: `name::sqlite` and `name::postgres`.
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -435,4 +481,5 @@ on_both_stores!(
     concurrent_creations_are_all_durable,
     every_operation_round_trips,
     subscribe_layouts_keep_the_newest,
+    a_stream_participant_survives_reopen,
 );

@@ -30,6 +30,9 @@ pub struct Cli {
     /// [recording_max_duration, PATCHBAY_RECORDING_MAX_DURATION] A recording stops by itself after this long (reason `limit`) [default: 4h]
     #[arg(long, value_name = "DURATION")]
     pub recording_max_duration: Option<String>,
+    /// [stream_retry_for, PATCHBAY_STREAM_RETRY_FOR] A stream participant's bot whose WebSocket dropped is connected again (with backoff) for this long, then the participant gets onLeave [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub stream_retry_for: Option<String>,
     /// [recording_max_mb, PATCHBAY_RECORDING_MAX_MB] A recording stops by itself once its files hold this many MB (reason `limit`) [default: 2048]
     #[arg(long, value_name = "MB")]
     pub recording_max_mb: Option<String>,

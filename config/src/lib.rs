@@ -139,6 +139,8 @@ pub struct Config {
     pub recordings_dir: PathBuf,
     /// A recording stops by itself after this long, or at this size (all its files).
     pub recording_max_duration: Duration,
+    /// A stream participant's dropped WebSocket is opened again for this long.
+    pub stream_retry_for: Duration,
     pub recording_max_mb: usize,
     /// Finished recordings (record and local files) are deleted this long after they end.
     pub recording_retention: Duration,
@@ -202,6 +204,7 @@ struct Layer {
     sip_trunk_ping_interval: Option<String>,
     recordings_dir: Option<String>,
     recording_max_duration: Option<String>,
+    stream_retry_for: Option<String>,
     #[serde(default, deserialize_with = "number_or_text")]
     recording_max_mb: Option<String>,
     recording_retention: Option<String>,
@@ -253,6 +256,7 @@ scalar_keys!(
     data_dir,
     recordings_dir,
     recording_max_duration,
+    stream_retry_for,
     recording_max_mb,
     recording_retention,
     recordings_s3_endpoint,
@@ -465,6 +469,8 @@ impl Config {
             layer.recording_max_duration.as_deref(),
             "4h",
         )?;
+        let stream_retry_for =
+            parse_duration("stream_retry_for", layer.stream_retry_for.as_deref(), "30s")?;
         let recording_retention = parse_duration(
             "recording_retention",
             layer.recording_retention.as_deref(),
@@ -659,6 +665,7 @@ impl Config {
             recording_max_mb,
             recording_retention,
             recordings_s3,
+            stream_retry_for,
             console_dir,
             database_url,
             cluster,

@@ -483,3 +483,19 @@ fn recordings_keys_and_their_refusals() {
         assert!(e.contains(key), "{toml}: {e}");
     }
 }
+
+#[test]
+fn stream_retry_for_from_each_layer() {
+    let c = Config::from_toml("data_dir = \"/d\"").unwrap();
+    assert_eq!(c.stream_retry_for, Duration::from_secs(30));
+    let c = Config::from_toml("stream_retry_for = \"2m\"").unwrap();
+    assert_eq!(c.stream_retry_for, Duration::from_secs(120));
+    let c = load(
+        &["--stream-retry-for", "5s"],
+        &[("PATCHBAY_STREAM_RETRY_FOR", "9s")],
+    )
+    .unwrap();
+    assert_eq!(c.stream_retry_for, Duration::from_secs(5));
+    let e = Config::from_toml("stream_retry_for = \"soon\"").unwrap_err();
+    assert!(e.to_string().contains("stream_retry_for"), "{e}");
+}

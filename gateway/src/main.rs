@@ -396,7 +396,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let console = state.console.clone();
     let drain_info = info;
     // Stream participants' bots (voice bots).
-    patchbay_api::streams::start(state.clone());
+    patchbay_api::streams::start(state.clone(), config.stream_retry_for);
 
     let sweeper = {
         let conference = conference.clone();

@@ -1,5 +1,5 @@
 //! Stream participants (voice bots) with real peers: a bot server speaking Twilio Media
-//! Streams written from Twilio's published examples (`tests/python/bot_twilio.py`,
+//! Streams written from Twilio's published examples (`tests/python/bot.py`,
 //! aiohttp), a sipp caller, and the gateway between them.
 
 use std::io::{BufRead, BufReader};
@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use patchbay_tests::hearing::{assert_hears, FREQS};
+use patchbay_tests::hooks::Receiver;
 use patchbay_tests::media::{now_epoch, tone_shares, Capture, Law};
 use patchbay_tests::sipp::{free_udp_ports, SippCall};
 use patchbay_tests::Gateway;
@@ -23,12 +24,16 @@ struct Bot {
 
 impl Bot {
     fn start(dir: &Path, args: &[&str]) -> Bot {
+        Bot::start_on(dir, free_udp_ports(1), args)
+    }
+
+    /// On a given port (a bot that comes back where it was).
+    fn start_on(dir: &Path, port: u16, args: &[&str]) -> Bot {
         let python = std::env::var("PATCHBAY_PYTHON").unwrap_or_else(|_| "python3".into());
-        let port = free_udp_ports(1);
-        let dir = dir.join(format!("bot-{port}"));
+        let dir = dir.join(format!("bot-{port}-{}", now_epoch()));
         std::fs::create_dir_all(&dir).expect("bot dir");
         let mut child = Command::new(python)
-            .arg(patchbay_tests::workspace().join("tests/python/bot_twilio.py"))
+            .arg(patchbay_tests::workspace().join("tests/python/bot.py"))
             .arg(port.to_string())
             .arg(&dir)
             .args(args)
@@ -318,4 +323,196 @@ async fn clear_silences_the_bot_at_once_and_dtmf_reaches_it() {
         .filter_map(|d| d["digit"].as_str())
         .collect();
     assert_eq!(digits, vec!["1"], "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_drops_is_connected_again_and_given_up_after_stream_retry_for() {
+    let hooks = Receiver::start().await;
+    let g = Gateway::start_with(&[], &[("PATCHBAY_STREAM_RETRY_FOR", "3s")]).await;
+    let api = g.api();
+    let dir = g.scratch().to_path_buf();
+    let port = free_udp_ports(1);
+    let bot = Bot::start_on(&dir, port, &["--say", "880:30.0:end"]);
+    let s = api.session(None).await;
+    let (bot_id, _) = api
+        .participant(
+            json!({"publishPermissions": ["AUDIO"], "callbackUrl": hooks.url("/bot"),
+                            "mediaStream": {"url": bot.url(), "protocol": "twilio"}}),
+        )
+        .await;
+    api.add(&s, &bot_id, Some(json!({"sessionId": s}))).await;
+    let seen = |n: usize| {
+        move |h: &[patchbay_tests::hooks::Hit]| h.iter().filter(|h| h.path == "/bot").count() >= n
+    };
+    hooks
+        .wait_for(Duration::from_secs(10), "onConnect", seen(1))
+        .await;
+    // The bot goes away without a close: onDisconnect, then it is connected again when
+    // it is back.
+    drop(bot);
+    hooks
+        .wait_for(Duration::from_secs(10), "onDisconnect", seen(2))
+        .await;
+    let bot = Bot::start_on(&dir, port, &["--say", "880:30.0:end"]);
+    hooks
+        .wait_for(Duration::from_secs(10), "onConnect again", seen(3))
+        .await;
+    g.wait_metric("patchbay_streams_connected", 1.0).await;
+    // Gone for longer than stream_retry_for: the participant leaves.
+    drop(bot);
+    let gone = Instant::now();
+    hooks
+        .wait_for(Duration::from_secs(15), "onLeave", seen(5))
+        .await;
+    let waited = gone.elapsed();
+    assert!(waited >= Duration::from_secs(3), "left after {waited:?}");
+    let events: Vec<String> = hooks
+        .delivered("/bot")
+        .iter()
+        .filter_map(|b| b["event"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "onConnect",
+            "onDisconnect",
+            "onConnect",
+            "onDisconnect",
+            "onLeave"
+        ],
+        "{events:?}"
+    );
+    assert_eq!(g.metric("patchbay_streams_connected").await, 0.0);
+    // Given up in this session: not opened again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(hooks.delivered("/bot").len(), 5);
+
+    // Without webhook_allow, a stream to loopback is refused like a callback.
+    let strict = Gateway::start_with(&[], &[("PATCHBAY_WEBHOOK_ALLOW", "")]).await;
+    let r = strict
+        .api()
+        .call(
+            Method::POST,
+            "/participants",
+            Some(json!({"publishPermissions": ["AUDIO"],
+                        "mediaStream": {"url": format!("ws://127.0.0.1:{port}/bot"), "protocol": "twilio"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("webhook_allow"), "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bandwidth_bot_speaks_16_khz_pcm_and_hears_the_caller() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let dir = g.scratch().to_path_buf();
+    let bot = Bot::start(
+        &dir,
+        &["--protocol", "bandwidth", "--say", "880:3.0:unused"],
+    );
+    let s = api.session(None).await;
+    let (caller, token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
+    let (bot_id, _) = api
+        .participant(json!({"publishPermissions": ["AUDIO"],
+                            "mediaStream": {"url": bot.url(), "protocol": "bandwidth",
+                                            "sampleRate": 16000,
+                                            "customParameters": {"lang": "en"}}}))
+        .await;
+    let call = SippCall::tone("caller", &dir, 440, Law::Ulaw, 6000).token(&token);
+    let capture = Capture::start(&dir, &[call.media_port]);
+    let running = call.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let added = now_epoch();
+    api.add(&s, &bot_id, Some(json!({"sessionId": s}))).await;
+    g.wait_metric("patchbay_streams_connected", 1.0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    api.remove(&s, &bot_id).await;
+    let (report, heard) = bot.report(1).await;
+    running.assert_ok(Duration::from_secs(20));
+    let packets = capture.stop();
+
+    let names: Vec<&str> = report["events"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["event"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names.first(), Some(&"start"), "{report}");
+    assert_eq!(names.last(), Some(&"stop"), "{report}");
+    let start = &events(&report, "start")[0];
+    assert_eq!(
+        start["metadata"]["tracks"][0]["mediaFormat"]["encoding"],
+        "audio/PCMU"
+    );
+    assert_eq!(start["streamParams"]["lang"], "en");
+    assert_eq!(events(&report, "media")[0]["track"], "inbound");
+    let middle = &heard[4000..heard.len().min(4000 + 12000)];
+    let shares = tone_shares(middle, &FREQS, 8000.0);
+    assert!(shares[&440] > 0.6, "the bot heard {shares:?}");
+    assert_hears(
+        &packets,
+        "the caller, while the bot speaks",
+        call.media_port,
+        Law::Ulaw,
+        added + 0.8,
+        added + 2.8,
+        &[880],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_bot_at_16_khz_hears_the_caller_and_is_heard_with_its_marks() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let dir = g.scratch().to_path_buf();
+    let bot = Bot::start(&dir, &["--protocol", "raw", "--say", "880:2.0:said"]);
+    let s = api.session(None).await;
+    let (caller, token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
+    let (bot_id, _) = api
+        .participant(json!({"publishPermissions": ["AUDIO"],
+                            "mediaStream": {"url": bot.url(), "protocol": "raw", "sampleRate": 16000}}))
+        .await;
+    let call = SippCall::tone("caller", &dir, 440, Law::Ulaw, 6000).token(&token);
+    let capture = Capture::start(&dir, &[call.media_port]);
+    let running = call.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let added = now_epoch();
+    api.add(&s, &bot_id, Some(json!({"sessionId": s}))).await;
+    g.wait_metric("patchbay_streams_connected", 1.0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    api.remove(&s, &bot_id).await;
+    let (report, heard) = bot.report(1).await;
+    running.assert_ok(Duration::from_secs(20));
+    let packets = capture.stop();
+
+    let start = &events(&report, "start")[0];
+    assert_eq!(start["startMessage"]["sampleRate"], 16000, "{report}");
+    assert_eq!(report["rate"], 16000);
+    let marks: Vec<&str> = events(&report, "mark")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(marks, vec!["said"], "{report}");
+    let said = events(&report, "mark")[0]["at"].as_f64().unwrap_or(0.0)
+        - start["at"].as_f64().unwrap_or(0.0);
+    assert!((1.8..2.6).contains(&said), "the mark after {said:.2} s");
+    assert_eq!(events(&report, "stop").len(), 1, "{report}");
+    // 16 kHz PCM: the caller's 440 Hz.
+    let middle = &heard[8000..heard.len().min(8000 + 24000)];
+    let shares = tone_shares(middle, &FREQS, 16000.0);
+    assert!(shares[&440] > 0.6, "the bot heard {shares:?}");
+    assert_hears(
+        &packets,
+        "the caller, while the bot speaks",
+        call.media_port,
+        Law::Ulaw,
+        added + 0.8,
+        added + 1.8,
+        &[880],
+    );
 }

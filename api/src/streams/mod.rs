@@ -8,8 +8,11 @@
 //!
 //! Here: the supervisor (which stream participants should have a bot connected), the
 //! connection (egress-checked like webhooks, `ws://` or `wss://`), and one task per
-//! stream that moves messages between the socket and the sink. Protocols: `twilio`.
+//! stream that moves messages between the socket and the sink. Protocols: `twilio`,
+//! `bandwidth`, `raw`.
 
+pub mod bandwidth;
+pub mod raw;
 pub mod sink;
 pub mod twilio;
 
@@ -19,7 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use patchbay_conference::events::DeviceOwner;
+use patchbay_conference::events::{
+    DeviceEvent, DeviceEventKind, DeviceOwner, DeviceSource, EventSink,
+};
 use patchbay_conference::media::codec::AudioCodec;
 use patchbay_conference::media::session::{LegId, LegMedia, SessionInput};
 use patchbay_conference::{Participant, Placement, StreamProtocol};
@@ -57,10 +62,20 @@ struct Running {
     stop: watch::Sender<bool>,
 }
 
+/// Streams that ended for good in their session (the bot closed it, or did not come
+/// back within `stream_retry_for`): not opened again until the participant is in
+/// another session (or this one again after leaving it).
+type Done = Arc<std::sync::Mutex<HashMap<Uuid, Uuid>>>;
+
+fn done_lock(d: &Done) -> std::sync::MutexGuard<'_, HashMap<Uuid, Uuid>> {
+    d.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Keep a bot connected for each stream participant in a session whose media runs here.
-pub fn start(app: AppState) {
+pub fn start(app: AppState, retry_for: Duration) {
     tokio::spawn(async move {
         let mut running: HashMap<Uuid, Running> = HashMap::new();
+        let done: Done = Default::default();
         // A stream that ended by itself (its bot went, or its session runs elsewhere)
         // is tried again after a pause.
         let mut retry_at: HashMap<Uuid, Instant> = HashMap::new();
@@ -91,69 +106,150 @@ pub fn start(app: AppState) {
                 }
                 keep
             });
+            done_lock(&done).retain(|id, s| want.get(id).is_some_and(|(_, w)| w == s));
             for (id, (p, session)) in want {
                 if running.contains_key(&id)
                     || retry_at.contains_key(&id)
+                    || done_lock(&done).contains_key(&id)
                     || running.len() >= MAX_STREAMS
                 {
                     continue;
                 }
                 let (stop, stopped) = watch::channel(false);
                 running.insert(id, Running { session, stop });
-                tokio::spawn(run_stream(app.clone(), p, stopped));
+                tokio::spawn(run_stream(app.clone(), p, retry_for, stopped, done.clone()));
             }
         }
     });
 }
 
-/// One stream, from connecting to its end.
-async fn run_stream(app: AppState, p: Participant, mut stopped: watch::Receiver<bool>) {
+/// The protocol spoken with one bot.
+enum Wire {
+    Twilio(twilio::Writer),
+    Bandwidth(bandwidth::Writer, bandwidth::Reader),
+    Raw(raw::Wire),
+}
+
+impl Wire {
+    fn opening(&mut self, custom: &serde_json::Value) -> Vec<String> {
+        match self {
+            Wire::Twilio(w) => w.opening(custom),
+            Wire::Bandwidth(w, _) => w.opening(custom),
+            Wire::Raw(w) => w.opening(custom),
+        }
+    }
+
+    /// None: the protocol has no such message.
+    fn message(&mut self, m: &ToBot) -> Option<Message> {
+        match self {
+            Wire::Twilio(w) => Some(Message::text(w.message(m))),
+            Wire::Bandwidth(w, _) => w.message(m).map(Message::text),
+            Wire::Raw(w) => Some(match w.message(m) {
+                raw::Frame::Text(t) => Message::text(t),
+                raw::Frame::Binary(b) => Message::binary(b),
+            }),
+        }
+    }
+
+    fn parse(&mut self, text: &str) -> Result<twilio::FromBot, &'static str> {
+        match self {
+            Wire::Twilio(_) => twilio::parse(text),
+            Wire::Bandwidth(_, r) => r.parse(text),
+            Wire::Raw(w) => w.parse(text),
+        }
+    }
+
+    /// A binary frame: audio in `raw`, not a message in the others.
+    fn binary(&mut self, bytes: &[u8]) -> Result<twilio::FromBot, &'static str> {
+        match self {
+            Wire::Raw(w) => w.audio(bytes),
+            _ => Err("a binary frame (this protocol's messages are text)"),
+        }
+    }
+}
+
+/// How a connection to the bot ended.
+enum Ended {
+    /// The participant left the session's media (removed, deleted, session ended): the
+    /// bot was sent `stop`.
+    Stopped,
+    /// The bot closed the WebSocket (a close frame): it is done, the participant leaves.
+    Closed,
+    /// The WebSocket dropped without a close: connected again.
+    Dropped,
+}
+
+/// One stream participant's stream, from its first connection to its end: the
+/// participant joins the session's media once connected and stays while its bot's
+/// WebSocket is connected again after drops (for `retry_for`, with backoff; silence
+/// meanwhile, `onDisconnect` then `onConnect`); after that it leaves (`onLeave`).
+async fn run_stream(
+    app: AppState,
+    p: Participant,
+    retry_for: Duration,
+    mut stopped: watch::Receiver<bool>,
+    done: Done,
+) {
     let Some(m) = p.media_stream.clone() else {
         return;
     };
-    if m.protocol != StreamProtocol::Twilio {
-        tracing::warn!(participant_id = %p.id, protocol = ?m.protocol, "this stream protocol is not served yet");
-        return;
-    }
     // In a cluster the node that runs the session's media (or takes it now) connects.
-    if let Some(sid) = p.session_id {
-        match app.conference.place_session(sid).await {
-            Ok(Placement::Here) => {}
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(participant_id = %p.id, error = %e, "placing a stream's session failed");
-                return;
-            }
-        }
-    }
-    let ws = match connect(&app, &m.url).await {
-        Ok(ws) => ws,
+    let Some(sid) = p.session_id else {
+        return;
+    };
+    match app.conference.place_session(sid).await {
+        Ok(Placement::Here) => {}
+        Ok(_) => return,
         Err(e) => {
-            app.metrics.stream_connect_failures.inc();
-            tracing::warn!(participant_id = %p.id, error = %e, "the bot's WebSocket could not be opened");
+            tracing::warn!(participant_id = %p.id, error = %e, "placing a stream's session failed");
             return;
         }
-    };
-    let (mut tx, mut rx) = ws.split();
+    }
     let ids = twilio::Ids {
         stream_sid: format!("MZ{}", Uuid::new_v4().simple()),
         call_sid: format!("CA{}", p.id.simple()),
         account_sid: p.account_id.clone(),
     };
-    let mut writer = twilio::Writer::new(ids.clone());
     let custom = m
         .custom_parameters
         .clone()
         .map(serde_json::Value::Object)
         .unwrap_or_else(|| serde_json::json!({}));
-    for text in writer.opening(&custom) {
-        if tx.send(Message::text(text)).await.is_err() {
-            return;
+    let mut writer = match m.protocol {
+        StreamProtocol::Bandwidth => Wire::Bandwidth(
+            bandwidth::Writer::new(ids.clone()),
+            bandwidth::Reader::default(),
+        ),
+        StreamProtocol::Raw => {
+            Wire::Raw(raw::Wire::new(ids.clone(), p.id.to_string(), m.sample_rate))
         }
-    }
+        StreamProtocol::Twilio => Wire::Twilio(twilio::Writer::new(ids.clone())),
+    };
+    let first = match open(&app, &p, &m.url, &mut writer, &custom).await {
+        Some(ws) => Some(ws),
+        None => {
+            reconnect(
+                &app,
+                &p,
+                &m.url,
+                &mut writer,
+                &custom,
+                retry_for,
+                &mut stopped,
+            )
+            .await
+        }
+    };
+    let Some(mut ws) = first else {
+        if !*stopped.borrow() {
+            tracing::warn!(participant_id = %p.id, "the bot could not be reached; the stream is given up in this session");
+            done_lock(&done).insert(p.id, sid);
+        }
+        return;
+    };
     let (out_tx, mut out_rx) = mpsc::channel(sink::OUT_QUEUE);
     let bot = Arc::new(BotSink::new(out_tx));
-    let joined = match app.conference.join_stream(p.id) {
+    let (participant, session) = match app.conference.join_stream(p.id) {
         Ok(Some(j)) => j,
         Ok(None) => return,
         Err(e) => {
@@ -161,7 +257,6 @@ async fn run_stream(app: AppState, p: Participant, mut stopped: watch::Receiver<
             return;
         }
     };
-    let (participant, session) = joined;
     let (media_tx, media) = watch::channel(LegMedia {
         codec: AudioCodec::Pcmu,
         payload_type: 0,
@@ -170,39 +265,192 @@ async fn run_stream(app: AppState, p: Participant, mut stopped: watch::Receiver<
         ptime_ms: 20,
     });
     let leg = LegId(NEXT_STREAM_LEG.fetch_add(1, Relaxed));
+    let owner = DeviceOwner::of(&participant);
     let joined = session.send(SessionInput::Join {
         leg,
-        owner: DeviceOwner::of(&participant),
+        owner: owner.clone(),
         call_id: ids.stream_sid.as_str().into(),
         media,
         sink: bot.clone(),
     });
     if !joined {
         tracing::warn!(participant_id = %p.id, "the session's media did not take the stream (busy); it is tried again");
-        let _ = tx.send(Message::text(writer.message(&ToBot::Stop))).await;
+        if let Some(stop) = writer.message(&ToBot::Stop) {
+            let _ = ws.send(stop).await;
+        }
         return;
     }
     app.metrics.streams_connected.inc();
     tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, %leg, "stream connected");
-    let mut dropped = (0, 0);
+    let event = |kind| DeviceEvent {
+        session_id: sid,
+        kind,
+        source: DeviceSource::Sip,
+        owner: owner.clone(),
+        device_id: ids.stream_sid.clone(),
+        at_ms: patchbay_conference::media::session::unix_us() / 1000,
+    };
+    loop {
+        let ended = serve(
+            &app,
+            &p,
+            &bot,
+            &mut ws,
+            &mut writer,
+            &mut out_rx,
+            &mut stopped,
+        )
+        .await;
+        let _ = ws.close(None).await;
+        match ended {
+            Ended::Stopped => break,
+            Ended::Closed => {
+                tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot closed the stream; the participant leaves");
+                done_lock(&done).insert(p.id, sid);
+                break;
+            }
+            Ended::Dropped => {}
+        }
+        app.metrics.streams_connected.dec();
+        app.webhooks
+            .device_event(event(DeviceEventKind::Disconnect));
+        tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot's WebSocket dropped; connecting again");
+        bot.clear();
+        let Some(again) = reconnect(
+            &app,
+            &p,
+            &m.url,
+            &mut writer,
+            &custom,
+            retry_for,
+            &mut stopped,
+        )
+        .await
+        else {
+            tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot did not come back; the participant leaves");
+            if !*stopped.borrow() {
+                done_lock(&done).insert(p.id, sid);
+            }
+            // The leg leaves the session's media when its media watch goes: `onLeave`.
+            drop(media_tx);
+            return;
+        };
+        ws = again;
+        // What piled up while it was away is not sent late.
+        while out_rx.try_recv().is_ok() {}
+        app.metrics.streams_connected.inc();
+        app.webhooks.device_event(event(DeviceEventKind::Connect));
+    }
+    drop(media_tx);
+    app.metrics.streams_connected.dec();
+    tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "stream ended");
+}
+
+/// Connect and send the protocol's opening messages.
+async fn open(
+    app: &AppState,
+    p: &Participant,
+    url: &str,
+    writer: &mut Wire,
+    custom: &serde_json::Value,
+) -> Option<Ws> {
+    let mut ws = match connect(app, url).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            app.metrics.stream_connect_failures.inc();
+            tracing::warn!(participant_id = %p.id, error = %e, "the bot's WebSocket could not be opened");
+            return None;
+        }
+    };
+    for text in writer.opening(custom) {
+        if ws.send(Message::text(text)).await.is_err() {
+            app.metrics.stream_connect_failures.inc();
+            return None;
+        }
+    }
+    Some(ws)
+}
+
+/// Connect again with backoff (250 ms doubling to 5 s) for at most `retry_for`, unless
+/// the stream is stopped meanwhile.
+async fn reconnect(
+    app: &AppState,
+    p: &Participant,
+    url: &str,
+    writer: &mut Wire,
+    custom: &serde_json::Value,
+    retry_for: Duration,
+    stopped: &mut watch::Receiver<bool>,
+) -> Option<Ws> {
+    let until = Instant::now() + retry_for;
+    let mut backoff = Duration::from_millis(250);
     loop {
         tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
             changed = stopped.changed() => {
                 if changed.is_err() || *stopped.borrow() {
-                    let _ = tx.send(Message::text(writer.message(&ToBot::Stop))).await;
-                    break;
+                    return None;
                 }
             }
-            out = out_rx.recv() => {
-                let Some(out) = out else { break };
-                let stop = out == ToBot::Stop;
-                if tx.send(Message::text(writer.message(&out))).await.is_err() || stop {
-                    break;
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        if let Some(ws) = open(app, p, url, writer, custom).await {
+            return Some(ws);
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Move messages between one connection and the sink until it ends.
+async fn serve(
+    app: &AppState,
+    p: &Participant,
+    bot: &BotSink,
+    ws: &mut Ws,
+    writer: &mut Wire,
+    out_rx: &mut mpsc::Receiver<ToBot>,
+    stopped: &mut watch::Receiver<bool>,
+) -> Ended {
+    let mut dropped = (
+        bot.stats.dropped_in.load(Relaxed),
+        bot.stats.dropped_out.load(Relaxed),
+    );
+    loop {
+        let ended = tokio::select! {
+            changed = stopped.changed() => {
+                if changed.is_err() || *stopped.borrow() {
+                    if let Some(stop) = writer.message(&ToBot::Stop) {
+                        let _ = ws.send(stop).await;
+                    }
+                    Some(Ended::Stopped)
+                } else {
+                    None
                 }
             }
-            frame = rx.next() => {
-                match frame {
-                    Some(Ok(Message::Text(t))) => match twilio::parse(&t) {
+            out = out_rx.recv() => match out {
+                None => Some(Ended::Stopped),
+                Some(out) => {
+                    let stop = out == ToBot::Stop;
+                    let sent = match writer.message(&out) {
+                        Some(msg) => ws.send(msg).await,
+                        None => Ok(()),
+                    };
+                    match sent {
+                        Err(_) => Some(Ended::Dropped),
+                        Ok(()) if stop => Some(Ended::Stopped),
+                        Ok(()) => None,
+                    }
+                }
+            },
+            frame = ws.next() => match frame {
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                    let parsed = match &m {
+                        Message::Text(t) => writer.parse(t),
+                        _ => writer.binary(&m.into_data()),
+                    };
+                    match parsed {
                         Ok(twilio::FromBot::Media(ulaw)) => bot.push_audio(&ulaw),
                         Ok(twilio::FromBot::Mark(name)) => bot.mark(name),
                         Ok(twilio::FromBot::Clear) => bot.clear(),
@@ -211,12 +459,14 @@ async fn run_stream(app: AppState, p: Participant, mut stopped: watch::Receiver<
                             app.metrics.stream_invalid_messages.inc();
                             tracing::debug!(participant_id = %p.id, why, "a frame from the bot was ignored");
                         }
-                    },
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
+                    }
+                    None
                 }
-            }
-        }
+                Some(Ok(Message::Close(_))) => Some(Ended::Closed),
+                None | Some(Err(_)) => Some(Ended::Dropped),
+                Some(Ok(_)) => None,
+            },
+        };
         let now = (
             bot.stats.dropped_in.load(Relaxed),
             bot.stats.dropped_out.load(Relaxed),
@@ -227,12 +477,10 @@ async fn run_stream(app: AppState, p: Participant, mut stopped: watch::Receiver<
                 .inc_by((now.0 - dropped.0) + (now.1 - dropped.1));
             dropped = now;
         }
+        if let Some(e) = ended {
+            return e;
+        }
     }
-    // The leg leaves the session's media when its media watch goes.
-    drop(media_tx);
-    let _ = tx.close().await;
-    app.metrics.streams_connected.dec();
-    tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "stream ended");
 }
 
 type Ws =

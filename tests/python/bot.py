@@ -1,7 +1,15 @@
-"""A voice bot speaking Twilio Media Streams, written from Twilio's published message
-examples (not from Patchbay's code), for the stream participant tests.
+"""A voice bot speaking Twilio Media Streams or Bandwidth's bidirectional streams,
+written from Twilio's and Bandwidth's published message examples (not from Patchbay's
+code), for the stream participant tests.
 
-    bot_twilio.py PORT REPORT_DIR [--say HZ:SECONDS:MARK ...] [--clear-after S]
+    bot.py PORT REPORT_DIR [--protocol twilio|bandwidth|raw] [--say HZ:SECONDS:MARK ...]
+           [--clear-after S]
+
+Bandwidth: the bot answers with `playAudio` in `audio/pcm;rate=16000` (16-bit little
+endian) and has no marks; its events are reported under "event" as Twilio's are.
+Raw (Patchbay's own, from its README): binary frames of 16-bit little-endian PCM at the
+rate `start` names, both ways; `mark` and `clear` as JSON text. What it heard is written
+at that rate (the report's "rate").
 
 Listens on 127.0.0.1:PORT (path /bot). For each stream: after `start`, sends each
 `--say` utterance as base64 μ-law in 100 ms chunks, as fast as it can (faster than real
@@ -49,6 +57,13 @@ def ulaw_decode(byte):
     return -sample if sign else sample
 
 
+def pcm16_tone(hz, seconds, rate):
+    n = int(rate * seconds)
+    return b"".join(
+        int(8000 * math.sin(2 * math.pi * hz * i / rate)).to_bytes(2, "little", signed=True)
+        for i in range(n))
+
+
 def tone(hz, seconds):
     n = int(8000 * seconds)
     return bytes(ulaw_encode(int(8000 * math.sin(2 * math.pi * hz * i / 8000))) for i in range(n))
@@ -70,9 +85,28 @@ class Bot:
         sid = None
         speaking = None
 
+        bandwidth = self.args.protocol == "bandwidth"
+        raw = self.args.protocol == "raw"
+        rate = 8000
+
         async def speak():
             for say in self.args.say:
                 hz, seconds, mark = say.split(":")
+                if raw:
+                    audio = pcm16_tone(float(hz), float(seconds), rate)
+                    step = rate // 5
+                    for i in range(0, len(audio), step):
+                        await ws.send_bytes(audio[i:i + step])
+                    await ws.send_str(json.dumps({"event": "mark", "name": mark}))
+                    events.append({"sent": "mark", "name": mark, "at": time.time()})
+                    continue
+                if bandwidth:
+                    audio = pcm16_tone(float(hz), float(seconds), 16000)
+                    for i in range(0, len(audio), 3200):
+                        await ws.send_str(json.dumps({"eventType": "playAudio", "media": {
+                            "contentType": "audio/pcm;rate=16000",
+                            "payload": base64.b64encode(audio[i:i + 3200]).decode()}}))
+                    continue
                 audio = tone(float(hz), float(seconds))
                 for i in range(0, len(audio), 800):
                     chunk = base64.b64encode(audio[i:i + 800]).decode()
@@ -83,44 +117,65 @@ class Bot:
                 events.append({"sent": "mark", "name": mark, "at": time.time()})
             if self.args.clear_after is not None:
                 await asyncio.sleep(self.args.clear_after)
-                await ws.send_str(json.dumps({"event": "clear", "streamSid": sid}))
+                clear = {"eventType": "clear"} if bandwidth else {"event": "clear", "streamSid": sid}
+                if raw:
+                    clear = {"event": "clear"}
+                await ws.send_str(json.dumps(clear))
                 events.append({"sent": "clear", "at": time.time()})
 
+        pcm_heard = bytearray()
         async for msg in ws:
+            if msg.type == web.WSMsgType.BINARY and raw:
+                pcm_heard.extend(msg.data)
+                continue
             if msg.type != web.WSMsgType.TEXT:
                 continue
             m = json.loads(msg.data)
-            event = m.get("event")
+            event = m.get("eventType") if bandwidth else m.get("event")
             entry = {"event": event, "at": time.time()}
-            if event == "start":
+            if event == "start" and raw:
+                rate = m["sampleRate"]
+                sid = m["streamId"]
+                entry["startMessage"] = m
+                speaking = asyncio.ensure_future(speak())
+            elif event == "start" and bandwidth:
+                sid = m["metadata"]["streamId"]
+                entry["metadata"] = m["metadata"]
+                entry["streamParams"] = m.get("streamParams")
+                speaking = asyncio.ensure_future(speak())
+            elif event == "start":
                 sid = m["start"]["streamSid"]
                 entry["start"] = m["start"]
                 entry["streamSid"] = m.get("streamSid")
                 speaking = asyncio.ensure_future(speak())
             elif event == "media":
-                heard.extend(base64.b64decode(m["media"]["payload"]))
+                payload = m["payload"] if bandwidth else m["media"]["payload"]
+                heard.extend(base64.b64decode(payload))
                 if len(events) and events[-1].get("event") == "media":
                     events[-1]["count"] += 1
                     events[-1]["last"] = time.time()
                     continue
                 entry["count"] = 1
-                entry["track"] = m["media"]["track"]
+                entry["track"] = m["track"] if bandwidth else m["media"]["track"]
             elif event == "mark":
-                entry["name"] = m["mark"]["name"]
+                entry["name"] = m["name"] if raw else m["mark"]["name"]
             elif event == "dtmf":
-                entry["digit"] = m["dtmf"]["digit"]
+                entry["digit"] = m["digit"] if raw else m["dtmf"]["digit"]
             elif event == "stop":
-                entry["stop"] = m["stop"]
+                entry["stop"] = m.get("metadata") if bandwidth else m.get("stop")
             events.append(entry)
             if event == "stop":
                 break
         if speaking:
             speaking.cancel()
         pcm = b"".join(int.to_bytes(ulaw_decode(b) & 0xFFFF, 2, "little") for b in heard)
+        if raw:
+            pcm = bytes(pcm_heard)
         with open(os.path.join(self.args.report_dir, f"stream-{n}.pcm"), "wb") as f:
             f.write(pcm)
         with open(os.path.join(self.args.report_dir, f"stream-{n}.json"), "w") as f:
-            json.dump({"t0": t0, "events": events, "heardSeconds": len(heard) / 8000}, f)
+            json.dump({"t0": t0, "events": events, "rate": rate,
+                       "heardSeconds": len(pcm) / 2 / rate}, f)
         return ws
 
 
@@ -128,6 +183,7 @@ async def main():
     p = argparse.ArgumentParser()
     p.add_argument("port", type=int)
     p.add_argument("report_dir")
+    p.add_argument("--protocol", default="twilio", choices=["twilio", "bandwidth", "raw"])
     p.add_argument("--say", action="append", default=[])
     p.add_argument("--clear-after", type=float)
     args = p.parse_args()
