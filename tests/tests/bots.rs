@@ -402,25 +402,31 @@ async fn a_bot_that_drops_is_connected_again_and_given_up_after_stream_retry_for
     assert!(r.text.contains("webhook_allow"), "{}", r.text);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bandwidth_bot_speaks_16_khz_pcm_and_hears_the_caller() {
+/// What a caller and a bot exchanged: the bot joined a session with a caller playing
+/// 440 Hz for 3 s, then was removed.
+struct Exchange {
+    report: Value,
+    heard: Vec<i16>,
+    packets: Vec<patchbay_tests::media::RtpPacket>,
+    caller_port: u16,
+    /// When the bot was added (seconds since the epoch).
+    added: f64,
+}
+
+async fn exchange(bot_args: &[&str], stream: Value) -> Exchange {
     let g = Gateway::start().await;
     let api = g.api();
     let dir = g.scratch().to_path_buf();
-    let bot = Bot::start(
-        &dir,
-        &["--protocol", "bandwidth", "--say", "880:3.0:unused"],
-    );
+    let bot = Bot::start(&dir, bot_args);
     let s = api.session(None).await;
     let (caller, token) = api
         .participant(json!({"publishPermissions": ["AUDIO"]}))
         .await;
     api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
+    let mut stream = stream;
+    stream["url"] = json!(bot.url());
     let (bot_id, _) = api
-        .participant(json!({"publishPermissions": ["AUDIO"],
-                            "mediaStream": {"url": bot.url(), "protocol": "bandwidth",
-                                            "sampleRate": 16000,
-                                            "customParameters": {"lang": "en"}}}))
+        .participant(json!({"publishPermissions": ["AUDIO"], "mediaStream": stream}))
         .await;
     let call = SippCall::tone("caller", &dir, 440, Law::Ulaw, 6000).token(&token);
     let capture = Capture::start(&dir, &[call.media_port]);
@@ -433,86 +439,78 @@ async fn a_bandwidth_bot_speaks_16_khz_pcm_and_hears_the_caller() {
     api.remove(&s, &bot_id).await;
     let (report, heard) = bot.report(1).await;
     running.assert_ok(Duration::from_secs(20));
-    let packets = capture.stop();
+    Exchange {
+        report,
+        heard,
+        packets: capture.stop(),
+        caller_port: call.media_port,
+        added,
+    }
+}
 
+impl Exchange {
+    /// The bot heard the caller's 440 Hz (in `heard`, at `rate`), the caller the bot's
+    /// 880 Hz while it spoke.
+    fn assert_both_heard(&self, rate: f64, speaking_s: f64) {
+        let skip = (rate / 2.0) as usize;
+        let middle = &self.heard[skip..self.heard.len().min(skip + 2 * rate as usize)];
+        let shares = tone_shares(middle, &FREQS, rate);
+        assert!(shares[&440] > 0.6, "the bot heard {shares:?}");
+        assert_hears(
+            &self.packets,
+            "the caller, while the bot speaks",
+            self.caller_port,
+            Law::Ulaw,
+            self.added + 0.8,
+            self.added + speaking_s - 0.2,
+            &[880],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bandwidth_bot_speaks_16_khz_pcm_and_hears_the_caller() {
+    let x = exchange(
+        &["--protocol", "bandwidth", "--say", "880:3.0:unused"],
+        json!({"protocol": "bandwidth", "sampleRate": 16000, "customParameters": {"lang": "en"}}),
+    )
+    .await;
+    let report = &x.report;
     let names: Vec<&str> = report["events"]
         .as_array()
         .map(|e| e.iter().filter_map(|e| e["event"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(names.first(), Some(&"start"), "{report}");
     assert_eq!(names.last(), Some(&"stop"), "{report}");
-    let start = &events(&report, "start")[0];
+    let start = &events(report, "start")[0];
     assert_eq!(
         start["metadata"]["tracks"][0]["mediaFormat"]["encoding"],
         "audio/PCMU"
     );
     assert_eq!(start["streamParams"]["lang"], "en");
-    assert_eq!(events(&report, "media")[0]["track"], "inbound");
-    let middle = &heard[4000..heard.len().min(4000 + 12000)];
-    let shares = tone_shares(middle, &FREQS, 8000.0);
-    assert!(shares[&440] > 0.6, "the bot heard {shares:?}");
-    assert_hears(
-        &packets,
-        "the caller, while the bot speaks",
-        call.media_port,
-        Law::Ulaw,
-        added + 0.8,
-        added + 2.8,
-        &[880],
-    );
+    assert_eq!(events(report, "media")[0]["track"], "inbound");
+    x.assert_both_heard(8000.0, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raw_bot_at_16_khz_hears_the_caller_and_is_heard_with_its_marks() {
-    let g = Gateway::start().await;
-    let api = g.api();
-    let dir = g.scratch().to_path_buf();
-    let bot = Bot::start(&dir, &["--protocol", "raw", "--say", "880:2.0:said"]);
-    let s = api.session(None).await;
-    let (caller, token) = api
-        .participant(json!({"publishPermissions": ["AUDIO"]}))
-        .await;
-    api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
-    let (bot_id, _) = api
-        .participant(json!({"publishPermissions": ["AUDIO"],
-                            "mediaStream": {"url": bot.url(), "protocol": "raw", "sampleRate": 16000}}))
-        .await;
-    let call = SippCall::tone("caller", &dir, 440, Law::Ulaw, 6000).token(&token);
-    let capture = Capture::start(&dir, &[call.media_port]);
-    let running = call.spawn(&g, &dir);
-    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
-    let added = now_epoch();
-    api.add(&s, &bot_id, Some(json!({"sessionId": s}))).await;
-    g.wait_metric("patchbay_streams_connected", 1.0).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    api.remove(&s, &bot_id).await;
-    let (report, heard) = bot.report(1).await;
-    running.assert_ok(Duration::from_secs(20));
-    let packets = capture.stop();
-
-    let start = &events(&report, "start")[0];
+    let x = exchange(
+        &["--protocol", "raw", "--say", "880:2.0:said"],
+        json!({"protocol": "raw", "sampleRate": 16000}),
+    )
+    .await;
+    let report = &x.report;
+    let start = &events(report, "start")[0];
     assert_eq!(start["startMessage"]["sampleRate"], 16000, "{report}");
     assert_eq!(report["rate"], 16000);
-    let marks: Vec<&str> = events(&report, "mark")
+    let marks: Vec<&str> = events(report, "mark")
         .iter()
         .filter_map(|m| m["name"].as_str())
         .collect();
     assert_eq!(marks, vec!["said"], "{report}");
-    let said = events(&report, "mark")[0]["at"].as_f64().unwrap_or(0.0)
+    let said = events(report, "mark")[0]["at"].as_f64().unwrap_or(0.0)
         - start["at"].as_f64().unwrap_or(0.0);
     assert!((1.8..2.6).contains(&said), "the mark after {said:.2} s");
-    assert_eq!(events(&report, "stop").len(), 1, "{report}");
-    // 16 kHz PCM: the caller's 440 Hz.
-    let middle = &heard[8000..heard.len().min(8000 + 24000)];
-    let shares = tone_shares(middle, &FREQS, 16000.0);
-    assert!(shares[&440] > 0.6, "the bot heard {shares:?}");
-    assert_hears(
-        &packets,
-        "the caller, while the bot speaks",
-        call.media_port,
-        Law::Ulaw,
-        added + 0.8,
-        added + 1.8,
-        &[880],
-    );
+    assert_eq!(events(report, "stop").len(), 1, "{report}");
+    x.assert_both_heard(16000.0, 2.0);
 }

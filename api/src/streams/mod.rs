@@ -168,6 +168,13 @@ impl Wire {
     }
 }
 
+/// Where a stream connects and what it opens with.
+struct Target<'a> {
+    url: &'a str,
+    custom: &'a serde_json::Value,
+    retry_for: Duration,
+}
+
 /// How a connection to the bot ended.
 enum Ended {
     /// The participant left the session's media (removed, deleted, session ended): the
@@ -225,20 +232,14 @@ async fn run_stream(
         }
         StreamProtocol::Twilio => Wire::Twilio(twilio::Writer::new(ids.clone())),
     };
-    let first = match open(&app, &p, &m.url, &mut writer, &custom).await {
+    let target = Target {
+        url: &m.url,
+        custom: &custom,
+        retry_for,
+    };
+    let first = match open(&app, &p, &target, &mut writer).await {
         Some(ws) => Some(ws),
-        None => {
-            reconnect(
-                &app,
-                &p,
-                &m.url,
-                &mut writer,
-                &custom,
-                retry_for,
-                &mut stopped,
-            )
-            .await
-        }
+        None => reconnect(&app, &p, &target, &mut writer, &mut stopped).await,
     };
     let Some(mut ws) = first else {
         if !*stopped.borrow() {
@@ -316,17 +317,7 @@ async fn run_stream(
             .device_event(event(DeviceEventKind::Disconnect));
         tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot's WebSocket dropped; connecting again");
         bot.clear();
-        let Some(again) = reconnect(
-            &app,
-            &p,
-            &m.url,
-            &mut writer,
-            &custom,
-            retry_for,
-            &mut stopped,
-        )
-        .await
-        else {
+        let Some(again) = reconnect(&app, &p, &target, &mut writer, &mut stopped).await else {
             tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot did not come back; the participant leaves");
             if !*stopped.borrow() {
                 done_lock(&done).insert(p.id, sid);
@@ -347,14 +338,8 @@ async fn run_stream(
 }
 
 /// Connect and send the protocol's opening messages.
-async fn open(
-    app: &AppState,
-    p: &Participant,
-    url: &str,
-    writer: &mut Wire,
-    custom: &serde_json::Value,
-) -> Option<Ws> {
-    let mut ws = match connect(app, url).await {
+async fn open(app: &AppState, p: &Participant, to: &Target<'_>, writer: &mut Wire) -> Option<Ws> {
+    let mut ws = match connect(app, to.url).await {
         Ok(ws) => ws,
         Err(e) => {
             app.metrics.stream_connect_failures.inc();
@@ -362,7 +347,7 @@ async fn open(
             return None;
         }
     };
-    for text in writer.opening(custom) {
+    for text in writer.opening(to.custom) {
         if ws.send(Message::text(text)).await.is_err() {
             app.metrics.stream_connect_failures.inc();
             return None;
@@ -376,13 +361,11 @@ async fn open(
 async fn reconnect(
     app: &AppState,
     p: &Participant,
-    url: &str,
+    to: &Target<'_>,
     writer: &mut Wire,
-    custom: &serde_json::Value,
-    retry_for: Duration,
     stopped: &mut watch::Receiver<bool>,
 ) -> Option<Ws> {
-    let until = Instant::now() + retry_for;
+    let until = Instant::now() + to.retry_for;
     let mut backoff = Duration::from_millis(250);
     loop {
         tokio::select! {
@@ -396,7 +379,7 @@ async fn reconnect(
         if Instant::now() >= until {
             return None;
         }
-        if let Some(ws) = open(app, p, url, writer, custom).await {
+        if let Some(ws) = open(app, p, to, writer).await {
             return Some(ws);
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -90,11 +90,7 @@ impl Wire {
     pub fn parse(&self, text: &str) -> Result<FromBot, &'static str> {
         let v: Value = serde_json::from_str(text).map_err(|_| "not JSON")?;
         match v["event"].as_str() {
-            Some("mark") => v["name"]
-                .as_str()
-                .filter(|n| n.len() <= 256)
-                .map(|n| FromBot::Mark(n.to_string()))
-                .ok_or("mark without a name (at most 256 bytes)"),
+            Some("mark") => super::twilio::mark(&v["name"]),
             Some("clear") => Ok(FromBot::Clear),
             Some(_) => Ok(FromBot::Other),
             None => Err("no event"),

@@ -125,15 +125,19 @@ pub fn parse(text: &str) -> Result<FromBot, &'static str> {
                 .map(FromBot::Media)
                 .map_err(|_| "media payload is not base64")
         }
-        Some("mark") => v["mark"]["name"]
-            .as_str()
-            .filter(|n| n.len() <= 256)
-            .map(|n| FromBot::Mark(n.to_string()))
-            .ok_or("mark without a name (at most 256 bytes)"),
+        Some("mark") => mark(&v["mark"]["name"]),
         Some("clear") => Ok(FromBot::Clear),
         Some(_) => Ok(FromBot::Other),
         None => Err("no event"),
     }
+}
+
+/// A mark's name (at most 256 bytes).
+pub(super) fn mark(name: &Value) -> Result<FromBot, &'static str> {
+    name.as_str()
+        .filter(|n| n.len() <= 256)
+        .map(|n| FromBot::Mark(n.to_string()))
+        .ok_or("mark without a name (at most 256 bytes)")
 }
 
 #[cfg(test)]
