@@ -107,7 +107,7 @@ impl Metrics {
         let stream_connect_failures = Counter::default();
         registry.register(
             "stream_connect_failures",
-            "Connections to stream participants' bots that failed or were refused by the egress policy",
+            "Connections to stream participants' bots that failed, were refused by the egress policy, or waited beyond the streams a node runs (1000)",
             stream_connect_failures.clone(),
         );
         let stream_dropped = Counter::default();

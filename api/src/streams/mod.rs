@@ -76,6 +76,7 @@ pub fn start(app: AppState, retry_for: Duration) {
     tokio::spawn(async move {
         let mut running: HashMap<Uuid, Running> = HashMap::new();
         let done: Done = Default::default();
+        let mut refused: std::collections::HashSet<Uuid> = Default::default();
         // A stream that ended by itself (its bot went, or its session runs elsewhere)
         // is tried again after a pause.
         let mut retry_at: HashMap<Uuid, Instant> = HashMap::new();
@@ -107,12 +108,20 @@ pub fn start(app: AppState, retry_for: Duration) {
                 keep
             });
             done_lock(&done).retain(|id, s| want.get(id).is_some_and(|(_, w)| w == s));
+            refused.retain(|id| want.contains_key(id) && !running.contains_key(id));
             for (id, (p, session)) in want {
                 if running.contains_key(&id)
                     || retry_at.contains_key(&id)
                     || done_lock(&done).contains_key(&id)
-                    || running.len() >= MAX_STREAMS
                 {
+                    continue;
+                }
+                if running.len() >= MAX_STREAMS {
+                    // Counted once per participant while it waits.
+                    if refused.insert(id) {
+                        app.metrics.stream_connect_failures.inc();
+                        tracing::warn!(participant_id = %id, "this node runs {MAX_STREAMS} streams: the stream waits");
+                    }
                     continue;
                 }
                 let (stop, stopped) = watch::channel(false);

@@ -20,6 +20,8 @@ pub const MAX_QUEUED: usize = 60 * 8000;
 /// Messages waiting for the bot's socket (10 s of frames): a bot slow to read loses
 /// the newest audio, counted, never holds the session's media.
 pub const OUT_QUEUE: usize = 500;
+/// Marks waiting for their audio to play (more are dropped and counted).
+pub const MAX_MARKS: usize = 1000;
 
 /// What goes to the bot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +112,11 @@ impl BotSink {
         if p.queue.is_empty() {
             drop(p);
             self.send(ToBot::Mark(name));
+            return;
+        }
+        if p.marks.len() >= MAX_MARKS {
+            drop(p);
+            self.stats.dropped_in.fetch_add(1, Relaxed);
             return;
         }
         let at = p.queued_total;
@@ -238,6 +245,14 @@ mod tests {
         s.push_audio(&vec![0u8; MAX_QUEUED + 1000]);
         assert_eq!(s.queued_ms(), 60_000);
         assert_eq!(s.stats.dropped_in.load(Relaxed), 1000);
+        for i in 0..MAX_MARKS + 5 {
+            s.mark(i.to_string());
+        }
+        assert_eq!(
+            s.stats.dropped_in.load(Relaxed),
+            1005,
+            "marks beyond the bound"
+        );
         s.send_audio(&[0; FRAME], 160);
         s.send_audio(&[0; FRAME], 160);
         assert_eq!(s.stats.dropped_out.load(Relaxed), 1);
