@@ -236,7 +236,7 @@ impl Gateway {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    fn log_path(&self) -> PathBuf {
+    pub fn log_path(&self) -> PathBuf {
         self.dir
             .path()
             .join(format!("patchbay-{}.log", self.restarts))
@@ -303,6 +303,16 @@ impl Gateway {
     /// The current process's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The log without the lines of the tests' own `/metrics` polling (a wait of 10 s
+    /// writes 500 of them, and a failure's report would show nothing else).
+    pub fn log_without_polls(&self) -> String {
+        self.log()
+            .lines()
+            .filter(|l| !l.contains("route=/metrics"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn pid(&self) -> u32 {
@@ -396,7 +406,7 @@ impl Gateway {
             assert!(
                 Instant::now() < deadline,
                 "{name} stayed {v}, wanted {value}:\n{}",
-                self.log()
+                self.log_without_polls()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

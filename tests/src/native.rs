@@ -3,6 +3,7 @@
 //! whose one-line-per-second JSON status the tests read.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +16,9 @@ use crate::{workspace, Gateway};
 pub struct NativeClient {
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
+    /// The client's stderr and the gateway's log, shown when a wait fails.
+    errors: PathBuf,
+    gateway_log: PathBuf,
 }
 
 impl NativeClient {
@@ -33,8 +37,8 @@ impl NativeClient {
     /// its stderr file in the gateway's scratch directory).
     pub fn script(g: &Gateway, script: &str, args: &[String], name: &str) -> NativeClient {
         let python = std::env::var("PATCHBAY_PYTHON").unwrap_or_else(|_| "python3".into());
-        let errors =
-            std::fs::File::create(g.scratch().join(format!("{name}.err"))).expect("stderr file");
+        let errors_path = g.scratch().join(format!("{name}.err"));
+        let errors = std::fs::File::create(&errors_path).expect("stderr file");
         let mut child = crate::own_group(&mut Command::new(python))
             .arg(workspace().join("tests/python").join(script))
             .args(args)
@@ -52,7 +56,12 @@ impl NativeClient {
                 }
             }
         });
-        NativeClient { child, lines }
+        NativeClient {
+            child,
+            lines,
+            errors: errors_path,
+            gateway_log: g.log_path(),
+        }
     }
 
     pub fn lines(&self) -> Vec<Value> {
@@ -63,7 +72,18 @@ impl NativeClient {
     pub async fn wait_until(&self, limit: Duration, what: &str, f: impl Fn(&Value) -> bool) {
         let deadline = Instant::now() + limit;
         while !self.lines().iter().any(&f) {
-            assert!(Instant::now() < deadline, "{what}: {:?}", self.lines());
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {:?}\nthe client's stderr:\n{}\nthe gateway's log:\n{}",
+                self.lines(),
+                std::fs::read_to_string(&self.errors).unwrap_or_default(),
+                std::fs::read_to_string(&self.gateway_log)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.contains("route=/metrics"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -15,18 +15,51 @@ use crate::{workspace, Gateway};
 /// (HTTP clients, browsers, gateways' outbound sockets) between this check and the
 /// peer's own bind; and below the gateway's default RTP range (20000–29999). A sipp
 /// whose port was taken that way exits at once, and its call never comes.
+///
+/// Tests run in parallel processes that probe the same range: two of them could find
+/// the same port free and both hand it to a peer. A port handed out is therefore also
+/// reserved with an exclusive lock on a file named after it, held until this process
+/// exits (the kernel drops the lock with the process, even after a crash).
 pub fn free_udp_ports(n: u16) -> u16 {
-    for _ in 0..200 {
+    for _ in 0..400 {
         let base = 10000 + (rand_u16() % 4950) * 2;
+        let Some(locks) = reserve(base, n) else {
+            continue;
+        };
         let ok = (0..n).all(|i| {
             std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
                 && std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
         });
         if ok {
+            RESERVED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(locks);
             return base;
         }
     }
     panic!("no free UDP port range");
+}
+
+/// The lock files of the ports this process handed out (never released before exit).
+static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+/// Exclusive locks on `base..base + n`, or `None` when another test process holds one.
+fn reserve(base: u16, n: u16) -> Option<Vec<std::fs::File>> {
+    let dir = std::env::temp_dir().join("patchbay-test-ports");
+    std::fs::create_dir_all(&dir).ok()?;
+    let mut locks = Vec::new();
+    for port in base..base + n {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .ok()?;
+        file.try_lock().ok()?;
+        locks.push(file);
+    }
+    Some(locks)
 }
 
 fn rand_u16() -> u16 {
