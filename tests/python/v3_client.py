@@ -13,9 +13,13 @@ Usage: v3_client.py WS_URL TOKEN UNIQUE_ID ALIAS SECONDS
 
 import array
 import asyncio
+import faulthandler
+import gc
 import fractions
 import json
+import logging
 import math
+import signal
 import sys
 import time
 
@@ -23,6 +27,62 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
+
+# aiortc's own account of the transport (DTLS states, SRTP or RTP that failed to
+# unprotect, parse or route) on stderr, which a failing test shows; not its lines per
+# packet.
+class _NotPerPacket(logging.Filter):
+    def filter(self, record):
+        text = record.getMessage()
+        return "RtpPacket(" not in text and "Rtcp" not in text
+
+
+_handler = logging.StreamHandler(sys.stderr)
+_handler.addFilter(_NotPerPacket())
+_handler.setFormatter(logging.Formatter("%(relativeCreated)d %(name)s %(message)s"))
+for _name in ("aiortc.rtcdtlstransport", "aiortc.rtcrtpreceiver"):
+    logging.getLogger(_name).setLevel(logging.DEBUG)
+    logging.getLogger(_name).addHandler(_handler)
+
+
+def _trace_rtp():
+    """The first RTP packets of each SSRC and every 100th after, on stderr."""
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+    original = RTCRtpReceiver._handle_rtp_packet
+    seen = {}
+
+    async def traced(self, packet, arrival_time_ms):
+        n = seen.get(packet.ssrc, 0)
+        seen[packet.ssrc] = n + 1
+        if n < 12 or n % 100 == 0:
+            print(f"rtp ssrc={packet.ssrc} n={n} pt={packet.payload_type} seq={packet.sequence_number} "
+                  f"ts={packet.timestamp} len={len(packet.payload)} mid={packet.extensions.mid}",
+                  file=sys.stderr, flush=True)
+        return await original(self, packet, arrival_time_ms)
+
+    RTCRtpReceiver._handle_rtp_packet = traced
+
+
+_trace_rtp()
+
+def rebundle(pc):
+    """Every m-line on the data channel's transport, as the offer's BUNDLE says.
+
+    aiortc (1.16) gets a first offer with two audio m-lines behind the data channel's
+    wrong: it creates the second transceiver on the first one's own transport (its
+    "balanced" policy), marks it bundled, then moves only the first onto the data
+    channel's transport and stops the old one; the second never starts receiving and its
+    packets reach the first one's jitter buffer, which then decodes nothing. Browsers and
+    Bandwidth's native SDKs (libwebrtc) bundle every m-line.
+    """
+    if pc.sctp is None:
+        return
+    primary = pc.sctp.transport
+    for t in pc.getTransceivers():
+        if t.receiver.transport is not primary:
+            t.receiver.setTransport(primary)
+            t.sender.setTransport(primary)
 
 RATE = 48000
 SAMPLES = 960  # 20 ms
@@ -70,6 +130,8 @@ class Client:
         self.next_id = 1
         self.replies = {}
         self.frames = 0
+        # Frames per received track (a stalled one stands out).
+        self.track_frames = {}
         self.level = 0.0
         self.pings = 0
         self.pings_on_heartbeat = 0
@@ -110,6 +172,7 @@ class Client:
             self.keep += sdk_channels(self.subscribe)
             self.subscribe.on("track", lambda track: asyncio.create_task(self.listen(track)))
         await self.subscribe.setRemoteDescription(RTCSessionDescription(params["sdpOffer"], "offer"))
+        rebundle(self.subscribe)
         answer = await self.subscribe.createAnswer()
         await self.subscribe.setLocalDescription(answer)
         await self.rpc("answerSdp", {"sdpAnswer": self.subscribe.localDescription.sdp})
@@ -123,14 +186,27 @@ class Client:
             except Exception:
                 return
             self.frames += 1
+            self.track_frames[track.id] = self.track_frames.get(track.id, 0) + 1
             # Decoded s16 samples (numpy is not needed: the standard array module).
             samples = array.array("h", bytes(frame.planes[0]))[::8]
             if len(samples):
                 self.level = math.sqrt(sum(x * x for x in samples) / len(samples))
 
 
+def _dump_tasks():
+    """SIGUSR1 (sent by a test whose wait failed): every task's and thread's stack, and
+    the exceptions of tasks nobody awaited (reported when they are collected)."""
+    gc.collect()
+    for task in asyncio.all_tasks():
+        print(f"task {task.get_name()}:", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    sys.stderr.flush()
+
+
 async def main():
     url, token, unique_id, alias, seconds = sys.argv[1:6]
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     sep = "&" if "?" in url else "?"
     full = f"{url}/v3/{sep}token={token}&client=android&sdkVersion=aiortc&uniqueId={unique_id}"
     async with aiohttp.ClientSession() as http:
@@ -173,10 +249,21 @@ async def main():
             start = time.monotonic()
             while time.monotonic() - start < float(seconds) and c.closed is None:
                 await asyncio.sleep(1)
+                # What arrived on the subscribing connection, per SSRC and in all (for a
+                # failure's report: packets that stop, or arrive and are not decoded).
+                inbound = {}
+                if c.subscribe is not None:
+                    for s in (await c.subscribe.getStats()).values():
+                        if s.type == "inbound-rtp":
+                            inbound[str(s.ssrc)] = s.packetsReceived
+                        elif s.type == "transport":
+                            inbound["transport"] = s.packetsReceived
                 print(
                     json.dumps(
                         {
                             "t": round(time.monotonic() - start, 1),
+                            "inbound": inbound,
+                            "tracks": c.track_frames,
                             "frames": c.frames,
                             "level": round(c.level, 1),
                             "pings": c.pings,

@@ -72,6 +72,11 @@ impl NativeClient {
     pub async fn wait_until(&self, limit: Duration, what: &str, f: impl Fn(&Value) -> bool) {
         let deadline = Instant::now() + limit;
         while !self.lines().iter().any(&f) {
+            if Instant::now() >= deadline {
+                // The client's account of its tasks and threads, on its stderr.
+                self.signal("USR1");
+                std::thread::sleep(Duration::from_millis(500));
+            }
             assert!(
                 Instant::now() < deadline,
                 "{what}: {:?}\nthe client's stderr:\n{}\nthe gateway's log:\n{}",

@@ -48,6 +48,15 @@ async fn a_client_that_never_answers_ping_stays_and_a_frozen_one_is_ended_within
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
 
     let steady = Client::start(&g, &tokens[0], "android-steady", 62);
+    // The frozen client comes once the steady one publishes: its first offer carries two
+    // streams (the caller's and the steady client's), every time.
+    steady
+        .wait_until(
+            Duration::from_secs(10),
+            "the steady client publishes",
+            |v| v["publishing"] == "connected",
+        )
+        .await;
     let frozen = Client::start(&g, &tokens[1], "android-frozen", 120);
     let receiving = |v: &Value| v["frames"].as_u64().unwrap_or(0) > 100;
     frozen
