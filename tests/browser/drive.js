@@ -89,7 +89,7 @@ async function main() {
       let published = null;
       if (spec.publish && outcome === 'connected') {
         published = await page
-          .evaluate(([alias, video]) => window.pb.publish(alias, video), [spec.publish.alias, !!spec.publish.video])
+          .evaluate(([alias, video, raw]) => window.pb.publish(alias, video, raw), [spec.publish.alias, !!spec.publish.video, !!spec.publish.raw])
           .catch((e) => ({ error: e.message }));
       }
       // Page steps after publishing, in order: {"wait": ms} or {"call": "dtmf", "arg": "5"}.

@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub mod baresip;
+pub mod bots;
 pub mod browser;
 pub mod cluster;
 pub mod dialing;

@@ -2,11 +2,9 @@
 //! Streams written from Twilio's published examples (`tests/python/bot.py`,
 //! aiohttp), a sipp caller, and the gateway between them.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use patchbay_tests::bots::{events, Bot};
 use patchbay_tests::hearing::{assert_hears, FREQS};
 use patchbay_tests::hooks::Receiver;
 use patchbay_tests::media::{now_epoch, tone_shares, Capture, Law};
@@ -14,78 +12,6 @@ use patchbay_tests::sipp::{free_udp_ports, SippCall};
 use patchbay_tests::Gateway;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-/// The bot server, killed when dropped.
-struct Bot {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Bot {
-    fn start(dir: &Path, args: &[&str]) -> Bot {
-        Bot::start_on(dir, free_udp_ports(1), args)
-    }
-
-    /// On a given port (a bot that comes back where it was).
-    fn start_on(dir: &Path, port: u16, args: &[&str]) -> Bot {
-        let python = std::env::var("PATCHBAY_PYTHON").unwrap_or_else(|_| "python3".into());
-        let dir = dir.join(format!("bot-{port}-{}", now_epoch()));
-        std::fs::create_dir_all(&dir).expect("bot dir");
-        let mut child = Command::new(python)
-            .arg(patchbay_tests::workspace().join("tests/python/bot.py"))
-            .arg(port.to_string())
-            .arg(&dir)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run the bot (scripts/test installs aiohttp)");
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
-        }
-        assert_eq!(line.trim(), "listening", "the bot did not start");
-        Bot { child, port, dir }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/bot", self.port)
-    }
-
-    /// Stream `n`'s report (written when its stream stops) and what the bot heard.
-    async fn report(&self, n: usize) -> (Value, Vec<i16>) {
-        let json = self.dir.join(format!("stream-{n}.json"));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !json.exists() {
-            assert!(Instant::now() < deadline, "no report of stream {n}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let report: Value =
-            serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON");
-        let pcm = std::fs::read(self.dir.join(format!("stream-{n}.pcm")))
-            .expect("pcm")
-            .chunks_exact(2)
-            .map(|c| i16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        (report, pcm)
-    }
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn events<'a>(report: &'a Value, name: &str) -> Vec<&'a Value> {
-    report["events"]
-        .as_array()
-        .map(|e| e.iter().filter(|e| e["event"] == name).collect())
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_twilio_bot_hears_the_caller_and_the_caller_hears_the_bot_at_real_time() {
@@ -513,4 +439,136 @@ async fn a_raw_bot_at_16_khz_hears_the_caller_and_is_heard_with_its_marks() {
     assert!((1.8..2.6).contains(&said), "the mark after {said:.2} s");
     assert_eq!(events(report, "stop").len(), 1, "{report}");
     x.assert_both_heard(16000.0, 2.0);
+}
+
+/// The bot's audio from `from` to `to` (seconds since the epoch): media arrive at real
+/// time, one 20 ms frame after another, from the first media message on.
+fn heard_between(report: &Value, heard: &[i16], from: f64, to: f64) -> Vec<i16> {
+    let first = events(report, "media")
+        .first()
+        .and_then(|m| m["at"].as_f64())
+        .unwrap_or(0.0);
+    let index = |t: f64| (((t - first).max(0.0) * 8000.0) as usize).min(heard.len());
+    heard[index(from)..index(to)].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_hears_a_caller_and_a_browser_as_subscribed_and_both_hear_the_bot() {
+    use patchbay_tests::browser::{drive_scenario, stream_events};
+    use patchbay_tests::media::write_pcm_tone_wav;
+    let g = Gateway::start().await;
+    let api = g.api();
+    let dir = g.scratch().to_path_buf();
+    // The bot speaks 880 Hz for 20 s (sent at once) as soon as its stream starts.
+    let bot = Bot::start(&dir, &["--say", "880:20.0:spoken"]);
+    let s = api.session(None).await;
+    let audio = json!({"publishPermissions": ["AUDIO"]});
+    let (caller, caller_token) = api.participant(audio.clone()).await;
+    let (browser, browser_token) = api.participant(audio).await;
+    let (bot_id, _) = api
+        .participant(json!({"publishPermissions": ["AUDIO"],
+                            "mediaStream": {"url": bot.url(), "protocol": "twilio"}}))
+        .await;
+    for p in [&caller, &browser] {
+        api.add(&s, p, Some(json!({"sessionId": s}))).await;
+    }
+    let call = SippCall::tone("caller", &dir, 440, Law::Ulaw, 26000)
+        .timeout(60)
+        .token(&caller_token);
+    let capture = Capture::start(&dir, &[call.media_port]);
+    let running = call.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    // The browser (the unmodified SDK in Chromium) publishes 660 Hz and listens.
+    let mic = dir.join("mic.wav");
+    write_pcm_tone_wav(&mic, 660.0, 4, 48000);
+    let page = drive_scenario(
+        &g,
+        json!([{"token": browser_token, "connectTimeoutMs": 5000,
+                "publish": {"alias": "microphone", "raw": true}, "settleMs": 16000}]),
+        json!([]),
+        0,
+        90_000,
+        Some(&mic),
+    );
+    let end = Instant::now() + Duration::from_secs(30);
+    while g.metric("patchbay_webrtc_media_in_total").await < 100.0 {
+        assert!(
+            Instant::now() < end,
+            "no media from the browser:\n{}",
+            g.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The bot joins, subscribed to the whole session: it hears the caller and the browser
+    // (whose tone Opus and the mix bring about 8 dB below the caller's; a frequency nobody
+    // plays holds ~1e-6 of the audio).
+    let added = now_epoch();
+    api.add(&s, &bot_id, Some(json!({"sessionId": s}))).await;
+    g.wait_metric("patchbay_streams_connected", 1.0).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Then only the caller (the browser keeps publishing, the others hear it as before).
+    let changed = now_epoch();
+    api.subscribe(
+        &s,
+        &bot_id,
+        json!({"participants": [{"participantId": caller}]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let until = now_epoch();
+    let report = page.join().expect("the browser's driver");
+    api.remove(&s, &bot_id).await;
+    let (bot_report, heard) = bot.report(1).await;
+    running.assert_ok(Duration::from_secs(40));
+    let packets = capture.stop();
+
+    // The caller hears the browser and the bot; the browser the caller and the bot.
+    assert_hears(
+        &packets,
+        "the caller",
+        call.media_port,
+        Law::Ulaw,
+        added + 1.0,
+        until,
+        &[660, 880],
+    );
+    let before = heard_between(&bot_report, &heard, changed - 2.5, changed - 0.2);
+    let shares = tone_shares(&before, &FREQS, 8000.0);
+    assert!(
+        before.len() > 16000 && shares[&440] > 0.2 && shares[&660] > 0.02,
+        "before the change the bot heard {shares:?} in {} samples",
+        before.len()
+    );
+    assert!(shares[&880] < 0.002, "the bot heard itself: {shares:?}");
+    let after = heard_between(&bot_report, &heard, changed + 0.6, until);
+    let shares = tone_shares(&after, &FREQS, 8000.0);
+    assert!(
+        after.len() > 16000 && shares[&440] > 0.6 && shares[&660] < 0.002,
+        "after the change the bot heard {shares:?} in {} samples",
+        after.len()
+    );
+
+    let page = &report["pages"][0];
+    assert_eq!(page["outcome"], "connected", "{page}");
+    let available = stream_events(page, "available");
+    let peak_of = |participant: &str| {
+        available
+            .iter()
+            .find(|e| e["participantId"] == participant)
+            .and_then(|e| e["endpointId"].as_str())
+            .and_then(|endpoint| page["final"]["peaks"][endpoint].as_f64())
+    };
+    let bot_peak = peak_of(&bot_id).unwrap_or(0.0);
+    assert!(
+        (840.0..920.0).contains(&bot_peak),
+        "the browser heard the bot at {bot_peak} Hz: {page}"
+    );
+    let caller_peak = peak_of(&caller).unwrap_or(0.0);
+    assert!(
+        (400.0..480.0).contains(&caller_peak),
+        "the browser heard the caller at {caller_peak} Hz: {page}"
+    );
+    let stop = events(&bot_report, "stop");
+    assert_eq!(stop.len(), 1, "{bot_report}");
 }

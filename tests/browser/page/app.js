@@ -163,9 +163,14 @@ window.pb = {
     return outcome;
   },
 
-  /** Publish the fake microphone (and camera when asked); resolves with what the SDK returned. */
-  async publish(alias, video) {
-    const stream = await rtc.publish({ audio: true, video: !!video }, undefined, alias);
+  /**
+   * Publish the fake microphone (and camera when asked); resolves with what the SDK returned.
+   * With `raw`, the microphone skips Chromium's audio processing (echo cancellation, noise
+   * suppression and gain control play a steady test tone about 20 dB down).
+   */
+  async publish(alias, video, raw) {
+    const audio = raw ? { echoCancellation: false, noiseSuppression: false, autoGainControl: false } : true;
+    const stream = await rtc.publish({ audio, video: !!video }, undefined, alias);
     return { endpointId: stream.endpointId, mediaTypes: stream.mediaTypes, alias: stream.alias };
   },
 
