@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Voice bots (stream participants) against SIP legs, one gateway and one load, one run.
+
+  bench/bots.py N [--seconds S]
+
+N sessions, each with one PCMU caller (sipp, a real tone) throughout. Measured phases,
+S seconds each:
+  1. callers alone                       (the base)
+  2. + one Twilio bot per session        (base64 mu-law JSON at 8 kHz, 20 ms frames)
+  3. + one raw bot per session instead   (binary 16-bit PCM at 16 kHz, 20 ms frames)
+  4. + a second PCMU caller per session instead
+  5. callers alone again
+The bots (bench/bot_load.py, aiohttp) speak at real time and hear their session's
+caller; in phase 4 the two callers hear each other. The cost of one endpoint is the
+gateway's CPU above the base (the mean of phases 1 and 5) divided by N; a bot's is
+printed against a SIP leg's, measured the same way in the same run.
+
+Then a probe in a session of its own (a bare SIP caller and a bot in one process, one
+clock) measures the delay Patchbay adds caller -> bot and bot -> caller (jitter buffer,
+mixer tick, playout queue, both directions' sockets), with the load still running.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sip_load import ROOT, Gateway, free_port, machine, participants, proc_cpu, render, tone_wav  # noqa: E402
+
+PYTHON = os.path.join(ROOT, "target/test-venv/bin/python")
+LOAD = os.path.join(ROOT, "bench/bot_load.py")
+
+
+def percentile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None
+
+
+def start_callers(gw, work, name, tokens, hold_s):
+    with open(os.path.join(work, f"{name}.csv"), "w") as f:
+        f.write("SEQUENTIAL\n" + "".join(f"{t};\n" for t in tokens))
+    render("uac_tone.xml", os.path.join(work, f"{name}.xml"), WAV="tone.wav", PT=0, CODEC="PCMU",
+           HOLD_MS=int(hold_s * 1000))
+    subprocess.Popen(
+        ["sipp", f"127.0.0.1:{gw.sip}", "-sf", f"{name}.xml", "-inf", f"{name}.csv", "-m", str(len(tokens)),
+         "-l", str(len(tokens)), "-r", "100", "-i", "127.0.0.1", "-p", str(free_port()),
+         "-mp", str(40000 if name == "first" else 50000), "-nostdin", "-bg", "-trace_err",
+         "-rtp_threadtasks", "50", "-timeout", f"{int(hold_s + 120)}s"],
+        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).wait()
+
+
+def wait_metric(gw, name, value, timeout=60):
+    deadline = time.time() + timeout
+    while gw.metrics().get(name, 0) != value:
+        if time.time() > deadline:
+            raise RuntimeError(f"{name} is {gw.metrics().get(name, 0)}, wanted {value}")
+        time.sleep(0.2)
+
+
+def measure(gw, seconds):
+    time.sleep(2)  # steady state
+    c0, t0 = gw.cpu_seconds(), time.time()
+    time.sleep(seconds)
+    return (gw.cpu_seconds() - c0) / (time.time() - t0)
+
+
+def run(args):
+    os.environ["PATCHBAY_WEBHOOK_ALLOW"] = "127.0.0.1"
+    work = tempfile.mkdtemp(prefix="pb-bots-")
+    gw = Gateway(work)
+    load = None
+    try:
+        n = args.n
+        sessions = []
+        first = participants(gw, n, 1, sessions)
+        tone_wav(os.path.join(work, "tone.wav"))
+        port = free_port()
+        load = subprocess.Popen([PYTHON, LOAD, "serve", str(port)], stdout=subprocess.PIPE, text=True)
+        if load.stdout.readline().strip() != "listening":
+            raise RuntimeError("the bot server did not start")
+        url = f"ws://127.0.0.1:{port}/bot"
+        bots = {"twilio": [], "raw": []}
+        for protocol, rate in (("twilio", 8000), ("raw", 16000)):
+            for _ in sessions:
+                r = gw.api("POST", "/participants", {"publishPermissions": ["AUDIO"], "mediaStream": {
+                    "url": url, "protocol": protocol, "sampleRate": rate}})
+                bots[protocol].append(r["participant"]["id"])
+        second = []
+        for s in sessions:
+            r = gw.api("POST", "/participants", {"publishPermissions": ["AUDIO"]})
+            gw.api("PUT", f"/sessions/{s}/participants/{r['participant']['id']}", {"sessionId": s})
+            second.append(r["token"])
+        phase_s = args.seconds + 2
+        start_callers(gw, work, "first", first, phase_s * 5 + 120)
+        wait_metric(gw, "patchbay_sip_calls_active", n)
+        print(f"machine: {machine()}")
+        print(f"{n} sessions, one PCMU caller each throughout; {args.seconds:.0f} s per phase")
+        cpu = {"base": measure(gw, args.seconds)}
+        for protocol in ("twilio", "raw"):
+            for s, b in zip(sessions, bots[protocol]):
+                gw.api("PUT", f"/sessions/{s}/participants/{b}", {"sessionId": s})
+            wait_metric(gw, "patchbay_streams_connected", n)
+            cpu[protocol] = measure(gw, args.seconds)
+            for s, b in zip(sessions, bots[protocol]):
+                gw.api("DELETE", f"/sessions/{s}/participants/{b}")
+            wait_metric(gw, "patchbay_streams_connected", 0)
+        start_callers(gw, work, "second", second, args.seconds + 6)
+        wait_metric(gw, "patchbay_sip_calls_active", 2 * n)
+        cpu["legs"] = measure(gw, args.seconds)
+        wait_metric(gw, "patchbay_sip_calls_active", n, timeout=30)
+        cpu["base again"] = measure(gw, args.seconds)
+
+        # The delay probe, with the N callers still talking and N Twilio bots back on.
+        for s, b in zip(sessions, bots["twilio"]):
+            gw.api("PUT", f"/sessions/{s}/participants/{b}", {"sessionId": s})
+        wait_metric(gw, "patchbay_streams_connected", n)
+        probe_session = gw.api("POST", "/sessions", {"tag": "probe"})["id"]
+        r = gw.api("POST", "/participants", {"publishPermissions": ["AUDIO"]})
+        gw.api("PUT", f"/sessions/{probe_session}/participants/{r['participant']['id']}",
+               {"sessionId": probe_session})
+        probe_port = free_port()
+        probe = subprocess.Popen([PYTHON, LOAD, "probe", str(gw.sip), r["token"], str(probe_port),
+                                  str(args.seconds)], stdout=subprocess.PIPE, text=True)
+        if probe.stdout.readline().strip() != "listening":
+            raise RuntimeError("the probe did not start")
+        b = gw.api("POST", "/participants", {"publishPermissions": ["AUDIO"], "mediaStream": {
+            "url": f"ws://127.0.0.1:{probe_port}/bot", "protocol": "twilio"}})
+        time.sleep(1)
+        gw.api("PUT", f"/sessions/{probe_session}/participants/{b['participant']['id']}",
+               {"sessionId": probe_session})
+        delays = json.loads(probe.communicate(timeout=args.seconds + 60)[0].strip().splitlines()[-1])
+
+        base = (cpu["base"] + cpu["base again"]) / 2
+        cost = {k: (v - base) / n * 1e6 for k, v in cpu.items() if k in ("twilio", "raw", "legs")}
+        for k, v in cpu.items():
+            print(f"{k:12s} gateway CPU {v * 100:6.1f} % of a core")
+        print(f"base noise   {abs(cpu['base'] - cpu['base again']) / base * 100:.1f} % between the first and last")
+        leg = cost["legs"]
+        for k, label in (("legs", "a PCMU SIP leg"), ("twilio", "a Twilio bot (mu-law 8 kHz)"),
+                         ("raw", "a raw bot (L16 16 kHz)")):
+            print(f"{label:30s} {cost[k]:7.0f} µs of gateway CPU per second  ({cost[k] / leg:.2f}x a SIP leg)")
+        for k in ("caller_to_bot_ms", "bot_to_caller_ms"):
+            xs = delays[k]
+            print(f"{k:18s} p50 {percentile(xs, 0.5)} ms, p99 {percentile(xs, 0.99)} ms, max {max(xs or [0])} ms "
+                  f"({len(xs)} of {delays['probes']} probes heard)")
+        result = {"sessions": n, "cpu": {k: round(v, 4) for k, v in cpu.items()},
+                  "us_per_endpoint_s": {k: round(v) for k, v in cost.items()},
+                  "twilio_vs_leg": round(cost["twilio"] / leg, 3), "raw_vs_leg": round(cost["raw"] / leg, 3),
+                  "delays": delays}
+        print(json.dumps(result))
+        return result
+    finally:
+        subprocess.run(["pkill", "-f", "sipp 127.0.0.1"], stderr=subprocess.DEVNULL)
+        if load:
+            load.terminate()
+            out = load.communicate(timeout=10)[0]
+            if out.strip():
+                print("bot load:", out.strip().splitlines()[-1])
+        gw.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("n", type=int)
+    p.add_argument("--seconds", type=float, default=10)
+    args = p.parse_args()
+    subprocess.run(["cargo", "build", "--release", "-q", "--bin", "patchbay"], cwd=ROOT, check=True)
+    run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
