@@ -12,6 +12,7 @@
 //! `bandwidth`, `raw`.
 
 pub mod bandwidth;
+pub mod rate;
 pub mod raw;
 pub mod sink;
 pub mod twilio;
@@ -25,8 +26,7 @@ use futures_util::{SinkExt, StreamExt};
 use patchbay_conference::events::{
     DeviceEvent, DeviceEventKind, DeviceOwner, DeviceSource, EventSink,
 };
-use patchbay_conference::media::codec::AudioCodec;
-use patchbay_conference::media::session::{LegId, LegMedia, SessionInput};
+use patchbay_conference::media::session::{LegId, SessionInput};
 use patchbay_conference::{Participant, Placement, StreamProtocol};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -132,6 +132,13 @@ pub fn start(app: AppState, retry_for: Duration) {
     });
 }
 
+/// The `reason` of a stream participant's `onLeave` when its bot closed the stream.
+pub const BOT_CLOSED: &str = "the bot closed the stream";
+/// The `reason` of its `onLeave` when the bot's WebSocket dropped and did not come back
+/// within `stream_retry_for`.
+pub const BOT_GONE: &str =
+    "the bot's WebSocket dropped and did not come back within stream_retry_for";
+
 /// The protocol spoken with one bot.
 enum Wire {
     Twilio(twilio::Writer),
@@ -165,6 +172,14 @@ impl Wire {
             Wire::Twilio(_) => twilio::parse(text),
             Wire::Bandwidth(_, r) => r.parse(text),
             Wire::Raw(w) => w.parse(text),
+        }
+    }
+
+    /// What the bot's endpoint carries in the session core.
+    fn format(&self) -> sink::Format {
+        match self {
+            Wire::Raw(w) => w.format(),
+            Wire::Twilio(_) | Wire::Bandwidth(..) => sink::Format::Mulaw,
         }
     }
 
@@ -258,7 +273,8 @@ async fn run_stream(
         return;
     };
     let (out_tx, mut out_rx) = mpsc::channel(sink::OUT_QUEUE);
-    let bot = Arc::new(BotSink::new(out_tx));
+    let format = writer.format();
+    let bot = Arc::new(BotSink::new(out_tx, format));
     let (participant, session) = match app.conference.join_stream(p.id) {
         Ok(Some(j)) => j,
         Ok(None) => return,
@@ -267,13 +283,7 @@ async fn run_stream(
             return;
         }
     };
-    let (media_tx, media) = watch::channel(LegMedia {
-        codec: AudioCodec::Pcmu,
-        payload_type: 0,
-        event_payload_type: Some(101),
-        event_clock: 8000,
-        ptime_ms: 20,
-    });
+    let (media_tx, media) = watch::channel(format.leg_media());
     let leg = LegId(NEXT_STREAM_LEG.fetch_add(1, Relaxed));
     let owner = DeviceOwner::of(&participant);
     let joined = session.send(SessionInput::Join {
@@ -316,6 +326,7 @@ async fn run_stream(
             Ended::Stopped => break,
             Ended::Closed => {
                 tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot closed the stream; the participant leaves");
+                app.webhooks.leave_reason(p.id, &ids.stream_sid, BOT_CLOSED);
                 done_lock(&done).insert(p.id, sid);
                 break;
             }
@@ -329,6 +340,7 @@ async fn run_stream(
         let Some(again) = reconnect(&app, &p, &target, &mut writer, &mut stopped).await else {
             tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot did not come back; the participant leaves");
             if !*stopped.borrow() {
+                app.webhooks.leave_reason(p.id, &ids.stream_sid, BOT_GONE);
                 done_lock(&done).insert(p.id, sid);
             }
             // The leg leaves the session's media when its media watch goes: `onLeave`.
@@ -443,7 +455,7 @@ async fn serve(
                         _ => writer.binary(&m.into_data()),
                     };
                     match parsed {
-                        Ok(twilio::FromBot::Media(ulaw)) => bot.push_audio(&ulaw),
+                        Ok(twilio::FromBot::Media(audio)) => bot.push_audio(&audio),
                         Ok(twilio::FromBot::Mark(name)) => bot.mark(name),
                         Ok(twilio::FromBot::Clear) => bot.clear(),
                         Ok(twilio::FromBot::Other) => {}

@@ -3,13 +3,17 @@
 //! the README): to the bot `start` (`streamId`, `participantId`, `sampleRate`,
 //! `customParameters`), `mark` (`name`), `dtmf` (`digit`), `stop`; from the bot `mark`
 //! and `clear`.
+//!
+//! At 8 kHz the bot's endpoint is μ-law like the other protocols'; at 16 and 24 kHz
+//! it is wideband (L16 at 16 kHz in the session core: what browsers and G.722 callers
+//! say reaches the bot unnarrowed, and the bot is heard in wideband).
 
 use patchbay_conference::media::g711;
-use patchbay_conference::media::resample::Resampler;
 use serde_json::{json, Value};
 
 use super::bandwidth;
-use super::sink::ToBot;
+use super::rate::Converter;
+use super::sink::{Format, ToBot};
 use super::twilio::{FromBot, Ids};
 
 /// One message to the bot.
@@ -22,25 +26,39 @@ pub struct Wire {
     ids: Ids,
     participant_id: String,
     rate: u32,
-    /// 8 kHz to the stream's rate (None at 8 kHz).
-    up: Option<Resampler>,
+    format: Format,
+    /// The endpoint's rate to the stream's, and back (None: no converter for the rate).
+    up: Option<Converter>,
+    down: Option<Converter>,
     pcm: Vec<i16>,
-    wide: Vec<i16>,
-    /// The bot's PCM at the stream's rate to the 8 kHz μ-law played.
-    down: bandwidth::Reader,
+    converted: Vec<i16>,
+    /// At 8 kHz: the bot's PCM to the μ-law played.
+    narrow: bandwidth::Reader,
 }
 
 impl Wire {
     pub fn new(ids: Ids, participant_id: String, rate: u32) -> Wire {
+        let format = if rate == 8000 {
+            Format::Mulaw
+        } else {
+            Format::Wide
+        };
         Wire {
             ids,
             participant_id,
             rate,
-            up: (rate != 8000).then(|| Resampler::new(8000, rate)).flatten(),
-            pcm: vec![0; 160],
-            wide: vec![0; rate as usize / 50],
-            down: bandwidth::Reader::default(),
+            format,
+            up: Converter::new(format.rate(), rate),
+            down: Converter::new(rate, format.rate()),
+            pcm: Vec::with_capacity(rate as usize / 50),
+            converted: Vec::with_capacity(rate as usize / 50),
+            narrow: bandwidth::Reader::default(),
         }
+    }
+
+    /// What the bot's endpoint carries in the session core.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     pub fn opening(&mut self, custom: &Value) -> Vec<String> {
@@ -57,18 +75,28 @@ impl Wire {
 
     pub fn message(&mut self, m: &ToBot) -> Frame {
         match m {
-            ToBot::Media(ulaw) => {
-                for (o, &b) in self.pcm.iter_mut().zip(ulaw) {
-                    *o = g711::ulaw_decode(b);
+            ToBot::Media(payload) => {
+                self.pcm.clear();
+                match self.format {
+                    Format::Mulaw => self
+                        .pcm
+                        .extend(payload.iter().map(|&b| g711::ulaw_decode(b))),
+                    Format::Wide => self.pcm.extend(
+                        payload
+                            .chunks_exact(2)
+                            .map(|c| i16::from_be_bytes([c[0], c[1]])),
+                    ),
                 }
-                let samples: &[i16] = match self.up.as_mut() {
-                    Some(up) => {
-                        up.process(&self.pcm, &mut self.wide);
-                        &self.wide
-                    }
-                    None => &self.pcm,
-                };
-                Frame::Binary(samples.iter().flat_map(|s| s.to_le_bytes()).collect())
+                self.converted.clear();
+                if let Some(up) = self.up.as_mut() {
+                    up.push(&self.pcm, &mut self.converted);
+                }
+                Frame::Binary(
+                    self.converted
+                        .iter()
+                        .flat_map(|s| s.to_le_bytes())
+                        .collect(),
+                )
             }
             ToBot::Mark(name) => Frame::Text(json!({"event": "mark", "name": name}).to_string()),
             ToBot::Dtmf(d) => {
@@ -78,12 +106,29 @@ impl Wire {
         }
     }
 
-    /// A binary frame: the bot's audio at the stream's rate.
+    /// A binary frame: the bot's audio at the stream's rate, to the endpoint's format.
     pub fn audio(&mut self, bytes: &[u8]) -> Result<FromBot, &'static str> {
         if !bytes.len().is_multiple_of(2) {
             return Err("an audio frame of an odd number of bytes");
         }
-        self.down.pcm(bytes, self.rate).map(FromBot::Media)
+        if self.format == Format::Mulaw {
+            return self.narrow.pcm(bytes, self.rate).map(FromBot::Media);
+        }
+        let down = self.down.as_mut().ok_or("no converter for this rate")?;
+        self.pcm.clear();
+        self.pcm.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]])),
+        );
+        self.converted.clear();
+        down.push(&self.pcm, &mut self.converted);
+        Ok(FromBot::Media(
+            self.converted
+                .iter()
+                .flat_map(|s| s.to_be_bytes())
+                .collect(),
+        ))
     }
 
     /// A text frame: control.
@@ -114,22 +159,41 @@ mod tests {
     #[test]
     fn frames_are_pcm_at_the_streams_rate_both_ways() {
         let mut w = wire(16000);
+        assert_eq!(w.format(), Format::Wide);
         let start: Value = serde_json::from_str(&w.opening(&json!({}))[0]).unwrap();
         assert_eq!(start["sampleRate"], 16000);
-        let Frame::Binary(b) = w.message(&ToBot::Media(vec![0xff; 160])) else {
+        // The endpoint's L16 (big-endian) becomes little-endian at 16 kHz, unresampled.
+        let Frame::Binary(b) = w.message(&ToBot::Media([0x12, 0x34].repeat(320))) else {
             panic!("not audio")
         };
         assert_eq!(b.len(), 640, "20 ms at 16 kHz, 16-bit");
-        let Ok(FromBot::Media(ulaw)) = w.audio(&vec![0u8; 640]) else {
+        assert_eq!(&b[..2], &[0x34, 0x12]);
+        let Ok(FromBot::Media(l16)) = w.audio(&[0x34, 0x12].repeat(320)) else {
             panic!("not audio")
         };
-        assert_eq!(ulaw.len(), 160);
+        assert_eq!(l16.len(), 640);
+        assert_eq!(&l16[..2], &[0x12, 0x34]);
         assert!(w.audio(&[0u8; 3]).is_err());
+        // 24 kHz through 48 kHz: 20 ms out per 20 ms in.
+        let mut w24 = wire(24000);
+        let Frame::Binary(b) = w24.message(&ToBot::Media(vec![0; 640])) else {
+            panic!("not audio")
+        };
+        assert_eq!(b.len(), 960);
+        let Ok(FromBot::Media(l16)) = w24.audio(&[0u8; 960]) else {
+            panic!("not audio")
+        };
+        assert_eq!(l16.len(), 640);
         let mut narrow = wire(8000);
+        assert_eq!(narrow.format(), Format::Mulaw);
         let Frame::Binary(b) = narrow.message(&ToBot::Media(vec![0xff; 160])) else {
             panic!("not audio")
         };
         assert_eq!(b.len(), 320);
+        let Ok(FromBot::Media(ulaw)) = narrow.audio(&[0u8; 320]) else {
+            panic!("not audio")
+        };
+        assert_eq!(ulaw.len(), 160);
         assert_eq!(
             w.parse(r#"{"event":"mark","name":"x"}"#),
             Ok(FromBot::Mark("x".into()))

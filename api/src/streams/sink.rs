@@ -1,6 +1,7 @@
 //! A bot's side of the session's media: the stream participant joins the session core
 //! as an audio endpoint like a SIP leg (same mixer, routing, browsers' Opus, DTMF), with
-//! this sink in place of an RTP socket. What the bot sends waits in a playout queue
+//! this sink in place of an RTP socket. The endpoint carries μ-law at 8 kHz, or 16-bit
+//! linear PCM at 16 kHz for a wideband bot (`Format`). What the bot sends waits in a playout queue
 //! (bots send faster than real time) and is handed to the core one 20 ms frame per
 //! tick, so it plays at real time; `clear` empties the queue at once; a mark is
 //! reported when the audio queued before it has been played.
@@ -9,14 +10,75 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use patchbay_conference::media::session::{HangupReason, LegSink, RtpView};
+use patchbay_conference::media::codec::AudioCodec;
+use patchbay_conference::media::session::{HangupReason, LegMedia, LegSink, RtpView};
 use tokio::sync::mpsc;
 
 /// μ-law bytes of one 20 ms frame at 8 kHz.
 pub const FRAME: usize = 160;
-/// The most a bot may queue ahead of playout: 60 s (what it sends beyond is dropped
-/// and counted, and the oldest audio keeps playing).
-pub const MAX_QUEUED: usize = 60 * 8000;
+/// The most a bot may queue ahead of playout (what it sends beyond is dropped and
+/// counted, and the oldest audio keeps playing).
+pub const MAX_QUEUED_MS: usize = 60_000;
+
+/// What the bot's endpoint carries in the session core: what the bot hears and says,
+/// in RTP payloads of 20 ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// μ-law at 8 kHz: Twilio's and Bandwidth's streams, raw at 8 kHz.
+    Mulaw,
+    /// 16-bit linear PCM at 16 kHz, big-endian (RTP's L16): raw at 16 or 24 kHz.
+    Wide,
+}
+
+impl Format {
+    /// The payload type of the endpoint's frames inside the core (never on a wire).
+    fn payload_type(self) -> u8 {
+        match self {
+            Format::Mulaw => 0,
+            Format::Wide => 96,
+        }
+    }
+
+    pub fn rate(self) -> u32 {
+        match self {
+            Format::Mulaw => 8000,
+            Format::Wide => 16000,
+        }
+    }
+
+    fn bytes_per_ms(self) -> usize {
+        match self {
+            Format::Mulaw => 8,
+            Format::Wide => 32,
+        }
+    }
+
+    fn frame_bytes(self) -> usize {
+        self.bytes_per_ms() * 20
+    }
+
+    /// Bytes of silence.
+    fn silence(self) -> u8 {
+        match self {
+            Format::Mulaw => 0xff,
+            Format::Wide => 0,
+        }
+    }
+
+    /// The leg media the core runs the endpoint with (RFC 4733 events at 101).
+    pub fn leg_media(self) -> LegMedia {
+        LegMedia {
+            codec: match self {
+                Format::Mulaw => AudioCodec::Pcmu,
+                Format::Wide => AudioCodec::L16,
+            },
+            payload_type: self.payload_type(),
+            event_payload_type: Some(101),
+            event_clock: 8000,
+            ptime_ms: 20,
+        }
+    }
+}
 /// Messages waiting for the bot's socket (10 s of frames): a bot slow to read loses
 /// the newest audio, counted, never holds the session's media.
 pub const OUT_QUEUE: usize = 500;
@@ -26,7 +88,7 @@ pub const MAX_MARKS: usize = 1000;
 /// What goes to the bot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToBot {
-    /// 20 ms of what the participant hears (μ-law).
+    /// 20 ms of what the participant hears (in the endpoint's `Format`).
     Media(Vec<u8>),
     /// A mark whose audio has been played (or cleared).
     Mark(String),
@@ -60,6 +122,7 @@ pub struct BotSink {
     out: mpsc::Sender<ToBot>,
     pub stats: SinkStats,
     ssrc: u32,
+    format: Format,
 }
 
 fn digit(event: u8) -> Option<char> {
@@ -73,12 +136,13 @@ fn digit(event: u8) -> Option<char> {
 }
 
 impl BotSink {
-    pub fn new(out: mpsc::Sender<ToBot>) -> BotSink {
+    pub fn new(out: mpsc::Sender<ToBot>, format: Format) -> BotSink {
         BotSink {
             playout: Mutex::new(Playout::default()),
             out,
             stats: SinkStats::default(),
             ssrc: rand::random(),
+            format,
         }
     }
 
@@ -92,17 +156,19 @@ impl BotSink {
         }
     }
 
-    /// The bot's audio (μ-law), queued behind what it sent before.
-    pub fn push_audio(&self, ulaw: &[u8]) {
+    /// The bot's audio (in the endpoint's `Format`, whole samples), queued behind what
+    /// it sent before.
+    pub fn push_audio(&self, audio: &[u8]) {
         let mut p = self.lock();
-        let room = MAX_QUEUED.saturating_sub(p.queue.len());
-        let take = ulaw.len().min(room);
-        p.queue.extend(&ulaw[..take]);
+        let max = MAX_QUEUED_MS * self.format.bytes_per_ms();
+        let room = max.saturating_sub(p.queue.len());
+        let take = audio.len().min(room);
+        p.queue.extend(&audio[..take]);
         p.queued_total += take as u64;
-        if take < ulaw.len() {
+        if take < audio.len() {
             self.stats
                 .dropped_in
-                .fetch_add((ulaw.len() - take) as u64, Relaxed);
+                .fetch_add((audio.len() - take) as u64, Relaxed);
         }
     }
 
@@ -138,26 +204,29 @@ impl BotSink {
         }
     }
 
-    /// Seconds of audio waiting to be played.
+    /// Milliseconds of audio waiting to be played.
     pub fn queued_ms(&self) -> u64 {
-        self.lock().queue.len() as u64 / 8
+        (self.lock().queue.len() / self.format.bytes_per_ms()) as u64
     }
 }
 
 impl LegSink for BotSink {
     fn drain(&self, f: &mut dyn FnMut(RtpView<'_>)) {
-        let mut frame = [0u8; FRAME];
+        let mut buf = [0u8; 640];
+        let n = self.format.frame_bytes();
+        let frame = &mut buf[..n];
         let (view, marks) = {
             let mut p = self.lock();
-            if p.queue.len() < FRAME {
+            if p.queue.len() < n {
                 return;
             }
             for b in frame.iter_mut() {
-                *b = p.queue.pop_front().unwrap_or(0xff);
+                *b = p.queue.pop_front().unwrap_or(self.format.silence());
             }
-            p.played += FRAME as u64;
+            p.played += n as u64;
             p.seq = p.seq.wrapping_add(1);
-            p.timestamp = p.timestamp.wrapping_add(FRAME as u32);
+            // 20 ms in the RTP clock (8 kHz for μ-law, 16 kHz for L16).
+            p.timestamp = p.timestamp.wrapping_add(self.format.rate() / 50);
             let mut marks = Vec::new();
             while p.marks.front().is_some_and(|(at, _)| *at <= p.played) {
                 if let Some((_, n)) = p.marks.pop_front() {
@@ -170,10 +239,10 @@ impl LegSink for BotSink {
             ssrc: self.ssrc,
             seq: view.0,
             timestamp: view.1,
-            payload_type: 0,
+            payload_type: self.format.payload_type(),
             marker: false,
             arrival_us: patchbay_conference::media::session::unix_us(),
-            payload: &frame,
+            payload: frame,
         });
         for m in marks {
             self.send(ToBot::Mark(m));
@@ -209,7 +278,7 @@ mod tests {
     #[test]
     fn audio_plays_a_frame_per_drain_and_marks_follow_their_audio() {
         let (tx, mut rx) = mpsc::channel(16);
-        let s = BotSink::new(tx);
+        let s = BotSink::new(tx, Format::Mulaw);
         s.mark("before".into());
         s.push_audio(&[1u8; FRAME * 2]);
         s.mark("two frames".into());
@@ -228,7 +297,7 @@ mod tests {
     #[test]
     fn clear_drops_the_queue_at_once_and_reports_its_marks() {
         let (tx, mut rx) = mpsc::channel(16);
-        let s = BotSink::new(tx);
+        let s = BotSink::new(tx, Format::Mulaw);
         s.push_audio(&[1u8; FRAME * 50]);
         s.mark("end".into());
         assert!(drain(&s).is_some());
@@ -241,8 +310,8 @@ mod tests {
     #[test]
     fn the_queue_is_bounded_and_a_full_out_queue_drops() {
         let (tx, _rx) = mpsc::channel(1);
-        let s = BotSink::new(tx);
-        s.push_audio(&vec![0u8; MAX_QUEUED + 1000]);
+        let s = BotSink::new(tx, Format::Mulaw);
+        s.push_audio(&vec![0u8; MAX_QUEUED_MS * 8 + 1000]);
         assert_eq!(s.queued_ms(), 60_000);
         assert_eq!(s.stats.dropped_in.load(Relaxed), 1000);
         for i in 0..MAX_MARKS + 5 {
@@ -259,9 +328,27 @@ mod tests {
     }
 
     #[test]
+    fn a_wide_endpoint_plays_20_ms_of_l16_at_16_khz() {
+        let (tx, _rx) = mpsc::channel(16);
+        let s = BotSink::new(tx, Format::Wide);
+        s.push_audio(&[7u8; 640 + 320]);
+        assert_eq!(s.queued_ms(), 30);
+        let mut got = None;
+        s.drain(&mut |v| got = Some((v.payload.len(), v.payload_type, v.timestamp)));
+        let (len, pt, first) = got.expect("a frame");
+        assert_eq!((len, pt), (640, 96));
+        assert_eq!(drain(&s), None, "10 ms left: not a frame");
+        s.push_audio(&[7u8; 320]);
+        let mut next = 0;
+        s.drain(&mut |v| next = v.timestamp);
+        assert_eq!(next.wrapping_sub(first), 320, "20 ms at 16 kHz");
+        assert_eq!(Format::Wide.leg_media().codec, AudioCodec::L16);
+    }
+
+    #[test]
     fn dtmf_starts_become_digits() {
         let (tx, mut rx) = mpsc::channel(16);
-        let s = BotSink::new(tx);
+        let s = BotSink::new(tx, Format::Mulaw);
         s.send_event(&[5, 0x80, 0, 160], true, 8000);
         s.send_event(&[5, 0x80, 1, 64], false, 8000);
         s.send_event(&[11, 0, 0, 160], true, 8000);

@@ -2,7 +2,11 @@
 //! packet-loss concealment, decoding into and encoding from PCM at the codec's
 //! native mix rate.
 //!
-//! Mix rates: G.711 8 kHz, G.722 16 kHz. Opus on SIP legs runs at 16 kHz
+//! L16 (16-bit linear PCM, network byte order, RFC 3551) at 16 kHz is the codec of
+//! wideband voice bots' streams inside the session core; it is never offered to SIP
+//! peers.
+//!
+//! Mix rates: G.711 8 kHz, G.722 and L16 16 kHz. Opus on SIP legs runs at 16 kHz
 //! (wideband voice; libopus resamples internally and the RTP clock stays 48 kHz),
 //! half the cost of a 48 kHz encode and the same rate as G.722.
 
@@ -21,6 +25,8 @@ pub enum AudioCodec {
     Pcma,
     G722,
     Opus,
+    /// 16-bit linear PCM at 16 kHz, big-endian (RFC 3551 `L16/16000`).
+    L16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +41,7 @@ impl AudioCodec {
     pub fn pcm_rate(self) -> u32 {
         match self {
             AudioCodec::Pcmu | AudioCodec::Pcma => 8000,
-            AudioCodec::G722 | AudioCodec::Opus => 16000,
+            AudioCodec::G722 | AudioCodec::Opus | AudioCodec::L16 => 16000,
         }
     }
 
@@ -44,6 +50,7 @@ impl AudioCodec {
         match self {
             AudioCodec::Pcmu | AudioCodec::Pcma | AudioCodec::G722 => 8000,
             AudioCodec::Opus => 48000,
+            AudioCodec::L16 => 16000,
         }
     }
 
@@ -53,7 +60,7 @@ impl AudioCodec {
             AudioCodec::Pcmu => Some(0),
             AudioCodec::Pcma => Some(8),
             AudioCodec::G722 => Some(9),
-            AudioCodec::Opus => None,
+            AudioCodec::Opus | AudioCodec::L16 => None,
         }
     }
 
@@ -64,10 +71,12 @@ impl AudioCodec {
             AudioCodec::Pcma => "PCMA",
             AudioCodec::G722 => "G722",
             AudioCodec::Opus => "opus",
+            AudioCodec::L16 => "L16",
         }
     }
 
-    /// Recognise an `a=rtpmap` encoding name and clock rate.
+    /// Recognise an `a=rtpmap` encoding name and clock rate (of the codecs SIP peers
+    /// may use: not L16).
     pub fn from_rtpmap(name: &str, clock: u32) -> Option<AudioCodec> {
         let c = [
             AudioCodec::Pcmu,
@@ -101,6 +110,7 @@ const MAX_CONCEALED: u32 = 3;
 enum DecoderKind {
     Pcmu,
     Pcma,
+    L16,
     G722(Box<G722Decoder>),
     Opus(Box<OpusDecoder>),
 }
@@ -120,6 +130,7 @@ impl Decoder {
         let kind = match codec {
             AudioCodec::Pcmu => DecoderKind::Pcmu,
             AudioCodec::Pcma => DecoderKind::Pcma,
+            AudioCodec::L16 => DecoderKind::L16,
             AudioCodec::G722 => DecoderKind::G722(Box::new(G722Decoder::new(
                 Bitrate::Mode1_64000,
                 false,
@@ -160,6 +171,13 @@ impl Decoder {
                 return;
             }
             DecoderKind::Pcmu | DecoderKind::Pcma => 0,
+            DecoderKind::L16 => {
+                let n = (payload.len() / 2).min(MAX_PACKET_SAMPLES);
+                for (o, c) in self.scratch[..n].iter_mut().zip(payload.chunks_exact(2)) {
+                    *o = i16::from_be_bytes([c[0], c[1]]);
+                }
+                n
+            }
             DecoderKind::G722(d) => {
                 let pcm = d.decode(payload);
                 let n = pcm.len().min(MAX_PACKET_SAMPLES);
@@ -219,6 +237,7 @@ impl Decoder {
 enum EncoderKind {
     Pcmu,
     Pcma,
+    L16,
     G722(Box<G722Encoder>),
     Opus(Box<OpusEncoder>),
 }
@@ -234,6 +253,7 @@ impl Encoder {
         let kind = match codec {
             AudioCodec::Pcmu => EncoderKind::Pcmu,
             AudioCodec::Pcma => EncoderKind::Pcma,
+            AudioCodec::L16 => EncoderKind::L16,
             AudioCodec::G722 => EncoderKind::G722(Box::new(G722Encoder::new(
                 Bitrate::Mode1_64000,
                 false,
@@ -288,6 +308,7 @@ impl Encoder {
         match &mut self.kind {
             EncoderKind::Pcmu => out.extend(pcm.iter().map(|&s| g711::ulaw_encode(s))),
             EncoderKind::Pcma => out.extend(pcm.iter().map(|&s| g711::alaw_encode(s))),
+            EncoderKind::L16 => out.extend(pcm.iter().flat_map(|s| s.to_be_bytes())),
             EncoderKind::G722(e) => out.extend_from_slice(&e.encode(pcm)),
             EncoderKind::Opus(e) => {
                 out.resize(1275, 0);
@@ -322,6 +343,7 @@ mod tests {
             AudioCodec::Pcma,
             AudioCodec::G722,
             AudioCodec::Opus,
+            AudioCodec::L16,
         ] {
             let rate = codec.pcm_rate();
             let n = super::super::frame_len(rate);
@@ -383,5 +405,10 @@ mod tests {
         );
         assert_eq!(AudioCodec::from_rtpmap("opus", 16000), None);
         assert_eq!(AudioCodec::from_rtpmap("GSM", 8000), None);
+        assert_eq!(
+            AudioCodec::from_rtpmap("L16", 16000),
+            None,
+            "never negotiated with SIP peers"
+        );
     }
 }

@@ -239,6 +239,8 @@ fn codec_of_leg(codec: AudioCodec) -> (&'static str, CodecImpairment) {
         AudioCodec::Pcma => ("PCMA", CodecImpairment::G711),
         AudioCodec::G722 => ("G722", CodecImpairment::G722),
         AudioCodec::Opus => ("opus", CodecImpairment::OPUS),
+        // Linear PCM repeats lost frames like G.711.
+        AudioCodec::L16 => ("L16", CodecImpairment::G711),
     }
 }
 

@@ -86,6 +86,7 @@ fn media(codec: AudioCodec) -> LegMedia {
         AudioCodec::Pcma => 8,
         AudioCodec::G722 => 9,
         AudioCodec::Opus => 111,
+        AudioCodec::L16 => 96,
     };
     LegMedia {
         codec,
@@ -100,7 +101,7 @@ fn media(codec: AudioCodec) -> LegMedia {
 proptest! {
     #[test]
     fn hostile_rtp_into_a_leg_of_any_codec_never_panics(
-        codec in prop_oneof![Just(AudioCodec::Pcmu), Just(AudioCodec::Pcma), Just(AudioCodec::G722), Just(AudioCodec::Opus)],
+        codec in prop_oneof![Just(AudioCodec::Pcmu), Just(AudioCodec::Pcma), Just(AudioCodec::G722), Just(AudioCodec::Opus), Just(AudioCodec::L16)],
         packets in stream(),
     ) {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
