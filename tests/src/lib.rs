@@ -396,6 +396,20 @@ impl Gateway {
             .unwrap_or(0.0)
     }
 
+    /// Wait until browsers' media frames received reach `frames` (at most `limit`): a
+    /// browser publishes. Panics with `what` and the log otherwise.
+    pub async fn wait_browser_media(&self, frames: f64, limit: Duration, what: &str) {
+        let deadline = Instant::now() + limit;
+        while self.metric("patchbay_webrtc_media_in_total").await < frames {
+            assert!(
+                Instant::now() < deadline,
+                "{what}:\n{}",
+                self.log_without_polls()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Wait until `metric` reaches `value` (at most 10 s).
     pub async fn wait_metric(&self, name: &str, value: f64) {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -512,15 +512,8 @@ async fn a_bot_hears_a_caller_and_a_browser_as_subscribed_and_both_hear_the_bot(
         90_000,
         Some(&mic),
     );
-    let end = Instant::now() + Duration::from_secs(30);
-    while g.metric("patchbay_webrtc_media_in_total").await < 100.0 {
-        assert!(
-            Instant::now() < end,
-            "no media from the browser:\n{}",
-            g.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    g.wait_browser_media(100.0, Duration::from_secs(30), "no media from the browser")
+        .await;
 
     // The bot joins, subscribed to the whole session: it hears the caller and the browser
     // (whose tone Opus and the mix bring about 8 dB below the caller's; a frequency nobody

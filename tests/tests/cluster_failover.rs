@@ -120,14 +120,12 @@ async fn a_browser_gets_its_media_back_from_the_new_owner_after_kill_9() {
     let second_call = second.spawn(n, &dir);
     // The browser's publishing connection fails (ICE, after Chromium's consent checks
     // stop being answered), the SDK re-offers with an ICE restart, the new owner answers.
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    while n.metric("patchbay_webrtc_media_in_total").await < 10.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the browser never published to the new owner"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    n.wait_browser_media(
+        10.0,
+        Duration::from_secs(40),
+        "the browser never published to the new owner",
+    )
+    .await;
     let published_ms = (now_epoch() * 1000.0) as u64;
     let report = tokio::task::spawn_blocking(move || driver.join().expect("driver"))
         .await

@@ -207,15 +207,12 @@ async fn tracks_mixed_and_dual_recordings_of_two_callers_and_a_browser() {
         Some(&mic),
     );
     // The browser publishes (its media arrives) before the recordings start.
-    let end = Instant::now() + Duration::from_secs(30);
-    while g.metric("patchbay_webrtc_media_in_total").await < 100.0 {
-        assert!(
-            Instant::now() < end,
-            "the browser's media never arrived:\n{}",
-            g.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    g.wait_browser_media(
+        100.0,
+        Duration::from_secs(30),
+        "the browser's media never arrived",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let tracks_ogg = record(

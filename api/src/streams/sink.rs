@@ -79,6 +79,7 @@ impl Format {
         }
     }
 }
+
 /// Messages waiting for the bot's socket (10 s of frames): a bot slow to read loses
 /// the newest audio, counted, never holds the session's media.
 pub const OUT_QUEUE: usize = 500;
