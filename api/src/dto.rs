@@ -82,7 +82,16 @@ pub struct MediaStreamBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub custom_parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Headers sent with the WebSocket handshake (at most 10; e.g. `Authorization`) for
+    /// the bot to know the stream comes from this Patchbay. Responses show their names
+    /// with the value `"(set)"`, never the values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
+
+/// What responses show of a stream's header values.
+pub const HEADER_SET: &str = "(set)";
 
 impl MediaStreamBody {
     pub fn parse(self) -> Result<MediaStream, ApiError> {
@@ -101,6 +110,7 @@ impl MediaStreamBody {
             protocol,
             sample_rate: self.sample_rate.unwrap_or(8000),
             custom_parameters: self.custom_parameters,
+            headers: self.headers,
         })
     }
 }
@@ -117,6 +127,11 @@ impl From<&MediaStream> for MediaStreamBody {
             .into(),
             sample_rate: Some(m.sample_rate),
             custom_parameters: m.custom_parameters.clone(),
+            headers: m.headers.as_ref().map(|h| {
+                h.keys()
+                    .map(|k| (k.clone(), HEADER_SET.to_string()))
+                    .collect()
+            }),
         }
     }
 }

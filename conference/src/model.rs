@@ -125,6 +125,10 @@ pub struct MediaStream {
     /// Passed to the bot in the protocol's start message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Sent with the WebSocket handshake (e.g. `Authorization`), for the bot to know
+    /// the stream comes from this Patchbay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A participant: a person or program that may join one session and publish/receive streams.

@@ -95,8 +95,50 @@ fn check_media_stream(
     if !permissions.contains(&PublishPermission::Audio) {
         return invalid("a stream participant needs publishPermissions [\"AUDIO\"]".into());
     }
+    let headers = m.headers.iter().flatten();
+    if headers.clone().count() > MAX_STREAM_HEADERS {
+        return invalid(format!(
+            "mediaStream.headers has more than {MAX_STREAM_HEADERS} headers"
+        ));
+    }
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        let token = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        if !token
+            || [
+                "host",
+                "connection",
+                "upgrade",
+                "content-length",
+                "transfer-encoding",
+            ]
+            .contains(&lower.as_str())
+            || lower.starts_with("sec-websocket-")
+        {
+            return invalid(format!(
+                "mediaStream.headers: `{}` is not a header a stream may set",
+                name.chars().take(64).collect::<String>()
+            ));
+        }
+        if value.len() > 1024
+            || !value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            return invalid(format!(
+                "mediaStream.headers: the value of `{name}` must be printable ASCII of at most 1024 bytes"
+            ));
+        }
+    }
     Ok(())
 }
+
+/// Headers a stream participant's handshake may carry.
+const MAX_STREAM_HEADERS: usize = 10;
 
 fn not_found(what: &str, id: Uuid) -> ConferenceError {
     ConferenceError::NotFound(format!("{what} {id} not found"))

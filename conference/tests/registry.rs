@@ -416,6 +416,7 @@ async fn a_stream_participant_survives_reopen(backend: Backend) {
     let stream = MediaStream {
         url: "wss://bot.example/ws".into(),
         protocol: StreamProtocol::Bandwidth,
+        headers: Some([("Authorization".to_string(), "Bearer x".to_string())].into()),
         sample_rate: 16000,
         custom_parameters: serde_json::json!({"lang": "en"}).as_object().cloned(),
     };

@@ -17,7 +17,8 @@ time, as bots do), each followed by a `mark` named MARK; with `--clear-after S`,
 `clear` S seconds after the last utterance was sent. Keeps what it hears (the inbound
 μ-law, decoded to 16-bit PCM) and every event. When the stream stops or closes it
 writes REPORT_DIR/stream-N.json (events with their arrival times) and stream-N.pcm.
-Prints "listening" once it accepts connections.
+The report also has the handshake's request headers. Prints "listening" once it accepts
+connections.
 """
 
 import argparse
@@ -175,6 +176,7 @@ class Bot:
             f.write(pcm)
         with open(os.path.join(self.args.report_dir, f"stream-{n}.json"), "w") as f:
             json.dump({"t0": t0, "events": events, "rate": rate,
+                       "requestHeaders": dict(request.headers),
                        "heardSeconds": len(pcm) / 2 / rate}, f)
         return ws
 

@@ -32,7 +32,8 @@ async fn a_twilio_bot_hears_the_caller_and_the_caller_hears_the_bot_at_real_time
                 "publishPermissions": ["AUDIO"],
                 "tag": "bot",
                 "mediaStream": {"url": bot.url(), "protocol": "twilio",
-                                "customParameters": {"lang": "en"}},
+                                "customParameters": {"lang": "en"},
+                                "headers": {"Authorization": "Bearer s3cret"}},
             })),
         )
         .await;
@@ -40,6 +41,14 @@ async fn a_twilio_bot_hears_the_caller_and_the_caller_hears_the_bot_at_real_time
     let stream = &r.body["participant"]["mediaStream"];
     assert_eq!(stream["protocol"], "twilio", "{}", r.text);
     assert_eq!(stream["sampleRate"], 8000, "{}", r.text);
+    // The header's value is never shown again.
+    assert_eq!(
+        stream["headers"],
+        json!({"Authorization": "(set)"}),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("s3cret"));
     let bot_id = r.body["participant"]["id"]
         .as_str()
         .expect("id")
@@ -75,6 +84,7 @@ async fn a_twilio_bot_hears_the_caller_and_the_caller_hears_the_bot_at_real_time
     assert_eq!(start["start"]["mediaFormat"]["encoding"], "audio/x-mulaw");
     assert_eq!(start["start"]["mediaFormat"]["sampleRate"], 8000);
     assert_eq!(start["streamSid"], start["start"]["streamSid"]);
+    assert_eq!(report["requestHeaders"]["Authorization"], "Bearer s3cret");
     assert_eq!(
         start["start"]["callSid"],
         format!("CA{}", bot_id.replace('-', "")).as_str()
@@ -130,6 +140,15 @@ async fn stream_participants_are_checked() {
         (
             json!({"url": "wss://8.8.8.8/bot", "protocol": "twilio", "sampleRate": 16000}),
             "sampleRate",
+        ),
+        (
+            json!({"url": "wss://8.8.8.8/bot", "protocol": "twilio", "headers": {"Host": "x"}}),
+            "not a header a stream may set",
+        ),
+        (
+            json!({"url": "wss://8.8.8.8/bot", "protocol": "twilio",
+                   "headers": {"X-Token": "a\r\nInjected: yes"}}),
+            "printable ASCII",
         ),
     ] {
         let r = api

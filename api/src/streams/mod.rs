@@ -29,6 +29,8 @@ use patchbay_conference::events::{
 use patchbay_conference::media::session::{LegId, SessionInput};
 use patchbay_conference::{Participant, Placement, StreamProtocol};
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
@@ -198,6 +200,8 @@ impl Wire {
 struct Target<'a> {
     url: &'a str,
     custom: &'a serde_json::Value,
+    /// Sent with the handshake (checked when the participant was created).
+    headers: Option<&'a std::collections::BTreeMap<String, String>>,
     retry_for: Duration,
 }
 
@@ -261,6 +265,7 @@ async fn run_stream(
     let target = Target {
         url: &m.url,
         custom: &custom,
+        headers: m.headers.as_ref(),
         retry_for,
     };
     let first = match open(&app, &p, &target, &mut writer).await {
@@ -362,7 +367,7 @@ async fn run_stream(
 
 /// Connect and send the protocol's opening messages.
 async fn open(app: &AppState, p: &Participant, to: &Target<'_>, writer: &mut Wire) -> Option<Ws> {
-    let mut ws = match connect(app, to.url).await {
+    let mut ws = match connect(app, to.url, to.headers).await {
         Ok(ws) => ws,
         Err(e) => {
             app.metrics.stream_connect_failures.inc();
@@ -494,7 +499,11 @@ type Ws =
 
 /// Open the bot's WebSocket, to an address the egress policy allows (the name is
 /// resolved once and the checked address is the one connected to).
-async fn connect(app: &AppState, url: &str) -> Result<Ws, String> {
+async fn connect(
+    app: &AppState,
+    url: &str,
+    headers: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<Ws, String> {
     let policy = &app.webhooks.egress;
     let u = policy.check_url_as(url, "mediaStream.url", &["ws", "wss"])?;
     let host = u.host_str().ok_or("no host")?;
@@ -517,9 +526,15 @@ async fn connect(app: &AppState, url: &str) -> Result<Ws, String> {
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME))
         .read_buffer_size(READ_BUFFER);
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    for (name, value) in headers.into_iter().flatten() {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+        let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+        request.headers_mut().insert(name, value);
+    }
     let (ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::client_async_tls_with_config(url, tcp, Some(config), None),
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), None),
     )
     .await
     .map_err(|_| "the WebSocket handshake timed out".to_string())?
