@@ -1,14 +1,12 @@
-"""Voice bots for `bench/bots.py` (needs aiohttp: run with target/test-venv/bin/python).
+"""The delay probe of `bench/bots.py` (needs aiohttp: run with target/test-venv/bin/python).
 
-  bot_load.py serve PORT     bots for every stream Patchbay opens to ws://127.0.0.1:PORT/bot:
-      each speaks at real time (20 ms frames of a tone: Twilio's base64 mu-law JSON, or
-      raw binary 16-bit PCM at the stream's rate) and counts what it hears. Prints
-      "listening", then a JSON line of totals on SIGTERM.
   bot_load.py probe SIP_PORT TOKEN BOT_PORT SECONDS     one SIP caller (UDP, PCMU) and one
       bot in a session of their own, both in this process (one clock): every second
       the caller speaks 100 ms of tone after silence and the bot notes when it hears it;
       half a second later the bot does the same towards the caller. Prints the delays
       (caller -> bot, bot -> caller) in ms as one JSON line.
+
+The bots that make the load are `bot-load` (bench/src/bot_load.rs).
 """
 
 import asyncio
@@ -17,23 +15,16 @@ import json
 import math
 import os
 import random
-import signal
 import socket
 import sys
 import time
 
 from aiohttp import web
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sip_load import ulaw as ulaw_encode  # noqa: E402
+
 FRAME_S = 0.02
-
-
-def ulaw_encode(sample):
-    sign = 0x80 if sample < 0 else 0
-    sample = min(abs(sample), 32635) + 0x84
-    exp = 7
-    while exp > 0 and not sample & (1 << (exp + 7)):
-        exp -= 1
-    return ~(sign | (exp << 4) | ((sample >> (exp + 3)) & 0x0F)) & 0xFF
 
 
 def ulaw_decode(byte):
@@ -46,17 +37,8 @@ def tone_ulaw(hz, n, amplitude=8000):
     return bytes(ulaw_encode(int(amplitude * math.sin(2 * math.pi * hz * i / 8000))) for i in range(n))
 
 
-def tone_l16(hz, n, rate):
-    return b"".join(int(8000 * math.sin(2 * math.pi * hz * i / rate)).to_bytes(2, "little", signed=True)
-                    for i in range(n))
-
-
 SILENCE = bytes([0xFF]) * 160
 LOUD = tone_ulaw(880, 800)  # 100 ms
-
-
-def loud(ulaw):
-    return max(abs(ulaw_decode(b)) for b in ulaw[::4]) > 3000
 
 
 async def paced(period, step):
@@ -69,69 +51,8 @@ async def paced(period, step):
         await asyncio.sleep(max(0.0, start + i * period - time.monotonic()))
 
 
-class Load:
-    def __init__(self):
-        self.streams = 0
-        self.heard = 0
-        self.sent = 0
-
-    async def handle(self, request):
-        ws = web.WebSocketResponse(max_msg_size=1 << 20)
-        await ws.prepare(request)
-        self.streams += 1
-        speaker = None
-        async for msg in ws:
-            if msg.type == web.WSMsgType.BINARY:
-                self.heard += 1
-                continue
-            if msg.type != web.WSMsgType.TEXT:
-                continue
-            m = json.loads(msg.data)
-            event = m.get("event")
-            if event == "media":
-                self.heard += 1
-            elif event == "start" and speaker is None:
-                if "sampleRate" in m:  # raw
-                    rate = m["sampleRate"]
-                    pcm = tone_l16(440, rate // 50 * 50, rate)
-                    frame = rate // 50 * 2
-
-                    async def step(i, pcm=pcm, frame=frame):
-                        at = (i % 50) * frame
-                        await ws.send_bytes(pcm[at:at + frame])
-                        self.sent += 1
-                else:
-                    sid = m["start"]["streamSid"]
-                    tone = tone_ulaw(440, 8000)
-
-                    async def step(i, sid=sid, tone=tone):
-                        at = (i % 50) * 160
-                        payload = base64.b64encode(tone[at:at + 160]).decode()
-                        await ws.send_str(json.dumps({"event": "media", "streamSid": sid,
-                                                      "media": {"payload": payload}}))
-                        self.sent += 1
-                # Streams start out of phase, as real bots do.
-                await asyncio.sleep(random.random() * FRAME_S)
-                speaker = asyncio.ensure_future(paced(FRAME_S, step))
-            elif event == "stop":
-                break
-        if speaker:
-            speaker.cancel()
-        return ws
-
-
-async def serve(port):
-    load = Load()
-    app = web.Application()
-    app.router.add_get("/bot", load.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
-    print("listening", flush=True)
-    done = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, done.set)
-    await done.wait()
-    print(json.dumps({"streams": load.streams, "heard": load.heard, "sent": load.sent}), flush=True)
+def loud(ulaw):
+    return max(abs(ulaw_decode(b)) for b in ulaw[::4]) > 3000
 
 
 class Caller(asyncio.DatagramProtocol):
@@ -268,10 +189,9 @@ async def probe(sip_port, token, bot_port, seconds):
 
 
 def main():
-    if sys.argv[1] == "serve":
-        asyncio.run(serve(int(sys.argv[2])))
-    else:
-        asyncio.run(probe(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])))
+    if len(sys.argv) != 6 or sys.argv[1] != "probe":
+        sys.exit(__doc__)
+    asyncio.run(probe(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])))
 
 
 if __name__ == "__main__":

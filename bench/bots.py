@@ -1,19 +1,20 @@
 #!/usr/bin/env python3
 """Voice bots (stream participants) against SIP legs, one gateway and one load, one run.
 
-  bench/bots.py N [--seconds S]
+  bench/bots.py N [--seconds S] [--rounds R] [--perf DIR]
 
 N sessions, each with one PCMU caller (sipp, a real tone) throughout. Measured phases,
-S seconds each:
-  1. callers alone                       (the base)
-  2. + one Twilio bot per session        (base64 mu-law JSON at 8 kHz, 20 ms frames)
-  3. + one raw bot per session instead   (binary 16-bit PCM at 16 kHz, 20 ms frames)
-  4. + a second PCMU caller per session instead
-  5. callers alone again
-The bots (bench/bot_load.py, aiohttp) speak at real time and hear their session's
-caller; in phase 4 the two callers hear each other. The cost of one endpoint is the
-gateway's CPU above the base (the mean of phases 1 and 5) divided by N; a bot's is
-printed against a SIP leg's, measured the same way in the same run.
+S seconds each, each endpoint's between two of the callers alone (the base):
+  base, + one Twilio bot per session (base64 mu-law JSON at 8 kHz, 20 ms frames), base,
+  + one raw bot per session instead (binary 16-bit PCM at 16 kHz, 20 ms frames), base,
+  + a second PCMU caller per session instead, base.
+The bots (bot-load, bench/src/bot_load.rs) speak at real time and hear their session's
+caller; with the second callers the two callers hear each other. The cost of one
+endpoint is the gateway's CPU above the mean of the two base phases around it, divided
+by N; a bot's is printed against a SIP leg's, measured the same way in the same run;
+the whole is repeated R times (3) and the median taken.
+With --perf DIR each endpoint's phase and the first base are also profiled, and the
+costs are printed again without the kernel's loopback delivery to the peers.
 
 Then a probe in a session of its own (a bare SIP caller and a bot in one process, one
 clock) measures the delay Patchbay adds caller -> bot and bot -> caller (jitter buffer,
@@ -35,6 +36,7 @@ from sip_load import ROOT, Gateway, free_port, machine, participants, proc_cpu, 
 # The gateway refuses PATCHBAY_* variables it does not know: this one is the tests'.
 PYTHON = os.environ.pop("PATCHBAY_PYTHON", None) or os.path.join(ROOT, "target/test-venv/bin/python")
 LOAD = os.path.join(ROOT, "bench/bot_load.py")
+BOT_LOAD = os.path.join(ROOT, "target/release/bot-load")
 
 
 def percentile(xs, q):
@@ -63,11 +65,34 @@ def wait_metric(gw, name, value, timeout=60):
         time.sleep(0.2)
 
 
-def measure(gw, seconds):
+PERF_DIR = None
+
+
+def measure(gw, seconds, phase=""):
     time.sleep(2)  # steady state
+    perf = None
+    if PERF_DIR and phase:
+        # The profile of this phase (perf report -i DIR/PHASE.data), recorded beside the
+        # CPU reading: perf's own cost is not the gateway's.
+        perf = subprocess.Popen(["perf", "record", "-g", "-q", "-o", os.path.join(PERF_DIR, f"{phase}.data"),
+                                 "-p", str(gw.proc.pid), "--", "sleep", str(seconds)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     c0, t0 = gw.cpu_seconds(), time.time()
     time.sleep(seconds)
-    return (gw.cpu_seconds() - c0) / (time.time() - t0)
+    cpu = (gw.cpu_seconds() - c0) / (time.time() - t0)
+    if perf:
+        perf.wait()
+    return cpu
+
+
+def loopback_share(path):
+    """The share of a profile's samples in the kernel's receive softirq (net_rx_action)."""
+    out = subprocess.run(["perf", "report", "-i", path, "--children", "--sort", "sym", "--stdio"],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.rstrip().endswith("[k] net_rx_action"):
+            return float(line.split()[0].rstrip("%")) / 100
+    return 0.0
 
 
 def run(args):
@@ -81,7 +106,7 @@ def run(args):
         first = participants(gw, n, 1, sessions)
         tone_wav(os.path.join(work, "tone.wav"))
         port = free_port()
-        load = subprocess.Popen([PYTHON, LOAD, "serve", str(port)], stdout=subprocess.PIPE, text=True)
+        load = subprocess.Popen([BOT_LOAD, str(port)], stdout=subprocess.PIPE, text=True)
         if load.stdout.readline().strip() != "listening":
             raise RuntimeError("the bot server did not start")
         url = f"ws://127.0.0.1:{port}/bot"
@@ -97,24 +122,40 @@ def run(args):
             gw.api("PUT", f"/sessions/{s}/participants/{r['participant']['id']}", {"sessionId": s})
             second.append(r["token"])
         phase_s = args.seconds + 2
-        start_callers(gw, work, "first", first, phase_s * 5 + 120)
+        start_callers(gw, work, "first", first, phase_s * 7 * args.rounds + 120)
         wait_metric(gw, "patchbay_sip_calls_active", n)
         print(f"machine: {machine()}")
-        print(f"{n} sessions, one PCMU caller each throughout; {args.seconds:.0f} s per phase")
-        cpu = {"base": measure(gw, args.seconds)}
-        for protocol in ("twilio", "raw"):
-            for s, b in zip(sessions, bots[protocol]):
-                gw.api("PUT", f"/sessions/{s}/participants/{b}", {"sessionId": s})
-            wait_metric(gw, "patchbay_streams_connected", n)
-            cpu[protocol] = measure(gw, args.seconds)
-            for s, b in zip(sessions, bots[protocol]):
-                gw.api("DELETE", f"/sessions/{s}/participants/{b}")
-            wait_metric(gw, "patchbay_streams_connected", 0)
-        start_callers(gw, work, "second", second, args.seconds + 6)
-        wait_metric(gw, "patchbay_sip_calls_active", 2 * n)
-        cpu["legs"] = measure(gw, args.seconds)
-        wait_metric(gw, "patchbay_sip_calls_active", n, timeout=30)
-        cpu["base again"] = measure(gw, args.seconds)
+        print(f"{n} sessions, one PCMU caller each throughout; {args.seconds:.0f} s per phase, "
+              f"{args.rounds} rounds")
+        # Each endpoint's phase between two base phases, each judged against the two
+        # around it (the base drifts over a run); the whole repeated, the median taken.
+        # Profiles (--perf) of the first round.
+        before = measure(gw, args.seconds, "base")
+        rounds = []
+        for r in range(args.rounds):
+            name = (lambda k: k) if r == 0 else (lambda k: "")
+            cpu, around, bases = {}, {}, [before]
+            for protocol in ("twilio", "raw"):
+                for s, b in zip(sessions, bots[protocol]):
+                    gw.api("PUT", f"/sessions/{s}/participants/{b}", {"sessionId": s})
+                wait_metric(gw, "patchbay_streams_connected", n)
+                cpu[protocol] = measure(gw, args.seconds, name(protocol))
+                for s, b in zip(sessions, bots[protocol]):
+                    gw.api("DELETE", f"/sessions/{s}/participants/{b}")
+                wait_metric(gw, "patchbay_streams_connected", 0)
+                bases.append(measure(gw, args.seconds))
+                around[protocol] = (bases[-2] + bases[-1]) / 2
+            start_callers(gw, work, f"second{r}", second, args.seconds + 6)
+            wait_metric(gw, "patchbay_sip_calls_active", 2 * n)
+            cpu["legs"] = measure(gw, args.seconds, name("legs"))
+            wait_metric(gw, "patchbay_sip_calls_active", n, timeout=30)
+            bases.append(measure(gw, args.seconds))
+            around["legs"] = (bases[-2] + bases[-1]) / 2
+            before = bases[-1]
+            rounds.append({"cpu": cpu, "around": around, "bases": bases})
+            cost = {k: (cpu[k] - around[k]) / n * 1e6 for k in cpu}
+            print(f"round {r + 1}: base " + ", ".join(f"{b * 100:.1f}" for b in bases) + " % of a core; "
+                  + ", ".join(f"{k} {cpu[k] * 100:.1f} % -> {cost[k]:.0f} µs" for k in cpu), flush=True)
 
         # The delay probe, with the N callers still talking and N Twilio bots back on.
         for s, b in zip(sessions, bots["twilio"]):
@@ -136,23 +177,45 @@ def run(args):
                {"sessionId": probe_session})
         delays = json.loads(probe.communicate(timeout=args.seconds + 60)[0].strip().splitlines()[-1])
 
-        base = (cpu["base"] + cpu["base again"]) / 2
-        cost = {k: (v - base) / n * 1e6 for k, v in cpu.items() if k in ("twilio", "raw", "legs")}
-        for k, v in cpu.items():
-            print(f"{k:12s} gateway CPU {v * 100:6.1f} % of a core")
-        print(f"base noise   {abs(cpu['base'] - cpu['base again']) / base * 100:.1f} % between the first and last")
-        leg = cost["legs"]
-        for k, label in (("legs", "a PCMU SIP leg"), ("twilio", "a Twilio bot (mu-law 8 kHz)"),
-                         ("raw", "a raw bot (L16 16 kHz)")):
-            print(f"{label:30s} {cost[k]:7.0f} µs of gateway CPU per second  ({cost[k] / leg:.2f}x a SIP leg)")
+        kinds = ("legs", "twilio", "raw")
+        labels = {"legs": "a PCMU SIP leg", "twilio": "a Twilio bot (mu-law 8 kHz)",
+                  "raw": "a raw bot (L16 16 kHz)"}
+
+        def median_cost(share=None):
+            out = {}
+            for k in kinds:
+                xs = []
+                for rd in rounds:
+                    if share:
+                        xs.append((rd["cpu"][k] * (1 - share[k]) - rd["around"][k] * (1 - share["base"])) / n * 1e6)
+                    else:
+                        xs.append((rd["cpu"][k] - rd["around"][k]) / n * 1e6)
+                out[k] = sorted(xs)[len(xs) // 2]
+            return out
+
+        cost = median_cost()
+        print(f"median of {len(rounds)} rounds:")
+        for k in kinds:
+            print(f"  {labels[k]:28s} {cost[k]:7.0f} µs of gateway CPU per second  ({cost[k] / cost['legs']:.2f}x a SIP leg)")
+        result = {"sessions": n, "rounds": rounds, "us_per_endpoint_s": {k: round(v) for k, v in cost.items()},
+                  "twilio_vs_leg": round(cost["twilio"] / cost["legs"], 3),
+                  "raw_vs_leg": round(cost["raw"] / cost["legs"], 3)}
+        if PERF_DIR:
+            # On loopback the kernel delivers what the gateway sends to its peers (sipp's
+            # UDP, the bots' TCP) in the gateway's own system calls: work a real network
+            # leaves to the peers' machines. Without it (its share from the profiles):
+            share = {k: loopback_share(os.path.join(PERF_DIR, f"{k}.data")) for k in ("base",) + kinds}
+            net = median_cost(share)
+            print("without the kernel's loopback delivery to the peers (perf, first round: net_rx_action " +
+                  ", ".join(f"{k} {v * 100:.1f} %" for k, v in share.items()) + "):")
+            for k in kinds:
+                print(f"  {labels[k]:28s} {net[k]:7.0f} µs of gateway CPU per second  ({net[k] / net['legs']:.2f}x a SIP leg)")
+            result["without_loopback_delivery"] = {k: round(v) for k, v in net.items()}
         for k in ("caller_to_bot_ms", "bot_to_caller_ms"):
             xs = delays[k]
             print(f"{k:18s} p50 {percentile(xs, 0.5)} ms, p99 {percentile(xs, 0.99)} ms, max {max(xs or [0])} ms "
                   f"({len(xs)} of {delays['probes']} probes heard)")
-        result = {"sessions": n, "cpu": {k: round(v, 4) for k, v in cpu.items()},
-                  "us_per_endpoint_s": {k: round(v) for k, v in cost.items()},
-                  "twilio_vs_leg": round(cost["twilio"] / leg, 3), "raw_vs_leg": round(cost["raw"] / leg, 3),
-                  "delays": delays}
+        result["delays"] = delays
         print(json.dumps(result))
         return result
     finally:
@@ -170,8 +233,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("n", type=int)
     p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--perf", metavar="DIR", help="also record each phase with perf record -g into DIR")
     args = p.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "--bin", "patchbay"], cwd=ROOT, check=True)
+    global PERF_DIR
+    PERF_DIR = args.perf
+    subprocess.run(["cargo", "build", "--release", "-q", "--bin", "patchbay", "--bin", "bot-load"], cwd=ROOT, check=True)
     run(args)
 
 

@@ -44,7 +44,7 @@ impl Writer {
     }
 
     /// None: nothing of this kind is sent in this protocol (marks, DTMF).
-    pub fn message(&mut self, m: &ToBot) -> Option<String> {
+    pub fn message(&mut self, m: &ToBot<'_>) -> Option<String> {
         match m {
             ToBot::Media(ulaw) => {
                 self.sequence += 1;
@@ -166,12 +166,12 @@ mod tests {
         );
         assert_eq!(start["streamParams"]["k"], "v");
         let media: Value =
-            serde_json::from_str(&w.message(&ToBot::Media(vec![0xff; 160])).unwrap()).unwrap();
+            serde_json::from_str(&w.message(&ToBot::Media(&[0xff; 160])).unwrap()).unwrap();
         assert_eq!(
             (media["track"].as_str(), media["sequenceNumber"].as_u64()),
             (Some("inbound"), Some(1))
         );
-        assert!(w.message(&ToBot::Mark("m".into())).is_none());
+        assert!(w.message(&ToBot::Mark("m")).is_none());
         let stop: Value = serde_json::from_str(&w.message(&ToBot::Stop).unwrap()).unwrap();
         assert_eq!(stop["metadata"]["callId"], "c1");
     }

@@ -6,49 +6,44 @@
 //! SIP leg ([`sink::BotSink`] in place of an RTP socket), so the mixer, routing,
 //! browsers, recordings and DTMF treat it as they treat a caller.
 //!
-//! Here: the supervisor (which stream participants should have a bot connected), the
-//! connection (egress-checked like webhooks, `ws://` or `wss://`), and one task per
-//! stream that moves messages between the socket and the sink. Protocols: `twilio`,
-//! `bandwidth`, `raw`.
+//! Here: the supervisor (which stream participants should have a bot connected) and one
+//! task per stream that opens its connection (`conn`: egress-checked like webhooks,
+//! `ws://` or `wss://`), hands it to the sink, and waits for it to end to connect again
+//! or let the participant go. The session's media task moves the stream's messages
+//! (`sink`), not this one. Protocols: `twilio`, `bandwidth`, `raw` (`wire`).
 
 pub mod bandwidth;
+pub mod conn;
 pub mod rate;
 pub mod raw;
 pub mod sink;
 pub mod twilio;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use patchbay_conference::events::{
     DeviceEvent, DeviceEventKind, DeviceOwner, DeviceSource, EventSink,
 };
 use patchbay_conference::media::session::{LegId, SessionInput};
 use patchbay_conference::{Participant, Placement, StreamProtocol};
-use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::AppState;
-use sink::{BotSink, ToBot};
+use conn::Link;
+use sink::{BotSink, Ended, ToBot};
+use wire::Wire;
 
 /// How often the supervisor compares the stream participants in sessions with the
 /// bots connected.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
 /// A stream that ended by itself is opened again after this.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
-/// Largest frame a bot may send (a second of μ-law is 8 KB; base64 and JSON add a
-/// third).
-const MAX_FRAME: usize = 1 << 20;
-/// Bytes read from a bot's socket at a time (a 20 ms frame's message is under 1 KiB).
-const READ_BUFFER: usize = 4096;
 /// Streams connected at once on this node.
 pub const MAX_STREAMS: usize = 1000;
 /// Stream legs are numbered from here (SIP legs count from 1: the two never meet).
@@ -143,59 +138,6 @@ pub const BOT_CLOSED: &str = "the bot closed the stream";
 pub const BOT_GONE: &str =
     "the bot's WebSocket dropped and did not come back within stream_retry_for";
 
-/// The protocol spoken with one bot.
-enum Wire {
-    Twilio(twilio::Writer),
-    Bandwidth(bandwidth::Writer, bandwidth::Reader),
-    Raw(raw::Wire),
-}
-
-impl Wire {
-    fn opening(&mut self, custom: &serde_json::Value) -> Vec<String> {
-        match self {
-            Wire::Twilio(w) => w.opening(custom),
-            Wire::Bandwidth(w, _) => w.opening(custom),
-            Wire::Raw(w) => w.opening(custom),
-        }
-    }
-
-    /// None: the protocol has no such message.
-    fn message(&mut self, m: &ToBot) -> Option<Message> {
-        match self {
-            Wire::Twilio(w) => Some(Message::text(w.message(m))),
-            Wire::Bandwidth(w, _) => w.message(m).map(Message::text),
-            Wire::Raw(w) => Some(match w.message(m) {
-                raw::Frame::Text(t) => Message::text(t),
-                raw::Frame::Binary(b) => Message::binary(b),
-            }),
-        }
-    }
-
-    fn parse(&mut self, text: &str) -> Result<twilio::FromBot, &'static str> {
-        match self {
-            Wire::Twilio(_) => twilio::parse(text),
-            Wire::Bandwidth(_, r) => r.parse(text),
-            Wire::Raw(w) => w.parse(text),
-        }
-    }
-
-    /// What the bot's endpoint carries in the session core.
-    fn format(&self) -> sink::Format {
-        match self {
-            Wire::Raw(w) => w.format(),
-            Wire::Twilio(_) | Wire::Bandwidth(..) => sink::Format::Mulaw,
-        }
-    }
-
-    /// A binary frame: audio in `raw`, not a message in the others.
-    fn binary(&mut self, bytes: &[u8]) -> Result<twilio::FromBot, &'static str> {
-        match self {
-            Wire::Raw(w) => w.audio(bytes),
-            _ => Err("a binary frame (this protocol's messages are text)"),
-        }
-    }
-}
-
 /// Where a stream connects and what it opens with.
 struct Target<'a> {
     url: &'a str,
@@ -203,17 +145,6 @@ struct Target<'a> {
     /// Sent with the handshake (checked when the participant was created).
     headers: Option<&'a std::collections::BTreeMap<String, String>>,
     retry_for: Duration,
-}
-
-/// How a connection to the bot ended.
-enum Ended {
-    /// The participant left the session's media (removed, deleted, session ended): the
-    /// bot was sent `stop`.
-    Stopped,
-    /// The bot closed the WebSocket (a close frame): it is done, the participant leaves.
-    Closed,
-    /// The WebSocket dropped without a close: connected again.
-    Dropped,
 }
 
 /// One stream participant's stream, from its first connection to its end: the
@@ -252,7 +183,7 @@ async fn run_stream(
         .clone()
         .map(serde_json::Value::Object)
         .unwrap_or_else(|| serde_json::json!({}));
-    let mut writer = match m.protocol {
+    let wire = match m.protocol {
         StreamProtocol::Bandwidth => Wire::Bandwidth(
             bandwidth::Writer::new(ids.clone()),
             bandwidth::Reader::default(),
@@ -262,26 +193,29 @@ async fn run_stream(
         }
         StreamProtocol::Twilio => Wire::Twilio(twilio::Writer::new(ids.clone())),
     };
+    let counters = sink::Counters {
+        dropped: app.metrics.stream_dropped.clone(),
+        invalid: app.metrics.stream_invalid_messages.clone(),
+    };
+    let bot = Arc::new(BotSink::new(wire, counters));
     let target = Target {
         url: &m.url,
         custom: &custom,
         headers: m.headers.as_ref(),
         retry_for,
     };
-    let first = match open(&app, &p, &target, &mut writer).await {
-        Some(ws) => Some(ws),
-        None => reconnect(&app, &p, &target, &mut writer, &mut stopped).await,
+    let first = match open(&app, &p, &target, &bot).await {
+        Some(link) => Some(link),
+        None => reconnect(&app, &p, &target, &bot, &mut stopped).await,
     };
-    let Some(mut ws) = first else {
+    let Some(Link { ws }) = first else {
         if !*stopped.borrow() {
             tracing::warn!(participant_id = %p.id, "the bot could not be reached; the stream is given up in this session");
             done_lock(&done).insert(p.id, sid);
         }
         return;
     };
-    let (out_tx, mut out_rx) = mpsc::channel(sink::OUT_QUEUE);
-    let format = writer.format();
-    let bot = Arc::new(BotSink::new(out_tx, format));
+    bot.attach(ws);
     let (participant, session) = match app.conference.join_stream(p.id) {
         Ok(Some(j)) => j,
         Ok(None) => return,
@@ -290,7 +224,7 @@ async fn run_stream(
             return;
         }
     };
-    let (media_tx, media) = watch::channel(format.leg_media());
+    let (media_tx, media) = watch::channel(bot.format().leg_media());
     let leg = LegId(NEXT_STREAM_LEG.fetch_add(1, Relaxed));
     let owner = DeviceOwner::of(&participant);
     let joined = session.send(SessionInput::Join {
@@ -302,9 +236,7 @@ async fn run_stream(
     });
     if !joined {
         tracing::warn!(participant_id = %p.id, "the session's media did not take the stream (busy); it is tried again");
-        if let Some(stop) = writer.message(&ToBot::Stop) {
-            let _ = ws.send(stop).await;
-        }
+        stop(&bot).await;
         return;
     }
     app.metrics.streams_connected.inc();
@@ -318,19 +250,28 @@ async fn run_stream(
         at_ms: patchbay_conference::media::session::unix_us() / 1000,
     };
     loop {
-        let ended = serve(
-            &app,
-            &p,
-            &bot,
-            &mut ws,
-            &mut writer,
-            &mut out_rx,
-            &mut stopped,
-        )
-        .await;
-        let _ = ws.close(None).await;
+        let ended = tokio::select! {
+            _ = bot.ended.notified() => match bot.take_ended() {
+                Some(e) => e,
+                None => continue,
+            },
+            changed = stopped.changed() => {
+                if changed.is_err() || *stopped.borrow() {
+                    // Removed, deleted or moved: the bot is told `stop`.
+                    stop(&bot).await;
+                    break;
+                }
+                continue;
+            }
+        };
         match ended {
-            Ended::Stopped => break,
+            Ended::Stopped => {
+                // The session's media sent `stop` (the participant left it).
+                if let Some(ws) = bot.detach() {
+                    Link { ws }.close().await;
+                }
+                break;
+            }
             Ended::Closed => {
                 tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot closed the stream; the participant leaves");
                 app.webhooks.leave_reason(p.id, &ids.stream_sid, BOT_CLOSED);
@@ -343,8 +284,9 @@ async fn run_stream(
         app.webhooks
             .device_event(event(DeviceEventKind::Disconnect));
         tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot's WebSocket dropped; connecting again");
+        // What was not played is not played late.
         bot.clear();
-        let Some(again) = reconnect(&app, &p, &target, &mut writer, &mut stopped).await else {
+        let Some(again) = reconnect(&app, &p, &target, &bot, &mut stopped).await else {
             tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot did not come back; the participant leaves");
             if !*stopped.borrow() {
                 app.webhooks.leave_reason(p.id, &ids.stream_sid, BOT_GONE);
@@ -354,9 +296,7 @@ async fn run_stream(
             drop(media_tx);
             return;
         };
-        ws = again;
-        // What piled up while it was away is not sent late.
-        while out_rx.try_recv().is_ok() {}
+        bot.attach(again.ws);
         app.metrics.streams_connected.inc();
         app.webhooks.device_event(event(DeviceEventKind::Connect));
     }
@@ -365,23 +305,33 @@ async fn run_stream(
     tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "stream ended");
 }
 
+/// Take the connection from the session's media, send `stop` and close it.
+async fn stop(bot: &BotSink) {
+    let Some(ws) = bot.detach() else {
+        return;
+    };
+    let mut link = Link { ws };
+    if let Some(stop) = bot.message(ToBot::Stop) {
+        let _ = link.send_all(vec![stop]).await;
+    }
+    link.close().await;
+}
+
 /// Connect and send the protocol's opening messages.
-async fn open(app: &AppState, p: &Participant, to: &Target<'_>, writer: &mut Wire) -> Option<Ws> {
-    let mut ws = match connect(app, to.url, to.headers).await {
-        Ok(ws) => ws,
+async fn open(app: &AppState, p: &Participant, to: &Target<'_>, bot: &BotSink) -> Option<Link> {
+    let mut link = match conn::connect(app, to.url, to.headers).await {
+        Ok(link) => link,
         Err(e) => {
             app.metrics.stream_connect_failures.inc();
             tracing::warn!(participant_id = %p.id, error = %e, "the bot's WebSocket could not be opened");
             return None;
         }
     };
-    for text in writer.opening(to.custom) {
-        if ws.send(Message::text(text)).await.is_err() {
-            app.metrics.stream_connect_failures.inc();
-            return None;
-        }
+    if link.send_all(bot.opening(to.custom)).await.is_err() {
+        app.metrics.stream_connect_failures.inc();
+        return None;
     }
-    Some(ws)
+    Some(link)
 }
 
 /// Connect again with backoff (250 ms doubling to 5 s) for at most `retry_for`, unless
@@ -390,9 +340,9 @@ async fn reconnect(
     app: &AppState,
     p: &Participant,
     to: &Target<'_>,
-    writer: &mut Wire,
+    bot: &BotSink,
     stopped: &mut watch::Receiver<bool>,
-) -> Option<Ws> {
+) -> Option<Link> {
     let until = Instant::now() + to.retry_for;
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -407,137 +357,9 @@ async fn reconnect(
         if Instant::now() >= until {
             return None;
         }
-        if let Some(ws) = open(app, p, to, writer).await {
-            return Some(ws);
+        if let Some(link) = open(app, p, to, bot).await {
+            return Some(link);
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-}
-
-/// Move messages between one connection and the sink until it ends.
-async fn serve(
-    app: &AppState,
-    p: &Participant,
-    bot: &BotSink,
-    ws: &mut Ws,
-    writer: &mut Wire,
-    out_rx: &mut mpsc::Receiver<ToBot>,
-    stopped: &mut watch::Receiver<bool>,
-) -> Ended {
-    let mut dropped = (
-        bot.stats.dropped_in.load(Relaxed),
-        bot.stats.dropped_out.load(Relaxed),
-    );
-    loop {
-        let ended = tokio::select! {
-            changed = stopped.changed() => {
-                if changed.is_err() || *stopped.borrow() {
-                    if let Some(stop) = writer.message(&ToBot::Stop) {
-                        let _ = ws.send(stop).await;
-                    }
-                    Some(Ended::Stopped)
-                } else {
-                    None
-                }
-            }
-            out = out_rx.recv() => match out {
-                None => Some(Ended::Stopped),
-                Some(out) => {
-                    let stop = out == ToBot::Stop;
-                    let sent = match writer.message(&out) {
-                        Some(msg) => ws.send(msg).await,
-                        None => Ok(()),
-                    };
-                    match sent {
-                        Err(_) => Some(Ended::Dropped),
-                        Ok(()) if stop => Some(Ended::Stopped),
-                        Ok(()) => None,
-                    }
-                }
-            },
-            frame = ws.next() => match frame {
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                    let parsed = match &m {
-                        Message::Text(t) => writer.parse(t),
-                        _ => writer.binary(&m.into_data()),
-                    };
-                    match parsed {
-                        Ok(twilio::FromBot::Media(audio)) => bot.push_audio(&audio),
-                        Ok(twilio::FromBot::Mark(name)) => bot.mark(name),
-                        Ok(twilio::FromBot::Clear) => bot.clear(),
-                        Ok(twilio::FromBot::Other) => {}
-                        Err(why) => {
-                            app.metrics.stream_invalid_messages.inc();
-                            tracing::debug!(participant_id = %p.id, why, "a frame from the bot was ignored");
-                        }
-                    }
-                    None
-                }
-                Some(Ok(Message::Close(_))) => Some(Ended::Closed),
-                None | Some(Err(_)) => Some(Ended::Dropped),
-                Some(Ok(_)) => None,
-            },
-        };
-        let now = (
-            bot.stats.dropped_in.load(Relaxed),
-            bot.stats.dropped_out.load(Relaxed),
-        );
-        if now != dropped {
-            app.metrics
-                .stream_dropped
-                .inc_by((now.0 - dropped.0) + (now.1 - dropped.1));
-            dropped = now;
-        }
-        if let Some(e) = ended {
-            return e;
-        }
-    }
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Open the bot's WebSocket, to an address the egress policy allows (the name is
-/// resolved once and the checked address is the one connected to).
-async fn connect(
-    app: &AppState,
-    url: &str,
-    headers: Option<&std::collections::BTreeMap<String, String>>,
-) -> Result<Ws, String> {
-    let policy = &app.webhooks.egress;
-    let u = policy.check_url_as(url, "mediaStream.url", &["ws", "wss"])?;
-    let host = u.host_str().ok_or("no host")?;
-    let port = u.port_or_known_default().ok_or("no port")?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs = policy.resolve(host, port).await?;
-    let addr = addrs.first().ok_or("no address")?;
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .map_err(|_| "connecting timed out".to_string())?
-    .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    // Reads of at most 4 KiB: tungstenite zero-fills its read buffer up to this size on
-    // every read, and a stream reads 50 small messages a second (128 KiB, its default,
-    // was 9 % of the gateway's CPU with 50 bots).
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME))
-        .max_frame_size(Some(MAX_FRAME))
-        .read_buffer_size(READ_BUFFER);
-    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
-    for (name, value) in headers.into_iter().flatten() {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-        let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
-        request.headers_mut().insert(name, value);
-    }
-    let (ws, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), None),
-    )
-    .await
-    .map_err(|_| "the WebSocket handshake timed out".to_string())?
-    .map_err(|e| e.to_string())?;
-    Ok(ws)
 }

@@ -73,7 +73,7 @@ impl Wire {
         .to_string()]
     }
 
-    pub fn message(&mut self, m: &ToBot) -> Frame {
+    pub fn message(&mut self, m: &ToBot<'_>) -> Frame {
         match m {
             ToBot::Media(payload) => {
                 self.pcm.clear();
@@ -163,7 +163,7 @@ mod tests {
         let start: Value = serde_json::from_str(&w.opening(&json!({}))[0]).unwrap();
         assert_eq!(start["sampleRate"], 16000);
         // The endpoint's L16 (big-endian) becomes little-endian at 16 kHz, unresampled.
-        let Frame::Binary(b) = w.message(&ToBot::Media([0x12, 0x34].repeat(320))) else {
+        let Frame::Binary(b) = w.message(&ToBot::Media(&[0x12, 0x34].repeat(320))) else {
             panic!("not audio")
         };
         assert_eq!(b.len(), 640, "20 ms at 16 kHz, 16-bit");
@@ -176,7 +176,7 @@ mod tests {
         assert!(w.audio(&[0u8; 3]).is_err());
         // 24 kHz through 48 kHz: 20 ms out per 20 ms in.
         let mut w24 = wire(24000);
-        let Frame::Binary(b) = w24.message(&ToBot::Media(vec![0; 640])) else {
+        let Frame::Binary(b) = w24.message(&ToBot::Media(&[0; 640])) else {
             panic!("not audio")
         };
         assert_eq!(b.len(), 960);
@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(l16.len(), 640);
         let mut narrow = wire(8000);
         assert_eq!(narrow.format(), Format::Mulaw);
-        let Frame::Binary(b) = narrow.message(&ToBot::Media(vec![0xff; 160])) else {
+        let Frame::Binary(b) = narrow.message(&ToBot::Media(&[0xff; 160])) else {
             panic!("not audio")
         };
         assert_eq!(b.len(), 320);

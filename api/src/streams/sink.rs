@@ -1,18 +1,29 @@
 //! A bot's side of the session's media: the stream participant joins the session core
 //! as an audio endpoint like a SIP leg (same mixer, routing, browsers' Opus, DTMF), with
 //! this sink in place of an RTP socket. The endpoint carries μ-law at 8 kHz, or 16-bit
-//! linear PCM at 16 kHz for a wideband bot (`Format`). What the bot sends waits in a playout queue
-//! (bots send faster than real time) and is handed to the core one 20 ms frame per
-//! tick, so it plays at real time; `clear` empties the queue at once; a mark is
-//! reported when the audio queued before it has been played.
+//! linear PCM at 16 kHz for a wideband bot (`Format`).
+//!
+//! The sink holds the bot's WebSocket (`conn`) and the session's media task moves its
+//! bytes on the 20 ms tick, as it reads and writes a SIP leg's RTP: before a tick it
+//! reads what the bot sent (non-blocking, no system call while nothing came), after it
+//! writes what the participant hears. What the bot sends waits in a playout queue (bots
+//! send faster than real time) and is handed to the core one 20 ms frame per tick, so
+//! it plays at real time; `clear` empties the queue at once; a mark is reported when
+//! the audio queued before it has been played. When the connection ends the stream's
+//! task is told (`ended`) and connects again or lets the participant go.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use patchbay_conference::media::codec::AudioCodec;
 use patchbay_conference::media::session::{HangupReason, LegMedia, LegSink, RtpView};
-use tokio::sync::mpsc;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::{Error, Message};
+
+use super::conn::{would_block, Ws};
+use super::twilio::FromBot;
+use super::wire::Wire;
 
 /// μ-law bytes of one 20 ms frame at 8 kHz.
 pub const FRAME: usize = 160;
@@ -57,14 +68,6 @@ impl Format {
         self.bytes_per_ms() * 20
     }
 
-    /// Bytes of silence.
-    fn silence(self) -> u8 {
-        match self {
-            Format::Mulaw => 0xff,
-            Format::Wide => 0,
-        }
-    }
-
     /// The leg media the core runs the endpoint with (RFC 4733 events at 101).
     pub fn leg_media(self) -> LegMedia {
         LegMedia {
@@ -80,23 +83,35 @@ impl Format {
     }
 }
 
-/// Messages waiting for the bot's socket (10 s of frames): a bot slow to read loses
-/// the newest audio, counted, never holds the session's media.
-pub const OUT_QUEUE: usize = 500;
 /// Marks waiting for their audio to play (more are dropped and counted).
 pub const MAX_MARKS: usize = 1000;
+/// Messages read from a bot per tick at most (the rest wait for the next tick): a bot
+/// sending faster than real time is heard in order without holding the session's media.
+const MAX_READS_PER_TICK: usize = 128;
 
 /// What goes to the bot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToBot {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToBot<'a> {
     /// 20 ms of what the participant hears (in the endpoint's `Format`).
-    Media(Vec<u8>),
+    Media(&'a [u8]),
     /// A mark whose audio has been played (or cleared).
-    Mark(String),
+    Mark(&'a str),
     /// A digit someone the participant hears pressed.
     Dtmf(char),
     /// The session's media let go of the participant (removed, deleted, session ended).
     Stop,
+}
+
+/// How a connection to the bot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The participant left the session's media (removed, deleted, session ended): the
+    /// bot was sent `stop`.
+    Stopped,
+    /// The bot closed the WebSocket (a close frame): it is done, the participant leaves.
+    Closed,
+    /// The WebSocket dropped without a close: connected again.
+    Dropped,
 }
 
 #[derive(Default)]
@@ -111,17 +126,28 @@ struct Playout {
     timestamp: u32,
 }
 
-/// Counters of one stream (and of all, through `totals`).
-#[derive(Debug, Default)]
-pub struct SinkStats {
-    pub dropped_in: AtomicU64,
-    pub dropped_out: AtomicU64,
+/// The counters a stream adds to (`/metrics`).
+#[derive(Clone, Default)]
+pub struct Counters {
+    /// Audio bytes beyond the playout bound, marks beyond theirs, messages beyond what
+    /// may wait for a bot slow to read.
+    pub dropped: Counter,
+    /// Messages from the bot that are not its protocol's.
+    pub invalid: Counter,
+}
+
+struct Inner {
+    playout: Playout,
+    wire: Wire,
+    ws: Option<Ws>,
+    ended: Option<Ended>,
 }
 
 pub struct BotSink {
-    playout: Mutex<Playout>,
-    out: mpsc::Sender<ToBot>,
-    pub stats: SinkStats,
+    inner: Mutex<Inner>,
+    /// Told when the connection ended (see `take_ended`).
+    pub ended: Notify,
+    counters: Counters,
     ssrc: u32,
     format: Format,
 }
@@ -136,78 +162,201 @@ fn digit(event: u8) -> Option<char> {
     }
 }
 
-impl BotSink {
-    pub fn new(out: mpsc::Sender<ToBot>, format: Format) -> BotSink {
-        BotSink {
-            playout: Mutex::new(Playout::default()),
-            out,
-            stats: SinkStats::default(),
-            ssrc: rand::random(),
-            format,
+impl Inner {
+    /// Queue a message for the bot (written by the next flush). Nothing is sent while
+    /// no bot is connected.
+    fn send(&mut self, counters: &Counters, m: ToBot<'_>) {
+        let Some(ws) = self.ws.as_mut() else {
+            return;
+        };
+        let Some(msg) = self.wire.message(&m) else {
+            return;
+        };
+        match ws.write(msg) {
+            Ok(()) => {}
+            Err(e) if would_block(&e) => {}
+            Err(Error::WriteBufferFull(_)) => {
+                counters.dropped.inc();
+            }
+            Err(_) => self.end(Ended::Dropped),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Playout> {
-        self.playout.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn send(&self, m: ToBot) {
-        if self.out.try_send(m).is_err() {
-            self.stats.dropped_out.fetch_add(1, Relaxed);
+    /// Write what waits, as far as the socket takes it now.
+    fn flush(&mut self) {
+        let Some(ws) = self.ws.as_mut() else {
+            return;
+        };
+        match ws.flush() {
+            Ok(()) => {}
+            Err(e) if would_block(&e) => {}
+            Err(_) => self.end(Ended::Dropped),
         }
     }
 
-    /// The bot's audio (in the endpoint's `Format`, whole samples), queued behind what
-    /// it sent before.
-    pub fn push_audio(&self, audio: &[u8]) {
-        let mut p = self.lock();
-        let max = MAX_QUEUED_MS * self.format.bytes_per_ms();
+    /// The connection ended; the first reason counts. The socket is let go at once
+    /// (after a last try to write, e.g. the reply to the bot's close), but for `Stopped`:
+    /// the stream's task closes that one.
+    fn end(&mut self, why: Ended) {
+        if self.ended.is_none() {
+            self.ended = Some(why);
+        }
+        if why != Ended::Stopped {
+            if let Some(mut ws) = self.ws.take() {
+                let _ = ws.flush();
+            }
+        }
+    }
+
+    fn push_audio(&mut self, counters: &Counters, format: Format, audio: &[u8]) {
+        let p = &mut self.playout;
+        let max = MAX_QUEUED_MS * format.bytes_per_ms();
         let room = max.saturating_sub(p.queue.len());
         let take = audio.len().min(room);
         p.queue.extend(&audio[..take]);
         p.queued_total += take as u64;
         if take < audio.len() {
-            self.stats
-                .dropped_in
-                .fetch_add((audio.len() - take) as u64, Relaxed);
+            counters.dropped.inc_by((audio.len() - take) as u64);
         }
     }
 
-    /// A mark: reported once everything queued before it has played.
-    pub fn mark(&self, name: String) {
-        let mut p = self.lock();
-        if p.queue.is_empty() {
-            drop(p);
-            self.send(ToBot::Mark(name));
+    fn mark(&mut self, counters: &Counters, name: String) {
+        if self.playout.queue.is_empty() {
+            self.send(counters, ToBot::Mark(&name));
             return;
         }
-        if p.marks.len() >= MAX_MARKS {
-            drop(p);
-            self.stats.dropped_in.fetch_add(1, Relaxed);
+        if self.playout.marks.len() >= MAX_MARKS {
+            counters.dropped.inc();
             return;
         }
-        let at = p.queued_total;
-        p.marks.push_back((at, name));
+        let at = self.playout.queued_total;
+        self.playout.marks.push_back((at, name));
+    }
+
+    fn clear(&mut self, counters: &Counters) {
+        let p = &mut self.playout;
+        let cleared = p.queue.len() as u64;
+        p.queue.clear();
+        p.played += cleared;
+        let marks: Vec<String> = p.marks.drain(..).map(|(_, n)| n).collect();
+        for m in marks {
+            self.send(counters, ToBot::Mark(&m));
+        }
+    }
+
+    /// What the bot sent since the last tick (at most `MAX_READS_PER_TICK` messages).
+    fn read(&mut self, counters: &Counters, format: Format) {
+        if let Some(ws) = self.ws.as_mut() {
+            super::conn::tick(ws);
+        }
+        for _ in 0..MAX_READS_PER_TICK {
+            let Some(ws) = self.ws.as_mut() else {
+                return;
+            };
+            let m = match ws.read() {
+                Ok(Message::Close(_)) => return self.end(Ended::Closed),
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) => m,
+                Ok(_) => continue,
+                Err(e) if would_block(&e) => return,
+                Err(_) => return self.end(Ended::Dropped),
+            };
+            match self.wire.parse(&m) {
+                Ok(FromBot::Media(audio)) => self.push_audio(counters, format, &audio),
+                Ok(FromBot::Mark(name)) => self.mark(counters, name),
+                Ok(FromBot::Clear) => self.clear(counters),
+                Ok(FromBot::Other) => {}
+                Err(why) => {
+                    counters.invalid.inc();
+                    tracing::debug!(why, "a message from the bot was ignored");
+                }
+            }
+        }
+    }
+}
+
+impl BotSink {
+    pub fn new(wire: Wire, counters: Counters) -> BotSink {
+        let format = wire.format();
+        BotSink {
+            inner: Mutex::new(Inner {
+                playout: Playout::default(),
+                wire,
+                ws: None,
+                ended: None,
+            }),
+            ended: Notify::new(),
+            counters,
+            ssrc: rand::random(),
+            format,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tell the stream's task when an entry point ended the connection.
+    fn settle(&self, inner: &Inner, before: Option<Ended>) {
+        if before.is_none() && inner.ended.is_some() {
+            self.ended.notify_one();
+        }
+    }
+
+    /// The protocol's opening messages (for a new connection).
+    pub fn opening(&self, custom: &serde_json::Value) -> Vec<Message> {
+        self.lock()
+            .wire
+            .opening(custom)
+            .into_iter()
+            .map(Message::text)
+            .collect()
+    }
+
+    /// The message for `m` in the stream's protocol (None: it has none).
+    pub fn message(&self, m: ToBot<'_>) -> Option<Message> {
+        self.lock().wire.message(&m)
+    }
+
+    /// Hand a connected (and greeted) WebSocket to the session's media.
+    pub fn attach(&self, ws: Ws) {
+        let mut inner = self.lock();
+        inner.ws = Some(ws);
+        inner.ended = None;
+    }
+
+    /// Take the WebSocket back (to close it).
+    pub fn detach(&self) -> Option<Ws> {
+        self.lock().ws.take()
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn take_ended(&self) -> Option<Ended> {
+        self.lock().ended.take()
+    }
+
+    /// Whether a bot is connected.
+    pub fn connected(&self) -> bool {
+        self.lock().ws.is_some()
     }
 
     /// Drop what was not played yet; the pending marks are reported now (as Twilio
     /// does).
     pub fn clear(&self) {
-        let marks: Vec<String> = {
-            let mut p = self.lock();
-            let cleared = p.queue.len() as u64;
-            p.queue.clear();
-            p.played += cleared;
-            p.marks.drain(..).map(|(_, n)| n).collect()
-        };
-        for m in marks {
-            self.send(ToBot::Mark(m));
-        }
+        let mut inner = self.lock();
+        let before = inner.ended;
+        inner.clear(&self.counters);
+        inner.flush();
+        self.settle(&inner, before);
+    }
+
+    /// What the endpoint carries in the session core.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// Milliseconds of audio waiting to be played.
     pub fn queued_ms(&self) -> u64 {
-        (self.lock().queue.len() / self.format.bytes_per_ms()) as u64
+        (self.lock().playout.queue.len() / self.format.bytes_per_ms()) as u64
     }
 }
 
@@ -216,145 +365,77 @@ impl LegSink for BotSink {
         let mut buf = [0u8; 640];
         let n = self.format.frame_bytes();
         let frame = &mut buf[..n];
-        let (view, marks) = {
-            let mut p = self.lock();
-            if p.queue.len() < n {
-                return;
-            }
-            for b in frame.iter_mut() {
-                *b = p.queue.pop_front().unwrap_or(self.format.silence());
-            }
-            p.played += n as u64;
-            p.seq = p.seq.wrapping_add(1);
-            // 20 ms in the RTP clock (8 kHz for μ-law, 16 kHz for L16).
-            p.timestamp = p.timestamp.wrapping_add(self.format.rate() / 50);
-            let mut marks = Vec::new();
-            while p.marks.front().is_some_and(|(at, _)| *at <= p.played) {
-                if let Some((_, n)) = p.marks.pop_front() {
-                    marks.push(n);
+        let view = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let before = inner.ended;
+            inner.read(&self.counters, self.format);
+            let view = if inner.playout.queue.len() >= n {
+                let p = &mut inner.playout;
+                for (b, q) in frame.iter_mut().zip(p.queue.drain(..n)) {
+                    *b = q;
                 }
-            }
-            ((p.seq, p.timestamp), marks)
+                p.played += n as u64;
+                p.seq = p.seq.wrapping_add(1);
+                // 20 ms in the RTP clock (8 kHz for μ-law, 16 kHz for L16).
+                p.timestamp = p.timestamp.wrapping_add(self.format.rate() / 50);
+                let played = p.played;
+                let mut reached = Vec::new();
+                while let Some((_, name)) = p.marks.pop_front_if(|(at, _)| *at <= played) {
+                    reached.push(name);
+                }
+                for name in reached {
+                    inner.send(&self.counters, ToBot::Mark(&name));
+                }
+                Some((inner.playout.seq, inner.playout.timestamp))
+            } else {
+                None
+            };
+            inner.flush();
+            self.settle(inner, before);
+            view
         };
-        f(RtpView {
-            ssrc: self.ssrc,
-            seq: view.0,
-            timestamp: view.1,
-            payload_type: self.format.payload_type(),
-            marker: false,
-            arrival_us: patchbay_conference::media::session::unix_us(),
-            payload: frame,
-        });
-        for m in marks {
-            self.send(ToBot::Mark(m));
+        if let Some((seq, timestamp)) = view {
+            f(RtpView {
+                ssrc: self.ssrc,
+                seq,
+                timestamp,
+                payload_type: self.format.payload_type(),
+                marker: false,
+                arrival_us: patchbay_conference::media::session::unix_us(),
+                payload: frame,
+            });
         }
     }
 
     fn send_audio(&self, payload: &[u8], _samples: u32) {
-        self.send(ToBot::Media(payload.to_vec()));
+        let mut inner = self.lock();
+        let before = inner.ended;
+        inner.send(&self.counters, ToBot::Media(payload));
+        inner.flush();
+        self.settle(&inner, before);
     }
 
     fn send_event(&self, payload: &[u8], start: bool, _clock: u32) {
         if let (true, Some(d)) = (start, payload.first().and_then(|&e| digit(e))) {
-            self.send(ToBot::Dtmf(d));
+            let mut inner = self.lock();
+            let before = inner.ended;
+            inner.send(&self.counters, ToBot::Dtmf(d));
+            inner.flush();
+            self.settle(&inner, before);
         }
     }
 
     fn hang_up(&self, _reason: HangupReason) {
-        // Best effort even when the queue is full: the task also sees the leg go.
-        let _ = self.out.try_send(ToBot::Stop);
+        let mut inner = self.lock();
+        let before = inner.ended;
+        inner.send(&self.counters, ToBot::Stop);
+        inner.flush();
+        inner.end(Ended::Stopped);
+        self.settle(&inner, before);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn drain(s: &BotSink) -> Option<Vec<u8>> {
-        let mut got = None;
-        s.drain(&mut |v| got = Some(v.payload.to_vec()));
-        got
-    }
-
-    #[test]
-    fn audio_plays_a_frame_per_drain_and_marks_follow_their_audio() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let s = BotSink::new(tx, Format::Mulaw);
-        s.mark("before".into());
-        s.push_audio(&[1u8; FRAME * 2]);
-        s.mark("two frames".into());
-        s.push_audio(&[2u8; FRAME]);
-        s.mark("three".into());
-        assert_eq!(rx.try_recv().ok(), Some(ToBot::Mark("before".into())));
-        assert_eq!(drain(&s), Some(vec![1u8; FRAME]));
-        assert!(rx.try_recv().is_err(), "not played yet");
-        assert_eq!(drain(&s), Some(vec![1u8; FRAME]));
-        assert_eq!(rx.try_recv().ok(), Some(ToBot::Mark("two frames".into())));
-        assert_eq!(drain(&s), Some(vec![2u8; FRAME]));
-        assert_eq!(rx.try_recv().ok(), Some(ToBot::Mark("three".into())));
-        assert_eq!(drain(&s), None, "nothing queued: nothing played");
-    }
-
-    #[test]
-    fn clear_drops_the_queue_at_once_and_reports_its_marks() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let s = BotSink::new(tx, Format::Mulaw);
-        s.push_audio(&[1u8; FRAME * 50]);
-        s.mark("end".into());
-        assert!(drain(&s).is_some());
-        s.clear();
-        assert_eq!(rx.try_recv().ok(), Some(ToBot::Mark("end".into())));
-        assert_eq!(drain(&s), None, "the next tick plays nothing");
-        assert_eq!(s.queued_ms(), 0);
-    }
-
-    #[test]
-    fn the_queue_is_bounded_and_a_full_out_queue_drops() {
-        let (tx, _rx) = mpsc::channel(1);
-        let s = BotSink::new(tx, Format::Mulaw);
-        s.push_audio(&vec![0u8; MAX_QUEUED_MS * 8 + 1000]);
-        assert_eq!(s.queued_ms(), 60_000);
-        assert_eq!(s.stats.dropped_in.load(Relaxed), 1000);
-        for i in 0..MAX_MARKS + 5 {
-            s.mark(i.to_string());
-        }
-        assert_eq!(
-            s.stats.dropped_in.load(Relaxed),
-            1005,
-            "marks beyond the bound"
-        );
-        s.send_audio(&[0; FRAME], 160);
-        s.send_audio(&[0; FRAME], 160);
-        assert_eq!(s.stats.dropped_out.load(Relaxed), 1);
-    }
-
-    #[test]
-    fn a_wide_endpoint_plays_20_ms_of_l16_at_16_khz() {
-        let (tx, _rx) = mpsc::channel(16);
-        let s = BotSink::new(tx, Format::Wide);
-        s.push_audio(&[7u8; 640 + 320]);
-        assert_eq!(s.queued_ms(), 30);
-        let mut got = None;
-        s.drain(&mut |v| got = Some((v.payload.len(), v.payload_type, v.timestamp)));
-        let (len, pt, first) = got.expect("a frame");
-        assert_eq!((len, pt), (640, 96));
-        assert_eq!(drain(&s), None, "10 ms left: not a frame");
-        s.push_audio(&[7u8; 320]);
-        let mut next = 0;
-        s.drain(&mut |v| next = v.timestamp);
-        assert_eq!(next.wrapping_sub(first), 320, "20 ms at 16 kHz");
-        assert_eq!(Format::Wide.leg_media().codec, AudioCodec::L16);
-    }
-
-    #[test]
-    fn dtmf_starts_become_digits() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let s = BotSink::new(tx, Format::Mulaw);
-        s.send_event(&[5, 0x80, 0, 160], true, 8000);
-        s.send_event(&[5, 0x80, 1, 64], false, 8000);
-        s.send_event(&[11, 0, 0, 160], true, 8000);
-        assert_eq!(rx.try_recv().ok(), Some(ToBot::Dtmf('5')));
-        assert_eq!(rx.try_recv().ok(), Some(ToBot::Dtmf('#')));
-        assert!(rx.try_recv().is_err());
-    }
-}
+#[path = "sink_tests.rs"]
+mod tests;

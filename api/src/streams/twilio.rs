@@ -2,6 +2,8 @@
 //! frameworks (Pipecat's `TwilioFrameSerializer`, Vapi, LiveKit's connector) read them:
 //! JSON text frames; audio as base64 μ-law at 8 kHz.
 
+use std::fmt::Write as _;
+
 use base64::Engine;
 use serde_json::{json, Value};
 
@@ -69,45 +71,53 @@ impl Writer {
         vec![connected.to_string(), start.to_string()]
     }
 
-    pub fn message(&mut self, m: &ToBot) -> String {
-        let sid = self.ids.stream_sid.clone();
-        match m {
-            ToBot::Media(ulaw) => {
-                self.chunk += 1;
-                let at = self.timestamp_ms;
-                self.timestamp_ms += ulaw.len() as u64 / 8;
-                json!({
-                    "event": "media",
-                    "sequenceNumber": self.next(),
-                    "media": {
-                        "track": "inbound",
-                        "chunk": self.chunk.to_string(),
-                        "timestamp": at.to_string(),
-                        "payload": base64::engine::general_purpose::STANDARD.encode(ulaw),
-                    },
-                    "streamSid": sid,
-                })
-            }
+    pub fn message(&mut self, m: &ToBot<'_>) -> String {
+        if let ToBot::Media(ulaw) = *m {
+            return self.media(ulaw);
+        }
+        let sequence = self.next();
+        let sid = &self.ids.stream_sid;
+        match *m {
             ToBot::Mark(name) => json!({
                 "event": "mark",
-                "sequenceNumber": self.next(),
+                "sequenceNumber": sequence,
                 "streamSid": sid,
                 "mark": {"name": name},
             }),
             ToBot::Dtmf(d) => json!({
                 "event": "dtmf",
                 "streamSid": sid,
-                "sequenceNumber": self.next(),
+                "sequenceNumber": sequence,
                 "dtmf": {"track": "inbound_track", "digit": d.to_string()},
             }),
-            ToBot::Stop => json!({
+            ToBot::Stop | ToBot::Media(_) => json!({
                 "event": "stop",
-                "sequenceNumber": self.next(),
+                "sequenceNumber": sequence,
                 "streamSid": sid,
                 "stop": {"accountSid": self.ids.account_sid, "callSid": self.ids.call_sid},
             }),
         }
         .to_string()
+    }
+
+    /// 20 ms of what the participant hears.
+    fn media(&mut self, ulaw: &[u8]) -> String {
+        self.chunk += 1;
+        self.sequence += 1;
+        let at = self.timestamp_ms;
+        self.timestamp_ms += ulaw.len() as u64 / 8;
+        // Written out rather than through a JSON tree: 50 of these a second per
+        // bot. Every field is digits or base64 but the stream's id, which is
+        // "MZ" and hex (`Ids`).
+        let mut s = String::with_capacity(200 + ulaw.len() * 4 / 3);
+        let _ = write!(
+            s,
+            r#"{{"event":"media","sequenceNumber":"{}","media":{{"track":"inbound","chunk":"{}","timestamp":"{}","payload":""#,
+            self.sequence, self.chunk, at
+        );
+        base64::engine::general_purpose::STANDARD.encode_string(ulaw, &mut s);
+        let _ = write!(s, r#""}},"streamSid":"{}"}}"#, self.ids.stream_sid);
+        s
     }
 }
 
@@ -163,13 +173,11 @@ mod tests {
         assert_eq!(start["start"]["callSid"], "CA1");
         assert_eq!(start["start"]["customParameters"]["lang"], "en");
         assert_eq!(start["start"]["mediaFormat"]["encoding"], "audio/x-mulaw");
-        let media: Value =
-            serde_json::from_str(&w.message(&ToBot::Media(vec![0xff; 160]))).unwrap();
+        let media: Value = serde_json::from_str(&w.message(&ToBot::Media(&[0xff; 160]))).unwrap();
         assert_eq!(media["sequenceNumber"], "2");
         assert_eq!(media["media"]["chunk"], "1");
         assert_eq!(media["media"]["timestamp"], "0");
-        let again: Value =
-            serde_json::from_str(&w.message(&ToBot::Media(vec![0xff; 160]))).unwrap();
+        let again: Value = serde_json::from_str(&w.message(&ToBot::Media(&[0xff; 160]))).unwrap();
         assert_eq!(again["media"]["timestamp"], "20");
         let payload = again["media"]["payload"].as_str().unwrap();
         assert_eq!(
