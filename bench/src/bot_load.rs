@@ -84,7 +84,8 @@ async fn bot(tcp: TcpStream, totals: Arc<Totals>) -> anyhow::Result<()> {
             continue;
         }
         let v: Value = serde_json::from_str(&text)?;
-        let start = v["event"] == "start" && v["start"].is_object() || v.get("sampleRate").is_some();
+        let start =
+            v["event"] == "start" && v["start"].is_object() || v.get("sampleRate").is_some();
         if start && tx.is_some() {
             let Some(mut tx) = tx.take() else { continue };
             let frames = speech(&v);
