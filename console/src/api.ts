@@ -183,10 +183,13 @@ export interface Quality {
   mos: number;
 }
 
+/** A SIP call, a browser device, or a stream participant's bot. */
+export type Origin = "phone" | "browser" | "bot";
+
 export interface Source {
   participantId: string;
   alias: string | null;
-  origin: "phone" | "browser";
+  origin: Origin;
   mediaType: "AUDIO" | "VIDEO";
   levelDbov: number | null;
   speaking: boolean;
@@ -195,9 +198,11 @@ export interface Source {
 
 export interface Listener {
   participantId: string;
-  origin: "phone" | "browser";
+  origin: Origin;
   device: string;
   hears: { participantId: string; alias: string | null; mediaType: string; delivery: "mixing" | "forwarding" }[];
+  /** A bot's WebSocket: open or being connected again, and its audio waiting to play. */
+  stream?: { connected: boolean; bufferedMs: number };
 }
 
 export interface MediaView {

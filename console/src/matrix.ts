@@ -66,7 +66,7 @@ export class Matrix {
           "th",
           { scope: "col", "data-col": columnKey(c) },
           h("span", { class: "who" }, nameOf(m.members, c.participantId)),
-          h("span", { class: "alias" }, `${c.origin === "phone" ? "☎ " : ""}${c.alias ?? "no alias"}`),
+          h("span", { class: "alias" }, `${c.origin === "phone" ? "☎ " : c.origin === "bot" ? "bot · " : ""}${c.alias ?? "no alias"}`),
           h("span", { class: "kinds" }, c.mediaTypes.join("+").toLowerCase()),
           h("span", { class: "meter", role: "meter", "aria-label": `${streamName(m, c)} level`, "aria-valuemin": -127, "aria-valuemax": 0, "aria-valuenow": -127 }, h("span", { class: "bar" })),
         ),
@@ -76,7 +76,13 @@ export class Matrix {
       h(
         "tr",
         { "data-row": p.id },
-        h("th", { scope: "row" }, nameOf(m.members, p.id), h("span", { class: "muted" }, " hears")),
+        h(
+          "th",
+          { scope: "row" },
+          nameOf(m.members, p.id),
+          h("span", { class: "muted" }, " hears"),
+          h("span", { class: "bot-state muted", "data-stream": p.id }),
+        ),
         this.cols.map((c) => {
           if (c.participantId === p.id) return h("td", { class: "self" }, h("span", { class: "sr" }, "own stream"), "—");
           const b = h("button", {
@@ -108,6 +114,12 @@ export class Matrix {
         const bar = th.querySelector<HTMLElement>(".bar");
         if (bar) bar.style.width = `${Math.max(0, Math.min(100, ((level + 60) / 60) * 100))}%`;
       }
+    }
+    // A bot's connection, under its participant's name.
+    for (const span of this.table.querySelectorAll<HTMLElement>("span[data-stream]")) {
+      const s = m.view.listeners.find((l) => l.participantId === span.dataset.stream && l.stream)?.stream;
+      const text = s ? (s.connected ? ` · bot connected, ${s.bufferedMs} ms of its audio buffered` : " · bot reconnecting") : "";
+      if (span.textContent !== text) span.textContent = text;
     }
     for (const b of this.table.querySelectorAll<HTMLButtonElement>("button.cell")) {
       const listener = b.dataset.listener as string;
@@ -158,7 +170,7 @@ export function quality(host: HTMLElement, m: MatrixModel): void {
           "tr",
           { "data-quality": columnKey(s), "data-media": s.mediaType },
           h("th", { scope: "row" }, `${nameOf(m.members, s.participantId)} · ${s.alias ?? "no alias"}`),
-          h("td", {}, `${s.origin === "phone" ? "SIP leg" : "browser"} ${s.mediaType.toLowerCase()}`),
+          h("td", {}, `${{ phone: "SIP leg", browser: "browser", bot: "bot" }[s.origin]} ${s.mediaType.toLowerCase()}`),
           h("td", { "data-field": "codec" }, s.quality!.codec),
           h("td", {}, String(s.quality!.packets)),
           h("td", { "data-field": "loss" }, fmt(s.quality!.lossPercent, "%")),

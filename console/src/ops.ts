@@ -1,5 +1,5 @@
-// The node's operations figures (refreshed every 2 s while shown): calls and devices
-// up, packets per second, CPU, refused inputs, store health, the cluster's nodes.
+// The node's operations figures (refreshed every 2 s while shown): calls, devices and
+// bots up, packets per second, CPU, refused inputs, store health, the cluster's nodes.
 
 import type { Api } from "./api";
 import { fill, h, say } from "./dom";
@@ -8,6 +8,7 @@ interface Ops {
   node: string;
   calls: number;
   devices: number;
+  bots: number;
   mediaSessions: number;
   sessions: number;
   participants: number;
@@ -54,6 +55,7 @@ export class OpsPage {
         { class: "tiles" },
         tile("calls up", String(o.calls)),
         tile("browser devices", String(o.devices)),
+        tile("bots connected", String(o.bots)),
         tile("sessions with media", String(o.mediaSessions)),
         tile("sessions", String(o.sessions)),
         tile("packets / s", o.packetsPerSecond === null ? "…" : String(o.packetsPerSecond)),

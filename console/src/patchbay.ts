@@ -8,13 +8,13 @@
 // - `sessionId`: every other member's streams;
 // - nobody receives their own streams.
 
-import type { MediaView, ParticipantSubscription, Subscriptions } from "./api";
+import type { MediaView, Origin, ParticipantSubscription, Subscriptions } from "./api";
 
 export interface Column {
   participantId: string;
   alias: string | null;
   mediaTypes: string[];
-  origin: "phone" | "browser";
+  origin: Origin;
 }
 
 export function columnKey(c: { participantId: string; alias: string | null }): string {

@@ -62,9 +62,50 @@ async fn a_twilio_bot_hears_the_caller_and_the_caller_hears_the_bot_at_real_time
 
     // The bot joins: Patchbay connects to it and it starts speaking at once.
     let added = now_epoch();
+    let added_at = Instant::now();
     api.add(&s, &bot_id, Some(json!({"sessionId": s}))).await;
     g.wait_metric("patchbay_streams_connected", 1.0).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The console's media view (taken once a second while nobody watches): the bot as
+    // a bot, connected, with the rest of its 3 s of speech (sent faster than real time)
+    // waiting to play.
+    let bot_view = |media: &Value| {
+        media["listeners"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["participantId"] == bot_id.as_str()))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    let media = loop {
+        let media = api
+            .call(Method::GET, &format!("/sessions/{s}/media"), None)
+            .await;
+        let buffered = bot_view(&media.body)["stream"]["bufferedMs"].as_u64();
+        if buffered.unwrap_or(0) > 0 || Instant::now() > until {
+            break media;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let listener = bot_view(&media.body);
+    assert_eq!(listener["origin"], "bot", "{}", media.text);
+    assert_eq!(listener["stream"]["connected"], true, "{}", media.text);
+    let buffered = listener["stream"]["bufferedMs"].as_u64().unwrap_or(0);
+    assert!((100..=3000).contains(&buffered), "{}", media.text);
+    let caller_view = media.body["listeners"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["participantId"] == caller.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(caller_view["origin"], "phone", "{}", media.text);
+    assert!(caller_view.get("stream").is_none(), "{}", media.text);
+    let ops = api.call(Method::GET, "/ops", None).await;
+    assert_eq!(
+        (ops.body["bots"].as_u64(), ops.body["calls"].as_u64()),
+        (Some(1), Some(1)),
+        "{}",
+        ops.text
+    );
+    tokio::time::sleep_until((added_at + Duration::from_secs(4)).into()).await;
     // Removing it from the session ends its stream with `stop`.
     api.remove(&s, &bot_id).await;
     let (report, heard) = bot.report(1).await;

@@ -106,7 +106,7 @@ pub async fn list_sessions(
     operation_id = "getSessionMedia", tag = "Console (additions)",
     params(("accountId" = String, Path, description = "Account id"), ("sessionId" = String, Path, description = "Session id")),
     responses(
-        (status = 200, description = "`{sessionId, running, atMs, sources: [{participantId, alias, origin, mediaType, levelDbov, speaking, quality: {codec, packets, lossPercent, jitterMs, rttMs, mos}}], listeners: [{participantId, origin, device, hears: [{participantId, alias, mediaType, delivery}]}]}`: what the media plane does now (`running: false` when the session's media does not run on this node)", content_type = "application/json"),
+        (status = 200, description = "`{sessionId, running, atMs, sources: [{participantId, alias, origin, mediaType, levelDbov, speaking, quality: {codec, packets, lossPercent, jitterMs, rttMs, mos}}], listeners: [{participantId, origin, device, hears: [{participantId, alias, mediaType, delivery}], stream: {connected, bufferedMs} (a bot's)}]}`; `origin` is `phone`, `browser` or `bot`: what the media plane does now (`running: false` when the session's media does not run on this node)", content_type = "application/json"),
         (status = 404, description = "No such session", body = crate::dto::ErrorBody),
     ),
     security(("Basic" = [])))]
@@ -198,7 +198,7 @@ pub async fn webhook_log(
     tag = "Console (additions)",
     params(("accountId" = String, Path, description = "Account id")),
     responses(
-        (status = 200, description = "This node now: `{node, calls, devices, mediaSessions, sessions, participants, packetsPerSecond, cpuPercent, refused: {metric: count}, store: ok|unavailable, draining, nodes}`", content_type = "application/json"),
+        (status = 200, description = "This node now: `{node, calls, devices, bots, mediaSessions, sessions, participants, packetsPerSecond, cpuPercent, refused: {metric: count}, store: ok|unavailable, draining, nodes}`", content_type = "application/json"),
     ),
     security(("Basic" = [])))]
 pub async fn ops(State(app): State<AppState>, AccountId(_): AccountId) -> Json<Value> {
@@ -304,6 +304,7 @@ pub async fn ops(State(app): State<AppState>, AccountId(_): AccountId) -> Json<V
         "node": app.cluster.node_id,
         "calls": listeners(Origin::Phone),
         "devices": listeners(Origin::Browser),
+        "bots": listeners(Origin::Bot),
         "mediaSessions": views.len(),
         "sessions": sessions,
         "participants": participants,

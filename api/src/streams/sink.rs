@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use patchbay_conference::media::codec::AudioCodec;
-use patchbay_conference::media::session::{HangupReason, LegMedia, LegSink, RtpView};
+use patchbay_conference::media::session::{HangupReason, LegMedia, LegSink, RtpView, StreamState};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::{Error, Message};
@@ -424,6 +424,14 @@ impl LegSink for BotSink {
             inner.flush();
             self.settle(&inner, before);
         }
+    }
+
+    fn stream(&self) -> Option<StreamState> {
+        let inner = self.lock();
+        Some(StreamState {
+            connected: inner.ws.is_some(),
+            buffered_ms: (inner.playout.queue.len() / self.format.bytes_per_ms()) as u64,
+        })
     }
 
     fn hang_up(&self, _reason: HangupReason) {

@@ -158,6 +158,28 @@ pub trait LegSink: Send + Sync + 'static {
     fn quality(&self) -> Option<LegQuality> {
         None
     }
+    /// For a stream participant's endpoint (a bot's WebSocket in place of RTP): its
+    /// connection now.
+    fn stream(&self) -> Option<StreamState> {
+        None
+    }
+}
+
+/// A stream participant's connection to its bot, as the console shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamState {
+    /// The bot's WebSocket is open (false while it is connected again after a drop).
+    pub connected: bool,
+    /// The bot's audio waiting to be played, ms.
+    pub buffered_ms: u64,
+}
+
+/// What the SIP side (or a bot's sink) reports of a leg for the media view.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LegReport {
+    pub quality: Option<LegQuality>,
+    pub stream: Option<StreamState>,
 }
 
 /// Reception figures of a leg's incoming RTP (RFC 3550 A.3, A.8) and the round trip

@@ -23,7 +23,8 @@ use super::ids::{ConnId, DeviceKey, LegId};
 use super::inbox::{Bell, Inbox, Taken};
 use super::moving::Moving;
 use super::{
-    DeviceInput, HangupReason, LegMedia, LegSink, PublishAnswer, PublishError, SessionInput,
+    DeviceInput, HangupReason, LegMedia, LegReport, LegSink, PublishAnswer, PublishError,
+    SessionInput,
 };
 use crate::events::{DeviceNote, EventSink};
 use crate::media::stats::MediaStats;
@@ -393,7 +394,13 @@ impl Io {
         }
         *last = Instant::now();
         let view = core.view(Now::system(), &|leg| {
-            self.legs.get(&leg).and_then(|l| l.sink.quality())
+            self.legs
+                .get(&leg)
+                .map(|l| LegReport {
+                    quality: l.sink.quality(),
+                    stream: l.sink.stream(),
+                })
+                .unwrap_or_default()
         });
         self.me.view.send_replace(Arc::new(view));
     }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::core::{Now, SessionCore};
 use super::ids::{LegId, Source};
-use super::LegQuality;
+use super::{LegReport, StreamState};
 use crate::media::codec::AudioCodec;
 use crate::media::emodel::{self, CodecImpairment, Measured};
 
@@ -127,6 +127,18 @@ pub enum Origin {
     Phone,
     /// A browser device.
     Browser,
+    /// A stream participant's bot (a WebSocket in place of a call).
+    Bot,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Phone => "phone",
+            Origin::Browser => "browser",
+            Origin::Bot => "bot",
+        }
+    }
 }
 
 /// How a listener gets a stream now.
@@ -217,9 +229,12 @@ pub struct Heard {
 pub struct ListenerView {
     pub participant_id: Uuid,
     pub origin: Origin,
-    /// The browser's `uniqueId`, or the SIP call's Call-ID.
+    /// The browser's `uniqueId`, the SIP call's Call-ID, or the bot's stream id.
     pub device: String,
     pub hears: Vec<Heard>,
+    /// A bot's connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamState>,
 }
 
 /// A session's media plane now.
@@ -231,6 +246,15 @@ pub struct MediaView {
     pub at_ms: u64,
     pub sources: Vec<SourceView>,
     pub listeners: Vec<ListenerView>,
+}
+
+/// A leg is a call, or a bot's stream.
+fn leg_origin(report: &LegReport) -> Origin {
+    if report.stream.is_some() {
+        Origin::Bot
+    } else {
+        Origin::Phone
+    }
 }
 
 fn codec_of_leg(codec: AudioCodec) -> (&'static str, CodecImpairment) {
@@ -253,15 +277,16 @@ fn media_type(kind: str0m::media::MediaKind) -> &'static str {
 
 impl SessionCore {
     /// The media plane now; `legs` gives each SIP leg's reception figures (kept by the
-    /// SIP side's RTCP).
-    pub fn view(&self, now: Now, legs: &dyn Fn(LegId) -> Option<LegQuality>) -> MediaView {
+    /// SIP side's RTCP), or a bot's connection.
+    pub fn view(&self, now: Now, legs: &dyn Fn(LegId) -> LegReport) -> MediaView {
         let mut sources = Vec::new();
         let mut legs_sorted: Vec<_> = self.legs.iter().collect();
         legs_sorted.sort_by_key(|(id, _)| **id);
         for &(id, leg) in &legs_sorted {
             let level = leg.meter.dbov(now.unix_us);
             let (codec, impairment) = codec_of_leg(leg.media.codec);
-            let quality = legs(*id).map(|q| {
+            let report = legs(*id);
+            let quality = report.quality.map(|q| {
                 let lost = q.expected.saturating_sub(q.received);
                 let loss = if q.expected == 0 {
                     0.0
@@ -281,7 +306,7 @@ impl SessionCore {
             sources.push(SourceView {
                 participant_id: leg.owner.participant_id,
                 alias: Some(self.alias.to_string()),
-                origin: Origin::Phone,
+                origin: leg_origin(&report),
                 media_type: "AUDIO",
                 level_dbov: Some(level),
                 speaking: level > SPEAKING_DBOV,
@@ -342,9 +367,11 @@ impl SessionCore {
                         delivery: Delivery::Forwarding,
                     })
                     .collect(),
+                stream: None,
             });
         }
-        for (_, leg) in legs_sorted {
+        for (id, leg) in legs_sorted {
+            let report = legs(*id);
             let hears = self
                 .mixer
                 .hears(leg.key)
@@ -360,9 +387,10 @@ impl SessionCore {
                 .collect();
             listeners.push(ListenerView {
                 participant_id: leg.owner.participant_id,
-                origin: Origin::Phone,
+                origin: leg_origin(&report),
                 device: leg.call_id.to_string(),
                 hears,
+                stream: report.stream,
             });
         }
         MediaView {
@@ -452,10 +480,7 @@ pub fn render_views(views: &[std::sync::Arc<MediaView>], out: &mut String) {
                     v.session_id,
                     s.participant_id,
                     label(s.alias.as_deref().unwrap_or("")),
-                    match s.origin {
-                        Origin::Phone => "phone",
-                        Origin::Browser => "browser",
-                    },
+                    s.origin.as_str(),
                     s.media_type,
                 );
             }
@@ -469,10 +494,7 @@ pub fn render_stream_counts(views: &[std::sync::Arc<MediaView>], out: &mut Strin
     use std::fmt::Write;
     let mut counts: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
     for s in views.iter().flat_map(|v| &v.sources) {
-        let origin = match s.origin {
-            Origin::Phone => "phone",
-            Origin::Browser => "browser",
-        };
+        let origin = s.origin.as_str();
         *counts.entry((origin, s.media_type)).or_default() += 1;
     }
     let _ = writeln!(

@@ -445,13 +445,18 @@ fn the_view_shows_who_speaks_and_who_mixes_whom_as_subscriptions_change() {
     let mut tone = Caller::new(1, 440.0);
     let mut quiet = Caller::new(2, 0.0);
     rig.ticks(20, &mut [&mut tone, &mut quiet]);
-    let figures = |leg: LegId| {
-        (leg == LegId(1)).then_some(LegQuality {
+    // Leg 1 is a call with RTCP figures; leg 2 is a bot's stream.
+    let figures = |leg: LegId| LegReport {
+        quality: (leg == LegId(1)).then_some(LegQuality {
             expected: 100,
             received: 95,
             jitter_ms: 2.0,
             rtt_ms: Some(40.0),
-        })
+        }),
+        stream: (leg == LegId(2)).then_some(StreamState {
+            connected: true,
+            buffered_ms: 120,
+        }),
     };
     let view = rig.core.view(rig.now, &figures);
     let source = |v: &MediaView, p: Uuid| {
@@ -482,6 +487,16 @@ fn the_view_shows_who_speaks_and_who_mixes_whom_as_subscriptions_change() {
     );
     assert!(q.mos > 3.0 && q.mos < 4.2, "{q:?}");
     assert_eq!(source(&view, b).quality, None, "no figures: no quality");
+    assert_eq!(
+        (source(&view, a).origin, source(&view, b).origin),
+        (Origin::Phone, Origin::Bot)
+    );
+    let bot = view.listeners.iter().find(|l| l.participant_id == b);
+    assert_eq!(
+        bot.and_then(|l| l.stream)
+            .map(|s| (s.connected, s.buffered_ms)),
+        Some((true, 120))
+    );
     assert_eq!(hears(&view, b), vec![(a, Delivery::Mixing)]);
     assert_eq!(hears(&view, a), vec![(b, Delivery::Mixing)]);
 
