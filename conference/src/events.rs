@@ -87,6 +87,8 @@ pub struct DeviceEvent {
     pub device_id: String,
     /// When it happened, ms since the Unix epoch.
     pub at_ms: u64,
+    /// Why it left, where known (`onLeave`'s `reason`, an addition to the documented body).
+    pub reason: Option<&'static str>,
 }
 
 /// A v3 device's subscribing connection after an offer (`layout`), or the device left

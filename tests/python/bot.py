@@ -3,7 +3,7 @@ written from Twilio's and Bandwidth's published message examples (not from Patch
 code), for the stream participant tests.
 
     bot.py PORT REPORT_DIR [--protocol twilio|bandwidth|raw] [--say HZ:SECONDS:MARK ...]
-           [--clear-after S]
+           [--clear-after S] [--close-after S]
 
 Bandwidth: the bot answers with `playAudio` in `audio/pcm;rate=16000` (16-bit little
 endian) and has no marks; its events are reported under "event" as Twilio's are.
@@ -14,7 +14,8 @@ at that rate (the report's "rate").
 Listens on 127.0.0.1:PORT (path /bot). For each stream: after `start`, sends each
 `--say` utterance as base64 μ-law in 100 ms chunks, as fast as it can (faster than real
 time, as bots do), each followed by a `mark` named MARK; with `--clear-after S`, sends
-`clear` S seconds after the last utterance was sent. Keeps what it hears (the inbound
+`clear` S seconds after the last utterance was sent; with `--close-after S`, closes the
+WebSocket (a close frame) S seconds after `start`: the bot is done. Keeps what it hears (the inbound
 μ-law, decoded to 16-bit PCM) and every event. When the stream stops or closes it
 writes REPORT_DIR/stream-N.json (events with their arrival times) and stream-N.pcm.
 The report also has the handshake's request headers. Prints "listening" once it accepts
@@ -149,6 +150,11 @@ class Bot:
                 entry["start"] = m["start"]
                 entry["streamSid"] = m.get("streamSid")
                 speaking = asyncio.ensure_future(speak())
+            if event == "start" and self.args.close_after is not None:
+                async def close_later():
+                    await asyncio.sleep(self.args.close_after)
+                    await ws.close()
+                asyncio.ensure_future(close_later())
             elif event == "media":
                 payload = m["payload"] if bandwidth else m["media"]["payload"]
                 heard.extend(base64.b64decode(payload))
@@ -188,6 +194,7 @@ async def main():
     p.add_argument("--protocol", default="twilio", choices=["twilio", "bandwidth", "raw"])
     p.add_argument("--say", action="append", default=[])
     p.add_argument("--clear-after", type=float)
+    p.add_argument("--close-after", type=float)
     args = p.parse_args()
     app = web.Application()
     bot = Bot(args)

@@ -380,6 +380,33 @@ async fn a_bot_that_drops_is_connected_again_and_given_up_after_stream_retry_for
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(hooks.delivered("/bot").len(), 5);
 
+    // A bot that closes the stream itself is done: the participant leaves at once and
+    // its onLeave says so.
+    let closer = Bot::start_on(&dir, port, &["--close-after", "1.0"]);
+    let (closer_id, _) = api
+        .participant(
+            json!({"publishPermissions": ["AUDIO"], "callbackUrl": hooks.url("/closer"),
+                            "mediaStream": {"url": closer.url(), "protocol": "twilio"}}),
+        )
+        .await;
+    api.add(&s, &closer_id, Some(json!({"sessionId": s}))).await;
+    hooks
+        .wait_for(Duration::from_secs(10), "the closer's onLeave", |h| {
+            h.iter().filter(|h| h.path == "/closer").count() >= 2
+        })
+        .await;
+    let delivered = hooks.delivered("/closer");
+    let events: Vec<&str> = delivered
+        .iter()
+        .filter_map(|b| b["event"].as_str())
+        .collect();
+    assert_eq!(events, ["onConnect", "onLeave"], "{delivered:?}");
+    assert_eq!(
+        delivered[1]["reason"], "the bot closed the stream",
+        "{delivered:?}"
+    );
+    g.wait_metric("patchbay_streams_connected", 0.0).await;
+
     // Without webhook_allow, a stream to loopback is refused like a callback.
     let strict = Gateway::start_with(&[], &[("PATCHBAY_WEBHOOK_ALLOW", "")]).await;
     let r = strict

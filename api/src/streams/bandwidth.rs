@@ -8,9 +8,9 @@
 
 use base64::Engine;
 use patchbay_conference::media::g711;
-use patchbay_conference::media::resample::Resampler;
 use serde_json::{json, Value};
 
+use super::rate::Converter;
 use super::sink::ToBot;
 use super::twilio::{FromBot, Ids};
 
@@ -70,9 +70,9 @@ impl Writer {
 /// messages) to the stream's μ-law.
 #[derive(Default)]
 pub struct Reader {
-    resampler: Option<(u32, Resampler)>,
-    /// Samples not resampled yet (less than one input block).
-    carry: Vec<i16>,
+    converter: Option<(u32, Converter)>,
+    pcm: Vec<i16>,
+    narrow: Vec<i16>,
 }
 
 impl Reader {
@@ -108,37 +108,28 @@ impl Reader {
         }
     }
 
-    /// 16-bit little-endian PCM at `rate` as μ-law at 8 kHz.
+    /// 16-bit little-endian PCM at `rate` as μ-law at 8 kHz (the converter's state kept
+    /// while the rate stays).
     pub(super) fn pcm(&mut self, bytes: &[u8], rate: u32) -> Result<Vec<u8>, &'static str> {
-        let samples = bytes
-            .chunks_exact(2)
-            .map(|c| i16::from_le_bytes([c[0], c[1]]));
-        if rate == 8000 {
-            return Ok(samples.map(g711::ulaw_encode).collect());
-        }
-        if !matches!(rate, 16000 | 24000) {
+        if !matches!(rate, 8000 | 16000 | 24000) {
             return Err("playAudio rate must be 8000, 16000 or 24000");
         }
-        if self.resampler.as_ref().map(|(r, _)| *r) != Some(rate) {
-            let r = Resampler::new(rate, 8000).ok_or("no resampler for this rate")?;
-            self.resampler = Some((rate, r));
-            self.carry.clear();
+        if self.converter.as_ref().map(|(r, _)| *r) != Some(rate) {
+            let c = Converter::new(rate, 8000).ok_or("no resampler for this rate")?;
+            self.converter = Some((rate, c));
         }
-        self.carry.extend(samples);
-        let Some((_, resampler)) = self.resampler.as_mut() else {
+        let Some((_, converter)) = self.converter.as_mut() else {
             return Ok(Vec::new());
         };
-        // Whole 20 ms blocks of the input rate.
-        let block = rate as usize / 50;
-        let whole = self.carry.len() / block * block;
-        let mut out = Vec::with_capacity(whole / (rate as usize / 8000));
-        let mut frame = vec![0i16; 160];
-        for chunk in self.carry[..whole].chunks_exact(block) {
-            resampler.process(chunk, &mut frame);
-            out.extend(frame.iter().map(|&s| g711::ulaw_encode(s)));
-        }
-        self.carry.drain(..whole);
-        Ok(out)
+        self.pcm.clear();
+        self.pcm.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]])),
+        );
+        self.narrow.clear();
+        converter.push(&self.pcm, &mut self.narrow);
+        Ok(self.narrow.iter().map(|&s| g711::ulaw_encode(s)).collect())
     }
 }
 

@@ -131,13 +131,6 @@ pub fn start(app: AppState, retry_for: Duration) {
     });
 }
 
-/// The `reason` of a stream participant's `onLeave` when its bot closed the stream.
-pub const BOT_CLOSED: &str = "the bot closed the stream";
-/// The `reason` of its `onLeave` when the bot's WebSocket dropped and did not come back
-/// within `stream_retry_for`.
-pub const BOT_GONE: &str =
-    "the bot's WebSocket dropped and did not come back within stream_retry_for";
-
 /// Where a stream connects and what it opens with.
 struct Target<'a> {
     url: &'a str,
@@ -248,6 +241,7 @@ async fn run_stream(
         owner: owner.clone(),
         device_id: ids.stream_sid.clone(),
         at_ms: patchbay_conference::media::session::unix_us() / 1000,
+        reason: None,
     };
     loop {
         let ended = tokio::select! {
@@ -274,7 +268,6 @@ async fn run_stream(
             }
             Ended::Closed => {
                 tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot closed the stream; the participant leaves");
-                app.webhooks.leave_reason(p.id, &ids.stream_sid, BOT_CLOSED);
                 done_lock(&done).insert(p.id, sid);
                 break;
             }
@@ -289,7 +282,7 @@ async fn run_stream(
         let Some(again) = reconnect(&app, &p, &target, &bot, &mut stopped).await else {
             tracing::info!(participant_id = %p.id, stream_sid = %ids.stream_sid, "the bot did not come back; the participant leaves");
             if !*stopped.borrow() {
-                app.webhooks.leave_reason(p.id, &ids.stream_sid, BOT_GONE);
+                bot.set_leave_reason(sink::BOT_GONE);
                 done_lock(&done).insert(p.id, sid);
             }
             // The leg leaves the session's media when its media watch goes: `onLeave`.

@@ -102,6 +102,13 @@ pub enum ToBot<'a> {
     Stop,
 }
 
+/// The `reason` of a stream participant's `onLeave` when its bot closed the stream.
+pub const BOT_CLOSED: &str = "the bot closed the stream";
+/// The `reason` of its `onLeave` when the bot's WebSocket dropped and did not come back
+/// within `stream_retry_for`.
+pub const BOT_GONE: &str =
+    "the bot's WebSocket dropped and did not come back within stream_retry_for";
+
 /// How a connection to the bot ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -141,6 +148,8 @@ struct Inner {
     wire: Wire,
     ws: Option<Ws>,
     ended: Option<Ended>,
+    /// Why the participant leaves the session's media, when it does (`onLeave`).
+    leave: Option<&'static str>,
 }
 
 pub struct BotSink {
@@ -200,6 +209,9 @@ impl Inner {
     fn end(&mut self, why: Ended) {
         if self.ended.is_none() {
             self.ended = Some(why);
+        }
+        if why == Ended::Closed {
+            self.leave = Some(BOT_CLOSED);
         }
         if why != Ended::Stopped {
             if let Some(mut ws) = self.ws.take() {
@@ -283,6 +295,7 @@ impl BotSink {
                 wire,
                 ws: None,
                 ended: None,
+                leave: None,
             }),
             ended: Notify::new(),
             counters,
@@ -332,6 +345,11 @@ impl BotSink {
     /// Why the connection ended, once it has.
     pub fn take_ended(&self) -> Option<Ended> {
         self.lock().ended.take()
+    }
+
+    /// The bot is given up: the participant's `onLeave` says why.
+    pub fn set_leave_reason(&self, reason: &'static str) {
+        self.lock().leave = Some(reason);
     }
 
     /// Whether a bot is connected.
@@ -432,6 +450,10 @@ impl LegSink for BotSink {
             connected: inner.ws.is_some(),
             buffered_ms: (inner.playout.queue.len() / self.format.bytes_per_ms()) as u64,
         })
+    }
+
+    fn leave_reason(&self) -> Option<&'static str> {
+        self.lock().leave
     }
 
     fn hang_up(&self, _reason: HangupReason) {

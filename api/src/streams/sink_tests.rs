@@ -278,6 +278,7 @@ fn the_end_of_a_connection_is_told_once_with_its_reason() {
     drain(&s);
     assert_eq!(s.take_ended(), Some(Ended::Closed));
     assert!(!s.connected(), "the socket is let go");
+    assert_eq!(s.leave_reason(), Some(BOT_CLOSED), "onLeave says why");
     s.send_audio(&[0; FRAME], 160);
     assert_eq!(s.take_ended(), None, "told once");
 
@@ -285,6 +286,13 @@ fn the_end_of_a_connection_is_told_once_with_its_reason() {
     bot.to_us.reset.store(true, Relaxed);
     drain(&s);
     assert_eq!(s.take_ended(), Some(Ended::Dropped));
+    assert_eq!(
+        s.leave_reason(),
+        None,
+        "connected again, or given up by the task"
+    );
+    s.set_leave_reason(BOT_GONE);
+    assert_eq!(s.leave_reason(), Some(BOT_GONE));
 
     let (s, mut bot, _) = twilio_sink();
     s.hang_up(HangupReason::Removed);

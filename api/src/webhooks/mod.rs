@@ -156,15 +156,7 @@ pub struct Webhooks {
     conference: Arc<Conference>,
     /// Where writes started from other threads (the recordings' writer) run.
     runtime: tokio::runtime::Handle,
-    /// Why a device is about to leave, for its `onLeave` (a voice bot's stream given up):
-    /// participant, device id, reason; the oldest forgotten beyond `MAX_LEAVE_REASONS`.
-    leave_reasons: Arc<std::sync::Mutex<LeaveReasons>>,
 }
-
-type LeaveReasons = std::collections::VecDeque<(Uuid, String, &'static str)>;
-
-/// Reasons waiting for their `onLeave` (one per running voice bot at most, normally).
-const MAX_LEAVE_REASONS: usize = 1000;
 
 impl Webhooks {
     /// Start the outbox task (it first takes the callbacks left from the last run).
@@ -179,26 +171,7 @@ impl Webhooks {
             egress,
             conference,
             runtime: tokio::runtime::Handle::current(),
-            leave_reasons: Default::default(),
         }
-    }
-
-    /// The `reason` the next `onLeave` of this participant's device carries (an addition
-    /// to the documented body, as recovery events have).
-    pub fn leave_reason(&self, participant_id: Uuid, device_id: &str, reason: &'static str) {
-        let mut r = self.leave_reasons.lock().unwrap_or_else(|e| e.into_inner());
-        if r.len() >= MAX_LEAVE_REASONS {
-            r.pop_front();
-        }
-        r.push_back((participant_id, device_id.to_string(), reason));
-    }
-
-    fn take_leave_reason(&self, participant_id: Uuid, device_id: &str) -> Option<&'static str> {
-        let mut r = self.leave_reasons.lock().unwrap_or_else(|e| e.into_inner());
-        let at = r
-            .iter()
-            .position(|(p, d, _)| *p == participant_id && d == device_id)?;
-        r.remove(at).map(|(_, _, why)| why)
     }
 
     /// Enqueue `body` (a JSON object; `eventId` is added) for `url`.
@@ -240,10 +213,8 @@ impl EventSink for Webhooks {
             &e.device_id,
             e.owner.tag.as_deref(),
         );
-        if e.kind == DeviceEventKind::Leave {
-            if let Some(why) = self.take_leave_reason(e.owner.participant_id, &e.device_id) {
-                body.insert("reason".into(), json!(why));
-            }
+        if let (DeviceEventKind::Leave, Some(why)) = (e.kind, e.reason) {
+            body.insert("reason".into(), json!(why));
         }
         // What a crash would leave open, written with the event.
         let track = match e.kind {

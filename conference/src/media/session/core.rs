@@ -70,6 +70,8 @@ pub enum Control {
     },
     Leave {
         leg: LegId,
+        /// Why, where the leg's sink knows (`onLeave`'s `reason`).
+        reason: Option<&'static str>,
     },
     DeviceJoin {
         key: DeviceKey,
@@ -352,8 +354,8 @@ impl SessionCore {
                 self.arrived(now, participant_id);
             }
             Control::Update { leg, media } => self.update(leg, media),
-            Control::Leave { leg } => {
-                self.leave(leg);
+            Control::Leave { leg, reason } => {
+                self.leave(leg, reason);
                 self.route_devices(now);
             }
             Control::DeviceJoin {

@@ -210,6 +210,7 @@ impl SessionCore {
             owner: d.owner.clone(),
             device_id: d.key.unique_id.to_string(),
             at_ms: now.unix_us / 1000,
+            reason: None,
         };
         self.push(Action::Event(event));
     }
@@ -433,7 +434,7 @@ impl SessionCore {
         });
         let legs: Vec<_> = self.legs.drain().collect();
         for (leg, l) in legs {
-            self.leg_event(DeviceEventKind::Leave, &l);
+            self.leg_event(DeviceEventKind::Leave, &l, None);
             self.push(Action::HangUp { leg, reason });
         }
         let close = match reason {

@@ -215,7 +215,7 @@ impl SessionCore {
         self.mixer.add_listener(key, rate, Some(key));
         let stream = format!("phone-{}", Uuid::new_v4().simple());
         let leg = Leg::new(key, owner, call_id, stream, media);
-        self.leg_event(DeviceEventKind::Connect, &leg);
+        self.leg_event(DeviceEventKind::Connect, &leg, None);
         self.legs.insert(id, leg);
         tracing::info!(session_id = %self.session_id, leg = %id, %participant_id, codec = ?media.codec, "leg joined");
         self.route();
@@ -231,7 +231,7 @@ impl SessionCore {
             .collect();
         for leg in ids {
             if let Some(l) = self.legs.remove(&leg) {
-                self.leg_event(DeviceEventKind::Leave, &l);
+                self.leg_event(DeviceEventKind::Leave, &l, None);
                 self.mixer.remove_stream(l.key);
                 self.mixer.remove_listener(l.key);
             }
@@ -257,7 +257,12 @@ impl SessionCore {
     }
 
     /// `onConnect` / `onLeave` of a SIP call, for its participant's application.
-    pub(super) fn leg_event(&mut self, kind: DeviceEventKind, leg: &Leg) {
+    pub(super) fn leg_event(
+        &mut self,
+        kind: DeviceEventKind,
+        leg: &Leg,
+        reason: Option<&'static str>,
+    ) {
         self.push(Action::Event(DeviceEvent {
             session_id: self.session_id,
             kind,
@@ -265,12 +270,13 @@ impl SessionCore {
             owner: leg.owner.clone(),
             device_id: leg.call_id.to_string(),
             at_ms: self.unix_ms,
+            reason,
         }));
     }
 
-    pub(super) fn leave(&mut self, id: LegId) {
+    pub(super) fn leave(&mut self, id: LegId, reason: Option<&'static str>) {
         if let Some(l) = self.legs.remove(&id) {
-            self.leg_event(DeviceEventKind::Leave, &l);
+            self.leg_event(DeviceEventKind::Leave, &l, reason);
             self.mixer.remove_stream(l.key);
             self.mixer.remove_listener(l.key);
             tracing::info!(session_id = %self.session_id, leg = %id, "leg left");

@@ -163,6 +163,11 @@ pub trait LegSink: Send + Sync + 'static {
     fn stream(&self) -> Option<StreamState> {
         None
     }
+    /// Why the leg is leaving, when its sink knows better than "the call ended" (a bot
+    /// that closed its stream): `onLeave`'s `reason`.
+    fn leave_reason(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A stream participant's connection to its bot, as the console shows it.

@@ -273,7 +273,7 @@ impl SessionCore {
             .iter()
             .any(|(k, x)| x.owner.participant_id == pid && *k > leg)
         {
-            self.leg_event(DeviceEventKind::Leave, &l);
+            self.leg_event(DeviceEventKind::Leave, &l, None);
             self.push(Action::HangUp {
                 leg,
                 reason: HangupReason::Replaced,

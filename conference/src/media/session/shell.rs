@@ -422,7 +422,8 @@ impl Io {
         }
         if !ended.is_empty() {
             for leg in ended {
-                core.handle_control(now, Control::Leave { leg });
+                let reason = self.legs.get(&leg).and_then(|l| l.sink.leave_reason());
+                core.handle_control(now, Control::Leave { leg, reason });
                 self.legs.remove(&leg);
             }
             self.count_legs();

@@ -37,7 +37,10 @@ fn legs_hear_each_other_not_themselves_and_leave() {
         level(&to_a)
     );
 
-    rig.control(Control::Leave { leg: LegId(1) });
+    rig.control(Control::Leave {
+        leg: LegId(1),
+        reason: None,
+    });
     rig.ticks(5, &mut [&mut quiet]);
     let seen = rig.take();
     assert_eq!(seen.audio_of(LegId(1)).count(), 0, "a left: nothing for it");
@@ -340,7 +343,10 @@ fn sip_calls_raise_connect_and_leave_events() {
             (DeviceEventKind::Connect, a, "call-3".into())
         ]
     );
-    rig.control(Control::Leave { leg: LegId(3) });
+    rig.control(Control::Leave {
+        leg: LegId(3),
+        reason: None,
+    });
     assert_eq!(
         rig.take().events(),
         vec![(DeviceEventKind::Leave, a, "call-3".into())]
@@ -431,7 +437,10 @@ fn timeouts_follow_the_members() {
     rig.join_leg(1, a);
     let t = rig.core.poll_timeout().expect("ticking");
     assert!(t <= rig.now.at + Duration::from_millis(20));
-    rig.control(Control::Leave { leg: LegId(1) });
+    rig.control(Control::Leave {
+        leg: LegId(1),
+        reason: None,
+    });
     assert_eq!(rig.core.poll_timeout(), None);
 }
 

@@ -75,7 +75,10 @@ fn a_removed_call_is_parked_in_silence_then_hears_its_new_session() {
     assert_eq!(seen.events(), vec![], "moving raises no event");
 
     // The call ends where it is now: onLeave from there.
-    s2.control(Control::Leave { leg: LegId(1) });
+    s2.control(Control::Leave {
+        leg: LegId(1),
+        reason: None,
+    });
     assert_eq!(
         s2.take().events(),
         vec![(DeviceEventKind::Leave, a, "call-1".into())]
