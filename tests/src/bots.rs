@@ -83,3 +83,37 @@ pub fn events<'a>(report: &'a Value, name: &str) -> Vec<&'a Value> {
         .map(|e| e.iter().filter(|e| e["event"] == name).collect())
         .unwrap_or_default()
 }
+
+impl Bot {
+    /// A stream participant for this bot (`stream`: the `mediaStream` fields but `url`):
+    /// its id.
+    pub async fn participant(&self, api: &crate::Api, stream: Value) -> String {
+        let mut stream = stream;
+        stream["url"] = Value::from(self.url());
+        let body = serde_json::json!({"publishPermissions": ["AUDIO"], "mediaStream": stream});
+        api.participant(body).await.0
+    }
+}
+
+/// A participant that publishes audio, in `session` hearing all of it: (id, token).
+pub async fn member(api: &crate::Api, session: &str) -> (String, String) {
+    let (id, token) = api
+        .participant(serde_json::json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(
+        session,
+        &id,
+        Some(serde_json::json!({"sessionId": session})),
+    )
+    .await;
+    (id, token)
+}
+
+/// A participant's entry among a media view's listeners (`GET …/sessions/{id}/media`).
+pub fn listener(media: &Value, participant: &str) -> Value {
+    media["listeners"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["participantId"] == participant))
+        .cloned()
+        .unwrap_or_default()
+}

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use patchbay_tests::bots::{events, Bot};
+use patchbay_tests::bots::{events, listener, member, Bot};
 use patchbay_tests::hearing::{assert_hears, FREQS};
 use patchbay_tests::hooks::Receiver;
 use patchbay_tests::media::{now_epoch, tone_shares, Capture, Law};
@@ -68,34 +68,23 @@ async fn a_twilio_bot_hears_the_caller_and_the_caller_hears_the_bot_at_real_time
     // The console's media view (taken once a second while nobody watches): the bot as
     // a bot, connected, with the rest of its 3 s of speech (sent faster than real time)
     // waiting to play.
-    let bot_view = |media: &Value| {
-        media["listeners"]
-            .as_array()
-            .and_then(|l| l.iter().find(|l| l["participantId"] == bot_id.as_str()))
-            .cloned()
-            .unwrap_or_default()
-    };
     let until = Instant::now() + Duration::from_secs(5);
     let media = loop {
         let media = api
             .call(Method::GET, &format!("/sessions/{s}/media"), None)
             .await;
-        let buffered = bot_view(&media.body)["stream"]["bufferedMs"].as_u64();
+        let buffered = listener(&media.body, &bot_id)["stream"]["bufferedMs"].as_u64();
         if buffered.unwrap_or(0) > 0 || Instant::now() > until {
             break media;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let listener = bot_view(&media.body);
-    assert_eq!(listener["origin"], "bot", "{}", media.text);
-    assert_eq!(listener["stream"]["connected"], true, "{}", media.text);
-    let buffered = listener["stream"]["bufferedMs"].as_u64().unwrap_or(0);
+    let bot_view = listener(&media.body, &bot_id);
+    assert_eq!(bot_view["origin"], "bot", "{}", media.text);
+    assert_eq!(bot_view["stream"]["connected"], true, "{}", media.text);
+    let buffered = bot_view["stream"]["bufferedMs"].as_u64().unwrap_or(0);
     assert!((100..=3000).contains(&buffered), "{}", media.text);
-    let caller_view = media.body["listeners"]
-        .as_array()
-        .and_then(|l| l.iter().find(|l| l["participantId"] == caller.as_str()))
-        .cloned()
-        .unwrap_or_default();
+    let caller_view = listener(&media.body, &caller);
     assert_eq!(caller_view["origin"], "phone", "{}", media.text);
     assert!(caller_view.get("stream").is_none(), "{}", media.text);
     let ops = api.call(Method::GET, "/ops", None).await;
@@ -232,19 +221,9 @@ async fn clear_silences_the_bot_at_once_and_dtmf_reaches_it() {
     // Ten seconds of speech sent at once; `clear` a second and a half later.
     let bot = Bot::start(&dir, &["--say", "880:10.0:long", "--clear-after", "1.5"]);
     let s = api.session(None).await;
-    let (listener, lt) = api
-        .participant(json!({"publishPermissions": ["AUDIO"]}))
-        .await;
-    let (presser, pt) = api
-        .participant(json!({"publishPermissions": ["AUDIO"]}))
-        .await;
-    let (bot_id, _) = api
-        .participant(json!({"publishPermissions": ["AUDIO"],
-                            "mediaStream": {"url": bot.url(), "protocol": "twilio"}}))
-        .await;
-    for p in [&listener, &presser] {
-        api.add(&s, p, Some(json!({"sessionId": s}))).await;
-    }
+    let (_, lt) = member(&api, &s).await;
+    let (_, pt) = member(&api, &s).await;
+    let bot_id = bot.participant(&api, json!({"protocol": "twilio"})).await;
     std::fs::copy(
         "/usr/share/sip-tester/dtmf_2833_1.pcap",
         dir.join("dtmf1.pcap"),
@@ -439,15 +418,8 @@ async fn exchange(bot_args: &[&str], stream: Value) -> Exchange {
     let dir = g.scratch().to_path_buf();
     let bot = Bot::start(&dir, bot_args);
     let s = api.session(None).await;
-    let (caller, token) = api
-        .participant(json!({"publishPermissions": ["AUDIO"]}))
-        .await;
-    api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
-    let mut stream = stream;
-    stream["url"] = json!(bot.url());
-    let (bot_id, _) = api
-        .participant(json!({"publishPermissions": ["AUDIO"], "mediaStream": stream}))
-        .await;
+    let (_, token) = member(&api, &s).await;
+    let bot_id = bot.participant(&api, stream).await;
     let call = SippCall::tone("caller", &dir, 440, Law::Ulaw, 6000).token(&token);
     let capture = Capture::start(&dir, &[call.media_port]);
     let running = call.spawn(&g, &dir);
@@ -571,16 +543,9 @@ async fn a_bot_hears_a_caller_and_a_browser_as_subscribed_and_both_hear_the_bot(
     // The bot speaks 880 Hz for 20 s (sent at once) as soon as its stream starts.
     let bot = Bot::start(&dir, &["--say", "880:20.0:spoken"]);
     let s = api.session(None).await;
-    let audio = json!({"publishPermissions": ["AUDIO"]});
-    let (caller, caller_token) = api.participant(audio.clone()).await;
-    let (browser, browser_token) = api.participant(audio).await;
-    let (bot_id, _) = api
-        .participant(json!({"publishPermissions": ["AUDIO"],
-                            "mediaStream": {"url": bot.url(), "protocol": "twilio"}}))
-        .await;
-    for p in [&caller, &browser] {
-        api.add(&s, p, Some(json!({"sessionId": s}))).await;
-    }
+    let (caller, caller_token) = member(&api, &s).await;
+    let (_, browser_token) = member(&api, &s).await;
+    let bot_id = bot.participant(&api, json!({"protocol": "twilio"})).await;
     let call = SippCall::tone("caller", &dir, 440, Law::Ulaw, 26000)
         .timeout(60)
         .token(&caller_token);
@@ -691,13 +656,9 @@ async fn a_raw_bot_at_16_khz_and_a_g722_caller_hear_each_other_in_wideband() {
     // Tones above 4 kHz: nothing narrowband carries them.
     let bot = Bot::start(&dir, &["--protocol", "raw", "--say", "6000:4.0:said"]);
     let s = api.session(None).await;
-    let (caller, token) = api
-        .participant(json!({"publishPermissions": ["AUDIO"]}))
-        .await;
-    api.add(&s, &caller, Some(json!({"sessionId": s}))).await;
-    let (bot_id, _) = api
-        .participant(json!({"publishPermissions": ["AUDIO"],
-                            "mediaStream": {"url": bot.url(), "protocol": "raw", "sampleRate": 16000}}))
+    let (_, token) = member(&api, &s).await;
+    let bot_id = bot
+        .participant(&api, json!({"protocol": "raw", "sampleRate": 16000}))
         .await;
     let pcm: Vec<i16> = (0..16000 * 8)
         .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 5000.0 * i as f64 / 16000.0).sin()) as i16)
