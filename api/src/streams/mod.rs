@@ -29,8 +29,8 @@ use patchbay_conference::events::{
     DeviceEvent, DeviceEventKind, DeviceOwner, DeviceSource, EventSink,
 };
 use patchbay_conference::media::session::{LegId, SessionInput};
-use patchbay_conference::{Participant, Placement, StreamProtocol};
-use tokio::sync::watch;
+use patchbay_conference::{ChangeKind, Participant, Placement, StreamProtocol};
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -39,9 +39,13 @@ use conn::Link;
 use sink::{BotSink, Ended, ToBot};
 use wire::Wire;
 
-/// How often the supervisor compares the stream participants in sessions with the
-/// bots connected.
-const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
+/// The supervisor compares the stream participants in sessions with the bots connected
+/// when a participant changes (here or, in a cluster, followed from another node), when
+/// a stream ends, and at least this often (a session's media placed on this node, a
+/// retry due).
+const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
+/// Changes arriving together are looked at once (a burst of REST calls).
+const COALESCE: Duration = Duration::from_millis(10);
 /// A stream that ended by itself is opened again after this.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Streams connected at once on this node.
@@ -81,8 +85,21 @@ pub fn start(app: AppState, retry_for: Duration) {
         let mut retry_at: HashMap<Uuid, Instant> = HashMap::new();
         let mut tick = tokio::time::interval(SUPERVISE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = app.conference.changes();
+        let stream_ended = Arc::new(tokio::sync::Notify::new());
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stream_ended.notified() => {}
+                change = changes.recv() => match change {
+                    Ok(c) if c.kind != ChangeKind::Participant => continue,
+                    // A participant changed, or changes were missed (lagged): look.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+            tokio::time::sleep(COALESCE).await;
+            while changes.try_recv().is_ok() {}
             let now = Instant::now();
             running.retain(|id, r| {
                 let ended = r.stop.is_closed();
@@ -125,7 +142,11 @@ pub fn start(app: AppState, retry_for: Duration) {
                 }
                 let (stop, stopped) = watch::channel(false);
                 running.insert(id, Running { session, stop });
-                tokio::spawn(run_stream(app.clone(), p, retry_for, stopped, done.clone()));
+                let (app, done, ended) = (app.clone(), done.clone(), stream_ended.clone());
+                tokio::spawn(async move {
+                    run_stream(app, p, retry_for, stopped, done).await;
+                    ended.notify_one();
+                });
             }
         }
     });
