@@ -97,3 +97,53 @@ pub fn assert_windows(
         windows.len()
     );
 }
+
+/// The tones of `x` as most of its 100 ms windows that carry sound (rms over 300) have
+/// them, and the rms of the whole: robust where one Goertzel over seconds is not (a
+/// single packet concealed on a loaded machine breaks a tone's phase, and a phase jump
+/// cancels a long coherent sum).
+pub fn tones_mostly(x: &[i16], freqs: &[f64], rate: f64) -> (Vec<u32>, f64) {
+    let window = (rate / 10.0) as usize;
+    let mut counts: Vec<(Vec<u32>, usize)> = Vec::new();
+    for w in x.chunks_exact(window.max(1)) {
+        let (tones, rms) = tones_present(w, freqs, rate);
+        if rms <= 300.0 {
+            continue;
+        }
+        match counts.iter_mut().find(|(t, _)| *t == tones) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((tones, 1)),
+        }
+    }
+    let all_rms = crate::media::rms(x);
+    let most = counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(t, _)| t)
+        .unwrap_or_default();
+    (most, all_rms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tone_with_phase_jumps_and_silence_is_still_the_tone() {
+        let mut x = Vec::new();
+        for segment in 0..20 {
+            // 100 ms of 440 Hz starting at a new phase each time, then 50 ms of silence.
+            let phase = segment as f64 * 1.7;
+            x.extend((0..800).map(|i| {
+                (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0 + phase).sin())
+                    as i16
+            }));
+            x.extend(std::iter::repeat_n(0i16, 400));
+        }
+        assert_eq!(tones_mostly(&x, &FREQS, 8000.0).0, vec![440]);
+        assert_eq!(
+            tones_mostly(&vec![0i16; 8000], &FREQS, 8000.0).0,
+            Vec::<u32>::new()
+        );
+    }
+}
