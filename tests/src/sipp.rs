@@ -23,6 +23,9 @@ use crate::{workspace, Gateway};
 pub fn free_udp_ports(n: u16) -> u16 {
     for _ in 0..400 {
         let base = 10000 + (rand_u16() % 4950) * 2;
+        if (base..base + n).any(|p| BROWSER_BLOCKED.contains(&p)) {
+            continue;
+        }
         let Some(locks) = reserve(base, n) else {
             continue;
         };
@@ -40,6 +43,11 @@ pub fn free_udp_ports(n: u16) -> u16 {
     }
     panic!("no free UDP port range");
 }
+
+/// Ports of the range browsers refuse to load a page from (`net::ERR_UNSAFE_PORT`:
+/// Chromium's and Firefox's restricted ports; 10080 is Amanda's): a gateway's HTTP port
+/// there fails every browser test that opens its page.
+const BROWSER_BLOCKED: [u16; 1] = [10080];
 
 /// The lock files of the ports this process handed out (never released before exit).
 static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());

@@ -71,7 +71,6 @@ impl Writer {
 #[derive(Default)]
 pub struct Reader {
     converter: Option<(u32, Converter)>,
-    pcm: Vec<i16>,
     narrow: Vec<i16>,
 }
 
@@ -121,14 +120,8 @@ impl Reader {
         let Some((_, converter)) = self.converter.as_mut() else {
             return Ok(Vec::new());
         };
-        self.pcm.clear();
-        self.pcm.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]])),
-        );
         self.narrow.clear();
-        converter.push(&self.pcm, &mut self.narrow);
+        converter.push_le(bytes, &mut self.narrow);
         Ok(self.narrow.iter().map(|&s| g711::ulaw_encode(s)).collect())
     }
 }

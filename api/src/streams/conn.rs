@@ -43,21 +43,46 @@ pub trait Stream: Read + Write + Send {
 
 /// The bot's socket, read once per tick: a read that returns less than asked for
 /// emptied the socket, so the reads after it until the next tick would block without
-/// asking the kernel (one `recv` per tick and bot, not two). Before the first tick (the
-/// handshake) every read asks.
+/// asking the kernel (one `recv` per tick and bot, not two). At most `READ_BUDGET` bytes
+/// are read per tick (a bot sending more waits for the next ticks: it cannot hold its
+/// session's media task). Before the first tick (the handshake) every read asks.
 pub struct Io {
     tcp: TcpStream,
     ticking: bool,
     drained: bool,
+    budget: usize,
+}
+
+/// Bytes read from one bot per 20 ms tick at most: some 3 s of base64 μ-law, 150 times
+/// real time (bots send ahead, not that far).
+pub const READ_BUDGET: usize = 64 * 1024;
+
+impl Io {
+    fn new(tcp: TcpStream) -> Io {
+        Io {
+            tcp,
+            ticking: false,
+            drained: false,
+            budget: READ_BUDGET,
+        }
+    }
 }
 
 impl Read for Io {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.drained {
+        if self.drained || (self.ticking && self.budget == 0) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = (&self.tcp).read(buf)?;
-        self.drained = self.ticking && n < buf.len() && n > 0;
+        let want = if self.ticking {
+            buf.len().min(self.budget)
+        } else {
+            buf.len()
+        };
+        let n = (&self.tcp).read(&mut buf[..want])?;
+        if self.ticking {
+            self.budget -= n;
+            self.drained = n < want && n > 0;
+        }
         Ok(n)
     }
 }
@@ -76,6 +101,7 @@ impl Stream for Io {
     fn tick(&mut self) {
         self.ticking = true;
         self.drained = false;
+        self.budget = READ_BUDGET;
     }
 }
 
@@ -158,11 +184,7 @@ async fn handshake(
     request: tungstenite::handshake::client::Request,
     connector: Option<tungstenite::Connector>,
 ) -> Result<Ws, String> {
-    let io = Io {
-        tcp,
-        ticking: false,
-        drained: false,
-    };
+    let io = Io::new(tcp);
     let mut step = tungstenite::client_tls_with_config(
         request,
         Box::new(io) as Box<dyn Stream>,
@@ -321,6 +343,60 @@ mod tests {
         let heard = server.await.unwrap();
         assert!(heard[0].contains(&base64::engine::general_purpose::STANDARD.encode([0x22u8; 160])));
         assert!(heard[1].contains(&base64::engine::general_purpose::STANDARD.encode([0x33u8; 160])));
+    }
+
+    #[tokio::test]
+    async fn a_bot_sending_more_than_a_ticks_budget_is_read_over_several_ticks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // 10 s of audio in one message: about 107 KB of base64, over READ_BUDGET.
+        let ulaw = vec![0x11u8; 80_000];
+        let payload = base64::engine::general_purpose::STANDARD.encode(&ulaw);
+        let message = serde_json::json!({"event": "media", "media": {"payload": payload}});
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp)
+                .await
+                .expect("handshake");
+            ws.send(Message::text(message.to_string()))
+                .await
+                .expect("send");
+            // Held open until the test ends.
+            let _ = ws.next().await;
+        });
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let request = format!("ws://127.0.0.1:{port}/bot")
+            .into_client_request()
+            .unwrap();
+        let ws = handshake(tcp.into_std().unwrap(), request, None)
+            .await
+            .expect("handshake");
+        let ids = twilio::Ids {
+            stream_sid: "MZ1".into(),
+            call_sid: "CA1".into(),
+            account_sid: "AC1".into(),
+        };
+        let sink = BotSink::new(Wire::Twilio(twilio::Writer::new(ids)), Counters::default());
+        sink.attach(ws);
+        // Let all of it reach the socket first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut ticks = 0;
+        while sink.queued_ms() == 0 && ticks < 20 {
+            sink.drain(&mut |_| {});
+            ticks += 1;
+        }
+        assert!(
+            ticks >= 2,
+            "read in {ticks} tick(s): more than a tick's budget"
+        );
+        assert_eq!(
+            sink.queued_ms(),
+            10_000 - 20,
+            "the whole message, one frame played"
+        );
+        server.abort();
     }
 
     #[tokio::test]

@@ -202,9 +202,11 @@ async fn run_stream(
             bandwidth::Writer::new(ids.clone()),
             bandwidth::Reader::default(),
         ),
-        StreamProtocol::Raw => {
-            Wire::Raw(raw::Wire::new(ids.clone(), p.id.to_string(), m.sample_rate))
-        }
+        StreamProtocol::Raw => Wire::Raw(Box::new(raw::Wire::new(
+            ids.clone(),
+            p.id.to_string(),
+            m.sample_rate,
+        ))),
         StreamProtocol::Twilio => Wire::Twilio(twilio::Writer::new(ids.clone())),
     };
     let counters = sink::Counters {

@@ -10,6 +10,8 @@ pub struct Converter {
     block: usize,
     /// Input not converted yet (less than one block).
     carry: Vec<i16>,
+    /// `push_le`'s samples.
+    le: Vec<i16>,
 }
 
 impl Converter {
@@ -31,7 +33,21 @@ impl Converter {
             stages,
             block: from as usize / 50,
             carry: Vec::new(),
+            le: Vec::new(),
         })
+    }
+
+    /// Convert 16-bit little-endian PCM (a bot's), appending to `out`.
+    pub fn push_le(&mut self, bytes: &[u8], out: &mut Vec<i16>) {
+        let mut pcm = std::mem::take(&mut self.le);
+        pcm.clear();
+        pcm.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]])),
+        );
+        self.push(&pcm, out);
+        self.le = pcm;
     }
 
     /// Convert `input`, appending to `out`; a partial block waits for the next call.

@@ -115,14 +115,8 @@ impl Wire {
             return self.narrow.pcm(bytes, self.rate).map(FromBot::Media);
         }
         let down = self.down.as_mut().ok_or("no converter for this rate")?;
-        self.pcm.clear();
-        self.pcm.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]])),
-        );
         self.converted.clear();
-        down.push(&self.pcm, &mut self.converted);
+        down.push_le(bytes, &mut self.converted);
         Ok(FromBot::Media(
             self.converted
                 .iter()

@@ -249,7 +249,11 @@ fn the_queues_are_bounded_and_what_is_beyond_is_counted() {
 
 #[test]
 fn a_wide_endpoint_plays_20_ms_of_l16_at_16_khz() {
-    let (s, mut bot, _) = attached(Wire::Raw(raw::Wire::new(ids(), "p".into(), 16000)));
+    let (s, mut bot, _) = attached(Wire::Raw(Box::new(raw::Wire::new(
+        ids(),
+        "p".into(),
+        16000,
+    ))));
     assert_eq!(s.format(), Format::Wide);
     bot.send(Message::binary(vec![7u8; 640 + 320]));
     let mut got = None;

@@ -10,7 +10,7 @@ use super::{bandwidth, raw, twilio};
 pub enum Wire {
     Twilio(twilio::Writer),
     Bandwidth(bandwidth::Writer, bandwidth::Reader),
-    Raw(raw::Wire),
+    Raw(Box<raw::Wire>),
 }
 
 impl Wire {
