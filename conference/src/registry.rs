@@ -368,6 +368,14 @@ impl Conference {
         self.lock().participants.get(&id).cloned()
     }
 
+    /// Whether the participant exists and its media is a bot's stream.
+    pub fn is_stream(&self, id: Uuid) -> bool {
+        self.lock()
+            .participants
+            .get(&id)
+            .is_some_and(|p| p.media_stream.is_some())
+    }
+
     /// The running session media actors.
     pub fn media(&self) -> &MediaHub {
         &self.media

@@ -251,9 +251,7 @@ mod tests {
     use tokio::io::{AsyncRead, AsyncWrite};
 
     use super::*;
-    use crate::streams::sink::{BotSink, Counters};
-    use crate::streams::twilio;
-    use crate::streams::wire::Wire;
+    use crate::streams::sink;
 
     fn tls_file(name: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -318,12 +316,7 @@ mod tests {
             tungstenite::Connector::Rustls(roots)
         });
         let ws = handshake(tcp, request, connector).await.expect("handshake");
-        let ids = twilio::Ids {
-            stream_sid: "MZ1".into(),
-            call_sid: "CA1".into(),
-            account_sid: "AC1".into(),
-        };
-        let sink = BotSink::new(Wire::Twilio(twilio::Writer::new(ids)), Counters::default());
+        let sink = sink::twilio_for_tests();
         sink.attach(ws);
         sink.send_audio(&[0x22; 160], 160);
         sink.send_audio(&[0x33; 160], 160);
@@ -373,12 +366,7 @@ mod tests {
         let ws = handshake(tcp.into_std().unwrap(), request, None)
             .await
             .expect("handshake");
-        let ids = twilio::Ids {
-            stream_sid: "MZ1".into(),
-            call_sid: "CA1".into(),
-            account_sid: "AC1".into(),
-        };
-        let sink = BotSink::new(Wire::Twilio(twilio::Writer::new(ids)), Counters::default());
+        let sink = sink::twilio_for_tests();
         sink.attach(ws);
         // Let all of it reach the socket first.
         tokio::time::sleep(Duration::from_millis(200)).await;

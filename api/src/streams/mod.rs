@@ -45,7 +45,7 @@ use wire::Wire;
 /// retry due).
 const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
 /// Changes arriving together are looked at once (a burst of REST calls).
-const COALESCE: Duration = Duration::from_millis(10);
+const COALESCE: Duration = Duration::from_millis(50);
 /// A stream that ended by itself is opened again after this.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Streams connected at once on this node.
@@ -92,8 +92,14 @@ pub fn start(app: AppState, retry_for: Duration) {
                 _ = tick.tick() => {}
                 _ = stream_ended.notified() => {}
                 change = changes.recv() => match change {
-                    Ok(c) if c.kind != ChangeKind::Participant => continue,
-                    // A participant changed, or changes were missed (lagged): look.
+                    // Only a stream participant's change (or the deletion of one whose
+                    // stream runs) is worth a look at every stream participant.
+                    Ok(c) if c.kind != ChangeKind::Participant
+                        || !(running.contains_key(&c.id) || app.conference.is_stream(c.id)) =>
+                    {
+                        continue
+                    }
+                    // A stream participant changed, or changes were missed (lagged): look.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 },

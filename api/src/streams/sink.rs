@@ -469,3 +469,17 @@ impl LegSink for BotSink {
 #[cfg(test)]
 #[path = "sink_tests.rs"]
 mod tests;
+
+/// A Twilio sink for tests (stream "MZ1" of call "CA1").
+#[cfg(test)]
+pub(super) fn twilio_for_tests() -> BotSink {
+    let ids = super::twilio::Ids {
+        stream_sid: "MZ1".into(),
+        call_sid: "CA1".into(),
+        account_sid: "AC1".into(),
+    };
+    BotSink::new(
+        Wire::Twilio(super::twilio::Writer::new(ids)),
+        Counters::default(),
+    )
+}
