@@ -7,7 +7,10 @@ N sessions, each with one PCMU caller (sipp, a real tone) throughout. Measured p
 S seconds each, each endpoint's between two of the callers alone (the base):
   base, + one Twilio bot per session (base64 mu-law JSON at 8 kHz, 20 ms frames), base,
   + one raw bot per session instead (binary 16-bit PCM at 16 kHz, 20 ms frames), base,
-  + a second PCMU caller per session instead, base.
+  + a second PCMU caller per session instead, base;
+  and the kernel's floor for a bot (bot-load floor): N bare WebSocket connections to the
+  same bots, one recv and one send of a ready-made media frame per 20 ms each, its own
+  CPU per connection (what a bot costs the gateway less the gateway's own code).
 The bots (bot-load, bench/src/bot_load.rs) speak at real time and hear their session's
 caller; with the second callers the two callers hear each other. The cost of one
 endpoint is the gateway's CPU above the mean of the two base phases around it, divided
@@ -152,10 +155,14 @@ def run(args):
             bases.append(measure(gw, args.seconds))
             around["legs"] = (bases[-2] + bases[-1]) / 2
             before = bases[-1]
-            rounds.append({"cpu": cpu, "around": around, "bases": bases})
+            out = subprocess.run([BOT_LOAD, "floor", str(port), str(n), str(args.seconds)],
+                                 capture_output=True, text=True, check=True).stdout
+            floor = json.loads(out.strip().splitlines()[-1])["us_per_connection_s"]
+            rounds.append({"cpu": cpu, "around": around, "bases": bases, "floor": floor})
             cost = {k: (cpu[k] - around[k]) / n * 1e6 for k in cpu}
             print(f"round {r + 1}: base " + ", ".join(f"{b * 100:.1f}" for b in bases) + " % of a core; "
-                  + ", ".join(f"{k} {cpu[k] * 100:.1f} % -> {cost[k]:.0f} µs" for k in cpu), flush=True)
+                  + ", ".join(f"{k} {cpu[k] * 100:.1f} % -> {cost[k]:.0f} µs" for k in cpu)
+                  + f"; a bare bot connection {floor:.0f} µs", flush=True)
 
         # The delay probe, with the N callers still talking and N Twilio bots back on.
         for s, b in zip(sessions, bots["twilio"]):
@@ -197,7 +204,10 @@ def run(args):
         print(f"median of {len(rounds)} rounds:")
         for k in kinds:
             print(f"  {labels[k]:28s} {cost[k]:7.0f} µs of gateway CPU per second  ({cost[k] / cost['legs']:.2f}x a SIP leg)")
-        result = {"sessions": n, "rounds": rounds, "us_per_endpoint_s": {k: round(v) for k, v in cost.items()},
+        floor = sorted(rd["floor"] for rd in rounds)[len(rounds) // 2]
+        print(f"  {'the kernel floor for a bot':28s} {floor:7.0f} µs per connection-second  "
+              f"({floor / cost['legs']:.2f}x a SIP leg; a Twilio bot is {cost['twilio'] / floor:.2f}x it)")
+        result = {"sessions": n, "bot_floor_us": round(floor), "rounds": rounds, "us_per_endpoint_s": {k: round(v) for k, v in cost.items()},
                   "twilio_vs_leg": round(cost["twilio"] / cost["legs"], 3),
                   "raw_vs_leg": round(cost["raw"] / cost["legs"], 3)}
         if PERF_DIR:
