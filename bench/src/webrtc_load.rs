@@ -168,13 +168,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_secs(warmup)).await;
             let metrics_url = format!("{}/metrics", args.target.base);
-            let media = |m: HashMap<String, f64>| {
-                let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
-                (
-                    get("patchbay_webrtc_media_out_total"),
-                    get("patchbay_webrtc_media_in_total"),
-                )
-            };
+            // The forwarding counters, and what each drive of a peer connection did
+            // (a binary older than those counters reports 0 for them).
+            const KEYS: [&str; 6] = [
+                "patchbay_webrtc_media_out_total",
+                "patchbay_webrtc_media_in_total",
+                "patchbay_webrtc_drives_total",
+                "patchbay_webrtc_polls_total",
+                "patchbay_webrtc_timeouts_total",
+                "patchbay_webrtc_transmits_total",
+            ];
+            let media = |m: HashMap<String, f64>| KEYS.map(|k| m.get(k).copied().unwrap_or(0.0));
             let (m0, c0, r0, t0) = (
                 media(metrics(&api.http, &metrics_url).await?),
                 proc_cpu(pid)?,
@@ -188,8 +192,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 totals.received.load(Relaxed),
                 t0.elapsed().as_secs_f64(),
             );
-            let fwd = (m1.0 - m0.0) / wall;
-            let inn = (m1.1 - m0.1) / wall;
+            let delta: Vec<f64> = m1.iter().zip(m0).map(|(a, b)| a - b).collect();
+            let fwd = delta[0] / wall;
+            let inn = delta[1] / wall;
+            // Per forwarded frame: drives, polls, timeouts, datagrams out.
+            let per_frame: Vec<f64> = delta[2..]
+                .iter()
+                .map(|d| if delta[0] > 0.0 { d / delta[0] } else { 0.0 })
+                .collect();
             let rx = (r1 - r0) as f64 / wall;
             let cpu = (c1 - c0) / wall;
             let expected = (n * (per_session - 1) * 50) as f64;
@@ -223,9 +233,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "per forwarded packet: {ours_us:.2} µs of gateway CPU; baseline (bare sendmmsg on loopback, this machine) {floor_us:.2} µs = {:.2}x",
                 ours_us / floor_us
             );
+            if per_frame.iter().any(|x| *x > 0.0) {
+                println!(
+                    "per forwarded frame: {:.2} peer connection drives, {:.2} polls, {:.2} timeouts, {:.2} datagrams out",
+                    per_frame[0], per_frame[1], per_frame[2], per_frame[3]
+                );
+            }
             println!(
                 "{}",
                 json!({"sessions": sessions, "participants": n, "protocol": protocol, "forwarded_pps": fwd.round(),
+                       "drives_per_frame": per_frame[0], "polls_per_frame": per_frame[1],
+                       "timeouts_per_frame": per_frame[2], "transmits_per_frame": per_frame[3],
                        "received_pps": rx.round(), "expected_pps": expected, "cpu_core_fraction": cpu,
                        "forwarded_pps_per_core": per_core.round(),
                        "cpu_us_per_subscriber_s": (cpu / n as f64 * 1e6).round(),

@@ -80,6 +80,14 @@ pub struct MediaStats {
     pub webrtc_media_in: AtomicU64,
     /// Media frames forwarded into browsers' subscribing connections.
     pub webrtc_media_out: AtomicU64,
+    /// Runs of a browser's peer connection until it waits (input, media written, timeout).
+    pub webrtc_drives: AtomicU64,
+    /// Outputs polled from peer connections (transmits, events, the timeout ending a drive).
+    pub webrtc_polls: AtomicU64,
+    /// Timeouts handed to peer connections (str0m packetizes written media in one).
+    pub webrtc_timeouts: AtomicU64,
+    /// Datagrams the peer connections produced.
+    pub webrtc_transmits: AtomicU64,
     pub signaling_connects: AtomicU64,
     pub signaling_resumed: AtomicU64,
     pub signaling_lost: AtomicU64,
@@ -115,6 +123,10 @@ pub struct LocalStats {
     pub jitter_shrinks: u64,
     pub webrtc_media_in: u64,
     pub webrtc_media_out: u64,
+    pub webrtc_drives: u64,
+    pub webrtc_polls: u64,
+    pub webrtc_timeouts: u64,
+    pub webrtc_transmits: u64,
     pub signaling_connects: u64,
     pub signaling_resumed: u64,
     pub signaling_lost: u64,
@@ -154,6 +166,10 @@ impl LocalStats {
         add(&into.jitter_shrinks, self.jitter_shrinks);
         add(&into.webrtc_media_in, self.webrtc_media_in);
         add(&into.webrtc_media_out, self.webrtc_media_out);
+        add(&into.webrtc_drives, self.webrtc_drives);
+        add(&into.webrtc_polls, self.webrtc_polls);
+        add(&into.webrtc_timeouts, self.webrtc_timeouts);
+        add(&into.webrtc_transmits, self.webrtc_transmits);
         add(&into.signaling_connects, self.signaling_connects);
         add(&into.signaling_resumed, self.signaling_resumed);
         add(&into.signaling_lost, self.signaling_lost);
@@ -215,6 +231,26 @@ impl MediaStats {
                 "webrtc_media_out",
                 "Media frames forwarded to browsers.",
                 &self.webrtc_media_out,
+            ),
+            (
+                "webrtc_drives",
+                "Runs of browsers' peer connections until they wait (input, media written, timeout).",
+                &self.webrtc_drives,
+            ),
+            (
+                "webrtc_polls",
+                "Outputs polled from browsers' peer connections.",
+                &self.webrtc_polls,
+            ),
+            (
+                "webrtc_timeouts",
+                "Timeouts handed to browsers' peer connections (written media is packetized in one).",
+                &self.webrtc_timeouts,
+            ),
+            (
+                "webrtc_transmits",
+                "Datagrams produced by browsers' peer connections.",
+                &self.webrtc_transmits,
             ),
             (
                 "signaling_connects",

@@ -59,6 +59,9 @@ pub(super) struct Pc {
     pub(super) heartbeat: Option<str0m::channel::ChannelId>,
     /// It has input or media to send since it was last driven.
     pub(super) dirty: bool,
+    /// Media was written into it since it was last driven: str0m packetizes written
+    /// media only in a timeout, so its drive runs one before the first poll.
+    pub(super) wrote: bool,
     /// When it next wants a timeout.
     pub(super) next: Option<Instant>,
     /// Reception figures per mid (publishing connections), from str0m's stats.
@@ -83,6 +86,7 @@ impl Pc {
             confirmed: Vec::new(),
             heartbeat: None,
             dirty: false,
+            wrote: false,
             next: None,
             ingress: Vec::new(),
             rtt_ms: None,

@@ -39,6 +39,7 @@ pub(super) fn write_to(
         if writer.write(pt, wallclock, time, data.clone()).is_ok() {
             written += 1;
             pc.dirty = true;
+            pc.wrote = true;
         }
     }
     written
@@ -137,6 +138,10 @@ impl SessionCore {
                         continue;
                     }
                     pc.dirty = false;
+                    // Written media leaves in a timeout: run it before the first poll
+                    // rather than after a poll that would only find it due (one pass
+                    // over the connection's streams fewer per drive).
+                    let timed_out = timed_out || std::mem::take(&mut pc.wrote);
                     let mut out = Driven {
                         outbox: &mut self.outbox,
                         confirms: &mut confirms,
@@ -144,6 +149,7 @@ impl SessionCore {
                         keyframe_requests: &mut self.keyframe_requests,
                         last_pong,
                         session_id: self.session_id,
+                        stats: &mut self.stats,
                     };
                     if !drive_pc(pc, id, now, timed_out, &mut out) {
                         dead.push((id, pc.id));
@@ -264,6 +270,8 @@ struct Driven<'a> {
     /// The device's last heartbeat.
     last_pong: &'a mut Option<Instant>,
     session_id: uuid::Uuid,
+    /// Drives, polls, timeouts and transmits counted.
+    stats: &'a mut crate::media::stats::LocalStats,
 }
 
 /// Run one peer connection until it waits: queue what it transmits, collect what it
@@ -276,16 +284,20 @@ fn drive_pc(
     out: &mut Driven<'_>,
 ) -> bool {
     let rtc = &mut pc.rtc;
+    out.stats.webrtc_drives += 1;
+    out.stats.webrtc_timeouts += u64::from(timed_out);
     if timed_out && rtc.handle_input(str0m::Input::Timeout(now.at)).is_err() {
         return false;
     }
     let mut ran_timeout = timed_out;
     loop {
+        out.stats.webrtc_polls += 1;
         match rtc.poll_output() {
             // A timeout already due (media queued by a write waits for one): run it now
             // rather than on another wake-up.
             Ok(str0m::Output::Timeout(t)) if t <= now.at && !ran_timeout => {
                 ran_timeout = true;
+                out.stats.webrtc_timeouts += 1;
                 if rtc.handle_input(str0m::Input::Timeout(now.at)).is_err() {
                     return false;
                 }
@@ -305,6 +317,7 @@ fn drive_pc(
                         out.confirms.push((u.clone(), t.destination));
                     }
                 }
+                out.stats.webrtc_transmits += 1;
                 out.outbox.push((t.destination, t.contents.into()));
             }
             Ok(str0m::Output::Event(e)) => match e {
