@@ -11,6 +11,7 @@ concurrency=${1:-64}
 seconds=${2:-10}
 stores=${3:-sqlite}
 [ "$stores" = both ] && stores="sqlite postgres"
+scripts/patch-crates
 cargo build --release --locked -q --bin patchbay -p patchbay-gateway
 cargo build --release --locked -q --bin api-load -p patchbay-bench
 echo "machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

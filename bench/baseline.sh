@@ -16,7 +16,9 @@ if [ ! -x "$out" ]; then
     tree=$(mktemp -d)
     git worktree add --detach -q "$tree" "$sha"
     trap 'git worktree remove --force "$tree"' EXIT
-    (cd "$tree" && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release --locked -q --bin patchbay -p patchbay-gateway)
+    # A commit with patched registry crates prepares them in its own tree.
+    (cd "$tree" && { [ ! -x scripts/patch-crates ] || scripts/patch-crates; } &&
+        CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release --locked -q --bin patchbay -p patchbay-gateway)
     mkdir -p target/baseline
     cp target/release/patchbay "$out.tmp"
     mv "$out.tmp" "$out"

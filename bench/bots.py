@@ -248,6 +248,7 @@ def main():
     args = p.parse_args()
     global PERF_DIR
     PERF_DIR = args.perf
+    subprocess.run([os.path.join(ROOT, "scripts/patch-crates")], check=True)
     subprocess.run(["cargo", "build", "--release", "-q", "--bin", "patchbay", "--bin", "bot-load"], cwd=ROOT, check=True)
     run(args)
 

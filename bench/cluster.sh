@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pings=${1:-5000}
+scripts/patch-crates
 cargo build --release --locked -q --bin patchbay -p patchbay-gateway
 cargo build --release --locked -q --bin ws-rtt -p patchbay-bench
 echo "machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

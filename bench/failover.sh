@@ -15,6 +15,7 @@ pgdir=$(mktemp -d "${TMPDIR:-/tmp}/patchbay-pg.XXXXXX")
 trap 'scripts/postgres stop "$pgdir" || true; rm -rf "$pgdir"' EXIT
 PATCHBAY_TEST_POSTGRES=$(scripts/postgres start "$pgdir")
 export PATCHBAY_TEST_POSTGRES
+scripts/patch-crates
 cargo build --locked -q -p patchbay-gateway -p patchbay-tests --tests
 for lease in 10 3; do
     for _ in $(seq "$runs"); do

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-webhooks}
+scripts/patch-crates
 cargo build --release --locked -q --bin patchbay -p patchbay-gateway
 cargo build --release --locked -q --bin hooks-load -p patchbay-bench
 work=$(mktemp -d)

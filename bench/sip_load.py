@@ -536,6 +536,7 @@ def main():
         sp.add_argument("--baseline", default=None,
                         help="a commit to measure the same way for A/B ratios (default: bench/baseline.rev; none: skip)")
     args = p.parse_args()
+    subprocess.run([os.path.join(ROOT, "scripts/patch-crates")], check=True)
     if args.cmd == "record":
         subprocess.run(["cargo", "build", "--release", "-q", "--bin", "patchbay", "--bin", "webrtc-load"], cwd=ROOT,
                        check=True)

@@ -112,6 +112,7 @@ def main():
     args = p.parse_args()
     if args.legs + args.browsers > args.per_session:
         sys.exit("--legs + --browsers must not exceed --per-session")
+    subprocess.run([os.path.join(ROOT, "scripts/patch-crates")], check=True)
     subprocess.run(["cargo", "build", "--release", "-q", "--locked", "--bin", "patchbay", "--bin", "webrtc-load"],
                    cwd=ROOT, check=True)
     seconds = int(args.minutes * 60)

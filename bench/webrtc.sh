@@ -19,6 +19,7 @@ baseline=""
 if [ "$baseline_rev" != none ] && [ "$protocol" = v3 ]; then
     baseline=$(bench/baseline.sh "$baseline_rev")
 fi
+scripts/patch-crates
 cargo build --release --locked -q --bin patchbay -p patchbay-gateway
 cargo build --release --locked -q --bin webrtc-load -p patchbay-bench
 current=${BENCH_CURRENT:-./target/release/patchbay}
