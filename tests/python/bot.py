@@ -3,7 +3,13 @@ written from Twilio's and Bandwidth's published message examples (not from Patch
 code), for the stream participant tests.
 
     bot.py PORT REPORT_DIR [--protocol twilio|bandwidth|raw] [--say HZ:SECONDS:MARK ...]
-           [--clear-after S] [--close-after S]
+           [--clear-after S] [--close-after S] [--pipecat]
+
+--pipecat (Twilio only): the stream's messages go through Pipecat's own serializer
+(pipecat-ai's `TwilioFrameSerializer`, as a Pipecat bot runs it: 16 kHz in its pipeline):
+what the bot hears is what Pipecat decodes from our `media` (16 kHz PCM, the report's
+"rate"), digits are what it makes of our `dtmf`, and the bot's speech is what Pipecat
+serializes from 16 kHz audio frames (Pipecat's Twilio serializer has no marks: none sent).
 
 Bandwidth: the bot answers with `playAudio` in `audio/pcm;rate=16000` (16-bit little
 endian) and has no marks; its events are reported under "event" as Twilio's are.
@@ -90,6 +96,7 @@ class Bot:
         bandwidth = self.args.protocol == "bandwidth"
         raw = self.args.protocol == "raw"
         rate = 8000
+        pipecat = None  # Pipecat's serializer, once `start` named the stream
 
         async def speak():
             for say in self.args.say:
@@ -108,6 +115,15 @@ class Bot:
                         await ws.send_str(json.dumps({"eventType": "playAudio", "media": {
                             "contentType": "audio/pcm;rate=16000",
                             "payload": base64.b64encode(audio[i:i + 3200]).decode()}}))
+                    continue
+                if pipecat:
+                    from pipecat.frames.frames import OutputAudioRawFrame
+                    audio = pcm16_tone(float(hz), float(seconds), 16000)
+                    for i in range(0, len(audio), 640):
+                        frame = OutputAudioRawFrame(audio=audio[i:i + 640], sample_rate=16000, num_channels=1)
+                        out = await pipecat.serialize(frame)
+                        if out:
+                            await ws.send_str(out)
                     continue
                 audio = tone(float(hz), float(seconds))
                 for i in range(0, len(audio), 800):
@@ -149,12 +165,31 @@ class Bot:
                 sid = m["start"]["streamSid"]
                 entry["start"] = m["start"]
                 entry["streamSid"] = m.get("streamSid")
+                if self.args.pipecat:
+                    pipecat = await pipecat_serializer(m)
+                    rate = 16000
                 speaking = asyncio.ensure_future(speak())
             if event == "start" and self.args.close_after is not None:
                 async def close_later():
                     await asyncio.sleep(self.args.close_after)
                     await ws.close()
                 asyncio.ensure_future(close_later())
+            elif pipecat and event in ("media", "dtmf"):
+                from pipecat.frames.frames import InputAudioRawFrame, InputDTMFFrame
+                frame = await pipecat.deserialize(msg.data)
+                if frame is None:
+                    continue  # its resampler's first input gives no audio yet
+                if isinstance(frame, InputAudioRawFrame):
+                    pcm_heard.extend(frame.audio)
+                    if len(events) and events[-1].get("event") == "media":
+                        events[-1]["count"] += 1
+                        continue
+                    entry["count"] = 1
+                    entry["sampleRate"] = frame.sample_rate
+                elif isinstance(frame, InputDTMFFrame):
+                    entry["digit"] = frame.button.value
+                else:
+                    entry["frame"] = type(frame).__name__
             elif event == "media":
                 payload = m["payload"] if bandwidth else m["media"]["payload"]
                 heard.extend(base64.b64decode(payload))
@@ -176,7 +211,7 @@ class Bot:
         if speaking:
             speaking.cancel()
         pcm = b"".join(int.to_bytes(ulaw_decode(b) & 0xFFFF, 2, "little") for b in heard)
-        if raw:
+        if raw or pipecat:
             pcm = bytes(pcm_heard)
         with open(os.path.join(self.args.report_dir, f"stream-{n}.pcm"), "wb") as f:
             f.write(pcm)
@@ -187,6 +222,20 @@ class Bot:
         return ws
 
 
+async def pipecat_serializer(start):
+    """Pipecat's Twilio serializer for the stream `start` names, set up as a Pipecat
+    pipeline at 16 kHz sets it up (no hang-up through Twilio's REST API)."""
+    from types import SimpleNamespace
+
+    from pipecat.serializers.twilio import TwilioFrameSerializer
+
+    serializer = TwilioFrameSerializer(
+        start["start"]["streamSid"], start["start"].get("callSid"),
+        params=TwilioFrameSerializer.InputParams(auto_hang_up=False))
+    await serializer.setup(SimpleNamespace(audio_in_sample_rate=16000))
+    return serializer
+
+
 async def main():
     p = argparse.ArgumentParser()
     p.add_argument("port", type=int)
@@ -195,6 +244,7 @@ async def main():
     p.add_argument("--say", action="append", default=[])
     p.add_argument("--clear-after", type=float)
     p.add_argument("--close-after", type=float)
+    p.add_argument("--pipecat", action="store_true")
     args = p.parse_args()
     app = web.Application()
     bot = Bot(args)

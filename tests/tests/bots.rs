@@ -290,6 +290,75 @@ async fn clear_silences_the_bot_at_once_and_dtmf_reaches_it() {
     assert_eq!(digits, vec!["1"], "{report}");
 }
 
+/// Pipecat's own Twilio serializer (pipecat-ai 1.14's `TwilioFrameSerializer`, set up as a
+/// Pipecat pipeline at 16 kHz sets it up) at the bot's end: it decodes our `media` into the
+/// caller's voice and our `dtmf` into the digit pressed, and what it serializes from the
+/// bot's 16 kHz audio frames plays to the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipecats_twilio_serializer_understands_our_stream_and_is_understood() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let dir = g.scratch().to_path_buf();
+    let bot = Bot::start(&dir, &["--pipecat", "--say", "880:3.0:-"]);
+    let s = api.session(None).await;
+    let (_, lt) = member(&api, &s).await;
+    let (_, pt) = member(&api, &s).await;
+    let bot_id = bot.participant(&api, json!({"protocol": "twilio"})).await;
+    std::fs::copy(
+        "/usr/share/sip-tester/dtmf_2833_1.pcap",
+        dir.join("dtmf1.pcap"),
+    )
+    .expect("sip-tester's DTMF capture");
+    let call = SippCall::tone("caller", &dir, 440, Law::Ulaw, 6000).token(&lt);
+    let capture = Capture::start(&dir, &[call.media_port]);
+    let running = call.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let added = now_epoch();
+    api.add(&s, &bot_id, Some(json!({"sessionId": s}))).await;
+    g.wait_metric("patchbay_streams_connected", 1.0).await;
+    let presser_call = SippCall::new("presser", "uac_dtmf.xml")
+        .var("DELAY_MS", "1500")
+        .var("HOLD_MS", "1000")
+        .token(&pt);
+    presser_call
+        .spawn(&g, &dir)
+        .assert_ok(Duration::from_secs(20));
+    running.assert_ok(Duration::from_secs(20));
+    let packets = capture.stop();
+    api.remove(&s, &bot_id).await;
+    let (report, heard) = bot.report(1).await;
+
+    // What Pipecat decoded: the caller's 440 Hz, at its pipeline's 16 kHz.
+    assert_eq!(report["rate"], 16000, "{report}");
+    let media = events(&report, "media");
+    assert_eq!(
+        media.first().map(|m| &m["sampleRate"]),
+        Some(&json!(16000)),
+        "{report}"
+    );
+    let heard_s = heard.len() as f64 / 16000.0;
+    assert!(heard_s > 3.0, "Pipecat decoded {heard_s:.2} s");
+    let middle = &heard[16000..heard.len().min(16000 + 32000)];
+    let shares = tone_shares(middle, &FREQS, 16000.0);
+    assert!(shares[&440] > 0.6, "Pipecat decoded {shares:?}");
+    // The presser's digit, as Pipecat's InputDTMFFrame.
+    let digits: Vec<&str> = events(&report, "dtmf")
+        .iter()
+        .filter_map(|d| d["digit"].as_str())
+        .collect();
+    assert_eq!(digits, vec!["1"], "{report}");
+    // The caller heard what Pipecat serialized.
+    assert_hears(
+        &packets,
+        "the caller, while the Pipecat bot speaks",
+        call.media_port,
+        Law::Ulaw,
+        added + 0.8,
+        added + 2.8,
+        &[880],
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_that_drops_is_connected_again_and_given_up_after_stream_retry_for() {
     let hooks = Receiver::start().await;
