@@ -374,8 +374,8 @@ proptest! {
 fn a_forged_ssrc_with_a_known_mid_does_not_take_a_browsers_stream() {
     let (mut rig, mut speaker, mut listener, _) = speaker_and_listener(41130, true);
     let sent = speaker.sent.take().unwrap_or_default();
-    // The speaker's RTP (version 2, a header extension, not RTCP); its first packets
-    // carry the mid (str0m, as libwebrtc, stops sending it once the stream is known).
+    // The speaker's RTP (version 2, a header extension, not RTCP): the test's str0m
+    // browser puts the mid extension in every packet.
     let rtp: Vec<&(SocketAddr, Vec<u8>)> = sent
         .iter()
         .filter(|(_, d)| {
