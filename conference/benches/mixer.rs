@@ -8,12 +8,18 @@
 //! - `g711_codec_only`: decoding 20 packets and encoding 20 mixes, no mixing —
 //!   the floor of any G.711 conference bridge.
 
+mod common;
+use common::mean_ns;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput};
 use patchbay_conference::media::codec::{AudioCodec, Decoder, Encoder};
 use patchbay_conference::media::mixer::Mixer;
 use patchbay_conference::media::pcm::PcmFifo;
+
+/// The criterion group these benches are saved under.
+const GROUP: &str = "session_20_legs_per_frame";
 
 const LEGS: u64 = 20;
 const FRAME: usize = 160;
@@ -43,7 +49,7 @@ fn session_mixer() -> Mixer {
 
 fn bench(c: &mut Criterion) {
     let frames: Vec<Vec<i16>> = (0..LEGS).map(tone).collect();
-    let mut g = c.benchmark_group("session_20_legs_per_frame");
+    let mut g = c.benchmark_group(GROUP);
     g.throughput(Throughput::Elements(LEGS));
 
     let mut m = session_mixer();
@@ -131,24 +137,15 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// Mean time of one benchmark from criterion's saved estimates, in ns.
-fn mean_ns(id: &str) -> Option<f64> {
-    let dir = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| format!("{}/../target", env!("CARGO_MANIFEST_DIR")));
-    let path = format!("{dir}/criterion/session_20_legs_per_frame/{id}/new/estimates.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    v["mean"]["point_estimate"].as_f64()
-}
-
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
     c.final_summary();
     if let (Some(mix), Some(naive), Some(full), Some(codec)) = (
-        mean_ns("mixer"),
-        mean_ns("naive_per_listener"),
-        mean_ns("g711_decode_mix_encode"),
-        mean_ns("g711_codec_only"),
+        mean_ns(GROUP, "mixer"),
+        mean_ns(GROUP, "naive_per_listener"),
+        mean_ns(GROUP, "g711_decode_mix_encode"),
+        mean_ns(GROUP, "g711_codec_only"),
     ) {
         println!("\n20-leg session, per 20 ms frame:");
         println!(

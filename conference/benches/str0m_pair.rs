@@ -17,6 +17,9 @@
 //! one m-line (if str0m's cost per frame did not depend on the connection's other
 //! streams, every ratio would be about 1), with the polls and timeouts per frame.
 
+mod common;
+use common::mean_ns;
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +31,9 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
+
+/// The criterion group these benches are saved under.
+const GROUP: &str = "str0m_forward_one_frame";
 
 const M_LINES: [usize; 4] = [1, 5, 19, 50];
 
@@ -224,7 +230,7 @@ impl Pair {
 
 fn bench(c: &mut Criterion) {
     let data: Arc<[u8]> = vec![0x5a; 80].into();
-    let mut g = c.benchmark_group("str0m_forward_one_frame");
+    let mut g = c.benchmark_group(GROUP);
     for m in M_LINES {
         let mut pair = Pair::new(m);
         g.bench_function(format!("{m}_m_lines"), |b| {
@@ -250,27 +256,18 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// Mean time of one benchmark from criterion's saved estimates, in ns.
-fn mean_ns(id: &str) -> Option<f64> {
-    let dir = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| format!("{}/../target", env!("CARGO_MANIFEST_DIR")));
-    let path = format!("{dir}/criterion/str0m_forward_one_frame/{id}/new/estimates.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    v["mean"]["point_estimate"].as_f64()
-}
-
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
     c.final_summary();
-    let Some(one) = mean_ns("1_m_lines") else {
+    let Some(one) = mean_ns(GROUP, "1_m_lines") else {
         return;
     };
     println!(
         "\nOne forwarded Opus frame (write + drive until it waits), by m-lines on the connection:"
     );
     for m in M_LINES {
-        if let Some(ns) = mean_ns(&format!("{m}_m_lines")) {
+        if let Some(ns) = mean_ns(GROUP, &format!("{m}_m_lines")) {
             println!(
                 "  {m:>2} m-lines  {ns:>8.0} ns  ({:.2}x one m-line)",
                 ns / one

@@ -333,3 +333,17 @@ fn tail(s: &str, lines: usize) -> String {
     let all: Vec<&str> = s.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// A caller that presses "1" (sip-tester's RFC 4733 capture) `delay_ms` after it is
+/// answered and hangs up `hold_ms` later: `uac_dtmf.xml` with the capture copied into `dir`.
+pub fn presser(dir: &Path, token: &str, delay_ms: u32, hold_ms: u32) -> SippCall {
+    std::fs::copy(
+        "/usr/share/sip-tester/dtmf_2833_1.pcap",
+        dir.join("dtmf1.pcap"),
+    )
+    .expect("sip-tester's DTMF capture");
+    SippCall::new("presser", "uac_dtmf.xml")
+        .var("DELAY_MS", delay_ms.to_string())
+        .var("HOLD_MS", hold_ms.to_string())
+        .token(token)
+}

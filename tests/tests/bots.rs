@@ -8,7 +8,7 @@ use patchbay_tests::bots::{events, listener, member, Bot};
 use patchbay_tests::hearing::{assert_hears, FREQS};
 use patchbay_tests::hooks::Receiver;
 use patchbay_tests::media::{now_epoch, tone_shares, Capture, Law};
-use patchbay_tests::sipp::{free_udp_ports, SippCall};
+use patchbay_tests::sipp::{free_udp_ports, presser, SippCall};
 use patchbay_tests::Gateway;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -224,11 +224,6 @@ async fn clear_silences_the_bot_at_once_and_dtmf_reaches_it() {
     let (_, lt) = member(&api, &s).await;
     let (_, pt) = member(&api, &s).await;
     let bot_id = bot.participant(&api, json!({"protocol": "twilio"})).await;
-    std::fs::copy(
-        "/usr/share/sip-tester/dtmf_2833_1.pcap",
-        dir.join("dtmf1.pcap"),
-    )
-    .expect("sip-tester's DTMF capture");
     // The listener is silent to itself: what it receives is the bot (and the presser's
     // silence).
     let call = SippCall::tone("listener", &dir, 440, Law::Ulaw, 7000).token(&lt);
@@ -237,11 +232,7 @@ async fn clear_silences_the_bot_at_once_and_dtmf_reaches_it() {
     g.wait_metric("patchbay_sip_calls_active", 1.0).await;
     api.add(&s, &bot_id, Some(json!({"sessionId": s}))).await;
     g.wait_metric("patchbay_streams_connected", 1.0).await;
-    let presser_call = SippCall::new("presser", "uac_dtmf.xml")
-        .var("DELAY_MS", "2500")
-        .var("HOLD_MS", "1000")
-        .token(&pt);
-    let pressing = presser_call.spawn(&g, &dir);
+    let pressing = presser(&dir, &pt, 2500, 1000).spawn(&g, &dir);
     pressing.assert_ok(Duration::from_secs(20));
     running.assert_ok(Duration::from_secs(20));
     let packets = capture.stop();
@@ -304,11 +295,6 @@ async fn pipecats_twilio_serializer_understands_our_stream_and_is_understood() {
     let (_, lt) = member(&api, &s).await;
     let (_, pt) = member(&api, &s).await;
     let bot_id = bot.participant(&api, json!({"protocol": "twilio"})).await;
-    std::fs::copy(
-        "/usr/share/sip-tester/dtmf_2833_1.pcap",
-        dir.join("dtmf1.pcap"),
-    )
-    .expect("sip-tester's DTMF capture");
     let call = SippCall::tone("caller", &dir, 440, Law::Ulaw, 6000).token(&lt);
     let capture = Capture::start(&dir, &[call.media_port]);
     let running = call.spawn(&g, &dir);
@@ -316,11 +302,7 @@ async fn pipecats_twilio_serializer_understands_our_stream_and_is_understood() {
     let added = now_epoch();
     api.add(&s, &bot_id, Some(json!({"sessionId": s}))).await;
     g.wait_metric("patchbay_streams_connected", 1.0).await;
-    let presser_call = SippCall::new("presser", "uac_dtmf.xml")
-        .var("DELAY_MS", "1500")
-        .var("HOLD_MS", "1000")
-        .token(&pt);
-    presser_call
+    presser(&dir, &pt, 1500, 1000)
         .spawn(&g, &dir)
         .assert_ok(Duration::from_secs(20));
     running.assert_ok(Duration::from_secs(20));

@@ -305,16 +305,8 @@ async fn dtmf_reaches_the_other_callers_as_rfc4733() {
     api.add(&s, &a, Some(json!({"sessionId": s}))).await;
     api.add(&s, &b, Some(json!({"sessionId": s}))).await;
     let dir = g.scratch().to_path_buf();
-    std::fs::copy(
-        "/usr/share/sip-tester/dtmf_2833_1.pcap",
-        dir.join("dtmf1.pcap"),
-    )
-    .expect("sip-tester's DTMF capture");
     let listener = tone_call("listener", &dir, 440, Law::Ulaw, 3000, &tb);
-    let presser = SippCall::new("presser", "uac_dtmf.xml")
-        .var("DELAY_MS", "800")
-        .var("HOLD_MS", "1200")
-        .token(&ta);
+    let presser = patchbay_tests::sipp::presser(&dir, &ta, 800, 1200);
     let capture = Capture::start(&dir, &[listener.media_port]);
     let (rl, rp) = (listener.spawn(&g, &dir), presser.spawn(&g, &dir));
     rp.assert_ok(Duration::from_secs(15));
