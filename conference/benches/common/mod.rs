@@ -8,3 +8,4 @@ pub fn mean_ns(group: &str, id: &str) -> Option<f64> {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     v["mean"]["point_estimate"].as_f64()
 }
+pub mod pair;

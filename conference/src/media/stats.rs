@@ -80,6 +80,8 @@ pub struct MediaStats {
     pub webrtc_media_in: AtomicU64,
     /// Media frames forwarded into browsers' subscribing connections.
     pub webrtc_media_out: AtomicU64,
+    /// Of those, frames sent at once (packetized and protected as written, no timeout).
+    pub webrtc_media_out_now: AtomicU64,
     /// Runs of a browser's peer connection until it waits (input, media written, timeout).
     pub webrtc_drives: AtomicU64,
     /// Outputs polled from peer connections (transmits, events, the timeout ending a drive).
@@ -123,6 +125,7 @@ pub struct LocalStats {
     pub jitter_shrinks: u64,
     pub webrtc_media_in: u64,
     pub webrtc_media_out: u64,
+    pub webrtc_media_out_now: u64,
     pub webrtc_drives: u64,
     pub webrtc_polls: u64,
     pub webrtc_timeouts: u64,
@@ -166,6 +169,7 @@ impl LocalStats {
         add(&into.jitter_shrinks, self.jitter_shrinks);
         add(&into.webrtc_media_in, self.webrtc_media_in);
         add(&into.webrtc_media_out, self.webrtc_media_out);
+        add(&into.webrtc_media_out_now, self.webrtc_media_out_now);
         add(&into.webrtc_drives, self.webrtc_drives);
         add(&into.webrtc_polls, self.webrtc_polls);
         add(&into.webrtc_timeouts, self.webrtc_timeouts);
@@ -231,6 +235,11 @@ impl MediaStats {
                 "webrtc_media_out",
                 "Media frames forwarded to browsers.",
                 &self.webrtc_media_out,
+            ),
+            (
+                "webrtc_media_out_now",
+                "Media frames to browsers sent at once as written (no timeout, no queue).",
+                &self.webrtc_media_out_now,
             ),
             (
                 "webrtc_drives",

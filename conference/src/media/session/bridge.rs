@@ -173,7 +173,8 @@ impl SessionCore {
     }
 
     /// Each SIP leg some browser receives: encode this tick's caller audio to Opus once,
-    /// at the leg's own rate, and write it into every subscribing connection.
+    /// at the leg's own rate, and write it into every subscribing connection. True:
+    /// some connection queued it (a drive sends it).
     pub(super) fn phone_to_browsers(&mut self, now: Now) -> bool {
         let mut wrote = false;
         let SessionCore {
@@ -181,6 +182,7 @@ impl SessionCore {
             fanout,
             devices,
             stats,
+            outbox,
             ..
         } = self;
         for (&id, leg) in legs.iter_mut() {
@@ -216,11 +218,13 @@ impl SessionCore {
                         .map(|p| p.pt())
                 },
                 now.at,
+                now.at,
                 time,
                 &payload,
+                outbox,
             );
-            stats.webrtc_media_out += written;
-            wrote |= written > 0;
+            written.count(stats);
+            wrote |= written.frames > written.now;
         }
         wrote
     }

@@ -17,17 +17,41 @@ use crate::media::webrtc::MAX_ADDRS_PER_UFRAG;
 /// Where a forwarded source goes: a device's subscribing connection and the mid there.
 pub(super) type Target = (DeviceId, PcId, str0m::media::Mid);
 
-/// Write one frame into each target; `pt_for` picks the payload type there. Returns
-/// how many connections took it.
+/// What writing one frame into its targets did.
+#[derive(Default)]
+pub(super) struct Written {
+    /// Connections that took it.
+    pub(super) frames: u64,
+    /// Of those, connections that sent it at once (the rest queued it for a drive).
+    pub(super) now: u64,
+    /// Datagrams sent at once.
+    pub(super) transmits: u64,
+}
+
+impl Written {
+    /// Into the session's counters.
+    pub(super) fn count(&self, stats: &mut crate::media::stats::LocalStats) {
+        stats.webrtc_media_out += self.frames;
+        stats.webrtc_media_out_now += self.now;
+        stats.webrtc_transmits += self.transmits;
+    }
+}
+
+/// Write one frame into each target; `pt_for` picks the payload type there. Each
+/// connection sends it at once where it can (`Writer::write_now`: packetized and
+/// protected as written, into `outbox`), else queues it for the next drive (`wrote`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn write_to(
     devices: &mut HashMap<DeviceId, Device>,
     targets: &[Target],
     pt_for: impl Fn(&str0m::media::Writer<'_>) -> Option<str0m::media::Pt>,
+    now: Instant,
     wallclock: Instant,
     time: str0m::media::MediaTime,
     data: &Arc<[u8]>,
-) -> u64 {
-    let mut written = 0;
+    outbox: &mut Vec<(SocketAddr, Vec<u8>)>,
+) -> Written {
+    let mut written = Written::default();
     for (device, pc, mid) in targets {
         let Some(pc) = devices.get_mut(device).and_then(|d| d.pc_mut(*pc)) else {
             continue;
@@ -36,10 +60,23 @@ pub(super) fn write_to(
             continue;
         };
         let Some(pt) = pt_for(&writer) else { continue };
-        if writer.write(pt, wallclock, time, data.clone()).is_ok() {
-            written += 1;
-            pc.dirty = true;
-            pc.wrote = true;
+        let mut sent = 0;
+        let transmit = |t: str0m::net::Transmit| {
+            sent += 1;
+            outbox.push((t.destination, t.contents.into()));
+        };
+        match writer.write_now(now, pt, wallclock, time, data.clone(), transmit) {
+            Ok(str0m::media::WriteNow::Sent(_)) => {
+                written.frames += 1;
+                written.now += 1;
+                written.transmits += sent;
+            }
+            Ok(str0m::media::WriteNow::Queued) => {
+                written.frames += 1;
+                pc.dirty = true;
+                pc.wrote = true;
+            }
+            Err(_) => {}
         }
     }
     written
@@ -247,11 +284,13 @@ impl SessionCore {
                 &mut self.devices,
                 targets,
                 |w| w.match_params(data.params),
+                now.at,
                 data.network_time,
                 data.time,
                 &data.data,
+                &mut self.outbox,
             );
-            self.stats.webrtc_media_out += written;
+            written.count(&mut self.stats);
         }
         self.frames = frames;
         self.frames.clear();
