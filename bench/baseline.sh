@@ -26,8 +26,10 @@ if [ ! -x "$out" ]; then
     # release directory (cargo hashes path packages by their path inside the workspace),
     # so the baseline's build outputs would pass for the current tree's: remove them, and
     # whoever runs next rebuilds the current workspace crates (not the dependencies).
+    # The same holds for the registry crates patched into .patched/ (path packages too,
+    # with the other tree's patches).
     cargo clean --release -q -p patchbay-config -p patchbay-conference -p patchbay-api \
-        -p patchbay-sip -p patchbay-gateway -p patchbay-tls
+        -p patchbay-sip -p patchbay-gateway -p patchbay-tls -p str0m
     rm -f target/release/patchbay
 fi
 echo "$PWD/$out"
