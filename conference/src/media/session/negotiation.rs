@@ -14,14 +14,23 @@ use super::{
 use crate::events::{DeviceLayout, DeviceNote};
 use crate::media::sdp::{offered_streams, offered_tracks, reject_kinds, sdp_ufrag};
 
-/// A peer connection of ours; `dtmf` accepts RFC 4733 telephone-events (publishing
-/// connections: the SDK's `sendDtmf` uses the audio sender's `RTCDTMFSender`).
-pub(super) fn new_rtc(local: std::net::SocketAddr, dtmf: bool, now: Now) -> Option<str0m::Rtc> {
+/// A peer connection of ours. A publishing one (the browser sends) accepts RFC 4733
+/// telephone-events (the SDK's `sendDtmf` uses the audio sender's `RTCDTMFSender`) and
+/// gives transport feedback for the browser's bandwidth estimation; a subscribing one
+/// (we send) negotiates no transport feedback (`subscribing_extensions`).
+pub(super) fn new_rtc(
+    local: std::net::SocketAddr,
+    publishing: bool,
+    now: Now,
+) -> Option<str0m::Rtc> {
     // RTCP figures once a second, for the console's quality rows and `/metrics`.
     let mut config = str0m::Rtc::builder()
         .set_ice_lite(true)
         .set_stats_interval(Some(std::time::Duration::from_secs(1)));
-    if dtmf {
+    if !publishing {
+        config = config.set_extension_map(subscribing_extensions());
+    }
+    if publishing {
         for (pt, rate) in [
             (110, str0m::media::Frequency::FORTY_EIGHT_KHZ),
             (126, str0m::media::Frequency::EIGHT_KHZ),
@@ -47,6 +56,26 @@ pub(super) fn new_rtc(local: std::net::SocketAddr, dtmf: bool, now: Now) -> Opti
             None
         }
     }
+}
+
+/// The RTP header extensions of a connection we only send on: the standard set (same
+/// ids) without transport-cc and abs-send-time. We run no bandwidth estimation (media is
+/// forwarded as published), so the browser's transport feedback on what we send (every
+/// 100 ms per connection) and its REMB would be work for nothing on both ends: an input
+/// and a drive each here, and per packet a sequence number and its record.
+fn subscribing_extensions() -> str0m::rtp::ExtensionMap {
+    use str0m::rtp::Extension;
+    let standard = str0m::rtp::ExtensionMap::standard();
+    let mut exts = str0m::rtp::ExtensionMap::empty();
+    for (id, ext) in standard.iter() {
+        if !matches!(
+            ext,
+            Extension::TransportSequenceNumber | Extension::AbsoluteSendTime
+        ) {
+            exts.set(id, ext.clone());
+        }
+    }
+    exts
 }
 
 /// The SDK's negotiated data channels: 0 `__heartbeat__`, 1 `__diagnostics__`.
