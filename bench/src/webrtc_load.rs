@@ -170,13 +170,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let metrics_url = format!("{}/metrics", args.target.base);
             // The forwarding counters, and what each drive of a peer connection did
             // (a binary older than those counters reports 0 for them).
-            const KEYS: [&str; 6] = [
+            const KEYS: [&str; 7] = [
                 "patchbay_webrtc_media_out_total",
                 "patchbay_webrtc_media_in_total",
                 "patchbay_webrtc_drives_total",
                 "patchbay_webrtc_polls_total",
                 "patchbay_webrtc_timeouts_total",
                 "patchbay_webrtc_transmits_total",
+                "patchbay_webrtc_media_out_now_total",
             ];
             let media = |m: HashMap<String, f64>| KEYS.map(|k| m.get(k).copied().unwrap_or(0.0));
             let (m0, c0, r0, t0) = (
@@ -195,7 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let delta: Vec<f64> = m1.iter().zip(m0).map(|(a, b)| a - b).collect();
             let fwd = delta[0] / wall;
             let inn = delta[1] / wall;
-            // Per forwarded frame: drives, polls, timeouts, datagrams out.
+            // Per forwarded frame: drives, polls, timeouts, datagrams out, sent at once.
             let per_frame: Vec<f64> = delta[2..]
                 .iter()
                 .map(|d| if delta[0] > 0.0 { d / delta[0] } else { 0.0 })
@@ -235,8 +236,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
             if per_frame.iter().any(|x| *x > 0.0) {
                 println!(
-                    "per forwarded frame: {:.2} peer connection drives, {:.2} polls, {:.2} timeouts, {:.2} datagrams out",
-                    per_frame[0], per_frame[1], per_frame[2], per_frame[3]
+                    "per forwarded frame: {:.2} peer connection drives, {:.2} polls, {:.2} timeouts, {:.2} datagrams out; {:.1} % sent at once as written",
+                    per_frame[0], per_frame[1], per_frame[2], per_frame[3], per_frame[4] * 100.0
                 );
             }
             println!(
@@ -244,6 +245,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 json!({"sessions": sessions, "participants": n, "protocol": protocol, "forwarded_pps": fwd.round(),
                        "drives_per_frame": per_frame[0], "polls_per_frame": per_frame[1],
                        "timeouts_per_frame": per_frame[2], "transmits_per_frame": per_frame[3],
+                       "sent_at_once": per_frame[4],
                        "received_pps": rx.round(), "expected_pps": expected, "cpu_core_fraction": cpu,
                        "forwarded_pps_per_core": per_core.round(),
                        "cpu_us_per_subscriber_s": (cpu / n as f64 * 1e6).round(),
