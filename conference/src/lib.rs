@@ -9,6 +9,7 @@ pub mod events;
 mod fuzz_tests;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod inbound;
 pub mod media;
 pub mod model;
 pub mod recording;

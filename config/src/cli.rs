@@ -225,6 +225,10 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub sip_trunk_ping_interval: Option<String>,
 
+    /// [sip_inbound_url, PATCHBAY_SIP_INBOUND_URL] Calls without a token are offered to this URL (POST), which answers with the participant's token; without it they get 403 [default: none]
+    #[arg(long, value_name = "URL")]
+    pub sip_inbound_url: Option<String>,
+
     /// [accounts] API account as ID:USER:PASSWORD (repeatable; replaces the configured list).
     /// TOML: [[accounts]] id/user/password. Env for one account: PATCHBAY_ACCOUNT_ID,
     /// PATCHBAY_API_USER, PATCHBAY_API_PASSWORD [default: dev:dev:dev, loopback only]

@@ -27,7 +27,7 @@ pub use cli::Cli;
 pub use cluster::ClusterConfig;
 use recordings::recordings_s3;
 pub use recordings::RecordingsS3;
-pub use sip::{SipEdge, SipHop, SipTls, SipTransport, SipTrunk, SrtpMode};
+pub use sip::{SipEdge, SipHop, SipRegistration, SipTls, SipTransport, SipTrunk, SrtpMode};
 
 /// The default account, usable only while every listener is on loopback.
 pub const DEFAULT_ACCOUNT: &str = "dev";
@@ -168,6 +168,8 @@ struct Layer {
     log_format: Option<String>,
     log: Option<String>,
     accounts: Option<Vec<Account>>,
+    sip_registrations: Option<Vec<sip::RegistrationToml>>,
+    sip_inbound_url: Option<String>,
     sip_listen: Option<String>,
     media_ip: Option<String>,
     public_ip: Option<String>,
@@ -229,6 +231,9 @@ macro_rules! scalar_keys {
                 if top.accounts.is_some() {
                     self.accounts = top.accounts;
                 }
+                if top.sip_registrations.is_some() {
+                    self.sip_registrations = top.sip_registrations;
+                }
                 self
             }
 
@@ -237,6 +242,7 @@ macro_rules! scalar_keys {
                 Layer {
                     $( $f: get(&env_name(stringify!($f))), )*
                     accounts: None,
+                    sip_registrations: None,
                 }
             }
 
@@ -245,6 +251,7 @@ macro_rules! scalar_keys {
                 Layer {
                     $( $f: cli.$f.clone(), )*
                     accounts: None,
+                    sip_registrations: None,
                 }
             }
         }
@@ -307,6 +314,7 @@ scalar_keys!(
     sip_outbound_proxy,
     sip_srtp,
     sip_trunk_ping_interval,
+    sip_inbound_url,
 );
 
 /// The environment variable of a key.

@@ -65,6 +65,87 @@ pub struct SipEdge {
     pub srtp: SrtpMode,
     /// OPTIONS to the trunk this often (zero: never).
     pub trunk_ping_interval: Duration,
+    /// Accounts Patchbay registers with a PBX or carrier as an extension.
+    pub registrations: Vec<SipRegistration>,
+    /// Calls without a token are offered to this URL, which names their participant.
+    pub inbound_url: Option<String>,
+}
+
+/// `[[sip_registrations]]` as written in the TOML file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegistrationToml {
+    registrar: String,
+    aor: String,
+    user: Option<String>,
+    password: Option<String>,
+    expires: Option<String>,
+}
+
+/// One account Patchbay keeps registered (RFC 3261 §10): REGISTER for `aor` at
+/// `registrar`, answering digest challenges with `user`/`password`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipRegistration {
+    /// Where REGISTER goes (its Request-URI is `sip:` + the registrar's host and port).
+    pub registrar: SipHop,
+    /// The address of record (`sip:1000@pbx.example`), To and From of the REGISTER.
+    pub aor: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// The registration's lifetime asked for (the registrar may shorten it).
+    pub expires: Duration,
+}
+
+/// Registrations at most (each is a client transaction and a timer).
+pub const MAX_REGISTRATIONS: usize = 64;
+
+fn registrations(layer: &Layer) -> Result<Vec<SipRegistration>, ConfigError> {
+    let key = "sip_registrations";
+    let list = layer.sip_registrations.clone().unwrap_or_default();
+    if list.len() > MAX_REGISTRATIONS {
+        return Err(key_err(key, format!("at most {MAX_REGISTRATIONS}")));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for r in list {
+        let registrar = parse_hop(key, &r.registrar)?;
+        let aor = r.aor.trim().to_string();
+        let well_formed = aor
+            .strip_prefix("sip:")
+            .or_else(|| aor.strip_prefix("sips:"))
+            .and_then(|rest| rest.split_once('@'))
+            .is_some_and(|(user, host)| {
+                !user.is_empty()
+                    && !host.is_empty()
+                    && !aor.contains(|c: char| c.is_whitespace() || "<>\"".contains(c))
+            });
+        if !well_formed {
+            return Err(key_err(
+                key,
+                format!("aor `{aor:.80}` is not a SIP URI with a user part (sip:1000@pbx.example)"),
+            ));
+        }
+        if r.user.is_some() != r.password.is_some() {
+            return Err(key_err(
+                key,
+                format!("{aor}: user and password go together"),
+            ));
+        }
+        let expires = parse_duration(key, r.expires.as_deref(), "3600s")?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&expires) {
+            return Err(key_err(key, format!("{aor}: expires must be 1s to 24h")));
+        }
+        if out.iter().any(|o: &SipRegistration| o.aor == aor) {
+            return Err(key_err(key, format!("aor `{aor}` appears twice")));
+        }
+        out.push(SipRegistration {
+            registrar,
+            aor,
+            user: r.user,
+            password: r.password,
+            expires,
+        });
+    }
+    Ok(out)
 }
 
 pub(crate) fn validate(layer: &Layer) -> Result<SipEdge, ConfigError> {
@@ -149,6 +230,23 @@ pub(crate) fn validate(layer: &Layer) -> Result<SipEdge, ConfigError> {
             Some("0") | Some("0s") => Duration::ZERO,
             text => parse_duration("sip_trunk_ping_interval", text, "30s")?,
         },
+        registrations: registrations(layer)?,
+        inbound_url: layer
+            .sip_inbound_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|url| {
+                if url.starts_with("http://") || url.starts_with("https://") {
+                    Ok(url.to_string())
+                } else {
+                    Err(key_err(
+                        "sip_inbound_url",
+                        "must be an http:// or https:// URL",
+                    ))
+                }
+            })
+            .transpose()?,
     })
 }
 

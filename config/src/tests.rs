@@ -499,3 +499,59 @@ fn stream_retry_for_from_each_layer() {
     let e = Config::from_toml("stream_retry_for = \"soon\"").unwrap_err();
     assert!(e.to_string().contains("stream_retry_for"), "{e}");
 }
+
+#[test]
+fn sip_registrations_and_the_inbound_url() {
+    let c = Config::from_toml(
+        "sip_inbound_url = \"http://127.0.0.1:9/inbound\"\n\
+         [[sip_registrations]]\nregistrar = \"sip:127.0.0.1:5090\"\naor = \"sip:1000@pbx.example\"\n\
+         user = \"1000\"\npassword = \"pw\"\nexpires = \"5m\"\n\
+         [[sip_registrations]]\nregistrar = \"sip:127.0.0.1;transport=tcp\"\naor = \"sip:1001@pbx.example\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.sip.inbound_url.as_deref(),
+        Some("http://127.0.0.1:9/inbound")
+    );
+    let [a, b] = &c.sip.registrations[..] else {
+        panic!("{:?}", c.sip.registrations)
+    };
+    assert_eq!(a.registrar.addr, "127.0.0.1:5090".parse().unwrap());
+    assert_eq!(a.aor, "sip:1000@pbx.example");
+    assert_eq!(
+        (a.user.as_deref(), a.password.as_deref(), a.expires),
+        (Some("1000"), Some("pw"), Duration::from_secs(300))
+    );
+    assert_eq!(b.registrar.transport, SipTransport::Tcp);
+    assert_eq!(
+        (b.user.as_deref(), b.expires),
+        (None, Duration::from_secs(3600))
+    );
+    assert!(Config::from_toml("").unwrap().sip.registrations.is_empty());
+    let reg = |body: &str| format!("[[sip_registrations]]\n{body}");
+    for bad in [
+        reg("registrar = \"http://x\"\naor = \"sip:1@x\""),
+        reg("registrar = \"sip:127.0.0.1\"\naor = \"1000\""),
+        reg("registrar = \"sip:127.0.0.1\"\naor = \"sip:pbx.example\""),
+        reg("registrar = \"sip:127.0.0.1\"\naor = \"sip:1@x\"\nuser = \"u\""),
+        reg("registrar = \"sip:127.0.0.1\"\naor = \"sip:1@x\"\nexpires = \"0s\""),
+        format!(
+            "{}\n{}",
+            reg("registrar = \"sip:127.0.0.1\"\naor = \"sip:1@x\""),
+            reg("registrar = \"sip:127.0.0.1\"\naor = \"sip:1@x\"")
+        ),
+    ] {
+        let e = Config::from_toml(&bad).unwrap_err().to_string();
+        assert!(e.contains("sip_registrations"), "{bad}: {e}");
+    }
+    let e = Config::from_toml(&reg(
+        "registrar = \"sip:127.0.0.1\"\naor = \"sip:1@x\"\nrealm = \"r\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown field `realm`"), "{e}");
+    let e = Config::from_toml("sip_inbound_url = \"ftp://x\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sip_inbound_url"), "{e}");
+}

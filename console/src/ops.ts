@@ -1,5 +1,6 @@
 // The node's operations figures (refreshed every 2 s while shown): calls, devices and
-// bots up, packets per second, CPU, refused inputs, store health, the cluster's nodes.
+// bots up, packets per second, CPU, refused inputs, store health, SIP registrations
+// (when configured), the cluster's nodes.
 
 import type { Api } from "./api";
 import { fill, h, say } from "./dom";
@@ -17,6 +18,7 @@ interface Ops {
   refused: Record<string, number>;
   store: string;
   draining: boolean;
+  sipRegistrations: { registered: number; configured: number };
   nodes: { id: string; self: boolean; heartbeatAgeMs: number; ownedSessions?: number; mediaSessions?: number; draining?: boolean; httpUrl?: string }[];
 }
 
@@ -62,6 +64,13 @@ export class OpsPage {
         tile("CPU", o.cpuPercent === null ? "…" : `${o.cpuPercent}%`),
         tile("store", o.store, o.store !== "ok"),
         tile("node", `${o.node}${o.draining ? " (stopping)" : ""}`, o.draining),
+        o.sipRegistrations.configured > 0
+          ? tile(
+              "SIP registrations up",
+              `${o.sipRegistrations.registered} of ${o.sipRegistrations.configured}`,
+              o.sipRegistrations.registered < o.sipRegistrations.configured,
+            )
+          : null,
       ),
       h("h3", {}, "Refused or dropped inputs"),
       refused.length === 0

@@ -11,6 +11,7 @@ use anyhow::Context;
 use patchbay_api::cluster::{ClusterApi, NodeInfo};
 use patchbay_api::egress::EgressPolicy;
 use patchbay_api::server::{serve, HttpLimits, HttpServerMetrics};
+use patchbay_api::webhooks::inbound::InboundWebhook;
 use patchbay_api::webhooks::{WebhookOptions, Webhooks};
 use patchbay_api::{Accounts, AppState, Metrics};
 use patchbay_conference::media::session::HangupReason;
@@ -23,7 +24,8 @@ use patchbay_config::{Config, LogFormat};
 use patchbay_sip::metrics::SipMetrics;
 use patchbay_sip::sdp::SrtpMode;
 use patchbay_sip::{
-    Hop, HopTransport, SipConfig, SipGateway, TcpLimits, TlsFiles, TlsListen, TlsServer, Trunk,
+    Hop, HopTransport, InboundRoute, RegistrationConfig, SipConfig, SipGateway, TcpLimits,
+    TlsFiles, TlsListen, TlsServer, Trunk,
 };
 
 fn main() -> ExitCode {
@@ -214,14 +216,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
     conference.media().set_webrtc(webrtc.clone());
+    let egress = Arc::new(
+        EgressPolicy::parse(&config.webhook_allow)
+            .map_err(|e| anyhow::anyhow!("config key `webhook_allow`: {e}"))?,
+    );
     let webhooks = Webhooks::start(
         conference.clone(),
         WebhookOptions {
             secret: config.webhook_secret.clone(),
-            egress: Arc::new(
-                EgressPolicy::parse(&config.webhook_allow)
-                    .map_err(|e| anyhow::anyhow!("config key `webhook_allow`: {e}"))?,
-            ),
+            egress: egress.clone(),
             cluster_lease: config.cluster.lease,
             ..WebhookOptions::default()
         },
@@ -300,6 +303,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
             tls_ca: config.sip.tls_ca.clone(),
             outbound_proxy: config.sip.outbound_proxy.as_ref().map(hop),
             trunk_ping_interval: config.sip.trunk_ping_interval,
+            registrations: config
+                .sip
+                .registrations
+                .iter()
+                .map(|r| RegistrationConfig {
+                    registrar: hop(&r.registrar),
+                    aor: r.aor.clone(),
+                    user: r.user.clone(),
+                    password: r.password.clone(),
+                    expires: r.expires,
+                })
+                .collect(),
+            inbound: match &config.sip.inbound_url {
+                None => None,
+                Some(url) => Some(InboundRoute(Arc::new(
+                    InboundWebhook::new(url, config.webhook_secret.clone(), egress.clone())
+                        .map_err(|e| anyhow::anyhow!("config key `sip_inbound_url`: {e}"))?,
+                ))),
+            },
             srtp: match config.sip.srtp {
                 patchbay_config::SrtpMode::Off => SrtpMode::Off,
                 patchbay_config::SrtpMode::Offer => SrtpMode::Offer,

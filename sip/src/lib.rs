@@ -10,5 +10,6 @@ pub mod srtp;
 pub mod ua;
 pub mod uui;
 pub use ua::{
-    Hop, HopTransport, SipConfig, SipGateway, TcpLimits, TlsFiles, TlsListen, TlsServer, Trunk,
+    Hop, HopTransport, InboundRoute, RegistrationConfig, SipConfig, SipGateway, TcpLimits,
+    TlsFiles, TlsListen, TlsServer, Trunk,
 };

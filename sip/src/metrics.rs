@@ -36,6 +36,8 @@ sip_metrics! {
     sip_tls_handshake_failures: Counter => "SIP TLS handshakes that failed or timed out (either direction)",
     sip_tls_reloads: Counter => "SIP TLS certificate reloads that took effect (SIGHUP)",
     sip_trunk_up: Gauge => "1 while the SIP trunk answers OPTIONS pings, 0 when it does not",
+    sip_registered: Gauge => "Accounts of sip_registrations registered now (their registrar granted a binding that has not expired)",
+    sip_registrations: Gauge => "Accounts in sip_registrations (registered or not)",
     sip_trunk_pings: Counter => "OPTIONS pings sent to the SIP trunk",
     sip_invalid_requests: Counter => "SIP requests refused by validation (400/405/406/415/416/420/501/505)",
     sip_calls_accepted: Counter => "Inbound calls answered with 200",

@@ -73,6 +73,20 @@ pub struct SipConfig {
     pub trunk_ping_interval: Duration,
     /// SRTP in our offers, and whether plain RTP is refused.
     pub srtp: SrtpMode,
+    /// Accounts kept registered with a PBX or carrier.
+    pub registrations: Vec<RegistrationConfig>,
+    /// Who calls without a token are (none: they get 403).
+    pub inbound: Option<InboundRoute>,
+}
+
+/// The rule naming the participant of a call without a token.
+#[derive(Clone)]
+pub struct InboundRoute(pub Arc<dyn patchbay_conference::inbound::InboundRouter>);
+
+impl std::fmt::Debug for InboundRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InboundRoute")
+    }
 }
 
 impl SipConfig {
@@ -127,6 +141,12 @@ enum Input {
         token: String,
         placed: bool,
     },
+    /// The inbound rule answered for a call without a token.
+    Routed {
+        key: TransactionKey,
+        req: Box<Request>,
+        token: Result<String, patchbay_conference::inbound::Refused>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -137,6 +157,8 @@ enum TimerKind {
     Retransmit2xx(String),
     /// Time for an OPTIONS ping to the trunk.
     TrunkPing,
+    /// Time for registration N (a REGISTER, or its binding's expiry).
+    Register(usize),
 }
 
 struct Ua {
@@ -173,6 +195,8 @@ struct Ua {
     inputs: mpsc::Sender<Input>,
     /// Call-IDs of INVITEs waiting for the cluster (a merged INVITE is refused).
     placing: std::collections::HashSet<String>,
+    /// Our registrations with PBXs or carriers.
+    registrations: registering::Registrations,
 }
 
 mod addressing;
@@ -183,6 +207,9 @@ mod dialog;
 #[cfg(test)]
 mod fuzz_tests;
 mod message;
+mod registering;
+mod registration;
+mod requests;
 mod runner;
 mod streams;
 mod trunk;
@@ -193,6 +220,8 @@ pub use addressing::{Hop, HopTransport};
 use call::*;
 use message::*;
 pub use patchbay_tls::{TlsFiles, TlsServer};
+pub use registering::RegistrationConfig;
+use requests::OutRequest;
 pub use runner::SipGateway;
 pub use trunk::Trunk;
 
@@ -276,6 +305,7 @@ impl Ua {
                 }
                 TimerKind::Retransmit2xx(call_id) => self.retransmit_2xx(&call_id),
                 TimerKind::TrunkPing => self.ping_trunk(),
+                TimerKind::Register(i) => self.registration_timer(i),
             }
         }
     }
@@ -445,6 +475,8 @@ impl Ua {
                 }
             },
             TuEvent::Ack(req) => self.on_ack(&req),
+            TuEvent::Timeout | TuEvent::TransportError if self.on_register_result(key, None) => {}
+            TuEvent::Response(r) if self.on_register_result(key, Some(&r)) => {}
             TuEvent::Timeout if !self.on_ping_result(key, None) => {
                 self.on_invite_failed(key, "no answer from the SIP trunk")
             }
@@ -486,27 +518,16 @@ impl Ua {
     /// Our BYE: to the remote target through the route set (loose routing), with the
     /// dialog's next CSeq.
     fn build_bye(&self, call: &mut Call) -> Option<Request> {
-        let via = self.new_via(&call.peer);
         let d = &mut call.dialog;
-        let cseq = d.next_cseq();
-        let mut b = RequestBuilder::new(Method::Bye, d.remote_target.clone())
-            .header(HeaderName::Via, via)
-            .ok()?
-            .max_forwards(70);
-        for route in &d.route_set {
-            b = b.header(hn("Route"), route.clone()).ok()?;
-        }
-        b.header(HeaderName::From, d.local_addr.clone())
-            .ok()?
-            .header(HeaderName::To, d.remote_addr.clone())
-            .ok()?
-            .header(HeaderName::CallId, d.call_id.clone())
-            .ok()?
-            .cseq(cseq, &Method::Bye)
-            .ok()?
-            .header(hn("User-Agent"), SERVER)
-            .ok()
-            .map(RequestBuilder::build)
+        let bye = OutRequest {
+            from: d.local_addr.clone(),
+            to: d.remote_addr.clone(),
+            call_id: d.call_id.to_string(),
+            cseq: d.next_cseq(),
+            route: d.route_set.clone(),
+            ..OutRequest::new(Method::Bye, "")
+        };
+        self.build_request_to(&bye, d.remote_target.clone(), &call.peer)
     }
 
     fn on_media_end(&mut self, leg: LegId, why: MediaEnd) {

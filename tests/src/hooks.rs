@@ -35,6 +35,8 @@ pub struct Hit {
 struct Shared {
     hits: Vec<Hit>,
     answers: HashMap<String, Answer>,
+    /// JSON bodies answered with 200 instead of an empty one, per path.
+    bodies: HashMap<String, String>,
 }
 
 pub struct Receiver {
@@ -64,6 +66,13 @@ impl Receiver {
     /// Answer requests to `path` this way from now on (default: 200).
     pub fn answer(&self, path: &str, a: Answer) {
         self.lock().answers.insert(path.to_string(), a);
+    }
+
+    /// Answer requests to `path` with 200 and this JSON body.
+    pub fn answer_json(&self, path: &str, body: &Value) {
+        self.lock()
+            .bodies
+            .insert(path.to_string(), body.to_string());
     }
 
     /// Stop listening: connections are refused until [`Self::up`].
@@ -184,9 +193,12 @@ async fn connection(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
         }
         let raw = buf[head_end..head_end + len].to_vec();
         buf.drain(..head_end + len);
-        let answer = {
+        let (answer, json_body) = {
             let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            s.answers.get(&path).copied().unwrap_or(Answer::Status(200))
+            (
+                s.answers.get(&path).copied().unwrap_or(Answer::Status(200)),
+                s.bodies.get(&path).cloned(),
+            )
         };
         let status = match answer {
             Answer::Status(s) => s,
@@ -213,7 +225,13 @@ async fn connection(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
             Answer::Redirect => format!(
                 "HTTP/1.1 307 Temporary Redirect\r\nlocation: {path}\r\ncontent-length: 0\r\n\r\n"
             ),
-            Answer::Status(s) => format!("HTTP/1.1 {s} X\r\ncontent-length: 0\r\n\r\n"),
+            Answer::Status(s) => match &json_body {
+                Some(b) if s == 200 => format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
+                    b.len()
+                ),
+                _ => format!("HTTP/1.1 {s} X\r\ncontent-length: 0\r\n\r\n"),
+            },
         };
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;

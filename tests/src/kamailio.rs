@@ -90,6 +90,30 @@ impl Kamailio {
         )
     }
 
+    /// `tests/kamailio/pbx.cfg` on `port` (a free one when none): a registrar checking
+    /// `password`, relaying calls to registered extensions.
+    pub fn pbx(dir: &Path, password: &str, port: Option<u16>) -> Kamailio {
+        let port = port.unwrap_or_else(|| free_udp_ports(2));
+        Kamailio::run(
+            dir,
+            "pbx.cfg",
+            &[
+                ("@LISTEN@", format!("listen=udp:127.0.0.1:{port}\n")),
+                ("@PASSWORD@", password.to_string()),
+            ],
+            port,
+            None,
+        )
+    }
+
+    /// The `PBX-…` lines of the log (registrations, challenges, calls).
+    pub fn pbx_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.find("PBX-").map(|i| l[i..].to_string()))
+            .collect()
+    }
+
     /// Run `tests/kamailio/<template>` with its placeholders replaced.
     fn run(
         dir: &Path,

@@ -89,6 +89,12 @@ fn bad_config_names_the_key() {
     assert!(err.contains("session_ttl"), "{err}");
     let err = refuses(&["--config", "/nonexistent/patchbay.toml"], &[]);
     assert!(err.contains("/nonexistent/patchbay.toml"), "{err}");
+    // The inbound rule's URL goes through the webhook egress policy.
+    let err = refuses(&["--sip-inbound-url", "http://127.0.0.1:9/inbound"], &[]);
+    assert!(
+        err.contains("sip_inbound_url") && err.contains("webhook_allow"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -198,7 +198,7 @@ pub async fn webhook_log(
     tag = "Console (additions)",
     params(("accountId" = String, Path, description = "Account id")),
     responses(
-        (status = 200, description = "This node now: `{node, calls, devices, bots, mediaSessions, sessions, participants, packetsPerSecond, cpuPercent, refused: {metric: count}, store: ok|unavailable, draining, nodes}`", content_type = "application/json"),
+        (status = 200, description = "This node now: `{node, calls, devices, bots, mediaSessions, sessions, participants, packetsPerSecond, cpuPercent, refused: {metric: count}, store: ok|unavailable, draining, nodes, sipRegistrations: {registered, configured}}`", content_type = "application/json"),
     ),
     security(("Basic" = [])))]
 pub async fn ops(State(app): State<AppState>, AccountId(_): AccountId) -> Json<Value> {
@@ -314,6 +314,10 @@ pub async fn ops(State(app): State<AppState>, AccountId(_): AccountId) -> Json<V
         "store": store,
         "draining": app.conference.is_draining(),
         "nodes": nodes,
+        "sipRegistrations": {
+            "registered": sum(&["patchbay_sip_registered"]),
+            "configured": sum(&["patchbay_sip_registrations"]),
+        },
     }))
 }
 

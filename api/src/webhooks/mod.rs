@@ -390,6 +390,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
+pub mod inbound;
 pub mod log;
 mod outbox;
 pub mod recordings;

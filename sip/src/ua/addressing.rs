@@ -30,7 +30,7 @@ impl Transport {
         }
     }
 
-    fn uri_param(self) -> &'static str {
+    pub(super) fn uri_param(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp(_) => "tcp",
@@ -112,7 +112,7 @@ impl Ua {
     }
 
     /// The port we take messages on for `transport`.
-    fn our_port(&self, transport: Transport) -> u16 {
+    pub(super) fn our_port(&self, transport: Transport) -> u16 {
         match (transport, self.tls_port) {
             (Transport::Tls(_), Some(port)) => port,
             _ => self.config.listen.port(),

@@ -99,7 +99,19 @@ impl SipGateway {
             health: trunk::TrunkHealth::default(),
             inputs: tx.clone(),
             placing: Default::default(),
+            registrations: Default::default(),
         };
+        ua.registrations = registering::Registrations::new(
+            &ua.config.registrations,
+            &ua.our_host(),
+            Instant::now(),
+        );
+        ua.metrics
+            .sip_registrations
+            .set(ua.registrations.len() as i64);
+        for i in 0..ua.registrations.len() {
+            ua.schedule(Instant::now(), TimerKind::Register(i));
+        }
         ua.tls_port = tls_local.map(|a| a.port());
         ua.schedule(Instant::now(), TimerKind::TrunkPing);
         let task = tokio::spawn(run(ua, rx, media_rx));
@@ -145,12 +157,14 @@ async fn run(
                     Input::StreamClosed(id, why) => ua.on_stream_closed(id, why),
                     Input::Dial(cmd) => ua.on_dial(cmd),
                     Input::Placed { key, req, token, placed } => ua.on_placed(&key, &req, token, placed),
+                    Input::Routed { key, req, token } => ua.on_routed(&key, &req, token),
                     Input::Shutdown(done) => {
                         let ids = ua.calls.ids();
                         tracing::info!(calls = ids.len(), "SIP shutdown: sending BYE to every call");
                         for id in ids {
                             ua.end_call(&id, true);
                         }
+                        ua.unregister_all();
                         // Give the BYEs a moment to be answered.
                         stopping = Some((done, Instant::now() + Duration::from_millis(500)));
                     }

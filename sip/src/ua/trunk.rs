@@ -39,6 +39,12 @@ impl Ua {
     /// the live connection to the next hop, opened now if there is none.
     pub(super) fn trunk_peer(&mut self) -> Option<Peer> {
         let hop = self.next_hop()?;
+        self.peer_for(hop)
+    }
+
+    /// The peer to send a request to `hop` to: UDP, or our live connection to it,
+    /// opened now if there is none.
+    pub(super) fn peer_for(&mut self, hop: Hop) -> Option<Peer> {
         let tls = match hop.transport {
             HopTransport::Udp => {
                 return Some(Peer {
@@ -101,6 +107,12 @@ impl Ua {
         for key in waiting {
             self.on_invite_failed(&key, &why);
         }
+        let registering = self
+            .registrations
+            .in_flight_where(|k| tx_peers_conn(&self.tx_peers, k) == Some(id));
+        for key in registering {
+            self.on_register_result(&key, None);
+        }
         if self
             .health
             .ping
@@ -141,36 +153,14 @@ impl Ua {
             trunk.hop.host_port(),
             trunk.hop.transport_param()
         );
-        let Ok(uri) = Uri::parse(Bytes::from(uri_text.clone())) else {
-            return;
+        let ping = OutRequest {
+            from: format!("<sip:patchbay@{}>;tag={}", self.our_host(), random_token()).into(),
+            to: format!("<{uri_text}>").into(),
+            call_id: format!("{}@{}", random_token(), self.our_host()),
+            route: self.proxy_route().into_iter().map(Bytes::from).collect(),
+            ..OutRequest::new(Method::Options, uri_text)
         };
-        let tag = random_token();
-        let mut b = RequestBuilder::new(Method::Options, uri)
-            .header(HeaderName::Via, self.new_via(&peer))
-            .ok()
-            .map(|b| b.max_forwards(70));
-        if let Some(route) = self.proxy_route() {
-            b = b.and_then(|b| b.header(hn("Route"), route).ok());
-        }
-        let ping = b
-            .and_then(|b| {
-                b.header(
-                    HeaderName::From,
-                    format!("<sip:patchbay@{}>;tag={tag}", self.our_host()),
-                )
-                .ok()
-            })
-            .and_then(|b| b.header(HeaderName::To, format!("<{uri_text}>")).ok())
-            .and_then(|b| {
-                b.header(
-                    HeaderName::CallId,
-                    format!("{}@{}", random_token(), self.our_host()),
-                )
-                .ok()
-            })
-            .and_then(|b| b.cseq(1, &Method::Options).ok())
-            .and_then(|b| b.header(hn("User-Agent"), SERVER).ok())
-            .map(RequestBuilder::build);
+        let ping = self.build_request(&ping, &peer);
         let Some(ping) = ping else { return };
         if let Some((key, outputs)) = self.layer.send_request(ping, peer.reliability()) {
             self.metrics.sip_trunk_pings.inc();
@@ -211,4 +201,9 @@ impl Ua {
         }
         self.health.up = Some(up);
     }
+}
+
+/// The stream connection a transaction's peer is on, if any.
+fn tx_peers_conn(peers: &HashMap<TransactionKey, Peer>, key: &TransactionKey) -> Option<ConnId> {
+    peers.get(key).and_then(|p| p.transport.conn())
 }

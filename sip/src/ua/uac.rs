@@ -182,42 +182,24 @@ impl Ua {
             out.cseq as u64,
         );
         let contact = self.local_contact(&peer);
-        let build = || -> Option<Request> {
-            let mut b = RequestBuilder::new(Method::Invite, out.uri.clone())
-                .header(HeaderName::Via, via.clone())
-                .ok()?
-                .max_forwards(70);
-            if let Some(route) = &route {
-                b = b.header(hn("Route"), route.clone()).ok()?;
-            }
-            b = b
-                .header(HeaderName::From, out.from.clone())
-                .ok()?
-                .header(HeaderName::To, out.to.clone())
-                .ok()?
-                .header(HeaderName::CallId, out.call_id.clone())
-                .ok()?
-                .cseq(out.cseq, &Method::Invite)
-                .ok()?
-                .header(HeaderName::Contact, contact.clone())
-                .ok()?
-                .header(hn("Allow"), ALLOW)
-                .ok()?
-                .header(hn("User-Agent"), SERVER)
-                .ok()?;
-            for (name, value) in &out.extra {
-                b = b.header(hn(name), value.clone()).ok()?;
-            }
-            if let Some((name, value)) = &authorization {
-                b = b.header(name.clone(), value.clone()).ok()?;
-            }
-            Some(
-                b.header(hn("Content-Type"), "application/sdp")
-                    .ok()?
-                    .body(Bytes::from(body.clone()))
-                    .build(),
-            )
+        let mut headers = vec![
+            (HeaderName::Contact, contact),
+            (hn("Allow"), ALLOW.to_string()),
+        ];
+        headers.extend(out.extra.iter().map(|(n, v)| (hn(n), v.clone())));
+        headers.extend(authorization);
+        let invite = OutRequest {
+            from: Bytes::from(out.from.clone()),
+            to: Bytes::from(out.to.clone()),
+            call_id: out.call_id.clone(),
+            cseq: out.cseq,
+            route: route.into_iter().map(Bytes::from).collect(),
+            headers,
+            via: Some(via.clone()),
+            body: Some(("application/sdp", Bytes::from(body))),
+            ..OutRequest::new(Method::Invite, "")
         };
+        let build = || self.build_request_to(&invite, out.uri.clone(), &peer);
         let Some(invite) = build() else {
             return false;
         };
@@ -382,20 +364,17 @@ impl Ua {
         let Some(peer) = self.trunk_peer() else {
             return;
         };
-        let mut b = RequestBuilder::new(Method::Cancel, out.uri.clone())
-            .header(HeaderName::Via, out.via.clone())
-            .ok()
-            .map(|b| b.max_forwards(70));
-        // RFC 3261 §9.1: the same Route as the INVITE.
-        if let Some(route) = self.proxy_route() {
-            b = b.and_then(|b| b.header(hn("Route"), route).ok());
-        }
-        let cancel = b
-            .and_then(|b| b.header(HeaderName::From, out.from.clone()).ok())
-            .and_then(|b| b.header(HeaderName::To, out.to.clone()).ok())
-            .and_then(|b| b.header(HeaderName::CallId, out.call_id.clone()).ok())
-            .and_then(|b| b.cseq(out.cseq, &Method::Cancel).ok())
-            .map(RequestBuilder::build);
+        // RFC 3261 §9.1: the INVITE's Via and the same Route.
+        let cancel = OutRequest {
+            from: Bytes::from(out.from.clone()),
+            to: Bytes::from(out.to.clone()),
+            call_id: out.call_id.clone(),
+            cseq: out.cseq,
+            route: self.proxy_route().into_iter().map(Bytes::from).collect(),
+            via: Some(out.via.clone()),
+            ..OutRequest::new(Method::Cancel, "")
+        };
+        let cancel = self.build_request_to(&cancel, out.uri.clone(), &peer);
         if let Some(cancel) = cancel {
             if let Some((key, outputs)) = self.layer.send_request(cancel, peer.reliability()) {
                 self.tx_peers.insert(key.clone(), peer);
@@ -419,20 +398,15 @@ impl Ua {
             resp,
         );
         // The ACK (its own transaction: sent by us, again for each 2xx retransmission).
-        let ack = {
-            let mut b = RequestBuilder::new(Method::Ack, dialog.remote_target.clone())
-                .header(HeaderName::Via, self.new_via(&peer))
-                .ok()
-                .map(|b| b.max_forwards(70));
-            for r in &dialog.route_set {
-                b = b.and_then(|b| b.header(hn("Route"), r.clone()).ok());
-            }
-            b.and_then(|b| b.header(HeaderName::From, dialog.local_addr.clone()).ok())
-                .and_then(|b| b.header(HeaderName::To, dialog.remote_addr.clone()).ok())
-                .and_then(|b| b.header(HeaderName::CallId, out.call_id.clone()).ok())
-                .and_then(|b| b.cseq(out.cseq, &Method::Ack).ok())
-                .map(RequestBuilder::build)
+        let ack = OutRequest {
+            from: dialog.local_addr.clone(),
+            to: dialog.remote_addr.clone(),
+            call_id: out.call_id.clone(),
+            cseq: out.cseq,
+            route: dialog.route_set.clone(),
+            ..OutRequest::new(Method::Ack, "")
         };
+        let ack = self.build_request_to(&ack, dialog.remote_target.clone(), &peer);
         let ack = ack.map(|ack| Message::Request(ack).to_bytes());
         if let Some(bytes) = &ack {
             self.send_bytes(bytes, &peer);

@@ -45,27 +45,79 @@ impl Ua {
         }
         self.respond(key, req, Reply::new(100, "Trying"));
         let Some(token) = uui::jwt_token(header_values(req, "User-to-User")) else {
+            return self.route_inbound(key, req);
+        };
+        self.admit_with_token(key, req, token);
+    }
+
+    /// A call without a token: the application names its participant
+    /// (`sip_inbound_url`), or it is refused.
+    fn route_inbound(&mut self, key: &TransactionKey, req: &Request) {
+        let call_id = Self::call_id(req);
+        let Some(router) = self.config.inbound.clone() else {
             tracing::info!(%call_id, "call refused: no User-to-User token");
             self.metrics.sip_calls_rejected.inc();
             let tag = random_token();
             let reply = Reply::new(403, "Forbidden (no participant token)").tag(&tag);
             return self.respond(key, req, reply);
         };
+        if self.placing.len() >= MAX_PLACING {
+            return self.too_many_placing(key, req);
+        }
+        let call = inbound_call(req);
+        tracing::info!(%call_id, called = %call.called, "call without a token: asking sip_inbound_url");
+        self.placing.insert(call_id);
+        let inputs = self.inputs.clone();
+        let (key, req) = (key.clone(), Box::new(req.clone()));
+        tokio::spawn(async move {
+            let token = router.0.route(call).await;
+            let _ = inputs.send(Input::Routed { key, req, token }).await;
+        });
+    }
+
+    /// The application answered for a call without a token.
+    pub(super) fn on_routed(
+        &mut self,
+        key: &TransactionKey,
+        req: &Request,
+        token: Result<String, patchbay_conference::inbound::Refused>,
+    ) {
+        let call_id = Self::call_id(req);
+        self.placing.remove(&call_id);
+        match token {
+            Ok(token) => self.admit_with_token(key, req, token),
+            Err(why) => {
+                tracing::info!(%call_id, %why, "call refused by the inbound rule");
+                self.metrics.sip_calls_rejected.inc();
+                let tag = random_token();
+                let reply = Reply::new(403, "Forbidden").tag(&tag);
+                self.respond(key, req, reply);
+            }
+        }
+    }
+
+    fn too_many_placing(&mut self, key: &TransactionKey, req: &Request) {
+        // Each waits for one store statement or one answer: a flood of INVITEs must
+        // not grow tasks without bound.
+        self.metrics.sip_calls_rejected.inc();
+        self.metrics.sip_placing_refused.inc();
+        let tag = random_token();
+        let retry = [("Retry-After", "1".to_string())];
+        let reply = Reply::new(503, "Service Unavailable (too many calls being placed)")
+            .tag(&tag)
+            .headers(&retry);
+        self.respond(key, req, reply);
+    }
+
+    /// A call with its token (from `User-to-User` or the inbound rule).
+    fn admit_with_token(&mut self, key: &TransactionKey, req: &Request, token: String) {
+        let call_id = Self::call_id(req);
         // In a cluster, a session no node runs yet is taken here, and one another node
         // runs is redirected there: one statement against the store first (the INVITE
         // waits, answered 100).
         if let Some(session) = self.conference.session_to_place(&token) {
             if self.placing.len() >= MAX_PLACING {
-                // Each waits for one store statement: a flood of INVITEs must not grow
-                // tasks without bound.
-                self.metrics.sip_calls_rejected.inc();
-                self.metrics.sip_placing_refused.inc();
-                let tag = random_token();
-                let retry = [("Retry-After", "1".to_string())];
-                let reply = Reply::new(503, "Service Unavailable (too many calls being placed)")
-                    .tag(&tag)
-                    .headers(&retry);
-                return self.respond(key, req, reply);
+                return self.too_many_placing(key, req);
             }
             self.placing.insert(call_id);
             let (conference, inputs) = (self.conference.clone(), self.inputs.clone());
@@ -499,5 +551,39 @@ impl Ua {
             }
             None => self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist")),
         }
+    }
+}
+
+/// What the inbound rule is told of a call: From, To, the Request-URI, the number called.
+fn inbound_call(req: &Request) -> patchbay_conference::inbound::InboundCall {
+    let uri_of = |name: &str| {
+        first_value(req, name)
+            .and_then(|v| {
+                let v = v.split_once('<').map(|(_, r)| r).unwrap_or(&v).to_string();
+                v.split(['>', ';'])
+                    .next()
+                    .map(str::trim)
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    };
+    let to = uri_of("To");
+    let user_of = |uri: &str| -> String {
+        let rest = uri.split_once(':').map(|(_, r)| r).unwrap_or(uri);
+        rest.split_once('@')
+            .map(|(u, _)| u.to_string())
+            .unwrap_or_default()
+    };
+    let request_uri = req.uri.to_string();
+    let called = match req.uri.user() {
+        Some(u) if !u.is_empty() => String::from_utf8_lossy(u).into_owned(),
+        _ => user_of(&to),
+    };
+    patchbay_conference::inbound::InboundCall {
+        call_id: first_value(req, "Call-ID").unwrap_or_default(),
+        from: uri_of("From"),
+        to,
+        request_uri,
+        called,
     }
 }
