@@ -18,6 +18,8 @@ pub enum Answer {
     Redirect,
     /// Never answer.
     Hang,
+    /// Answer 200 (with the path's JSON body, if any) after this many milliseconds.
+    Late(u64),
 }
 
 /// One request received.
@@ -204,6 +206,7 @@ async fn connection(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
             Answer::Status(s) => s,
             Answer::Redirect => 307,
             Answer::Hang => 0,
+            Answer::Late(_) => 200,
         };
         shared
             .lock()
@@ -217,6 +220,9 @@ async fn connection(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
                 status,
                 at: Instant::now(),
             });
+        if let Answer::Late(ms) = answer {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let response = match answer {
             Answer::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -225,12 +231,12 @@ async fn connection(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
             Answer::Redirect => format!(
                 "HTTP/1.1 307 Temporary Redirect\r\nlocation: {path}\r\ncontent-length: 0\r\n\r\n"
             ),
-            Answer::Status(s) => match &json_body {
-                Some(b) if s == 200 => format!(
+            Answer::Status(_) | Answer::Late(_) => match &json_body {
+                Some(b) if status == 200 => format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
                     b.len()
                 ),
-                _ => format!("HTTP/1.1 {s} X\r\ncontent-length: 0\r\n\r\n"),
+                _ => format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n"),
             },
         };
         if stream.write_all(response.as_bytes()).await.is_err() {

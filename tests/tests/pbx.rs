@@ -9,6 +9,7 @@ use patchbay_tests::hearing::assert_settles;
 use patchbay_tests::hooks::{Answer, Receiver};
 use patchbay_tests::kamailio::Kamailio;
 use patchbay_tests::media::{now_epoch, write_tone_wav, Capture, Law};
+use patchbay_tests::rawsip::RawSip;
 use patchbay_tests::sipp::SippCall;
 use patchbay_tests::Gateway;
 use serde_json::json;
@@ -234,4 +235,58 @@ async fn a_call_without_a_token_the_application_does_not_name_is_refused() {
         "{}",
         g.log()
     );
+}
+
+/// A caller that hangs up (CANCEL) while the application is still deciding gets 487,
+/// and the application's late answer does not make it a call: nobody joins the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cancelled_while_the_application_decides_is_not_admitted() {
+    let hooks = Receiver::start().await;
+    let g = Gateway::start_with(
+        &[
+            "--sip-inbound-url",
+            &hooks.url("/inbound"),
+            "--webhook-allow",
+            "127.0.0.1",
+        ],
+        &[],
+    )
+    .await;
+    let (_, _, token) = g.api().audio_member().await;
+    hooks.answer_json("/inbound", &json!({ "token": token }));
+    hooks.answer("/inbound", Answer::Late(1500));
+    let sip = RawSip::new(&g);
+    let invite = sip
+        .invite("late-1", "late1", "x", 40000)
+        .replace("User-To-User: x;encoding=jwt\r\n", "");
+    assert!(!invite.contains("User-To-User"), "{invite}");
+    sip.send(&invite);
+    hooks
+        .wait_for(Duration::from_secs(5), "the application asked", |hits| {
+            hits.iter().any(|h| h.path == "/inbound")
+        })
+        .await;
+    let port = sip.port();
+    sip.send(&format!(
+        "CANCEL sip:127.0.0.1:{sip_port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKlate1\r\n\
+         From: <sip:raw@127.0.0.1:{port}>;tag=raw1\r\nTo: <sip:127.0.0.1:{sip_port}>\r\nCall-ID: late-1\r\n\
+         CSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        sip_port = g.sip_port
+    ));
+    let first = sip.final_response();
+    let second = sip.final_response();
+    let both = format!("{first}\n{second}");
+    assert!(
+        both.contains("SIP/2.0 487") && both.contains("CSeq: 1 CANCEL"),
+        "{both}"
+    );
+    // The application answers after the caller left: no call, no leg in the session.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !g.log().contains("call ended while it waited") {
+        assert!(std::time::Instant::now() < deadline, "{}", g.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(g.metric("patchbay_sip_calls_active").await, 0.0);
+    assert_eq!(g.metric("patchbay_sip_calls_accepted_total").await, 0.0);
 }

@@ -84,6 +84,9 @@ impl Ua {
     ) {
         let call_id = Self::call_id(req);
         self.placing.remove(&call_id);
+        if !self.still_waiting(key, req) {
+            return;
+        }
         match token {
             Ok(token) => self.admit_with_token(key, req, token),
             Err(why) => {
@@ -94,6 +97,18 @@ impl Ua {
                 self.respond(key, req, reply);
             }
         }
+    }
+
+    /// Whether an INVITE that waited (for the application or the cluster) still waits
+    /// for its answer: a CANCEL (answered 487) or timer expiry ended it, and it must
+    /// not become a call nobody is on.
+    fn still_waiting(&self, key: &TransactionKey, req: &Request) -> bool {
+        let waiting = matches!(self.layer.server_state(key), Some(ServerState::Proceeding));
+        if !waiting {
+            let call_id = Self::call_id(req);
+            tracing::info!(%call_id, "call ended while it waited: not admitted");
+        }
+        waiting
     }
 
     fn too_many_placing(&mut self, key: &TransactionKey, req: &Request) {
@@ -153,6 +168,9 @@ impl Ua {
         placed: bool,
     ) {
         self.placing.remove(&Self::call_id(req));
+        if !self.still_waiting(key, req) {
+            return;
+        }
         if placed {
             return self.admit_invite(key, req, token);
         }
