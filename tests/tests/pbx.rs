@@ -62,6 +62,15 @@ expires = "4s"
     Gateway::start_with(&["--config", cfg.to_str().expect("path")], &[]).await
 }
 
+/// A gateway asking a receiver's `/inbound` about calls without a token.
+async fn inbound_gateway() -> (Receiver, Gateway) {
+    let hooks = Receiver::start().await;
+    let url = hooks.url("/inbound");
+    let args = ["--sip-inbound-url", &url, "--webhook-allow", "127.0.0.1"];
+    let g = Gateway::start_with(&args, &[]).await;
+    (hooks, g)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registered_with_a_pbx_its_extensions_reach_a_session_through_the_inbound_rule() {
     let setup = tempfile::tempdir().expect("tempdir");
@@ -198,17 +207,7 @@ async fn registered_with_a_pbx_its_extensions_reach_a_session_through_the_inboun
 /// another status, an answer without a token, a token that names no participant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_without_a_token_the_application_does_not_name_is_refused() {
-    let hooks = Receiver::start().await;
-    let g = Gateway::start_with(
-        &[
-            "--sip-inbound-url",
-            &hooks.url("/inbound"),
-            "--webhook-allow",
-            "127.0.0.1",
-        ],
-        &[],
-    )
-    .await;
+    let (hooks, g) = inbound_gateway().await;
     let dir = g.scratch().to_path_buf();
     for name in ["refused404", "notoken", "badtoken"] {
         match name {
@@ -241,17 +240,7 @@ async fn a_call_without_a_token_the_application_does_not_name_is_refused() {
 /// and the application's late answer does not make it a call: nobody joins the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_cancelled_while_the_application_decides_is_not_admitted() {
-    let hooks = Receiver::start().await;
-    let g = Gateway::start_with(
-        &[
-            "--sip-inbound-url",
-            &hooks.url("/inbound"),
-            "--webhook-allow",
-            "127.0.0.1",
-        ],
-        &[],
-    )
-    .await;
+    let (hooks, g) = inbound_gateway().await;
     let (_, _, token) = g.api().audio_member().await;
     hooks.answer_json("/inbound", &json!({ "token": token }));
     hooks.answer("/inbound", Answer::Late(1500));
