@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 use uuid::Uuid;
 
 pub mod auth;
+pub mod calls;
 pub mod cluster;
 pub mod console;
 pub mod dialogs;
@@ -111,6 +112,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{acct}/sessions/{{sessionId}}/participants/{{participantId}}/subscriptions"),
             get(get_subscriptions).put(update_subscriptions),
+        )
+        .route(
+            &format!("{acct}/participants/{{participantId}}/hold"),
+            axum::routing::post(calls::hold),
+        )
+        .route(
+            &format!("{acct}/participants/{{participantId}}/resume"),
+            axum::routing::post(calls::resume),
         )
         .route(
             &format!("{acct}/participants/{{participantId}}/dialogs"),

@@ -30,6 +30,8 @@ use crate::routes;
         routes::get_subscriptions,
         routes::update_subscriptions,
         crate::dialogs::create_dialog,
+        crate::calls::hold,
+        crate::calls::resume,
         crate::dialogs::get_dialog,
         crate::dialogs::update_dialog,
         crate::dialogs::delete_dialog,

@@ -3,6 +3,7 @@
 //! Knows nothing about HTTP or SIP syntax: the `api` and `sip` crates translate
 //! their protocols into calls on [`Conference`].
 
+pub mod calls;
 pub mod dialogs;
 pub mod events;
 #[cfg(test)]

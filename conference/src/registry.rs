@@ -245,6 +245,8 @@ pub struct Conference {
     changes: tokio::sync::broadcast::Sender<Change>,
     /// Recordings of sessions, and where they go.
     recordings: Mutex<recordings::RecordingBook>,
+    /// Commands to participants' SIP calls (hold, resume).
+    calls: crate::calls::CallControl,
 }
 
 #[derive(Default)]
@@ -343,6 +345,7 @@ impl Conference {
             owned: Mutex::default(),
             lease: options.lease,
             changes: changes::channel(),
+            calls: Default::default(),
             recordings: Mutex::new(recordings::RecordingBook {
                 by_id: snap.recordings.into_iter().map(|r| (r.id, r)).collect(),
                 options: None,
@@ -377,6 +380,11 @@ impl Conference {
     }
 
     /// The running session media actors.
+    /// Commands to participants' SIP calls (the SIP side sets where they go).
+    pub fn calls(&self) -> &crate::calls::CallControl {
+        &self.calls
+    }
+
     pub fn media(&self) -> &MediaHub {
         &self.media
     }

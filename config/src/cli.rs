@@ -229,6 +229,10 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub sip_inbound_url: Option<String>,
 
+    /// [sip_music_on_hold, PATCHBAY_SIP_MUSIC_ON_HOLD] WAV file (16-bit PCM mono, 8, 16 or 48 kHz) that SIP calls held through the API hear, looped [default: none: held calls hear nothing]
+    #[arg(long, value_name = "FILE")]
+    pub sip_music_on_hold: Option<String>,
+
     /// [accounts] API account as ID:USER:PASSWORD (repeatable; replaces the configured list).
     /// TOML: [[accounts]] id/user/password. Env for one account: PATCHBAY_ACCOUNT_ID,
     /// PATCHBAY_API_USER, PATCHBAY_API_PASSWORD [default: dev:dev:dev, loopback only]

@@ -170,6 +170,7 @@ struct Layer {
     accounts: Option<Vec<Account>>,
     sip_registrations: Option<Vec<sip::RegistrationToml>>,
     sip_inbound_url: Option<String>,
+    sip_music_on_hold: Option<String>,
     sip_listen: Option<String>,
     media_ip: Option<String>,
     public_ip: Option<String>,
@@ -315,6 +316,7 @@ scalar_keys!(
     sip_srtp,
     sip_trunk_ping_interval,
     sip_inbound_url,
+    sip_music_on_hold,
 );
 
 /// The environment variable of a key.

@@ -69,6 +69,8 @@ pub struct SipEdge {
     pub registrations: Vec<SipRegistration>,
     /// Calls without a token are offered to this URL, which names their participant.
     pub inbound_url: Option<String>,
+    /// What held calls hear (a WAV file).
+    pub music_on_hold: Option<PathBuf>,
 }
 
 /// `[[sip_registrations]]` as written in the TOML file.
@@ -231,6 +233,7 @@ pub(crate) fn validate(layer: &Layer) -> Result<SipEdge, ConfigError> {
             text => parse_duration("sip_trunk_ping_interval", text, "30s")?,
         },
         registrations: registrations(layer)?,
+        music_on_hold: file("sip_music_on_hold", &layer.sip_music_on_hold)?,
         inbound_url: layer
             .sip_inbound_url
             .as_deref()

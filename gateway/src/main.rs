@@ -14,6 +14,7 @@ use patchbay_api::server::{serve, HttpLimits, HttpServerMetrics};
 use patchbay_api::webhooks::inbound::InboundWebhook;
 use patchbay_api::webhooks::{WebhookOptions, Webhooks};
 use patchbay_api::{Accounts, AppState, Metrics};
+use patchbay_conference::media::hold_music::HoldMusic;
 use patchbay_conference::media::session::HangupReason;
 use patchbay_conference::media::webrtc::WebRtcTransport;
 use patchbay_conference::recording::{self, RecordingWriter};
@@ -274,6 +275,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     conference.recover_dialogs();
     let webrtc_task = tokio::spawn(webrtc.clone().run());
 
+    if let Some(path) = &config.sip.music_on_hold {
+        let music = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| HoldMusic::from_wav(&b))
+            .map_err(|e| {
+                anyhow::anyhow!("config key `sip_music_on_hold`: {}: {e}", path.display())
+            })?;
+        conference.media().set_hold_music(Arc::new(music));
+    }
     let sip_metrics = SipMetrics::default();
     let sip = SipGateway::start(
         SipConfig {
@@ -315,6 +325,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     expires: r.expires,
                 })
                 .collect(),
+            music_on_hold: config.sip.music_on_hold.is_some(),
             inbound: match &config.sip.inbound_url {
                 None => None,
                 Some(url) => Some(InboundRoute(Arc::new(

@@ -394,6 +394,18 @@ pub fn offer(
     session_id: u64,
     version: u64,
 ) -> String {
+    offer_with(at, crypto, mode, session_id, version, Direction::SendRecv)
+}
+
+/// [`offer`] with another direction (`sendonly` holds the peer).
+pub fn offer_with(
+    at: (IpAddr, u16),
+    crypto: &[Crypto],
+    mode: SrtpMode,
+    session_id: u64,
+    version: u64,
+    direction: Direction,
+) -> String {
     let (ip, port) = at;
     let mut out = header(ip, session_id, version);
     let proto = if mode == SrtpMode::Require {
@@ -412,8 +424,9 @@ pub fn offer(
     }
     out.push_str(
         "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
-         a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+         a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-16\r\na=ptime:20\r\n",
     );
+    out.push_str(&format!("a={}\r\n", direction.as_str()));
     if mode != SrtpMode::Off {
         for c in crypto {
             out.push_str(&c.line());

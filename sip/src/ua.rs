@@ -77,6 +77,8 @@ pub struct SipConfig {
     pub registrations: Vec<RegistrationConfig>,
     /// Who calls without a token are (none: they get 403).
     pub inbound: Option<InboundRoute>,
+    /// Held calls hear the music on hold (the media hub has it) rather than nothing.
+    pub music_on_hold: bool,
 }
 
 /// The rule naming the participant of a call without a token.
@@ -134,6 +136,8 @@ enum Input {
     /// A connection ended; why, when ours could not be opened.
     StreamClosed(ConnId, Option<String>),
     Dial(patchbay_conference::dialogs::DialCommand),
+    /// Hold or resume a participant's call.
+    Call(patchbay_conference::calls::CallCommand),
     /// A cluster decided where an INVITE's session runs (`placed`: the store answered).
     Placed {
         key: TransactionKey,
@@ -197,6 +201,8 @@ struct Ua {
     placing: std::collections::HashSet<String>,
     /// Our registrations with PBXs or carriers.
     registrations: registering::Registrations,
+    /// Our re-INVITEs in flight (hold, resume).
+    reinvites: HashMap<TransactionKey, hold::Reinvite>,
 }
 
 mod addressing;
@@ -206,6 +212,7 @@ mod calls;
 mod dialog;
 #[cfg(test)]
 mod fuzz_tests;
+mod hold;
 mod message;
 mod registering;
 mod registration;
@@ -324,6 +331,12 @@ impl Ua {
                 Output::ClearTimer(timer) => self.clear_tx_timer(key, timer),
                 Output::ToTu(ev) => self.on_tu(key, *ev),
                 Output::Terminated(_) => {
+                    if let Some(mut r) = self.reinvites.remove(key) {
+                        if let Some(reply) = r.reply.take() {
+                            let _ =
+                                reply.send(Err(patchbay_conference::calls::CallError::NoAnswer));
+                        }
+                    }
                     self.tx_peers.remove(key);
                     self.admission.closed(key);
                     self.calls.invite_done(key);
@@ -477,6 +490,8 @@ impl Ua {
             TuEvent::Ack(req) => self.on_ack(&req),
             TuEvent::Timeout | TuEvent::TransportError if self.on_register_result(key, None) => {}
             TuEvent::Response(r) if self.on_register_result(key, Some(&r)) => {}
+            TuEvent::Timeout | TuEvent::TransportError if self.on_reinvite_result(key, None) => {}
+            TuEvent::Response(r) if self.on_reinvite_result(key, Some(&r)) => {}
             TuEvent::Timeout if !self.on_ping_result(key, None) => {
                 self.on_invite_failed(key, "no answer from the SIP trunk")
             }
@@ -518,15 +533,9 @@ impl Ua {
     /// Our BYE: to the remote target through the route set (loose routing), with the
     /// dialog's next CSeq.
     fn build_bye(&self, call: &mut Call) -> Option<Request> {
-        let d = &mut call.dialog;
-        let bye = OutRequest {
-            from: d.local_addr.clone(),
-            to: d.remote_addr.clone(),
-            call_id: d.call_id.to_string(),
-            cseq: d.next_cseq(),
-            route: d.route_set.clone(),
-            ..OutRequest::new(Method::Bye, "")
-        };
+        let cseq = call.dialog.next_cseq();
+        let d = &call.dialog;
+        let bye = OutRequest::in_dialog(Method::Bye, d, cseq);
         self.build_request_to(&bye, d.remote_target.clone(), &call.peer)
     }
 

@@ -79,6 +79,7 @@ impl Format {
             event_payload_type: Some(101),
             event_clock: 8000,
             ptime_ms: 20,
+            held: false,
         }
     }
 }

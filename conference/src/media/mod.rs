@@ -5,6 +5,7 @@ pub mod codec;
 pub mod container;
 pub mod emodel;
 pub mod g711;
+pub mod hold_music;
 pub mod jitter;
 pub mod mixer;
 pub mod pcm;

@@ -27,6 +27,19 @@ pub(super) struct Call {
     pub(super) placed_for: Option<uuid::Uuid>,
     /// Our ACK of its 2xx (calls we placed), sent again for each retransmitted 2xx.
     pub(super) ack: Option<Bytes>,
+    /// Held from our side (REST): nothing of it is heard and it gets the music on
+    /// hold or nothing, whatever its SDP says, until resumed.
+    pub(super) hold: Hold,
+}
+
+/// Whether a call is held from our side, and what it hears then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    Off,
+    /// Held, sent nothing (no `sip_music_on_hold`).
+    Silent,
+    /// Held, sent the music on hold.
+    Music,
 }
 
 /// Our key for the SRTP an answer chose among those we `offered`; `Err` when it chose
@@ -54,6 +67,35 @@ pub(super) fn answering_key(current: Option<Crypto>, n: &Negotiated) -> Option<C
 }
 
 impl Call {
+    /// A new offer of this call's media (a re-INVITE's, or our answer to an offerless
+    /// one), `direction` as given: the next SDP version, the SRTP key in use kept on
+    /// offer (or the full set, as in a first offer).
+    pub(super) fn new_offer(
+        &mut self,
+        media_ip: IpAddr,
+        mode: SrtpMode,
+        direction: sdp::Direction,
+    ) -> String {
+        self.sdp_version += 1;
+        self.srtp_offered = match (self.srtp_local, mode) {
+            (Some(c), _) => vec![c],
+            (None, SrtpMode::Off) => Vec::new(),
+            (None, _) => Crypto::offer_set(),
+        };
+        let offer_mode = match (self.srtp_local, mode) {
+            (Some(_), SrtpMode::Off) => SrtpMode::Offer,
+            (_, m) => m,
+        };
+        sdp::offer_with(
+            (media_ip, self.rtp.port),
+            &self.srtp_offered,
+            offer_mode,
+            self.sdp_session_id,
+            self.sdp_version,
+            direction,
+        )
+    }
+
     /// Put negotiated media into effect: the leg's RTP endpoint, then its session
     /// (joined the first time, updated after).
     pub(super) fn apply(&mut self, n: Negotiated) {
@@ -64,14 +106,15 @@ impl Call {
         if let Err(e) = self.rtp.sink.set_srtp(keys) {
             tracing::warn!(call_id = %self.dialog.call_id, error = %e, "SRTP keys not usable");
         }
-        let media = leg_media(&n);
+        let media = leg_media(&n, self.hold != Hold::Off);
         self.rtp.sink.configure(
             n.remote,
             Some(self.peer.addr.ip()),
-            n.direction.we_send(),
+            n.direction.we_send() && self.hold != Hold::Silent,
             &media,
         );
-        self.rtp.set_expecting(n.direction.we_receive());
+        self.rtp
+            .set_expecting(n.direction.we_receive() && self.hold == Hold::Off);
         match &self.media {
             // Wherever the leg is now, it takes the new media at its next tick.
             Some(watch) => {
@@ -93,8 +136,9 @@ impl Call {
     }
 }
 
-pub(super) fn leg_media(n: &Negotiated) -> LegMedia {
+pub(super) fn leg_media(n: &Negotiated, held: bool) -> LegMedia {
     LegMedia {
+        held,
         codec: n.codec,
         payload_type: n.payload_type,
         event_payload_type: n.event_payload_type,

@@ -65,6 +65,14 @@ impl CallTable {
             .collect()
     }
 
+    /// The Call-ID of an answered call placed (a REST dialog) for a participant.
+    pub fn placed_for_participant(&self, participant_id: Uuid) -> Option<String> {
+        self.calls
+            .iter()
+            .find(|(_, c)| c.owner.participant_id == participant_id && c.placed_for.is_some())
+            .map(|(id, _)| id.clone())
+    }
+
     /// The Call-IDs of the calls with a dialog.
     pub fn ids(&self) -> Vec<String> {
         self.calls.keys().cloned().collect()

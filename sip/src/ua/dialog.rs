@@ -77,6 +77,8 @@ pub(super) struct Dialog {
     local_cseq: u32,
     remote_cseq: Option<u32>,
     answer: Option<Pending2xx>,
+    /// The CSeq of our re-INVITE whose offer waits for its answer.
+    our_offer: Option<u32>,
 }
 
 /// The number of a request's CSeq.
@@ -96,7 +98,10 @@ fn contact_uri(headers: &sipx_sip::Headers) -> Option<Uri> {
 impl Dialog {
     /// The dialog our 2xx to `invite` creates (§12.1.1): the route set is its
     /// Record-Route in order, the remote target its Contact.
-    pub fn as_uas(invite: &Request, local_tag: &str, local_addr: Bytes) -> Dialog {
+    ///
+    /// Our own requests start after `first_cseq` (RFC 3261 §12.2.1.1 leaves the
+    /// value to us; a random one keeps our CSeq space visibly apart from the caller's).
+    pub fn as_uas(invite: &Request, local_tag: &str, local_addr: Bytes, first_cseq: u32) -> Dialog {
         Dialog {
             role: Role::Uas,
             call_id: first_value(invite, "Call-ID").unwrap_or_default(),
@@ -111,9 +116,10 @@ impl Dialog {
             route_set: header_values(invite, "Record-Route")
                 .map(Bytes::copy_from_slice)
                 .collect(),
-            local_cseq: 0,
+            local_cseq: first_cseq,
             remote_cseq: cseq_number(invite),
             answer: None,
+            our_offer: None,
         }
     }
 
@@ -150,6 +156,7 @@ impl Dialog {
             local_cseq: invite_cseq,
             remote_cseq: None,
             answer: None,
+            our_offer: None,
         }
     }
 
@@ -185,6 +192,14 @@ impl Dialog {
             });
         }
         if req.method == Method::Invite {
+            if self.our_offer.is_some() {
+                // Glare: both sides offered at once (RFC 3261 §14.2).
+                return Err(Refusal {
+                    code: 491,
+                    reason: "Request Pending",
+                    retry_after: None,
+                });
+            }
             if let Some(a) = &self.answer {
                 return Err(if a.offer {
                     Refusal {
@@ -203,6 +218,24 @@ impl Dialog {
         }
         self.remote_cseq = Some(cseq);
         Ok(())
+    }
+
+    /// Start a re-INVITE of ours: its CSeq, or None while an offer-answer exchange is
+    /// under way (ours, or the peer's INVITE whose 2xx waits for its ACK).
+    pub fn start_offer(&mut self) -> Option<u32> {
+        if self.our_offer.is_some() || self.answer.is_some() {
+            return None;
+        }
+        let cseq = self.next_cseq();
+        self.our_offer = Some(cseq);
+        Some(cseq)
+    }
+
+    /// Our re-INVITE of `cseq` got its final answer (or none).
+    pub fn offer_done(&mut self, cseq: u32) {
+        if self.our_offer == Some(cseq) {
+            self.our_offer = None;
+        }
     }
 
     /// A target refresh (a re-INVITE we accept): its Contact is the new remote target.

@@ -226,7 +226,7 @@ proptest! {
         let Ok(Message::Request(invite)) = parse_datagram(Bytes::from(invite(SDP_PCMU)), &Limits::datagram()) else {
             return Err(TestCaseError::fail("seed INVITE"));
         };
-        let mut d = dialog::Dialog::as_uas(&invite, "abc", Bytes::from_static(b"<sip:c@127.0.0.1>;tag=abc"));
+        let mut d = dialog::Dialog::as_uas(&invite, "abc", Bytes::from_static(b"<sip:c@127.0.0.1>;tag=abc"), 0);
         if let Ok(Message::Request(req)) = parse_datagram(Bytes::from(bytes), &Limits::datagram()) {
             let before = d.next_cseq();
             match d.check_request(&req) {

@@ -23,6 +23,18 @@ pub(super) struct OutRequest {
 }
 
 impl OutRequest {
+    /// A request in `d` (its From, To, Call-ID and route set) with CSeq `cseq`.
+    pub(super) fn in_dialog(method: Method, d: &super::dialog::Dialog, cseq: u32) -> OutRequest {
+        OutRequest {
+            from: d.local_addr.clone(),
+            to: d.remote_addr.clone(),
+            call_id: d.call_id.clone(),
+            cseq,
+            route: d.route_set.clone(),
+            ..OutRequest::new(method, "")
+        }
+    }
+
     pub(super) fn new(method: Method, uri: impl Into<String>) -> OutRequest {
         OutRequest {
             method,

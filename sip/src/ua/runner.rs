@@ -71,6 +71,18 @@ impl SipGateway {
                 }
             });
         }
+        {
+            let (call_tx, mut call_rx) = mpsc::unbounded_channel();
+            conference.calls().set(call_tx);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(cmd) = call_rx.recv().await {
+                    if tx.send(Input::Call(cmd)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let mut config = config;
         config.listen = local;
         let max_transactions_per_source = config.max_transactions_per_source;
@@ -100,6 +112,7 @@ impl SipGateway {
             inputs: tx.clone(),
             placing: Default::default(),
             registrations: Default::default(),
+            reinvites: HashMap::new(),
         };
         ua.registrations = registering::Registrations::new(
             &ua.config.registrations,
@@ -156,6 +169,7 @@ async fn run(
                     Input::StreamOpened(id, tx) => { ua.streams.insert(id, tx); }
                     Input::StreamClosed(id, why) => ua.on_stream_closed(id, why),
                     Input::Dial(cmd) => ua.on_dial(cmd),
+                    Input::Call(cmd) => ua.on_call_command(cmd),
                     Input::Placed { key, req, token, placed } => ua.on_placed(&key, &req, token, placed),
                     Input::Routed { key, req, token } => ua.on_routed(&key, &req, token),
                     Input::Shutdown(done) => {

@@ -306,7 +306,7 @@ impl Ua {
         if out.rtp.sink.set_srtp(keys).is_err() {
             return;
         }
-        let media = leg_media(&n);
+        let media = leg_media(&n, false);
         let signalling = self.trunk_peer().map(|p| p.addr.ip());
         out.rtp.sink.configure(n.remote, signalling, false, &media);
         // Silence before the answer is normal: no RTP timeout until then.
@@ -398,14 +398,7 @@ impl Ua {
             resp,
         );
         // The ACK (its own transaction: sent by us, again for each 2xx retransmission).
-        let ack = OutRequest {
-            from: dialog.local_addr.clone(),
-            to: dialog.remote_addr.clone(),
-            call_id: out.call_id.clone(),
-            cseq: out.cseq,
-            route: dialog.route_set.clone(),
-            ..OutRequest::new(Method::Ack, "")
-        };
+        let ack = OutRequest::in_dialog(Method::Ack, &dialog, out.cseq);
         let ack = self.build_request_to(&ack, dialog.remote_target.clone(), &peer);
         let ack = ack.map(|ack| Message::Request(ack).to_bytes());
         if let Some(bytes) = &ack {
@@ -524,6 +517,7 @@ impl Ua {
             srtp_offered: out.offered,
             placed_for: Some(out.dialog_id),
             ack,
+            hold: Hold::Off,
         }
     }
 

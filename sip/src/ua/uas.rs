@@ -289,7 +289,9 @@ impl Ua {
             .get(&HeaderName::To)
             .map(|h| Bytes::copy_from_slice(h.raw_value()))
             .unwrap_or_default();
-        let mut dialog = Dialog::as_uas(req, &local_tag, local_addr);
+        // Our CSeq space starts at a random point below 2^31 (RFC 3261 §8.1.1.5).
+        let first_cseq = rand::random::<u32>() % 1_000_000;
+        let mut dialog = Dialog::as_uas(req, &local_tag, local_addr, first_cseq);
         // The 2xx goes again until its ACK (our offer in it, when the INVITE had none,
         // is answered there).
         let now = Instant::now();
@@ -322,6 +324,7 @@ impl Ua {
             srtp_offered,
             placed_for: None,
             ack: None,
+            hold: Hold::Off,
         };
         if let Some(n) = negotiated {
             call.apply(n);
@@ -442,24 +445,7 @@ impl Ua {
         let Some(offer) = offer else {
             if req.body().is_empty() {
                 // An offerless re-INVITE: offer our current media again; the answer comes in the ACK.
-                call.sdp_version += 1;
-                // The key in use stays on offer (or the full set, if none is).
-                call.srtp_offered = match (call.srtp_local, mode) {
-                    (Some(c), _) => vec![c],
-                    (None, SrtpMode::Off) => Vec::new(),
-                    (None, _) => Crypto::offer_set(),
-                };
-                let offer_mode = match (call.srtp_local, mode) {
-                    (Some(_), SrtpMode::Off) => SrtpMode::Offer,
-                    (_, m) => m,
-                };
-                let body = sdp::offer(
-                    (media_ip, call.rtp.port),
-                    &call.srtp_offered,
-                    offer_mode,
-                    call.sdp_session_id,
-                    call.sdp_version,
-                );
+                let body = call.new_offer(media_ip, mode, sdp::Direction::SendRecv);
                 return self.ok_with_sdp(key, req, call_id, contact, body, true);
             }
             return self.respond(

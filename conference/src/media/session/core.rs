@@ -216,6 +216,8 @@ pub struct SessionCore {
     pub(super) snapshot: SessionSnapshot,
     pub(super) legs: HashMap<LegId, Leg>,
     pub(super) mixer: Mixer,
+    /// What held legs hear instead of their mix.
+    pub(super) hold_music: Option<Arc<crate::media::hold_music::HoldMusic>>,
     pub(super) next_tick: Instant,
     /// Device housekeeping (once a second) and heartbeat PINGs (every 5 s).
     next_housekeeping: Instant,
@@ -269,6 +271,7 @@ impl SessionCore {
             snapshot: SessionSnapshot::default(),
             legs: HashMap::new(),
             mixer: Mixer::new(),
+            hold_music: None,
             next_tick: now.at + Duration::from_millis(FRAME_MS as u64),
             next_housekeeping: now.at + HOUSEKEEPING,
             next_heartbeat: now.at + HEARTBEAT,

@@ -147,6 +147,8 @@ pub(super) struct HubInner {
     pub(super) webrtc: Mutex<Option<Arc<WebRtcTransport>>>,
     pub(super) sink: Mutex<Arc<dyn EventSink>>,
     pub(super) recordings: Mutex<Option<crate::recording::RecordingWriter>>,
+    /// What held SIP legs hear (`sip_music_on_hold`).
+    pub(super) hold_music: Mutex<Option<Arc<crate::media::hold_music::HoldMusic>>>,
 }
 
 impl HubInner {
@@ -340,6 +342,7 @@ impl MediaHub {
                 webrtc: Mutex::new(None),
                 sink: Mutex::new(Arc::new(LogEvents)),
                 recordings: Mutex::new(None),
+                hold_music: Mutex::new(None),
             }),
         }
     }
@@ -380,6 +383,15 @@ impl MediaHub {
             .recordings
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(writer);
+    }
+
+    /// What held SIP legs hear (sessions started afterwards use it).
+    pub fn set_hold_music(&self, music: Arc<crate::media::hold_music::HoldMusic>) {
+        *self
+            .inner
+            .hold_music
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(music);
     }
 
     /// The recordings' writer, if set.

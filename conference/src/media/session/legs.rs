@@ -49,6 +49,8 @@ pub(super) struct Leg {
     pub(super) opus_payload: Vec<u8>,
     /// The caller's audio level, from the decoded frames.
     pub(super) meter: super::view::Meter,
+    /// Where the music on hold plays from (held legs).
+    music_pos: usize,
 }
 
 impl Leg {
@@ -89,6 +91,7 @@ impl Leg {
             opus_ts: 0,
             opus_payload: Vec::with_capacity(MAX_RTP_PAYLOAD),
             meter: Default::default(),
+            music_pos: 0,
         }
     }
 
@@ -252,6 +255,9 @@ impl SessionCore {
             self.mixer.add_listener(key, rate, Some(key));
             self.route();
         } else {
+            if media.held && !l.media.held {
+                l.music_pos = 0;
+            }
             l.media = media;
         }
     }
@@ -393,10 +399,16 @@ impl SessionCore {
             arena,
             queue,
             stats,
+            hold_music,
             ..
         } = self;
         for leg in legs.values_mut() {
             leg.decode_frame(now.unix_us, stats);
+            if leg.media.held {
+                // Held: nothing of it reaches the mix or the browsers.
+                leg.framed = false;
+                leg.frame_arrival = None;
+            }
             if leg.framed {
                 leg.meter.pcm(&leg.frame, now.unix_us);
                 if let Some(f) = mixer.frame_mut(leg.key) {
@@ -409,6 +421,16 @@ impl SessionCore {
         }
         mixer.mix();
         for (&id, leg) in legs.iter_mut() {
+            if leg.media.held {
+                // The music on hold instead of the mix (none: nothing is sent).
+                if let Some(music) = hold_music.as_deref() {
+                    let rate = leg.media.codec.pcm_rate();
+                    music.fill(rate, &mut leg.music_pos, &mut leg.frame);
+                    leg.pcm_out.push(&leg.frame);
+                    leg.encode(id, arena, queue);
+                }
+                continue;
+            }
             let Some(out) = mixer.output(leg.key) else {
                 continue;
             };

@@ -212,6 +212,9 @@ pub struct LegMedia {
     pub event_clock: u32,
     /// Packet duration it sends and wants, in ms (10–60).
     pub ptime_ms: u32,
+    /// Held from our side: nothing of it is heard, and it hears the music on hold
+    /// (when there is one) instead of its mix.
+    pub held: bool,
 }
 
 /// Members of a session and their subscriptions, as the control plane sees them now.

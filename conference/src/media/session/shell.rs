@@ -452,6 +452,11 @@ pub(super) async fn run(
     } else {
         SessionCore::new(session_id, hub.alias.clone(), local, Now::system())
     };
+    core.hold_music = hub
+        .hold_music
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let mut io = Io {
         legs: HashMap::new(),
         conns: HashMap::new(),

@@ -57,6 +57,7 @@ fn uas() -> Dialog {
         &request(INVITE),
         "ours",
         Bytes::from_static(b"<sip:gw@10.0.0.1>;tag=ours"),
+        0,
     )
 }
 
@@ -147,6 +148,36 @@ fn a_reinvite_while_our_offer_waits_for_its_answer_gets_491() {
     assert_eq!(d.check_request(&reinvite), Ok(()));
     d.refresh_target(&reinvite);
     assert_eq!(d.remote_target.to_string(), "sip:alice@10.0.0.77:5099");
+}
+
+#[test]
+fn our_reinvite_and_theirs_at_once_is_glare_491_and_one_offer_at_a_time() {
+    let mut d = uas();
+    let cseq = d.start_offer().expect("no exchange under way");
+    assert_eq!(cseq, 1);
+    // A second offer of ours waits for the first.
+    assert_eq!(d.start_offer(), None);
+    // Theirs crosses ours: 491, and their CSeq is not taken.
+    let r = d.check_request(&in_dialog("INVITE", 11)).unwrap_err();
+    assert_eq!((r.code, r.reason), (491, "Request Pending"));
+    // Other requests are not held back.
+    assert_eq!(d.check_request(&in_dialog("BYE", 11)), Ok(()));
+    // A stale completion changes nothing; ours answered, theirs is fine again.
+    d.offer_done(cseq + 7);
+    assert!(d.check_request(&in_dialog("INVITE", 12)).is_err());
+    d.offer_done(cseq);
+    assert_eq!(d.check_request(&in_dialog("INVITE", 12)), Ok(()));
+    // While our 2xx to theirs waits for its ACK, we do not offer.
+    d.answering(
+        12,
+        Bytes::from_static(b"200"),
+        false,
+        Instant::now(),
+        Duration::from_millis(500),
+    );
+    assert_eq!(d.start_offer(), None);
+    assert_eq!(d.on_ack(Some(12)), Ack::Confirmed { answer: false });
+    assert_eq!(d.start_offer(), Some(2));
 }
 
 #[test]

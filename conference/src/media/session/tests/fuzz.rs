@@ -95,6 +95,7 @@ fn media(codec: AudioCodec) -> LegMedia {
         // Opus legs carry telephone-event/8000, as most softphones offer it.
         event_clock: 8000,
         ptime_ms: 20,
+        held: false,
     }
 }
 

@@ -22,6 +22,7 @@ pub fn pcmu() -> LegMedia {
         event_payload_type: Some(101),
         event_clock: 8000,
         ptime_ms: 20,
+        held: false,
     }
 }
 

@@ -1,0 +1,235 @@
+//! Hold and resume from our side (REST): a re-INVITE of ours in the call's dialog,
+//! `sendonly` to hold (we then send the phone nothing and expect nothing from it) and
+//! `sendrecv` to resume; the outcome goes back to the control plane with the answer.
+//! RFC 3261 §14.1: a 491 (glare) is reported as busy, a 408 or 481, or no answer at
+//! all, ends the call.
+
+use patchbay_conference::calls::{CallCommand, CallError};
+use sipx_sip::Response;
+
+use super::*;
+
+/// One re-INVITE of ours in flight (kept after its 2xx, to ACK retransmissions).
+pub(super) struct Reinvite {
+    call_id: String,
+    cseq: u32,
+    hold: bool,
+    pub(super) reply: Option<oneshot::Sender<Result<(), CallError>>>,
+    /// Our ACK of its 2xx.
+    ack: Option<Bytes>,
+}
+
+impl Ua {
+    pub(super) fn on_call_command(&mut self, cmd: CallCommand) {
+        match cmd {
+            CallCommand::Hold {
+                participant_id,
+                hold,
+                reply,
+            } => {
+                let call_id = self
+                    .calls
+                    .of_participant(participant_id)
+                    .into_iter()
+                    .next()
+                    .or_else(|| self.calls.placed_for_participant(participant_id));
+                let Some(call_id) = call_id else {
+                    let _ = reply.send(Err(CallError::NoCall));
+                    return;
+                };
+                if let Err(e) = self.send_reinvite(&call_id, hold, reply) {
+                    tracing::info!(%call_id, error = %e, hold, "hold/resume not sent");
+                }
+            }
+        }
+    }
+
+    /// Our re-INVITE for `call_id`; `reply` gets the outcome (now, if it cannot be sent).
+    fn send_reinvite(
+        &mut self,
+        call_id: &str,
+        hold: bool,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    ) -> Result<(), CallError> {
+        let fail = |reply: oneshot::Sender<_>, e: CallError| {
+            let _ = reply.send(Err(e.clone()));
+            Err(e)
+        };
+        let media_ip = self.config.advertised_ip();
+        let mode = self.config.srtp;
+        let Some(mut peer) = self.calls.get(call_id).map(|c| c.peer) else {
+            return fail(reply, CallError::NoCall);
+        };
+        if self
+            .calls
+            .get(call_id)
+            .is_some_and(|c| c.placed_for.is_some())
+        {
+            peer = self.refresh_peer(peer);
+        }
+        let contact = self.local_contact(&peer);
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return fail(reply, CallError::NoCall);
+        };
+        let Some(cseq) = call.dialog.start_offer() else {
+            return fail(reply, CallError::Busy);
+        };
+        let direction = if hold {
+            sdp::Direction::SendOnly
+        } else {
+            sdp::Direction::SendRecv
+        };
+        let body = call.new_offer(media_ip, mode, direction);
+        let d = &call.dialog;
+        let invite = OutRequest {
+            headers: vec![
+                (HeaderName::Contact, contact),
+                (hn("Allow"), ALLOW.to_string()),
+            ],
+            body: Some(("application/sdp", Bytes::from(body))),
+            ..OutRequest::in_dialog(Method::Invite, d, cseq)
+        };
+        let target = d.remote_target.clone();
+        let sent = self
+            .build_request_to(&invite, target, &peer)
+            .and_then(|req| self.layer.send_request(req, peer.reliability()));
+        let Some((key, outputs)) = sent else {
+            if let Some(call) = self.calls.get_mut(call_id) {
+                call.dialog.offer_done(cseq);
+            }
+            return fail(reply, CallError::NoCall);
+        };
+        tracing::info!(
+            call_id,
+            hold,
+            "re-INVITE sent to {}",
+            if hold { "hold" } else { "resume" }
+        );
+        self.tx_peers.insert(key.clone(), peer);
+        self.reinvites.insert(
+            key.clone(),
+            Reinvite {
+                call_id: call_id.to_string(),
+                cseq,
+                hold,
+                reply: Some(reply),
+                ack: None,
+            },
+        );
+        self.run_outputs(&key, outputs);
+        Ok(())
+    }
+
+    /// A response to (or the end of) one of our re-INVITEs; false when `key` is none.
+    pub(super) fn on_reinvite_result(
+        &mut self,
+        key: &TransactionKey,
+        resp: Option<&Response>,
+    ) -> bool {
+        let Some(r) = self.reinvites.get_mut(key) else {
+            return false;
+        };
+        let (call_id, cseq, hold) = (r.call_id.clone(), r.cseq, r.hold);
+        let code = resp.map(|r| r.status.code());
+        match (code, resp) {
+            (Some(c), _) if c < 200 => {}
+            (Some(c), Some(resp)) if c < 300 => {
+                if let Some(ack) = &r.ack {
+                    // A 2xx again: our ACK was lost.
+                    let ack = ack.clone();
+                    if let Some(peer) = self.tx_peers.get(key).copied() {
+                        self.send_bytes(&ack, &peer);
+                    }
+                    return true;
+                }
+                let reply = r.reply.take();
+                let outcome = self.reinvite_answered(key, &call_id, cseq, hold, resp);
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+            _ => {
+                let mut r = self.reinvites.remove(key);
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    call.dialog.offer_done(cseq);
+                }
+                let outcome = match code {
+                    Some(491) => CallError::Busy,
+                    Some(c @ (408 | 481)) | Some(c @ 0) => {
+                        tracing::info!(%call_id, code = c, "re-INVITE: the dialog is gone, hanging up");
+                        self.end_call(&call_id, true);
+                        CallError::NoAnswer
+                    }
+                    Some(c) => {
+                        let reason = resp
+                            .map(|r| String::from_utf8_lossy(&r.reason).into_owned())
+                            .unwrap_or_default();
+                        CallError::Refused(format!("{c} {reason}").trim().to_string())
+                    }
+                    None => {
+                        tracing::info!(%call_id, "re-INVITE not answered, hanging up");
+                        self.end_call(&call_id, true);
+                        CallError::NoAnswer
+                    }
+                };
+                if let Some(reply) = r.as_mut().and_then(|r| r.reply.take()) {
+                    let _ = reply.send(Err(outcome));
+                }
+            }
+        }
+        true
+    }
+
+    /// The phone's 2xx to our re-INVITE: ACK it, put its answer into effect.
+    fn reinvite_answered(
+        &mut self,
+        key: &TransactionKey,
+        call_id: &str,
+        cseq: u32,
+        hold: bool,
+        resp: &Response,
+    ) -> Result<(), CallError> {
+        let peer = self.tx_peers.get(key).copied();
+        let mode = self.config.srtp;
+        let music = self.config.music_on_hold;
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return Err(CallError::NoCall);
+        };
+        call.dialog.offer_done(cseq);
+        let d = &call.dialog;
+        let ack = OutRequest::in_dialog(Method::Ack, d, cseq);
+        let target = d.remote_target.clone();
+        let answer = std::str::from_utf8(resp.body())
+            .ok()
+            .and_then(|t| sdp::parse(t).ok())
+            .and_then(|a| sdp::negotiate(&a, mode).ok())
+            .filter(|n| answered_key(&call.srtp_offered, n).is_ok());
+        if let Some(n) = answer {
+            call.srtp_local = answered_key(&call.srtp_offered, &n).ok().flatten();
+            call.hold = match (hold, music) {
+                (false, _) => Hold::Off,
+                (true, false) => Hold::Silent,
+                (true, true) => Hold::Music,
+            };
+            call.apply(n);
+        }
+        let leg = call.leg;
+        let ok = answer.is_some();
+        let ack_bytes = peer
+            .and_then(|p| self.build_request_to(&ack, target, &p).map(|a| (a, p)))
+            .map(|(a, p)| {
+                let bytes = Message::Request(a).to_bytes();
+                self.send_bytes(&bytes, &p);
+                bytes
+            });
+        if let Some(r) = self.reinvites.get_mut(key) {
+            r.ack = ack_bytes;
+        }
+        if !ok {
+            tracing::info!(call_id, %leg, "re-INVITE answered without a usable SDP answer");
+            return Err(CallError::Refused("no usable SDP answer".into()));
+        }
+        tracing::info!(call_id, %leg, held = hold, "call {}", if hold { "held" } else { "resumed" });
+        Ok(())
+    }
+}
