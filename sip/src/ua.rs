@@ -520,10 +520,7 @@ impl Ua {
             }
             if let Some(bye) = self.build_bye(&mut call) {
                 let peer = call.peer;
-                if let Some((key, outputs)) = self.layer.send_request(bye, peer.reliability()) {
-                    self.tx_peers.insert(key.clone(), peer);
-                    self.run_outputs(&key, outputs);
-                }
+                self.send_client(bye, peer, |_, _| {});
             }
         }
         tracing::info!(call_id, leg = %call.leg, role = ?call.dialog.role, bye = send_bye, "call ended");

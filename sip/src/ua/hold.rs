@@ -90,33 +90,32 @@ impl Ua {
             ..OutRequest::in_dialog(Method::Invite, d, cseq)
         };
         let target = d.remote_target.clone();
+        let mut reply = Some(reply);
         let sent = self
             .build_request_to(&invite, target, &peer)
-            .and_then(|req| self.layer.send_request(req, peer.reliability()));
-        let Some((key, outputs)) = sent else {
+            .and_then(|req| {
+                self.send_client(req, peer, |ua, key| {
+                    let r = Reinvite {
+                        call_id: call_id.to_string(),
+                        cseq,
+                        hold,
+                        reply: reply.take(),
+                        ack: None,
+                    };
+                    ua.reinvites.insert(key.clone(), r);
+                })
+            });
+        if sent.is_none() {
             if let Some(call) = self.calls.get_mut(call_id) {
                 call.dialog.offer_done(cseq);
             }
-            return fail(reply, CallError::NoCall);
-        };
-        tracing::info!(
-            call_id,
-            hold,
-            "re-INVITE sent to {}",
-            if hold { "hold" } else { "resume" }
-        );
-        self.tx_peers.insert(key.clone(), peer);
-        self.reinvites.insert(
-            key.clone(),
-            Reinvite {
-                call_id: call_id.to_string(),
-                cseq,
-                hold,
-                reply: Some(reply),
-                ack: None,
-            },
-        );
-        self.run_outputs(&key, outputs);
+            if let Some(reply) = reply {
+                return fail(reply, CallError::NoCall);
+            }
+            return Err(CallError::NoCall);
+        }
+        let what = if hold { "hold" } else { "resume" };
+        tracing::info!(call_id, hold, "re-INVITE sent to {what}");
         Ok(())
     }
 

@@ -205,13 +205,11 @@ impl Ua {
         let Some(req) = self.build_request(&request, &peer) else {
             return self.register_outcome(i, Outcome::NoAnswer);
         };
-        match self.layer.send_request(req, peer.reliability()) {
-            Some((key, outputs)) => {
-                self.tx_peers.insert(key.clone(), peer);
-                self.registrations.in_flight.insert(key.clone(), i);
-                self.run_outputs(&key, outputs);
-            }
-            None => self.register_outcome(i, Outcome::NoAnswer),
+        let sent = self.send_client(req, peer, |ua, key| {
+            ua.registrations.in_flight.insert(key.clone(), i);
+        });
+        if sent.is_none() {
+            self.register_outcome(i, Outcome::NoAnswer);
         }
     }
 

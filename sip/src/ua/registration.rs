@@ -208,7 +208,9 @@ impl Registration {
         };
         match status {
             200..=299 => {
-                let granted = granted.unwrap_or(self.expires);
+                // A registrar's word, bounded (a day at most: nothing it says can
+                // overflow our clock arithmetic).
+                let granted = granted.unwrap_or(self.expires).min(MAX_EXPIRES);
                 if granted.is_zero() {
                     return self.failed(now, "the registrar kept no binding".into());
                 }

@@ -230,3 +230,18 @@ fn unregister_removes_the_binding_and_stops() {
     assert_eq!(r.on_outcome(t0, ok(600)), None);
     assert_eq!(r.status(), &Status::Stopped);
 }
+
+#[test]
+fn a_registrars_huge_lifetime_is_taken_as_a_day_at_most() {
+    let t0 = Instant::now();
+    let mut r = reg(t0, false);
+    r.handle_timeout(t0);
+    assert_eq!(r.on_outcome(t0, ok(u64::MAX)), None);
+    assert_eq!(
+        r.status(),
+        &Status::Registered {
+            until: t0 + secs(86_400)
+        }
+    );
+    assert_eq!(r.poll_timeout(), Some(t0 + secs(86_400 - 60)));
+}

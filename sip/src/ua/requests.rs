@@ -59,6 +59,22 @@ impl Ua {
         self.build_request_to(r, uri, peer)
     }
 
+    /// Start a client transaction for `req` to `peer`. `own` records who its answers
+    /// go to before any of its outputs runs; None when the transaction layer refuses
+    /// the request (nothing is recorded then).
+    pub(super) fn send_client(
+        &mut self,
+        req: Request,
+        peer: Peer,
+        own: impl FnOnce(&mut Ua, &TransactionKey),
+    ) -> Option<TransactionKey> {
+        let (key, outputs) = self.layer.send_request(req, peer.reliability())?;
+        self.tx_peers.insert(key.clone(), peer);
+        own(self, &key);
+        self.run_outputs(&key, outputs);
+        Some(key)
+    }
+
     /// As [`Self::build_request`], to an already parsed Request-URI.
     pub(super) fn build_request_to(
         &self,

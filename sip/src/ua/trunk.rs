@@ -162,11 +162,11 @@ impl Ua {
         };
         let ping = self.build_request(&ping, &peer);
         let Some(ping) = ping else { return };
-        if let Some((key, outputs)) = self.layer.send_request(ping, peer.reliability()) {
+        let sent = self.send_client(ping, peer, |ua, key| {
+            ua.health.ping = Some(key.clone());
+        });
+        if sent.is_some() {
             self.metrics.sip_trunk_pings.inc();
-            self.tx_peers.insert(key.clone(), peer);
-            self.health.ping = Some(key.clone());
-            self.run_outputs(&key, outputs);
         }
     }
 

@@ -203,13 +203,14 @@ impl Ua {
         let Some(invite) = build() else {
             return false;
         };
-        let Some((key, outputs)) = self.layer.send_request(invite, peer.reliability()) else {
+        let call_id = out.call_id.clone();
+        let sent = self.send_client(invite, peer, |ua, key| {
+            ua.calls.invite_sent(key.clone(), &call_id);
+        });
+        if sent.is_none() {
             return false;
-        };
+        }
         out.via = via;
-        self.tx_peers.insert(key.clone(), peer);
-        self.calls.invite_sent(key.clone(), &out.call_id);
-        self.run_outputs(&key, outputs);
         true
     }
 
@@ -376,9 +377,7 @@ impl Ua {
         };
         let cancel = self.build_request_to(&cancel, out.uri.clone(), &peer);
         if let Some(cancel) = cancel {
-            if let Some((key, outputs)) = self.layer.send_request(cancel, peer.reliability()) {
-                self.tx_peers.insert(key.clone(), peer);
-                self.run_outputs(&key, outputs);
+            if self.send_client(cancel, peer, |_, _| {}).is_some() {
                 tracing::info!(dialog_id = %out.dialog_id, "dialog: CANCEL sent");
             }
         }
