@@ -154,15 +154,20 @@ impl Ua {
                 }
                 let outcome = match code {
                     Some(491) => CallError::Busy,
-                    Some(c @ (408 | 481)) | Some(c @ 0) => {
+                    Some(c @ (408 | 481)) => {
                         tracing::info!(%call_id, code = c, "re-INVITE: the dialog is gone, hanging up");
                         self.end_call(&call_id, true);
                         CallError::NoAnswer
                     }
                     Some(c) => {
-                        let reason = resp
+                        // The phone's reason phrase, as far as it is short, printable text.
+                        let reason: String = resp
                             .map(|r| String::from_utf8_lossy(&r.reason).into_owned())
-                            .unwrap_or_default();
+                            .unwrap_or_default()
+                            .chars()
+                            .filter(|ch| !ch.is_control())
+                            .take(64)
+                            .collect();
                         CallError::Refused(format!("{c} {reason}").trim().to_string())
                     }
                     None => {

@@ -89,7 +89,7 @@ impl Registrations {
         self.in_flight.get(key).copied()
     }
 
-    /// The REGISTERs in flight on a stream connection (`conn_of` tells a key's).
+    /// The REGISTERs in flight whose key `f` picks (those on a closed connection).
     pub(super) fn in_flight_where(
         &self,
         f: impl Fn(&TransactionKey) -> bool,
