@@ -117,6 +117,7 @@ fn create_request(body: &Bytes) -> Result<DialogData, ApiError> {
         to,
         from,
         user_to_user: text("userToUser")?,
+        replaces: None,
     })
 }
 

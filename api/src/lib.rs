@@ -122,6 +122,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(calls::resume),
         )
         .route(
+            &format!("{acct}/participants/{{participantId}}/transfer"),
+            axum::routing::post(calls::transfer),
+        )
+        .route(
             &format!("{acct}/participants/{{participantId}}/dialogs"),
             axum::routing::post(dialogs::create_dialog).get(console::list_dialogs),
         )

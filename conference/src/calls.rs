@@ -1,6 +1,6 @@
 //! Control of a participant's SIP call from the control plane: hold and resume (the
-//! SIP side renegotiates with the phone; this module only carries the command and its
-//! outcome).
+//! SIP side renegotiates with the phone), and transfer (the SIP side asks the phone's
+//! side to call elsewhere, REFER); this module only carries the command and its outcome.
 
 use std::time::Duration;
 
@@ -21,7 +21,37 @@ pub enum CallError {
     Refused(String),
     #[error("the phone did not answer; the call was ended")]
     NoAnswer,
+    #[error("the SIP side gave no outcome in time")]
+    NoOutcome,
 }
+
+/// How a transfer of ours (REFER) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferOutcome {
+    /// The target answered the phone's side; we ended our call.
+    Completed,
+    /// The REFER was refused, or the target refused the call (the status line).
+    Rejected(String),
+    /// The target did not answer in time (ours, or the phone side's: 408, 480, 487).
+    RingingTimeout,
+    /// The call ended before the transfer did.
+    CallEnded,
+}
+
+impl TransferOutcome {
+    /// The API's name of the outcome.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TransferOutcome::Completed => "COMPLETED",
+            TransferOutcome::Rejected(_) => "REJECTED",
+            TransferOutcome::RingingTimeout => "RINGING_TIMEOUT",
+            TransferOutcome::CallEnded => "CALL_ENDED",
+        }
+    }
+}
+
+/// The longest ringing time a transfer may be given.
+pub const MAX_TRANSFER_RINGING: Duration = Duration::from_secs(120);
 
 /// A command for a participant's SIP call.
 #[derive(Debug)]
@@ -32,6 +62,14 @@ pub enum CallCommand {
         participant_id: Uuid,
         hold: bool,
         reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    /// Ask the phone's side to call `to` instead (REFER, blind): the reply comes with
+    /// the outcome its NOTIFYs report.
+    Transfer {
+        participant_id: Uuid,
+        /// A `sip:`, `sips:` or `tel:` URI.
+        to: String,
+        reply: oneshot::Sender<Result<TransferOutcome, CallError>>,
     },
 }
 
@@ -61,7 +99,46 @@ impl CallControl {
         match tokio::time::timeout(CALL_COMMAND_TIMEOUT, outcome).await {
             Ok(Ok(r)) => r,
             // The SIP side dropped it (stopping) or never answered.
-            _ => Err(CallError::NoAnswer),
+            _ => Err(CallError::NoOutcome),
         }
     }
+
+    /// Transfer `participant_id`'s call to `to` (see [`CallCommand::Transfer`]); a
+    /// target that has not answered within `ringing` is a ringing timeout (the call
+    /// stays as it was).
+    pub async fn transfer(
+        &self,
+        participant_id: Uuid,
+        to: String,
+        ringing: Duration,
+    ) -> Result<TransferOutcome, CallError> {
+        let Some(tx) = self.tx.get() else {
+            return Err(CallError::NoCall);
+        };
+        let (reply, outcome) = oneshot::channel();
+        tx.send(CallCommand::Transfer {
+            participant_id,
+            to,
+            reply,
+        })
+        .map_err(|_| CallError::NoCall)?;
+        match tokio::time::timeout(ringing.min(MAX_TRANSFER_RINGING), outcome).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(CallError::NoOutcome),
+            Err(_) => Ok(TransferOutcome::RingingTimeout),
+        }
+    }
+}
+
+/// Whether `to` may be a transfer target: a `sip:`, `sips:` or `tel:` URI of printable
+/// characters without spaces, quotes or angle brackets, at most 256 of them.
+pub fn valid_transfer_target(to: &str) -> bool {
+    let scheme = ["sip:", "sips:", "tel:"]
+        .iter()
+        .any(|s| to.len() > s.len() && to[..s.len()].eq_ignore_ascii_case(s));
+    scheme
+        && to.len() <= 256
+        && !to
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"'))
 }

@@ -58,6 +58,10 @@ pub struct DialogData {
     /// Passed to the far end as a `User-to-User` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_to_user: Option<String>,
+    /// A `Replaces` header for the INVITE (RFC 3891): a transfer a phone asked for
+    /// with it in its `Refer-To` (attended), never from the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 impl DialogData {
@@ -78,6 +82,11 @@ impl DialogData {
         if let Some(u) = &self.user_to_user {
             if u.len() > 1024 || u.chars().any(|c| c.is_control()) {
                 return Err("data.userToUser must be at most 1024 printable characters".into());
+            }
+        }
+        if let Some(r) = &self.replaces {
+            if r.len() > 512 || r.chars().any(|c| c.is_control()) {
+                return Err("Replaces must be at most 512 printable characters".into());
             }
         }
         Ok(())
@@ -187,6 +196,7 @@ mod tests {
                 to: to.into(),
                 from: from.into(),
                 user_to_user: None,
+                replaces: None,
             }
             .validate()
         };

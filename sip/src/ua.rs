@@ -42,7 +42,7 @@ use crate::rtp::{self, LegStart, MediaEnd, PortAllocator, RtpLeg};
 use crate::sdp::{self, Crypto, Negotiated, SrtpMode};
 use crate::uui;
 
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REFER, NOTIFY";
 const SERVER: &str = "patchbay";
 /// Largest datagram we read.
 const MAX_DATAGRAM: usize = 65_535;
@@ -151,6 +151,8 @@ enum Input {
         req: Box<Request>,
         token: Result<String, patchbay_conference::inbound::Refused>,
     },
+    /// The conference would not place the dialog a transfer of this participant asked for.
+    TransferRefused(uuid::Uuid),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -203,6 +205,10 @@ struct Ua {
     registrations: registering::Registrations,
     /// Our re-INVITEs in flight (hold, resume).
     reinvites: HashMap<TransactionKey, hold::Reinvite>,
+    /// Transfers phones asked for (their REFERs), by participant.
+    transfers: HashMap<uuid::Uuid, transfer::Transferring>,
+    /// Our transfers (REFERs) under way, by call, and our REFERs in flight.
+    referring: referring::Referring,
 }
 
 mod addressing;
@@ -214,11 +220,13 @@ mod dialog;
 mod fuzz_tests;
 mod hold;
 mod message;
+mod referring;
 mod registering;
 mod registration;
 mod requests;
 mod runner;
 mod streams;
+mod transfer;
 mod trunk;
 mod uac;
 mod uas;
@@ -467,6 +475,8 @@ impl Ua {
                 Method::Invite => self.on_invite(key, &req),
                 Method::Bye => self.on_bye(key, &req),
                 Method::Cancel => self.on_cancel(key, &req),
+                Method::Refer => self.on_refer(key, &req),
+                Method::Notify => self.on_notify(key, &req),
                 Method::Options => {
                     let headers = [
                         ("Allow", ALLOW.to_string()),
@@ -492,6 +502,8 @@ impl Ua {
             TuEvent::Response(r) if self.on_register_result(key, Some(&r)) => {}
             TuEvent::Timeout | TuEvent::TransportError if self.on_reinvite_result(key, None) => {}
             TuEvent::Response(r) if self.on_reinvite_result(key, Some(&r)) => {}
+            TuEvent::Timeout | TuEvent::TransportError if self.on_refer_result(key, None) => {}
+            TuEvent::Response(r) if self.on_refer_result(key, Some(&r)) => {}
             TuEvent::Timeout if !self.on_ping_result(key, None) => {
                 self.on_invite_failed(key, "no answer from the SIP trunk")
             }
@@ -513,6 +525,7 @@ impl Ua {
         };
         // Its leg leaves whatever session (or the lobby) it is in now.
         call.media = None;
+        self.referring_call_ended(call_id);
         self.metrics.sip_calls_active.dec();
         if send_bye {
             if call.placed_for.is_some() {

@@ -100,6 +100,30 @@ impl Conference {
         session: Option<Uuid>,
         data: DialogData,
     ) -> Result<Dialog> {
+        self.new_dialog(account_id, participant_id, session, data, false)
+            .await
+    }
+
+    /// A participant's call asked to be transferred (an accepted REFER): its dialog to
+    /// the target, reported like any other. The participant may still have a live
+    /// dialog (the call being transferred may be one): the new call's answer replaces it.
+    pub async fn transfer_dialog(&self, participant_id: Uuid, data: DialogData) -> Result<Dialog> {
+        let account_id = self
+            .participant(participant_id)
+            .map(|p| p.account_id)
+            .ok_or_else(|| not_found("participant", participant_id))?;
+        self.new_dialog(&account_id, participant_id, None, data, true)
+            .await
+    }
+
+    async fn new_dialog(
+        &self,
+        account_id: &str,
+        participant_id: Uuid,
+        session: Option<Uuid>,
+        data: DialogData,
+        transfer: bool,
+    ) -> Result<Dialog> {
         data.validate().map_err(ConferenceError::Invalid)?;
         let p = self.get_participant(account_id, participant_id)?;
         if self.dialogs_lock().dialer.is_none() {
@@ -136,6 +160,7 @@ impl Conference {
             if let Some(live) = book
                 .by_id
                 .values()
+                .filter(|_| !transfer)
                 .find(|d| d.participant_id == participant_id && d.is_live())
             {
                 return Err(ConferenceError::Conflict(format!(

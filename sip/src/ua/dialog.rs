@@ -165,6 +165,18 @@ impl Dialog {
         to_tag == Some(self.local_tag.as_str())
     }
 
+    /// Whether a `Replaces` names this dialog (RFC 3891 §3: its to-tag is our tag, its
+    /// from-tag the peer's).
+    pub fn replaced_by(&self, to_tag: &str, from_tag: &str) -> bool {
+        let text = String::from_utf8_lossy(&self.remote_addr);
+        let lower = text.to_ascii_lowercase();
+        let remote_tag = lower
+            .rfind(";tag=")
+            .map(|i| &text[i + 5..])
+            .map(|t| t.split([';', '>', ' ']).next().unwrap_or("").trim());
+        self.local_tag == to_tag && remote_tag == Some(from_tag)
+    }
+
     /// The CSeq of our next request in the dialog.
     pub fn next_cseq(&mut self) -> u32 {
         self.local_cseq = self.local_cseq.wrapping_add(1);
@@ -272,7 +284,6 @@ impl Dialog {
     }
 
     /// Whether no 2xx of ours waits for its ACK.
-    #[cfg(test)]
     pub fn confirmed(&self) -> bool {
         self.answer.is_none()
     }

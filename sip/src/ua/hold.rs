@@ -27,13 +27,7 @@ impl Ua {
                 hold,
                 reply,
             } => {
-                let call_id = self
-                    .calls
-                    .of_participant(participant_id)
-                    .into_iter()
-                    .next()
-                    .or_else(|| self.calls.placed_for_participant(participant_id));
-                let Some(call_id) = call_id else {
+                let Some(call_id) = self.participant_call(participant_id) else {
                     let _ = reply.send(Err(CallError::NoCall));
                     return;
                 };
@@ -41,7 +35,26 @@ impl Ua {
                     tracing::info!(%call_id, error = %e, hold, "hold/resume not sent");
                 }
             }
+            CallCommand::Transfer {
+                participant_id,
+                to,
+                reply,
+            } => match self.participant_call(participant_id) {
+                Some(call_id) => self.send_refer(&call_id, &to, reply),
+                None => {
+                    let _ = reply.send(Err(CallError::NoCall));
+                }
+            },
         }
+    }
+
+    /// A participant's call here: its inbound call, or the answered call of its dialog.
+    fn participant_call(&self, participant_id: uuid::Uuid) -> Option<String> {
+        self.calls
+            .of_participant(participant_id)
+            .into_iter()
+            .next()
+            .or_else(|| self.calls.placed_for_participant(participant_id))
     }
 
     /// Our re-INVITE for `call_id`; `reply` gets the outcome (now, if it cannot be sent).
@@ -57,16 +70,9 @@ impl Ua {
         };
         let media_ip = self.config.advertised_ip();
         let mode = self.config.srtp;
-        let Some(mut peer) = self.calls.get(call_id).map(|c| c.peer) else {
+        let Some(peer) = self.call_peer(call_id) else {
             return fail(reply, CallError::NoCall);
         };
-        if self
-            .calls
-            .get(call_id)
-            .is_some_and(|c| c.placed_for.is_some())
-        {
-            peer = self.refresh_peer(peer);
-        }
         let contact = self.local_contact(&peer);
         let Some(call) = self.calls.get_mut(call_id) else {
             return fail(reply, CallError::NoCall);

@@ -121,7 +121,13 @@ pub(super) fn precheck(req: &Request) -> Option<Refusal> {
     }
     match &req.method {
         Method::Other(_) => return Some((501, "Not Implemented", vec![("Allow", ALLOW.into())])),
-        Method::Invite | Method::Ack | Method::Bye | Method::Cancel | Method::Options => {}
+        Method::Invite
+        | Method::Ack
+        | Method::Bye
+        | Method::Cancel
+        | Method::Options
+        | Method::Refer
+        | Method::Notify => {}
         _ => return Some((405, "Method Not Allowed", vec![("Allow", ALLOW.into())])),
     }
     if req.method == Method::Invite {

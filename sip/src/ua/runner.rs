@@ -113,6 +113,8 @@ impl SipGateway {
             placing: Default::default(),
             registrations: Default::default(),
             reinvites: HashMap::new(),
+            transfers: HashMap::new(),
+            referring: referring::Referring::default(),
         };
         ua.registrations = registering::Registrations::new(
             &ua.config.registrations,
@@ -172,6 +174,7 @@ async fn run(
                     Input::Call(cmd) => ua.on_call_command(cmd),
                     Input::Placed { key, req, token, placed } => ua.on_placed(&key, &req, token, placed),
                     Input::Routed { key, req, token } => ua.on_routed(&key, &req, token),
+                    Input::TransferRefused(p) => ua.on_transfer_refused(p),
                     Input::Shutdown(done) => {
                         let ids = ua.calls.ids();
                         tracing::info!(calls = ids.len(), "SIP shutdown: sending BYE to every call");

@@ -81,7 +81,10 @@ impl Ua {
                 dialog_id,
                 participant_id,
                 data,
-            } => self.place(dialog_id, participant_id, &data),
+            } => {
+                self.transfer_placed(participant_id, dialog_id);
+                self.place(dialog_id, participant_id, &data)
+            }
             DialCommand::Hangup { dialog_id } => self.hang_up_dialog(dialog_id),
         }
     }
@@ -126,6 +129,9 @@ impl Ua {
         };
         if let Some(uui) = &data.user_to_user {
             extra.push(("User-to-User", uui.clone()));
+        }
+        if let Some(replaces) = &data.replaces {
+            extra.push(("Replaces", replaces.clone()));
         }
         let (leg, rtp) = match self.start_leg() {
             Ok(x) => x,
@@ -242,11 +248,16 @@ impl Ua {
                         None,
                         None,
                     );
+                    self.transfer_progress(out.participant_id, out.dialog_id, 180, "Ringing");
                 }
             }
             if out.cancel && code > 100 {
                 self.send_cancel(&out);
-            } else if code > 100 && out.early.is_none() && !resp.body().is_empty() {
+            } else if code > 100
+                && out.early.is_none()
+                && !resp.body().is_empty()
+                && !self.is_transfer(out.participant_id, out.dialog_id)
+            {
                 self.start_early_media(&mut out, resp);
             }
             self.calls.put_back(out);
@@ -269,8 +280,13 @@ impl Ua {
                 }
             }
         }
-        let reason = String::from_utf8_lossy(&resp.reason).to_string();
+        let reason: String = String::from_utf8_lossy(&resp.reason)
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
         tracing::info!(dialog_id = %out.dialog_id, code, %reason, "dialog: call failed");
+        self.transfer_progress(out.participant_id, out.dialog_id, code, &reason);
         self.calls.forget(&out);
         self.fail_dialog(
             out.dialog_id,
@@ -434,6 +450,8 @@ impl Ua {
         let Some((n, owner, joined)) = media else {
             // Hang up what we cannot use.
             let dialog_id = out.dialog_id;
+            let reason = "Service Unavailable (the answer could not be used)";
+            self.transfer_progress(out.participant_id, dialog_id, 503, reason);
             let call = self.call_of(out, leg, peer, dialog, ack, None);
             let call_id = call.dialog.call_id.clone();
             self.calls.insert(call);
@@ -444,6 +462,11 @@ impl Ua {
         };
         let cancel = out.cancel;
         let dialog_id = out.dialog_id;
+        if !cancel {
+            // Before its leg joins the session (which ends the phone's call): the
+            // phone hears of the answer, then of our BYE.
+            self.transfer_progress(out.participant_id, dialog_id, 200, "OK");
+        }
         let mut call = self.call_of(out, leg, peer, dialog, ack, Some((owner, joined)));
         let call_id = call.dialog.call_id.clone();
         call.srtp_local = answered_key(&call.srtp_offered, &n).unwrap_or(None);
@@ -527,6 +550,7 @@ impl Ua {
         };
         if let Some(out) = self.calls.take_ringing(&call_id) {
             self.calls.forget(&out);
+            self.transfer_progress(out.participant_id, out.dialog_id, 408, "Request Timeout");
             self.fail_dialog(out.dialog_id, "ERROR", why.to_string());
             out.leave();
         }

@@ -44,10 +44,52 @@ impl Ua {
             return;
         }
         self.respond(key, req, Reply::new(100, "Trying"));
+        if let Some(replaces) = first_value(req, "Replaces") {
+            return self.admit_replacing(key, req, &replaces);
+        }
         let Some(token) = uui::jwt_token(header_values(req, "User-to-User")) else {
             return self.route_inbound(key, req);
         };
         self.admit_with_token(key, req, token);
+    }
+
+    /// An INVITE replacing a call of ours (RFC 3891, an attended transfer): it takes
+    /// that call's participant, and that call ends. Knowing the call's Call-ID and
+    /// both tags is what entitles it; only an answered call is replaced.
+    fn admit_replacing(&mut self, key: &TransactionKey, req: &Request, replaces: &str) {
+        let call_id = Self::call_id(req);
+        let refuse = |ua: &mut Ua, code: u16, reason: &str| {
+            tracing::info!(%call_id, code, "call refused: its Replaces does not apply");
+            ua.metrics.sip_calls_rejected.inc();
+            let tag = random_token();
+            ua.respond(key, req, Reply::new(code, reason).tag(&tag));
+        };
+        let Some(r) = parse_replaces(replaces) else {
+            return refuse(self, 400, "Bad Request (Replaces)");
+        };
+        let Some(call) = self
+            .calls
+            .get(&r.call_id)
+            .filter(|c| c.dialog.replaced_by(&r.to_tag, &r.from_tag))
+        else {
+            return refuse(self, 481, "Call/Transaction Does Not Exist");
+        };
+        if !call.dialog.confirmed() {
+            return refuse(self, 481, "Call/Transaction Does Not Exist");
+        }
+        if r.early_only {
+            return refuse(self, 486, "Busy Here");
+        }
+        let participant = call.owner.participant_id;
+        tracing::info!(%call_id, replaced = %r.call_id, %participant, "call replaces one of ours");
+        self.admit_invite(
+            key,
+            req,
+            Admit::Replacing {
+                participant,
+                call_id: r.call_id,
+            },
+        );
     }
 
     /// A call without a token: the application names its participant
@@ -156,7 +198,7 @@ impl Ua {
             });
             return;
         }
-        self.admit_invite(key, req, token);
+        self.admit_invite(key, req, Admit::Token(token));
     }
 
     /// The cluster placed an INVITE's session (or could not).
@@ -172,7 +214,7 @@ impl Ua {
             return;
         }
         if placed {
-            return self.admit_invite(key, req, token);
+            return self.admit_invite(key, req, Admit::Token(token));
         }
         self.metrics.sip_calls_rejected.inc();
         let tag = random_token();
@@ -182,14 +224,18 @@ impl Ua {
 
     /// Admit an INVITE whose token was found: join its session's media here (or
     /// redirect it to the node that runs it) and answer.
-    fn admit_invite(&mut self, key: &TransactionKey, req: &Request, token: String) {
+    fn admit_invite(&mut self, key: &TransactionKey, req: &Request, who: Admit) {
         let call_id = Self::call_id(req);
         let local_tag = random_token();
         let reject = |ua: &mut Ua, code: u16, reason: &str| {
             ua.metrics.sip_calls_rejected.inc();
             ua.respond(key, req, Reply::new(code, reason).tag(&local_tag));
         };
-        let (participant, session) = match self.conference.join_media(&token) {
+        let joined = match &who {
+            Admit::Token(token) => self.conference.join_media(token),
+            Admit::Replacing { participant, .. } => self.conference.dialog_media(*participant),
+        };
+        let (participant, session) = match joined {
             Ok(x) => {
                 if let Some(s) = x.0.session_id {
                     self.conference.claim(s);
@@ -334,6 +380,10 @@ impl Ua {
         // wherever that one is (its session, or parked).
         for old in self.calls.of_participant(participant.id) {
             tracing::info!(call_id = %old, new_call_id = %call_id, "call replaced by a new call of its participant");
+            self.end_call(&old, true);
+        }
+        if let Admit::Replacing { call_id: old, .. } = who {
+            // A dialog's call, which the loop above leaves alone.
             self.end_call(&old, true);
         }
         self.calls.insert(call);
@@ -558,6 +608,50 @@ impl Ua {
     }
 }
 
+/// Who an admitted INVITE's caller is.
+enum Admit {
+    /// The participant its token names.
+    Token(String),
+    /// The participant of the call it replaces (RFC 3891), which then ends.
+    Replacing {
+        participant: uuid::Uuid,
+        call_id: String,
+    },
+}
+
+/// A `Replaces` header's parts (RFC 3891 §6.1).
+#[derive(Debug, PartialEq, Eq)]
+struct Replaces {
+    call_id: String,
+    to_tag: String,
+    from_tag: String,
+    early_only: bool,
+}
+
+fn parse_replaces(value: &str) -> Option<Replaces> {
+    let mut parts = value.split(';').map(str::trim);
+    let call_id = parts.next().filter(|c| !c.is_empty())?.to_string();
+    let (mut to_tag, mut from_tag, mut early_only) = (None, None, false);
+    for p in parts {
+        match p.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("to-tag") => {
+                to_tag = Some(v.trim().to_string())
+            }
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("from-tag") => {
+                from_tag = Some(v.trim().to_string())
+            }
+            None if p.eq_ignore_ascii_case("early-only") => early_only = true,
+            _ => {}
+        }
+    }
+    Some(Replaces {
+        call_id,
+        to_tag: to_tag?,
+        from_tag: from_tag?,
+        early_only,
+    })
+}
+
 /// What the inbound rule is told of a call: From, To, the Request-URI, the number called.
 fn inbound_call(req: &Request) -> patchbay_conference::inbound::InboundCall {
     let uri_of = |name: &str| {
@@ -589,5 +683,28 @@ fn inbound_call(req: &Request) -> patchbay_conference::inbound::InboundCall {
         to,
         request_uri,
         called,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_headers() {
+        assert_eq!(
+            parse_replaces("98732@sip.example.com;from-tag=r33th4x0r;to-tag=ff87ff"),
+            Some(Replaces {
+                call_id: "98732@sip.example.com".into(),
+                to_tag: "ff87ff".into(),
+                from_tag: "r33th4x0r".into(),
+                early_only: false,
+            })
+        );
+        assert!(parse_replaces("c; To-Tag = a ;FROM-TAG=b;early-only")
+            .is_some_and(|r| r.early_only && r.to_tag == "a" && r.from_tag == "b"));
+        assert_eq!(parse_replaces("c;to-tag=a"), None);
+        assert_eq!(parse_replaces(";to-tag=a;from-tag=b"), None);
+        assert_eq!(parse_replaces(""), None);
     }
 }

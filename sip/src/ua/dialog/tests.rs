@@ -243,3 +243,14 @@ fn no_ack_within_64_t1_ends_the_dialog_and_reliable_transports_do_not_resend() {
     );
     assert!(d.confirmed());
 }
+
+#[test]
+fn a_replaces_names_the_dialog_by_our_tag_then_theirs() {
+    let d = uas();
+    // RFC 3891 §3: to-tag is compared with our tag, from-tag with the peer's.
+    assert!(d.replaced_by("ours", "their"));
+    assert!(!d.replaced_by("their", "ours"));
+    assert!(!d.replaced_by("ours", "the"));
+    assert!(!d.replaced_by("ours", ""));
+    assert!(!d.replaced_by("", "their"));
+}

@@ -1,0 +1,221 @@
+//! Transfers of ours (REST): a REFER in the participant's call asks the phone's side
+//! (a PBX, a carrier, a phone) to call the target itself (blind transfer, RFC 3515).
+//! Its answer and the NOTIFYs of the implicit subscription (`message/sipfrag`) give
+//! the outcome: a 2xx from the target completes it and we end our call (BYE, as the
+//! transferor does, RFC 5589 §6); a refusal of the REFER or a failure of the target
+//! is reported, with the call left as it was; the call ending first is reported too.
+
+use patchbay_conference::calls::{valid_transfer_target, CallError, TransferOutcome};
+
+use sipx_sip::Response;
+
+use super::*;
+
+type OutcomeTx = oneshot::Sender<Result<TransferOutcome, CallError>>;
+
+/// Our transfers under way (one per call) and our REFERs in flight.
+#[derive(Default)]
+pub(super) struct Referring {
+    by_call: HashMap<String, OurRefer>,
+    in_flight: HashMap<TransactionKey, String>,
+}
+
+struct OurRefer {
+    /// Who waits for the outcome (gone: the API stopped waiting).
+    reply: Option<OutcomeTx>,
+}
+
+impl OurRefer {
+    fn report(&mut self, outcome: Result<TransferOutcome, CallError>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+impl Ua {
+    /// Send a REFER to `to` in `call_id`; `reply` gets the outcome.
+    pub(super) fn send_refer(&mut self, call_id: &str, to: &str, reply: OutcomeTx) {
+        if let Some(r) = self.referring.by_call.get(call_id) {
+            if r.reply.as_ref().is_some_and(|r| !r.is_closed()) {
+                let _ = reply.send(Err(CallError::Busy));
+                return;
+            }
+        }
+        if !valid_transfer_target(to) {
+            let _ = reply.send(Err(CallError::Refused("not a transfer target".into())));
+            return;
+        }
+        let Some(peer) = self.call_peer(call_id) else {
+            let _ = reply.send(Err(CallError::NoCall));
+            return;
+        };
+        let contact = self.local_contact(&peer);
+        let Some(call) = self.calls.get_mut(call_id) else {
+            let _ = reply.send(Err(CallError::NoCall));
+            return;
+        };
+        let cseq = call.dialog.next_cseq();
+        let refer = OutRequest {
+            headers: vec![
+                (hn("Refer-To"), format!("<{to}>")),
+                (HeaderName::Contact, contact),
+            ],
+            ..OutRequest::in_dialog(Method::Refer, &call.dialog, cseq)
+        };
+        let target = call.dialog.remote_target.clone();
+        let mut reply = Some(reply);
+        let sent = self
+            .build_request_to(&refer, target, &peer)
+            .and_then(|req| {
+                self.send_client(req, peer, |ua, key| {
+                    let r = &mut ua.referring;
+                    r.in_flight.insert(key.clone(), call_id.to_string());
+                    r.by_call.insert(
+                        call_id.to_string(),
+                        OurRefer {
+                            reply: reply.take(),
+                        },
+                    );
+                })
+            });
+        match (sent, reply) {
+            (None, Some(reply)) => {
+                let _ = reply.send(Err(CallError::NoCall));
+            }
+            _ => tracing::info!(call_id, to, "transfer: REFER sent"),
+        }
+    }
+
+    /// A response to (or the end of) one of our REFERs; false when `key` is none.
+    pub(super) fn on_refer_result(
+        &mut self,
+        key: &TransactionKey,
+        resp: Option<&Response>,
+    ) -> bool {
+        let Some(call_id) = self.referring.in_flight.get(key).cloned() else {
+            return false;
+        };
+        let code = resp.map(|r| r.status.code()).unwrap_or(408);
+        if code < 200 {
+            return true;
+        }
+        self.referring.in_flight.remove(key);
+        if code < 300 {
+            tracing::info!(%call_id, code, "transfer: REFER accepted");
+            return true;
+        }
+        let reason = resp
+            .map(|r| printable(&r.reason))
+            .unwrap_or_else(|| "no answer".into());
+        tracing::info!(%call_id, code, %reason, "transfer: REFER refused");
+        if let Some(mut r) = self.referring.by_call.remove(&call_id) {
+            let line = format!("{code} {reason}").trim().to_string();
+            r.report(Ok(TransferOutcome::Rejected(line)));
+        }
+        true
+    }
+
+    /// A NOTIFY in a call: the progress of our transfer.
+    pub(super) fn on_notify(&mut self, key: &TransactionKey, req: &Request) {
+        let call_id = Self::call_id(req);
+        let to_tag = Self::to_tag(req);
+        let Some(call) = self
+            .calls
+            .get_mut(&call_id)
+            .filter(|c| c.dialog.is_ours(to_tag.as_deref()))
+        else {
+            return self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist"));
+        };
+        if let Err(r) = call.dialog.check_request(req) {
+            return self.respond(key, req, Reply::new(r.code, r.reason));
+        }
+        let event = first_value(req, "Event").unwrap_or_default();
+        if !event.to_ascii_lowercase().starts_with("refer") {
+            return self.respond(key, req, Reply::new(489, "Bad Event"));
+        }
+        if !self.referring.by_call.contains_key(&call_id) {
+            return self.respond(key, req, Reply::new(481, "Subscription Does Not Exist"));
+        }
+        self.respond(key, req, Reply::new(200, "OK"));
+        let terminated = first_value(req, "Subscription-State")
+            .is_some_and(|s| s.to_ascii_lowercase().starts_with("terminated"));
+        let status = sipfrag_status(req.body());
+        tracing::info!(%call_id, status = ?status.as_ref().map(|s| s.0), terminated, "transfer: progress");
+        let outcome = match status {
+            Some((code, _)) if code < 200 && !terminated => return,
+            Some((code, _)) if (200..300).contains(&code) => TransferOutcome::Completed,
+            Some((408 | 480 | 487, _)) => TransferOutcome::RingingTimeout,
+            Some((code, line)) if code >= 300 => TransferOutcome::Rejected(line),
+            _ => TransferOutcome::Rejected("the transfer ended without an outcome".into()),
+        };
+        let Some(mut r) = self.referring.by_call.remove(&call_id) else {
+            return;
+        };
+        let completed = outcome == TransferOutcome::Completed;
+        tracing::info!(%call_id, outcome = outcome.as_str(), "transfer ended");
+        r.report(Ok(outcome));
+        if completed {
+            // The phone's side is with the target now: our part of the call is over.
+            self.end_call(&call_id, true);
+        }
+    }
+
+    /// A call ended: a transfer of ours in it is over.
+    pub(super) fn referring_call_ended(&mut self, call_id: &str) {
+        if let Some(mut r) = self.referring.by_call.remove(call_id) {
+            r.report(Ok(TransferOutcome::CallEnded));
+        }
+        self.referring.in_flight.retain(|_, c| c != call_id);
+    }
+}
+
+/// The status of a `message/sipfrag` body's status line: its code and the line
+/// (at most 64 printable characters).
+fn sipfrag_status(body: &[u8]) -> Option<(u16, String)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let line = text.lines().next()?.trim();
+    let rest = line.strip_prefix("SIP/2.0 ")?;
+    let code: u16 = rest.get(..3)?.parse().ok()?;
+    if !(100..700).contains(&code) {
+        return None;
+    }
+    Some((code, printable(rest.as_bytes())))
+}
+
+/// Text from the network as at most 64 printable characters.
+fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sipfrag_lines() {
+        assert_eq!(
+            sipfrag_status(b"SIP/2.0 200 OK\r\n"),
+            Some((200, "200 OK".into()))
+        );
+        assert_eq!(
+            sipfrag_status(b"SIP/2.0 486 Busy Here\r\nContent-Length: 0\r\n"),
+            Some((486, "486 Busy Here".into()))
+        );
+        assert_eq!(
+            sipfrag_status(b"SIP/2.0 100 Trying"),
+            Some((100, "100 Trying".into()))
+        );
+        assert_eq!(sipfrag_status(b""), None);
+        assert_eq!(sipfrag_status(b"HTTP/1.1 200 OK"), None);
+        assert_eq!(sipfrag_status(b"SIP/2.0 99 x"), None);
+        assert_eq!(sipfrag_status(b"SIP/2.0 abc"), None);
+        assert_eq!(sipfrag_status(&[0xff, 0xfe]), None);
+    }
+}

@@ -1,0 +1,299 @@
+//! Transfers. Ours (`POST …/participants/{p}/transfer`): a REFER in the participant's
+//! call, whose answer and NOTIFYs (sipp playing the transferee's side) give the
+//! outcome the API answers with. The phone's (a REFER from baresip through Kamailio):
+//! its participant's dialog to the target through the trunk, NOTIFYs back, the
+//! target heard in the session. An INVITE with `Replaces` (attended transfer) taking
+//! the place of one of our calls.
+
+use std::time::Duration;
+
+use patchbay_tests::baresip::Baresip;
+use patchbay_tests::dialing::{dialog_states, wait_state};
+use patchbay_tests::hearing::assert_hears;
+use patchbay_tests::hooks::Receiver;
+use patchbay_tests::kamailio::Kamailio;
+use patchbay_tests::media::{now_epoch, write_tone_wav, Capture, Law};
+use patchbay_tests::sipp::SippCall;
+use patchbay_tests::{Api, Gateway, Resp};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// A member of session `s` that may publish audio: (id, token).
+async fn member(api: &Api, s: &str) -> (String, String) {
+    let (p, token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(s, &p, Some(json!({"sessionId": s}))).await;
+    (p, token)
+}
+
+async fn transfer(api: &Api, p: &str, body: Value) -> Resp {
+    api.call(
+        Method::POST,
+        &format!("/participants/{p}/transfer"),
+        Some(body),
+    )
+    .await
+}
+
+/// sipp as the phone's side of a call Patchbay will transfer (`uac_referred.xml`).
+fn referred(name: &str, token: &str, target: &str, status: &str, after: &str) -> SippCall {
+    SippCall::new(name, "uac_referred.xml")
+        .token(token)
+        .var("TARGET", target)
+        .var("REFER_STATUS", status)
+        .var("AFTER", after)
+}
+
+/// Delete participant `p` (its call gets our BYE).
+async fn delete(api: &Api, p: &str) {
+    let r = api
+        .call(Method::DELETE, &format!("/participants/{p}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_transfers_a_call_and_answers_with_its_outcome() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let dir = g.scratch().to_path_buf();
+    let target = "sip:2001@pbx.example.com";
+
+    // Refusals before anything is sent.
+    let (idle, _) = member(&api, &s).await;
+    let r = transfer(&api, &idle, json!({"to": target})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    for bad in [
+        json!({"to": "http://example.com"}),
+        json!({"to": "sip:a b@c"}),
+        json!({"to": target, "ringingTimeout": 0}),
+        json!({"to": target, "ringingTimeout": 121}),
+        json!({"to": target, "extra": 1}),
+        json!({}),
+    ] {
+        let r = transfer(&api, &idle, bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let r = transfer(&api, unknown, json!({"to": target})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+
+    // Completed: the transferee's side reports 100, then 200; we end our call (BYE).
+    let (p, token) = member(&api, &s).await;
+    let phone = referred("completed", &token, target, "202 Accepted", "notify")
+        .var("RING_MS", "300")
+        .var("FINAL", "200 OK")
+        .spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let r = transfer(&api, &p, json!({"to": target})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    if r.body != json!({"outcome": "COMPLETED"}) {
+        let (_, log) = phone.wait(Duration::from_secs(1));
+        panic!("{}\n{log}", r.text);
+    }
+    phone.assert_ok(Duration::from_secs(10));
+    g.wait_metric("patchbay_sip_calls_active", 0.0).await;
+
+    // The target refused (a number goes as tel:): the call stays.
+    let (p, token) = member(&api, &s).await;
+    let phone = referred("busy", &token, "tel:.15551234567", "202 Accepted", "notify")
+        .var("RING_MS", "300")
+        .var("FINAL", "486 Busy Here")
+        .spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let r = transfer(&api, &p, json!({"to": "+15551234567"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body,
+        json!({"outcome": "REJECTED", "details": "486 Busy Here"})
+    );
+    assert_eq!(g.metric("patchbay_sip_calls_active").await, 1.0);
+    delete(&api, &p).await;
+    phone.assert_ok(Duration::from_secs(10));
+    g.wait_metric("patchbay_sip_calls_active", 0.0).await;
+
+    // The REFER itself refused.
+    let (p, token) = member(&api, &s).await;
+    let phone = referred("declined", &token, target, "603 Decline", "wait")
+        .var("RING_MS", "0")
+        .var("FINAL", "none")
+        .spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let r = transfer(&api, &p, json!({"to": target})).await;
+    assert_eq!(
+        r.body,
+        json!({"outcome": "REJECTED", "details": "603 Decline"}),
+        "{}",
+        r.text
+    );
+    delete(&api, &p).await;
+    phone.assert_ok(Duration::from_secs(10));
+    g.wait_metric("patchbay_sip_calls_active", 0.0).await;
+
+    // The target rings longer than we wait; its late final NOTIFY is still answered.
+    let (p, token) = member(&api, &s).await;
+    let phone = referred("ringing", &token, target, "202 Accepted", "notify")
+        .var("RING_MS", "2500")
+        .var("FINAL", "487 Request Terminated")
+        .spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let r = transfer(&api, &p, json!({"to": target, "ringingTimeout": 1})).await;
+    assert_eq!(r.body, json!({"outcome": "RINGING_TIMEOUT"}), "{}", r.text);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(g.metric("patchbay_sip_calls_active").await, 1.0);
+    delete(&api, &p).await;
+    phone.assert_ok(Duration::from_secs(10));
+    g.wait_metric("patchbay_sip_calls_active", 0.0).await;
+
+    // The call ends while the transfer is under way; a second transfer meanwhile is 409.
+    let (p, token) = member(&api, &s).await;
+    let phone = referred("ended", &token, target, "202 Accepted", "wait")
+        .var("RING_MS", "0")
+        .var("FINAL", "none")
+        .spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let pending = {
+        let (api, p) = (api.clone(), p.clone());
+        tokio::spawn(async move { transfer(&api, &p, json!({"to": target})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = transfer(&api, &p, json!({"to": target})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    delete(&api, &p).await;
+    let r = pending.await.expect("the transfer request");
+    assert_eq!(r.body, json!({"outcome": "CALL_ENDED"}), "{}", r.text);
+    phone.assert_ok(Duration::from_secs(10));
+}
+
+/// baresip (participant A, through Kamailio) transfers its call blind to a target on
+/// the trunk: A's dialog to it is reported to A's callback URL, baresip gets the
+/// NOTIFYs through the proxy, and the target takes A's place in the session (the
+/// other member hears it, it hears the other member).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_softphone_transfers_its_call_to_a_target_through_the_trunk() {
+    let target = SippCall::new("target", "uas_answer.xml")
+        .var("RING_MS", "500")
+        .var("HANGUP", "wait")
+        .var("HOLD_MS", "0")
+        .var("WAV", "tone660.wav")
+        .var("CHECK_UUI", "false");
+    let hooks = Receiver::start().await;
+    let trunk = target.trunk_uri();
+    let g = Gateway::start_with(&["--sip-trunk", &trunk], &[]).await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let dir = g.scratch().to_path_buf();
+    write_tone_wav(&dir.join("tone660.wav"), 660.0, 2, Law::Ulaw);
+    let (a, a_token) = api
+        .participant(
+            json!({"publishPermissions": ["AUDIO"], "callbackUrl": hooks.url("/cb/a"), "tag": "a"}),
+        )
+        .await;
+    api.add(&s, &a, Some(json!({"sessionId": s}))).await;
+    let (_, b_token) = member(&api, &s).await;
+    let other = SippCall::tone("other", &dir, 880, Law::Ulaw, 25000)
+        .token(&b_token)
+        .timeout(40);
+    let capture = Capture::start(&dir, &[other.media_port, target.media_port]);
+    let far_end = target.serve(&dir);
+    let other_call = other.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let proxy = Kamailio::start(
+        &dir,
+        &format!("sip:127.0.0.1:{}", g.sip_port),
+        &a_token,
+        false,
+    );
+    let mut phone = Baresip::new(&dir, "softphone", 440.0, "PCMU/8000/1");
+    phone.dial(&format!("sip:+15551230000@127.0.0.1:{}", proxy.port));
+    g.wait_metric("patchbay_sip_calls_active", 2.0).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let to = format!("sip:2001@127.0.0.1:{}", target.sip_port);
+    let r = phone.command("transfer", &to);
+    assert!(r.contains("\"ok\":true"), "{r}");
+    wait_state(&hooks, "/cb/a", "ANSWERED").await;
+    // baresip's call ends (our BYE, or its own on the final NOTIFY), through the proxy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !proxy
+        .relayed()
+        .iter()
+        .any(|l| l.starts_with("RELAY-ROUTED BYE"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "baresip's call never ended:\n{}\n{}",
+            phone.log(),
+            g.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let until = now_epoch();
+    assert_eq!(g.metric("patchbay_sip_calls_active").await, 2.0);
+    delete(&api, &a).await;
+    far_end.assert_ok(Duration::from_secs(10));
+    drop(other_call);
+    phone.stop();
+    let packets = capture.stop();
+
+    // The REFER and our NOTIFYs (100, 180, 200) went through the proxy's route.
+    let relayed = proxy.relayed();
+    for needle in ["RELAY-ROUTED REFER", "RELAY-ROUTED NOTIFY"] {
+        assert!(
+            relayed.iter().any(|l| l.starts_with(needle)),
+            "{needle} missing: {relayed:#?}"
+        );
+    }
+    let notifies = relayed
+        .iter()
+        .filter(|l| l.starts_with("RELAY-ROUTED NOTIFY"))
+        .count();
+    assert!(notifies >= 3, "{relayed:#?}");
+    assert!(
+        g.log().contains("transfer ended") && g.log().contains("status=200"),
+        "{}",
+        g.log()
+    );
+    // A's dialog to the target, as its application sees it.
+    let states: Vec<String> = dialog_states(&hooks, "/cb/a")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(
+        &states[..3],
+        ["CALLING", "RINGING", "ANSWERED"],
+        "{states:?}"
+    );
+    let answered = hooks
+        .delivered("/cb/a")
+        .into_iter()
+        .find(|b| b["event"] == "onSipDialogStateChange" && b["state"] == "ANSWERED")
+        .expect("ANSWERED");
+    assert_eq!(answered["data"]["to"], to.as_str());
+    // Shown to the target: the number the call came from, when it is one (baresip's
+    // account is `sip:caller@…`, not a number).
+    assert_eq!(answered["data"]["from"], "UNKNOWN");
+    // The target replaced the softphone: the other member hears it, it hears them.
+    let (from, to) = (until - 2.5, until);
+    assert_hears(
+        &packets,
+        "the other member",
+        other.media_port,
+        Law::Ulaw,
+        from,
+        to,
+        &[660],
+    );
+    assert_hears(
+        &packets,
+        "the target",
+        target.media_port,
+        Law::Ulaw,
+        from,
+        to,
+        &[880],
+    );
+}
