@@ -120,6 +120,17 @@ impl SippCall {
             .var("PT", law.payload_type().to_string())
             .var("CODEC", law.name())
             .var("HOLD_MS", hold_ms.to_string())
+            .var("EXTRA", "")
+    }
+
+    /// A header line more in a `tone` caller's INVITE.
+    pub fn header(mut self, name: &str, value: &str) -> SippCall {
+        let line = format!("\n      {name}: {value}");
+        match self.vars.iter_mut().find(|(k, _)| *k == "EXTRA") {
+            Some((_, v)) => v.push_str(&line),
+            None => self.vars.push(("EXTRA", line)),
+        }
+        self
     }
 
     /// A caller placed as Bandwidth Voice places a BXML `<Transfer>`: `uui` (the

@@ -13,7 +13,8 @@ use patchbay_tests::hearing::assert_hears;
 use patchbay_tests::hooks::Receiver;
 use patchbay_tests::kamailio::Kamailio;
 use patchbay_tests::media::{now_epoch, write_tone_wav, Capture, Law};
-use patchbay_tests::sipp::SippCall;
+use patchbay_tests::rawsip::RawSip;
+use patchbay_tests::sipp::{free_udp_ports, SippCall};
 use patchbay_tests::{Api, Gateway, Resp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -296,4 +297,63 @@ async fn a_softphone_transfers_its_call_to_a_target_through_the_trunk() {
         to,
         &[880],
     );
+}
+
+/// An attended transfer completed elsewhere: an INVITE whose `Replaces` names one of
+/// our answered calls (Call-ID, our tag as to-tag, the caller's as from-tag) takes
+/// that call's participant, and that call gets our BYE. Anything else naming it is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_with_replaces_takes_the_place_of_our_call() {
+    let g = Gateway::start().await;
+    let api = g.api();
+    let s = api.session(None).await;
+    let dir = g.scratch().to_path_buf();
+    let (_, a_token) = member(&api, &s).await;
+    let (_, b_token) = member(&api, &s).await;
+    // A: a raw caller, so that its dialog's tags are known.
+    let a = RawSip::new(&g);
+    let call_id = "replaced-call";
+    a.send(&a.invite(call_id, "inv1", &a_token, free_udp_ports(2)));
+    let ok = a.final_response();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let tag = RawSip::to_tag(&ok);
+    a.send(&a.in_dialog("ACK", 1, call_id, &tag, "ack1"));
+
+    // Not our dialog (tags swapped, unknown call), or early-only on an answered call.
+    let probe = RawSip::new(&g);
+    let refused = [
+        (format!("{call_id};to-tag=raw1;from-tag={tag}"), "481"),
+        ("elsewhere@x;to-tag=a;from-tag=b".to_string(), "481"),
+        (format!("{call_id};to-tag={tag};from-tag=raw1;early-only"), "486"),
+        (format!("{call_id};to-tag={tag}"), "400"),
+    ];
+    for (i, (replaces, code)) in refused.iter().enumerate() {
+        let extra = format!("Replaces: {replaces}\r\n");
+        let port = free_udp_ports(2);
+        probe.send(&probe.invite_with(&format!("probe{i}"), &format!("p{i}"), "x", port, &extra));
+        let r = probe.final_response();
+        assert!(r.starts_with(&format!("SIP/2.0 {code}")), "{replaces}: {r}");
+    }
+
+    // B, another member, plays 880 Hz; C replaces A and plays 660 Hz.
+    let other = SippCall::tone("other", &dir, 880, Law::Ulaw, 12000).token(&b_token);
+    let replacing = SippCall::tone("replacing", &dir, 660, Law::Ulaw, 6000)
+        .header("Replaces", &format!("{call_id};to-tag={tag};from-tag=raw1"));
+    let capture = Capture::start(&dir, &[other.media_port, replacing.media_port]);
+    let other_call = other.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 2.0).await;
+    let c_call = replacing.spawn(&g, &dir);
+    let bye = a.request("BYE");
+    assert!(bye.contains(call_id), "{bye}");
+    assert!(g.log().contains("call replaces one of ours"), "{}", g.log());
+    assert_eq!(g.metric("patchbay_sip_calls_active").await, 2.0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let until = now_epoch();
+    c_call.assert_ok(Duration::from_secs(10));
+    drop(other_call);
+    let packets = capture.stop();
+    let (from, to) = (until - 2.5, until);
+    assert_hears(&packets, "the other member", other.media_port, Law::Ulaw, from, to, &[660]);
+    assert_hears(&packets, "the replacing caller", replacing.media_port, Law::Ulaw, from, to, &[880]);
 }
