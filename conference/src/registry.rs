@@ -408,6 +408,17 @@ impl Conference {
         self.admit(token, true)
     }
 
+    /// A fresh token for an existing participant (a call a static rule names joins with
+    /// it, as if it had carried it).
+    pub fn token_for(&self, participant_id: Uuid) -> Result<String> {
+        let p = self
+            .participant(participant_id)
+            .ok_or_else(|| not_found("participant", participant_id))?;
+        Ok(self
+            .tokens
+            .mint(&p.account_id, p.id, p.device_api_version, self.now())?)
+    }
+
     /// Admit a browser device: the token must name an existing participant. Returns the
     /// participant and its session's media actor (or the lobby's: see `join_media`).
     pub fn join_device(

@@ -169,6 +169,7 @@ struct Layer {
     log: Option<String>,
     accounts: Option<Vec<Account>>,
     sip_registrations: Option<Vec<sip::RegistrationToml>>,
+    sip_inbound_numbers: Option<std::collections::BTreeMap<String, String>>,
     sip_inbound_url: Option<String>,
     sip_music_on_hold: Option<String>,
     sip_listen: Option<String>,
@@ -235,6 +236,9 @@ macro_rules! scalar_keys {
                 if top.sip_registrations.is_some() {
                     self.sip_registrations = top.sip_registrations;
                 }
+                if top.sip_inbound_numbers.is_some() {
+                    self.sip_inbound_numbers = top.sip_inbound_numbers;
+                }
                 self
             }
 
@@ -244,6 +248,7 @@ macro_rules! scalar_keys {
                     $( $f: get(&env_name(stringify!($f))), )*
                     accounts: None,
                     sip_registrations: None,
+                    sip_inbound_numbers: None,
                 }
             }
 
@@ -253,6 +258,7 @@ macro_rules! scalar_keys {
                     $( $f: cli.$f.clone(), )*
                     accounts: None,
                     sip_registrations: None,
+                    sip_inbound_numbers: None,
                 }
             }
         }

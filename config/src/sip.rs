@@ -69,6 +69,9 @@ pub struct SipEdge {
     pub registrations: Vec<SipRegistration>,
     /// Calls without a token are offered to this URL, which names their participant.
     pub inbound_url: Option<String>,
+    /// Calls without a token to one of these numbers are this participant's (before
+    /// `inbound_url` is asked).
+    pub inbound_numbers: std::collections::BTreeMap<String, uuid::Uuid>,
     /// What held calls hear (a WAV file).
     pub music_on_hold: Option<PathBuf>,
 }
@@ -100,6 +103,39 @@ pub struct SipRegistration {
 
 /// Registrations at most (each is a client transaction and a timer).
 pub const MAX_REGISTRATIONS: usize = 64;
+
+/// Numbers in `[sip_inbound_numbers]` at most.
+pub const MAX_INBOUND_NUMBERS: usize = 10_000;
+
+/// `[sip_inbound_numbers]`: the number called (the Request-URI's user part, else the
+/// To's) → the participant id its calls join as.
+fn inbound_numbers(
+    layer: &Layer,
+) -> Result<std::collections::BTreeMap<String, uuid::Uuid>, ConfigError> {
+    let key = "sip_inbound_numbers";
+    let map = layer.sip_inbound_numbers.clone().unwrap_or_default();
+    if map.len() > MAX_INBOUND_NUMBERS {
+        return Err(key_err(
+            key,
+            format!("at most {MAX_INBOUND_NUMBERS} numbers"),
+        ));
+    }
+    map.into_iter()
+        .map(|(number, participant)| {
+            let printable = |c: char| !c.is_control() && !c.is_whitespace() && !"<>\"@;:,".contains(c);
+            if number.is_empty() || number.len() > 64 || !number.chars().all(printable) {
+                return Err(key_err(
+                    key,
+                    format!("`{number:.80}` is not a number or user part (1 to 64 characters, no spaces or @;:,<>\")"),
+                ));
+            }
+            let id = uuid::Uuid::parse_str(participant.trim()).map_err(|_| {
+                key_err(key, format!("{number}: `{participant:.80}` is not a participant id (a UUID)"))
+            })?;
+            Ok((number, id))
+        })
+        .collect()
+}
 
 fn registrations(layer: &Layer) -> Result<Vec<SipRegistration>, ConfigError> {
     let key = "sip_registrations";
@@ -233,6 +269,7 @@ pub(crate) fn validate(layer: &Layer) -> Result<SipEdge, ConfigError> {
             text => parse_duration("sip_trunk_ping_interval", text, "30s")?,
         },
         registrations: registrations(layer)?,
+        inbound_numbers: inbound_numbers(layer)?,
         music_on_hold: file("sip_music_on_hold", &layer.sip_music_on_hold)?,
         inbound_url: layer
             .sip_inbound_url

@@ -555,3 +555,35 @@ fn sip_registrations_and_the_inbound_url() {
         .to_string();
     assert!(e.contains("sip_inbound_url"), "{e}");
 }
+
+#[test]
+fn sip_inbound_numbers_map_numbers_to_participant_ids() {
+    let c = Config::from_toml(
+        "[sip_inbound_numbers]
+\"1000\" = \"6f9619ff-8b86-d011-b42d-00cf4fc964ff\"
+         \"+15551234567\" = \"00000000-0000-4000-8000-000000000001\"
+",
+    )
+    .unwrap();
+    let numbers = &c.sip.inbound_numbers;
+    assert_eq!(numbers.len(), 2);
+    assert_eq!(
+        numbers["1000"].to_string(),
+        "6f9619ff-8b86-d011-b42d-00cf4fc964ff"
+    );
+    assert!(numbers.contains_key("+15551234567"));
+    assert!(Config::from_toml("")
+        .unwrap()
+        .sip
+        .inbound_numbers
+        .is_empty());
+    for bad in [
+        "[sip_inbound_numbers]\n\"1000\" = \"not-a-uuid\"",
+        "[sip_inbound_numbers]\n\"\" = \"6f9619ff-8b86-d011-b42d-00cf4fc964ff\"",
+        "[sip_inbound_numbers]\n\"a b\" = \"6f9619ff-8b86-d011-b42d-00cf4fc964ff\"",
+        "[sip_inbound_numbers]\n\"x@y\" = \"6f9619ff-8b86-d011-b42d-00cf4fc964ff\"",
+    ] {
+        let e = Config::from_toml(bad).unwrap_err().to_string();
+        assert!(e.contains("sip_inbound_numbers"), "{bad}: {e}");
+    }
+}

@@ -14,6 +14,7 @@ use patchbay_api::server::{serve, HttpLimits, HttpServerMetrics};
 use patchbay_api::webhooks::inbound::InboundWebhook;
 use patchbay_api::webhooks::{WebhookOptions, Webhooks};
 use patchbay_api::{Accounts, AppState, Metrics};
+use patchbay_conference::inbound::{InboundRouter, InboundRules};
 use patchbay_conference::media::hold_music::HoldMusic;
 use patchbay_conference::media::session::HangupReason;
 use patchbay_conference::media::webrtc::WebRtcTransport;
@@ -326,13 +327,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 })
                 .collect(),
             music_on_hold: config.sip.music_on_hold.is_some(),
-            inbound: match &config.sip.inbound_url {
-                None => None,
-                Some(url) => Some(InboundRoute(Arc::new(
-                    InboundWebhook::new(url, config.webhook_secret.clone(), egress.clone())
-                        .map_err(|e| anyhow::anyhow!("config key `sip_inbound_url`: {e}"))?,
-                ))),
-            },
+            inbound: inbound_rules(&config, &egress, &conference)?,
             srtp: match config.sip.srtp {
                 patchbay_config::SrtpMode::Off => SrtpMode::Off,
                 patchbay_config::SrtpMode::Offer => SrtpMode::Offer,
@@ -504,6 +499,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// A configured hop as the SIP side takes it.
+/// The rule for SIP calls without a token (none configured: they get 403).
+fn inbound_rules(
+    config: &Config,
+    egress: &Arc<EgressPolicy>,
+    conference: &Arc<Conference>,
+) -> anyhow::Result<Option<InboundRoute>> {
+    let application = match &config.sip.inbound_url {
+        None => None,
+        Some(url) => Some(Arc::new(
+            InboundWebhook::new(url, config.webhook_secret.clone(), egress.clone())
+                .map_err(|e| anyhow::anyhow!("config key `sip_inbound_url`: {e}"))?,
+        ) as Arc<dyn InboundRouter>),
+    };
+    if application.is_none() && config.sip.inbound_numbers.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(InboundRoute(Arc::new(InboundRules::new(
+        config.sip.inbound_numbers.clone(),
+        application,
+        conference.clone(),
+    )))))
+}
+
 fn hop(h: &patchbay_config::SipHop) -> Hop {
     Hop {
         host: h.host.clone(),

@@ -102,7 +102,7 @@ async fn registered_with_a_pbx_its_extensions_reach_a_session_through_the_inboun
     // The session: the PBX caller's participant (named by the application) and a
     // member calling in with its token, playing 660 Hz.
     let api = g.api();
-    let (s, caller_p, caller_token) = api.audio_member().await;
+    let (s, _, caller_token) = api.audio_member().await;
     let (other_p, other_token) = api
         .participant(json!({"publishPermissions": ["AUDIO"]}))
         .await;
@@ -176,7 +176,6 @@ async fn registered_with_a_pbx_its_extensions_reach_a_session_through_the_inboun
         until,
         &[440],
     );
-    let _ = caller_p;
 
     // Refreshed (4 s asked: every ~2 s), each answered after a challenge.
     let registered = |k: &Kamailio| {
@@ -278,4 +277,83 @@ async fn a_call_cancelled_while_the_application_decides_is_not_admitted() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(g.metric("patchbay_sip_calls_active").await, 0.0);
     assert_eq!(g.metric("patchbay_sip_calls_accepted_total").await, 0.0);
+}
+
+/// `[sip_inbound_numbers]`: a call to a number in the static map joins its participant
+/// without asking the application; a number not in it is still the application's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_in_the_static_map_reaches_its_participant_without_asking_the_application() {
+    let hooks = Receiver::start().await;
+    let setup = tempfile::tempdir().expect("tempdir");
+    let cfg = setup.path().join("patchbay.toml");
+    let base = format!(
+        "sip_inbound_url = \"{}\"\nwebhook_allow = \"127.0.0.1\"\n",
+        hooks.url("/inbound")
+    );
+    std::fs::write(&cfg, &base).expect("write config");
+    let mut g = Gateway::start_with(&["--config", cfg.to_str().expect("path")], &[]).await;
+    // The participant exists first (the map names it by id), then the map is configured.
+    let api = g.api();
+    let (s, mapped, _) = api.audio_member().await;
+    let (other_p, other_token) = api
+        .participant(json!({"publishPermissions": ["AUDIO"]}))
+        .await;
+    api.add(&s, &other_p, Some(json!({"sessionId": s}))).await;
+    std::fs::write(
+        &cfg,
+        format!("{base}\n[sip_inbound_numbers]\n\"1001\" = \"{mapped}\"\n"),
+    )
+    .expect("write config");
+    g.restart().await;
+    hooks.answer("/inbound", Answer::Status(404));
+
+    let dir = g.scratch().to_path_buf();
+    let other = SippCall::tone("other", &dir, 660, Law::Ulaw, 5000).token(&other_token);
+    let caller = extension_call("to1001", &dir, "1001", 440, 3500);
+    let capture = Capture::start(&dir, &[caller.media_port, other.media_port]);
+    let other_run = other.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let caller_run = caller.spawn(&g, &dir);
+    g.wait_metric("patchbay_sip_calls_active", 2.0).await;
+    let joined = now_epoch();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let until = now_epoch();
+    caller_run.assert_ok(Duration::from_secs(20));
+    other_run.assert_ok(Duration::from_secs(20));
+    let packets = capture.stop();
+    let asked = |h: &Receiver| h.hits().iter().filter(|h| h.path == "/inbound").count();
+    assert_eq!(asked(&hooks), 0, "the application was asked");
+    assert!(
+        g.log().contains(&format!("participant_id={mapped}")),
+        "{}",
+        g.log()
+    );
+    assert_settles(
+        &packets,
+        "the caller",
+        caller.media_port,
+        Law::Ulaw,
+        joined + 0.5,
+        until,
+        &[660],
+    );
+    assert_settles(
+        &packets,
+        "the member",
+        other.media_port,
+        Law::Ulaw,
+        joined + 0.5,
+        until,
+        &[440],
+    );
+
+    // Another number: the application is asked (and refuses: 403).
+    SippCall::new("to1002", "uac_expect.xml")
+        .var("UUI", "X-Nothing: here")
+        .var("PT", "0")
+        .var("RTPMAP", "PCMU/8000")
+        .var("CODE", "403")
+        .spawn(&g, &dir)
+        .assert_ok(Duration::from_secs(15));
+    assert_eq!(asked(&hooks), 1);
 }

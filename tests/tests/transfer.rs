@@ -325,7 +325,10 @@ async fn an_invite_with_replaces_takes_the_place_of_our_call() {
     let refused = [
         (format!("{call_id};to-tag=raw1;from-tag={tag}"), "481"),
         ("elsewhere@x;to-tag=a;from-tag=b".to_string(), "481"),
-        (format!("{call_id};to-tag={tag};from-tag=raw1;early-only"), "486"),
+        (
+            format!("{call_id};to-tag={tag};from-tag=raw1;early-only"),
+            "486",
+        ),
         (format!("{call_id};to-tag={tag}"), "400"),
     ];
     for (i, (replaces, code)) in refused.iter().enumerate() {
@@ -354,6 +357,22 @@ async fn an_invite_with_replaces_takes_the_place_of_our_call() {
     drop(other_call);
     let packets = capture.stop();
     let (from, to) = (until - 2.5, until);
-    assert_hears(&packets, "the other member", other.media_port, Law::Ulaw, from, to, &[660]);
-    assert_hears(&packets, "the replacing caller", replacing.media_port, Law::Ulaw, from, to, &[880]);
+    assert_hears(
+        &packets,
+        "the other member",
+        other.media_port,
+        Law::Ulaw,
+        from,
+        to,
+        &[660],
+    );
+    assert_hears(
+        &packets,
+        "the replacing caller",
+        replacing.media_port,
+        Law::Ulaw,
+        from,
+        to,
+        &[880],
+    );
 }
