@@ -4,8 +4,12 @@
 //! Where things are: this file routes messages and transaction outputs and ends
 //! calls; `dialog.rs` is the sans-IO RFC 3261 dialog (route set, CSeq, glare, 2xx
 //! retransmission); `calls.rs` the one call table; `call.rs` a call's media;
-//! `uas.rs` calls we answer; `uac.rs` dialogs we place; `trunk.rs` the next hop,
-//! its connections and OPTIONS pings; `streams.rs` TCP/TLS, `tls.rs` certificates;
+//! `clients.rs` the one table of our client transactions and their owners;
+//! `requests.rs` the one request builder; `identify.rs` who a new INVITE's caller is
+//! (token, inbound rule, Replaces); `uas.rs` calls we answer; `uac.rs` dialogs we
+//! place; `hold.rs` our re-INVITEs; `transfer.rs` a phone's REFER, `referring.rs`
+//! ours; `registering.rs` (and the sans-IO `registration.rs`) REGISTER; `trunk.rs`
+//! the next hop, its connections and OPTIONS pings; `streams.rs` TCP/TLS;
 //! `addressing.rs` transports and the one Via/Contact formatter; `message.rs`
 //! prechecks and response building; `admission.rs` the per-source cap.
 //!
@@ -203,11 +207,11 @@ struct Ua {
     placing: std::collections::HashSet<String>,
     /// Our registrations with PBXs or carriers.
     registrations: registering::Registrations,
-    /// Our re-INVITEs in flight (hold, resume).
-    reinvites: HashMap<TransactionKey, hold::Reinvite>,
+    /// Our client transactions and who each answers to.
+    clients: clients::Clients,
     /// Transfers phones asked for (their REFERs), by participant.
     transfers: HashMap<uuid::Uuid, transfer::Transferring>,
-    /// Our transfers (REFERs) under way, by call, and our REFERs in flight.
+    /// Our transfers (REFERs) under way, by call.
     referring: referring::Referring,
 }
 
@@ -215,10 +219,12 @@ mod addressing;
 mod admission;
 mod call;
 mod calls;
+mod clients;
 mod dialog;
 #[cfg(test)]
 mod fuzz_tests;
 mod hold;
+mod identify;
 mod message;
 mod referring;
 mod registering;
@@ -240,8 +246,6 @@ use requests::OutRequest;
 pub use runner::SipGateway;
 pub use trunk::Trunk;
 
-static NEXT_LEG: AtomicU64 = AtomicU64::new(1);
-
 impl Ua {
     /// A new leg's id and RTP endpoint (an even/odd port pair on `media_ip`).
     fn start_leg(&mut self) -> Result<(LegId, RtpLeg), String> {
@@ -249,7 +253,7 @@ impl Ua {
             .ports
             .bind(self.config.media_ip)
             .map_err(|e| format!("no RTP port: {e}"))?;
-        let leg = LegId(NEXT_LEG.fetch_add(1, Ordering::Relaxed));
+        let leg = self.conference.media().new_leg();
         let rtp = rtp::start(LegStart {
             leg,
             rtp: rtp_socket,
@@ -339,15 +343,9 @@ impl Ua {
                 Output::ClearTimer(timer) => self.clear_tx_timer(key, timer),
                 Output::ToTu(ev) => self.on_tu(key, *ev),
                 Output::Terminated(_) => {
-                    if let Some(mut r) = self.reinvites.remove(key) {
-                        if let Some(reply) = r.reply.take() {
-                            let _ =
-                                reply.send(Err(patchbay_conference::calls::CallError::NoAnswer));
-                        }
-                    }
+                    self.client_ended(key);
                     self.tx_peers.remove(key);
                     self.admission.closed(key);
-                    self.calls.invite_done(key);
                     for t in Timer::ALL {
                         self.clear_tx_timer(key, t);
                     }
@@ -498,22 +496,10 @@ impl Ua {
                 }
             },
             TuEvent::Ack(req) => self.on_ack(&req),
-            TuEvent::Timeout | TuEvent::TransportError if self.on_register_result(key, None) => {}
-            TuEvent::Response(r) if self.on_register_result(key, Some(&r)) => {}
-            TuEvent::Timeout | TuEvent::TransportError if self.on_reinvite_result(key, None) => {}
-            TuEvent::Response(r) if self.on_reinvite_result(key, Some(&r)) => {}
-            TuEvent::Timeout | TuEvent::TransportError if self.on_refer_result(key, None) => {}
-            TuEvent::Response(r) if self.on_refer_result(key, Some(&r)) => {}
-            TuEvent::Timeout if !self.on_ping_result(key, None) => {
-                self.on_invite_failed(key, "no answer from the SIP trunk")
-            }
-            TuEvent::TransportError if !self.on_ping_result(key, None) => {
-                self.on_invite_failed(key, "the SIP trunk is unreachable")
-            }
-            // Answers to our INVITEs (dialogs) and pings; those to BYE and CANCEL need nothing.
-            TuEvent::Response(r) if !self.on_ping_result(key, Some(r.status.code())) => {
-                self.on_invite_response(key, &r)
-            }
+            // Answers to our requests, to whoever sent them.
+            TuEvent::Response(r) => self.on_client_answer(key, clients::Answer::Response(&r)),
+            TuEvent::Timeout => self.on_client_answer(key, clients::Answer::Timeout),
+            TuEvent::TransportError => self.on_client_answer(key, clients::Answer::TransportError),
             _ => {}
         }
     }
@@ -533,7 +519,7 @@ impl Ua {
             }
             if let Some(bye) = self.build_bye(&mut call) {
                 let peer = call.peer;
-                self.send_client(bye, peer, |_, _| {});
+                self.send_client(bye, peer, clients::Owner::Nobody);
             }
         }
         tracing::info!(call_id, leg = %call.leg, role = ?call.dialog.role, bye = send_bye, "call ended");

@@ -1,11 +1,10 @@
 //! The one call table: every call the user agent holds — answered or placed and
-//! ringing — by Call-ID, with the indexes to them (media leg, REST dialog, our INVITE's
-//! client transaction) kept in step here and nowhere else.
+//! ringing — by Call-ID, with the indexes to them (media leg, REST dialog) kept in step
+//! here and nowhere else (our INVITEs' transactions are in the client table).
 
 use std::collections::HashMap;
 
 use patchbay_conference::media::session::LegId;
-use sipx_sip::TransactionKey;
 use uuid::Uuid;
 
 use super::call::Call;
@@ -20,8 +19,6 @@ pub(super) struct CallTable {
     by_leg: HashMap<LegId, String>,
     /// REST dialog (`POST …/dialogs`) → its call, ringing or answered.
     by_dialog: HashMap<Uuid, String>,
-    /// Our INVITE client transactions → their call.
-    invites: HashMap<TransactionKey, String>,
 }
 
 impl CallTable {
@@ -112,24 +109,5 @@ impl CallTable {
     pub fn forget(&mut self, out: &Outgoing) {
         self.by_leg.remove(&out.leg());
         self.by_dialog.remove(&out.dialog_id());
-    }
-
-    // ---- our INVITE client transactions ----
-
-    pub fn invite_sent(&mut self, key: TransactionKey, call_id: &str) {
-        self.invites.insert(key, call_id.to_string());
-    }
-
-    pub fn invite_of(&self, key: &TransactionKey) -> Option<&str> {
-        self.invites.get(key).map(String::as_str)
-    }
-
-    /// Our INVITE transactions on a connection predicate (those waiting on it).
-    pub fn invites_where(&self, mut f: impl FnMut(&TransactionKey) -> bool) -> Vec<TransactionKey> {
-        self.invites.keys().filter(|k| f(k)).cloned().collect()
-    }
-
-    pub fn invite_done(&mut self, key: &TransactionKey) -> Option<String> {
-        self.invites.remove(key)
     }
 }

@@ -14,9 +14,18 @@ pub(super) struct Reinvite {
     call_id: String,
     cseq: u32,
     hold: bool,
-    pub(super) reply: Option<oneshot::Sender<Result<(), CallError>>>,
+    reply: Option<oneshot::Sender<Result<(), CallError>>>,
     /// Our ACK of its 2xx.
     ack: Option<Bytes>,
+}
+
+impl Reinvite {
+    /// Its transaction ended without any outcome reported (none is left to wait for).
+    pub(super) fn no_outcome(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(Err(CallError::NoOutcome));
+        }
+    }
 }
 
 impl Ua {
@@ -96,27 +105,26 @@ impl Ua {
             ..OutRequest::in_dialog(Method::Invite, d, cseq)
         };
         let target = d.remote_target.clone();
-        let mut reply = Some(reply);
-        let sent = self
-            .build_request_to(&invite, target, &peer)
-            .and_then(|req| {
-                self.send_client(req, peer, |ua, key| {
-                    let r = Reinvite {
-                        call_id: call_id.to_string(),
-                        cseq,
-                        hold,
-                        reply: reply.take(),
-                        ack: None,
-                    };
-                    ua.reinvites.insert(key.clone(), r);
-                })
-            });
-        if sent.is_none() {
+        let Some(req) = self.build_request_to(&invite, target, &peer) else {
             if let Some(call) = self.calls.get_mut(call_id) {
                 call.dialog.offer_done(cseq);
             }
-            if let Some(reply) = reply {
-                return fail(reply, CallError::NoCall);
+            return fail(reply, CallError::NoCall);
+        };
+        let r = Reinvite {
+            call_id: call_id.to_string(),
+            cseq,
+            hold,
+            reply: Some(reply),
+            ack: None,
+        };
+        if self
+            .send_client(req, peer, clients::Owner::Reinvite(r))
+            .is_none()
+        {
+            // The layer refused it (the reply went with the owner: the API hears NoOutcome).
+            if let Some(call) = self.calls.get_mut(call_id) {
+                call.dialog.offer_done(cseq);
             }
             return Err(CallError::NoCall);
         }
@@ -125,14 +133,10 @@ impl Ua {
         Ok(())
     }
 
-    /// A response to (or the end of) one of our re-INVITEs; false when `key` is none.
-    pub(super) fn on_reinvite_result(
-        &mut self,
-        key: &TransactionKey,
-        resp: Option<&Response>,
-    ) -> bool {
-        let Some(r) = self.reinvites.get_mut(key) else {
-            return false;
+    /// A response to one of our re-INVITEs (`None`: no answer came).
+    pub(super) fn on_reinvite_result(&mut self, key: &TransactionKey, resp: Option<&Response>) {
+        let Some(clients::Owner::Reinvite(r)) = self.clients.get_mut(key) else {
+            return;
         };
         let (call_id, cseq, hold) = (r.call_id.clone(), r.cseq, r.hold);
         let code = resp.map(|r| r.status.code());
@@ -145,7 +149,7 @@ impl Ua {
                     if let Some(peer) = self.tx_peers.get(key).copied() {
                         self.send_bytes(&ack, &peer);
                     }
-                    return true;
+                    return;
                 }
                 let reply = r.reply.take();
                 let outcome = self.reinvite_answered(key, &call_id, cseq, hold, resp);
@@ -154,7 +158,8 @@ impl Ua {
                 }
             }
             _ => {
-                let mut r = self.reinvites.remove(key);
+                let reply = r.reply.take();
+                self.clients.release(key);
                 if let Some(call) = self.calls.get_mut(&call_id) {
                     call.dialog.offer_done(cseq);
                 }
@@ -166,14 +171,7 @@ impl Ua {
                         CallError::NoAnswer
                     }
                     Some(c) => {
-                        // The phone's reason phrase, as far as it is short, printable text.
-                        let reason: String = resp
-                            .map(|r| String::from_utf8_lossy(&r.reason).into_owned())
-                            .unwrap_or_default()
-                            .chars()
-                            .filter(|ch| !ch.is_control())
-                            .take(64)
-                            .collect();
+                        let reason = resp.map(|r| printable(&r.reason)).unwrap_or_default();
                         CallError::Refused(format!("{c} {reason}").trim().to_string())
                     }
                     None => {
@@ -182,12 +180,11 @@ impl Ua {
                         CallError::NoAnswer
                     }
                 };
-                if let Some(reply) = r.as_mut().and_then(|r| r.reply.take()) {
+                if let Some(reply) = reply {
                     let _ = reply.send(Err(outcome));
                 }
             }
         }
-        true
     }
 
     /// The phone's 2xx to our re-INVITE: ACK it, put its answer into effect.
@@ -232,7 +229,7 @@ impl Ua {
                 self.send_bytes(&bytes, &p);
                 bytes
             });
-        if let Some(r) = self.reinvites.get_mut(key) {
+        if let Some(clients::Owner::Reinvite(r)) = self.clients.get_mut(key) {
             r.ack = ack_bytes;
         }
         if !ok {

@@ -22,6 +22,18 @@ pub(super) fn header_values<'a>(
         .map(|h| h.raw_value())
 }
 
+/// Text from the network (a reason phrase, a sipfrag line) as at most 64 printable
+/// characters, for logs and API answers.
+pub(super) fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
 pub(super) fn first_value(req: &Request, name: &str) -> Option<String> {
     header_values(req, name)
         .next()

@@ -13,11 +13,10 @@ use super::*;
 
 type OutcomeTx = oneshot::Sender<Result<TransferOutcome, CallError>>;
 
-/// Our transfers under way (one per call) and our REFERs in flight.
+/// Our transfers under way (one per call).
 #[derive(Default)]
 pub(super) struct Referring {
     by_call: HashMap<String, OurRefer>,
-    in_flight: HashMap<TransactionKey, String>,
 }
 
 struct OurRefer {
@@ -64,56 +63,38 @@ impl Ua {
             ..OutRequest::in_dialog(Method::Refer, &call.dialog, cseq)
         };
         let target = call.dialog.remote_target.clone();
-        let mut reply = Some(reply);
-        let sent = self
-            .build_request_to(&refer, target, &peer)
-            .and_then(|req| {
-                self.send_client(req, peer, |ua, key| {
-                    let r = &mut ua.referring;
-                    r.in_flight.insert(key.clone(), call_id.to_string());
-                    r.by_call.insert(
-                        call_id.to_string(),
-                        OurRefer {
-                            reply: reply.take(),
-                        },
-                    );
-                })
-            });
-        match (sent, reply) {
-            (None, Some(reply)) => {
-                let _ = reply.send(Err(CallError::NoCall));
+        let Some(req) = self.build_request_to(&refer, target, &peer) else {
+            let _ = reply.send(Err(CallError::NoCall));
+            return;
+        };
+        // Recorded first: its answer may come while it is being sent.
+        let waiting = OurRefer { reply: Some(reply) };
+        self.referring.by_call.insert(call_id.to_string(), waiting);
+        let owner = clients::Owner::Refer(call_id.to_string());
+        if self.send_client(req, peer, owner).is_none() {
+            if let Some(mut r) = self.referring.by_call.remove(call_id) {
+                r.report(Err(CallError::NoCall));
             }
-            _ => tracing::info!(call_id, to, "transfer: REFER sent"),
+            return;
         }
+        tracing::info!(call_id, to, "transfer: REFER sent");
     }
 
-    /// A response to (or the end of) one of our REFERs; false when `key` is none.
-    pub(super) fn on_refer_result(
-        &mut self,
-        key: &TransactionKey,
-        resp: Option<&Response>,
-    ) -> bool {
-        let Some(call_id) = self.referring.in_flight.get(key).cloned() else {
-            return false;
-        };
+    /// The final answer to our REFER in `call_id` (`None`: none came).
+    pub(super) fn on_refer_result(&mut self, call_id: &str, resp: Option<&Response>) {
         let code = resp.map(|r| r.status.code()).unwrap_or(408);
-        if code < 200 {
-            return true;
-        }
-        self.referring.in_flight.remove(key);
         if code < 300 {
             tracing::info!(%call_id, code, "transfer: REFER accepted");
-            return true;
+            return;
         }
         let reason = resp
             .map(|r| printable(&r.reason))
             .unwrap_or_else(|| "no answer".into());
         tracing::info!(%call_id, code, %reason, "transfer: REFER refused");
-        if let Some(mut r) = self.referring.by_call.remove(&call_id) {
+        if let Some(mut r) = self.referring.by_call.remove(call_id) {
             let line = format!("{code} {reason}").trim().to_string();
             r.report(Ok(TransferOutcome::Rejected(line)));
         }
-        true
     }
 
     /// A NOTIFY in a call: the progress of our transfer.
@@ -166,7 +147,6 @@ impl Ua {
         if let Some(mut r) = self.referring.by_call.remove(call_id) {
             r.report(Ok(TransferOutcome::CallEnded));
         }
-        self.referring.in_flight.retain(|_, c| c != call_id);
     }
 }
 
@@ -181,17 +161,6 @@ fn sipfrag_status(body: &[u8]) -> Option<(u16, String)> {
         return None;
     }
     Some((code, printable(rest.as_bytes())))
-}
-
-/// Text from the network as at most 64 printable characters.
-fn printable(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect::<String>()
-        .trim()
-        .to_string()
 }
 
 #[cfg(test)]

@@ -21,12 +21,10 @@ pub struct RegistrationConfig {
     pub expires: Duration,
 }
 
-/// The registrations and the REGISTER transactions in flight.
+/// The registrations.
 #[derive(Default)]
 pub(super) struct Registrations {
     list: Vec<Entry>,
-    /// Which registration each REGISTER in flight belongs to.
-    in_flight: HashMap<TransactionKey, usize>,
 }
 
 struct Entry {
@@ -74,27 +72,11 @@ impl Registrations {
                 }
             })
             .collect();
-        Registrations {
-            list,
-            in_flight: HashMap::new(),
-        }
+        Registrations { list }
     }
 
     pub(super) fn len(&self) -> usize {
         self.list.len()
-    }
-
-    /// The registration a REGISTER transaction belongs to, if it is one.
-    pub(super) fn owner(&self, key: &TransactionKey) -> Option<usize> {
-        self.in_flight.get(key).copied()
-    }
-
-    /// The REGISTERs in flight whose key `f` picks (those on a closed connection).
-    pub(super) fn in_flight_where(
-        &self,
-        f: impl Fn(&TransactionKey) -> bool,
-    ) -> Vec<TransactionKey> {
-        self.in_flight.keys().filter(|k| f(k)).cloned().collect()
     }
 }
 
@@ -205,27 +187,16 @@ impl Ua {
         let Some(req) = self.build_request(&request, &peer) else {
             return self.register_outcome(i, Outcome::NoAnswer);
         };
-        let sent = self.send_client(req, peer, |ua, key| {
-            ua.registrations.in_flight.insert(key.clone(), i);
-        });
+        let sent = self.send_client(req, peer, clients::Owner::Register(i));
         if sent.is_none() {
             self.register_outcome(i, Outcome::NoAnswer);
         }
     }
 
-    /// A REGISTER transaction's end (`None`: timeout or transport error); false when
-    /// `key` is no REGISTER of ours.
-    pub(super) fn on_register_result(
-        &mut self,
-        key: &TransactionKey,
-        resp: Option<&Response>,
-    ) -> bool {
-        let Some(i) = self.registrations.owner(key) else {
-            return false;
-        };
+    /// Registration `i`'s REGISTER got its final answer (`None`: none came).
+    pub(super) fn on_register_result(&mut self, i: usize, resp: Option<&Response>) {
         let outcome = match resp {
             None => Outcome::NoAnswer,
-            Some(r) if r.status.code() < 200 => return true,
             Some(r) => {
                 let contact = self
                     .registrations
@@ -236,9 +207,7 @@ impl Ua {
                 registration_answer(r, &contact)
             }
         };
-        self.registrations.in_flight.remove(key);
         self.register_outcome(i, outcome);
-        true
     }
 
     fn register_outcome(&mut self, i: usize, outcome: Outcome) {

@@ -59,18 +59,18 @@ impl Ua {
         self.build_request_to(r, uri, peer)
     }
 
-    /// Start a client transaction for `req` to `peer`. `own` records who its answers
-    /// go to before any of its outputs runs; None when the transaction layer refuses
-    /// the request (nothing is recorded then).
+    /// Start a client transaction for `req` to `peer`, its answers going to `owner`
+    /// (recorded before any of its outputs runs); None when the transaction layer
+    /// refuses the request (nothing is recorded then).
     pub(super) fn send_client(
         &mut self,
         req: Request,
         peer: Peer,
-        own: impl FnOnce(&mut Ua, &TransactionKey),
+        owner: clients::Owner,
     ) -> Option<TransactionKey> {
         let (key, outputs) = self.layer.send_request(req, peer.reliability())?;
         self.tx_peers.insert(key.clone(), peer);
-        own(self, &key);
+        self.clients.insert(key.clone(), owner);
         self.run_outputs(&key, outputs);
         Some(key)
     }

@@ -112,7 +112,7 @@ impl SipGateway {
             inputs: tx.clone(),
             placing: Default::default(),
             registrations: Default::default(),
-            reinvites: HashMap::new(),
+            clients: clients::Clients::default(),
             transfers: HashMap::new(),
             referring: referring::Referring::default(),
         };

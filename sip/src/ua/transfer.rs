@@ -170,7 +170,7 @@ impl Ua {
         };
         let target = call.dialog.remote_target.clone();
         if let Some(req) = self.build_request_to(&notify, target, &peer) {
-            self.send_client(req, peer, |_, _| {});
+            self.send_client(req, peer, clients::Owner::Nobody);
         }
     }
 

@@ -15,8 +15,6 @@ pub struct Trunk {
 /// Whether the trunk answers our pings.
 #[derive(Debug, Default)]
 pub(super) struct TrunkHealth {
-    /// The ping in flight.
-    ping: Option<TransactionKey>,
     up: Option<bool>,
 }
 
@@ -94,35 +92,11 @@ impl Ua {
     pub(super) fn on_stream_closed(&mut self, id: ConnId, why: Option<String>) {
         self.streams.remove(&id);
         self.out_conns.retain(|_, c| *c != id);
-        let tx_peers = &self.tx_peers;
-        let waiting = self.calls.invites_where(|k| {
-            tx_peers
-                .get(k)
-                .is_some_and(|p| p.transport.conn() == Some(id))
-        });
         let why = match why {
             Some(e) => format!("cannot reach the SIP trunk: {e}"),
             None => "the connection to the SIP trunk closed".to_string(),
         };
-        for key in waiting {
-            self.on_invite_failed(&key, &why);
-        }
-        let registering = self
-            .registrations
-            .in_flight_where(|k| tx_peers_conn(&self.tx_peers, k) == Some(id));
-        for key in registering {
-            self.on_register_result(&key, None);
-        }
-        if self
-            .health
-            .ping
-            .as_ref()
-            .and_then(|k| self.tx_peers.get(k))
-            .is_some_and(|p| p.transport.conn() == Some(id))
-        {
-            self.health.ping = None;
-            self.trunk_is(false, &why);
-        }
+        self.clients_lost(id, &why);
     }
 
     /// A dialog's peer whose connection is gone gets a fresh one to the next hop.
@@ -142,7 +116,7 @@ impl Ua {
             return;
         }
         self.schedule(Instant::now() + interval, TimerKind::TrunkPing);
-        if self.health.ping.is_some() {
+        if self.clients.pinging() {
             return;
         }
         let (Some(trunk), Some(peer)) = (self.trunk.clone(), self.trunk_peer()) else {
@@ -162,27 +136,19 @@ impl Ua {
         };
         let ping = self.build_request(&ping, &peer);
         let Some(ping) = ping else { return };
-        let sent = self.send_client(ping, peer, |ua, key| {
-            ua.health.ping = Some(key.clone());
-        });
+        let sent = self.send_client(ping, peer, clients::Owner::Ping);
         if sent.is_some() {
             self.metrics.sip_trunk_pings.inc();
         }
     }
 
-    /// Whether `key` is the ping in flight; its end tells the trunk's health.
-    pub(super) fn on_ping_result(&mut self, key: &TransactionKey, answered: Option<u16>) -> bool {
-        if self.health.ping.as_ref() != Some(key) {
-            return false;
-        }
-        self.health.ping = None;
+    /// A ping's final answer (`None`: none came) tells the trunk's health.
+    pub(super) fn on_ping_result(&mut self, answered: Option<u16>) {
         match answered {
             // Any final answer means a live SIP peer (many trunks answer 404 or 405).
-            Some(code) if code >= 200 => self.trunk_is(true, "it answered OPTIONS"),
-            Some(_) => self.health.ping = Some(key.clone()),
+            Some(_) => self.trunk_is(true, "it answered OPTIONS"),
             None => self.trunk_is(false, "no answer to OPTIONS"),
         }
-        true
     }
 
     fn trunk_is(&mut self, up: bool, why: &str) {
@@ -201,9 +167,4 @@ impl Ua {
         }
         self.health.up = Some(up);
     }
-}
-
-/// The stream connection a transaction's peer is on, if any.
-fn tx_peers_conn(peers: &HashMap<TransactionKey, Peer>, key: &TransactionKey) -> Option<ConnId> {
-    peers.get(key).and_then(|p| p.transport.conn())
 }

@@ -209,10 +209,8 @@ impl Ua {
         let Some(invite) = build() else {
             return false;
         };
-        let call_id = out.call_id.clone();
-        let sent = self.send_client(invite, peer, |ua, key| {
-            ua.calls.invite_sent(key.clone(), &call_id);
-        });
+        let owner = clients::Owner::Invite(out.call_id.clone());
+        let sent = self.send_client(invite, peer, owner);
         if sent.is_none() {
             return false;
         }
@@ -222,9 +220,10 @@ impl Ua {
 
     /// A response to one of our INVITEs.
     pub(super) fn on_invite_response(&mut self, key: &TransactionKey, resp: &Response) {
-        let Some(call_id) = self.calls.invite_of(key).map(str::to_string) else {
+        let Some(clients::Owner::Invite(call_id)) = self.clients.get_mut(key) else {
             return;
         };
+        let call_id = call_id.clone();
         let code = resp.status.code();
         // A 2xx again (retransmitted, the ACK was lost): ACK again.
         if resp.status.is_success() {
@@ -280,11 +279,7 @@ impl Ua {
                 }
             }
         }
-        let reason: String = String::from_utf8_lossy(&resp.reason)
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect();
+        let reason = printable(&resp.reason);
         tracing::info!(dialog_id = %out.dialog_id, code, %reason, "dialog: call failed");
         self.transfer_progress(out.participant_id, out.dialog_id, code, &reason);
         self.calls.forget(&out);
@@ -393,7 +388,10 @@ impl Ua {
         };
         let cancel = self.build_request_to(&cancel, out.uri.clone(), &peer);
         if let Some(cancel) = cancel {
-            if self.send_client(cancel, peer, |_, _| {}).is_some() {
+            if self
+                .send_client(cancel, peer, clients::Owner::Nobody)
+                .is_some()
+            {
                 tracing::info!(dialog_id = %out.dialog_id, "dialog: CANCEL sent");
             }
         }
@@ -545,9 +543,11 @@ impl Ua {
 
     /// Our INVITE got no answer at all (timer B) or could not be sent.
     pub(super) fn on_invite_failed(&mut self, key: &TransactionKey, why: &str) {
-        let Some(call_id) = self.calls.invite_done(key) else {
+        let Some(clients::Owner::Invite(call_id)) = self.clients.get_mut(key) else {
             return;
         };
+        let call_id = call_id.clone();
+        self.clients.release(key);
         if let Some(out) = self.calls.take_ringing(&call_id) {
             self.calls.forget(&out);
             self.transfer_progress(out.participant_id, out.dialog_id, 408, "Request Timeout");
