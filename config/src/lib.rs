@@ -20,11 +20,13 @@ use serde::Deserialize;
 mod addresses;
 mod cli;
 mod cluster;
+mod keys;
 mod recordings;
 mod sip;
 pub use addresses::{Addresses, HttpTls};
 pub use cli::Cli;
 pub use cluster::ClusterConfig;
+use keys::{env_name, Layer, OTHER_ENV, SCALAR_KEYS};
 use recordings::recordings_s3;
 pub use recordings::RecordingsS3;
 pub use sip::{SipEdge, SipHop, SipRegistration, SipTls, SipTransport, SipTrunk, SrtpMode};
@@ -147,196 +149,6 @@ pub struct Config {
     /// S3-compatible object storage for finished recordings (None: local files only).
     pub recordings_s3: Option<RecordingsS3>,
 }
-
-/// One source's view of the keys: every field optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Layer {
-    http_listen: Option<String>,
-    data_dir: Option<String>,
-    console_dir: Option<String>,
-    database_url: Option<String>,
-    node_id: Option<String>,
-    cluster_lease: Option<String>,
-    drain_timeout: Option<String>,
-    operator: Option<String>,
-    advertise_url: Option<String>,
-    cluster_ca: Option<String>,
-    token_secret: Option<String>,
-    session_ttl: Option<String>,
-    token_ttl: Option<String>,
-    log_format: Option<String>,
-    log: Option<String>,
-    accounts: Option<Vec<Account>>,
-    sip_registrations: Option<Vec<sip::RegistrationToml>>,
-    sip_inbound_numbers: Option<std::collections::BTreeMap<String, String>>,
-    sip_inbound_url: Option<String>,
-    sip_music_on_hold: Option<String>,
-    sip_listen: Option<String>,
-    media_ip: Option<String>,
-    public_ip: Option<String>,
-    http_tls_cert: Option<String>,
-    http_tls_key: Option<String>,
-    rtp_ports: Option<String>,
-    rtp_timeout: Option<String>,
-    #[serde(default, deserialize_with = "number_or_text")]
-    sip_tcp_max_connections: Option<String>,
-    #[serde(default, deserialize_with = "number_or_text")]
-    sip_tcp_max_per_source: Option<String>,
-    sip_tcp_idle_timeout: Option<String>,
-    #[serde(default, deserialize_with = "number_or_text")]
-    sip_max_transactions_per_source: Option<String>,
-    http_header_timeout: Option<String>,
-    http_body_timeout: Option<String>,
-    #[serde(default, deserialize_with = "number_or_text")]
-    http_max_connections: Option<String>,
-    #[serde(default, deserialize_with = "number_or_text")]
-    http_max_per_source: Option<String>,
-    sip_stream_alias: Option<String>,
-    webrtc_listen: Option<String>,
-    webhook_secret: Option<String>,
-    webhook_allow: Option<String>,
-    sip_trunk: Option<String>,
-    sip_trunk_user: Option<String>,
-    sip_trunk_password: Option<String>,
-    sip_tls_listen: Option<String>,
-    sip_tls_cert: Option<String>,
-    sip_tls_key: Option<String>,
-    sip_tls_ca: Option<String>,
-    sip_outbound_proxy: Option<String>,
-    sip_srtp: Option<String>,
-    sip_trunk_ping_interval: Option<String>,
-    recordings_dir: Option<String>,
-    recording_max_duration: Option<String>,
-    stream_retry_for: Option<String>,
-    #[serde(default, deserialize_with = "number_or_text")]
-    recording_max_mb: Option<String>,
-    recording_retention: Option<String>,
-    recordings_s3_endpoint: Option<String>,
-    recordings_s3_bucket: Option<String>,
-    recordings_s3_region: Option<String>,
-    recordings_s3_access_key_id: Option<String>,
-    recordings_s3_secret_access_key: Option<String>,
-    recordings_s3_prefix: Option<String>,
-}
-
-/// Every scalar key, once: a TOML key `name`, the environment variable `PATCHBAY_NAME`
-/// and the command-line option `--name` (a field of [`Cli`]) all feed it.
-macro_rules! scalar_keys {
-    ($($f:ident),* $(,)?) => {
-        const SCALAR_KEYS: &[&str] = &[$(stringify!($f)),*];
-
-        impl Layer {
-            /// Overlay `top` on `self`: every key `top` sets wins.
-            fn merge(mut self, top: Layer) -> Layer {
-                $( if top.$f.is_some() { self.$f = top.$f; } )*
-                if top.accounts.is_some() {
-                    self.accounts = top.accounts;
-                }
-                if top.sip_registrations.is_some() {
-                    self.sip_registrations = top.sip_registrations;
-                }
-                if top.sip_inbound_numbers.is_some() {
-                    self.sip_inbound_numbers = top.sip_inbound_numbers;
-                }
-                self
-            }
-
-            /// The keys set in the environment (`PATCHBAY_` and the key in capitals).
-            fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Layer {
-                Layer {
-                    $( $f: get(&env_name(stringify!($f))), )*
-                    accounts: None,
-                    sip_registrations: None,
-                    sip_inbound_numbers: None,
-                }
-            }
-
-            /// The keys given on the command line.
-            fn from_cli(cli: &Cli) -> Layer {
-                Layer {
-                    $( $f: cli.$f.clone(), )*
-                    accounts: None,
-                    sip_registrations: None,
-                    sip_inbound_numbers: None,
-                }
-            }
-        }
-    };
-}
-
-scalar_keys!(
-    http_listen,
-    data_dir,
-    recordings_dir,
-    recording_max_duration,
-    stream_retry_for,
-    recording_max_mb,
-    recording_retention,
-    recordings_s3_endpoint,
-    recordings_s3_bucket,
-    recordings_s3_region,
-    recordings_s3_access_key_id,
-    recordings_s3_secret_access_key,
-    recordings_s3_prefix,
-    console_dir,
-    database_url,
-    node_id,
-    cluster_lease,
-    drain_timeout,
-    operator,
-    advertise_url,
-    cluster_ca,
-    token_secret,
-    session_ttl,
-    token_ttl,
-    log_format,
-    log,
-    sip_listen,
-    media_ip,
-    public_ip,
-    http_tls_cert,
-    http_tls_key,
-    rtp_ports,
-    rtp_timeout,
-    sip_tcp_max_connections,
-    sip_tcp_max_per_source,
-    sip_tcp_idle_timeout,
-    sip_max_transactions_per_source,
-    http_header_timeout,
-    http_body_timeout,
-    http_max_connections,
-    http_max_per_source,
-    sip_stream_alias,
-    webrtc_listen,
-    webhook_secret,
-    webhook_allow,
-    sip_trunk,
-    sip_trunk_user,
-    sip_trunk_password,
-    sip_tls_listen,
-    sip_tls_cert,
-    sip_tls_key,
-    sip_tls_ca,
-    sip_outbound_proxy,
-    sip_srtp,
-    sip_trunk_ping_interval,
-    sip_inbound_url,
-    sip_music_on_hold,
-);
-
-/// The environment variable of a key.
-fn env_name(key: &str) -> String {
-    format!("PATCHBAY_{}", key.to_ascii_uppercase())
-}
-
-/// Environment variables that are not one key each.
-const OTHER_ENV: &[&str] = &[
-    "PATCHBAY_CONFIG",
-    "PATCHBAY_ACCOUNT_ID",
-    "PATCHBAY_API_USER",
-    "PATCHBAY_API_PASSWORD",
-];
 
 impl Config {
     /// Load from the process's arguments and environment.
@@ -750,20 +562,6 @@ fn parse_count(key: &str, text: Option<&str>, default: usize) -> Result<usize, C
     }
 }
 
-/// A TOML value given as a number or as text, kept as text (parsed with the others).
-fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum NumberOrText {
-        Number(u64),
-        Text(String),
-    }
-    Ok(Option::<NumberOrText>::deserialize(d)?.map(|v| match v {
-        NumberOrText::Number(n) => n.to_string(),
-        NumberOrText::Text(t) => t,
-    }))
-}
-
 fn parse_duration(key: &str, text: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
     let text = text.unwrap_or(default).trim();
     let d = if let Ok(secs) = text.parse::<u64>() {
@@ -783,5 +581,7 @@ fn parse_duration(key: &str, text: Option<&str>, default: &str) -> Result<Durati
 }
 
 /// `sip:host[:port][;transport=udp|tcp]` → (host, resolved address, tcp).
+#[cfg(test)]
+mod readme_tests;
 #[cfg(test)]
 mod tests;

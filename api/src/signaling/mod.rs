@@ -37,8 +37,8 @@ use serde_json::{json, Value};
 
 use patchbay_conference::events::{DeviceClose, DeviceNote, DeviceOwner};
 use patchbay_conference::media::session::{
-    device_inbox, ConnId, DeviceInput, DeviceKey, InboxSender, Protocol, PublishAnswer,
-    PublishError, SessionInput, DEVICE_INPUTS, MAX_UNIQUE_ID_CHARS, NOTE_QUEUE,
+    device_inbox, DeviceInput, DeviceKey, InboxSender, Protocol, PublishAnswer, PublishError,
+    SessionInput, DEVICE_INPUTS, MAX_UNIQUE_ID_CHARS, NOTE_QUEUE,
 };
 use patchbay_conference::{Placement, PublishPermission};
 
@@ -75,9 +75,6 @@ pub mod close {
         }
     }
 }
-
-/// Numbers each signaling connection, so a stale socket's close never ends a resumed device.
-static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Largest message a device may send (an SDP offer with simulcast video is ~10 KB).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -254,7 +251,7 @@ async fn device(
         )
         .await;
     }
-    let conn = ConnId(CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let conn = app.conference.media().new_conn();
     tracing::info!(participant_id = %participant.id, device_id = %unique_id, %conn, ?protocol, in_session = participant.session_id.is_some(), "signaling connected");
     // The connection's own input channel: it moves with the device (between sessions
     // and the lobby), so every input reaches the core that has the device.

@@ -21,14 +21,13 @@ pub mod twilio;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use patchbay_conference::events::{
     DeviceEvent, DeviceEventKind, DeviceOwner, DeviceSource, EventSink,
 };
-use patchbay_conference::media::session::{LegId, SessionInput};
+use patchbay_conference::media::session::SessionInput;
 use patchbay_conference::{ChangeKind, Participant, Placement, StreamProtocol};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
@@ -50,9 +49,6 @@ const COALESCE: Duration = Duration::from_millis(50);
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Streams connected at once on this node.
 pub const MAX_STREAMS: usize = 1000;
-/// Stream legs are numbered from here (SIP legs count from 1: the two never meet).
-const STREAM_LEGS: u64 = 1 << 62;
-static NEXT_STREAM_LEG: AtomicU64 = AtomicU64::new(STREAM_LEGS);
 
 /// A stream's URL as the webhook egress policy sees callbacks: `ws://` or `wss://`, no
 /// user info, an address the operator allows.
@@ -247,7 +243,7 @@ async fn run_stream(
         }
     };
     let (media_tx, media) = watch::channel(bot.format().leg_media());
-    let leg = LegId(NEXT_STREAM_LEG.fetch_add(1, Relaxed));
+    let leg = app.conference.media().new_leg();
     let owner = DeviceOwner::of(&participant);
     let joined = session.send(SessionInput::Join {
         leg,

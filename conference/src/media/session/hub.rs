@@ -2,7 +2,7 @@
 //! Touched on joins, leaves and control-plane changes only — never per packet.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::{
-    Fate, HangupReason, Home, Homes, MediaView, SessionInput, SessionSnapshot, CONTROL_QUEUE,
-    DATAGRAM_QUEUE, DEVICE_QUEUE, PHONE_ALIAS,
+    ConnId, Fate, HangupReason, Home, Homes, LegId, MediaView, SessionInput, SessionSnapshot,
+    CONTROL_QUEUE, DATAGRAM_QUEUE, DEVICE_QUEUE, PHONE_ALIAS,
 };
 use crate::events::{EventSink, LogEvents};
 use crate::media::stats::MediaStats;
@@ -149,6 +149,9 @@ pub(super) struct HubInner {
     pub(super) recordings: Mutex<Option<crate::recording::RecordingWriter>>,
     /// What held SIP legs hear (`sip_music_on_hold`).
     pub(super) hold_music: Mutex<Option<Arc<crate::media::hold_music::HoldMusic>>>,
+    /// The next leg id and device connection id this hub issues.
+    next_leg: AtomicU64,
+    next_conn: AtomicU64,
 }
 
 impl HubInner {
@@ -343,8 +346,22 @@ impl MediaHub {
                 sink: Mutex::new(Arc::new(LogEvents)),
                 recordings: Mutex::new(None),
                 hold_music: Mutex::new(None),
+                next_leg: AtomicU64::new(1),
+                next_conn: AtomicU64::new(1),
             }),
         }
+    }
+
+    /// A new media leg's id (a SIP call's, a stream participant's): unique among the
+    /// legs of this hub's sessions, never reused.
+    pub fn new_leg(&self) -> LegId {
+        LegId(self.inner.next_leg.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A new device connection's id (a signaling socket's), never reused: a stale
+    /// socket's close never ends a resumed device.
+    pub fn new_conn(&self) -> ConnId {
+        ConnId(self.inner.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Enable WebRTC media for browser devices on this transport.
