@@ -233,6 +233,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub sip_music_on_hold: Option<String>,
 
+    /// [sip_transfer_targets, PATCHBAY_SIP_TRANSFER_TARGETS] Where a phone's REFER may transfer its call, through the trunk: comma-separated prefixes of the target's user part (`+1`, `2`), or `*` for any [default: none: phones' REFERs are refused with 403]
+    #[arg(long, value_name = "PREFIXES")]
+    pub sip_transfer_targets: Option<String>,
+
     /// [accounts] API account as ID:USER:PASSWORD (repeatable; replaces the configured list).
     /// TOML: [[accounts]] id/user/password. Env for one account: PATCHBAY_ACCOUNT_ID,
     /// PATCHBAY_API_USER, PATCHBAY_API_PASSWORD [default: dev:dev:dev, loopback only]

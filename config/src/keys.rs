@@ -158,4 +158,5 @@ config_keys!(
     sip_trunk_ping_interval,
     sip_inbound_url,
     sip_music_on_hold,
+    sip_transfer_targets,
 );

@@ -74,6 +74,9 @@ pub struct SipEdge {
     pub inbound_numbers: std::collections::BTreeMap<String, uuid::Uuid>,
     /// What held calls hear (a WAV file).
     pub music_on_hold: Option<PathBuf>,
+    /// The targets a phone's REFER may name (prefixes of the user part; `*`: any);
+    /// empty: REFERs are refused.
+    pub transfer_targets: Vec<String>,
 }
 
 /// `[[sip_registrations]]` as written in the TOML file.
@@ -103,6 +106,34 @@ pub struct SipRegistration {
 
 /// Registrations at most (each is a client transaction and a timer).
 pub const MAX_REGISTRATIONS: usize = 64;
+
+/// `sip_transfer_targets`: comma-separated prefixes (or `*`), each up to 64 characters
+/// of a user part.
+fn transfer_targets(text: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let key = "sip_transfer_targets";
+    let list: Vec<String> = text
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.len() > 256 {
+        return Err(key_err(key, "at most 256 prefixes"));
+    }
+    for p in &list {
+        let ok = p.len() <= 64
+            && p.chars()
+                .all(|c| !c.is_control() && !c.is_whitespace() && !"<>\"@;:".contains(c));
+        if !ok {
+            return Err(key_err(
+                key,
+                format!("`{p:.80}` is not a prefix of a user part (or `*`)"),
+            ));
+        }
+    }
+    Ok(list)
+}
 
 /// Numbers in `[sip_inbound_numbers]` at most.
 pub const MAX_INBOUND_NUMBERS: usize = 10_000;
@@ -271,6 +302,7 @@ pub(crate) fn validate(layer: &Layer) -> Result<SipEdge, ConfigError> {
         registrations: registrations(layer)?,
         inbound_numbers: inbound_numbers(layer)?,
         music_on_hold: file("sip_music_on_hold", &layer.sip_music_on_hold)?,
+        transfer_targets: transfer_targets(layer.sip_transfer_targets.as_deref())?,
         inbound_url: layer
             .sip_inbound_url
             .as_deref()

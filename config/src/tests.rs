@@ -557,6 +557,21 @@ fn sip_registrations_and_the_inbound_url() {
 }
 
 #[test]
+fn sip_transfer_targets_are_prefixes() {
+    let c = Config::from_toml("sip_transfer_targets = \"+1, 2,*\"").unwrap();
+    assert_eq!(c.sip.transfer_targets, ["+1", "2", "*"]);
+    assert!(Config::from_toml("")
+        .unwrap()
+        .sip
+        .transfer_targets
+        .is_empty());
+    let e = Config::from_toml("sip_transfer_targets = \"a@b\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sip_transfer_targets"), "{e}");
+}
+
+#[test]
 fn sip_inbound_numbers_map_numbers_to_participant_ids() {
     let c = Config::from_toml(
         "[sip_inbound_numbers]

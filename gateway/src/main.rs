@@ -327,6 +327,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 })
                 .collect(),
             music_on_hold: config.sip.music_on_hold.is_some(),
+            transfer_targets: config.sip.transfer_targets.clone(),
             inbound: inbound_rules(&config, &egress, &conference)?,
             srtp: match config.sip.srtp {
                 patchbay_config::SrtpMode::Off => SrtpMode::Off,

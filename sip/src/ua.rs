@@ -83,6 +83,9 @@ pub struct SipConfig {
     pub inbound: Option<InboundRoute>,
     /// Held calls hear the music on hold (the media hub has it) rather than nothing.
     pub music_on_hold: bool,
+    /// Where a phone's REFER may transfer its call (prefixes of the target's user
+    /// part; `*`: anywhere); empty: REFERs are refused.
+    pub transfer_targets: Vec<String>,
 }
 
 /// The rule naming the participant of a call without a token.

@@ -182,7 +182,8 @@ async fn a_softphone_transfers_its_call_to_a_target_through_the_trunk() {
         .var("CHECK_UUI", "false");
     let hooks = Receiver::start().await;
     let trunk = target.trunk_uri();
-    let g = Gateway::start_with(&["--sip-trunk", &trunk], &[]).await;
+    let args = ["--sip-trunk", &trunk, "--sip-transfer-targets", "+1,2"];
+    let g = Gateway::start_with(&args, &[]).await;
     let api = g.api();
     let s = api.session(None).await;
     let dir = g.scratch().to_path_buf();
@@ -319,6 +320,17 @@ async fn an_invite_with_replaces_takes_the_place_of_our_call() {
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     let tag = RawSip::to_tag(&ok);
     a.send(&a.in_dialog("ACK", 1, call_id, &tag, "ack1"));
+    // A REFER of its own: no target is allowed here (no sip_transfer_targets).
+    let refer = a.in_dialog("REFER", 2, call_id, &tag, "ref1").replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nRefer-To: <sip:2001@pbx.example>\r\n",
+    );
+    a.send(&refer);
+    let refused = a.final_response();
+    assert!(
+        refused.starts_with("SIP/2.0 403 Forbidden (transfer target not allowed)"),
+        "{refused}"
+    );
 
     // Not our dialog (tags swapped, unknown call), or early-only on an answered call.
     let probe = RawSip::new(&g);

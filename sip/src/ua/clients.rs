@@ -138,3 +138,44 @@ impl Ua {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(branch: &str) -> TransactionKey {
+        let text = format!(
+            "OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{branch}\r\n\
+             From: <sip:a@127.0.0.1>;tag=a\r\nTo: <sip:gw@127.0.0.1>\r\nCall-ID: c1\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        match parse_datagram(Bytes::from(text), &Limits::datagram()) {
+            Ok(Message::Request(r)) => TransactionKey::from_request(&r).expect("a key"),
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_owner_is_found_until_its_transaction_ends() {
+        let mut c = Clients::default();
+        let (invite, ping, register) = (key("inv"), key("ping"), key("reg"));
+        c.insert(invite.clone(), Owner::Invite("call-1".into()));
+        c.insert(ping.clone(), Owner::Ping);
+        c.insert(register.clone(), Owner::Register(3));
+        assert!(c.pinging());
+        assert!(matches!(c.get_mut(&invite), Some(Owner::Invite(id)) if id == "call-1"));
+        assert!(matches!(c.get_mut(&register), Some(Owner::Register(3))));
+        // Answered: nobody waits any more, but the transaction is still known.
+        c.release(&ping);
+        assert!(!c.pinging());
+        assert!(matches!(c.get_mut(&ping), Some(Owner::Nobody)));
+        // Ended: gone.
+        assert!(matches!(c.ended(&ping), Some(Owner::Nobody)));
+        assert!(c.get_mut(&ping).is_none());
+        assert!(c.ended(&ping).is_none());
+        // Those on a closed connection are picked by the caller's predicate.
+        let mut on_conn = c.keys_where(|k| *k != register);
+        on_conn.sort_by_key(|k| format!("{k:?}"));
+        assert_eq!(on_conn, vec![invite]);
+    }
+}

@@ -53,12 +53,16 @@ impl Ua {
         if self.transfers.contains_key(&participant_id) {
             return refuse(self, 491, "Request Pending (a transfer is under way)");
         }
-        if self.trunk.is_none() {
-            return refuse(self, 403, "Forbidden (no trunk to transfer through)");
-        }
         let Some((to, replaces)) = refer_target(req) else {
             return refuse(self, 400, "Bad Request (Refer-To)");
         };
+        // The trunk's calls cost the operator: a caller transfers only where allowed.
+        if !target_allowed(&self.config.transfer_targets, &to) {
+            return refuse(self, 403, "Forbidden (transfer target not allowed)");
+        }
+        if self.trunk.is_none() {
+            return refuse(self, 403, "Forbidden (no trunk to transfer through)");
+        }
         let data = DialogData {
             to,
             from,
@@ -210,6 +214,15 @@ fn transfer_from(call: &Call) -> String {
     }
 }
 
+/// Whether `uri`'s user part starts with one of `prefixes` (`*`: any target).
+fn target_allowed(prefixes: &[String], uri: &str) -> bool {
+    let rest = uri.split_once(':').map(|(_, r)| r).unwrap_or("");
+    let user = rest.split_once('@').map(|(u, _)| u).unwrap_or("");
+    prefixes
+        .iter()
+        .any(|p| p == "*" || (!user.is_empty() && user.starts_with(p.as_str())))
+}
+
 /// The one `Refer-To` of a REFER: its URI without headers, and its `Replaces` header
 /// (percent-decoded), if it has one. None: missing, repeated, or not a SIP URI.
 fn refer_target(req: &Request) -> Option<(String, Option<String>)> {
@@ -273,6 +286,20 @@ mod tests {
             Ok(Message::Request(r)) => r,
             other => panic!("not a request: {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_allowed_targets() {
+        let allow = |list: &[&str], uri: &str| {
+            let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+            target_allowed(&list, uri)
+        };
+        assert!(!allow(&[], "sip:2001@pbx"));
+        assert!(allow(&["2"], "sip:2001@pbx"));
+        assert!(!allow(&["2"], "sip:+442001@pbx"));
+        assert!(allow(&["+1", "2"], "sips:+15551234567@carrier"));
+        assert!(!allow(&["+1"], "sip:pbx.example"));
+        assert!(allow(&["*"], "sip:pbx.example"));
     }
 
     #[test]
