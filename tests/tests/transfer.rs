@@ -14,7 +14,7 @@ use patchbay_tests::hooks::Receiver;
 use patchbay_tests::kamailio::Kamailio;
 use patchbay_tests::media::{now_epoch, write_tone_wav, Capture, Law};
 use patchbay_tests::rawsip::RawSip;
-use patchbay_tests::sipp::{free_udp_ports, SippCall};
+use patchbay_tests::sipp::{free_udp_ports, RunningSipp, SippCall};
 use patchbay_tests::{Api, Gateway, Resp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -37,13 +37,38 @@ async fn transfer(api: &Api, p: &str, body: Value) -> Resp {
     .await
 }
 
-/// sipp as the phone's side of a call Patchbay will transfer (`uac_referred.xml`).
-fn referred(name: &str, token: &str, target: &str, status: &str, after: &str) -> SippCall {
-    SippCall::new(name, "uac_referred.xml")
-        .token(token)
-        .var("TARGET", target)
-        .var("REFER_STATUS", status)
-        .var("AFTER", after)
+/// How sipp plays the phone's side of a call Patchbay transfers (`uac_referred.xml`):
+/// the Refer-To it expects (a regular expression), its answer to the REFER, then
+/// NOTIFYs (`notify`: 100, then `final_status` `ring_ms` later) or nothing (`wait`).
+struct Side {
+    name: &'static str,
+    target: &'static str,
+    status: &'static str,
+    after: &'static str,
+    ring_ms: &'static str,
+    final_status: &'static str,
+}
+
+/// A new member of `s` calling in as `side`, once its call is up: (participant, sipp).
+async fn call_in(g: &Gateway, s: &str, side: &Side) -> (String, RunningSipp) {
+    let (p, token) = member(&g.api(), s).await;
+    let phone = SippCall::new(side.name, "uac_referred.xml")
+        .token(&token)
+        .var("TARGET", side.target)
+        .var("REFER_STATUS", side.status)
+        .var("AFTER", side.after)
+        .var("RING_MS", side.ring_ms)
+        .var("FINAL", side.final_status)
+        .spawn(g, g.scratch());
+    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    (p, phone)
+}
+
+/// Hang up participant `p`'s call from the API; sipp saw its call through.
+async fn hang_up(g: &Gateway, p: &str, phone: RunningSipp) {
+    delete(&g.api(), p).await;
+    phone.assert_ok(Duration::from_secs(10));
+    g.wait_metric("patchbay_sip_calls_active", 0.0).await;
 }
 
 /// Delete participant `p` (its call gets our BYE).
@@ -59,7 +84,6 @@ async fn the_api_transfers_a_call_and_answers_with_its_outcome() {
     let g = Gateway::start().await;
     let api = g.api();
     let s = api.session(None).await;
-    let dir = g.scratch().to_path_buf();
     let target = "sip:2001@pbx.example.com";
 
     // Refusals before anything is sent.
@@ -82,12 +106,15 @@ async fn the_api_transfers_a_call_and_answers_with_its_outcome() {
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
 
     // Completed: the transferee's side reports 100, then 200; we end our call (BYE).
-    let (p, token) = member(&api, &s).await;
-    let phone = referred("completed", &token, target, "202 Accepted", "notify")
-        .var("RING_MS", "300")
-        .var("FINAL", "200 OK")
-        .spawn(&g, &dir);
-    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let side = Side {
+        name: "completed",
+        target,
+        status: "202 Accepted",
+        after: "notify",
+        ring_ms: "300",
+        final_status: "200 OK",
+    };
+    let (p, phone) = call_in(&g, &s, &side).await;
     let r = transfer(&api, &p, json!({"to": target})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     if r.body != json!({"outcome": "COMPLETED"}) {
@@ -98,63 +125,57 @@ async fn the_api_transfers_a_call_and_answers_with_its_outcome() {
     g.wait_metric("patchbay_sip_calls_active", 0.0).await;
 
     // The target refused (a number goes as tel:): the call stays.
-    let (p, token) = member(&api, &s).await;
-    let phone = referred("busy", &token, "tel:.15551234567", "202 Accepted", "notify")
-        .var("RING_MS", "300")
-        .var("FINAL", "486 Busy Here")
-        .spawn(&g, &dir);
-    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let side = Side {
+        name: "busy",
+        target: "tel:.15551234567",
+        final_status: "486 Busy Here",
+        ..side
+    };
+    let (p, phone) = call_in(&g, &s, &side).await;
     let r = transfer(&api, &p, json!({"to": "+15551234567"})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(
-        r.body,
-        json!({"outcome": "REJECTED", "details": "486 Busy Here"})
-    );
+    let busy = json!({"outcome": "REJECTED", "details": "486 Busy Here"});
+    assert_eq!(r.body, busy);
     assert_eq!(g.metric("patchbay_sip_calls_active").await, 1.0);
-    delete(&api, &p).await;
-    phone.assert_ok(Duration::from_secs(10));
-    g.wait_metric("patchbay_sip_calls_active", 0.0).await;
+    hang_up(&g, &p, phone).await;
 
     // The REFER itself refused.
-    let (p, token) = member(&api, &s).await;
-    let phone = referred("declined", &token, target, "603 Decline", "wait")
-        .var("RING_MS", "0")
-        .var("FINAL", "none")
-        .spawn(&g, &dir);
-    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let side = Side {
+        name: "declined",
+        target,
+        status: "603 Decline",
+        after: "wait",
+        ..side
+    };
+    let (p, phone) = call_in(&g, &s, &side).await;
     let r = transfer(&api, &p, json!({"to": target})).await;
-    assert_eq!(
-        r.body,
-        json!({"outcome": "REJECTED", "details": "603 Decline"}),
-        "{}",
-        r.text
-    );
-    delete(&api, &p).await;
-    phone.assert_ok(Duration::from_secs(10));
-    g.wait_metric("patchbay_sip_calls_active", 0.0).await;
+    let declined = json!({"outcome": "REJECTED", "details": "603 Decline"});
+    assert_eq!(r.body, declined, "{}", r.text);
+    hang_up(&g, &p, phone).await;
 
     // The target rings longer than we wait; its late final NOTIFY is still answered.
-    let (p, token) = member(&api, &s).await;
-    let phone = referred("ringing", &token, target, "202 Accepted", "notify")
-        .var("RING_MS", "2500")
-        .var("FINAL", "487 Request Terminated")
-        .spawn(&g, &dir);
-    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let side = Side {
+        name: "ringing",
+        status: "202 Accepted",
+        after: "notify",
+        ring_ms: "2500",
+        final_status: "487 Request Terminated",
+        ..side
+    };
+    let (p, phone) = call_in(&g, &s, &side).await;
     let r = transfer(&api, &p, json!({"to": target, "ringingTimeout": 1})).await;
     assert_eq!(r.body, json!({"outcome": "RINGING_TIMEOUT"}), "{}", r.text);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(g.metric("patchbay_sip_calls_active").await, 1.0);
-    delete(&api, &p).await;
-    phone.assert_ok(Duration::from_secs(10));
-    g.wait_metric("patchbay_sip_calls_active", 0.0).await;
+    hang_up(&g, &p, phone).await;
 
     // The call ends while the transfer is under way; a second transfer meanwhile is 409.
-    let (p, token) = member(&api, &s).await;
-    let phone = referred("ended", &token, target, "202 Accepted", "wait")
-        .var("RING_MS", "0")
-        .var("FINAL", "none")
-        .spawn(&g, &dir);
-    g.wait_metric("patchbay_sip_calls_active", 1.0).await;
+    let side = Side {
+        name: "ended",
+        after: "wait",
+        ..side
+    };
+    let (p, phone) = call_in(&g, &s, &side).await;
     let pending = {
         let (api, p) = (api.clone(), p.clone());
         tokio::spawn(async move { transfer(&api, &p, json!({"to": target})).await })

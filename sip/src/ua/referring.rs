@@ -99,18 +99,9 @@ impl Ua {
 
     /// A NOTIFY in a call: the progress of our transfer.
     pub(super) fn on_notify(&mut self, key: &TransactionKey, req: &Request) {
-        let call_id = Self::call_id(req);
-        let to_tag = Self::to_tag(req);
-        let Some(call) = self
-            .calls
-            .get_mut(&call_id)
-            .filter(|c| c.dialog.is_ours(to_tag.as_deref()))
-        else {
-            return self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist"));
+        let Some(call_id) = self.in_dialog_request(key, req) else {
+            return;
         };
-        if let Err(r) = call.dialog.check_request(req) {
-            return self.respond(key, req, Reply::new(r.code, r.reason));
-        }
         let event = first_value(req, "Event").unwrap_or_default();
         if !event.to_ascii_lowercase().starts_with("refer") {
             return self.respond(key, req, Reply::new(489, "Bad Event"));

@@ -26,23 +26,17 @@ pub(super) struct Transferring {
 impl Ua {
     /// A REFER: accepted in a call of ours only.
     pub(super) fn on_refer(&mut self, key: &TransactionKey, req: &Request) {
-        let call_id = Self::call_id(req);
-        let Some(to_tag) = Self::to_tag(req) else {
+        if Self::to_tag(req).is_none() {
             let tag = random_token();
             let reply = Reply::new(403, "Forbidden (REFER outside a call)").tag(&tag);
             return self.respond(key, req, reply);
-        };
-        let Some(call) = self
-            .calls
-            .get_mut(&call_id)
-            .filter(|c| c.dialog.is_ours(Some(&to_tag)))
-        else {
-            return self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist"));
-        };
-        if let Err(r) = call.dialog.check_request(req) {
-            let tag = call.dialog.local_tag.clone();
-            return self.respond(key, req, Reply::new(r.code, r.reason).tag(&tag));
         }
+        let Some(call_id) = self.in_dialog_request(key, req) else {
+            return;
+        };
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
         let participant_id = call.owner.participant_id;
         let from = transfer_from(call);
         let tag = call.dialog.local_tag.clone();

@@ -396,7 +396,14 @@ impl Ua {
         self.reschedule_2xx(call_id);
     }
 
-    pub(super) fn on_bye(&mut self, key: &TransactionKey, req: &Request) {
+    /// A request of the peer's in one of our calls (BYE, REFER, NOTIFY): its Call-ID
+    /// once its To tag names the call and its CSeq is in order; otherwise it is
+    /// answered here (481, or the dialog's refusal) and None.
+    pub(super) fn in_dialog_request(
+        &mut self,
+        key: &TransactionKey,
+        req: &Request,
+    ) -> Option<String> {
         let call_id = Self::call_id(req);
         let to_tag = Self::to_tag(req);
         let Some(call) = self
@@ -404,12 +411,21 @@ impl Ua {
             .get_mut(&call_id)
             .filter(|c| c.dialog.is_ours(to_tag.as_deref()))
         else {
-            return self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist"));
+            self.respond(key, req, Reply::new(481, "Call/Transaction Does Not Exist"));
+            return None;
         };
         if let Err(r) = call.dialog.check_request(req) {
             let tag = call.dialog.local_tag.clone();
-            return self.respond(key, req, Reply::new(r.code, r.reason).tag(&tag));
+            self.respond(key, req, Reply::new(r.code, r.reason).tag(&tag));
+            return None;
         }
+        Some(call_id)
+    }
+
+    pub(super) fn on_bye(&mut self, key: &TransactionKey, req: &Request) {
+        let Some(call_id) = self.in_dialog_request(key, req) else {
+            return;
+        };
         self.respond(key, req, Reply::new(200, "OK"));
         tracing::info!(%call_id, "caller hung up");
         self.end_call(&call_id, false);
