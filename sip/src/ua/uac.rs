@@ -83,7 +83,13 @@ impl Ua {
                 data,
             } => {
                 self.transfer_placed(participant_id, dialog_id);
-                self.place(dialog_id, participant_id, &data)
+                self.place(dialog_id, participant_id, &data);
+                if self.calls.of_dialog(dialog_id).is_none() {
+                    // Not placed (no trunk peer, a target sipx will not parse, no RTP
+                    // port): a transfer waiting for it ends here.
+                    let reason = "Service Unavailable";
+                    self.transfer_progress(participant_id, dialog_id, 503, reason);
+                }
             }
             DialCommand::Hangup { dialog_id } => self.hang_up_dialog(dialog_id),
         }
