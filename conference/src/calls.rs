@@ -133,12 +133,32 @@ impl CallControl {
 /// Whether `to` may be a transfer target: a `sip:`, `sips:` or `tel:` URI of printable
 /// characters without spaces, quotes or angle brackets, at most 256 of them.
 pub fn valid_transfer_target(to: &str) -> bool {
-    let scheme = ["sip:", "sips:", "tel:"]
-        .iter()
-        .any(|s| to.len() > s.len() && to[..s.len()].eq_ignore_ascii_case(s));
+    let scheme = ["sip:", "sips:", "tel:"].iter().any(|s| {
+        to.len() > s.len() && to.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s))
+    });
     scheme
         && to.len() <= 256
         && !to
             .chars()
             .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_targets() {
+        assert!(valid_transfer_target("sip:2001@pbx.example"));
+        assert!(valid_transfer_target("SIPS:2001@pbx.example"));
+        assert!(valid_transfer_target("tel:+15551234567"));
+        assert!(!valid_transfer_target("sip:"));
+        assert!(!valid_transfer_target("http://x"));
+        assert!(!valid_transfer_target("sip:a b@c"));
+        assert!(!valid_transfer_target("sip:<a>@c"));
+        assert!(!valid_transfer_target(&format!("sip:{}", "a".repeat(300))));
+        // Multi-byte text where a scheme would end is refused, never sliced through.
+        assert!(!valid_transfer_target("si€:2001@pbx"));
+        assert!(!valid_transfer_target("t€l:1"));
+    }
 }
