@@ -1,5 +1,10 @@
-//! The user agent: one task owns the sipx transaction layer, the call table and
-//! the timers; transport tasks feed it messages (`runner.rs` starts it all).
+//! The user agent: a sans-IO core (`Ua`) that owns the sipx transaction layer, the
+//! call table and the timers. It is handed inputs with the time (a datagram or stream
+//! message with its source, a timer, a command of the control plane, the answer to
+//! one of its questions) and queues outputs its shell carries out (`io.rs`: send,
+//! connect, ask); it never reads the clock, touches a socket or spawns a task. The
+//! shell (`runner.rs`) owns the sockets, connections, tasks and RTP ports, feeds the
+//! core and fires its timers; `flow_tests` drives the core with fake time.
 //!
 //! Where things are: this file routes messages and transaction outputs and ends
 //! calls; `dialog.rs` is the sans-IO RFC 3261 dialog (route set, CSeq, glare, 2xx
@@ -136,10 +141,13 @@ const INPUT_QUEUE: usize = 4096;
 /// INVITEs waiting at once for the cluster to place their session.
 const MAX_PLACING: usize = 256;
 
+/// What the user agent core is handed (with the time), from the network, the control
+/// plane, the RTP legs and the answers to its own questions.
 enum Input {
     Datagram(Bytes, SocketAddr),
     Stream(Box<Message>, Peer),
-    StreamOpened(ConnId, mpsc::UnboundedSender<Bytes>),
+    /// A stream connection is up (accepted, or ours connected).
+    StreamOpened(ConnId),
     /// A connection ended; why, when ours could not be opened.
     StreamClosed(ConnId, Option<String>),
     Dial(patchbay_conference::dialogs::DialCommand),
@@ -160,7 +168,8 @@ enum Input {
     },
     /// The conference would not place the dialog a transfer of this participant asked for.
     TransferRefused(uuid::Uuid),
-    Shutdown(oneshot::Sender<()>),
+    /// A leg's media ended (RTP timeout, or the session removed it).
+    MediaEnded(LegId, MediaEnd),
 }
 
 #[derive(Debug, Clone)]
@@ -174,15 +183,20 @@ enum TimerKind {
     Register(usize),
 }
 
+/// The user agent core (sans-IO: see `io.rs`).
 struct Ua {
     config: SipConfig,
     conference: Arc<Conference>,
     metrics: SipMetrics,
+    /// The time of the input being handled.
+    now: Instant,
+    /// Work queued for the shell.
+    out: std::collections::VecDeque<Out>,
     layer: TransactionLayer,
     timers_cfg: Timers,
-    udp: Arc<UdpSocket>,
-    /// Writers of the open stream connections (TCP and TLS, accepted or ours).
-    streams: HashMap<ConnId, mpsc::UnboundedSender<Bytes>>,
+    /// The stream connections (TCP and TLS, accepted or ours) that are open.
+    open_conns: std::collections::HashSet<ConnId>,
+    conn_ids: ConnIds,
     /// The TLS listener's port, if it listens.
     tls_port: Option<u16>,
     tx_peers: HashMap<TransactionKey, Peer>,
@@ -193,19 +207,14 @@ struct Ua {
     timer_seq: u64,
     /// Every call and its indexes.
     calls: calls::CallTable,
-    ports: PortAllocator,
-    media_tx: mpsc::UnboundedSender<(LegId, MediaEnd)>,
+    legs: Box<dyn LegPorts>,
     /// Dialogs (outbound calls).
     trunk: Option<Trunk>,
-
-    /// Opens connections to the next hop.
-    stream_io: streams::Streams,
     /// Our connection to each next hop over TCP or TLS.
     out_conns: HashMap<SocketAddr, ConnId>,
-    tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// Whether the shell can open TLS connections (a TLS next hop is configured).
+    tls_client: bool,
     health: trunk::TrunkHealth,
-    /// Our own inputs (answers of the cluster to INVITEs waiting for a placement).
-    inputs: mpsc::Sender<Input>,
     /// Call-IDs of INVITEs waiting for the cluster (a merged INVITE is refused).
     placing: std::collections::HashSet<String>,
     /// Our registrations with PBXs or carriers.
@@ -225,9 +234,12 @@ mod calls;
 mod clients;
 mod dialog;
 #[cfg(test)]
+mod flow_tests;
+#[cfg(test)]
 mod fuzz_tests;
 mod hold;
 mod identify;
+mod io;
 mod message;
 mod referring;
 mod registering;
@@ -242,6 +254,7 @@ mod uas;
 use addressing::*;
 pub use addressing::{Hop, HopTransport};
 use call::*;
+use io::*;
 use message::*;
 pub use patchbay_tls::{TlsFiles, TlsServer};
 pub use registering::RegistrationConfig;
@@ -252,37 +265,17 @@ pub use trunk::Trunk;
 impl Ua {
     /// A new leg's id and RTP endpoint (an even/odd port pair on `media_ip`).
     fn start_leg(&mut self) -> Result<(LegId, RtpLeg), String> {
-        let (rtp_socket, rtcp_socket) = self
-            .ports
-            .bind(self.config.media_ip)
-            .map_err(|e| format!("no RTP port: {e}"))?;
         let leg = self.conference.media().new_leg();
-        let rtp = rtp::start(LegStart {
-            leg,
-            rtp: rtp_socket,
-            rtcp: rtcp_socket,
-            timeout: self.config.rtp_timeout,
-            ended: self.media_tx.clone(),
-            metrics: self.metrics.clone(),
-        })
-        .map_err(|e| format!("cannot start RTP: {e}"))?;
+        let rtp = self.legs.open(leg)?;
         Ok((leg, rtp))
     }
 
-    fn send_bytes(&self, bytes: &[u8], peer: &Peer) {
-        match peer.transport.conn() {
-            None => {
-                let _ = self.udp.try_send_to(bytes, peer.addr);
-            }
-            Some(id) => {
-                if let Some(tx) = self.streams.get(&id) {
-                    let _ = tx.send(Bytes::copy_from_slice(bytes));
-                }
-            }
-        }
+    fn send_bytes(&mut self, bytes: &[u8], peer: &Peer) {
+        self.out
+            .push_back(Out::Send(*peer, Bytes::copy_from_slice(bytes)));
     }
 
-    fn send_message(&self, m: &Message, peer: &Peer) {
+    fn send_message(&mut self, m: &Message, peer: &Peer) {
         let bytes = m.to_bytes();
         self.send_bytes(&bytes, peer);
     }
@@ -298,7 +291,7 @@ impl Ua {
 
     fn set_tx_timer(&mut self, key: TransactionKey, timer: Timer, after: Duration) {
         self.clear_tx_timer(&key, timer);
-        let id = self.schedule(Instant::now() + after, TimerKind::Tx(key.clone(), timer));
+        let id = self.schedule(self.now + after, TimerKind::Tx(key.clone(), timer));
         self.tx_timers.insert((key, timer), id);
     }
 
@@ -313,7 +306,7 @@ impl Ua {
     }
 
     fn fire_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
                 break;

@@ -62,11 +62,10 @@ impl Ua {
         let call = inbound_call(req);
         tracing::info!(%call_id, called = %call.called, "call without a token: asking sip_inbound_url");
         self.placing.insert(call_id);
-        let inputs = self.inputs.clone();
         let (key, req) = (key.clone(), Box::new(req.clone()));
-        tokio::spawn(async move {
+        self.ask(async move {
             let token = router.0.route(call).await;
-            let _ = inputs.send(Input::Routed { key, req, token }).await;
+            Some(Input::Routed { key, req, token })
         });
     }
 
@@ -130,9 +129,9 @@ impl Ua {
                 return self.too_many_placing(key, req);
             }
             self.placing.insert(call_id);
-            let (conference, inputs) = (self.conference.clone(), self.inputs.clone());
+            let conference = self.conference.clone();
             let (key, req) = (key.clone(), Box::new(req.clone()));
-            tokio::spawn(async move {
+            self.ask(async move {
                 let placed = match conference.place_session(session).await {
                     Ok(_) => true,
                     Err(e) => {
@@ -140,14 +139,12 @@ impl Ua {
                         false
                     }
                 };
-                let _ = inputs
-                    .send(Input::Placed {
-                        key,
-                        req,
-                        token,
-                        placed,
-                    })
-                    .await;
+                Some(Input::Placed {
+                    key,
+                    req,
+                    token,
+                    placed,
+                })
             });
             return;
         }

@@ -96,7 +96,7 @@ impl Ua {
             return;
         };
         e.timer = None;
-        let send = e.machine.handle_timeout(Instant::now());
+        let send = e.machine.handle_timeout(self.now);
         if let Some(send) = send {
             self.send_register(i, send);
         }
@@ -122,11 +122,11 @@ impl Ua {
             let aor = e.machine.aor.clone();
             match &status {
                 Status::Registered { until } => {
-                    let expires_s = until.saturating_duration_since(Instant::now()).as_secs();
+                    let expires_s = until.saturating_duration_since(self.now).as_secs();
                     tracing::info!(%aor, registrar = %e.hop.host, expires_s, "SIP: registered")
                 }
                 Status::Failing { why, retry } => {
-                    let retry_s = retry.saturating_duration_since(Instant::now()).as_secs();
+                    let retry_s = retry.saturating_duration_since(self.now).as_secs();
                     tracing::warn!(%aor, registrar = %e.hop.host, why, retry_s, "SIP: registration failed")
                 }
                 Status::Trying => tracing::info!(%aor, registrar = %e.hop.host, "SIP: registering"),
@@ -214,7 +214,7 @@ impl Ua {
         let Some(e) = self.registrations.list.get_mut(i) else {
             return;
         };
-        if let Some(send) = e.machine.on_outcome(Instant::now(), outcome) {
+        if let Some(send) = e.machine.on_outcome(self.now, outcome) {
             self.send_register(i, send);
         }
         self.registration_changed(i);

@@ -13,7 +13,7 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// Retries wait at most this long.
 const BACKOFF_MAX: Duration = Duration::from_secs(120);
 /// A refresh goes this long before the binding expires (or at half its life, if later).
-const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+pub(super) const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Longest lifetime a registrar's `Min-Expires` may push us to.
 const MAX_EXPIRES: Duration = Duration::from_secs(86_400);
 

@@ -5,7 +5,7 @@ use super::*;
 
 /// A running SIP gateway.
 pub struct SipGateway {
-    tx: mpsc::Sender<Input>,
+    tx: mpsc::Sender<Event>,
     task: tokio::task::JoinHandle<()>,
     pub local: SocketAddr,
     tls: Option<TlsServer>,
@@ -28,7 +28,9 @@ impl SipGateway {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let (media_tx, media_rx) = mpsc::unbounded_channel();
         tokio::spawn(udp_loop(udp.clone(), tx.clone(), metrics.clone()));
-        let stream_io = streams::Streams::new(tx.clone(), metrics.clone(), config.tcp);
+        let conn_ids = ConnIds::default();
+        let stream_io =
+            streams::Streams::new(tx.clone(), conn_ids.clone(), metrics.clone(), config.tcp);
         tokio::spawn(stream_io.clone().accept_loop(tcp, None));
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         let (tls, tls_local) = match &config.tls {
@@ -57,15 +59,13 @@ impl SipGateway {
         } else {
             None
         };
-        let ports = PortAllocator::new(config.rtp_ports.0, config.rtp_ports.1);
-        let trunk = config.trunk.clone();
-        if trunk.is_some() {
+        if config.trunk.is_some() {
             let (dial_tx, mut dial_rx) = mpsc::unbounded_channel();
             conference.set_dialer(dial_tx);
             let tx = tx.clone();
             tokio::spawn(async move {
                 while let Some(cmd) = dial_rx.recv().await {
-                    if tx.send(Input::Dial(cmd)).await.is_err() {
+                    if tx.send(Event::Core(Input::Dial(cmd))).await.is_err() {
                         return;
                     }
                 }
@@ -77,7 +77,7 @@ impl SipGateway {
             let tx = tx.clone();
             tokio::spawn(async move {
                 while let Some(cmd) = call_rx.recv().await {
-                    if tx.send(Input::Call(cmd)).await.is_err() {
+                    if tx.send(Event::Core(Input::Call(cmd))).await.is_err() {
                         return;
                     }
                 }
@@ -85,51 +85,30 @@ impl SipGateway {
         }
         let mut config = config;
         config.listen = local;
-        let max_transactions_per_source = config.max_transactions_per_source;
-        let mut ua = Ua {
-            config,
+        let legs = RtpPorts {
+            ports: PortAllocator::new(config.rtp_ports.0, config.rtp_ports.1),
+            media_ip: config.media_ip,
+            timeout: config.rtp_timeout,
+            ended: media_tx,
+            metrics: metrics.clone(),
+        };
+        let parts = Parts {
             conference,
             metrics,
-            layer: TransactionLayer::new(Timers::default()),
-            timers_cfg: Timers::default(),
-            udp,
-            streams: HashMap::new(),
-            tls_port: None,
-            tx_peers: HashMap::new(),
-            admission: admission::TxAdmission::new(max_transactions_per_source),
-            timers: BTreeMap::new(),
-            tx_timers: HashMap::new(),
-            timer_seq: 0,
-            calls: calls::CallTable::default(),
-            ports,
-            media_tx,
-            trunk,
-
-            stream_io,
-            out_conns: HashMap::new(),
-            tls_client,
-            health: trunk::TrunkHealth::default(),
-            inputs: tx.clone(),
-            placing: Default::default(),
-            registrations: Default::default(),
-            clients: clients::Clients::default(),
-            transfers: HashMap::new(),
-            referring: referring::Referring::default(),
+            legs: Box::new(legs),
+            conn_ids,
+            tls_client: tls_client.is_some(),
+            tls_port: tls_local.map(|a| a.port()),
         };
-        ua.registrations = registering::Registrations::new(
-            &ua.config.registrations,
-            &ua.our_host(),
-            Instant::now(),
-        );
-        ua.metrics
-            .sip_registrations
-            .set(ua.registrations.len() as i64);
-        for i in 0..ua.registrations.len() {
-            ua.schedule(Instant::now(), TimerKind::Register(i));
-        }
-        ua.tls_port = tls_local.map(|a| a.port());
-        ua.schedule(Instant::now(), TimerKind::TrunkPing);
-        let task = tokio::spawn(run(ua, rx, media_rx));
+        let ua = Ua::new(config, parts, Instant::now());
+        let shell = Shell {
+            udp,
+            writers: HashMap::new(),
+            stream_io,
+            tls_client,
+            inputs: tx.clone(),
+        };
+        let task = tokio::spawn(run(ua, shell, rx, media_rx));
         Ok(SipGateway {
             tx,
             task,
@@ -147,41 +126,92 @@ impl SipGateway {
     /// Send BYE to every call, wait briefly for the answers, stop.
     pub async fn shutdown(self) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Input::Shutdown(done)).await.is_ok() {
+        if self.tx.send(Event::Shutdown(done)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
         }
         self.task.abort();
     }
 }
 
+/// What the shell's queue carries: the core's inputs, and what only the shell handles.
+pub(super) enum Event {
+    Core(Input),
+    /// An accepted connection is up; the writer of its bytes.
+    Opened(ConnId, mpsc::UnboundedSender<Bytes>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The user agent's I/O: its sockets and connections, and the tasks answering its
+/// questions. It carries out what the core queues.
+struct Shell {
+    udp: Arc<UdpSocket>,
+    /// Writers of the open stream connections (TCP and TLS, accepted or ours).
+    writers: HashMap<ConnId, mpsc::UnboundedSender<Bytes>>,
+    stream_io: streams::Streams,
+    tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    inputs: mpsc::Sender<Event>,
+}
+
+impl Shell {
+    /// Carry out everything the core queued.
+    fn drain(&mut self, ua: &mut Ua) {
+        while let Some(out) = ua.poll_output() {
+            match out {
+                Out::Send(peer, bytes) => match peer.transport.conn() {
+                    None => {
+                        let _ = self.udp.try_send_to(&bytes, peer.addr);
+                    }
+                    Some(id) => {
+                        if let Some(tx) = self.writers.get(&id) {
+                            let _ = tx.send(bytes);
+                        }
+                    }
+                },
+                Out::Connect { id, hop, tls } => {
+                    let client = if tls { self.tls_client.clone() } else { None };
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    self.writers.insert(id, tx.clone());
+                    self.stream_io.connect(id, hop, client, (tx, rx));
+                }
+                Out::Ask(work) => {
+                    let inputs = self.inputs.clone();
+                    tokio::spawn(async move {
+                        if let Some(input) = work.await {
+                            let _ = inputs.send(Event::Core(input)).await;
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
 async fn run(
     mut ua: Ua,
-    mut rx: mpsc::Receiver<Input>,
+    mut shell: Shell,
+    mut rx: mpsc::Receiver<Event>,
     mut media_rx: mpsc::UnboundedReceiver<(LegId, MediaEnd)>,
 ) {
     let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
     loop {
+        shell.drain(&mut ua);
         let deadline = ua.next_deadline();
         tokio::select! {
-            input = rx.recv() => {
-                let Some(input) = input else { return };
-                match input {
-                    Input::Datagram(bytes, from) => ua.on_datagram(bytes, from),
-                    Input::Stream(m, peer) => ua.on_message(*m, peer),
-                    Input::StreamOpened(id, tx) => { ua.streams.insert(id, tx); }
-                    Input::StreamClosed(id, why) => ua.on_stream_closed(id, why),
-                    Input::Dial(cmd) => ua.on_dial(cmd),
-                    Input::Call(cmd) => ua.on_call_command(cmd),
-                    Input::Placed { key, req, token, placed } => ua.on_placed(&key, &req, token, placed),
-                    Input::Routed { key, req, token } => ua.on_routed(&key, &req, token),
-                    Input::TransferRefused(p) => ua.on_transfer_refused(p),
-                    Input::Shutdown(done) => {
-                        let ids = ua.calls.ids();
-                        tracing::info!(calls = ids.len(), "SIP shutdown: sending BYE to every call");
-                        for id in ids {
-                            ua.end_call(&id, true);
+            event = rx.recv() => {
+                let Some(event) = event else { return };
+                match event {
+                    Event::Core(input) => {
+                        if let Input::StreamClosed(id, _) = &input {
+                            shell.writers.remove(id);
                         }
-                        ua.unregister_all();
+                        ua.handle(Instant::now(), input);
+                    }
+                    Event::Opened(id, tx) => {
+                        shell.writers.insert(id, tx);
+                        ua.handle(Instant::now(), Input::StreamOpened(id));
+                    }
+                    Event::Shutdown(done) => {
+                        ua.shut_down(Instant::now());
                         // Give the BYEs a moment to be answered.
                         stopping = Some((done, Instant::now() + Duration::from_millis(500)));
                     }
@@ -189,7 +219,7 @@ async fn run(
             }
             ended = media_rx.recv() => {
                 if let Some((leg, why)) = ended {
-                    ua.on_media_end(leg, why);
+                    ua.handle(Instant::now(), Input::MediaEnded(leg, why));
                 }
             }
             _ = async {
@@ -197,11 +227,12 @@ async fn run(
                     Some(d) => tokio::time::sleep_until(d.into()).await,
                     None => std::future::pending().await,
                 }
-            } => ua.fire_timers(),
+            } => ua.handle_timeout(Instant::now()),
             _ = tokio::time::sleep(Duration::from_millis(50)), if stopping.is_some() => {}
         }
         if let Some((_, until)) = &stopping {
-            if Instant::now() >= *until || ua.layer.is_empty() {
+            if Instant::now() >= *until || ua.is_idle() {
+                shell.drain(&mut ua);
                 if let Some((done, _)) = stopping.take() {
                     let _ = done.send(());
                 }
@@ -211,7 +242,7 @@ async fn run(
     }
 }
 
-async fn udp_loop(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>, metrics: SipMetrics) {
+async fn udp_loop(socket: Arc<UdpSocket>, tx: mpsc::Sender<Event>, metrics: SipMetrics) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
         match socket.recv_from(&mut buf).await {
@@ -220,7 +251,10 @@ async fn udp_loop(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>, metrics: SipM
                     metrics.sip_oversized.inc();
                     continue;
                 }
-                match tx.try_send(Input::Datagram(Bytes::copy_from_slice(&buf[..n]), from)) {
+                match tx.try_send(Event::Core(Input::Datagram(
+                    Bytes::copy_from_slice(&buf[..n]),
+                    from,
+                ))) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         metrics.sip_input_dropped.inc();

@@ -16,12 +16,6 @@ const HEAD_BYTES: usize = 8 * 1024;
 /// A TLS handshake (either direction) or an outbound TCP connect must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-
-pub(super) fn next_conn_id() -> ConnId {
-    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
-}
-
 /// Open stream connections: in all, and per source IP address.
 #[derive(Default)]
 struct Count {
@@ -55,16 +49,24 @@ impl Drop for Place {
 #[derive(Clone)]
 pub(super) struct Streams {
     count: Arc<std::sync::Mutex<Count>>,
-    tx: mpsc::Sender<Input>,
+    tx: mpsc::Sender<runner::Event>,
+    /// Ids for the connections accepted (shared with the core, which opens others).
+    ids: ConnIds,
     metrics: SipMetrics,
     limits: TcpLimits,
 }
 
 impl Streams {
-    pub(super) fn new(tx: mpsc::Sender<Input>, metrics: SipMetrics, limits: TcpLimits) -> Streams {
+    pub(super) fn new(
+        tx: mpsc::Sender<runner::Event>,
+        ids: ConnIds,
+        metrics: SipMetrics,
+        limits: TcpLimits,
+    ) -> Streams {
         Streams {
             count: Arc::default(),
             tx,
+            ids,
             metrics,
             limits,
         }
@@ -110,7 +112,7 @@ impl Streams {
                 tracing::debug!(%from, "SIP connection refused: over the connection limits");
                 continue;
             };
-            let id = next_conn_id();
+            let id = self.ids.next();
             let streams = self.clone();
             match &tls {
                 None => {
@@ -160,7 +162,7 @@ impl Streams {
         let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
         if self
             .tx
-            .send(Input::StreamOpened(id, out_tx.clone()))
+            .send(runner::Event::Opened(id, out_tx.clone()))
             .await
             .is_err()
         {
@@ -236,7 +238,10 @@ impl Streams {
         tracing::warn!(to = %hop.addr, host = %hop.host, error = why, "SIP connection failed");
         let _ = self
             .tx
-            .send(Input::StreamClosed(id, Some(why.to_string())))
+            .send(runner::Event::Core(Input::StreamClosed(
+                id,
+                Some(why.to_string()),
+            )))
             .await;
     }
 
@@ -294,7 +299,7 @@ impl Streams {
                     for m in messages {
                         if self
                             .tx
-                            .send(Input::Stream(Box::new(m), peer))
+                            .send(runner::Event::Core(Input::Stream(Box::new(m), peer)))
                             .await
                             .is_err()
                         {
@@ -320,7 +325,10 @@ impl Streams {
                 }
             }
         }
-        let _ = self.tx.send(Input::StreamClosed(id, None)).await;
+        let _ = self
+            .tx
+            .send(runner::Event::Core(Input::StreamClosed(id, None)))
+            .await;
         // Let what is queued (a 513) go out; the writer ends once the UA forgets the
         // connection.
         drop(direct);

@@ -85,12 +85,14 @@ impl Ua {
             },
         );
         self.notify_transfer(participant_id, 100, "Trying");
-        let (conference, inputs) = (self.conference.clone(), self.inputs.clone());
-        tokio::spawn(async move {
-            if let Err(e) = conference.transfer_dialog(participant_id, data).await {
-                tracing::info!(%participant_id, error = %e, "transfer: its dialog could not be placed");
-                let _ = inputs.send(Input::TransferRefused(participant_id)).await;
-            }
+        let conference = self.conference.clone();
+        self.ask(async move {
+            let e = conference
+                .transfer_dialog(participant_id, data)
+                .await
+                .err()?;
+            tracing::info!(%participant_id, error = %e, "transfer: its dialog could not be placed");
+            Some(Input::TransferRefused(participant_id))
         });
     }
 

@@ -63,34 +63,26 @@ impl Ua {
             addr,
         };
         if let Some(&id) = self.out_conns.get(&hop.addr) {
-            if self.streams.contains_key(&id) {
+            if self.open_conns.contains(&id) {
                 return Some(wrap(id));
             }
         }
-        let client = if tls {
-            match &self.tls_client {
-                Some(c) => Some(c.clone()),
-                None => {
-                    tracing::warn!(host = %hop.host, "a TLS next hop but no TLS client configuration");
-                    return None;
-                }
-            }
-        } else {
-            None
-        };
-        let id = streams::next_conn_id();
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.streams.insert(id, tx.clone());
+        if tls && !self.tls_client {
+            tracing::warn!(host = %hop.host, "a TLS next hop but no TLS client configuration");
+            return None;
+        }
+        let id = self.conn_ids.next();
+        self.open_conns.insert(id);
         self.out_conns.insert(hop.addr, id);
         tracing::info!(to = %hop.addr, host = %hop.host, tls, "SIP: connecting to the next hop");
-        self.stream_io.connect(id, hop, client, (tx, rx));
+        self.out.push_back(Out::Connect { id, hop, tls });
         Some(wrap(id))
     }
 
     /// A connection ended (ours or accepted): forget it; INVITEs waiting on it fail now
     /// rather than at timer B.
     pub(super) fn on_stream_closed(&mut self, id: ConnId, why: Option<String>) {
-        self.streams.remove(&id);
+        self.open_conns.remove(&id);
         self.out_conns.retain(|_, c| *c != id);
         let why = match why {
             Some(e) => format!("cannot reach the SIP trunk: {e}"),
@@ -102,7 +94,7 @@ impl Ua {
     /// A dialog's peer whose connection is gone gets a fresh one to the next hop.
     pub(super) fn refresh_peer(&mut self, peer: Peer) -> Peer {
         match peer.transport.conn() {
-            Some(id) if !self.streams.contains_key(&id) => self.trunk_peer().unwrap_or(peer),
+            Some(id) if !self.open_conns.contains(&id) => self.trunk_peer().unwrap_or(peer),
             _ => peer,
         }
     }
@@ -115,7 +107,7 @@ impl Ua {
         if interval.is_zero() || self.trunk.is_none() {
             return;
         }
-        self.schedule(Instant::now() + interval, TimerKind::TrunkPing);
+        self.schedule(self.now + interval, TimerKind::TrunkPing);
         if self.clients.pinging() {
             return;
         }

@@ -67,6 +67,12 @@ impl Outgoing {
         &self.call_id
     }
 
+    /// Whether its early media plays into the session.
+    #[cfg(test)]
+    pub(super) fn early_media(&self) -> bool {
+        self.early.is_some()
+    }
+
     /// The call is dropped before an answer: its early media leaves the session (the
     /// media watch goes with `self`).
     fn leave(self) {
@@ -234,8 +240,9 @@ impl Ua {
         // A 2xx again (retransmitted, the ACK was lost): ACK again.
         if resp.status.is_success() {
             if let Some(call) = self.calls.get(&call_id) {
-                if let Some(bytes) = &call.ack {
-                    self.send_bytes(bytes, &call.peer);
+                if let Some(bytes) = call.ack.clone() {
+                    let peer = call.peer;
+                    self.send_bytes(&bytes, &peer);
                 }
                 return;
             }

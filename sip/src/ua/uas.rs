@@ -172,7 +172,7 @@ impl Ua {
         let mut dialog = Dialog::as_uas(req, &local_tag, local_addr, first_cseq);
         // The 2xx goes again until its ACK (our offer in it, when the INVITE had none,
         // is answered there).
-        let now = Instant::now();
+        let now = self.now;
         dialog.answering(
             cseq_number(req).unwrap_or(0),
             ok_bytes,
@@ -234,10 +234,7 @@ impl Ua {
             return;
         };
         let reliable = call.peer.reliability() == Reliability::Reliable;
-        match call
-            .dialog
-            .on_retransmit_timer(Instant::now(), t2, reliable)
-        {
+        match call.dialog.on_retransmit_timer(self.now, t2, reliable) {
             Retransmit::GiveUp => {
                 tracing::info!(call_id, "no ACK for our 200: ending the call");
                 self.end_call(call_id, true);
@@ -389,8 +386,7 @@ impl Ua {
         call.dialog.refresh_target(req);
         let bytes = Message::Response(resp.clone()).to_bytes();
         let cseq = cseq_number(req).unwrap_or(0);
-        call.dialog
-            .answering(cseq, bytes, offer, Instant::now(), t1);
+        call.dialog.answering(cseq, bytes, offer, self.now, t1);
         let outputs = self.layer.send_response(key, resp);
         self.run_outputs(key, outputs);
         self.reschedule_2xx(call_id);
