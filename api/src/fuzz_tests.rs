@@ -158,6 +158,7 @@ impl Api {
                 },
                 console: crate::console::Console::new(None),
                 churn: Default::default(),
+                handovers: Default::default(),
             })
         });
         Api {

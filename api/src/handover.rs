@@ -12,7 +12,7 @@
 //! network change) says nothing, and the new one takes over as a resume.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use patchbay_conference::media::session::{ConnId, DeviceKey};
@@ -28,15 +28,38 @@ pub type Request = oneshot::Sender<()>;
 
 type Open = HashMap<DeviceKey, (ConnId, mpsc::Sender<Request>)>;
 
-/// Every device's open socket (bounded by the HTTP connection caps).
-static OPEN: LazyLock<Mutex<Open>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Every device's open socket (bounded by the HTTP connection caps), owned by the
+/// application that serves them.
+#[derive(Clone, Default)]
+pub struct Handovers(Arc<Mutex<Open>>);
 
-fn open() -> std::sync::MutexGuard<'static, Open> {
-    OPEN.lock().unwrap_or_else(|e| e.into_inner())
+impl Handovers {
+    fn open(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Become `key`'s open socket; first let the previous one finish what it received.
+    pub async fn take_over(&self, key: &DeviceKey, conn: ConnId) -> Registration {
+        let (tx, requests) = mpsc::channel(1);
+        let previous = self.open().insert(key.clone(), (conn, tx));
+        if let Some((_, previous)) = previous {
+            let (done, finished) = oneshot::channel();
+            if previous.try_send(done).is_ok() {
+                let _ = tokio::time::timeout(HANDOVER_WAIT, finished).await;
+            }
+        }
+        Registration {
+            handovers: self.clone(),
+            key: key.clone(),
+            conn,
+            requests,
+        }
+    }
 }
 
 /// This socket's place as its device's open socket; removed when dropped.
 pub struct Registration {
+    handovers: Handovers,
     key: DeviceKey,
     conn: ConnId,
     /// Requests from a newer socket of the same device.
@@ -45,27 +68,10 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut open = open();
+        let mut open = self.handovers.open();
         if open.get(&self.key).is_some_and(|(c, _)| *c == self.conn) {
             open.remove(&self.key);
         }
-    }
-}
-
-/// Become `key`'s open socket; first let the previous one finish what it received.
-pub async fn take_over(key: &DeviceKey, conn: ConnId) -> Registration {
-    let (tx, requests) = mpsc::channel(1);
-    let previous = open().insert(key.clone(), (conn, tx));
-    if let Some((_, previous)) = previous {
-        let (done, finished) = oneshot::channel();
-        if previous.try_send(done).is_ok() {
-            let _ = tokio::time::timeout(HANDOVER_WAIT, finished).await;
-        }
-    }
-    Registration {
-        key: key.clone(),
-        conn,
-        requests,
     }
 }
 
@@ -75,8 +81,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_socket_waits_for_the_previous_one_and_the_map_empties() {
+        let handovers = Handovers::default();
         let key = DeviceKey::new(uuid::Uuid::new_v4(), "d");
-        let mut first = take_over(&key, ConnId(1)).await;
+        let mut first = handovers.take_over(&key, ConnId(1)).await;
         let start = tokio::time::Instant::now();
         let answer = tokio::spawn(async move {
             let done = first.requests.recv().await.expect("a request");
@@ -84,7 +91,7 @@ mod tests {
             drop(done); // finished (dropping answers too)
             first
         });
-        let second = take_over(&key, ConnId(2)).await;
+        let second = handovers.take_over(&key, ConnId(2)).await;
         let waited = start.elapsed();
         assert!(
             waited >= Duration::from_millis(50) && waited < HANDOVER_WAIT,
@@ -92,19 +99,20 @@ mod tests {
         );
         drop(answer.await.expect("first"));
         assert!(
-            open().contains_key(&key),
+            handovers.open().contains_key(&key),
             "the newer socket stays registered"
         );
         drop(second);
-        assert!(!open().contains_key(&key));
+        assert!(!handovers.open().contains_key(&key));
     }
 
     #[tokio::test]
     async fn a_silent_previous_socket_costs_at_most_the_wait() {
+        let handovers = Handovers::default();
         let key = DeviceKey::new(uuid::Uuid::new_v4(), "d");
-        let _first = take_over(&key, ConnId(1)).await;
+        let _first = handovers.take_over(&key, ConnId(1)).await;
         let start = tokio::time::Instant::now();
-        let _second = take_over(&key, ConnId(2)).await;
+        let _second = handovers.take_over(&key, ConnId(2)).await;
         assert!(start.elapsed() <= HANDOVER_WAIT + Duration::from_millis(100));
     }
 }

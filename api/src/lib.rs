@@ -60,6 +60,8 @@ pub struct AppState {
     pub console: Arc<console::Console>,
     /// How often each participant's devices may connect.
     pub churn: Arc<signaling::churn::Churn>,
+    /// Each device's open signaling socket, for a newer one to take over.
+    pub handovers: handover::Handovers,
 }
 
 /// The request's id: in its log line, its error body and the `x-request-id` header.

@@ -421,6 +421,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
         console: patchbay_api::console::Console::new(config.console_dir.clone()),
         churn: Default::default(),
+        handovers: Default::default(),
     };
     let console = state.console.clone();
     let drain_info = info;

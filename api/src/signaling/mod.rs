@@ -264,7 +264,7 @@ async fn device(
         metrics: app.metrics.clone(),
     };
     // A previous socket of this device first handles what it received (its `leave`).
-    let mut registration = crate::handover::take_over(&device.key, conn).await;
+    let mut registration = app.handovers.take_over(&device.key, conn).await;
     // v3: the subscribing connection the browser may hold from the session's previous
     // owner (a cluster node that died, or this process before a restart).
     let prior = match (protocol, participant.session_id) {
