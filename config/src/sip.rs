@@ -27,6 +27,37 @@ pub struct SipHop {
     pub transport: SipTransport,
 }
 
+impl SipHop {
+    /// `host[:port]` for a URI naming this hop: IPv6 in brackets, the port left out when
+    /// it is the transport's default.
+    pub fn host_port(&self) -> String {
+        let default = if self.transport == SipTransport::Tls {
+            5061
+        } else {
+            5060
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// `;transport=…` for a URI naming this hop (none for UDP, the default).
+    pub fn transport_param(&self) -> &'static str {
+        match self.transport {
+            SipTransport::Udp => "",
+            SipTransport::Tcp => ";transport=tcp",
+            SipTransport::Tls => ";transport=tls",
+        }
+    }
+}
+
 /// The SIP trunk dialogs are placed through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipTrunk {
@@ -48,9 +79,12 @@ pub struct SipTls {
 /// but `Require` refuses plain RTP offers with 488.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SrtpMode {
+    /// Plain RTP in our offers.
     #[default]
     Off,
+    /// Our offers carry `a=crypto` on RTP/AVP (best effort): SRTP if the peer takes it.
     Offer,
+    /// SRTP only: our offers use RTP/SAVP, a plain RTP offer or answer is refused (488).
     Require,
 }
 

@@ -21,13 +21,10 @@ use patchbay_conference::media::webrtc::WebRtcTransport;
 use patchbay_conference::recording::{self, RecordingWriter};
 use patchbay_conference::store::{Cluster, SqlStore};
 use patchbay_conference::{system_clock, Conference, Options, RecordingOptions};
-use patchbay_config::SipTransport;
 use patchbay_config::{Config, LogFormat};
 use patchbay_sip::metrics::SipMetrics;
-use patchbay_sip::sdp::SrtpMode;
 use patchbay_sip::{
-    Hop, HopTransport, InboundRoute, RegistrationConfig, SipConfig, SipGateway, TcpLimits,
-    TlsFiles, TlsListen, TlsServer, Trunk,
+    InboundRoute, SipConfig, SipGateway, TcpLimits, TlsFiles, TlsListen, TlsServer,
 };
 
 fn main() -> ExitCode {
@@ -299,11 +296,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 idle_timeout: config.sip_tcp_idle_timeout,
             },
             max_transactions_per_source: config.sip_max_transactions_per_source,
-            trunk: config.sip.trunk.as_ref().map(|t| Trunk {
-                hop: hop(&t.hop),
-                user: t.user.clone(),
-                password: t.password.clone(),
-            }),
+            trunk: config.sip.trunk.clone(),
             tls: config.sip.tls.as_ref().map(|t| TlsListen {
                 listen: t.listen,
                 files: TlsFiles {
@@ -312,28 +305,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 },
             }),
             tls_ca: config.sip.tls_ca.clone(),
-            outbound_proxy: config.sip.outbound_proxy.as_ref().map(hop),
+            outbound_proxy: config.sip.outbound_proxy.clone(),
             trunk_ping_interval: config.sip.trunk_ping_interval,
-            registrations: config
-                .sip
-                .registrations
-                .iter()
-                .map(|r| RegistrationConfig {
-                    registrar: hop(&r.registrar),
-                    aor: r.aor.clone(),
-                    user: r.user.clone(),
-                    password: r.password.clone(),
-                    expires: r.expires,
-                })
-                .collect(),
+            registrations: config.sip.registrations.clone(),
             music_on_hold: config.sip.music_on_hold.is_some(),
             transfer_targets: config.sip.transfer_targets.clone(),
             inbound: inbound_rules(&config, &egress, &conference)?,
-            srtp: match config.sip.srtp {
-                patchbay_config::SrtpMode::Off => SrtpMode::Off,
-                patchbay_config::SrtpMode::Offer => SrtpMode::Offer,
-                patchbay_config::SrtpMode::Require => SrtpMode::Require,
-            },
+            srtp: config.sip.srtp,
         },
         conference.clone(),
         sip_metrics.clone(),
@@ -522,19 +500,6 @@ fn inbound_rules(
         application,
         conference.clone(),
     )))))
-}
-
-fn hop(h: &patchbay_config::SipHop) -> Hop {
-    Hop {
-        host: h.host.clone(),
-        port: h.port,
-        addr: h.addr,
-        transport: match h.transport {
-            SipTransport::Udp => HopTransport::Udp,
-            SipTransport::Tcp => HopTransport::Tcp,
-            SipTransport::Tls => HopTransport::Tls,
-        },
-    }
 }
 
 /// SIGHUP: read the TLS certificates and keys again (the HTTP listener's and the SIP

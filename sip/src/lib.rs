@@ -10,6 +10,6 @@ pub mod srtp;
 pub mod ua;
 pub mod uui;
 pub use ua::{
-    Hop, HopTransport, InboundRoute, RegistrationConfig, SipConfig, SipGateway, TcpLimits,
-    TlsFiles, TlsListen, TlsServer, Trunk,
+    InboundRoute, SipConfig, SipGateway, SipHop, SipRegistration, SipTransport, SipTrunk,
+    TcpLimits, TlsFiles, TlsListen, TlsServer,
 };

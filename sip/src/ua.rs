@@ -68,7 +68,7 @@ pub struct SipConfig {
     pub rtp_ports: (u16, u16),
     pub rtp_timeout: Duration,
     /// Where dialogs (outbound calls) go; none: dialogs are refused.
-    pub trunk: Option<Trunk>,
+    pub trunk: Option<SipTrunk>,
     pub tcp: TcpLimits,
     /// Server transactions at once from one IP address (more get 503).
     pub max_transactions_per_source: usize,
@@ -77,13 +77,13 @@ pub struct SipConfig {
     /// CAs trusted for TLS trunks and proxies (PEM); none: the Web PKI roots.
     pub tls_ca: Option<std::path::PathBuf>,
     /// Dialogs go through this proxy (a pre-loaded loose route) when set.
-    pub outbound_proxy: Option<Hop>,
+    pub outbound_proxy: Option<SipHop>,
     /// OPTIONS to the trunk this often (zero: never).
     pub trunk_ping_interval: Duration,
     /// SRTP in our offers, and whether plain RTP is refused.
     pub srtp: SrtpMode,
     /// Accounts kept registered with a PBX or carrier.
-    pub registrations: Vec<RegistrationConfig>,
+    pub registrations: Vec<SipRegistration>,
     /// Who calls without a token are (none: they get 403).
     pub inbound: Option<InboundRoute>,
     /// Held calls hear the music on hold (the media hub has it) rather than nothing.
@@ -209,7 +209,7 @@ struct Ua {
     calls: calls::CallTable,
     legs: Box<dyn LegPorts>,
     /// Dialogs (outbound calls).
-    trunk: Option<Trunk>,
+    trunk: Option<SipTrunk>,
     /// Our connection to each next hop over TCP or TLS.
     out_conns: HashMap<SocketAddr, ConnId>,
     /// Whether the shell can open TLS connections (a TLS next hop is configured).
@@ -252,15 +252,13 @@ mod trunk;
 mod uac;
 mod uas;
 use addressing::*;
-pub use addressing::{Hop, HopTransport};
 use call::*;
 use io::*;
 use message::*;
+pub use patchbay_config::{SipHop, SipRegistration, SipTransport, SipTrunk};
 pub use patchbay_tls::{TlsFiles, TlsServer};
-pub use registering::RegistrationConfig;
 use requests::OutRequest;
 pub use runner::SipGateway;
-pub use trunk::Trunk;
 
 impl Ua {
     /// A new leg's id and RTP endpoint (an even/odd port pair on `media_ip`).

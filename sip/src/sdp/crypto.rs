@@ -5,18 +5,10 @@ use base64::Engine;
 
 use crate::srtp::{MasterKey, Suite};
 
-/// Whether SIP legs use SRTP. Offers we receive with usable `a=crypto` are always
-/// honoured; this decides what we offer and whether plain RTP is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SrtpMode {
-    /// Plain RTP in our offers.
-    #[default]
-    Off,
-    /// Our offers carry `a=crypto` on RTP/AVP (best effort): SRTP if the peer takes it.
-    Offer,
-    /// SRTP only: our offers use RTP/SAVP, a plain RTP offer or answer is refused (488).
-    Require,
-}
+/// Whether SIP legs use SRTP (`sip_srtp`, defined with the configuration). Offers we
+/// receive with usable `a=crypto` are always honoured; this decides what we offer and
+/// whether plain RTP is refused.
+pub use patchbay_config::SrtpMode;
 
 /// One side's SRTP parameters: the `a=crypto` tag, suite and master key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

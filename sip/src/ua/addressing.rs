@@ -54,54 +54,6 @@ impl Peer {
     }
 }
 
-/// A transport as configured for a next hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HopTransport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-/// A next hop for requests we originate: the trunk, or an outbound proxy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hop {
-    /// Host as configured (Request-URI and Route host, TLS server name).
-    pub host: String,
-    pub port: u16,
-    pub addr: SocketAddr,
-    pub transport: HopTransport,
-}
-
-impl Hop {
-    /// `host[:port]`, the port left out when it is the transport's default.
-    pub(super) fn host_port(&self) -> String {
-        let default = if self.transport == HopTransport::Tls {
-            5061
-        } else {
-            5060
-        };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == default {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
-    }
-
-    /// `;transport=…` for a URI naming this hop (none for UDP, the default).
-    pub(super) fn transport_param(&self) -> &'static str {
-        match self.transport {
-            HopTransport::Udp => "",
-            HopTransport::Tcp => ";transport=tcp",
-            HopTransport::Tls => ";transport=tls",
-        }
-    }
-}
-
 impl Ua {
     /// Our address as a URI host (IPv6 in brackets): the advertised one.
     pub(super) fn our_host(&self) -> String {

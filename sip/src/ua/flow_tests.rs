@@ -88,7 +88,7 @@ struct Harness {
     now: Instant,
     conference: Arc<Conference>,
     sent: VecDeque<Sent>,
-    connects: Vec<(ConnId, Hop, bool)>,
+    connects: Vec<(ConnId, SipHop, bool)>,
     asks: Vec<Ask>,
     /// Dialogs the conference asks the SIP side to place (its dialer).
     dials: mpsc::UnboundedReceiver<DialCommand>,
@@ -125,9 +125,9 @@ fn config() -> SipConfig {
 }
 
 /// The trunk at [`TRUNK`] over `transport`.
-fn trunk(transport: HopTransport) -> Trunk {
-    Trunk {
-        hop: Hop {
+fn trunk(transport: SipTransport) -> SipTrunk {
+    SipTrunk {
+        hop: SipHop {
             host: "127.0.0.1".into(),
             port: 5080,
             addr: addr(TRUNK),

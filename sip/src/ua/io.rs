@@ -15,7 +15,7 @@ pub(super) enum Out {
     Send(Peer, Bytes),
     /// Open a connection to a next hop under this id (TLS when `tls`); what is sent on
     /// it meanwhile waits for it. Its end comes back as [`Input::StreamClosed`].
-    Connect { id: ConnId, hop: Hop, tls: bool },
+    Connect { id: ConnId, hop: SipHop, tls: bool },
     /// A question for the control plane (the store, an application's webhook); its
     /// answer, if any, comes back as an input.
     Ask(Ask),

@@ -9,18 +9,6 @@ use sipx_sip::Response;
 use super::registration::{Outcome, Registration, Send, Status};
 use super::*;
 
-/// One account to keep registered.
-#[derive(Debug, Clone)]
-pub struct RegistrationConfig {
-    pub registrar: Hop,
-    /// `sip:user@domain`: To and From of the REGISTER; its user part names our Contact
-    /// (the Request-URI of the calls the PBX sends us for it).
-    pub aor: String,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub expires: Duration,
-}
-
 /// The registrations.
 #[derive(Default)]
 pub(super) struct Registrations {
@@ -28,7 +16,7 @@ pub(super) struct Registrations {
 }
 
 struct Entry {
-    hop: Hop,
+    hop: SipHop,
     /// Our Contact's user part (the AOR's).
     user: String,
     call_id: String,
@@ -41,7 +29,7 @@ struct Entry {
 }
 
 impl Registrations {
-    pub(super) fn new(configs: &[RegistrationConfig], host: &str, now: Instant) -> Registrations {
+    pub(super) fn new(configs: &[SipRegistration], host: &str, now: Instant) -> Registrations {
         let list = configs
             .iter()
             .map(|c| {

@@ -53,7 +53,7 @@ impl SipGateway {
             .iter()
             .map(|t| &t.hop)
             .chain(config.outbound_proxy.iter())
-            .any(|h| h.transport == HopTransport::Tls);
+            .any(|h| h.transport == SipTransport::Tls);
         let tls_client = if tls_next_hop {
             Some(patchbay_tls::client_config(config.tls_ca.as_deref()).map_err(invalid)?)
         } else {

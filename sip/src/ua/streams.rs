@@ -177,7 +177,7 @@ impl Streams {
     pub(super) fn connect(
         &self,
         id: ConnId,
-        hop: Hop,
+        hop: SipHop,
         tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
         out: (mpsc::UnboundedSender<Bytes>, mpsc::UnboundedReceiver<Bytes>),
     ) {
@@ -234,7 +234,7 @@ impl Streams {
         });
     }
 
-    async fn failed(&self, id: ConnId, hop: &Hop, why: &str) {
+    async fn failed(&self, id: ConnId, hop: &SipHop, why: &str) {
         tracing::warn!(to = %hop.addr, host = %hop.host, error = why, "SIP connection failed");
         let _ = self
             .tx

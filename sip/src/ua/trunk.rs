@@ -4,14 +4,6 @@
 
 use super::*;
 
-/// The SIP trunk dialogs go through.
-#[derive(Debug, Clone)]
-pub struct Trunk {
-    pub hop: Hop,
-    pub user: Option<String>,
-    pub password: Option<String>,
-}
-
 /// Whether the trunk answers our pings.
 #[derive(Debug, Default)]
 pub(super) struct TrunkHealth {
@@ -20,7 +12,7 @@ pub(super) struct TrunkHealth {
 
 impl Ua {
     /// Where requests we originate go first: the outbound proxy, else the trunk.
-    fn next_hop(&self) -> Option<Hop> {
+    fn next_hop(&self) -> Option<SipHop> {
         self.config
             .outbound_proxy
             .clone()
@@ -42,16 +34,16 @@ impl Ua {
 
     /// The peer to send a request to `hop` to: UDP, or our live connection to it,
     /// opened now if there is none.
-    pub(super) fn peer_for(&mut self, hop: Hop) -> Option<Peer> {
+    pub(super) fn peer_for(&mut self, hop: SipHop) -> Option<Peer> {
         let tls = match hop.transport {
-            HopTransport::Udp => {
+            SipTransport::Udp => {
                 return Some(Peer {
                     transport: Transport::Udp,
                     addr: hop.addr,
                 })
             }
-            HopTransport::Tcp => false,
-            HopTransport::Tls => true,
+            SipTransport::Tcp => false,
+            SipTransport::Tls => true,
         };
         let addr = hop.addr;
         let wrap = move |id| Peer {

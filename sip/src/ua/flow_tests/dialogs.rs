@@ -47,7 +47,7 @@ fn call_of(h: &Harness, dialog_id: Uuid) -> Option<String> {
 
 #[tokio::test]
 async fn early_media_joins_before_the_answer_and_the_answer_is_acknowledged() {
-    let mut h = Harness::new(|c| c.trunk = Some(trunk(HopTransport::Udp))).await;
+    let mut h = Harness::new(|c| c.trunk = Some(trunk(SipTransport::Udp))).await;
     let (p, _, _) = h.member().await;
     let dialog = place(&mut h, p);
     let invite = h.request("INVITE");
@@ -80,7 +80,7 @@ async fn early_media_joins_before_the_answer_and_the_answer_is_acknowledged() {
 #[tokio::test]
 async fn a_hangup_before_any_ringing_cancels_once_ringing_and_an_answer_crossing_it_gets_ack_and_bye(
 ) {
-    let mut h = Harness::new(|c| c.trunk = Some(trunk(HopTransport::Udp))).await;
+    let mut h = Harness::new(|c| c.trunk = Some(trunk(SipTransport::Udp))).await;
     let (p, _, _) = h.member().await;
     let dialog = place(&mut h, p);
     let invite = h.request("INVITE");
@@ -105,7 +105,7 @@ async fn a_hangup_before_any_ringing_cancels_once_ringing_and_an_answer_crossing
 
 #[tokio::test]
 async fn a_trunk_that_never_answers_fails_the_dialog_at_timer_b() {
-    let mut h = Harness::new(|c| c.trunk = Some(trunk(HopTransport::Udp))).await;
+    let mut h = Harness::new(|c| c.trunk = Some(trunk(SipTransport::Udp))).await;
     let (p, _, _) = h.member().await;
     let dialog = place(&mut h, p);
     h.request("INVITE");
@@ -119,7 +119,7 @@ async fn a_trunk_that_never_answers_fails_the_dialog_at_timer_b() {
 
 #[tokio::test]
 async fn a_lost_trunk_connection_fails_its_invite_now_and_the_next_dialog_reconnects() {
-    let mut h = Harness::new(|c| c.trunk = Some(trunk(HopTransport::Tcp))).await;
+    let mut h = Harness::new(|c| c.trunk = Some(trunk(SipTransport::Tcp))).await;
     let (p, _, _) = h.member().await;
     let first = place(&mut h, p);
     assert_eq!(h.connects.len(), 1);

@@ -7,8 +7,8 @@ use super::*;
 #[tokio::test]
 async fn a_registration_answers_its_challenge_and_is_refreshed_before_it_expires() {
     let mut h = Harness::new(|c| {
-        c.registrations = vec![RegistrationConfig {
-            registrar: trunk(HopTransport::Udp).hop,
+        c.registrations = vec![SipRegistration {
+            registrar: trunk(SipTransport::Udp).hop,
             aor: "sip:patchbay@127.0.0.1".into(),
             user: Some("patchbay".into()),
             password: Some("secret".into()),

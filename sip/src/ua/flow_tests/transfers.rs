@@ -13,7 +13,7 @@ fn refer(call: &str, tag: &str, cseq: u32, target: &str) -> String {
 }
 
 fn transfers_allowed(c: &mut SipConfig) {
-    c.trunk = Some(trunk(HopTransport::Udp));
+    c.trunk = Some(trunk(SipTransport::Udp));
     c.transfer_targets = vec!["+1555".into()];
 }
 
