@@ -17,16 +17,15 @@
 //!   handshake bounded by `header_timeout`; the certificate is read again on SIGHUP;
 //! - on shutdown, listening stops and each connection finishes its request in flight.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use patchbay_tls::TlsServer;
+use patchbay_tls::{AcceptMetrics, Acceptor, Admission, ConnectionCaps, Slot, TlsServer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -108,60 +107,10 @@ impl HttpServerMetrics {
     }
 }
 
-/// Connections open now, in all and per source address.
-struct Admission {
-    limits: HttpLimits,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-impl Admission {
-    fn admit(self: &Arc<Self>, ip: IpAddr, metrics: &HttpServerMetrics) -> Option<Slot> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let here = open.1.get(&ip).copied().unwrap_or(0);
-        if open.0 >= self.limits.max_connections || here >= self.limits.max_per_source {
-            return None;
-        }
-        open.0 += 1;
-        open.1.insert(ip, here + 1);
-        metrics.connections.inc();
-        Some(Slot {
-            admission: self.clone(),
-            ip,
-            gauge: metrics.connections.clone(),
-        })
-    }
-}
-
-/// One admitted connection; released when dropped. Each request carries it (as a
-/// [`ConnectionSlot`]) so that a WebSocket keeps it for as long as it lives, after
-/// its HTTP connection handed the socket over.
-pub struct Slot {
-    admission: Arc<Admission>,
-    ip: IpAddr,
-    gauge: Gauge,
-}
-
-/// The connection's slot, in every request's extensions.
+/// The connection's place under the caps, in every request's extensions: a WebSocket
+/// keeps it for as long as it lives, after its HTTP connection handed the socket over.
 #[derive(Clone)]
 pub struct ConnectionSlot(pub Arc<Slot>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.gauge.dec();
-        let mut open = self
-            .admission
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        open.0 = open.0.saturating_sub(1);
-        if let Some(n) = open.1.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.1.remove(&self.ip);
-            }
-        }
-    }
-}
 
 /// Serve `router` on `listener` (over TLS with `tls`) until `shutdown` completes, then
 /// let every connection finish its request in flight (WebSockets are closed by their
@@ -174,36 +123,23 @@ pub async fn serve(
     tls: Option<TlsServer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let admission = Arc::new(Admission {
-        limits,
-        open: Mutex::new((0, HashMap::new())),
-    });
+    let caps = ConnectionCaps {
+        max_connections: limits.max_connections,
+        max_per_source: limits.max_per_source,
+    };
+    let counted = AcceptMetrics {
+        refused: metrics.refused.clone(),
+        errors: metrics.accept_errors.clone(),
+    };
+    let admission = Admission::new(caps, metrics.connections.clone());
+    let mut acceptor = Acceptor::new(listener, admission, counted, "HTTP");
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut backoff = Duration::from_millis(5);
     loop {
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => {
-                    backoff = Duration::from_millis(5);
-                    a
-                }
-                Err(e) => {
-                    metrics.accept_errors.inc();
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "HTTP accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
+        let (stream, peer, slot) = tokio::select! {
+            accepted = acceptor.next() => accepted,
             _ = &mut shutdown => break,
-        };
-        let Some(slot) = admission.admit(peer.ip(), &metrics) else {
-            metrics.refused.inc();
-            tracing::debug!(%peer, "HTTP connection refused: over the connection caps");
-            drop(stream);
-            continue;
         };
         let _ = stream.set_nodelay(true);
         let slot = ConnectionSlot(Arc::new(slot));
@@ -215,13 +151,13 @@ pub async fn serve(
             },
         ));
         let (metrics, stop, done) = (metrics.clone(), stop_rx.clone(), done_rx.clone());
-        let acceptor = tls.as_ref().map(TlsServer::acceptor);
+        let handshake = tls.as_ref().map(TlsServer::acceptor);
         tokio::spawn(async move {
             let _done = done;
-            let Some(acceptor) = acceptor else {
+            let Some(handshake) = handshake else {
                 return serve_connection(stream, service, limits, &metrics, stop, peer).await;
             };
-            match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+            match tokio::time::timeout(limits.header_timeout, handshake.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     serve_connection(stream, service, limits, &metrics, stop, peer).await
                 }
@@ -236,7 +172,7 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
+    drop(acceptor);
     let _ = stop_tx.send(true);
     drop(done_rx);
     // Every connection task holds a receiver: wait (bounded) until they are all gone.

@@ -1,6 +1,10 @@
-//! TLS (rustls) for Patchbay's listeners and outbound connections: a listener's
-//! certificate, read from PEM files and read again on SIGHUP (the HTTP listener's and
-//! the SIP TLS listener's), and the roots trusted for SIP trunks and proxies.
+//! What Patchbay's listeners share: accepting under connection caps (`accept.rs`,
+//! the HTTP and SIP listeners alike), and TLS (rustls): a listener's certificate, read
+//! from PEM files and read again on SIGHUP (the HTTP listener's and the SIP TLS
+//! listener's), and the roots trusted for SIP trunks and proxies.
+
+mod accept;
+pub use accept::{AcceptMetrics, Acceptor, Admission, ConnectionCaps, Slot};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};

@@ -1,54 +1,25 @@
-//! SIP over streams, TCP and TLS: accepting within the connection limits (overall
-//! and per source address, with back-off on accept errors), the TLS handshake,
+//! SIP over streams, TCP and TLS: accepting within the connection caps (overall and
+//! per source address, with back-off on accept errors: `patchbay_tls::Acceptor`, as
+//! the HTTP listener does), the TLS handshake,
 //! connections we open to a trunk or proxy, framing each stream into messages for
 //! the user agent, idle timeouts, and 513 for a message over the limit.
-
-use std::net::IpAddr;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::*;
-use patchbay_tls::TlsServer;
+use patchbay_tls::{AcceptMetrics, Acceptor, Admission, ConnectionCaps, Slot, TlsServer};
 
 /// Bytes kept of a message's start, to answer it when the parser refuses it.
 const HEAD_BYTES: usize = 8 * 1024;
 /// A TLS handshake (either direction) or an outbound TCP connect must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Open stream connections: in all, and per source IP address.
-#[derive(Default)]
-struct Count {
-    total: usize,
-    by_ip: HashMap<IpAddr, usize>,
-}
-
-/// Releases its connection's place in the count when the connection ends.
-struct Place {
-    count: Arc<std::sync::Mutex<Count>>,
-    ip: IpAddr,
-    metrics: SipMetrics,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut c = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.by_ip.remove(&self.ip);
-            }
-        }
-        self.metrics.sip_tcp_connections.dec();
-    }
-}
-
-/// What every stream connection shares: the limits and their count (TCP and TLS
+/// What every stream connection shares: the caps and their count (TCP and TLS
 /// listeners together), the user agent's inbox, the metrics.
 #[derive(Clone)]
 pub(super) struct Streams {
-    count: Arc<std::sync::Mutex<Count>>,
+    admission: Admission,
     tx: mpsc::Sender<runner::Event>,
     /// Ids for the connections accepted (shared with the core, which opens others).
     ids: ConnIds,
@@ -63,8 +34,12 @@ impl Streams {
         metrics: SipMetrics,
         limits: TcpLimits,
     ) -> Streams {
+        let caps = ConnectionCaps {
+            max_connections: limits.max_connections,
+            max_per_source: limits.max_per_source,
+        };
         Streams {
-            count: Arc::default(),
+            admission: Admission::new(caps, metrics.sip_tcp_connections.clone()),
             tx,
             ids,
             metrics,
@@ -72,46 +47,16 @@ impl Streams {
         }
     }
 
-    /// A place for a connection from `ip`, if the limits allow one.
-    fn admit(&self, ip: IpAddr) -> Option<Place> {
-        let mut c = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        let from_ip = c.by_ip.get(&ip).copied().unwrap_or(0);
-        if c.total >= self.limits.max_connections || from_ip >= self.limits.max_per_source {
-            return None;
-        }
-        c.total += 1;
-        *c.by_ip.entry(ip).or_default() += 1;
-        self.metrics.sip_tcp_connections.inc();
-        Some(Place {
-            count: self.count.clone(),
-            ip,
-            metrics: self.metrics.clone(),
-        })
-    }
-
     /// Accept connections on `listener`, over TLS when `tls` is given.
     pub(super) async fn accept_loop(self, listener: TcpListener, tls: Option<TlsServer>) {
-        let mut backoff = Duration::from_millis(10);
+        let counted = AcceptMetrics {
+            refused: self.metrics.sip_tcp_refused.clone(),
+            errors: self.metrics.sip_accept_errors.clone(),
+        };
+        let name = if tls.is_some() { "SIP TLS" } else { "SIP TCP" };
+        let mut acceptor = Acceptor::new(listener, self.admission.clone(), counted, name);
         loop {
-            let (stream, from) = match listener.accept().await {
-                Ok(x) => {
-                    backoff = Duration::from_millis(10);
-                    x
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    self.metrics.sip_accept_errors.inc();
-                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "SIP accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            let Some(place) = self.admit(from.ip()) else {
-                self.metrics.sip_tcp_refused.inc();
-                tracing::debug!(%from, "SIP connection refused: over the connection limits");
-                continue;
-            };
+            let (stream, from, place) = acceptor.next().await;
             let id = self.ids.next();
             let streams = self.clone();
             match &tls {
@@ -152,7 +97,7 @@ impl Streams {
         }
     }
 
-    async fn serve_accepted<S>(self, stream: S, peer: Peer, place: Place)
+    async fn serve_accepted<S>(self, stream: S, peer: Peer, place: Slot)
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -253,7 +198,7 @@ impl Streams {
         peer: Peer,
         direct: mpsc::UnboundedSender<Bytes>,
         mut out_rx: mpsc::UnboundedReceiver<Bytes>,
-        _place: Option<Place>,
+        _place: Option<Slot>,
     ) where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
