@@ -1,31 +1,20 @@
-//! `patchbay`: wiring, startup, graceful shutdown. Nothing else.
+//! `patchbay`: wiring, startup, graceful shutdown. Nothing else: the phases of the
+//! start are in `startup.rs`.
 
 mod cluster;
+mod startup;
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use patchbay_api::cluster::{ClusterApi, NodeInfo};
-use patchbay_api::egress::EgressPolicy;
-use patchbay_api::server::{serve, HttpLimits, HttpServerMetrics};
-use patchbay_api::webhooks::inbound::InboundWebhook;
-use patchbay_api::webhooks::{WebhookOptions, Webhooks};
-use patchbay_api::{Accounts, AppState, Metrics};
-use patchbay_conference::inbound::{InboundRouter, InboundRules};
-use patchbay_conference::media::hold_music::HoldMusic;
+use patchbay_api::server::{serve, HttpServerMetrics};
 use patchbay_conference::media::session::HangupReason;
-use patchbay_conference::media::webrtc::WebRtcTransport;
-use patchbay_conference::recording::{self, RecordingWriter};
-use patchbay_conference::store::{Cluster, SqlStore};
-use patchbay_conference::{system_clock, Conference, Options, RecordingOptions};
+use patchbay_conference::Conference;
 use patchbay_config::{Config, LogFormat};
 use patchbay_sip::metrics::SipMetrics;
-use patchbay_sip::{
-    InboundRoute, SipConfig, SipGateway, TcpLimits, TlsFiles, TlsListen, TlsServer,
-};
+use patchbay_sip::{SipGateway, TlsServer};
 
 fn main() -> ExitCode {
     let config = match Config::from_process() {
@@ -69,375 +58,38 @@ fn init_tracing(config: &Config) {
     }
 }
 
-/// A database URL fit for a log line: any password replaced by `***`.
-fn without_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// What this node says about itself in its heartbeat and in `GET /v1/cluster`.
-fn node_info(config: &Config, placed: Arc<std::sync::OnceLock<Arc<Conference>>>) -> NodeInfo {
-    // Peers are told the advertised addresses (public_ip behind 1:1 NAT); the HTTP URL
-    // is for the other nodes' relays.
-    let addresses = config.addresses();
-    let fixed = serde_json::json!({
-        "httpUrl": http_url(config),
-        "sipUri": addresses.sip_uri(),
-        "webrtcAddress": addresses.webrtc_advertised().to_string(),
-        "mediaIp": config.media_ip.to_string(),
-        "publicIp": config.public_ip.map(|ip| ip.to_string()),
-    });
-    Arc::new(move || {
-        let mut v = fixed.clone();
-        if let Some(c) = placed.get() {
-            let (sessions, participants) = c.counts();
-            v["sessions"] = serde_json::json!(sessions);
-            v["participants"] = serde_json::json!(participants);
-            v["mediaSessions"] = serde_json::json!(c.media().active());
-            v["ownedSessions"] = serde_json::json!(c.owned_sessions());
-            v["draining"] = serde_json::json!(c.is_draining());
-        }
-        v
-    })
-}
-
-/// The URL other nodes reach this one's HTTP listener at (what its heartbeat and its
-/// proofs name).
-fn http_url(config: &Config) -> String {
-    config.cluster.advertise_url.clone().unwrap_or_else(|| {
-        let scheme = if config.http_tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{}", config.http_listen)
-    })
-}
-
-/// The data directory must exist (created if missing) and be writable.
-fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    let err = |e: std::io::Error| {
-        anyhow::anyhow!("config key `data_dir`: cannot use {}: {e}", dir.display())
-    };
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let probe = dir.join(".patchbay-write-check");
-    std::fs::write(&probe, b"ok").map_err(err)?;
-    std::fs::remove_file(&probe).map_err(err)?;
-    Ok(())
-}
-
 async fn run(config: Config) -> anyhow::Result<()> {
-    prepare_data_dir(&config.data_dir)?;
+    startup::prepare_data_dir(&config.data_dir)?;
     let node_id = cluster::node_id(&config)?;
-    let placed: Arc<std::sync::OnceLock<Arc<Conference>>> = Arc::default();
-    let info = node_info(&config, placed.clone());
-    let (store, joined) = match &config.database_url {
-        Some(url) => {
-            if !url.contains("sslmode=verify-full") {
-                tracing::warn!("database_url does not ask for sslmode=verify-full: the link to PostgreSQL (participant data, the change feed) is not verified; see docs/cluster.md");
-            }
-            let context = || {
-                format!(
-                    "config key `database_url`: cannot open the store at {}",
-                    without_password(url)
-                )
-            };
-            let store = SqlStore::postgres(url, &node_id)
-                .await
-                .with_context(context)?;
-            let joined = cluster::join(url, &node_id, config.cluster.lease, &info)
-                .await
-                .with_context(context)?;
-            (store, Some(joined))
-        }
-        None => {
-            let db = config.data_dir.join("patchbay.db");
-            let store = SqlStore::sqlite(&db).await.with_context(|| {
-                format!(
-                    "config key `data_dir`: cannot open the store {}",
-                    db.display()
-                )
-            })?;
-            (store, None)
-        }
-    };
-    let conference = Arc::new(
-        Conference::open(
-            Arc::new(store),
-            Options {
-                session_ttl: config.session_ttl,
-                token_ttl: config.token_ttl,
-                token_secret: config.token_secret.clone(),
-                clock: system_clock(),
-                sip_stream_alias: config.sip_stream_alias.clone(),
-                cluster: joined.clone().map(|c| c as Arc<dyn Cluster>),
-                lease: config.cluster.lease,
-            },
-        )
-        .await
-        .context("loading state from the store")?,
-    );
-    let _ = placed.set(conference.clone());
-    // Calls and devices follow their participant between sessions (and the lobby).
-    conference.route_media();
-    if let Some(joined) = joined {
-        cluster::run(
-            conference.clone(),
-            joined,
-            config.cluster.lease,
-            info.clone(),
-        );
-    }
-
-    let listener = tokio::net::TcpListener::bind(config.http_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "config key `http_listen`: cannot listen on {}",
-                config.http_listen
-            )
-        })?;
-
-    let webrtc = WebRtcTransport::bind(config.webrtc_listen, config.public_ip)
-        .await
-        .with_context(|| {
-            format!(
-                "config key `webrtc_listen`: cannot bind {}",
-                config.webrtc_listen
-            )
-        })?;
-    conference.media().set_webrtc(webrtc.clone());
-    let egress = Arc::new(
-        EgressPolicy::parse(&config.webhook_allow)
-            .map_err(|e| anyhow::anyhow!("config key `webhook_allow`: {e}"))?,
-    );
-    let webhooks = Webhooks::start(
-        conference.clone(),
-        WebhookOptions {
-            secret: config.webhook_secret.clone(),
-            egress: egress.clone(),
-            cluster_lease: config.cluster.lease,
-            ..WebhookOptions::default()
-        },
-    );
-    conference
-        .media()
-        .set_event_sink(Arc::new(webhooks.clone()));
-    let recordings =
-        RecordingWriter::start(config.recordings_dir.clone(), Arc::new(webhooks.clone()))
-            .with_context(|| {
-                format!(
-                    "config key `recordings_dir`: cannot use {}",
-                    config.recordings_dir.display()
-                )
-            })?;
-    conference.media().set_recording_writer(recordings.clone());
-    let interrupted = conference
-        .enable_recordings(RecordingOptions {
-            dir: config.recordings_dir.clone(),
-            max_active_per_session: recording::MAX_ACTIVE_PER_SESSION,
-            max_per_session: recording::MAX_PER_SESSION,
-            max_bytes: config.recording_max_mb as u64 * 1024 * 1024,
-            max_duration: config.recording_max_duration,
-            retention: config.recording_retention,
-        })
-        .await
-        .context("closing the recordings the last run left open")?;
-    for r in interrupted {
-        webhooks.recording_done(r);
-    }
-    if let Some(s3) = &config.recordings_s3 {
-        let uploader = recording::upload::Uploader::start(
-            &recording::upload::S3Options {
-                endpoint: s3.endpoint.clone(),
-                bucket: s3.bucket.clone(),
-                region: s3.region.clone(),
-                access_key_id: s3.access_key_id.clone(),
-                secret_access_key: s3.secret_access_key.clone(),
-                prefix: s3.prefix.clone(),
-            },
-            config.recordings_dir.clone(),
-            conference.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!("config keys `recordings_s3_*`: {e}"))?;
-        conference.enable_uploads(uploader);
-    }
-    conference.recover_dialogs();
-    let webrtc_task = tokio::spawn(webrtc.clone().run());
-
-    if let Some(path) = &config.sip.music_on_hold {
-        let music = std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| HoldMusic::from_wav(&b))
-            .map_err(|e| {
-                anyhow::anyhow!("config key `sip_music_on_hold`: {}: {e}", path.display())
-            })?;
-        conference.media().set_hold_music(Arc::new(music));
-    }
+    let placed = Arc::default();
+    let info = startup::node_info(&config, Arc::clone(&placed));
+    let conference = startup::open_conference(&config, &node_id, &info, placed).await?;
+    let listener = startup::bind_http(&config).await?;
+    let media = startup::start_media(&config, &conference).await?;
+    let webrtc_task = tokio::spawn(media.webrtc.clone().run());
     let sip_metrics = SipMetrics::default();
-    let sip = SipGateway::start(
-        SipConfig {
-            listen: config.sip_listen,
-            media_ip: config.media_ip,
-            public_ip: config.public_ip,
-            rtp_ports: config.rtp_ports,
-            rtp_timeout: config.rtp_timeout,
-            tcp: TcpLimits {
-                max_connections: config.sip_tcp_max_connections,
-                max_per_source: config.sip_tcp_max_per_source,
-                idle_timeout: config.sip_tcp_idle_timeout,
-            },
-            max_transactions_per_source: config.sip_max_transactions_per_source,
-            trunk: config.sip.trunk.clone(),
-            tls: config.sip.tls.as_ref().map(|t| TlsListen {
-                listen: t.listen,
-                files: TlsFiles {
-                    cert: t.cert.clone(),
-                    key: t.key.clone(),
-                },
-            }),
-            tls_ca: config.sip.tls_ca.clone(),
-            outbound_proxy: config.sip.outbound_proxy.clone(),
-            trunk_ping_interval: config.sip.trunk_ping_interval,
-            registrations: config.sip.registrations.clone(),
-            music_on_hold: config.sip.music_on_hold.is_some(),
-            transfer_targets: config.sip.transfer_targets.clone(),
-            inbound: inbound_rules(&config, &egress, &conference)?,
-            srtp: config.sip.srtp,
-        },
-        conference.clone(),
-        sip_metrics.clone(),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "SIP: cannot start on sip_listen {} (or sip_tls_listen with its sip_tls_cert/sip_tls_key, or sip_tls_ca)",
-            config.sip_listen
-        )
-    })?;
-    let http_tls = match &config.http_tls {
-        Some(t) => Some(
-            TlsServer::new(TlsFiles {
-                cert: t.cert.clone(),
-                key: t.key.clone(),
-            })
-            .map_err(|e| anyhow::anyhow!("config keys `http_tls_cert`/`http_tls_key`: {e}"))?,
-        ),
-        None => None,
-    };
+    let sip = startup::start_sip(&config, &conference, &media.egress, sip_metrics.clone()).await?;
+    let http_tls = startup::http_tls(&config)?;
     tokio::spawn(reload_on_sighup(
         sip.tls_server(),
         http_tls.clone(),
         sip_metrics.clone(),
     ));
-
-    let limits = HttpLimits {
-        header_timeout: config.http_header_timeout,
-        body_timeout: config.http_body_timeout,
-        max_connections: config.http_max_connections,
-        max_per_source: config.http_max_per_source,
-        ..HttpLimits::default()
-    };
     let http_metrics = HttpServerMetrics::default();
-    match &config.console_dir {
-        Some(dir) if dir.join("index.html").is_file() => {
-            tracing::info!(dir = %dir.display(), "web console at /console/");
-        }
-        Some(dir) => {
-            tracing::warn!(dir = %dir.display(), "the web console is not built there (./scripts/run builds it): /console/ answers 503")
-        }
-        None => tracing::info!("no web console (console_dir is empty)"),
-    }
-    // In a cluster, requests between nodes are authenticated both ways (api/src/hops.rs).
-    let hops = match (&config.database_url, &config.token_secret) {
-        (Some(_), Some(secret)) => Some(Arc::new(
-            patchbay_api::hops::Hops::new(
-                &node_id,
-                &http_url(&config),
-                secret,
-                config.cluster.ca.as_deref(),
-            )
-            .map_err(|e| anyhow::anyhow!("config key `cluster_ca`: {e}"))?,
-        )),
-        _ => None,
-    };
-    let state = AppState {
-        conference: conference.clone(),
-        accounts: Arc::new(Accounts::new(
-            config
-                .accounts
-                .iter()
-                .map(|a| (a.id.clone(), a.user.clone(), a.password.clone())),
-        )),
-        metrics: Arc::new(Metrics::with(|r| {
-            sip_metrics.register(r);
-            http_metrics.register(r);
-        })),
-        webhooks: webhooks.clone(),
-        limits,
-        http_metrics: http_metrics.clone(),
-        cluster: ClusterApi {
-            operator: config.cluster.operator.as_ref().map(|(user, password)| {
-                Arc::new(Accounts::new([(
-                    "operator".to_string(),
-                    user.clone(),
-                    password.clone(),
-                )]))
-            }),
-            lease: config.cluster.lease,
-            node_id: node_id.clone(),
-            info: info.clone(),
-            hops,
-        },
-        console: patchbay_api::console::Console::new(config.console_dir.clone()),
-        churn: Default::default(),
-        handovers: Default::default(),
-    };
-    let console = state.console.clone();
-    let drain_info = info;
+    let metrics = (&sip_metrics, &http_metrics);
+    let state = startup::app_state(
+        &config,
+        &conference,
+        &media.webhooks,
+        &node_id,
+        &info,
+        metrics,
+    )?;
+    let (console, limits) = (state.console.clone(), state.limits);
     // Stream participants' bots (voice bots).
     patchbay_api::streams::start(state.clone(), config.stream_retry_for);
-
-    let sweeper = {
-        let conference = conference.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            for round in 0u64.. {
-                tick.tick().await;
-                if let Err(e) = conference.expire_sessions().await {
-                    tracing::error!(error = %e, "session expiry failed");
-                }
-                if round % 5 == 0 {
-                    if let Err(e) = conference.sweep_recordings().await {
-                        tracing::error!(error = %e, "recording retention failed");
-                    }
-                }
-            }
-        })
-    };
-
-    tracing::info!(
-        http = %config.http_listen,
-        https = config.http_tls.is_some(),
-        sip = %sip.local,
-        sip_tls = ?sip.tls_local,
-        webrtc = %webrtc.local_addr(),
-        media_ip = %config.media_ip,
-        public_ip = ?config.public_ip,
-        data_dir = %config.data_dir.display(),
-        store = %config.database_url.as_deref().map_or_else(|| "sqlite".to_string(), without_password),
-        accounts = ?config.accounts.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
-        version = env!("CARGO_PKG_VERSION"),
-        "patchbay started"
-    );
+    let sweeper = startup::sweep(conference.clone());
+    startup::log_started(&config, &sip, &media);
 
     serve(
         listener,
@@ -446,26 +98,43 @@ async fn run(config: Config) -> anyhow::Result<()> {
         http_metrics,
         http_tls,
         {
-            let (conference, webhooks) = (conference.clone(), webhooks.clone());
+            let (conference, webhooks) = (conference.clone(), media.webhooks.clone());
             let (timeout, lease) = (config.cluster.drain_timeout, config.cluster.lease);
             async move {
                 shutdown_signal().await;
                 console.stop();
                 // In a cluster the node keeps serving while its sessions move away.
-                cluster::drain(conference, webhooks, drain_info, timeout, lease).await;
+                cluster::drain(conference, webhooks, info, timeout, lease).await;
             }
         },
     )
     .await;
 
     sweeper.abort();
+    stop(conference, media, webrtc_task, sip).await?;
+    tracing::info!("patchbay stopped");
+    Ok(())
+}
+
+/// The last phase: every session's media ends, recordings and callbacks are flushed,
+/// leases released, the SIP gateway says BYE, the store is flushed.
+async fn stop(
+    conference: Arc<Conference>,
+    media: startup::Media,
+    webrtc_task: tokio::task::JoinHandle<()>,
+    sip: SipGateway,
+) -> anyhow::Result<()> {
+    let startup::Media {
+        webhooks,
+        recordings,
+        ..
+    } = media;
     // Every session's media ends: SIP legs get their BYE, devices are closed (their
     // onLeave callbacks are stored, to be delivered after a restart if not before).
     conference.media().end_all(HangupReason::Shutdown);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Recordings are closed (files, manifests) and reported before the outbox's flush.
-    let writer = recordings.clone();
-    let _ = tokio::task::spawn_blocking(move || writer.flush(Duration::from_secs(5))).await;
+    let _ = tokio::task::spawn_blocking(move || recordings.flush(Duration::from_secs(5))).await;
     webhooks.flush(Duration::from_secs(2)).await;
     // In a cluster, the sessions this node owned can be taken by others right away.
     if let Err(e) = conference.release_all().await {
@@ -474,32 +143,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     webrtc_task.abort();
     sip.shutdown().await;
     conference.close().await.context("flushing the store")?;
-    tracing::info!("patchbay stopped");
     Ok(())
-}
-
-/// A configured hop as the SIP side takes it.
-/// The rule for SIP calls without a token (none configured: they get 403).
-fn inbound_rules(
-    config: &Config,
-    egress: &Arc<EgressPolicy>,
-    conference: &Arc<Conference>,
-) -> anyhow::Result<Option<InboundRoute>> {
-    let application = match &config.sip.inbound_url {
-        None => None,
-        Some(url) => Some(Arc::new(
-            InboundWebhook::new(url, config.webhook_secret.clone(), egress.clone())
-                .map_err(|e| anyhow::anyhow!("config key `sip_inbound_url`: {e}"))?,
-        ) as Arc<dyn InboundRouter>),
-    };
-    if application.is_none() && config.sip.inbound_numbers.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(InboundRoute(Arc::new(InboundRules::new(
-        config.sip.inbound_numbers.clone(),
-        application,
-        conference.clone(),
-    )))))
 }
 
 /// SIGHUP: read the TLS certificates and keys again (the HTTP listener's and the SIP
@@ -567,18 +211,4 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        use super::without_password as w;
-        assert_eq!(
-            w("postgres://pb:s3cret@db:5432/pb"),
-            "postgres://pb:***@db:5432/pb"
-        );
-        assert_eq!(w("postgres://pb@db/pb"), "postgres://pb@db/pb");
-        assert_eq!(w("postgres://db/pb"), "postgres://db/pb");
-    }
 }
