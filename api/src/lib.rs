@@ -21,22 +21,23 @@ pub mod cluster;
 pub mod console;
 pub mod dialogs;
 pub mod dto;
-pub mod egress;
 pub mod error;
 mod forward;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod handover;
-pub mod hops;
 pub mod metrics;
 mod openapi;
+pub mod recording_callbacks;
 pub mod recordings;
 pub mod routes;
 pub mod server;
 pub mod signaling;
 pub mod streams;
-pub mod webhooks;
 mod write_timeout;
+
+// Outbound I/O lives in its own crate; its modules keep their paths here.
+pub use patchbay_outbound::{egress, hops, webhooks};
 
 pub use auth::Accounts;
 use error::{ApiError, PendingError};

@@ -128,7 +128,7 @@ pub fn run(conference: Arc<Conference>, cluster: Arc<PgCluster>, lease: Duration
 /// live node, nothing moves: the sessions end with the process at once.
 pub async fn drain(
     conference: Arc<Conference>,
-    webhooks: patchbay_api::webhooks::Webhooks,
+    webhooks: patchbay_outbound::webhooks::Webhooks,
     info: NodeInfo,
     timeout: Duration,
     lease: Duration,

@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use patchbay_api::cluster::{ClusterApi, NodeInfo};
-use patchbay_api::egress::EgressPolicy;
+use patchbay_api::recording_callbacks::RecordingCallbacks;
 use patchbay_api::server::{HttpLimits, HttpServerMetrics};
-use patchbay_api::webhooks::inbound::InboundWebhook;
-use patchbay_api::webhooks::{WebhookOptions, Webhooks};
 use patchbay_api::{Accounts, AppState, Metrics};
 use patchbay_conference::inbound::{InboundRouter, InboundRules};
 use patchbay_conference::media::hold_music::HoldMusic;
@@ -20,6 +18,10 @@ use patchbay_conference::recording::{self, RecordingWriter};
 use patchbay_conference::store::{Cluster, SqlStore};
 use patchbay_conference::{system_clock, Conference, Options, RecordingOptions};
 use patchbay_config::Config;
+use patchbay_outbound::egress::EgressPolicy;
+use patchbay_outbound::hops::Hops;
+use patchbay_outbound::webhooks::inbound::InboundWebhook;
+use patchbay_outbound::webhooks::{WebhookOptions, Webhooks};
 use patchbay_sip::metrics::SipMetrics;
 use patchbay_sip::{
     InboundRoute, SipConfig, SipGateway, TcpLimits, TlsFiles, TlsListen, TlsServer,
@@ -208,8 +210,9 @@ pub async fn start_media(config: &Config, conference: &Arc<Conference>) -> anyho
     conference
         .media()
         .set_event_sink(Arc::new(webhooks.clone()));
+    let callbacks = RecordingCallbacks(webhooks.clone());
     let recordings =
-        RecordingWriter::start(config.recordings_dir.clone(), Arc::new(webhooks.clone()))
+        RecordingWriter::start(config.recordings_dir.clone(), Arc::new(callbacks.clone()))
             .with_context(|| {
                 format!(
                     "config key `recordings_dir`: cannot use {}",
@@ -229,7 +232,7 @@ pub async fn start_media(config: &Config, conference: &Arc<Conference>) -> anyho
         .await
         .context("closing the recordings the last run left open")?;
     for r in interrupted {
-        webhooks.recording_done(r);
+        callbacks.recording_done(r);
     }
     if let Some(s3) = &config.recordings_s3 {
         let uploader = recording::upload::Uploader::start(
@@ -377,10 +380,10 @@ pub fn app_state(
         }
         None => tracing::info!("no web console (console_dir is empty)"),
     }
-    // In a cluster, requests between nodes are authenticated both ways (api/src/hops.rs).
+    // In a cluster, requests between nodes are authenticated both ways (outbound/src/hops.rs).
     let hops = match (&config.database_url, &config.token_secret) {
         (Some(_), Some(secret)) => Some(Arc::new(
-            patchbay_api::hops::Hops::new(
+            Hops::new(
                 node_id,
                 &http_url(config),
                 secret,

@@ -128,15 +128,16 @@ impl WebhookStats {
 }
 
 /// An event for a participant's `callbackUrl` (its body without `eventId`).
-struct NewEvent {
-    participant_id: Uuid,
-    url: String,
-    body: Map<String, Value>,
-    /// The change to the record of open connections, stored with the event.
-    track: Option<StoreOp>,
+pub struct NewEvent {
+    /// Whose callbacks this one is ordered among.
+    pub participant_id: Uuid,
+    pub url: String,
+    pub body: Map<String, Value>,
+    /// A change stored with the event (the record of open connections, a recording).
+    pub track: Option<StoreOp>,
     /// In a cluster: the session lease (session, epoch) the event's node must still
     /// hold for the event to be stored and sent (an owner that lost it stays quiet).
-    fence: Option<(Uuid, i64)>,
+    pub fence: Option<(Uuid, i64)>,
 }
 
 enum Cmd {
@@ -185,8 +186,19 @@ impl Webhooks {
         });
     }
 
-    fn send(&self, event: NewEvent) {
+    /// Enqueue an event with what is stored with it.
+    pub fn send(&self, event: NewEvent) {
         let _ = self.tx.send(Cmd::Event(Box::new(event)));
+    }
+
+    /// The conference whose store holds the outbox.
+    pub fn conference(&self) -> &Arc<Conference> {
+        &self.conference
+    }
+
+    /// The runtime writes started from other threads run on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 
     /// Wait (at most `limit`) until every callback enqueued so far is stored (shutdown:
@@ -393,7 +405,6 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 pub mod inbound;
 pub mod log;
 mod outbox;
-pub mod recordings;
 use outbox::run;
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! `recordingAvailable`: a finished recording's record is stored with its callback
-//! (through the outbox, signed like every callback), or alone when it has none.
+//! (through the outbox, signed like every callback), or alone when it has none. Its
+//! files are listed in the REST shape (`RecordingBody`), so it is shaped here.
 
 use serde_json::{json, Map, Value};
 
 use patchbay_conference::recording::{rfc3339_ms, Recording, RecordingReport, RecordingReports};
 use patchbay_conference::store::StoreOp;
 
-use super::{NewEvent, Webhooks};
 use crate::recordings::RecordingBody;
+use crate::webhooks::{NewEvent, Webhooks};
 
 /// The body of `recordingAvailable` (the names of Bandwidth Voice's callback where it
 /// has one: `recordingId`, `status`, `startTime`, `endTime`, `duration` as ISO 8601,
@@ -45,19 +46,24 @@ pub fn recording_body(r: &Recording, at_ms: u64) -> Map<String, Value> {
     body
 }
 
-impl Webhooks {
+/// The recording writer's reports, and the recordings a restart found interrupted,
+/// become stored records and callbacks.
+#[derive(Clone)]
+pub struct RecordingCallbacks(pub Webhooks);
+
+impl RecordingCallbacks {
     /// Store a finished segment's row. When it ends the recording (not `moved`: the
     /// recording goes on where the session's media moved), the recording's callback
     /// goes with it when it has a URL, showing every segment's files.
     pub fn recording_done(&self, r: Recording) {
         let op = StoreOp::PutRecording(r.clone());
         let url = r.callback_url.clone().filter(|_| !r.moved());
-        let me = self.clone();
-        self.runtime.spawn(async move {
+        let me = self.0.clone();
+        self.0.runtime().spawn(async move {
             let view = if r.moved() {
                 r.clone()
             } else {
-                me.conference.conclude_recording(&r).await
+                me.conference().conclude_recording(&r).await
             };
             match url {
                 Some(url) => {
@@ -72,7 +78,7 @@ impl Webhooks {
                     });
                 }
                 None => {
-                    if let Err(e) = me.conference.commit(vec![op]).await {
+                    if let Err(e) = me.conference().commit(vec![op]).await {
                         tracing::warn!(error = %e, "storing a finished recording");
                     }
                 }
@@ -82,14 +88,14 @@ impl Webhooks {
 }
 
 /// The writer's reports (from its thread) become stored records and callbacks.
-impl RecordingReports for Webhooks {
+impl RecordingReports for RecordingCallbacks {
     fn file_closed(&self, recording: uuid::Uuid, file: patchbay_conference::recording::FileReport) {
-        self.conference.recording_file_closed(recording, file);
+        self.0.conference().recording_file_closed(recording, file);
     }
 
     fn finished(&self, report: RecordingReport) {
         let id = report.manifest.recording_id;
-        match self.conference.recording_finished(&report) {
+        match self.0.conference().recording_finished(&report) {
             Some(r) => {
                 tracing::info!(recording = %id, status = r.status.as_str(), files = r.files.len(), "recording finished");
                 self.recording_done(r);
