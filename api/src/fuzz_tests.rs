@@ -10,8 +10,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use patchbay_conference::fuzzing::{hostile, hostile_text};
-use patchbay_conference::store::SqlStore;
-use patchbay_conference::{system_clock, Conference, Options};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::Value;
@@ -118,25 +116,7 @@ impl Api {
             .expect("runtime");
         let dir = tempfile::tempdir().expect("tempdir");
         let router = rt.block_on(async {
-            let store = SqlStore::sqlite(&dir.path().join("p.db"))
-                .await
-                .expect("store");
-            let conference = Arc::new(
-                Conference::open(
-                    Arc::new(store),
-                    Options {
-                        session_ttl: Duration::from_secs(3600),
-                        token_ttl: Duration::from_secs(3600),
-                        token_secret: None,
-                        clock: system_clock(),
-                        sip_stream_alias: "phone".into(),
-                        cluster: None,
-                        lease: Duration::from_secs(10),
-                    },
-                )
-                .await
-                .expect("conference"),
-            );
+            let conference = patchbay_conference::testing::sqlite_conference(dir.path()).await;
             let webhooks = crate::webhooks::Webhooks::start(conference.clone(), Default::default());
             crate::router(crate::AppState {
                 conference,

@@ -17,6 +17,8 @@ pub mod recording;
 pub mod registry;
 pub mod resolver;
 pub mod store;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod testing;
 pub mod token;
 pub mod webhooks;
 

@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use patchbay_conference::calls::CallCommand;
 use patchbay_conference::dialogs::{DialCommand, DialogData};
 use patchbay_conference::inbound::InboundRules;
-use patchbay_conference::store::SqlStore;
-use patchbay_conference::{system_clock, NewParticipant, Options};
+use patchbay_conference::NewParticipant;
 use uuid::Uuid;
 
 use super::*;
@@ -141,23 +140,7 @@ fn trunk(transport: SipTransport) -> SipTrunk {
 impl Harness {
     async fn new(tweak: impl FnOnce(&mut SipConfig)) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqlStore::sqlite(&dir.path().join("p.db"))
-            .await
-            .expect("store");
-        let options = Options {
-            session_ttl: Duration::from_secs(3600),
-            token_ttl: Duration::from_secs(3600),
-            token_secret: None,
-            clock: system_clock(),
-            sip_stream_alias: "phone".into(),
-            cluster: None,
-            lease: Duration::from_secs(10),
-        };
-        let conference = Arc::new(
-            Conference::open(Arc::new(store), options)
-                .await
-                .expect("conference"),
-        );
+        let conference = patchbay_conference::testing::sqlite_conference(dir.path()).await;
         let mut config = config();
         tweak(&mut config);
         let (dialer, dials) = mpsc::unbounded_channel();
@@ -193,6 +176,13 @@ impl Harness {
         };
         h.advance(Duration::ZERO);
         h
+    }
+
+    /// A harness and a participant in a session: its id and token.
+    async fn with_member(tweak: impl FnOnce(&mut SipConfig)) -> (Harness, Uuid, String) {
+        let h = Harness::new(tweak).await;
+        let (participant, _, token) = h.member().await;
+        (h, participant, token)
     }
 
     /// A participant in a new session: its id, the session's, and its token.
@@ -290,6 +280,12 @@ impl Harness {
         assert_eq!(found.len(), 1, "one {method} expected");
         found.remove(0)
     }
+}
+
+/// The request `method` among `sent` (the first).
+fn find<'a>(sent: &'a [Sent], method: &str) -> &'a Sent {
+    let found = sent.iter().find(|s| s.method() == Some(method));
+    found.unwrap_or_else(|| panic!("a {method} among what was sent"))
 }
 
 /// An INVITE from the phone: `Call-ID` `call`, `branch`, extra header lines.

@@ -8,8 +8,7 @@ use super::*;
 
 #[tokio::test]
 async fn the_answer_repeats_until_its_ack_then_the_phone_hangs_up() {
-    let mut h = Harness::new(|_| {}).await;
-    let (_, _, token) = h.member().await;
+    let (mut h, _, token) = Harness::with_member(|_| {}).await;
     h.datagram(PHONE, &invite("c1", "a1", &uui(&token)));
     let sent = h.take();
     assert_eq!(
@@ -37,8 +36,7 @@ async fn the_answer_repeats_until_its_ack_then_the_phone_hangs_up() {
 
 #[tokio::test]
 async fn an_answer_never_acknowledged_ends_the_call_with_bye_after_64_t1() {
-    let mut h = Harness::new(|_| {}).await;
-    let (_, _, token) = h.member().await;
+    let (mut h, _, token) = Harness::with_member(|_| {}).await;
     h.datagram(PHONE, &invite("c1", "a1", &uui(&token)));
     h.take();
     h.advance(Duration::from_millis(31_900));
@@ -57,8 +55,7 @@ async fn an_answer_never_acknowledged_ends_the_call_with_bye_after_64_t1() {
 
 #[tokio::test]
 async fn a_merged_invite_is_refused_482_and_leaves_the_call_alone() {
-    let mut h = Harness::new(|_| {}).await;
-    let (_, _, token) = h.member().await;
+    let (mut h, _, token) = Harness::with_member(|_| {}).await;
     answered(&mut h, "c1", &uui(&token)).await;
     // The same request forked back to us on another branch (RFC 3261 §8.2.2.2).
     h.datagram(PHONE, &invite("c1", "other", &uui(&token)));
@@ -68,8 +65,7 @@ async fn a_merged_invite_is_refused_482_and_leaves_the_call_alone() {
 
 #[tokio::test]
 async fn a_cancel_after_the_answer_changes_nothing() {
-    let mut h = Harness::new(|_| {}).await;
-    let (_, _, token) = h.member().await;
+    let (mut h, _, token) = Harness::with_member(|_| {}).await;
     h.datagram(PHONE, &invite("c1", "c1-1", &uui(&token)));
     h.take();
     h.datagram(PHONE, &cancel("c1", "c1-1"));
@@ -129,8 +125,7 @@ async fn a_call_the_inbound_rule_names_is_answered_when_it_answers() {
 
 #[tokio::test]
 async fn our_bye_follows_the_record_route_set_back_through_the_proxy() {
-    let mut h = Harness::new(|_| {}).await;
-    let (_, _, token) = h.member().await;
+    let (mut h, _, token) = Harness::with_member(|_| {}).await;
     // The phone's INVITE reaches us through a record-routing proxy.
     let proxy = "127.0.0.1:5090";
     let rr = format!("Record-Route: <sip:{proxy};lr>\r\n");
@@ -192,8 +187,7 @@ fn hold(
 
 #[tokio::test]
 async fn glare_the_phones_reinvite_during_ours_gets_491_and_ours_completes() {
-    let mut h = Harness::new(|_| {}).await;
-    let (p, _, token) = h.member().await;
+    let (mut h, p, token) = Harness::with_member(|_| {}).await;
     let tag = answered(&mut h, "c1", &uui(&token)).await;
     h.take();
     let mut answer = hold(&mut h, p);
@@ -219,8 +213,7 @@ async fn glare_the_phones_reinvite_during_ours_gets_491_and_ours_completes() {
 
 #[tokio::test]
 async fn the_phones_491_to_our_reinvite_is_reported_busy() {
-    let mut h = Harness::new(|_| {}).await;
-    let (p, _, token) = h.member().await;
+    let (mut h, p, token) = Harness::with_member(|_| {}).await;
     answered(&mut h, "c1", &uui(&token)).await;
     h.take();
     let mut answer = hold(&mut h, p);

@@ -47,8 +47,7 @@ fn call_of(h: &Harness, dialog_id: Uuid) -> Option<String> {
 
 #[tokio::test]
 async fn early_media_joins_before_the_answer_and_the_answer_is_acknowledged() {
-    let mut h = Harness::new(|c| c.trunk = Some(trunk(SipTransport::Udp))).await;
-    let (p, _, _) = h.member().await;
+    let (mut h, p, _) = Harness::with_member(|c| c.trunk = Some(trunk(SipTransport::Udp))).await;
     let dialog = place(&mut h, p);
     let invite = h.request("INVITE");
     assert_eq!(invite.to.addr, addr(TRUNK));
@@ -80,8 +79,7 @@ async fn early_media_joins_before_the_answer_and_the_answer_is_acknowledged() {
 #[tokio::test]
 async fn a_hangup_before_any_ringing_cancels_once_ringing_and_an_answer_crossing_it_gets_ack_and_bye(
 ) {
-    let mut h = Harness::new(|c| c.trunk = Some(trunk(SipTransport::Udp))).await;
-    let (p, _, _) = h.member().await;
+    let (mut h, p, _) = Harness::with_member(|c| c.trunk = Some(trunk(SipTransport::Udp))).await;
     let dialog = place(&mut h, p);
     let invite = h.request("INVITE");
     h.datagram(TRUNK, &from_trunk(&invite, "100 Trying", ""));
@@ -105,8 +103,7 @@ async fn a_hangup_before_any_ringing_cancels_once_ringing_and_an_answer_crossing
 
 #[tokio::test]
 async fn a_trunk_that_never_answers_fails_the_dialog_at_timer_b() {
-    let mut h = Harness::new(|c| c.trunk = Some(trunk(SipTransport::Udp))).await;
-    let (p, _, _) = h.member().await;
+    let (mut h, p, _) = Harness::with_member(|c| c.trunk = Some(trunk(SipTransport::Udp))).await;
     let dialog = place(&mut h, p);
     h.request("INVITE");
     // Retransmitted at 0.5, 1.5, 3.5 … s over UDP (timer A).
@@ -119,8 +116,7 @@ async fn a_trunk_that_never_answers_fails_the_dialog_at_timer_b() {
 
 #[tokio::test]
 async fn a_lost_trunk_connection_fails_its_invite_now_and_the_next_dialog_reconnects() {
-    let mut h = Harness::new(|c| c.trunk = Some(trunk(SipTransport::Tcp))).await;
-    let (p, _, _) = h.member().await;
+    let (mut h, p, _) = Harness::with_member(|c| c.trunk = Some(trunk(SipTransport::Tcp))).await;
     let first = place(&mut h, p);
     assert_eq!(h.connects.len(), 1);
     let (id, ref hop, tls) = h.connects[0];

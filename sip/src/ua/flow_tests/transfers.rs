@@ -24,8 +24,7 @@ fn frag(notify: &Sent) -> &str {
 
 #[tokio::test]
 async fn a_blind_transfer_calls_the_target_reports_progress_and_hands_the_participant_over() {
-    let mut h = Harness::new(transfers_allowed).await;
-    let (p, _, token) = h.member().await;
+    let (mut h, p, token) = Harness::with_member(transfers_allowed).await;
     let tag = answered(&mut h, "c1", &uui(&token)).await;
     h.take();
     h.datagram(PHONE, &refer("c1", &tag, 2, "sip:+15550199@127.0.0.1"));
@@ -56,18 +55,12 @@ async fn a_blind_transfer_calls_the_target_reports_progress_and_hands_the_partic
     );
     h.datagram(TRUNK, &from_trunk(&invite, "200 OK", OFFER));
     let sent = h.take();
-    let notify = sent
-        .iter()
-        .find(|s| s.method() == Some("NOTIFY"))
-        .expect("NOTIFY");
+    let notify = find(&sent, "NOTIFY");
     assert_eq!(frag(notify), "SIP/2.0 200 OK");
     assert!(notify
         .header("Subscription-State")
         .is_some_and(|s| s.starts_with("terminated")));
-    let ack = sent
-        .iter()
-        .find(|s| s.method() == Some("ACK"))
-        .expect("ACK");
+    let ack = find(&sent, "ACK");
     assert_eq!(ack.to.addr, addr(TRUNK));
     // The target's leg took the participant's place in its session, which ends the
     // phone's leg.
@@ -84,8 +77,7 @@ async fn a_blind_transfer_calls_the_target_reports_progress_and_hands_the_partic
 
 #[tokio::test]
 async fn a_failing_target_leaves_the_phones_call() {
-    let mut h = Harness::new(transfers_allowed).await;
-    let (p, _, token) = h.member().await;
+    let (mut h, p, token) = Harness::with_member(transfers_allowed).await;
     let tag = answered(&mut h, "c1", &uui(&token)).await;
     h.datagram(PHONE, &refer("c1", &tag, 2, "sip:+15550199@127.0.0.1"));
     h.answer_asks().await;
@@ -93,10 +85,7 @@ async fn a_failing_target_leaves_the_phones_call() {
     let invite = h.request("INVITE");
     h.datagram(TRUNK, &from_trunk(&invite, "486 Busy Here", ""));
     let sent = h.take();
-    let notify = sent
-        .iter()
-        .find(|s| s.method() == Some("NOTIFY"))
-        .expect("NOTIFY");
+    let notify = find(&sent, "NOTIFY");
     assert_eq!(frag(notify), "SIP/2.0 486 Busy Here");
     assert!(sent.iter().all(|s| s.method() != Some("BYE")));
     assert_eq!(h.ua.calls.of_participant(p), ["c1"]);
@@ -107,8 +96,7 @@ async fn a_failing_target_leaves_the_phones_call() {
 
 #[tokio::test]
 async fn a_target_the_operator_did_not_allow_is_refused_403() {
-    let mut h = Harness::new(transfers_allowed).await;
-    let (_, _, token) = h.member().await;
+    let (mut h, _, token) = Harness::with_member(transfers_allowed).await;
     let tag = answered(&mut h, "c1", &uui(&token)).await;
     h.datagram(PHONE, &refer("c1", &tag, 2, "sip:+4420000000@127.0.0.1"));
     assert_eq!(h.statuses(), [403]);
