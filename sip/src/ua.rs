@@ -500,6 +500,12 @@ impl Ua {
 
     /// Remove a call, leave its session, optionally sending BYE to the caller.
     fn end_call(&mut self, call_id: &str, send_bye: bool) {
+        // Where the BYE goes (a dialog's lost trunk connection opened again).
+        let peer = if send_bye {
+            self.call_peer(call_id)
+        } else {
+            None
+        };
         let Some(mut call) = self.calls.remove(call_id) else {
             return;
         };
@@ -508,9 +514,7 @@ impl Ua {
         self.referring_call_ended(call_id);
         self.metrics.sip_calls_active.dec();
         if send_bye {
-            if call.placed_for.is_some() {
-                call.peer = self.refresh_peer(call.peer);
-            }
+            call.peer = peer.unwrap_or(call.peer);
             if let Some(bye) = self.build_bye(&mut call) {
                 let peer = call.peer;
                 self.send_client(bye, peer, clients::Owner::Nobody);

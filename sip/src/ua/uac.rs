@@ -46,6 +46,21 @@ pub(super) enum Joined {
     Already(tokio::sync::watch::Sender<LegMedia>),
 }
 
+/// What became of a dialog we place (see `Ua::report`).
+enum Progress<'a> {
+    Calling,
+    Ringing,
+    Answered,
+    /// It ended unanswered: the SIP status for a transferring phone, the callback's
+    /// `reason` and `details`.
+    Failed {
+        status: u16,
+        phrase: &'a str,
+        reason: &'a str,
+        details: String,
+    },
+}
+
 /// A leg playing early media (ringback, announcements) into the session before the answer.
 pub(super) struct Early {
     negotiated: Negotiated,
@@ -90,29 +105,51 @@ impl Ua {
             } => {
                 self.transfer_placed(participant_id, dialog_id);
                 self.place(dialog_id, participant_id, &data);
-                if self.calls.of_dialog(dialog_id).is_none() {
-                    // Not placed (no trunk peer, a target sipx will not parse, no RTP
-                    // port): a transfer waiting for it ends here.
-                    let reason = "Service Unavailable";
-                    self.transfer_progress(participant_id, dialog_id, 503, reason);
-                }
             }
             DialCommand::Hangup { dialog_id } => self.hang_up_dialog(dialog_id),
         }
     }
 
-    fn fail_dialog(&self, dialog_id: Uuid, reason: &str, details: String) {
-        self.conference.dialog_progress(
-            dialog_id,
-            DialogState::Terminated,
-            Some(reason.to_string()),
-            Some(details),
-        );
+    /// What became of a dialog we place, told once: to its participant's application
+    /// (`onSipDialogStateChange`) and, when a phone's transfer waits for it, to that
+    /// phone (a NOTIFY with the SIP status).
+    fn report(&mut self, participant_id: Uuid, dialog_id: Uuid, progress: Progress<'_>) {
+        let (state, sip) = match &progress {
+            Progress::Calling => (DialogState::Calling, None),
+            Progress::Ringing => (DialogState::Ringing, Some((180, "Ringing"))),
+            Progress::Answered => (DialogState::Answered, Some((200, "OK"))),
+            Progress::Failed { status, phrase, .. } => {
+                (DialogState::Terminated, Some((*status, *phrase)))
+            }
+        };
+        if let Some((status, phrase)) = sip {
+            self.transfer_progress(participant_id, dialog_id, status, phrase);
+        }
+        let (reason, details) = match progress {
+            Progress::Failed {
+                reason, details, ..
+            } => (Some(reason.to_string()), Some(details)),
+            _ => (None, None),
+        };
+        self.conference
+            .dialog_progress(dialog_id, state, reason, details);
+    }
+
+    /// A dialog that could not be placed or used: 503 to a transfer's phone.
+    fn fail_dialog(&mut self, participant_id: Uuid, dialog_id: Uuid, details: String) {
+        let progress = Progress::Failed {
+            status: 503,
+            phrase: "Service Unavailable",
+            reason: "ERROR",
+            details,
+        };
+        self.report(participant_id, dialog_id, progress);
     }
 
     fn place(&mut self, dialog_id: Uuid, participant_id: Uuid, data: &DialogData) {
         let (Some(trunk), Some(peer)) = (self.trunk.clone(), self.trunk_peer()) else {
-            return self.fail_dialog(dialog_id, "ERROR", "no SIP trunk configured".into());
+            let details = "no SIP trunk configured".into();
+            return self.fail_dialog(participant_id, dialog_id, details);
         };
         let uri_text = if data.to.starts_with("sip:") || data.to.starts_with("sips:") {
             data.to.clone()
@@ -126,7 +163,10 @@ impl Ua {
         };
         let uri = match Uri::parse(Bytes::from(uri_text.clone())) {
             Ok(u) => u,
-            Err(e) => return self.fail_dialog(dialog_id, "ERROR", format!("bad target URI: {e}")),
+            Err(e) => {
+                let details = format!("bad target URI: {e}");
+                return self.fail_dialog(participant_id, dialog_id, details);
+            }
         };
         let host = self.our_host();
         let local_tag = random_token();
@@ -147,7 +187,7 @@ impl Ua {
         }
         let (leg, rtp) = match self.start_leg() {
             Ok(x) => x,
-            Err(e) => return self.fail_dialog(dialog_id, "ERROR", e),
+            Err(e) => return self.fail_dialog(participant_id, dialog_id, e),
         };
         let call_id = format!("{}@{}", random_token(), host);
         let mut out = Outgoing {
@@ -175,12 +215,12 @@ impl Ua {
             },
         };
         if !self.send_invite(&mut out, None, peer) {
-            return self.fail_dialog(dialog_id, "ERROR", "could not build the INVITE".into());
+            let details = "could not build the INVITE".into();
+            return self.fail_dialog(participant_id, dialog_id, details);
         }
         tracing::info!(%dialog_id, %call_id, to = %out.uri_text, "dialog: INVITE sent");
         self.calls.ring(out);
-        self.conference
-            .dialog_progress(dialog_id, DialogState::Calling, None, None);
+        self.report(participant_id, dialog_id, Progress::Calling);
     }
 
     /// Send (or re-send with credentials) the INVITE of `out` in a new client transaction.
@@ -254,13 +294,7 @@ impl Ua {
             if code > 100 && !out.provisional {
                 out.provisional = true;
                 if !out.cancel && (code == 180 || code == 183) {
-                    self.conference.dialog_progress(
-                        out.dialog_id,
-                        DialogState::Ringing,
-                        None,
-                        None,
-                    );
-                    self.transfer_progress(out.participant_id, out.dialog_id, 180, "Ringing");
+                    self.report(out.participant_id, out.dialog_id, Progress::Ringing);
                 }
             }
             if out.cancel && code > 100 {
@@ -294,13 +328,14 @@ impl Ua {
         }
         let reason = printable(&resp.reason);
         tracing::info!(dialog_id = %out.dialog_id, code, %reason, "dialog: call failed");
-        self.transfer_progress(out.participant_id, out.dialog_id, code, &reason);
         self.calls.forget(&out);
-        self.fail_dialog(
-            out.dialog_id,
-            failure_reason(code),
-            format!("{code} {reason}").trim().to_string(),
-        );
+        let progress = Progress::Failed {
+            status: code,
+            phrase: &reason,
+            reason: failure_reason(code),
+            details: format!("{code} {reason}").trim().to_string(),
+        };
+        self.report(out.participant_id, out.dialog_id, progress);
         out.leave();
     }
 
@@ -460,23 +495,21 @@ impl Ua {
         let leg = out.leg;
         let Some((n, owner, joined)) = media else {
             // Hang up what we cannot use.
-            let dialog_id = out.dialog_id;
-            let reason = "Service Unavailable (the answer could not be used)";
-            self.transfer_progress(out.participant_id, dialog_id, 503, reason);
+            let details = "the answer could not be used".into();
+            self.fail_dialog(out.participant_id, out.dialog_id, details);
             let call = self.call_of(out, leg, peer, dialog, ack, None);
             let call_id = call.dialog.call_id.clone();
             self.calls.insert(call);
             self.metrics.sip_calls_active.inc();
-            self.fail_dialog(dialog_id, "ERROR", "the answer could not be used".into());
             self.end_call(&call_id, true);
             return;
         };
         let cancel = out.cancel;
         let dialog_id = out.dialog_id;
         if !cancel {
-            // Before its leg joins the session (which ends the phone's call): the
-            // phone hears of the answer, then of our BYE.
-            self.transfer_progress(out.participant_id, dialog_id, 200, "OK");
+            // Before its leg joins the session (which ends a transferring phone's call):
+            // the phone hears of the answer, then of our BYE.
+            self.report(out.participant_id, dialog_id, Progress::Answered);
         }
         let mut call = self.call_of(out, leg, peer, dialog, ack, Some((owner, joined)));
         let call_id = call.dialog.call_id.clone();
@@ -490,8 +523,6 @@ impl Ua {
             return;
         }
         tracing::info!(%dialog_id, %call_id, %leg, codec = ?n.codec, "dialog answered");
-        self.conference
-            .dialog_progress(dialog_id, DialogState::Answered, None, None);
     }
 
     /// The media of a 2xx without early media: the SDP answer and the participant's session.
@@ -563,8 +594,13 @@ impl Ua {
         self.clients.release(key);
         if let Some(out) = self.calls.take_ringing(&call_id) {
             self.calls.forget(&out);
-            self.transfer_progress(out.participant_id, out.dialog_id, 408, "Request Timeout");
-            self.fail_dialog(out.dialog_id, "ERROR", why.to_string());
+            let progress = Progress::Failed {
+                status: 408,
+                phrase: "Request Timeout",
+                reason: "ERROR",
+                details: why.to_string(),
+            };
+            self.report(out.participant_id, out.dialog_id, progress);
             out.leave();
         }
     }
