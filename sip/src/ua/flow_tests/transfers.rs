@@ -102,3 +102,38 @@ async fn a_target_the_operator_did_not_allow_is_refused_403() {
     assert_eq!(h.statuses(), [403]);
     assert!(h.asks.is_empty(), "nothing placed");
 }
+
+/// RTP ports that are all taken.
+struct NoPorts;
+
+impl LegPorts for NoPorts {
+    fn open(&mut self, _: LegId) -> Result<RtpLeg, String> {
+        Err("no RTP port: all taken".into())
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_whose_dialog_cannot_be_placed_ends_with_503_and_the_phone_may_ask_again() {
+    let (mut h, p, token) = Harness::with_member(transfers_allowed).await;
+    let tag = answered(&mut h, "c1", &uui(&token)).await;
+    h.datagram(PHONE, &refer("c1", &tag, 2, "sip:+15550199@127.0.0.1"));
+    assert_eq!(h.take()[0].status(), Some(202));
+    let ports = std::mem::replace(&mut h.ua.legs, Box::new(NoPorts));
+    h.answer_asks().await;
+    h.dial();
+    let sent = h.take();
+    assert!(sent.iter().all(|s| s.method() != Some("INVITE")));
+    let notify = find(&sent, "NOTIFY");
+    assert_eq!(frag(notify), "SIP/2.0 503 Service Unavailable");
+    assert!(notify
+        .header("Subscription-State")
+        .is_some_and(|s| s.starts_with("terminated")));
+    assert_eq!(h.ua.calls.of_participant(p), ["c1"]);
+    h.ua.legs = ports;
+    h.datagram(PHONE, &refer("c1", &tag, 3, "sip:+15550199@127.0.0.1"));
+    assert_eq!(
+        h.take()[0].status(),
+        Some(202),
+        "not 491: the first one is over"
+    );
+}
