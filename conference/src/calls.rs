@@ -86,21 +86,13 @@ impl CallControl {
 
     /// Hold or resume `participant_id`'s call; the outcome once the phone answered.
     pub async fn hold(&self, participant_id: Uuid, hold: bool) -> Result<(), CallError> {
-        let Some(tx) = self.tx.get() else {
-            return Err(CallError::NoCall);
-        };
-        let (reply, outcome) = oneshot::channel();
-        tx.send(CallCommand::Hold {
+        let command = |reply| CallCommand::Hold {
             participant_id,
             hold,
             reply,
-        })
-        .map_err(|_| CallError::NoCall)?;
-        match tokio::time::timeout(CALL_COMMAND_TIMEOUT, outcome).await {
-            Ok(Ok(r)) => r,
-            // The SIP side dropped it (stopping) or never answered.
-            _ => Err(CallError::NoOutcome),
-        }
+        };
+        let answer = self.command(command, CALL_COMMAND_TIMEOUT).await?;
+        answer.ok_or(CallError::NoOutcome)
     }
 
     /// Transfer `participant_id`'s call to `to` (see [`CallCommand::Transfer`]); a
@@ -112,20 +104,32 @@ impl CallControl {
         to: String,
         ringing: Duration,
     ) -> Result<TransferOutcome, CallError> {
+        let command = |reply| CallCommand::Transfer {
+            participant_id,
+            to,
+            reply,
+        };
+        let answer = self.command(command, ringing.min(MAX_TRANSFER_RINGING));
+        Ok(answer.await?.unwrap_or(TransferOutcome::RingingTimeout))
+    }
+
+    /// Send the command `make` builds around its reply and wait at most `limit` for the
+    /// answer (`None`: none in time; the SIP side dropping it is `NoOutcome`).
+    async fn command<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, CallError>>) -> CallCommand,
+        limit: Duration,
+    ) -> Result<Option<T>, CallError> {
         let Some(tx) = self.tx.get() else {
             return Err(CallError::NoCall);
         };
         let (reply, outcome) = oneshot::channel();
-        tx.send(CallCommand::Transfer {
-            participant_id,
-            to,
-            reply,
-        })
-        .map_err(|_| CallError::NoCall)?;
-        match tokio::time::timeout(ringing.min(MAX_TRANSFER_RINGING), outcome).await {
-            Ok(Ok(r)) => r,
+        tx.send(make(reply)).map_err(|_| CallError::NoCall)?;
+        match tokio::time::timeout(limit, outcome).await {
+            Ok(Ok(answer)) => answer.map(Some),
+            // The SIP side dropped it (stopping).
             Ok(Err(_)) => Err(CallError::NoOutcome),
-            Err(_) => Ok(TransferOutcome::RingingTimeout),
+            Err(_) => Ok(None),
         }
     }
 }

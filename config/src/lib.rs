@@ -418,47 +418,26 @@ impl Config {
                     format!("`{ports_text}` is not a range LOW-HIGH of at least 4 ports"),
                 )
             })?;
-        let rtp_timeout = parse_duration("rtp_timeout", layer.rtp_timeout.as_deref(), "60s")?;
-        let sip_tcp_max_connections = parse_count(
-            "sip_tcp_max_connections",
-            layer.sip_tcp_max_connections.as_deref(),
-            1024,
-        )?;
-        let sip_tcp_max_per_source = parse_count(
-            "sip_tcp_max_per_source",
-            layer.sip_tcp_max_per_source.as_deref(),
-            64,
-        )?;
-        let sip_tcp_idle_timeout = parse_duration(
-            "sip_tcp_idle_timeout",
-            layer.sip_tcp_idle_timeout.as_deref(),
-            "120s",
-        )?;
-        let sip_max_transactions_per_source = parse_count(
-            "sip_max_transactions_per_source",
-            layer.sip_max_transactions_per_source.as_deref(),
-            1000,
-        )?;
-        let http_header_timeout = parse_duration(
-            "http_header_timeout",
-            layer.http_header_timeout.as_deref(),
-            "10s",
-        )?;
-        let http_body_timeout = parse_duration(
-            "http_body_timeout",
-            layer.http_body_timeout.as_deref(),
-            "30s",
-        )?;
-        let http_max_connections = parse_count(
-            "http_max_connections",
-            layer.http_max_connections.as_deref(),
-            4096,
-        )?;
-        let http_max_per_source = parse_count(
-            "http_max_per_source",
-            layer.http_max_per_source.as_deref(),
-            256,
-        )?;
+        // Whole numbers (at least 1) and durations: the key's name is its field's.
+        macro_rules! count {
+            ($f:ident, $default:expr) => {
+                parse_count(stringify!($f), layer.$f.as_deref(), $default)?
+            };
+        }
+        macro_rules! duration {
+            ($f:ident, $default:expr) => {
+                parse_duration(stringify!($f), layer.$f.as_deref(), $default)?
+            };
+        }
+        let rtp_timeout = duration!(rtp_timeout, "60s");
+        let sip_tcp_max_connections = count!(sip_tcp_max_connections, 1024);
+        let sip_tcp_max_per_source = count!(sip_tcp_max_per_source, 64);
+        let sip_tcp_idle_timeout = duration!(sip_tcp_idle_timeout, "120s");
+        let sip_max_transactions_per_source = count!(sip_max_transactions_per_source, 1000);
+        let http_header_timeout = duration!(http_header_timeout, "10s");
+        let http_body_timeout = duration!(http_body_timeout, "30s");
+        let http_max_connections = count!(http_max_connections, 4096);
+        let http_max_per_source = count!(http_max_per_source, 256);
         let sip_stream_alias = layer.sip_stream_alias.unwrap_or_else(|| "phone".into());
         if sip_stream_alias.is_empty() || sip_stream_alias.chars().count() > 50 {
             return Err(key_err("sip_stream_alias", "must be 1-50 characters"));

@@ -23,9 +23,7 @@ use patchbay_outbound::hops::Hops;
 use patchbay_outbound::webhooks::inbound::InboundWebhook;
 use patchbay_outbound::webhooks::{WebhookOptions, Webhooks};
 use patchbay_sip::metrics::SipMetrics;
-use patchbay_sip::{
-    InboundRoute, SipConfig, SipGateway, TcpLimits, TlsFiles, TlsListen, TlsServer,
-};
+use patchbay_sip::{InboundRoute, SipConfig, SipGateway, TcpLimits, TlsFiles, TlsServer};
 
 use crate::cluster;
 
@@ -289,13 +287,7 @@ pub async fn start_sip(
         },
         max_transactions_per_source: config.sip_max_transactions_per_source,
         trunk: config.sip.trunk.clone(),
-        tls: config.sip.tls.as_ref().map(|t| TlsListen {
-            listen: t.listen,
-            files: TlsFiles {
-                cert: t.cert.clone(),
-                key: t.key.clone(),
-            },
-        }),
+        tls: config.sip.tls.clone(),
         tls_ca: config.sip.tls_ca.clone(),
         outbound_proxy: config.sip.outbound_proxy.clone(),
         trunk_ping_interval: config.sip.trunk_ping_interval,

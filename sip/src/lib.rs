@@ -11,5 +11,5 @@ pub mod ua;
 pub mod uui;
 pub use ua::{
     InboundRoute, SipConfig, SipGateway, SipHop, SipRegistration, SipTransport, SipTrunk,
-    TcpLimits, TlsFiles, TlsListen, TlsServer,
+    TcpLimits, TlsFiles, TlsServer,
 };

@@ -73,7 +73,7 @@ pub struct SipConfig {
     /// Server transactions at once from one IP address (more get 503).
     pub max_transactions_per_source: usize,
     /// The TLS listener, if any.
-    pub tls: Option<TlsListen>,
+    pub tls: Option<SipTls>,
     /// CAs trusted for TLS trunks and proxies (PEM); none: the Web PKI roots.
     pub tls_ca: Option<std::path::PathBuf>,
     /// Dialogs go through this proxy (a pre-loaded loose route) when set.
@@ -108,13 +108,6 @@ impl SipConfig {
     pub fn advertised_ip(&self) -> IpAddr {
         self.public_ip.unwrap_or(self.media_ip)
     }
-}
-
-/// The SIP TLS listener.
-#[derive(Debug, Clone)]
-pub struct TlsListen {
-    pub listen: SocketAddr,
-    pub files: TlsFiles,
 }
 
 /// What one peer, or all of them, may hold of the SIP TCP listener.
@@ -255,7 +248,7 @@ use addressing::*;
 use call::*;
 use io::*;
 use message::*;
-pub use patchbay_config::{SipHop, SipRegistration, SipTransport, SipTrunk};
+pub use patchbay_config::{SipHop, SipRegistration, SipTls, SipTransport, SipTrunk};
 pub use patchbay_tls::{TlsFiles, TlsServer};
 use requests::OutRequest;
 pub use runner::SipGateway;

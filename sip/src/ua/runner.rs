@@ -36,7 +36,11 @@ impl SipGateway {
         let (tls, tls_local) = match &config.tls {
             None => (None, None),
             Some(t) => {
-                let server = TlsServer::new(t.files.clone()).map_err(invalid)?;
+                let files = TlsFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                };
+                let server = TlsServer::new(files).map_err(invalid)?;
                 let listener = TcpListener::bind(t.listen).await?;
                 let local = listener.local_addr()?;
                 tokio::spawn(
