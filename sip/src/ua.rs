@@ -12,7 +12,7 @@
 //! `clients.rs` the one table of our client transactions and their owners;
 //! `requests.rs` the one request builder; `identify.rs` who a new INVITE's caller is
 //! (token, inbound rule, Replaces); `uas.rs` calls we answer; `uac.rs` dialogs we
-//! place; `hold.rs` our re-INVITEs; `transfer.rs` a phone's REFER, `referring.rs`
+//! place (`dialog_reports.rs` what becomes of them); `hold.rs` our re-INVITEs; `transfer.rs` a phone's REFER, `referring.rs`
 //! ours; `registering.rs` (and the sans-IO `registration.rs`) REGISTER; `trunk.rs`
 //! the next hop, its connections and OPTIONS pings; `streams.rs` TCP/TLS;
 //! `addressing.rs` transports and the one Via/Contact formatter; `message.rs`
@@ -226,6 +226,7 @@ mod call;
 mod calls;
 mod clients;
 mod dialog;
+mod dialog_reports;
 #[cfg(test)]
 mod flow_tests;
 #[cfg(test)]

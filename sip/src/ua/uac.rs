@@ -3,12 +3,13 @@
 //! call becomes an ordinary [`Call`] — the same media path, BYE and re-INVITE
 //! handling as an inbound one.
 
-use patchbay_conference::dialogs::{failure_reason, DialCommand, DialogData, DialogState};
+use patchbay_conference::dialogs::{failure_reason, DialCommand, DialogData};
 use sipx_sip::auth::{self, Challenge, Credentials};
 use sipx_sip::Response;
 use uuid::Uuid;
 
 use super::dialog::Dialog;
+use super::dialog_reports::Progress;
 use super::*;
 
 /// A call we placed that has no final answer yet.
@@ -44,21 +45,6 @@ pub(super) struct Outgoing {
 pub(super) enum Joined {
     Into(SessionHandle),
     Already(tokio::sync::watch::Sender<LegMedia>),
-}
-
-/// What became of a dialog we place (see `Ua::report`).
-enum Progress<'a> {
-    Calling,
-    Ringing,
-    Answered,
-    /// It ended unanswered: the SIP status for a transferring phone, the callback's
-    /// `reason` and `details`.
-    Failed {
-        status: u16,
-        phrase: &'a str,
-        reason: &'a str,
-        details: String,
-    },
 }
 
 /// A leg playing early media (ringback, announcements) into the session before the answer.
@@ -108,42 +94,6 @@ impl Ua {
             }
             DialCommand::Hangup { dialog_id } => self.hang_up_dialog(dialog_id),
         }
-    }
-
-    /// What became of a dialog we place, told once: to its participant's application
-    /// (`onSipDialogStateChange`) and, when a phone's transfer waits for it, to that
-    /// phone (a NOTIFY with the SIP status).
-    fn report(&mut self, participant_id: Uuid, dialog_id: Uuid, progress: Progress<'_>) {
-        let (state, sip) = match &progress {
-            Progress::Calling => (DialogState::Calling, None),
-            Progress::Ringing => (DialogState::Ringing, Some((180, "Ringing"))),
-            Progress::Answered => (DialogState::Answered, Some((200, "OK"))),
-            Progress::Failed { status, phrase, .. } => {
-                (DialogState::Terminated, Some((*status, *phrase)))
-            }
-        };
-        if let Some((status, phrase)) = sip {
-            self.transfer_progress(participant_id, dialog_id, status, phrase);
-        }
-        let (reason, details) = match progress {
-            Progress::Failed {
-                reason, details, ..
-            } => (Some(reason.to_string()), Some(details)),
-            _ => (None, None),
-        };
-        self.conference
-            .dialog_progress(dialog_id, state, reason, details);
-    }
-
-    /// A dialog that could not be placed or used: 503 to a transfer's phone.
-    fn fail_dialog(&mut self, participant_id: Uuid, dialog_id: Uuid, details: String) {
-        let progress = Progress::Failed {
-            status: 503,
-            phrase: "Service Unavailable",
-            reason: "ERROR",
-            details,
-        };
-        self.report(participant_id, dialog_id, progress);
     }
 
     fn place(&mut self, dialog_id: Uuid, participant_id: Uuid, data: &DialogData) {
@@ -623,23 +573,5 @@ impl Ua {
             self.send_cancel(&out);
         }
         self.calls.put_back(out);
-    }
-
-    /// A call ended (either side): the REST dialog it was placed for, if any, is over.
-    pub(super) fn dialog_call_ended(&mut self, placed_for: Option<Uuid>, we_hung_up: bool) {
-        let Some(dialog_id) = placed_for else {
-            return;
-        };
-        let details = if we_hung_up {
-            "hung up by the gateway"
-        } else {
-            "the far end hung up"
-        };
-        self.conference.dialog_progress(
-            dialog_id,
-            DialogState::Terminated,
-            None,
-            Some(details.into()),
-        );
     }
 }
